@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * connector.h: the one interface every provider (Stripe, Xero, GoCardless) fills, so that the
+ * gateway handles all of them with the same code and includes nothing provider-specific.
+ *
+ * A connector knows no gateway code. What it needs from its host (a MAC, a constant-time compare,
+ * memory) it receives through the structures below. verify() and parse() are pure: no I/O, no
+ * globals written, every allocation from the allocator they are given.
+ */
+#ifndef CN_CONNECTOR_H
+#define CN_CONNECTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A byte string that is never assumed to be NUL-terminated. base is NULL when absent. */
+typedef struct st_cn_str_t {
+    const char *base;
+    size_t len;
+} cn_str_t;
+
+#define CN_STR_LIT(s) ((cn_str_t){(s), sizeof(s) - 1})
+
+/* What the host lends a connector. */
+typedef struct st_cn_host_t {
+    /* Computes HMAC-SHA256 with key over the concatenation of nparts parts and writes 32 bytes to
+     * out. Returns 0, or -1 if the MAC could not be computed (the connector then rejects). */
+    int (*hmac_sha256)(const void *key, size_t keylen, const cn_str_t *parts, size_t nparts, unsigned char out[32]);
+    /* Compares len bytes of a and b in time that does not depend on their contents. */
+    bool (*equal)(const void *a, const void *b, size_t len);
+} cn_host_t;
+
+/* An allocator, typically a request's memory pool. alloc never returns NULL (it aborts instead). */
+typedef struct st_cn_alloc_t {
+    void *(*alloc)(void *ctx, size_t size);
+    void *ctx;
+} cn_alloc_t;
+
+/* The secrets active for one source; a request passes if any of them matches. */
+typedef struct st_cn_secrets_t {
+    const cn_str_t *keys;
+    size_t count;
+} cn_secrets_t;
+
+/* Everything verify() looks at. */
+typedef struct st_cn_verify_input_t {
+    cn_str_t body;              /* the raw request body, exactly as received */
+    cn_str_t signature;         /* the value of the connector's signature header; base == NULL if absent */
+    const cn_secrets_t *secrets;
+    int64_t now;                /* the current time, unix seconds */
+    int64_t tolerance;          /* maximum age of a signed timestamp in seconds; 0 disables the check */
+} cn_verify_input_t;
+
+/* One event of a delivery, normalised. Every string is copied into the allocator given to parse()
+ * and is valid UTF-8 without NUL bytes; base is NULL when the field does not apply. */
+typedef struct st_cn_event_t {
+    cn_str_t event_id;    /* the provider's event id; for Xero a key derived from the event's fields */
+    cn_str_t event_type;  /* e.g. "payment_intent.succeeded", "INVOICE.UPDATE", "payments.confirmed" */
+    cn_str_t account;     /* Stripe Connect account, Xero tenantId, GoCardless organisation or creditor */
+    cn_str_t resource_id; /* the id of the object the event is about, when the payload names it */
+} cn_event_t;
+
+/* Limits on the normalised fields; parse() rejects an event whose field exceeds them. */
+#define CN_MAX_EVENT_ID 255
+#define CN_MAX_FIELD 255
+
+/*
+ * Error codes. Functions return one of these constants (or NULL for success); callers compare them
+ * by pointer, never by string. The text of each is the stable machine code that docs/ lists.
+ */
+extern const char cn_err_signature_missing[];   /* "signature_missing": no signature header */
+extern const char cn_err_signature_malformed[]; /* "signature_malformed": header present but unparseable */
+extern const char cn_err_signature_mismatch[];  /* "signature_mismatch": no active secret produces it */
+extern const char cn_err_timestamp_stale[];     /* "timestamp_stale": Stripe t= older than the tolerance */
+extern const char cn_err_no_secret[];           /* "no_secret": the source has no secret configured */
+extern const char cn_err_body_malformed[];      /* "body_malformed": not JSON, or not the provider's envelope */
+extern const char cn_err_event_invalid[];       /* "event_invalid": an event lacks a required field or is too long */
+
+typedef struct st_cn_connector_t {
+    const char *name;             /* "stripe", "xero", "gocardless": also the provider column's value */
+    const char *signature_header; /* lower-case name of the header holding the signature */
+    int status_accepted;          /* what a stored (or duplicate) delivery is answered with: 200 or 204 */
+    int status_bad_signature;     /* what a failed signature check is answered with: 400, 401 or 498 */
+    bool bare_replies;            /* replies carry no body at all (Xero's intent-to-receive rules) */
+    /* Checks in->signature against in->body with each of in->secrets, in constant time, before anything
+     * is parsed. Returns NULL when one secret matches, else one of the cn_err_* constants. */
+    const char *(*verify)(const cn_host_t *host, const cn_verify_input_t *in);
+    /* Parses a verified body into *events (allocated from alloc; *count may be 0, e.g. Xero's
+     * intent-to-receive). Returns NULL on success, else cn_err_body_malformed or cn_err_event_invalid,
+     * with *detail pointing at a static sentence saying what was wrong. Never writes partial results
+     * on failure. */
+    const char *(*parse)(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
+                         const char **detail);
+} cn_connector_t;
+
+extern const cn_connector_t cn_stripe_connector;
+extern const cn_connector_t cn_xero_connector;
+extern const cn_connector_t cn_gocardless_connector;
+
+/* Helpers shared by the connectors (connector.c). */
+
+/* Decodes exactly 64 hex digits (either case) into 32 bytes. Returns 0, or -1 if s is not that. */
+int cn_hex32_decode(cn_str_t s, unsigned char out[32]);
+/* Encodes 32 bytes as standard base64 with padding (44 chars + NUL). */
+void cn_base64_32_encode(const unsigned char in[32], char out[45]);
+/* Copies s into alloc as a NUL-terminated string and returns the copy with its length. */
+cn_str_t cn_strdup(const cn_alloc_t *alloc, const char *s, size_t len);
+
+#endif

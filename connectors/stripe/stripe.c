@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: MIT */
+/* stripe.c: checks Stripe's `Stripe-Signature` (t=, v1=) header and turns a Stripe event into one normalised event. */
+#include "connector.h"
+#include <jansson.h>
+#include <string.h>
+
+/* Stripe's own headers are about 150 bytes (t plus one or two v1); anything beyond this is not Stripe. */
+#define CN_STRIPE_MAX_HEADER 8192
+/* Unix seconds with at most 18 digits cannot overflow an int64_t. */
+#define CN_STRIPE_MAX_T_DIGITS 18
+
+/* A cursor over the comma-separated pairs of the header. */
+typedef struct st_cn_stripe_pairs_t {
+    const char *p, *end;
+} cn_stripe_pairs_t;
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/*
+ * Yields the next non-empty element as key and value (split at the first '='), with spaces and tabs around the element
+ * trimmed. Empty elements ("a,,b", a trailing comma) are skipped, as HTTP lists allow. Returns 1 for a pair, 0 at the
+ * end, -1 for an element without '='.
+ */
+static int next_pair(cn_stripe_pairs_t *it, cn_str_t *key, cn_str_t *value)
+{
+    while (it->p != it->end) {
+        const char *start = it->p, *stop = memchr(start, ',', (size_t)(it->end - start));
+        if (stop == NULL)
+            stop = it->end;
+        it->p = stop == it->end ? stop : stop + 1;
+        while (start != stop && is_ows(*start))
+            ++start;
+        while (stop != start && is_ows(stop[-1]))
+            --stop;
+        if (start == stop)
+            continue;
+        const char *eq = memchr(start, '=', (size_t)(stop - start));
+        if (eq == NULL)
+            return -1;
+        *key = (cn_str_t){start, (size_t)(eq - start)};
+        *value = (cn_str_t){eq + 1, (size_t)(stop - eq - 1)};
+        return 1;
+    }
+    return 0;
+}
+
+static bool str_is(cn_str_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && memcmp(s.base, lit, n) == 0;
+}
+
+/* Accepts only the canonical decimal form (no sign, no leading zero) so that the signed bytes "<t>." are exactly what
+ * the SDKs, which re-format the parsed number, would sign. */
+static int parse_timestamp(cn_str_t s, int64_t *t)
+{
+    if (s.len == 0 || s.len > CN_STRIPE_MAX_T_DIGITS || (s.base[0] == '0' && s.len != 1))
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i != s.len; ++i) {
+        if (s.base[i] < '0' || s.base[i] > '9')
+            return -1;
+        v = v * 10 + (s.base[i] - '0');
+    }
+    *t = v;
+    return 0;
+}
+
+/*
+ * Order of the answers: no usable secret, then a missing or malformed header, then the MACs, then the age. A header
+ * without any well-formed v1 value is a mismatch (no secret produces it), as in stripe-go, not malformed: the header
+ * itself parsed. A v1 value that is not 64 hex digits is skipped, so one garbled signature cannot hide a good one.
+ * Every v1 is compared with every secret's MAC without stopping at the first match, so the time taken does not say
+ * which secret or which v1 matched.
+ */
+static const char *cn_stripe_verify(const cn_host_t *host, const cn_verify_input_t *in)
+{
+    size_t nsecrets = 0;
+    if (in->secrets != NULL)
+        for (size_t i = 0; i != in->secrets->count; ++i)
+            if (in->secrets->keys[i].base != NULL && in->secrets->keys[i].len != 0)
+                ++nsecrets;
+    if (nsecrets == 0)
+        return cn_err_no_secret;
+    if (in->signature.base == NULL)
+        return cn_err_signature_missing;
+    if (in->signature.len > CN_STRIPE_MAX_HEADER)
+        return cn_err_signature_malformed;
+
+    /* first pass: the header's shape, its one t, and whether any v1 is usable */
+    cn_stripe_pairs_t it = {in->signature.base, in->signature.base + in->signature.len};
+    cn_str_t key, value, t_text = {NULL, 0};
+    size_t nv1 = 0;
+    int r;
+    while ((r = next_pair(&it, &key, &value)) == 1) {
+        if (str_is(key, "t")) {
+            if (t_text.base != NULL)
+                return cn_err_signature_malformed;
+            t_text = value;
+        } else if (str_is(key, "v1") && value.len == 64) {
+            ++nv1;
+        }
+    }
+    int64_t t;
+    if (r != 0 || t_text.base == NULL || parse_timestamp(t_text, &t) != 0)
+        return cn_err_signature_malformed;
+    if (nv1 == 0)
+        return cn_err_signature_mismatch;
+
+    /* second pass per secret: MAC("<t>." body), compared with every v1 */
+    const cn_str_t parts[3] = {t_text, CN_STR_LIT("."), in->body};
+    bool matched = false;
+    for (size_t i = 0; i != in->secrets->count; ++i) {
+        const cn_str_t *secret = in->secrets->keys + i;
+        if (secret->base == NULL || secret->len == 0)
+            continue;
+        unsigned char mac[32], given[32];
+        if (host->hmac_sha256(secret->base, secret->len, parts, 3, mac) != 0)
+            return cn_err_signature_mismatch;
+        it = (cn_stripe_pairs_t){in->signature.base, in->signature.base + in->signature.len};
+        while (next_pair(&it, &key, &value) == 1)
+            if (str_is(key, "v1") && cn_hex32_decode(value, given) == 0)
+                matched |= host->equal(mac, given, 32);
+    }
+    if (!matched)
+        return cn_err_signature_mismatch;
+
+    /* only stale timestamps are refused; one from the future passes, as in every Stripe SDK */
+    if (in->tolerance > 0 && t < in->now && in->now - t > in->tolerance)
+        return cn_err_timestamp_stale;
+    return NULL;
+}
+
+/* Stripe's ids are ASCII letters, digits and '_'; refusing controls, spaces and non-ASCII keeps the inbox key clean. */
+static bool is_printable_token(const char *s, size_t len)
+{
+    for (size_t i = 0; i != len; ++i)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Copies value into *out if it is a string of 1..CN_MAX_FIELD bytes; leaves *out absent (base NULL) when value is
+ * missing (NULL), null, of another type or empty. Returns -1 only when it is too long. */
+static int copy_optional(const cn_alloc_t *alloc, json_t *value, cn_str_t *out)
+{
+    *out = (cn_str_t){NULL, 0};
+    if (!json_is_string(value) || json_string_length(value) == 0)
+        return 0;
+    if (json_string_length(value) > CN_MAX_FIELD)
+        return -1;
+    *out = cn_strdup(alloc, json_string_value(value), json_string_length(value));
+    return 0;
+}
+
+static const char *cn_stripe_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
+                                   const char **detail)
+{
+    const char *err = NULL, *why = NULL;
+    json_error_t jerr;
+    json_t *root = json_loadb(body.base != NULL ? body.base : "", body.len, JSON_REJECT_DUPLICATES, &jerr), *id, *type,
+           *object;
+    cn_event_t *ev;
+
+    if (root == NULL) {
+        err = cn_err_body_malformed;
+        why = "The body is not valid JSON (or repeats a key).";
+        goto Exit;
+    }
+    if (!json_is_object(root)) {
+        err = cn_err_body_malformed;
+        why = "The body is not a JSON object.";
+        goto Exit;
+    }
+
+    id = json_object_get(root, "id");
+    type = json_object_get(root, "type");
+    object = json_object_get(root, "object");
+    err = cn_err_event_invalid;
+    if (!json_is_string(id) || json_string_length(id) == 0) {
+        why = "The event has no string \"id\".";
+        goto Exit;
+    }
+    if (json_string_length(id) > CN_MAX_EVENT_ID ||
+        !is_printable_token(json_string_value(id), json_string_length(id))) {
+        why = "The event's \"id\" is longer than 255 bytes or not printable ASCII.";
+        goto Exit;
+    }
+    if (!json_is_string(type) || json_string_length(type) == 0) {
+        why = "The event has no string \"type\".";
+        goto Exit;
+    }
+    if (json_string_length(type) > CN_MAX_FIELD) {
+        why = "The event's \"type\" is longer than 255 bytes.";
+        goto Exit;
+    }
+    /* thin (v2) event notifications say "v2.core.event" and carry no snapshot: not what this endpoint takes */
+    if (object != NULL && !(json_is_string(object) && strcmp(json_string_value(object), "event") == 0)) {
+        why = "The payload's \"object\" is not \"event\".";
+        goto Exit;
+    }
+
+    ev = alloc->alloc(alloc->ctx, sizeof(*ev));
+    if (copy_optional(alloc, json_object_get(root, "account"), &ev->account) != 0) {
+        why = "The event's \"account\" is longer than 255 bytes.";
+        goto Exit;
+    }
+    if (copy_optional(alloc, json_object_get(json_object_get(json_object_get(root, "data"), "object"), "id"),
+                      &ev->resource_id) != 0) {
+        why = "The event's \"data.object.id\" is longer than 255 bytes.";
+        goto Exit;
+    }
+    ev->event_id = cn_strdup(alloc, json_string_value(id), json_string_length(id));
+    ev->event_type = cn_strdup(alloc, json_string_value(type), json_string_length(type));
+    err = NULL;
+    *events = ev;
+    *count = 1;
+
+Exit:
+    if (detail != NULL)
+        *detail = why;
+    json_decref(root);
+    return err;
+}
+
+const cn_connector_t cn_stripe_connector = {
+    .name = "stripe",
+    .signature_header = "stripe-signature",
+    .status_accepted = 200,
+    .status_bad_signature = 400,
+    .bare_replies = false,
+    .verify = cn_stripe_verify,
+    .parse = cn_stripe_parse,
+};

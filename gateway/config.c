@@ -1,0 +1,1102 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c: the one declarative table of settled's settings and the code that reads, checks and prints
+ * them, so that every setting has exactly one name, type, default, bound and description, and every
+ * mistake is reported once, at start, naming the key and never the value of a secret.
+ */
+#include "config.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum setting_type {
+    T_PATH,            /* SETTLED_CONFIG: the file itself; read from the environment only */
+    T_STRING,          /* free text without control characters */
+    T_CONNINFO,        /* a libpq connection string; any password in it is redacted when printed */
+    T_URL,             /* an http:// or https:// base URL */
+    T_INT,             /* a decimal integer within [min, max] */
+    T_SIZE,            /* a byte count within [min, max], optionally with a k/K or m/M suffix (KiB, MiB) */
+    T_BOOL,            /* true/false, 1/0, yes/no, on/off */
+    T_LOG_LEVEL,       /* debug, info, warn or error */
+    T_LISTEN,          /* host:port, IPv6 hosts in brackets */
+    T_SLUG,            /* ^[a-z0-9][a-z0-9_-]{0,62}$ */
+    T_SECRET,          /* one secret of at most GW_SECRET_MAX bytes */
+    T_WEBHOOK_KEY,     /* one webhook signing key: the default source of a provider */
+    T_WEBHOOK_SECRETS, /* comma-separated webhook secrets: the default source of a provider */
+};
+
+#define F_SECRET 1u     /* the value is never printed or put into an error message */
+#define F_PER_SOURCE 2u /* also accepted as NAME__<SOURCE> for the webhook source <source> */
+
+#define GW_SECRET_MAX 1024 /* bytes per secret */
+#define GW_KEY_SHOWN 100   /* bytes of an offending key that an error message shows */
+
+typedef struct st_setting_t {
+    const char *name;
+    enum setting_type type;
+    const char *def;     /* the default, as text that is parsed like a value; "" means unset */
+    long long min, max;  /* bounds of T_INT and T_SIZE */
+    unsigned flags;      /* F_* */
+    size_t offset;       /* where the value goes in gw_config_t; NO_FIELD for webhook secrets (they make sources) */
+    const cn_connector_t *connector; /* T_WEBHOOK_*: the provider whose sources the setting defines */
+    const char *doc;     /* one line for docs/configuration.md */
+} setting_t;
+
+#define FIELD(f) offsetof(gw_config_t, f)
+#define NO_FIELD SIZE_MAX
+
+/* The settings, in the order that gw_config_dump, gw_config_list_keys and docs/configuration.md use. */
+static const setting_t settings[] = {
+    {"SETTLED_CONFIG", T_PATH, "", 0, 0, 0, FIELD(config_path), NULL,
+     "Path of an optional file of KEY=value lines; the environment overrides it."},
+    {"SETTLED_LISTEN", T_LISTEN, "127.0.0.1:8080", 0, 0, 0, FIELD(listen_host), NULL,
+     "Address to serve HTTP on, host:port (IPv6 in brackets)."},
+    {"SETTLED_THREADS", T_INT, "0", 0, 64, 0, FIELD(threads), NULL,
+     "Event loops, one thread each; 0 means one per online core."},
+    {"SETTLED_DATABASE_URL", T_CONNINFO, "", 0, 0, 0, FIELD(database_url), NULL,
+     "PostgreSQL connection string (URI or key=value); required by serve, work and migrate."},
+    {"SETTLED_DB_CONNECTIONS", T_INT, "2", 1, 16, 0, FIELD(db_connections), NULL,
+     "PostgreSQL connections per event loop."},
+    {"SETTLED_DB_MAX_BATCH", T_INT, "64", 1, 1024, 0, FIELD(db_max_batch), NULL,
+     "Most webhook deliveries committed together in one transaction."},
+    {"SETTLED_DB_COMMIT_TIMEOUT_MS", T_INT, "4000", 100, 60000, 0, FIELD(db_commit_timeout_ms), NULL,
+     "How long a delivery waits for its commit before it is answered 503."},
+    {"SETTLED_DB_QUEUE_LIMIT", T_INT, "4096", 1, 1000000, 0, FIELD(db_queue_limit), NULL,
+     "Deliveries waiting for a connection per event loop before new ones are answered 503."},
+    {"SETTLED_REDIS_URL", T_STRING, "", 0, 0, 0, FIELD(redis_url), NULL,
+     "Redis for shared quotas, throttles and revocations; empty means local fallbacks."},
+    {"SETTLED_BODY_LIMIT", T_SIZE, "1048576", 1024, 67108864, 0, FIELD(body_limit), NULL,
+     "Largest accepted request body; larger ones get 413."},
+    {"SETTLED_STRIPE_TOLERANCE", T_INT, "300", 0, 86400, 0, FIELD(stripe_tolerance), NULL,
+     "Largest age in seconds of a Stripe-Signature timestamp; 0 disables the check."},
+    {"SETTLED_RETRY_AFTER", T_INT, "5", 1, 3600, 0, FIELD(retry_after), NULL,
+     "Seconds sent in Retry-After with a 503 while the database is unavailable."},
+    {"SETTLED_SHUTDOWN_TIMEOUT_MS", T_INT, "10000", 0, 600000, 0, FIELD(shutdown_timeout_ms), NULL,
+     "How long a stopping server waits for requests in flight."},
+    {"SETTLED_LOG_LEVEL", T_LOG_LEVEL, "info", 0, 0, 0, FIELD(log_level), NULL, "Least severe level that is logged."},
+    {"SETTLED_ACCESS_LOG", T_BOOL, "true", 0, 0, 0, FIELD(access_log), NULL, "Whether to log one line per request."},
+    {"SETTLED_ORGANISATION", T_SLUG, "default", 0, 0, F_PER_SOURCE, FIELD(organisation), NULL,
+     "Slug of the organisation a webhook source's events belong to."},
+    {"SETTLED_STRIPE_WEBHOOK_SECRETS", T_WEBHOOK_SECRETS, "", 0, 0, F_SECRET | F_PER_SOURCE, NO_FIELD,
+     &cn_stripe_connector, "Stripe endpoint signing secrets (whsec_...), comma-separated."},
+    {"SETTLED_XERO_WEBHOOK_KEY", T_WEBHOOK_KEY, "", 0, 0, F_SECRET | F_PER_SOURCE, NO_FIELD, &cn_xero_connector,
+     "Xero webhook signing key."},
+    {"SETTLED_GOCARDLESS_WEBHOOK_SECRETS", T_WEBHOOK_SECRETS, "", 0, 0, F_SECRET | F_PER_SOURCE, NO_FIELD,
+     &cn_gocardless_connector, "GoCardless webhook endpoint secrets, comma-separated."},
+    {"SETTLED_STRIPE_API_BASE", T_URL, "", 0, 0, 0, FIELD(stripe_api_base), NULL,
+     "Base URL of the Stripe API that workers call; empty means https://api.stripe.com."},
+    {"SETTLED_XERO_API_BASE", T_URL, "", 0, 0, 0, FIELD(xero_api_base), NULL,
+     "Base URL of the Xero API that workers call; empty means https://api.xero.com."},
+    {"SETTLED_XERO_IDENTITY_BASE", T_URL, "", 0, 0, 0, FIELD(xero_identity_base), NULL,
+     "Base URL of Xero's OAuth 2.0 identity service; empty means https://identity.xero.com."},
+    {"SETTLED_GOCARDLESS_API_BASE", T_URL, "", 0, 0, 0, FIELD(gocardless_api_base), NULL,
+     "Base URL of the GoCardless API that workers call; empty means https://api.gocardless.com."},
+    {"SETTLED_JWT_SECRET", T_SECRET, "", 0, 0, F_SECRET, FIELD(jwt_secret), NULL,
+     "Key that signs and checks the portal's access tokens (HS256)."},
+    {"SETTLED_SECRET_KEY", T_SECRET, "", 0, 0, F_SECRET, FIELD(secret_key), NULL,
+     "Key that encrypts the provider OAuth tokens stored in PostgreSQL."},
+};
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
+
+/* One KEY=value pair read from the environment or the file. */
+typedef struct st_entry_t {
+    const setting_t *setting; /* NULL for keys of the test harness, which are ignored */
+    char *key;
+    char *value;              /* surrounding whitespace and quotes removed */
+    char *source;             /* NAME__<SOURCE> keys: the lower-cased source name; NULL otherwise */
+    unsigned line;            /* line in the config file; 0 for the environment */
+} entry_t;
+
+typedef struct st_loader_t {
+    entry_t *entries;
+    size_t n, cap;
+    const char *file; /* the config file, for messages */
+    char *err;
+    size_t errlen;
+} loader_t;
+
+/* Memory */
+
+static void *xrealloc(void *p, size_t size)
+{
+    if ((p = realloc(p, size)) == NULL) {
+        fputs("settled: fatal: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static char *xstrndup(const char *s, size_t len)
+{
+    char *p = xrealloc(NULL, len + 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    return p;
+}
+
+/* Frees a string that may hold a secret, overwriting it first. */
+static void free_wiped(char *s)
+{
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+/* Errors */
+
+/* Copies key into buf for an error message: at most GW_KEY_SHOWN bytes, non-printable bytes as '?'. */
+static const char *shown_key(const char *key, char buf[GW_KEY_SHOWN + 4])
+{
+    size_t i = 0;
+    for (; key[i] != '\0' && i != GW_KEY_SHOWN; ++i)
+        buf[i] = (key[i] > ' ' && key[i] < 0x7f) ? key[i] : '?';
+    if (key[i] != '\0')
+        buf[i++] = '.', buf[i++] = '.', buf[i++] = '.';
+    buf[i] = '\0';
+    return buf;
+}
+
+/* Writes "[file:line: ][KEY: ]message" into the loader's error buffer and returns -1. */
+__attribute__((format(printf, 4, 5))) static int fail(loader_t *l, unsigned line, const char *key, const char *fmt,
+                                                      ...)
+{
+    if (l->err == NULL || l->errlen == 0)
+        return -1;
+    char keybuf[GW_KEY_SHOWN + 4];
+    size_t off = 0;
+    int n = 0;
+    if (line != 0)
+        n = snprintf(l->err, l->errlen, "%s:%u: ", l->file, line);
+    if (n > 0)
+        off = (size_t)n < l->errlen ? (size_t)n : l->errlen - 1;
+    if (key != NULL) {
+        n = snprintf(l->err + off, l->errlen - off, "%s: ", shown_key(key, keybuf));
+        if (n > 0)
+            off += (size_t)n < l->errlen - off ? (size_t)n : l->errlen - off - 1;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->err + off, l->errlen - off, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Text helpers */
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Narrows [*s, *s + *len) to exclude surrounding whitespace. */
+static void trim(const char **s, size_t *len)
+{
+    while (*len != 0 && is_space(**s))
+        ++*s, --*len;
+    while (*len != 0 && is_space((*s)[*len - 1]))
+        --*len;
+}
+
+static bool valid_slug(const char *s, size_t len)
+{
+    if (len == 0 || len > 63)
+        return false;
+    for (size_t i = 0; i != len; ++i) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || is_digit(c) || (i != 0 && (c == '_' || c == '-'))))
+            return false;
+    }
+    return true;
+}
+
+static bool has_control(const char *s)
+{
+    for (; *s != '\0'; ++s)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* Levenshtein distance of two short strings, for "did you mean" hints; SIZE_MAX if either is long. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[65];
+    if (la > 64 || lb > 64)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; ++j)
+        row[j] = j;
+    for (size_t i = 1; i <= la; ++i) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; ++j) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* Keys */
+
+static bool is_harness_key(const char *key)
+{
+    return strncmp(key, "SETTLED_TEST_", 13) == 0 || strcmp(key, "SETTLED_BIN") == 0 ||
+           strcmp(key, "SETTLED_SOURCE_DIR") == 0;
+}
+
+/* Finds the setting that key names. Sets *setting (NULL for a harness key) and, for NAME__<SOURCE>, *source
+ * to the lower-cased source name (malloc'd). Returns -1 with a message for an unknown or malformed key. */
+static int classify(loader_t *l, unsigned line, const char *key, const setting_t **setting, char **source)
+{
+    *setting = NULL;
+    *source = NULL;
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        if (strcmp(key, settings[i].name) == 0) {
+            *setting = &settings[i];
+            return 0;
+        }
+    }
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        const setting_t *s = &settings[i];
+        size_t n = strlen(s->name);
+        if ((s->flags & F_PER_SOURCE) == 0 || strncmp(key, s->name, n) != 0 || strncmp(key + n, "__", 2) != 0)
+            continue;
+        const char *suffix = key + n + 2;
+        size_t len = strlen(suffix);
+        char *name = xstrndup(suffix, len);
+        for (size_t j = 0; j != len; ++j)
+            if (name[j] >= 'A' && name[j] <= 'Z')
+                name[j] = (char)(name[j] - 'A' + 'a');
+        if (!valid_slug(name, len)) {
+            free(name);
+            return fail(l, line, key,
+                        "the source name after __ must be 1 to 63 letters, digits, '_' or '-', starting with a letter "
+                        "or digit");
+        }
+        if (strcmp(name, "default") == 0) {
+            free(name);
+            return fail(l, line, key, "the source name \"default\" is reserved: use %s", s->name);
+        }
+        *setting = s;
+        *source = name;
+        return 0;
+    }
+    if (is_harness_key(key))
+        return 0;
+    if (strncmp(key, "SETTLED_", 8) != 0)
+        return fail(l, line, key, "not a setting of settled (settings start with SETTLED_)");
+    const char *hint = NULL;
+    size_t best = 3; /* suggest only names at most two edits away */
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        size_t d = edit_distance(key, settings[i].name);
+        if (d < best)
+            best = d, hint = settings[i].name;
+    }
+    if (hint != NULL)
+        return fail(l, line, key, "unknown setting (did you mean %s?)", hint);
+    return fail(l, line, key, "unknown setting (docs/configuration.md lists them all)");
+}
+
+static entry_t *find_entry(loader_t *l, const char *key)
+{
+    for (size_t i = 0; i != l->n; ++i)
+        if (strcmp(l->entries[i].key, key) == 0)
+            return &l->entries[i];
+    return NULL;
+}
+
+/* Records KEY=value (key and value are copied). The environment is read first, so a key already read from
+ * it wins over the file; a key repeated within the file is an error; a key repeated within the environment
+ * keeps its first value, as getenv does. */
+static int add_entry(loader_t *l, const char *key, const char *value, size_t vlen, unsigned line)
+{
+    const setting_t *setting;
+    char *source;
+    if (classify(l, line, key, &setting, &source) != 0)
+        return -1;
+    if (setting != NULL && setting->type == T_PATH && line != 0) {
+        free(source);
+        return fail(l, line, key, "names the config file, so it can only be set in the environment");
+    }
+    entry_t *prev = find_entry(l, key);
+    if (prev != NULL) {
+        free(source);
+        if (line != 0 && prev->line != 0)
+            return fail(l, line, key, "set twice in the file (first on line %u)", prev->line);
+        return 0;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap == 0 ? 16 : l->cap * 2;
+        l->entries = xrealloc(l->entries, l->cap * sizeof(*l->entries));
+    }
+    l->entries[l->n++] =
+        (entry_t){.setting = setting, .key = xstrndup(key, strlen(key)), .value = xstrndup(value, vlen), .source = source,
+                  .line = line};
+    return 0;
+}
+
+static void loader_free(loader_t *l)
+{
+    for (size_t i = 0; i != l->n; ++i) {
+        free(l->entries[i].key);
+        free_wiped(l->entries[i].value);
+        free(l->entries[i].source);
+    }
+    free(l->entries);
+}
+
+static int read_env(loader_t *l, char *const *envp)
+{
+    for (; envp != NULL && *envp != NULL; ++envp) {
+        const char *kv = *envp, *eq = strchr(kv, '=');
+        if (strncmp(kv, "SETTLED_", 8) != 0 || eq == NULL)
+            continue;
+        char *key = xstrndup(kv, (size_t)(eq - kv));
+        const char *value = eq + 1;
+        size_t vlen = strlen(value);
+        trim(&value, &vlen);
+        int ret = add_entry(l, key, value, vlen, 0);
+        free(key);
+        if (ret != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int read_file(loader_t *l, const char *path, bool from_env)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL) {
+        if (from_env)
+            return fail(l, 0, "SETTLED_CONFIG", "cannot read %s: %s", path, strerror(errno));
+        return fail(l, 0, NULL, "%s: cannot read the config file: %s", path, strerror(errno));
+    }
+    l->file = path;
+    char *buf = NULL, *key = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    unsigned lineno = 0;
+    int ret = -1;
+    while ((got = getline(&buf, &cap, fp)) != -1) {
+        ++lineno;
+        const char *s = buf;
+        size_t len = (size_t)got;
+        if (memchr(s, '\0', len) != NULL) {
+            fail(l, lineno, NULL, "contains a NUL byte");
+            goto Exit;
+        }
+        trim(&s, &len);
+        if (len == 0 || s[0] == '#')
+            continue;
+        const char *eq = memchr(s, '=', len);
+        if (eq == NULL) {
+            fail(l, lineno, NULL, "expected KEY=value");
+            goto Exit;
+        }
+        const char *k = s, *v = eq + 1;
+        size_t klen = (size_t)(eq - s), vlen = len - klen - 1;
+        trim(&k, &klen);
+        trim(&v, &vlen);
+        if (klen == 0) {
+            fail(l, lineno, NULL, "expected KEY=value, found no key before '='");
+            goto Exit;
+        }
+        free(key);
+        key = xstrndup(k, klen);
+        if (vlen != 0 && v[0] == '"') {
+            if (vlen < 2 || v[vlen - 1] != '"') {
+                fail(l, lineno, key, "the value's opening double quote is not closed at the end of the line");
+                goto Exit;
+            }
+            ++v;
+            vlen -= 2;
+        }
+        if (add_entry(l, key, v, vlen, lineno) != 0)
+            goto Exit;
+    }
+    if (ferror(fp)) {
+        fail(l, 0, NULL, "%s: cannot read the config file: %s", path, strerror(errno));
+        goto Exit;
+    }
+    ret = 0;
+Exit:
+    free(key);
+    if (buf != NULL)
+        explicit_bzero(buf, cap);
+    free(buf);
+    fclose(fp);
+    return ret;
+}
+
+/* Values */
+
+static int parse_int(const char *text, long long min, long long max, long long *out)
+{
+    const char *p = text + (text[0] == '-' || text[0] == '+');
+    if (!is_digit(*p))
+        return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_size(const char *text, long long min, long long max, size_t *out)
+{
+    if (!is_digit(text[0]))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(text, &end, 10), unit = 1;
+    if (errno != 0)
+        return -1;
+    if (*end == 'k' || *end == 'K')
+        unit = 1024, ++end;
+    else if (*end == 'm' || *end == 'M')
+        unit = 1024 * 1024, ++end;
+    if (*end != '\0' || v > (unsigned long long)max / unit || v * unit < (unsigned long long)min)
+        return -1;
+    *out = (size_t)(v * unit);
+    return 0;
+}
+
+static int parse_bool(const char *text, bool *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i != 4; ++i) {
+        if (strcasecmp(text, yes[i]) == 0)
+            return *out = true, 0;
+        if (strcasecmp(text, no[i]) == 0)
+            return *out = false, 0;
+    }
+    return -1;
+}
+
+static bool valid_hostname(const char *h, size_t len)
+{
+    if (len == 0 || len > 253)
+        return false;
+    bool numeric = true;
+    size_t label = 0;
+    for (size_t i = 0; i != len; ++i) {
+        char c = h[i];
+        if (c == '.') {
+            if (label == 0 || h[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-'))
+            return false;
+        if ((c == '-' && label == 0) || ++label > 63)
+            return false;
+        if (!is_digit(c))
+            numeric = false;
+    }
+    /* all digits and dots but not a valid IPv4 address (checked before): a typo, not a host name */
+    return label != 0 && h[len - 1] != '-' && !numeric;
+}
+
+/* Splits host:port; host is returned without IPv6 brackets (malloc'd). */
+static int parse_listen(const char *text, char **host, uint16_t *port)
+{
+    const char *h, *colon;
+    size_t hlen;
+    char buf[INET6_ADDRSTRLEN + 1];
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':')
+            return -1;
+        h = text + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+        struct in6_addr a6;
+        if (hlen == 0 || hlen >= sizeof(buf))
+            return -1;
+        memcpy(buf, h, hlen);
+        buf[hlen] = '\0';
+        if (inet_pton(AF_INET6, buf, &a6) != 1)
+            return -1;
+    } else {
+        if ((colon = strchr(text, ':')) == NULL || strchr(colon + 1, ':') != NULL)
+            return -1; /* no port, or an IPv6 address without brackets */
+        h = text;
+        hlen = (size_t)(colon - text);
+        struct in_addr a4;
+        bool ipv4 = false;
+        if (hlen != 0 && hlen < sizeof(buf)) {
+            memcpy(buf, h, hlen);
+            buf[hlen] = '\0';
+            ipv4 = inet_pton(AF_INET, buf, &a4) == 1;
+        }
+        if (!ipv4 && !valid_hostname(h, hlen))
+            return -1;
+    }
+    long long p;
+    if (!is_digit(colon[1]) || parse_int(colon + 1, 1, 65535, &p) != 0)
+        return -1;
+    *host = xstrndup(h, hlen);
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static bool valid_conninfo(const char *s)
+{
+    return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0 || strchr(s, '=') != NULL;
+}
+
+static bool valid_url(const char *s)
+{
+    size_t n = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+    if (n == 0 || s[n] == '\0' || s[n] == '/')
+        return false;
+    for (; *s != '\0'; ++s)
+        if ((unsigned char)*s <= ' ' || *s == 0x7f)
+            return false;
+    return true;
+}
+
+/* Parses a webhook secret value into secrets: one key, or comma-separated keys (each trimmed, none empty). */
+static int parse_secrets(loader_t *l, const entry_t *e, bool list, cn_secrets_t *out)
+{
+    size_t count = 1;
+    if (list)
+        for (const char *p = e->value; *p != '\0'; ++p)
+            count += *p == ',';
+    cn_str_t *keys = xrealloc(NULL, count * sizeof(*keys));
+    const char *p = e->value;
+    size_t i = 0;
+    for (; i != count; ++i) {
+        const char *item = p, *end = list ? strchr(p, ',') : NULL;
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        p = item + len + 1;
+        trim(&item, &len);
+        if (len == 0) {
+            fail(l, e->line, e->key, "secret %zu of %zu is empty (separate secrets with single commas)", i + 1, count);
+            goto Error;
+        }
+        if (len > GW_SECRET_MAX) {
+            if (list)
+                fail(l, e->line, e->key, "secret %zu of %zu is longer than %d bytes", i + 1, count, GW_SECRET_MAX);
+            else
+                fail(l, e->line, e->key, "must be at most %d bytes", GW_SECRET_MAX);
+            goto Error;
+        }
+        keys[i] = (cn_str_t){xstrndup(item, len), len};
+    }
+    out->keys = keys;
+    out->count = count;
+    return 0;
+Error:
+    while (i != 0)
+        free_wiped((char *)keys[--i].base);
+    free(keys);
+    return -1;
+}
+
+/* Parses the effective text of setting s (from e, or its default when e is NULL) into cfg. */
+static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, const entry_t *e)
+{
+    const char *text = e != NULL && e->value[0] != '\0' ? e->value : s->def;
+    unsigned line = e != NULL ? e->line : 0;
+    void *field = (char *)cfg + s->offset;
+    long long v;
+    switch (s->type) {
+    case T_PATH:
+        return 0; /* set by gw_config_load from the file it read */
+    case T_STRING:
+    case T_CONNINFO:
+    case T_URL:
+        if (text[0] == '\0')
+            return 0;
+        if (has_control(text))
+            return fail(l, line, s->name, "must not contain control characters");
+        if (s->type == T_CONNINFO && !valid_conninfo(text))
+            return fail(l, line, s->name, "must be a postgresql:// URI or a key=value connection string");
+        if (s->type == T_URL && !valid_url(text))
+            return fail(l, line, s->name, "must be an http:// or https:// URL");
+        *(char **)field = xstrndup(text, strlen(text));
+        return 0;
+    case T_INT:
+        if (parse_int(text, s->min, s->max, &v) != 0)
+            return fail(l, line, s->name, "must be an integer from %lld to %lld", s->min, s->max);
+        *(int *)field = (int)v;
+        return 0;
+    case T_SIZE:
+        if (parse_size(text, s->min, s->max, (size_t *)field) != 0)
+            return fail(l, line, s->name, "must be a size from %lld to %lld bytes (suffix k or m for KiB or MiB)",
+                        s->min, s->max);
+        return 0;
+    case T_BOOL:
+        if (parse_bool(text, (bool *)field) != 0)
+            return fail(l, line, s->name, "must be true or false (or 1/0, yes/no, on/off)");
+        return 0;
+    case T_LOG_LEVEL:
+        for (size_t i = 0; i != sizeof(log_level_names) / sizeof(log_level_names[0]); ++i) {
+            if (strcasecmp(text, log_level_names[i]) == 0) {
+                *(enum gw_log_level *)field = (enum gw_log_level)i;
+                return 0;
+            }
+        }
+        return fail(l, line, s->name, "must be one of debug, info, warn, error");
+    case T_LISTEN:
+        if (parse_listen(text, &cfg->listen_host, &cfg->listen_port) != 0)
+            return fail(l, line, s->name,
+                        "must be host:port with a port from 1 to 65535 and an IPv4 address, a host name or an IPv6 "
+                        "address in brackets (e.g. 127.0.0.1:8080, [::1]:8080)");
+        return 0;
+    case T_SLUG:
+        if (!valid_slug(text, strlen(text)))
+            return fail(l, line, s->name,
+                        "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit");
+        *(char **)field = xstrndup(text, strlen(text));
+        return 0;
+    case T_SECRET:
+        if (text[0] == '\0')
+            return 0;
+        if (strlen(text) > GW_SECRET_MAX)
+            return fail(l, line, s->name, "must be at most %d bytes", GW_SECRET_MAX);
+        *(char **)field = xstrndup(text, strlen(text));
+        return 0;
+    case T_WEBHOOK_KEY:
+    case T_WEBHOOK_SECRETS:
+        return 0; /* they define sources: see add_sources */
+    }
+    return 0;
+}
+
+/* Sources */
+
+static const setting_t *webhook_setting(const cn_connector_t *connector)
+{
+    for (size_t i = 0; i != NSETTINGS; ++i)
+        if (settings[i].connector == connector)
+            return &settings[i];
+    return NULL;
+}
+
+/* Adds the source named name of the provider of webhook setting s, with the secrets of e. */
+static int add_source(loader_t *l, gw_config_t *cfg, const setting_t *s, const entry_t *e, const char *name)
+{
+    for (size_t i = 0; i != cfg->nsources; ++i) {
+        if (cfg->sources[i].connector == s->connector && strcmp(cfg->sources[i].name, name) == 0)
+            return fail(l, e->line, e->key, "source \"%s\" of %s is already defined by another key", name,
+                        s->connector->name);
+    }
+    cn_secrets_t secrets;
+    if (parse_secrets(l, e, s->type == T_WEBHOOK_SECRETS, &secrets) != 0)
+        return -1;
+    cfg->sources = xrealloc(cfg->sources, (cfg->nsources + 1) * sizeof(*cfg->sources));
+    cfg->sources[cfg->nsources++] = (gw_source_t){.connector = s->connector, .name = xstrndup(name, strlen(name)),
+                                                  .secrets = secrets};
+    return 0;
+}
+
+static size_t provider_rank(const cn_connector_t *connector)
+{
+    for (size_t i = 0; i != NSETTINGS; ++i)
+        if (settings[i].connector == connector)
+            return i;
+    return NSETTINGS;
+}
+
+/* Orders sources by provider (table order), then "default" first, then by name. */
+static int on_compare_sources(const void *a, const void *b)
+{
+    const gw_source_t *x = a, *y = b;
+    size_t rx = provider_rank(x->connector), ry = provider_rank(y->connector);
+    if (rx != ry)
+        return rx < ry ? -1 : 1;
+    bool dx = strcmp(x->name, "default") == 0, dy = strcmp(y->name, "default") == 0;
+    if (dx != dy)
+        return dx ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static int add_sources(loader_t *l, gw_config_t *cfg)
+{
+    /* a source exists only when it has secrets: first the default sources, then NAME__<SOURCE> ones */
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        const setting_t *s = &settings[i];
+        if (s->connector == NULL)
+            continue;
+        entry_t *e = find_entry(l, s->name);
+        if (e != NULL && e->value[0] != '\0' && add_source(l, cfg, s, e, "default") != 0)
+            return -1;
+    }
+    for (size_t i = 0; i != l->n; ++i) {
+        entry_t *e = &l->entries[i];
+        if (e->setting != NULL && e->setting->connector != NULL && e->source != NULL && e->value[0] != '\0' &&
+            add_source(l, cfg, e->setting, e, e->source) != 0)
+            return -1;
+    }
+
+    /* then their organisations: SETTLED_ORGANISATION__<SOURCE>, else SETTLED_ORGANISATION */
+    for (size_t i = 0; i != l->n; ++i) {
+        entry_t *e = &l->entries[i];
+        if (e->setting == NULL || e->setting->type != T_SLUG || e->source == NULL || e->value[0] == '\0')
+            continue;
+        if (!valid_slug(e->value, strlen(e->value)))
+            return fail(l, e->line, e->key,
+                        "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit");
+        for (size_t j = 0; j != i; ++j) {
+            entry_t *other = &l->entries[j];
+            if (other->setting == e->setting && other->source != NULL && other->value[0] != '\0' &&
+                strcmp(other->source, e->source) == 0)
+                return fail(l, e->line, e->key, "source \"%s\" already gets its organisation from another key",
+                            e->source);
+        }
+        bool found = false;
+        for (size_t j = 0; j != cfg->nsources; ++j) {
+            gw_source_t *src = &cfg->sources[j];
+            if (strcmp(src->name, e->source) == 0) {
+                src->organisation = xstrndup(e->value, strlen(e->value));
+                found = true;
+            }
+        }
+        if (!found) {
+            const char *suffix = e->key + strlen(e->setting->name) + 2;
+            return fail(l, e->line, e->key,
+                        "there is no webhook source \"%s\" (define it with SETTLED_STRIPE_WEBHOOK_SECRETS__%s, "
+                        "SETTLED_XERO_WEBHOOK_KEY__%s or SETTLED_GOCARDLESS_WEBHOOK_SECRETS__%s)",
+                        e->source, suffix, suffix, suffix);
+        }
+    }
+    for (size_t i = 0; i != cfg->nsources; ++i)
+        if (cfg->sources[i].organisation == NULL)
+            cfg->sources[i].organisation = xstrndup(cfg->organisation, strlen(cfg->organisation));
+
+    if (cfg->nsources > 1)
+        qsort(cfg->sources, cfg->nsources, sizeof(*cfg->sources), on_compare_sources);
+    return 0;
+}
+
+/* API */
+
+int gw_config_load(gw_config_t *cfg, const char *path, char *const *envp, char *err, size_t errlen)
+{
+    loader_t l = {.err = err, .errlen = errlen};
+    memset(cfg, 0, sizeof(*cfg));
+    if (err != NULL && errlen != 0)
+        err[0] = '\0';
+
+    if (read_env(&l, envp) != 0)
+        goto Error;
+    bool from_env = false;
+    if (path == NULL || path[0] == '\0') {
+        entry_t *e = find_entry(&l, "SETTLED_CONFIG");
+        path = e != NULL && e->value[0] != '\0' ? e->value : NULL;
+        from_env = true;
+    }
+    if (path != NULL) {
+        cfg->config_path = xstrndup(path, strlen(path));
+        if (read_file(&l, cfg->config_path, from_env) != 0)
+            goto Error;
+    }
+
+    for (size_t i = 0; i != NSETTINGS; ++i)
+        if (parse_setting(&l, cfg, &settings[i], find_entry(&l, settings[i].name)) != 0)
+            goto Error;
+    if (cfg->threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->threads = n < 1 ? 1 : n > 64 ? 64 : (int)n;
+    }
+    if (add_sources(&l, cfg) != 0)
+        goto Error;
+
+    loader_free(&l);
+    return 0;
+Error:
+    loader_free(&l);
+    gw_config_free(cfg);
+    return -1;
+}
+
+void gw_config_free(gw_config_t *cfg)
+{
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        const setting_t *s = &settings[i];
+        switch (s->type) {
+        case T_PATH:
+        case T_STRING:
+        case T_CONNINFO:
+        case T_URL:
+        case T_SLUG:
+        case T_SECRET:
+        case T_LISTEN:
+            free_wiped(*(char **)((char *)cfg + s->offset));
+            break;
+        default:
+            break;
+        }
+    }
+    for (size_t i = 0; i != cfg->nsources; ++i) {
+        gw_source_t *src = &cfg->sources[i];
+        free(src->name);
+        free(src->organisation);
+        for (size_t j = 0; j != src->secrets.count; ++j)
+            free_wiped((char *)src->secrets.keys[j].base);
+        free((void *)src->secrets.keys);
+    }
+    free(cfg->sources);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+gw_source_t *gw_config_find_source(const gw_config_t *cfg, const char *provider, const char *name, size_t len)
+{
+    if (name == NULL)
+        name = "default", len = 7;
+    for (size_t i = 0; i != cfg->nsources; ++i) {
+        gw_source_t *src = &cfg->sources[i];
+        if (strcmp(src->connector->name, provider) == 0 && strlen(src->name) == len && memcmp(src->name, name, len) == 0)
+            return src;
+    }
+    return NULL;
+}
+
+/* Dump */
+
+static bool is_password_keyword(const char *k, size_t len)
+{
+    return (len == 8 && strncasecmp(k, "password", 8) == 0) || (len == 11 && strncasecmp(k, "sslpassword", 11) == 0);
+}
+
+static int hex_value(char c)
+{
+    return is_digit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+}
+
+/* Percent-decodes the name of a URI query parameter (libpq decodes it too) into buf; "" if longer than 15. */
+static void uri_param_name(const char *p, size_t len, char buf[16])
+{
+    size_t n = 0;
+    for (size_t i = 0; i != len; ++i) {
+        char c = p[i];
+        if (c == '%' && i + 2 < len && hex_value(p[i + 1]) >= 0 && hex_value(p[i + 2]) >= 0) {
+            c = (char)(hex_value(p[i + 1]) * 16 + hex_value(p[i + 2]));
+            i += 2;
+        }
+        if (n == 15) {
+            buf[0] = '\0';
+            return;
+        }
+        buf[n++] = c;
+    }
+    buf[n] = '\0';
+}
+
+/* Prints a postgresql:// URI with the password of its user info and any password query parameter as ***. */
+static void dump_conninfo_uri(FILE *out, const char *s, size_t prefix)
+{
+    const char *rest = s + prefix, *at = strrchr(rest, '@'), *p = rest;
+    fwrite(s, 1, prefix, out);
+    if (at != NULL) {
+        /* user info ends at the last '@': that over-redacts a stray '@' rather than showing a raw one */
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        if (colon != NULL) {
+            fwrite(rest, 1, (size_t)(colon - rest), out);
+            fputs(":***", out);
+            p = at;
+        }
+    }
+    const char *q = strchr(p, '?');
+    if (q == NULL) {
+        fputs(p, out);
+        return;
+    }
+    fwrite(p, 1, (size_t)(q + 1 - p), out);
+    for (p = q + 1;;) {
+        const char *amp = strchr(p, '&'), *end = amp != NULL ? amp : p + strlen(p), *eq = memchr(p, '=', (size_t)(end - p));
+        char name[16];
+        uri_param_name(p, (size_t)((eq != NULL ? eq : end) - p), name);
+        if (eq != NULL && is_password_keyword(name, strlen(name))) {
+            fwrite(p, 1, (size_t)(eq + 1 - p), out);
+            fputs("***", out);
+        } else {
+            fwrite(p, 1, (size_t)(end - p), out);
+        }
+        if (amp == NULL)
+            break;
+        fputc('&', out);
+        p = amp + 1;
+    }
+}
+
+/* Prints a key=value connection string with password values as ***; anything it cannot parse as ***. */
+static void dump_conninfo_kv(FILE *out, const char *p)
+{
+    while (*p != '\0') {
+        const char *k = p;
+        while (*p != '\0' && is_space(*p))
+            ++p;
+        fwrite(k, 1, (size_t)(p - k), out);
+        if (*p == '\0')
+            break;
+        k = p;
+        while (*p != '\0' && !is_space(*p) && *p != '=')
+            ++p;
+        size_t klen = (size_t)(p - k);
+        while (*p != '\0' && is_space(*p))
+            ++p;
+        if (*p != '=') {
+            fputs("***", out); /* not key=value: show nothing of the rest */
+            return;
+        }
+        ++p;
+        while (*p != '\0' && is_space(*p))
+            ++p;
+        const char *v = p;
+        if (*p == '\'') {
+            for (++p; *p != '\0' && *p != '\''; ++p)
+                if (*p == '\\' && p[1] != '\0')
+                    ++p;
+            if (*p == '\'')
+                ++p;
+        } else {
+            for (; *p != '\0' && !is_space(*p); ++p)
+                if (*p == '\\' && p[1] != '\0')
+                    ++p;
+        }
+        fwrite(k, 1, klen, out);
+        fputc('=', out);
+        if (is_password_keyword(k, klen))
+            fputs("***", out);
+        else
+            fwrite(v, 1, (size_t)(p - v), out);
+    }
+}
+
+static void dump_conninfo(FILE *out, const char *s)
+{
+    if (strncmp(s, "postgresql://", 13) == 0)
+        dump_conninfo_uri(out, s, 13);
+    else if (strncmp(s, "postgres://", 11) == 0)
+        dump_conninfo_uri(out, s, 11);
+    else
+        dump_conninfo_kv(out, s);
+}
+
+static void dump_redacted(FILE *out, size_t count)
+{
+    if (count == 0)
+        fputs("<unset>", out);
+    else
+        fprintf(out, "<redacted: %zu value%s>", count, count == 1 ? "" : "s");
+}
+
+static void dump_upper(FILE *out, const char *s)
+{
+    for (; *s != '\0'; ++s)
+        fputc(*s >= 'a' && *s <= 'z' ? *s - 'a' + 'A' : *s, out);
+}
+
+void gw_config_dump(const gw_config_t *cfg, FILE *out)
+{
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        const setting_t *s = &settings[i];
+        const void *field = (const char *)cfg + (s->offset != NO_FIELD ? s->offset : 0);
+        fprintf(out, "%s=", s->name);
+        switch (s->type) {
+        case T_PATH:
+        case T_STRING:
+        case T_URL:
+        case T_SLUG:
+            if (*(char *const *)field != NULL)
+                fputs(*(char *const *)field, out);
+            break;
+        case T_CONNINFO:
+            if (*(char *const *)field != NULL)
+                dump_conninfo(out, *(char *const *)field);
+            break;
+        case T_SECRET:
+            dump_redacted(out, *(char *const *)field != NULL);
+            break;
+        case T_INT:
+            fprintf(out, "%d", *(const int *)field);
+            break;
+        case T_SIZE:
+            fprintf(out, "%zu", *(const size_t *)field);
+            break;
+        case T_BOOL:
+            fputs(*(const bool *)field ? "true" : "false", out);
+            break;
+        case T_LOG_LEVEL:
+            fputs(log_level_names[*(const enum gw_log_level *)field], out);
+            break;
+        case T_LISTEN:
+            if (cfg->listen_host != NULL)
+                fprintf(out, strchr(cfg->listen_host, ':') != NULL ? "[%s]:%u" : "%s:%u", cfg->listen_host,
+                        (unsigned)cfg->listen_port);
+            break;
+        case T_WEBHOOK_KEY:
+        case T_WEBHOOK_SECRETS: {
+            gw_source_t *src = gw_config_find_source(cfg, s->connector->name, "default", 7);
+            dump_redacted(out, src != NULL ? src->secrets.count : 0);
+        } break;
+        }
+        fputc('\n', out);
+    }
+
+    /* the per-source settings, then a summary of every source as comments */
+    for (size_t i = 0; i != cfg->nsources; ++i) {
+        const gw_source_t *src = &cfg->sources[i];
+        if (strcmp(src->name, "default") == 0)
+            continue;
+        fprintf(out, "%s__", webhook_setting(src->connector)->name);
+        dump_upper(out, src->name);
+        fputc('=', out);
+        dump_redacted(out, src->secrets.count);
+        fputc('\n', out);
+    }
+    for (size_t i = 0; i != cfg->nsources; ++i) {
+        const gw_source_t *src = &cfg->sources[i];
+        bool seen = strcmp(src->name, "default") == 0;
+        for (size_t j = 0; j != i && !seen; ++j)
+            seen = strcmp(cfg->sources[j].name, src->name) == 0;
+        if (seen)
+            continue;
+        fputs("SETTLED_ORGANISATION__", out);
+        dump_upper(out, src->name);
+        fprintf(out, "=%s\n", src->organisation);
+    }
+    if (cfg->nsources == 0)
+        fputs("# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
+              "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n",
+              out);
+    for (size_t i = 0; i != cfg->nsources; ++i) {
+        const gw_source_t *src = &cfg->sources[i];
+        bool dflt = strcmp(src->name, "default") == 0;
+        fprintf(out, "# source %s/%s: POST /webhooks/%s%s%s, organisation %s, %zu secret%s\n", src->connector->name,
+                src->name, src->connector->name, dflt ? "" : "/", dflt ? "" : src->name, src->organisation,
+                src->secrets.count, src->secrets.count == 1 ? "" : "s");
+    }
+}
+
+void gw_config_list_keys(FILE *out)
+{
+    for (size_t i = 0; i != NSETTINGS; ++i) {
+        fprintf(out, "%s\n", settings[i].name);
+        if (settings[i].flags & F_PER_SOURCE)
+            fprintf(out, "%s__<SOURCE>\n", settings[i].name);
+    }
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/* log.c: structured JSON log lines for operators, cheap enough for one line per request. */
+#include "log.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+enum gw_log_level gw_log_min_level = GW_LOG_INFO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static void append_raw(gw_logline_t *line, const char *s, size_t n)
+{
+    /* keep 3 bytes for the closing "}\n" */
+    if (line->len + n > sizeof(line->buf) - 3)
+        n = line->len < sizeof(line->buf) - 3 ? sizeof(line->buf) - 3 - line->len : 0;
+    memcpy(line->buf + line->len, s, n);
+    line->len += n;
+}
+
+static void append_escaped(gw_logline_t *line, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i != n; ++i) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\', esc[1] = (char)c;
+            append_raw(line, esc, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            esc[0] = '\\', esc[1] = 'u', esc[2] = '0', esc[3] = '0', esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+            append_raw(line, esc, 6);
+        } else {
+            append_raw(line, (const char *)&c, 1);
+        }
+    }
+}
+
+void gw_log_begin(gw_logline_t *line, enum gw_log_level level, const char *msg)
+{
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    line->level = level;
+    line->len = (size_t)snprintf(line->buf, sizeof(line->buf),
+                                 "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\",\"msg\":\"",
+                                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                                 (int)(tv.tv_usec / 1000), level_names[level]);
+    append_escaped(line, msg, strlen(msg));
+    append_raw(line, "\"", 1);
+}
+
+void gw_log_str(gw_logline_t *line, const char *key, const char *value, size_t len)
+{
+    if (value == NULL)
+        return;
+    append_raw(line, ",\"", 2);
+    append_raw(line, key, strlen(key));
+    append_raw(line, "\":\"", 3);
+    append_escaped(line, value, len);
+    append_raw(line, "\"", 1);
+}
+
+void gw_log_int(gw_logline_t *line, const char *key, long long value)
+{
+    char num[32];
+    int n = snprintf(num, sizeof(num), "%lld", value);
+    append_raw(line, ",\"", 2);
+    append_raw(line, key, strlen(key));
+    append_raw(line, "\":", 2);
+    append_raw(line, num, (size_t)n);
+}
+
+void gw_log_ms(gw_logline_t *line, const char *key, double ms)
+{
+    char num[32];
+    int n = snprintf(num, sizeof(num), "%.3f", ms);
+    append_raw(line, ",\"", 2);
+    append_raw(line, key, strlen(key));
+    append_raw(line, "\":", 2);
+    append_raw(line, num, (size_t)n);
+}
+
+void gw_log_end(gw_logline_t *line)
+{
+    line->buf[line->len++] = '}';
+    line->buf[line->len++] = '\n';
+    const char *p = line->buf;
+    size_t left = line->len;
+    while (left != 0) {
+        ssize_t w = write(STDERR_FILENO, p, left);
+        if (w <= 0)
+            break; /* nowhere to report a failing log */
+        p += w, left -= (size_t)w;
+    }
+}
+
+void gw_log_message(enum gw_log_level level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    gw_logline_t line;
+    gw_log_begin(&line, level, msg);
+    gw_log_end(&line);
+}

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/* metrics.c: lock-free metric storage and its Prometheus text rendering. */
+#include "metrics.h"
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const gw_route_names[GW_ROUTE_MAX] = {"webhooks_stripe", "webhooks_xero", "webhooks_gocardless", "healthz",
+                                                  "readyz",          "metrics",       "other"};
+const char *const gw_db_state_names[GW_DB_STATE_MAX] = {"disconnected", "connecting", "preparing", "idle", "busy"};
+
+#define STATUS_MIN 100
+#define STATUS_MAX 600
+#define WEBHOOK_ROUTES 3
+
+static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+#define NLAT (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
+static const unsigned batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+#define NBATCH (sizeof(batch_bounds) / sizeof(batch_bounds[0]))
+
+static struct {
+    atomic_uint_fast64_t requests[GW_ROUTE_MAX][STATUS_MAX - STATUS_MIN];
+    atomic_uint_fast64_t latency[WEBHOOK_ROUTES][NLAT + 1];
+    atomic_uint_fast64_t latency_sum_us[WEBHOOK_ROUTES];
+    atomic_uint_fast64_t received[WEBHOOK_ROUTES], stored[WEBHOOK_ROUTES];
+    atomic_uint_fast64_t batch[NBATCH + 1], batch_sum, batch_count;
+    atomic_int_fast64_t db_state[GW_DB_STATE_MAX];
+    atomic_int_fast64_t redis_up;
+} m;
+
+void gw_metrics_request(enum gw_route_id route, int status, uint64_t micros)
+{
+    if (status < STATUS_MIN || status >= STATUS_MAX)
+        status = 599;
+    atomic_fetch_add_explicit(&m.requests[route][status - STATUS_MIN], 1, memory_order_relaxed);
+    if (route < WEBHOOK_ROUTES) {
+        size_t i = 0;
+        while (i != NLAT && (double)micros > latency_bounds[i] * 1e6)
+            ++i;
+        atomic_fetch_add_explicit(&m.latency[route][i], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m.latency_sum_us[route], micros, memory_order_relaxed);
+    }
+}
+
+void gw_metrics_events(enum gw_route_id route, uint64_t received, uint64_t stored)
+{
+    if (route >= WEBHOOK_ROUTES)
+        return;
+    atomic_fetch_add_explicit(&m.received[route], received, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.stored[route], stored, memory_order_relaxed);
+}
+
+void gw_metrics_batch(size_t n)
+{
+    size_t i = 0;
+    while (i != NBATCH && n > batch_bounds[i])
+        ++i;
+    atomic_fetch_add_explicit(&m.batch[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.batch_sum, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.batch_count, 1, memory_order_relaxed);
+}
+
+void gw_metrics_db_state(enum gw_db_conn_state from, enum gw_db_conn_state to)
+{
+    if (from < GW_DB_STATE_MAX)
+        atomic_fetch_sub_explicit(&m.db_state[from], 1, memory_order_relaxed);
+    if (to < GW_DB_STATE_MAX)
+        atomic_fetch_add_explicit(&m.db_state[to], 1, memory_order_relaxed);
+}
+
+void gw_metrics_redis_up(int delta)
+{
+    atomic_fetch_add_explicit(&m.redis_up, delta, memory_order_relaxed);
+}
+
+typedef struct st_out_t {
+    char *buf;
+    size_t len, cap;
+} out_t;
+
+__attribute__((format(printf, 2, 3))) static void out(out_t *o, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        o->cap = o->cap * 2 + (size_t)(n > 0 ? n : 0);
+        if ((o->buf = realloc(o->buf, o->cap)) == NULL)
+            abort();
+    }
+}
+
+static const char *provider_of(int route)
+{
+    static const char *const names[WEBHOOK_ROUTES] = {"stripe", "xero", "gocardless"};
+    return names[route];
+}
+
+char *gw_metrics_render(size_t *len)
+{
+    out_t o = {malloc(16384), 0, 16384};
+    if (o.buf == NULL)
+        abort();
+
+    out(&o, "# HELP settled_http_requests_total HTTP requests answered, by route and status.\n"
+            "# TYPE settled_http_requests_total counter\n");
+    for (int r = 0; r != GW_ROUTE_MAX; ++r)
+        for (int s = 0; s != STATUS_MAX - STATUS_MIN; ++s) {
+            uint64_t v = atomic_load_explicit(&m.requests[r][s], memory_order_relaxed);
+            if (v != 0)
+                out(&o, "settled_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", gw_route_names[r],
+                    s + STATUS_MIN, (unsigned long long)v);
+        }
+
+    out(&o, "# HELP settled_intake_seconds Time from request start to reply on webhook routes.\n"
+            "# TYPE settled_intake_seconds histogram\n");
+    for (int r = 0; r != WEBHOOK_ROUTES; ++r) {
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= NLAT; ++i) {
+            cum += atomic_load_explicit(&m.latency[r][i], memory_order_relaxed);
+            if (i == NLAT)
+                out(&o, "settled_intake_seconds_bucket{provider=\"%s\",le=\"+Inf\"} %llu\n", provider_of(r),
+                    (unsigned long long)cum);
+            else
+                out(&o, "settled_intake_seconds_bucket{provider=\"%s\",le=\"%g\"} %llu\n", provider_of(r),
+                    latency_bounds[i], (unsigned long long)cum);
+        }
+        uint64_t sum = atomic_load_explicit(&m.latency_sum_us[r], memory_order_relaxed);
+        out(&o, "settled_intake_seconds_sum{provider=\"%s\"} %llu.%06llu\n", provider_of(r),
+            (unsigned long long)(sum / 1000000), (unsigned long long)(sum % 1000000));
+        out(&o, "settled_intake_seconds_count{provider=\"%s\"} %llu\n", provider_of(r), (unsigned long long)cum);
+    }
+
+    out(&o, "# HELP settled_events_received_total Webhook events received with a valid signature (stored or "
+            "duplicate).\n# TYPE settled_events_received_total counter\n");
+    for (int r = 0; r != WEBHOOK_ROUTES; ++r)
+        out(&o, "settled_events_received_total{provider=\"%s\"} %llu\n", provider_of(r),
+            (unsigned long long)atomic_load_explicit(&m.received[r], memory_order_relaxed));
+    out(&o, "# HELP settled_events_stored_total Webhook events newly stored in the inbox.\n"
+            "# TYPE settled_events_stored_total counter\n");
+    for (int r = 0; r != WEBHOOK_ROUTES; ++r)
+        out(&o, "settled_events_stored_total{provider=\"%s\"} %llu\n", provider_of(r),
+            (unsigned long long)atomic_load_explicit(&m.stored[r], memory_order_relaxed));
+
+    out(&o, "# HELP settled_db_batch_size Requests committed together in one transaction.\n"
+            "# TYPE settled_db_batch_size histogram\n");
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= NBATCH; ++i) {
+        cum += atomic_load_explicit(&m.batch[i], memory_order_relaxed);
+        if (i == NBATCH)
+            out(&o, "settled_db_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        else
+            out(&o, "settled_db_batch_size_bucket{le=\"%u\"} %llu\n", batch_bounds[i], (unsigned long long)cum);
+    }
+    out(&o, "settled_db_batch_size_sum %llu\nsettled_db_batch_size_count %llu\n",
+        (unsigned long long)atomic_load_explicit(&m.batch_sum, memory_order_relaxed),
+        (unsigned long long)atomic_load_explicit(&m.batch_count, memory_order_relaxed));
+
+    out(&o, "# HELP settled_db_connections Database connections of all event loops, by state.\n"
+            "# TYPE settled_db_connections gauge\n");
+    for (int s = 0; s != GW_DB_STATE_MAX; ++s)
+        out(&o, "settled_db_connections{state=\"%s\"} %lld\n", gw_db_state_names[s],
+            (long long)atomic_load_explicit(&m.db_state[s], memory_order_relaxed));
+
+    out(&o, "# HELP settled_redis_connections_up Event loops whose Redis connection is up.\n"
+            "# TYPE settled_redis_connections_up gauge\nsettled_redis_connections_up %lld\n",
+        (long long)atomic_load_explicit(&m.redis_up, memory_order_relaxed));
+
+    *len = o.len;
+    return o.buf;
+}

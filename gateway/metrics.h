@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.h: process-wide counters, gauges and histograms, updated with relaxed atomics from every
+ * loop thread and rendered in the Prometheus text format at /metrics.
+ */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The routes requests are counted by (the route table's names). */
+enum gw_route_id {
+    GW_ROUTE_STRIPE,
+    GW_ROUTE_XERO,
+    GW_ROUTE_GOCARDLESS,
+    GW_ROUTE_HEALTHZ,
+    GW_ROUTE_READYZ,
+    GW_ROUTE_METRICS,
+    GW_ROUTE_OTHER,
+    GW_ROUTE_MAX
+};
+extern const char *const gw_route_names[GW_ROUTE_MAX];
+
+/* Database connection states, as reported by the db module. */
+enum gw_db_conn_state { GW_DB_DISCONNECTED, GW_DB_CONNECTING, GW_DB_PREPARING, GW_DB_IDLE, GW_DB_BUSY, GW_DB_STATE_MAX };
+extern const char *const gw_db_state_names[GW_DB_STATE_MAX];
+
+/* Counts a finished request and, for webhook routes, its intake latency. */
+void gw_metrics_request(enum gw_route_id route, int status, uint64_t micros);
+/* Counts events newly stored (inserted) and received (inserted or duplicate) for a provider route. */
+void gw_metrics_events(enum gw_route_id route, uint64_t received, uint64_t stored);
+/* Counts one committed batch of n requests. */
+void gw_metrics_batch(size_t n);
+/* Moves one connection from state from to state to (from may equal GW_DB_STATE_MAX for a new one). */
+void gw_metrics_db_state(enum gw_db_conn_state from, enum gw_db_conn_state to);
+/* Records whether a loop's Redis connection is up (+1) or went down (-1). */
+void gw_metrics_redis_up(int delta);
+
+/* Renders every metric; returns a malloc'd buffer of *len bytes that the caller frees. */
+char *gw_metrics_render(size_t *len);
+
+#endif

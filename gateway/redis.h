@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * redis.h: one asynchronous Redis connection per event loop (hiredis through a small h2o adapter),
+ * with connect and command timeouts of its own (hiredis 0.14 has no timers). Redis holds only
+ * loss-tolerant state: when it is down, settled goes on and reports it.
+ *
+ * The only module that calls hiredis.
+ */
+#ifndef GW_REDIS_H
+#define GW_REDIS_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <stdbool.h>
+
+typedef struct st_gw_redis_t gw_redis_t;
+
+/* Creates the connection for url (redis://[:password@]host[:port][/db]) and starts connecting; it
+ * reconnects by itself and pings once a second. Returns NULL if url cannot be parsed. */
+gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url);
+/* Closes the connection. */
+void gw_redis_destroy(gw_redis_t *r);
+/* True if the last ping was answered within its timeout. */
+bool gw_redis_is_up(const gw_redis_t *r);
+/* Parses url into host, port, password (may be NULL) and db; returns 0 or -1. Exposed for tests. */
+int gw_redis_parse_url(const char *url, char **host, int *port, char **password, int *db);
+
+#endif

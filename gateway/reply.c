@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/* reply.c: problem+json and the other reply shapes, so no handler formats a response by hand. */
+#include "reply.h"
+#include <stdio.h>
+#include <string.h>
+#include "connector.h"
+
+const char gw_err_not_found[] = "not_found";
+const char gw_err_method_not_allowed[] = "method_not_allowed";
+const char gw_err_body_too_large[] = "body_too_large";
+const char gw_err_source_unknown[] = "source_unknown";
+const char gw_err_store_unavailable[] = "store_unavailable";
+
+static const struct {
+    const char *code;
+    const char *title;
+} titles[] = {
+    {gw_err_not_found, "No such resource"},
+    {gw_err_method_not_allowed, "Method not allowed on this resource"},
+    {gw_err_body_too_large, "Request body too large"},
+    {gw_err_source_unknown, "No webhook source of that name is configured"},
+    {gw_err_store_unavailable, "The event store is unavailable; retry later"},
+    {cn_err_signature_missing, "Signature header missing"},
+    {cn_err_signature_malformed, "Signature header malformed"},
+    {cn_err_signature_mismatch, "Signature does not match"},
+    {cn_err_timestamp_stale, "Signature timestamp outside the tolerance"},
+    {cn_err_no_secret, "No secret configured for this source"},
+    {cn_err_body_malformed, "Body is not a valid provider payload"},
+    {cn_err_event_invalid, "An event lacks a required field"},
+};
+
+const char *gw_reply_reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 498: return "Token Invalid";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+static const char *title_of(const char *code)
+{
+    for (size_t i = 0; i != sizeof(titles) / sizeof(titles[0]); ++i)
+        if (titles[i].code == code)
+            return titles[i].title;
+    return "Error";
+}
+
+/* Appends s JSON-escaped; returns the new length. dst must have 6 * strlen(s) bytes free. */
+static size_t escape(char *dst, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i != n; ++i) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            dst[o++] = '\\', dst[o++] = (char)c;
+        } else if (c < 0x20) {
+            dst[o++] = '\\', dst[o++] = 'u', dst[o++] = '0', dst[o++] = '0', dst[o++] = hex[c >> 4],
+            dst[o++] = hex[c & 15];
+        } else {
+            dst[o++] = (char)c;
+        }
+    }
+    return o;
+}
+
+h2o_iovec_t gw_reply_problem_body(h2o_mem_pool_t *pool, int status, const char *code, const char *detail,
+                                  h2o_iovec_t request_id)
+{
+    const char *title = title_of(code);
+    size_t dlen = detail != NULL ? strlen(detail) : 0;
+    size_t cap = 160 + 2 * strlen(code) + strlen(title) + 6 * (dlen + request_id.len);
+    char *buf = h2o_mem_alloc_pool(pool, cap), *p = buf;
+    p += sprintf(p, "{\"type\":\"urn:settled:error:%s\",\"title\":\"%s\",\"status\":%d,\"code\":\"%s\"", code, title,
+                 status, code);
+    if (detail != NULL) {
+        p += sprintf(p, ",\"detail\":\"");
+        p += escape(p, detail, dlen);
+        *p++ = '"';
+    }
+    if (request_id.len != 0) {
+        p += sprintf(p, ",\"request_id\":\"");
+        p += escape(p, request_id.base, request_id.len);
+        *p++ = '"';
+    }
+    *p++ = '}';
+    return h2o_iovec_init(buf, (size_t)(p - buf));
+}
+
+void gw_reply_text(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = gw_reply_reason(status);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
+    req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
+void gw_reply_json(h2o_req_t *req, int status, const char *body, size_t len)
+{
+    gw_reply_text(req, status, "application/json", body, len);
+}
+
+void gw_reply_empty(h2o_req_t *req, int status)
+{
+    req->res.status = status;
+    req->res.reason = gw_reply_reason(status);
+    req->res.content_length = 0;
+    h2o_send_inline(req, "", 0);
+}
+
+void gw_reply_retry_after(h2o_req_t *req, int seconds)
+{
+    char *v = h2o_mem_alloc_pool(&req->pool, 16);
+    int n = snprintf(v, 16, "%d", seconds);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v, (size_t)n);
+}
+
+void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail)
+{
+    h2o_iovec_t rid = h2o_iovec_init(NULL, 0);
+    ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+    if (i != -1)
+        rid = req->res.headers.entries[i].value;
+    h2o_iovec_t body = gw_reply_problem_body(&req->pool, status, code, detail, rid);
+    gw_reply_text(req, status, "application/problem+json", body.base, body.len);
+}

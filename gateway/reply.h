@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reply.h: the one reply path. Every error leaves as application/problem+json with a stable machine
+ * code (listed in docs/errors.md), or as the bare reply a provider mandates.
+ */
+#ifndef GW_REPLY_H
+#define GW_REPLY_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+
+/* Error codes of the gateway itself (connector codes are in connector.h); compared by pointer. */
+extern const char gw_err_not_found[];
+extern const char gw_err_method_not_allowed[];
+extern const char gw_err_body_too_large[];
+extern const char gw_err_source_unknown[];
+extern const char gw_err_store_unavailable[];
+
+/* Sends a problem+json reply: code is an error-code constant, detail a sentence (may be NULL). */
+void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail);
+/* Sends body (len bytes) as application/json. */
+void gw_reply_json(h2o_req_t *req, int status, const char *body, size_t len);
+/* Sends body with the given content type. */
+void gw_reply_text(h2o_req_t *req, int status, const char *content_type, const char *body, size_t len);
+/* Sends a reply with no body at all (Content-Length: 0). */
+void gw_reply_empty(h2o_req_t *req, int status);
+/* Adds Retry-After: seconds. */
+void gw_reply_retry_after(h2o_req_t *req, int seconds);
+/* The reason phrase of an HTTP status. */
+const char *gw_reply_reason(int status);
+/* Builds the problem+json body for code into the request's pool. */
+h2o_iovec_t gw_reply_problem_body(h2o_mem_pool_t *pool, int status, const char *code, const char *detail,
+                                  h2o_iovec_t request_id);
+
+#endif

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * routes.c: the route table and its dispatcher, the access log (one JSON line and the request metrics
+ * per finished request, including those h2o answers itself), and the filter that turns h2o's own
+ * 413 into problem+json.
+ */
+#include "routes.h"
+#include <string.h>
+#include <sys/time.h>
+#include "intake.h"
+#include "log.h"
+#include "ops.h"
+#include "reply.h"
+
+#define REQUEST_ID_MAX 128
+
+const gw_route_t gw_routes[] = {
+    {"POST", "/webhooks/stripe", true, GW_ROUTE_STRIPE, gw_intake_handle, &cn_stripe_connector},
+    {"POST", "/webhooks/xero", true, GW_ROUTE_XERO, gw_intake_handle, &cn_xero_connector},
+    {"POST", "/webhooks/gocardless", true, GW_ROUTE_GOCARDLESS, gw_intake_handle, &cn_gocardless_connector},
+    {"GET", "/healthz", false, GW_ROUTE_HEALTHZ, gw_ops_healthz, NULL},
+    {"GET", "/readyz", false, GW_ROUTE_READYZ, gw_ops_readyz, NULL},
+    {"GET", "/metrics", false, GW_ROUTE_METRICS, gw_ops_metrics, NULL},
+};
+const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
+
+/* Matches path against route; on a match stores the /{source} segment (empty if none) and returns true. */
+static bool match_path(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *source)
+{
+    size_t plen = strlen(route->path);
+    if (path.len < plen || memcmp(path.base, route->path, plen) != 0)
+        return false;
+    if (path.len == plen) {
+        *source = h2o_iovec_init(NULL, 0);
+        return true;
+    }
+    if (!route->source_suffix || path.base[plen] != '/' || path.len == plen + 1)
+        return false;
+    *source = h2o_iovec_init(path.base + plen + 1, path.len - plen - 1);
+    return memchr(source->base, '/', source->len) == NULL;
+}
+
+enum gw_route_id gw_routes_classify(h2o_iovec_t path)
+{
+    h2o_iovec_t source;
+    if (path.base != NULL)
+        for (size_t i = 0; i != gw_nroutes; ++i)
+            if (match_path(&gw_routes[i], path, &source))
+                return gw_routes[i].id;
+    return GW_ROUTE_OTHER;
+}
+
+static bool valid_request_id(h2o_iovec_t v)
+{
+    if (v.len == 0 || v.len > REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i != v.len; ++i) {
+        char c = v.base[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Takes the caller's X-Request-Id when it is sane, else makes one; either way it is echoed. */
+static void stamp_request_id(gw_loop_t *loop, h2o_req_t *req)
+{
+    h2o_iovec_t id = h2o_iovec_init(NULL, 0);
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (i != -1 && valid_request_id(req->headers.entries[i].value)) {
+        id = req->headers.entries[i].value;
+    } else {
+        char *buf = h2o_mem_alloc_pool(&req->pool, 33);
+        snprintf(buf, 33, "%s%016llx", loop->request_prefix, (unsigned long long)++loop->request_seq);
+        id = h2o_iovec_init(buf, 32);
+    }
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, id.base, id.len);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    gw_loop_t *loop = gw_loop_of(req);
+    stamp_request_id(loop, req);
+
+    char allow[64];
+    size_t allow_len = 0;
+    for (size_t i = 0; i != gw_nroutes; ++i) {
+        const gw_route_t *route = &gw_routes[i];
+        h2o_iovec_t source;
+        if (!match_path(route, req->path_normalized, &source))
+            continue;
+        if (h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)))
+            return route->handler(loop, req, route, source);
+        size_t mlen = strlen(route->method);
+        if (allow_len + mlen + 2 < sizeof(allow)) {
+            if (allow_len != 0)
+                allow[allow_len++] = ',', allow[allow_len++] = ' ';
+            memcpy(allow + allow_len, route->method, mlen);
+            allow_len += mlen;
+        }
+    }
+    if (allow_len != 0) {
+        char *v = h2o_mem_alloc_pool(&req->pool, allow_len);
+        memcpy(v, allow, allow_len);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, v, allow_len);
+        gw_reply_problem(req, 405, gw_err_method_not_allowed, "This resource does not accept that method.");
+    } else {
+        gw_reply_problem(req, 404, gw_err_not_found, NULL);
+    }
+    return 0;
+}
+
+/* h2o rejects an oversized body itself, as text/plain, before any handler runs; this output filter
+ * replaces that reply with problem+json (or nothing, on the Xero route). */
+typedef struct st_rewrite_ostream_t {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+    bool sent;
+} rewrite_ostream_t;
+
+static void on_rewrite_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                            h2o_send_state_t state)
+{
+    rewrite_ostream_t *self = (void *)_self;
+    if (!self->sent && self->body.len != 0) {
+        self->sent = true;
+        h2o_ostream_send_next(&self->super, req, &self->body, 1, state);
+    } else {
+        h2o_ostream_send_next(&self->super, req, NULL, 0, state);
+    }
+}
+
+static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    if (req->res.status == 413 && h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1) != -1 &&
+        h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) == -1) {
+        gw_loop_t *loop = gw_loop_of(req);
+        memset(&req->res.headers, 0, sizeof(req->res.headers));
+        stamp_request_id(loop, req);
+        h2o_iovec_t body = h2o_iovec_init(NULL, 0);
+        if (gw_routes_classify(req->path_normalized) != GW_ROUTE_XERO) {
+            ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+            body = gw_reply_problem_body(&req->pool, 413, gw_err_body_too_large,
+                                         "The request body exceeds SETTLED_BODY_LIMIT.", req->res.headers.entries[i].value);
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                           H2O_STRLIT("application/problem+json"));
+        }
+        req->res.content_length = body.len;
+        rewrite_ostream_t *os = (void *)h2o_add_ostream(req, sizeof(*os), slot);
+        os->super.do_send = on_rewrite_send;
+        os->body = body;
+        os->sent = false;
+        slot = &os->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
+{
+    gw_loop_t *loop = gw_loop_of(req);
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    int64_t us = (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
+                 (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
+    if (req->timestamps.request_begin_at.tv_sec == 0 || us < 0)
+        us = 0;
+    enum gw_route_id route = gw_routes_classify(req->path_normalized);
+    int status = req->res.status;
+    gw_metrics_request(route, status, (uint64_t)us);
+
+    if (!loop->cfg->access_log || !gw_log_enabled(GW_LOG_INFO))
+        return;
+    gw_logline_t line;
+    gw_log_begin(&line, GW_LOG_INFO, "request");
+    ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+    if (i != -1)
+        gw_log_str(&line, "request_id", req->res.headers.entries[i].value.base, req->res.headers.entries[i].value.len);
+    gw_log_str(&line, "method", req->method.base, req->method.len);
+    gw_log_str(&line, "route", gw_route_names[route], strlen(gw_route_names[route]));
+    if (route <= GW_ROUTE_GOCARDLESS) {
+        const char *provider = ((const cn_connector_t *)gw_routes[route].data)->name;
+        gw_log_str(&line, "provider", provider, strlen(provider));
+    }
+    gw_log_int(&line, "status", status);
+    gw_log_int(&line, "bytes_in", (long long)req->entity.len);
+    gw_log_ms(&line, "duration_ms", (double)us / 1000.0);
+    gw_log_end(&line);
+}
+
+void gw_routes_register(h2o_hostconf_t *host)
+{
+    h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
+    h2o_create_handler(pathconf, sizeof(h2o_handler_t))->on_req = on_req;
+    /* requests h2o answers before routing (413) run on the host's fallback path */
+    h2o_pathconf_t *paths[] = {pathconf, &host->fallback_path};
+    for (size_t i = 0; i != 2; ++i) {
+        h2o_create_filter(paths[i], sizeof(h2o_filter_t))->on_setup_ostream = on_setup_ostream;
+        h2o_create_logger(paths[i], sizeof(h2o_logger_t))->log_access = on_log_access;
+    }
+}

@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c: starts one event loop per thread, each accepting on its own SO_REUSEPORT socket, and
+ * stops them gracefully: on SIGTERM/SIGINT every loop closes its listener, waits until its database
+ * pool has no job queued or in flight (bounded by SETTLED_SHUTDOWN_TIMEOUT_MS), flushes replies and
+ * returns.
+ */
+#include "server.h"
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "crypto.h"
+#include "intake.h"
+#include "log.h"
+#include "routes.h"
+
+#define LOOP_WAIT_MS 100
+#define FLUSH_GRACE_MS 200
+
+static atomic_bool stopping;
+static gw_loop_t *all_loops; /* kept reachable until exit: live connections point into them */
+
+static void on_signal(int signo)
+{
+    (void)signo;
+    atomic_store(&stopping, true);
+}
+
+static int open_listener(const gw_config_t *cfg)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *res = NULL;
+    char port[8];
+    snprintf(port, sizeof(port), "%u", cfg->listen_port);
+    int rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+    if (rc != 0) {
+        gw_log(GW_LOG_ERROR, "SETTLED_LISTEN: cannot resolve %s: %s", cfg->listen_host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        gw_log(GW_LOG_ERROR, "SETTLED_LISTEN: cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
+               strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    gw_loop_t *loop = listener->data;
+    if (err != NULL)
+        return;
+    /* accept a few at a time so one loop does not starve its other work */
+    for (int i = 0; i != 16; ++i) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(&loop->accept_ctx, sock);
+    }
+}
+
+static void *run_loop(void *arg)
+{
+    gw_loop_t *loop = arg;
+    const gw_config_t *cfg = loop->cfg;
+
+    loop->listener = h2o_evloop_socket_create(loop->evloop, loop->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    loop->listener->data = loop;
+    h2o_socket_read_start(loop->listener, on_accept);
+
+    while (!atomic_load(&stopping))
+        h2o_evloop_run(loop->evloop, LOOP_WAIT_MS);
+
+    /* stop accepting; connections already accepted keep being served while commits finish */
+    h2o_socket_read_stop(loop->listener);
+    h2o_socket_close(loop->listener);
+    loop->listener = NULL;
+    uint64_t deadline = h2o_now(loop->evloop) + (uint64_t)cfg->shutdown_timeout_ms;
+    while (!gw_db_is_idle(loop->db) && h2o_now(loop->evloop) < deadline)
+        h2o_evloop_run(loop->evloop, 10);
+    if (!gw_db_is_idle(loop->db))
+        gw_log(GW_LOG_WARN, "loop %d: shutdown timeout with database work in flight (nothing was acknowledged)",
+               loop->index);
+    /* let the last replies reach their sockets */
+    uint64_t flush_until = h2o_now(loop->evloop) + FLUSH_GRACE_MS;
+    while (h2o_now(loop->evloop) < flush_until)
+        h2o_evloop_run(loop->evloop, 10);
+    return NULL;
+}
+
+int gw_server_run(gw_config_t *cfg)
+{
+    char err[512];
+    if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
+        gw_log(GW_LOG_ERROR, "SETTLED_DATABASE_URL: required by serve");
+        return 1;
+    }
+    if (cfg->redis_url != NULL) {
+        char *host, *password;
+        int port, db;
+        if (gw_redis_parse_url(cfg->redis_url, &host, &port, &password, &db) != 0) {
+            gw_log(GW_LOG_ERROR, "SETTLED_REDIS_URL: must look like redis://[:password@]host[:port][/db]");
+            return 1;
+        }
+        free(host);
+        free(password);
+    }
+    if (cfg->nsources == 0)
+        gw_log(GW_LOG_WARN, "no webhook secrets configured: every webhook route answers 404");
+    if (gw_intake_bootstrap(cfg, err, sizeof(err)) != 0) {
+        gw_log(GW_LOG_ERROR, "%s", err);
+        return 1;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    h2o_globalconf_t conf;
+    h2o_config_init(&conf);
+    conf.max_request_entity_size = cfg->body_limit;
+    conf.server_name = h2o_iovec_init(H2O_STRLIT("settled"));
+    h2o_hostconf_t *host = h2o_config_register_host(&conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    gw_routes_register(host);
+
+    int nloops = cfg->threads;
+    gw_loop_t *loops = all_loops = calloc((size_t)nloops, sizeof(*loops));
+    if (loops == NULL)
+        abort();
+    for (int i = 0; i != nloops; ++i) {
+        gw_loop_t *loop = &loops[i];
+        loop->index = i;
+        loop->cfg = cfg;
+        if ((loop->listen_fd = open_listener(cfg)) < 0)
+            return 1;
+        unsigned char rnd[8];
+        gw_crypto_random(rnd, sizeof(rnd));
+        for (int j = 0; j != 8; ++j)
+            snprintf(loop->request_prefix + j * 2, 3, "%02x", rnd[j]);
+        loop->evloop = h2o_evloop_create();
+        h2o_context_init(&loop->ctx, loop->evloop, &conf);
+        loop->accept_ctx.ctx = &loop->ctx;
+        loop->accept_ctx.hosts = conf.hosts;
+        loop->db = gw_db_create(loop->evloop, cfg, gw_intake_statements, gw_intake_nstatements);
+        if (cfg->redis_url != NULL)
+            loop->redis = gw_redis_create(loop->evloop, cfg->redis_url);
+    }
+
+    gw_logline_t line;
+    gw_log_begin(&line, GW_LOG_INFO, "listening");
+    char addr[300];
+    int n = snprintf(addr, sizeof(addr), "%s:%u", cfg->listen_host, cfg->listen_port);
+    gw_log_str(&line, "listen", addr, (size_t)n);
+    gw_log_int(&line, "threads", nloops);
+    gw_log_int(&line, "sources", (long long)cfg->nsources);
+    gw_log_end(&line);
+
+    for (int i = 0; i != nloops; ++i)
+        if (pthread_create(&loops[i].tid, NULL, run_loop, &loops[i]) != 0) {
+            gw_log(GW_LOG_ERROR, "cannot start thread %d: %s", i, strerror(errno));
+            abort();
+        }
+    for (int i = 0; i != nloops; ++i)
+        pthread_join(loops[i].tid, NULL);
+
+    for (int i = 0; i != nloops; ++i) {
+        if (loops[i].redis != NULL)
+            gw_redis_destroy(loops[i].redis);
+        gw_db_destroy(loops[i].db);
+    }
+    gw_log(GW_LOG_INFO, "stopped");
+    /* the loops and contexts stay allocated: live keep-alive connections still point into them */
+    return 0;
+}

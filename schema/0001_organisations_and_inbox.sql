@@ -1,0 +1,39 @@
+-- SPDX-License-Identifier: MIT
+-- 0001: organisations, and the webhook inbox that is also the work queue (DESIGN.md sections 1 and 3).
+
+CREATE TABLE organisations (
+    id          bigserial PRIMARY KEY,
+    slug        text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per provider event. A delivery with several events (GoCardless batches, Xero posts) becomes
+-- several rows that each carry the whole raw delivery, so every row can be re-verified on its own.
+CREATE TABLE webhook_events (
+    id               bigserial PRIMARY KEY,
+    organisation_id  bigint NOT NULL REFERENCES organisations (id),
+    provider         text NOT NULL CHECK (provider IN ('stripe', 'xero', 'gocardless')),
+    source           text NOT NULL,
+    account          text,                    -- Stripe Connect account, Xero tenantId, GoCardless org/creditor
+    event_id         text NOT NULL,           -- the provider's event id; for Xero the derived key
+    event_type       text NOT NULL,
+    resource_id      text,                    -- the object the event is about, when the payload names it
+    body             bytea NOT NULL,          -- the raw delivery, byte for byte
+    headers          jsonb NOT NULL DEFAULT '{}'::jsonb,  -- selected request headers, never secrets
+    verified_at      timestamptz NOT NULL,
+    received_at      timestamptz NOT NULL,
+    stored_at        timestamptz NOT NULL DEFAULT now(),
+    correlation_id   text NOT NULL,           -- the X-Request-Id of the delivery
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'processing', 'done', 'failed', 'dead', 'ignored')),
+    attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    last_error       text,
+    CONSTRAINT webhook_events_provider_source_event_id_key UNIQUE (provider, source, event_id)
+);
+
+-- The work queue's claim order: due rows that still need work.
+CREATE INDEX webhook_events_due_idx ON webhook_events (next_attempt_at)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX webhook_events_org_received_idx ON webhook_events (organisation_id, received_at DESC);

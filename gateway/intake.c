@@ -15,9 +15,20 @@
 #include "log.h"
 #include "reply.h"
 
-enum { STMT_INSERT_EVENTS };
+enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS };
 
+/* $1 organisation, $2 provider, $3 source, $4 raw body (binary), $5 headers, $6 verified_at and $7
+ * received_at (unix microseconds), $8 correlation id; then the event(s). A delivery of one event (every
+ * Stripe delivery) binds its fields directly; a batch passes them as one JSON array. */
 const gw_db_statement_t gw_intake_statements[] = {
+    {"intake_insert_event",
+     "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "body, headers, verified_at, received_at, correlation_id) "
+     "VALUES ($1::bigint, $2, $3, $9, $10, $11, $12, $4::bytea, $5::jsonb, "
+     "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
+     "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8) "
+     "ON CONFLICT (provider, source, event_id) DO NOTHING",
+     12},
     {"intake_insert_events",
      "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
      "body, headers, verified_at, received_at, correlation_id) "
@@ -196,9 +207,9 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     snprintf(rat, sizeof(rat), "%lld", (long long)received_at);
     ssize_t rid = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
     h2o_iovec_t correlation = req->res.headers.entries[rid].value;
-    char *headers = headers_json(req), *evjson = events_json(events, nevents);
+    char *headers = headers_json(req), *evjson = nevents > 1 ? events_json(events, nevents) : NULL;
     const char *body = req->entity.base != NULL ? req->entity.base : "";
-    gw_db_param_t params[] = {
+    gw_db_param_t params[12] = {
         {org, strlen(org), false},
         {cn->name, strlen(cn->name), false},
         {src->name, strlen(src->name), false},
@@ -207,11 +218,20 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
         {vat, strlen(vat), false},
         {rat, strlen(rat), false},
         {correlation.base, correlation.len, false},
-        {evjson, strlen(evjson), false},
     };
+    size_t nparams;
+    if (nevents == 1) {
+        cn_str_t fields[] = {events[0].account, events[0].event_id, events[0].event_type, events[0].resource_id};
+        for (size_t i = 0; i != 4; ++i)
+            params[8 + i] = (gw_db_param_t){fields[i].base, fields[i].len, false}; /* base NULL: SQL NULL */
+        nparams = 12;
+    } else {
+        params[8] = (gw_db_param_t){evjson, strlen(evjson), false};
+        nparams = 9;
+    }
     pending_t *pending = h2o_mem_alloc_shared(&req->pool, sizeof(*pending), on_pending_dispose);
     *pending = (pending_t){.req = req, .route = route, .nevents = nevents};
-    pending->job = gw_db_submit(loop->db, STMT_INSERT_EVENTS, params, sizeof(params) / sizeof(params[0]),
+    pending->job = gw_db_submit(loop->db, nevents == 1 ? STMT_INSERT_EVENT : STMT_INSERT_EVENTS, params, nparams,
                                 on_committed, pending);
     free(headers);
     free(evjson);

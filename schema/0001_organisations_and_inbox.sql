@@ -36,4 +36,3 @@ CREATE TABLE webhook_events (
 -- The work queue's claim order: due rows that still need work.
 CREATE INDEX webhook_events_due_idx ON webhook_events (next_attempt_at)
     WHERE status IN ('pending', 'failed');
-CREATE INDEX webhook_events_org_received_idx ON webhook_events (organisation_id, received_at DESC);

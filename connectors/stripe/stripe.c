@@ -70,11 +70,12 @@ static int parse_timestamp(cn_str_t s, int64_t *t)
 }
 
 /*
- * Order of the answers: no usable secret, then a missing or malformed header, then the MACs, then the age. A header
- * without any well-formed v1 value is a mismatch (no secret produces it), as in stripe-go, not malformed: the header
- * itself parsed. A v1 value that is not 64 hex digits is skipped, so one garbled signature cannot hide a good one.
- * Every v1 is compared with every secret's MAC without stopping at the first match, so the time taken does not say
- * which secret or which v1 matched.
+ * Order of the answers: no usable secret (a configuration fault, reported whatever the request carries; empty keys are
+ * never used), then a missing or malformed header, then the MACs, then the age. A tolerance of 0 (or below) disables
+ * the age check. A header without any well-formed v1 value is a mismatch (no secret produces it), as in stripe-go,
+ * not malformed: the header itself parsed. A v1 value that is not 64 hex digits is skipped, so one garbled signature
+ * cannot hide a good one. Every v1 is compared with every secret's MAC without stopping at the first match, so the time
+ * taken does not say which secret or which v1 matched.
  */
 static const char *cn_stripe_verify(const cn_host_t *host, const cn_verify_input_t *in)
 {

@@ -148,8 +148,19 @@ static void fail_batch(gw_db_conn_t *c, const char *error)
 static void disconnect(gw_db_conn_t *c, const char *why)
 {
     gw_db_t *db = c->db;
-    if (c->state != GW_DB_CONNECTING || c->failures == 0)
-        gw_log(GW_LOG_WARN, "database connection %d lost: %s", c->index, why);
+    if (c->state != GW_DB_CONNECTING || c->failures == 0) {
+        char msg[256]; /* libpq's messages span lines: fold them into one */
+        size_t n = 0;
+        for (const char *p = why; *p != '\0' && n < sizeof(msg) - 1; ++p)
+            if (*p != '\n' && *p != '\t' && *p != '\r')
+                msg[n++] = *p;
+            else if (n != 0 && msg[n - 1] != ' ')
+                msg[n++] = ' ';
+        while (n != 0 && msg[n - 1] == ' ')
+            --n;
+        msg[n] = '\0';
+        gw_log(GW_LOG_WARN, "database connection %d lost: %s", c->index, msg);
+    }
     fail_batch(c, "database connection lost");
     release_socket(c);
     if (c->pg != NULL) {

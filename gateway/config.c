@@ -38,18 +38,18 @@ enum setting_type {
 typedef struct st_setting_t {
     const char *name;
     enum setting_type type;
-    const char *def;     /* the default, as text that is parsed like a value; "" means unset */
-    long long min, max;  /* bounds of T_INT and T_SIZE */
-    unsigned flags;      /* F_* */
-    size_t offset;       /* where the value goes in gw_config_t; NO_FIELD for webhook secrets (they make sources) */
+    const char *def;    /* the default, as text that is parsed like a value; "" means unset */
+    long long min, max; /* bounds of T_INT and T_SIZE */
+    unsigned flags;     /* F_* */
+    size_t offset;      /* where the value goes in gw_config_t; NO_FIELD for webhook secrets (they make sources) */
     const cn_connector_t *connector; /* T_WEBHOOK_*: the provider whose sources the setting defines */
-    const char *doc;     /* one line for docs/configuration.md */
+    const char *doc; /* what it does in one line; docs/configuration.md says more (a test checks it is there) */
 } setting_t;
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
 
-/* The settings, in the order that gw_config_dump, gw_config_list_keys and docs/configuration.md use. */
+/* The settings, in the order gw_config_dump and gw_config_list_keys print them. */
 static const setting_t settings[] = {
     {"SETTLED_CONFIG", T_PATH, "", 0, 0, 0, FIELD(config_path), NULL,
      "Path of an optional file of KEY=value lines; the environment overrides it."},
@@ -108,9 +108,9 @@ static const char *const log_level_names[] = {"debug", "info", "warn", "error"};
 typedef struct st_entry_t {
     const setting_t *setting; /* NULL for keys of the test harness, which are ignored */
     char *key;
-    char *value;              /* surrounding whitespace and quotes removed */
-    char *source;             /* NAME__<SOURCE> keys: the lower-cased source name; NULL otherwise */
-    unsigned line;            /* line in the config file; 0 for the environment */
+    char *value;   /* surrounding whitespace and quotes removed */
+    char *source;  /* NAME__<SOURCE> keys: the lower-cased source name; NULL otherwise */
+    unsigned line; /* line in the config file; 0 for the environment */
 } entry_t;
 
 typedef struct st_loader_t {
@@ -164,8 +164,7 @@ static const char *shown_key(const char *key, char buf[GW_KEY_SHOWN + 4])
 }
 
 /* Writes "[file:line: ][KEY: ]message" into the loader's error buffer and returns -1. */
-__attribute__((format(printf, 4, 5))) static int fail(loader_t *l, unsigned line, const char *key, const char *fmt,
-                                                      ...)
+__attribute__((format(printf, 4, 5))) static int fail(loader_t *l, unsigned line, const char *key, const char *fmt, ...)
 {
     if (l->err == NULL || l->errlen == 0)
         return -1;
@@ -305,7 +304,13 @@ static int classify(loader_t *l, unsigned line, const char *key, const setting_t
     const char *hint = NULL;
     size_t best = 3; /* suggest only names at most two edits away */
     for (size_t i = 0; i != NSETTINGS; ++i) {
-        size_t d = edit_distance(key, settings[i].name);
+        size_t d = edit_distance(key, settings[i].name), n = strlen(settings[i].name);
+        if ((settings[i].flags & F_PER_SOURCE) && strncmp(key, settings[i].name, n) == 0 && key[n] == '_' &&
+            key[n + 1] != '\0') {
+            char keybuf[GW_KEY_SHOWN + 4];
+            return fail(l, line, key, "unknown setting (did you mean %s__%s?)", settings[i].name,
+                        shown_key(key + n + 1, keybuf));
+        }
         if (d < best)
             best = d, hint = settings[i].name;
     }
@@ -346,9 +351,11 @@ static int add_entry(loader_t *l, const char *key, const char *value, size_t vle
         l->cap = l->cap == 0 ? 16 : l->cap * 2;
         l->entries = xrealloc(l->entries, l->cap * sizeof(*l->entries));
     }
-    l->entries[l->n++] =
-        (entry_t){.setting = setting, .key = xstrndup(key, strlen(key)), .value = xstrndup(value, vlen), .source = source,
-                  .line = line};
+    l->entries[l->n++] = (entry_t){.setting = setting,
+                                   .key = xstrndup(key, strlen(key)),
+                                   .value = xstrndup(value, vlen),
+                                   .source = source,
+                                   .line = line};
     return 0;
 }
 
@@ -707,17 +714,14 @@ static int add_source(loader_t *l, gw_config_t *cfg, const setting_t *s, const e
     if (parse_secrets(l, e, s->type == T_WEBHOOK_SECRETS, &secrets) != 0)
         return -1;
     cfg->sources = xrealloc(cfg->sources, (cfg->nsources + 1) * sizeof(*cfg->sources));
-    cfg->sources[cfg->nsources++] = (gw_source_t){.connector = s->connector, .name = xstrndup(name, strlen(name)),
-                                                  .secrets = secrets};
+    cfg->sources[cfg->nsources++] =
+        (gw_source_t){.connector = s->connector, .name = xstrndup(name, strlen(name)), .secrets = secrets};
     return 0;
 }
 
 static size_t provider_rank(const cn_connector_t *connector)
 {
-    for (size_t i = 0; i != NSETTINGS; ++i)
-        if (settings[i].connector == connector)
-            return i;
-    return NSETTINGS;
+    return (size_t)(webhook_setting(connector) - settings);
 }
 
 /* Orders sources by provider (table order), then "default" first, then by name. */
@@ -868,7 +872,8 @@ gw_source_t *gw_config_find_source(const gw_config_t *cfg, const char *provider,
         name = "default", len = 7;
     for (size_t i = 0; i != cfg->nsources; ++i) {
         gw_source_t *src = &cfg->sources[i];
-        if (strcmp(src->connector->name, provider) == 0 && strlen(src->name) == len && memcmp(src->name, name, len) == 0)
+        if (strcmp(src->connector->name, provider) == 0 && strlen(src->name) == len &&
+            memcmp(src->name, name, len) == 0)
             return src;
     }
     return NULL;
@@ -926,7 +931,8 @@ static void dump_conninfo_uri(FILE *out, const char *s, size_t prefix)
     }
     fwrite(p, 1, (size_t)(q + 1 - p), out);
     for (p = q + 1;;) {
-        const char *amp = strchr(p, '&'), *end = amp != NULL ? amp : p + strlen(p), *eq = memchr(p, '=', (size_t)(end - p));
+        const char *amp = strchr(p, '&'), *end = amp != NULL ? amp : p + strlen(p),
+                   *eq = memchr(p, '=', (size_t)(end - p));
         char name[16];
         uri_param_name(p, (size_t)((eq != NULL ? eq : end) - p), name);
         if (eq != NULL && is_password_keyword(name, strlen(name))) {
@@ -1016,6 +1022,15 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
         const setting_t *s = &settings[i];
         const void *field = (const char *)cfg + (s->offset != NO_FIELD ? s->offset : 0);
         fprintf(out, "%s=", s->name);
+        if (s->flags & F_SECRET) {
+            /* of a secret, only whether and how many */
+            const gw_source_t *src =
+                s->connector != NULL ? gw_config_find_source(cfg, s->connector->name, "default", 7) : NULL;
+            dump_redacted(out, s->connector != NULL ? (src != NULL ? src->secrets.count : 0)
+                                                    : *(char *const *)field != NULL);
+            fputc('\n', out);
+            continue;
+        }
         switch (s->type) {
         case T_PATH:
         case T_STRING:
@@ -1027,9 +1042,6 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
         case T_CONNINFO:
             if (*(char *const *)field != NULL)
                 dump_conninfo(out, *(char *const *)field);
-            break;
-        case T_SECRET:
-            dump_redacted(out, *(char *const *)field != NULL);
             break;
         case T_INT:
             fprintf(out, "%d", *(const int *)field);
@@ -1048,11 +1060,10 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
                 fprintf(out, strchr(cfg->listen_host, ':') != NULL ? "[%s]:%u" : "%s:%u", cfg->listen_host,
                         (unsigned)cfg->listen_port);
             break;
+        case T_SECRET:
         case T_WEBHOOK_KEY:
-        case T_WEBHOOK_SECRETS: {
-            gw_source_t *src = gw_config_find_source(cfg, s->connector->name, "default", 7);
-            dump_redacted(out, src != NULL ? src->secrets.count : 0);
-        } break;
+        case T_WEBHOOK_SECRETS:
+            break; /* secrets by type: flagged F_SECRET in the table, printed above */
         }
         fputc('\n', out);
     }

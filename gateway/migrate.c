@@ -24,6 +24,12 @@ static const char sql_select_checksum[] = "SELECT checksum FROM schema_migration
 static const char sql_insert[] = "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)";
 static const char sql_select_names[] = "SELECT name FROM schema_migrations ORDER BY name";
 
+/* Passes the server's warnings (client_min_messages = warning hides NOTICEs) to the progress output. */
+static void on_notice(void *arg, const char *message)
+{
+    fprintf(arg, "migrate: %s", message);
+}
+
 /* Runs a statement without parameters; on failure prints what failed and returns -1. */
 static int exec_simple(PGconn *conn, const char *sql, ExecStatusType expect, const char *what, FILE *out)
 {
@@ -81,6 +87,14 @@ static int apply(PGconn *conn, const gw_schema_file_t *file, const char *checksu
         fprintf(out, "migrate: %s failed, nothing of it was applied: %s", file->name, PQerrorMessage(conn));
         goto Rollback;
     }
+    if (PQtransactionStatus(conn) != PQTRANS_INTRANS) {
+        /* a COMMIT or ROLLBACK in the file ended the transaction: what came after it is not atomic any more */
+        fprintf(out,
+                "migrate: %s ends the transaction it runs in (COMMIT, ROLLBACK or END in the file), so it was not "
+                "recorded and part of it may be applied: remove the transaction control from the file\n",
+                file->name);
+        goto Rollback;
+    }
     const char *params[] = {file->name, checksum};
     res = PQexecParams(conn, sql_insert, 2, NULL, params, NULL, NULL, 0);
     st = PQresultStatus(res);
@@ -92,7 +106,7 @@ static int apply(PGconn *conn, const gw_schema_file_t *file, const char *checksu
     }
     res = PQexec(conn, "COMMIT");
     st = PQresultStatus(res);
-    /* COMMIT of an aborted transaction (e.g. the file ended it itself) succeeds as a ROLLBACK */
+    /* COMMIT of an aborted transaction reports success as "ROLLBACK" */
     bool committed = st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0;
     PQclear(res);
     if (!committed) {
@@ -103,8 +117,10 @@ static int apply(PGconn *conn, const gw_schema_file_t *file, const char *checksu
     ret = 0;
     goto Exit;
 Rollback:
-    res = PQexec(conn, "ROLLBACK");
-    PQclear(res);
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        res = PQexec(conn, "ROLLBACK");
+        PQclear(res);
+    }
 Exit:
     free(sql);
     return ret;
@@ -125,7 +141,8 @@ static int note_unknown(PGconn *conn, const gw_schema_file_t *files, size_t nfil
         for (size_t j = 0; j != nfiles && !known; ++j)
             known = strcmp(files[j].name, name) == 0;
         if (!known)
-            fprintf(out, "note: the database also has %s, which this binary does not know (a newer version applied it)\n",
+            fprintf(out,
+                    "note: the database also has %s, which this binary does not know (a newer version applied it)\n",
                     name);
     }
     PQclear(res);
@@ -154,6 +171,7 @@ int gw_migrate_run(const char *conninfo, const gw_schema_file_t *files, size_t n
         fprintf(out, "migrate: cannot connect to the database: %s", PQerrorMessage(conn));
         goto Exit;
     }
+    PQsetNoticeProcessor(conn, on_notice, out);
     if (exec_simple(conn, sql_quiet, PGRES_COMMAND_OK, "setting client_min_messages", out) != 0 ||
         exec_simple(conn, sql_lock, PGRES_TUPLES_OK, "taking the migration lock", out) != 0 ||
         exec_simple(conn, sql_create, PGRES_COMMAND_OK, "creating schema_migrations", out) != 0)

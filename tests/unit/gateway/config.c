@@ -1,0 +1,1032 @@
+/* SPDX-License-Identifier: MIT */
+/* config.c: tests the settings table: defaults, every type's bounds and bad values, the file syntax, the
+ * precedence of the environment, webhook sources, redaction, and that docs and sample config list every key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "config.h"
+
+/* --- helpers ------------------------------------------------------------------------------------------------ */
+
+#define ENV(...) ((char *[]){__VA_ARGS__, NULL})
+
+static char err[1024];
+
+/* Loads from env (and the file at path, if any) and fails the test, showing the error, unless it loads. */
+static void load_ok(gw_config_t *cfg, const char *path, char **env)
+{
+    err[0] = '\0';
+    if (gw_config_load(cfg, path, env, err, sizeof(err)) != 0)
+        fail_msg("expected the configuration to load, got: %s", err);
+}
+
+/* Loads from env and the file at path and checks that it fails with exactly the message expected. */
+static void load_fails(const char *path, char **env, const char *expected)
+{
+    gw_config_t cfg;
+    memset(err, 'x', sizeof(err));
+    int ret = gw_config_load(&cfg, path, env, err, sizeof(err));
+    if (ret != -1)
+        gw_config_free(&cfg);
+    if (ret != -1 || strcmp(err, expected) != 0)
+        fail_msg("expected failure \"%s\", got %d \"%s\"", expected, ret, ret == -1 ? err : "");
+    /* a failed load leaves nothing to free */
+    assert_int_equal(cfg.nsources, 0);
+    assert_null(cfg.sources);
+    assert_null(cfg.listen_host);
+}
+
+/* Loads KEY=value from the environment and checks the error message. */
+static void env_fails(const char *kv, const char *expected)
+{
+    load_fails(NULL, ENV((char *)kv), expected);
+}
+
+/* Returns what gw_config_dump writes (malloc'd). */
+static char *dump(const gw_config_t *cfg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    assert_non_null(fp);
+    gw_config_dump(cfg, fp);
+    fclose(fp);
+    return buf;
+}
+
+/* Checks that the dump of the configuration loaded from KEY=value has the line expected. */
+static void env_dumps(const char *kv, const char *expected_line)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL, ENV((char *)kv));
+    char *text = dump(&cfg), needle[512];
+    snprintf(needle, sizeof(needle), "\n%s\n", expected_line);
+    if (strncmp(text, needle + 1, strlen(needle + 1)) != 0 && strstr(text, needle) == NULL)
+        fail_msg("after %s expected the line \"%s\" in the dump:\n%s", kv, expected_line, text);
+    free(text);
+    gw_config_free(&cfg);
+}
+
+static void assert_not_contains(const char *haystack, const char *needle)
+{
+    if (strstr(haystack, needle) != NULL)
+        fail_msg("\"%s\" must not appear in:\n%s", needle, haystack);
+}
+
+/* Writes text into a new temporary file; returns its path (malloc'd). */
+static char *write_temp(const char *text)
+{
+    char *path = strdup("/tmp/settled-config-test-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *fp = fdopen(fd, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    return path;
+}
+
+static void remove_temp(char *path)
+{
+    unlink(path);
+    free(path);
+}
+
+static char *read_whole(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        fail_msg("cannot open %s", path);
+    char *buf = NULL;
+    size_t cap = 0, len = 0, got;
+    do {
+        cap += 65536;
+        buf = realloc(buf, cap + 1);
+        assert_non_null(buf);
+        got = fread(buf + len, 1, cap - len, fp);
+        len += got;
+    } while (len == cap);
+    buf[len] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+/* The keys gw_config_list_keys prints, as a malloc'd NULL-terminated array of malloc'd strings. */
+static char **list_keys(void)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    gw_config_list_keys(fp);
+    fclose(fp);
+    size_t n = 0;
+    char **keys = calloc(len + 1, sizeof(*keys));
+    for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+        keys[n++] = strdup(line);
+    free(buf);
+    return keys;
+}
+
+static void free_keys(char **keys)
+{
+    for (char **k = keys; *k != NULL; ++k)
+        free(*k);
+    free(keys);
+}
+
+static bool is_key_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '<' || c == '>';
+}
+
+/* Whether text mentions key as a whole word (so SETTLED_X does not count as a mention of SETTLED_X__<SOURCE>). */
+static bool mentions(const char *text, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = text; (p = strstr(p, key)) != NULL; ++p)
+        if ((p == text || !is_key_char(p[-1])) && !is_key_char(p[n]))
+            return true;
+    return false;
+}
+
+/* --- defaults and types ------------------------------------------------------------------------------------- */
+
+static void test_defaults(void **state)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL, ENV("PATH=/usr/bin", "HOME=/root"));
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.listen_port, 8080);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg.threads, cores < 1 ? 1 : cores > 64 ? 64 : cores);
+    assert_null(cfg.database_url);
+    assert_int_equal(cfg.db_connections, 2);
+    assert_int_equal(cfg.db_max_batch, 64);
+    assert_int_equal(cfg.db_commit_timeout_ms, 4000);
+    assert_int_equal(cfg.db_queue_limit, 4096);
+    assert_null(cfg.redis_url);
+    assert_int_equal(cfg.body_limit, 1048576);
+    assert_int_equal(cfg.stripe_tolerance, 300);
+    assert_int_equal(cfg.retry_after, 5);
+    assert_int_equal(cfg.shutdown_timeout_ms, 10000);
+    assert_int_equal(cfg.log_level, GW_LOG_INFO);
+    assert_true(cfg.access_log);
+    assert_null(cfg.config_path);
+    assert_string_equal(cfg.organisation, "default");
+    assert_null(cfg.stripe_api_base);
+    assert_null(cfg.xero_api_base);
+    assert_null(cfg.xero_identity_base);
+    assert_null(cfg.gocardless_api_base);
+    assert_null(cfg.jwt_secret);
+    assert_null(cfg.secret_key);
+    assert_int_equal(cfg.nsources, 0); /* no secrets, no sources */
+    assert_null(gw_config_find_source(&cfg, "stripe", "default", 7));
+    gw_config_free(&cfg);
+
+    /* NULL envp is an empty environment; an empty value means the default */
+    load_ok(&cfg, NULL, NULL);
+    assert_int_equal(cfg.db_connections, 2);
+    gw_config_free(&cfg);
+    load_ok(&cfg, NULL, ENV("SETTLED_DB_CONNECTIONS=", "SETTLED_LISTEN=  ", "SETTLED_STRIPE_WEBHOOK_SECRETS="));
+    assert_int_equal(cfg.db_connections, 2);
+    assert_string_equal(cfg.listen_host, "127.0.0.1");
+    assert_int_equal(cfg.nsources, 0);
+    gw_config_free(&cfg);
+}
+
+static void test_int_bounds(void **state)
+{
+    static const struct {
+        const char *key;
+        long long min, max;
+    } ints[] = {
+        {"SETTLED_THREADS", 0, 64},
+        {"SETTLED_DB_CONNECTIONS", 1, 16},
+        {"SETTLED_DB_MAX_BATCH", 1, 1024},
+        {"SETTLED_DB_COMMIT_TIMEOUT_MS", 100, 60000},
+        {"SETTLED_DB_QUEUE_LIMIT", 1, 1000000},
+        {"SETTLED_STRIPE_TOLERANCE", 0, 86400},
+        {"SETTLED_RETRY_AFTER", 1, 3600},
+        {"SETTLED_SHUTDOWN_TIMEOUT_MS", 0, 600000},
+    };
+    static const char *const bad[] = {
+        "abc", "1.5", "0x10", "1e3", "12abc", "+", "-", "--1", "1 2", "99999999999999999999", "-99999999999999999999"};
+    for (size_t i = 0; i != sizeof(ints) / sizeof(ints[0]); ++i) {
+        char kv[128], expected[256], line[128];
+        snprintf(expected, sizeof(expected), "%s: must be an integer from %lld to %lld", ints[i].key, ints[i].min,
+                 ints[i].max);
+        snprintf(kv, sizeof(kv), "%s=%lld", ints[i].key, ints[i].min - 1);
+        env_fails(kv, expected);
+        snprintf(kv, sizeof(kv), "%s=%lld", ints[i].key, ints[i].max + 1);
+        env_fails(kv, expected);
+        for (size_t j = 0; j != sizeof(bad) / sizeof(bad[0]); ++j) {
+            snprintf(kv, sizeof(kv), "%s=%s", ints[i].key, bad[j]);
+            env_fails(kv, expected);
+        }
+        snprintf(kv, sizeof(kv), "%s=%lld", ints[i].key, ints[i].max);
+        snprintf(line, sizeof(line), "%s=%lld", ints[i].key, ints[i].max);
+        env_dumps(kv, line);
+        if (ints[i].min != 0) { /* SETTLED_THREADS=0 means the number of cores */
+            snprintf(kv, sizeof(kv), "%s= %lld ", ints[i].key, ints[i].min);
+            snprintf(line, sizeof(line), "%s=%lld", ints[i].key, ints[i].min);
+            env_dumps(kv, line);
+        }
+    }
+    gw_config_t cfg;
+    load_ok(&cfg, NULL, ENV("SETTLED_THREADS=3", "SETTLED_DB_CONNECTIONS=+7", "SETTLED_SHUTDOWN_TIMEOUT_MS=0"));
+    assert_int_equal(cfg.threads, 3);
+    assert_int_equal(cfg.db_connections, 7);
+    assert_int_equal(cfg.shutdown_timeout_ms, 0);
+    gw_config_free(&cfg);
+}
+
+static void test_size(void **state)
+{
+    static const struct {
+        const char *value;
+        size_t bytes;
+    } good[] = {{"1024", 1024},  {"1k", 1024},    {"1K", 1024},      {"4096", 4096},       {"512k", 524288},
+                {"2m", 2097152}, {"2M", 2097152}, {"64m", 67108864}, {"65536K", 67108864}, {"67108864", 67108864}};
+    static const char *const bad[] = {"1023",
+                                      "0",
+                                      "1",
+                                      "0k",
+                                      "65m",
+                                      "67108865",
+                                      "1g",
+                                      "1G",
+                                      "k",
+                                      "m",
+                                      "-1k",
+                                      "1.5m",
+                                      "1kb",
+                                      "1KiB",
+                                      "1 k",
+                                      "k1",
+                                      "18446744073709551616",
+                                      "18014398509481984k",
+                                      "abc"};
+    for (size_t i = 0; i != sizeof(good) / sizeof(good[0]); ++i) {
+        gw_config_t cfg;
+        char kv[64];
+        snprintf(kv, sizeof(kv), "SETTLED_BODY_LIMIT=%s", good[i].value);
+        load_ok(&cfg, NULL, ENV(kv));
+        if (cfg.body_limit != good[i].bytes)
+            fail_msg("%s: expected %zu, got %zu", kv, good[i].bytes, cfg.body_limit);
+        gw_config_free(&cfg);
+    }
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        char kv[64];
+        snprintf(kv, sizeof(kv), "SETTLED_BODY_LIMIT=%s", bad[i]);
+        env_fails(kv, "SETTLED_BODY_LIMIT: must be a size from 1024 to 67108864 bytes (suffix k or m for KiB or MiB)");
+    }
+}
+
+static void test_bool(void **state)
+{
+    static const char *const yes[] = {"true", "TRUE", "1", "yes", "Yes", "on", "ON"};
+    static const char *const no[] = {"false", "False", "0", "no", "NO", "off", "Off"};
+    static const char *const bad[] = {"maybe", "2", "y", "n", "t", "f", "truee", "-1", "enabled"};
+    char kv[64];
+    gw_config_t cfg;
+    for (size_t i = 0; i != sizeof(yes) / sizeof(yes[0]); ++i) {
+        snprintf(kv, sizeof(kv), "SETTLED_ACCESS_LOG=%s", no[i]);
+        load_ok(&cfg, NULL, ENV(kv));
+        assert_false(cfg.access_log);
+        gw_config_free(&cfg);
+        snprintf(kv, sizeof(kv), "SETTLED_ACCESS_LOG=%s", yes[i]);
+        load_ok(&cfg, NULL, ENV(kv, "SETTLED_THREADS=1"));
+        assert_true(cfg.access_log);
+        gw_config_free(&cfg);
+    }
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        snprintf(kv, sizeof(kv), "SETTLED_ACCESS_LOG=%s", bad[i]);
+        env_fails(kv, "SETTLED_ACCESS_LOG: must be true or false (or 1/0, yes/no, on/off)");
+    }
+}
+
+static void test_log_level(void **state)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i != 4; ++i) {
+        gw_config_t cfg;
+        char kv[64];
+        snprintf(kv, sizeof(kv), "SETTLED_LOG_LEVEL=%s", names[i]);
+        load_ok(&cfg, NULL, ENV(kv));
+        assert_int_equal(cfg.log_level, i);
+        gw_config_free(&cfg);
+        env_dumps(kv, kv);
+    }
+    env_fails("SETTLED_LOG_LEVEL=verbose", "SETTLED_LOG_LEVEL: must be one of debug, info, warn, error");
+    env_fails("SETTLED_LOG_LEVEL=warning", "SETTLED_LOG_LEVEL: must be one of debug, info, warn, error");
+    env_fails("SETTLED_LOG_LEVEL=2", "SETTLED_LOG_LEVEL: must be one of debug, info, warn, error");
+}
+
+static void test_listen(void **state)
+{
+    static const struct {
+        const char *value, *host;
+        uint16_t port;
+        const char *dumped;
+    } good[] = {
+        {"127.0.0.1:8080", "127.0.0.1", 8080, "127.0.0.1:8080"},
+        {"0.0.0.0:1", "0.0.0.0", 1, "0.0.0.0:1"},
+        {"localhost:65535", "localhost", 65535, "localhost:65535"},
+        {"gw-1.example.com:443", "gw-1.example.com", 443, "gw-1.example.com:443"},
+        {"[::1]:8080", "::1", 8080, "[::1]:8080"},
+        {"[::]:9000", "::", 9000, "[::]:9000"},
+        {"[2001:db8::5]:80", "2001:db8::5", 80, "[2001:db8::5]:80"},
+        {" 10.1.2.3:80 ", "10.1.2.3", 80, "10.1.2.3:80"},
+    };
+    static const char *const bad[] = {
+        "127.0.0.1",     "127.0.0.1:",     "127.0.0.1:0",  "127.0.0.1:65536", "127.0.0.1:-1",    "127.0.0.1:80x",
+        "127.0.0.1:+80", ":8080",          "::1:8080",     "[::1]8080",       "[::1]",           "[]:80",
+        "[zz::1]:80",    "[127.0.0.1]:80", "256.1.1.1:80", "1.2.3:80",        "-bad.example:80", "bad-.example:80",
+        "a..b:80",       "under_score:80", "host name:80", "*:8080",          "http://x:80"};
+    for (size_t i = 0; i != sizeof(good) / sizeof(good[0]); ++i) {
+        gw_config_t cfg;
+        char kv[128], line[128];
+        snprintf(kv, sizeof(kv), "SETTLED_LISTEN=%s", good[i].value);
+        load_ok(&cfg, NULL, ENV(kv));
+        assert_string_equal(cfg.listen_host, good[i].host);
+        assert_int_equal(cfg.listen_port, good[i].port);
+        gw_config_free(&cfg);
+        snprintf(line, sizeof(line), "SETTLED_LISTEN=%s", good[i].dumped);
+        env_dumps(kv, line);
+    }
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        char kv[128];
+        snprintf(kv, sizeof(kv), "SETTLED_LISTEN=%s", bad[i]);
+        env_fails(kv, "SETTLED_LISTEN: must be host:port with a port from 1 to 65535 and an IPv4 address, a host name "
+                      "or an IPv6 address in brackets (e.g. 127.0.0.1:8080, [::1]:8080)");
+    }
+}
+
+static void test_organisation_slug(void **state)
+{
+    static const char *const good[] = {"a",
+                                       "0",
+                                       "acme",
+                                       "acme-eu",
+                                       "acme_eu",
+                                       "9lives",
+                                       "a23456789012345678901234567890123456789012345678901234567890123"};
+    static const char *const bad[] = {"Acme",
+                                      "-acme",
+                                      "_acme",
+                                      "acme eu",
+                                      "acme.eu",
+                                      "acmé",
+                                      "a234567890123456789012345678901234567890123456789012345678901234"};
+    for (size_t i = 0; i != sizeof(good) / sizeof(good[0]); ++i) {
+        gw_config_t cfg;
+        char kv[128];
+        snprintf(kv, sizeof(kv), "SETTLED_ORGANISATION=%s", good[i]);
+        load_ok(&cfg, NULL, ENV(kv));
+        assert_string_equal(cfg.organisation, good[i]);
+        gw_config_free(&cfg);
+    }
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        char kv[128];
+        snprintf(kv, sizeof(kv), "SETTLED_ORGANISATION=%s", bad[i]);
+        env_fails(kv, "SETTLED_ORGANISATION: must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a "
+                      "letter or digit");
+    }
+}
+
+static void test_strings(void **state)
+{
+    gw_config_t cfg;
+    load_ok(
+        &cfg, NULL,
+        ENV("SETTLED_DATABASE_URL=postgresql://settled@127.0.0.1:5432/settled",
+            "SETTLED_REDIS_URL=redis://127.0.0.1:6379/0", "SETTLED_STRIPE_API_BASE=http://127.0.0.1:9001",
+            "SETTLED_XERO_API_BASE=https://api.xero.com", "SETTLED_XERO_IDENTITY_BASE=http://localhost:9002/identity",
+            "SETTLED_GOCARDLESS_API_BASE=http://[::1]:9003/", "SETTLED_JWT_SECRET= jwt-key ", "SETTLED_SECRET_KEY=k"));
+    assert_string_equal(cfg.database_url, "postgresql://settled@127.0.0.1:5432/settled");
+    assert_string_equal(cfg.redis_url, "redis://127.0.0.1:6379/0");
+    assert_string_equal(cfg.stripe_api_base, "http://127.0.0.1:9001");
+    assert_string_equal(cfg.xero_api_base, "https://api.xero.com");
+    assert_string_equal(cfg.xero_identity_base, "http://localhost:9002/identity");
+    assert_string_equal(cfg.gocardless_api_base, "http://[::1]:9003/");
+    assert_string_equal(cfg.jwt_secret, "jwt-key");
+    assert_string_equal(cfg.secret_key, "k");
+    gw_config_free(&cfg);
+
+    load_ok(&cfg, NULL, ENV("SETTLED_DATABASE_URL=host=/run/postgresql dbname=settled"));
+    assert_string_equal(cfg.database_url, "host=/run/postgresql dbname=settled");
+    gw_config_free(&cfg);
+
+    env_fails("SETTLED_DATABASE_URL=settled",
+              "SETTLED_DATABASE_URL: must be a postgresql:// URI or a key=value connection string");
+    env_fails("SETTLED_DATABASE_URL=mysql://u:hunter2@h/db",
+              "SETTLED_DATABASE_URL: must be a postgresql:// URI or a key=value connection string");
+    env_fails("SETTLED_DATABASE_URL=host=h\tpassword=hunter2\x01",
+              "SETTLED_DATABASE_URL: must not contain control characters");
+    env_fails("SETTLED_STRIPE_API_BASE=api.stripe.com", "SETTLED_STRIPE_API_BASE: must be an http:// or https:// URL");
+    env_fails("SETTLED_XERO_API_BASE=ftp://x", "SETTLED_XERO_API_BASE: must be an http:// or https:// URL");
+    env_fails("SETTLED_XERO_IDENTITY_BASE=https://", "SETTLED_XERO_IDENTITY_BASE: must be an http:// or https:// URL");
+    env_fails("SETTLED_GOCARDLESS_API_BASE=http://a b",
+              "SETTLED_GOCARDLESS_API_BASE: must be an http:// or https:// URL");
+    env_fails("SETTLED_REDIS_URL=redis://x\x7f", "SETTLED_REDIS_URL: must not contain control characters");
+
+    /* a secret that is too long is refused without being echoed */
+    char kv[1200] = "SETTLED_JWT_SECRET=";
+    memset(kv + strlen(kv), 'S', 1025);
+    env_fails(kv, "SETTLED_JWT_SECRET: must be at most 1024 bytes");
+    kv[strlen(kv) - 1] = '\0';
+    load_ok(&cfg, NULL, ENV(kv));
+    assert_int_equal(strlen(cfg.jwt_secret), 1024);
+    gw_config_free(&cfg);
+}
+
+static void test_secret_lists(void **state)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_STRIPE_WEBHOOK_SECRETS= whsec_one , whsec_two,whsec_three ",
+                "SETTLED_XERO_WEBHOOK_KEY= xk,with,commas ", "SETTLED_GOCARDLESS_WEBHOOK_SECRETS=gc"));
+    assert_int_equal(cfg.nsources, 3);
+    gw_source_t *s = gw_config_find_source(&cfg, "stripe", "default", 7);
+    assert_non_null(s);
+    assert_ptr_equal(s->connector, &cn_stripe_connector);
+    assert_int_equal(s->secrets.count, 3);
+    assert_int_equal(s->secrets.keys[0].len, 9);
+    assert_memory_equal(s->secrets.keys[0].base, "whsec_one", 9);
+    assert_memory_equal(s->secrets.keys[1].base, "whsec_two", 9);
+    assert_int_equal(s->secrets.keys[2].len, 11);
+    assert_memory_equal(s->secrets.keys[2].base, "whsec_three", 11);
+    s = gw_config_find_source(&cfg, "xero", "default", 7);
+    assert_non_null(s);
+    assert_ptr_equal(s->connector, &cn_xero_connector);
+    assert_int_equal(s->secrets.count, 1); /* one key, commas and all */
+    assert_int_equal(s->secrets.keys[0].len, 14);
+    assert_memory_equal(s->secrets.keys[0].base, "xk,with,commas", 14);
+    s = gw_config_find_source(&cfg, "gocardless", "default", 7);
+    assert_non_null(s);
+    assert_ptr_equal(s->connector, &cn_gocardless_connector);
+    assert_string_equal(s->organisation, "default");
+    gw_config_free(&cfg);
+
+    static const struct {
+        const char *kv, *expected;
+    } bad[] = {
+        {"SETTLED_STRIPE_WEBHOOK_SECRETS=whsec_TOPSECRET1,,whsec_TOPSECRET2",
+         "SETTLED_STRIPE_WEBHOOK_SECRETS: secret 2 of 3 is empty (separate secrets with single commas)"},
+        {"SETTLED_STRIPE_WEBHOOK_SECRETS=whsec_TOPSECRET1,",
+         "SETTLED_STRIPE_WEBHOOK_SECRETS: secret 2 of 2 is empty (separate secrets with single commas)"},
+        {"SETTLED_GOCARDLESS_WEBHOOK_SECRETS=,TOPSECRET",
+         "SETTLED_GOCARDLESS_WEBHOOK_SECRETS: secret 1 of 2 is empty (separate secrets with single commas)"},
+        {"SETTLED_GOCARDLESS_WEBHOOK_SECRETS=TOPSECRET,  ,x",
+         "SETTLED_GOCARDLESS_WEBHOOK_SECRETS: secret 2 of 3 is empty (separate secrets with single commas)"},
+        {"SETTLED_STRIPE_WEBHOOK_SECRETS__EU=TOPSECRET,,",
+         "SETTLED_STRIPE_WEBHOOK_SECRETS__EU: secret 2 of 3 is empty (separate secrets with single commas)"},
+    };
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        env_fails(bad[i].kv, bad[i].expected);
+        assert_not_contains(err, "TOPSECRET");
+    }
+
+    /* 1024 bytes per secret is the most */
+    char kv[1200] = "SETTLED_STRIPE_WEBHOOK_SECRETS=a,";
+    size_t off = strlen(kv);
+    memset(kv + off, 'T', 1024);
+    kv[off + 1024] = '\0';
+    load_ok(&cfg, NULL, ENV(kv));
+    assert_int_equal(cfg.sources[0].secrets.keys[1].len, 1024);
+    gw_config_free(&cfg);
+    strcat(kv, "T");
+    env_fails(kv, "SETTLED_STRIPE_WEBHOOK_SECRETS: secret 2 of 2 is longer than 1024 bytes");
+    assert_not_contains(err, "TTTT");
+    char xk[1200] = "SETTLED_XERO_WEBHOOK_KEY=";
+    memset(xk + strlen(xk), 'X', 1025);
+    env_fails(xk, "SETTLED_XERO_WEBHOOK_KEY: must be at most 1024 bytes");
+    assert_not_contains(err, "XXXX");
+}
+
+/* --- file and environment ----------------------------------------------------------------------------------- */
+
+static void test_file(void **state)
+{
+    char *path = write_temp("# settled configuration\n"
+                            "\n"
+                            "   # an indented comment\n"
+                            "SETTLED_THREADS=3\n"
+                            "  SETTLED_DB_MAX_BATCH =  10  \r\n"
+                            "SETTLED_LISTEN=\"[::1]:9090\"\n"
+                            "SETTLED_STRIPE_WEBHOOK_SECRETS=\"whsec_a#b, whsec_c\"\n"
+                            "SETTLED_XERO_WEBHOOK_KEY=key=with=equals\n"
+                            "SETTLED_REDIS_URL=\"\"\n"
+                            "SETTLED_TEST_SOMETHING=ignored\n"
+                            "SETTLED_LOG_LEVEL=debug"); /* no newline at the end */
+    gw_config_t cfg;
+    load_ok(&cfg, path, ENV("SETTLED_THREADS=5", "SETTLED_ACCESS_LOG=off"));
+    assert_string_equal(cfg.config_path, path);
+    assert_int_equal(cfg.threads, 5); /* the environment wins */
+    assert_int_equal(cfg.db_max_batch, 10);
+    assert_false(cfg.access_log);
+    assert_string_equal(cfg.listen_host, "::1");
+    assert_int_equal(cfg.listen_port, 9090);
+    assert_null(cfg.redis_url);
+    assert_int_equal(cfg.log_level, GW_LOG_DEBUG);
+    gw_source_t *s = gw_config_find_source(&cfg, "stripe", "default", 7);
+    assert_non_null(s);
+    assert_int_equal(s->secrets.count, 2);
+    assert_memory_equal(s->secrets.keys[0].base, "whsec_a#b", 9); /* '#' starts a comment only at a line's start */
+    s = gw_config_find_source(&cfg, "xero", "default", 7);
+    assert_non_null(s);
+    assert_memory_equal(s->secrets.keys[0].base, "key=with=equals", 15);
+    gw_config_free(&cfg);
+
+    /* SETTLED_CONFIG names the file when no path is given; the path argument wins over it */
+    char env_config[256];
+    snprintf(env_config, sizeof(env_config), "SETTLED_CONFIG=%s", path);
+    load_ok(&cfg, NULL, ENV(env_config));
+    assert_int_equal(cfg.threads, 3);
+    assert_string_equal(cfg.config_path, path);
+    env_dumps(env_config, env_config);
+    gw_config_free(&cfg);
+    char *other = write_temp("SETTLED_THREADS=7\n");
+    load_ok(&cfg, other, ENV(env_config));
+    assert_int_equal(cfg.threads, 7);
+    gw_config_free(&cfg);
+    remove_temp(other);
+    remove_temp(path);
+
+    load_fails(NULL, ENV("SETTLED_CONFIG=/nonexistent/settled.conf"),
+               "SETTLED_CONFIG: cannot read /nonexistent/settled.conf: No such file or directory");
+    load_fails("/nonexistent/settled.conf", NULL,
+               "/nonexistent/settled.conf: cannot read the config file: No such file or directory");
+}
+
+static void test_file_errors(void **state)
+{
+    static const struct {
+        const char *text, *expected; /* expected without the "path:" prefix */
+    } cases[] = {
+        {"SETTLED_THREADS=1\nSETTLED_THREADS\n", "2: expected KEY=value"},
+        {"\n\nwhsec_ALONE_ON_A_LINE\n", "3: expected KEY=value"},
+        {"=whsec_NO_KEY\n", "1: expected KEY=value, found no key before '='"},
+        {"# ok\nSETTLED_NOPE=1\n", "2: SETTLED_NOPE: unknown setting (docs/configuration.md lists them all)"},
+        {"SETTLED_THREDS=1\n", "1: SETTLED_THREDS: unknown setting (did you mean SETTLED_THREADS?)"},
+        {"LISTEN=127.0.0.1:80\n", "1: LISTEN: not a setting of settled (settings start with SETTLED_)"},
+        {"export SETTLED_THREADS=1\n",
+         "1: export?SETTLED_THREADS: not a setting of settled (settings start with SETTLED_)"},
+        {"\n\n\nSETTLED_DB_CONNECTIONS=17\n", "4: SETTLED_DB_CONNECTIONS: must be an integer from 1 to 16"},
+        {"SETTLED_THREADS=1\nSETTLED_THREADS=2\n", "2: SETTLED_THREADS: set twice in the file (first on line 1)"},
+        {"SETTLED_STRIPE_WEBHOOK_SECRETS=\"whsec_UNCLOSED\n",
+         "1: SETTLED_STRIPE_WEBHOOK_SECRETS: the value's opening double quote is not closed at the end of the line"},
+        {"SETTLED_LOG_LEVEL=\"\n",
+         "1: SETTLED_LOG_LEVEL: the value's opening double quote is not closed at the end of the line"},
+        {"SETTLED_CONFIG=/etc/other.conf\n",
+         "1: SETTLED_CONFIG: names the config file, so it can only be set in the environment"},
+        {"SETTLED_STRIPE_WEBHOOK_SECRETS=whsec_SECRET,,x\n",
+         "1: SETTLED_STRIPE_WEBHOOK_SECRETS: secret 2 of 3 is empty (separate secrets with single commas)"},
+        {"SETTLED_ORGANISATION__NOBODY=acme\n",
+         "1: SETTLED_ORGANISATION__NOBODY: there is no webhook source \"nobody\" (define it with "
+         "SETTLED_STRIPE_WEBHOOK_SECRETS__NOBODY, SETTLED_XERO_WEBHOOK_KEY__NOBODY or "
+         "SETTLED_GOCARDLESS_WEBHOOK_SECRETS__NOBODY)"},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        char *path = write_temp(cases[i].text), expected[1024];
+        snprintf(expected, sizeof(expected), "%s:%s", path, cases[i].expected);
+        load_fails(path, NULL, expected);
+        assert_not_contains(err, "whsec_");
+        remove_temp(path);
+    }
+
+    /* a NUL byte in the file */
+    char *path = write_temp("");
+    FILE *fp = fopen(path, "w");
+    fwrite("SETTLED_THREADS=1\nSETTLED_A\0B=1\n", 1, 32, fp);
+    fclose(fp);
+    char expected[512];
+    snprintf(expected, sizeof(expected), "%s:2: contains a NUL byte", path);
+    load_fails(path, NULL, expected);
+    remove_temp(path);
+
+    /* a bad value in the file is reported although the environment overrides another key of the file */
+    path = write_temp("SETTLED_THREADS=65\nSETTLED_RETRY_AFTER=0\n");
+    snprintf(expected, sizeof(expected), "%s:2: SETTLED_RETRY_AFTER: must be an integer from 1 to 3600", path);
+    load_fails(path, ENV("SETTLED_THREADS=4"), expected);
+    remove_temp(path);
+}
+
+static void test_unknown_keys(void **state)
+{
+    env_fails("SETTLED_LISTN=127.0.0.1:80", "SETTLED_LISTN: unknown setting (did you mean SETTLED_LISTEN?)");
+    env_fails("SETTLED_STRIPE_WEBHOOK_SECRET=whsec_TYPO",
+              "SETTLED_STRIPE_WEBHOOK_SECRET: unknown setting (did you mean SETTLED_STRIPE_WEBHOOK_SECRETS?)");
+    assert_not_contains(err, "whsec_TYPO");
+    env_fails("SETTLED_FROBNICATE=1", "SETTLED_FROBNICATE: unknown setting (docs/configuration.md lists them all)");
+    env_fails("SETTLED_=1", "SETTLED_: unknown setting (docs/configuration.md lists them all)");
+    env_fails("SETTLED_DATABASE_URL__EU=x",
+              "SETTLED_DATABASE_URL__EU: unknown setting (docs/configuration.md lists them all)");
+    env_fails("SETTLED_STRIPE_WEBHOOK_SECRETS_EU=x",
+              "SETTLED_STRIPE_WEBHOOK_SECRETS_EU: unknown setting (did you mean SETTLED_STRIPE_WEBHOOK_SECRETS__EU?)");
+
+    /* the test harness's keys, other programs' variables and entries without '=' are ignored */
+    gw_config_t cfg;
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_TEST_PG_URL=postgresql://x@y/z", "SETTLED_TEST_ANYTHING=1", "SETTLED_BIN=/x/settled",
+                "SETTLED_SOURCE_DIR=/src", "SETTLEDX=1", "settled_listen=nonsense", "SETTLED_THREADS", "PATH=/bin",
+                "=x"));
+    gw_config_free(&cfg);
+
+    /* the first of two equal keys in the environment counts, as with getenv */
+    load_ok(&cfg, NULL, ENV("SETTLED_THREADS=2", "SETTLED_THREADS=99"));
+    assert_int_equal(cfg.threads, 2);
+    gw_config_free(&cfg);
+}
+
+/* --- sources ------------------------------------------------------------------------------------------------ */
+
+static void test_sources(void **state)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_GOCARDLESS_WEBHOOK_SECRETS__UK=gc_uk", "SETTLED_ORGANISATION=acme",
+                "SETTLED_STRIPE_WEBHOOK_SECRETS__EU=whsec_eu1,whsec_eu2", "SETTLED_STRIPE_WEBHOOK_SECRETS=whsec_main",
+                "SETTLED_XERO_WEBHOOK_KEY__eu=xero_eu", "SETTLED_ORGANISATION__EU=acme-eu",
+                "SETTLED_STRIPE_WEBHOOK_SECRETS__ACME_US-2=whsec_us", "SETTLED_XERO_WEBHOOK_KEY__EMPTY="));
+    assert_string_equal(cfg.organisation, "acme");
+    assert_int_equal(cfg.nsources, 5);
+    /* sorted: provider in table order, default first, then by name */
+    static const char *const order[][3] = {{"stripe", "default", "acme"},
+                                           {"stripe", "acme_us-2", "acme"},
+                                           {"stripe", "eu", "acme-eu"},
+                                           {"xero", "eu", "acme-eu"},
+                                           {"gocardless", "uk", "acme"}};
+    for (size_t i = 0; i != 5; ++i) {
+        assert_string_equal(cfg.sources[i].connector->name, order[i][0]);
+        assert_string_equal(cfg.sources[i].name, order[i][1]);
+        assert_string_equal(cfg.sources[i].organisation, order[i][2]);
+        assert_int_equal(cfg.sources[i].organisation_id, 0);
+    }
+
+    gw_source_t *s = gw_config_find_source(&cfg, "stripe", "eu", 2);
+    assert_ptr_equal(s, &cfg.sources[2]);
+    assert_int_equal(s->secrets.count, 2);
+    assert_memory_equal(s->secrets.keys[1].base, "whsec_eu2", 9);
+    assert_ptr_equal(gw_config_find_source(&cfg, "stripe", "default", 7), &cfg.sources[0]);
+    assert_ptr_equal(gw_config_find_source(&cfg, "stripe", NULL, 0), &cfg.sources[0]);
+    assert_ptr_equal(gw_config_find_source(&cfg, "xero", "eu/extra", 2), &cfg.sources[3]); /* len bytes only */
+    assert_ptr_equal(gw_config_find_source(&cfg, "gocardless", "uk", 2), &cfg.sources[4]);
+    assert_null(gw_config_find_source(&cfg, "xero", "default", 7)); /* no secrets, no source */
+    assert_null(gw_config_find_source(&cfg, "xero", "empty", 5));
+    assert_null(gw_config_find_source(&cfg, "gocardless", "default", 7));
+    assert_null(gw_config_find_source(&cfg, "stripe", "e", 1));
+    assert_null(gw_config_find_source(&cfg, "stripe", "eu2", 3));
+    assert_null(gw_config_find_source(&cfg, "paypal", "eu", 2));
+    assert_null(gw_config_find_source(&cfg, "stripe", "EU", 2)); /* names are lower-case */
+
+    char *text = dump(&cfg);
+    static const char *const lines[] = {
+        "SETTLED_STRIPE_WEBHOOK_SECRETS=<redacted: 1 value>\n",
+        "SETTLED_XERO_WEBHOOK_KEY=<unset>\n",
+        "SETTLED_GOCARDLESS_WEBHOOK_SECRETS=<unset>\n",
+        "SETTLED_STRIPE_WEBHOOK_SECRETS__ACME_US-2=<redacted: 1 value>\n",
+        "SETTLED_STRIPE_WEBHOOK_SECRETS__EU=<redacted: 2 values>\n",
+        "SETTLED_XERO_WEBHOOK_KEY__EU=<redacted: 1 value>\n",
+        "SETTLED_GOCARDLESS_WEBHOOK_SECRETS__UK=<redacted: 1 value>\n",
+        "SETTLED_ORGANISATION__ACME_US-2=acme\n",
+        "SETTLED_ORGANISATION__EU=acme-eu\n",
+        "SETTLED_ORGANISATION__UK=acme\n",
+        "# source stripe/default: POST /webhooks/stripe, organisation acme, 1 secret\n",
+        "# source stripe/eu: POST /webhooks/stripe/eu, organisation acme-eu, 2 secrets\n",
+        "# source xero/eu: POST /webhooks/xero/eu, organisation acme-eu, 1 secret\n",
+    };
+    for (size_t i = 0; i != sizeof(lines) / sizeof(lines[0]); ++i)
+        if (strstr(text, lines[i]) == NULL)
+            fail_msg("expected \"%s\" in the dump:\n%s", lines[i], text);
+    char *once = strstr(text, "SETTLED_ORGANISATION__EU=");
+    assert_null(strstr(once + 1, "SETTLED_ORGANISATION__EU=")); /* one line per source name */
+    static const char *const secrets[] = {"whsec_main", "whsec_eu1", "whsec_eu2", "whsec_us", "xero_eu", "gc_uk"};
+    for (size_t i = 0; i != sizeof(secrets) / sizeof(secrets[0]); ++i)
+        assert_not_contains(text, secrets[i]);
+    free(text);
+    gw_config_free(&cfg);
+}
+
+static void test_source_errors(void **state)
+{
+    env_fails("SETTLED_ORGANISATION__GHOST=acme",
+              "SETTLED_ORGANISATION__GHOST: there is no webhook source \"ghost\" (define it with "
+              "SETTLED_STRIPE_WEBHOOK_SECRETS__GHOST, SETTLED_XERO_WEBHOOK_KEY__GHOST or "
+              "SETTLED_GOCARDLESS_WEBHOOK_SECRETS__GHOST)");
+    load_fails(
+        NULL, ENV("SETTLED_STRIPE_WEBHOOK_SECRETS__EU=whsec_X", "SETTLED_ORGANISATION__EU=Acme EU"),
+        "SETTLED_ORGANISATION__EU: must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter "
+        "or digit");
+    env_fails("SETTLED_STRIPE_WEBHOOK_SECRETS__DEFAULT=whsec_X",
+              "SETTLED_STRIPE_WEBHOOK_SECRETS__DEFAULT: the source name \"default\" is reserved: use "
+              "SETTLED_STRIPE_WEBHOOK_SECRETS");
+    env_fails("SETTLED_ORGANISATION__default=acme",
+              "SETTLED_ORGANISATION__default: the source name \"default\" is reserved: use SETTLED_ORGANISATION");
+    static const char *const bad_names[] = {
+        "SETTLED_XERO_WEBHOOK_KEY__=k",
+        "SETTLED_XERO_WEBHOOK_KEY__-EU=k",
+        "SETTLED_XERO_WEBHOOK_KEY___EU=k",
+        "SETTLED_XERO_WEBHOOK_KEY__E.U=k",
+        "SETTLED_XERO_WEBHOOK_KEY__ÉU=k",
+        "SETTLED_XERO_WEBHOOK_KEY__A234567890123456789012345678901234567890123456789012345678901234=k"};
+    for (size_t i = 0; i != sizeof(bad_names) / sizeof(bad_names[0]); ++i) {
+        char expected[512];
+        snprintf(
+            expected, sizeof(expected),
+            "%.*s: the source name after __ must be 1 to 63 letters, digits, '_' or '-', starting with a letter or "
+            "digit",
+            (int)(strchr(bad_names[i], '=') - bad_names[i]), bad_names[i]);
+        for (char *p = expected; *p != ':'; ++p) /* error messages show non-ASCII bytes of keys as '?' */
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        env_fails(bad_names[i], expected);
+    }
+    /* 63 characters is the longest name */
+    gw_config_t cfg;
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_XERO_WEBHOOK_KEY__A23456789012345678901234567890123456789012345678901234567890123=k"));
+    assert_int_equal(strlen(cfg.sources[0].name), 63);
+    gw_config_free(&cfg);
+
+    /* two keys that differ only in case name the same source */
+    load_fails(NULL, ENV("SETTLED_STRIPE_WEBHOOK_SECRETS__EU=whsec_A", "SETTLED_STRIPE_WEBHOOK_SECRETS__eu=whsec_B"),
+               "SETTLED_STRIPE_WEBHOOK_SECRETS__eu: source \"eu\" of stripe is already defined by another key");
+    load_fails(
+        NULL,
+        ENV("SETTLED_STRIPE_WEBHOOK_SECRETS__EU=whsec_A", "SETTLED_ORGANISATION__EU=a", "SETTLED_ORGANISATION__Eu=b"),
+        "SETTLED_ORGANISATION__Eu: source \"eu\" already gets its organisation from another key");
+    assert_not_contains(err, "whsec_");
+}
+
+/* --- printing ----------------------------------------------------------------------------------------------- */
+
+static void test_dump(void **state)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_THREADS=4", "SETTLED_BODY_LIMIT=2m", "SETTLED_ACCESS_LOG=no",
+                "SETTLED_JWT_SECRET=jwt_TOPSECRET", "SETTLED_XERO_API_BASE=http://127.0.0.1:9999"));
+    char *text = dump(&cfg);
+    const char *expected = "SETTLED_CONFIG=\n"
+                           "SETTLED_LISTEN=127.0.0.1:8080\n"
+                           "SETTLED_THREADS=4\n"
+                           "SETTLED_DATABASE_URL=\n"
+                           "SETTLED_DB_CONNECTIONS=2\n"
+                           "SETTLED_DB_MAX_BATCH=64\n"
+                           "SETTLED_DB_COMMIT_TIMEOUT_MS=4000\n"
+                           "SETTLED_DB_QUEUE_LIMIT=4096\n"
+                           "SETTLED_REDIS_URL=\n"
+                           "SETTLED_BODY_LIMIT=2097152\n"
+                           "SETTLED_STRIPE_TOLERANCE=300\n"
+                           "SETTLED_RETRY_AFTER=5\n"
+                           "SETTLED_SHUTDOWN_TIMEOUT_MS=10000\n"
+                           "SETTLED_LOG_LEVEL=info\n"
+                           "SETTLED_ACCESS_LOG=false\n"
+                           "SETTLED_ORGANISATION=default\n"
+                           "SETTLED_STRIPE_WEBHOOK_SECRETS=<unset>\n"
+                           "SETTLED_XERO_WEBHOOK_KEY=<unset>\n"
+                           "SETTLED_GOCARDLESS_WEBHOOK_SECRETS=<unset>\n"
+                           "SETTLED_STRIPE_API_BASE=\n"
+                           "SETTLED_XERO_API_BASE=http://127.0.0.1:9999\n"
+                           "SETTLED_XERO_IDENTITY_BASE=\n"
+                           "SETTLED_GOCARDLESS_API_BASE=\n"
+                           "SETTLED_JWT_SECRET=<redacted: 1 value>\n"
+                           "SETTLED_SECRET_KEY=<unset>\n"
+                           "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
+                           "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
+    assert_string_equal(text, expected);
+    free(text);
+    gw_config_free(&cfg);
+
+    /* every table key appears in the dump */
+    char **keys = list_keys();
+    load_ok(&cfg, NULL, NULL);
+    text = dump(&cfg);
+    for (char **k = keys; *k != NULL; ++k) {
+        char needle[256];
+        snprintf(needle, sizeof(needle), "%s=", *k);
+        if (strchr(*k, '<') == NULL && strstr(text, needle) == NULL)
+            fail_msg("%s is missing from the dump:\n%s", *k, text);
+    }
+    free(text);
+    gw_config_free(&cfg);
+    free_keys(keys);
+}
+
+static void test_dump_redacts_database_password(void **state)
+{
+    static const struct {
+        const char *url, *shown;
+    } cases[] = {
+        {"postgresql://app:PW_hunter2@db.example:5432/settled", "postgresql://app:***@db.example:5432/settled"},
+        {"postgres://app:PW_hunter2@db/settled?sslmode=require", "postgres://app:***@db/settled?sslmode=require"},
+        {"postgresql://app@db/settled", "postgresql://app@db/settled"},
+        {"postgresql://db/settled", "postgresql://db/settled"},
+        {"postgresql://app:PW_p@ss:w0rd@db/settled", "postgresql://app:***@db/settled"},
+        {"postgresql://app:PW_a/b?c@db/settled", "postgresql://app:***@db/settled"},
+        {"postgresql://app:@db/x", "postgresql://app:***@db/x"},
+        {"postgresql://db/settled?user=app&password=PW_hunter2&sslmode=require",
+         "postgresql://db/settled?user=app&password=***&sslmode=require"},
+        {"postgresql:///settled?host=/run/postgresql&password=PW_x",
+         "postgresql:///settled?host=/run/postgresql&password=***"},
+        {"postgresql://db/x?%70assword=PW_encoded", "postgresql://db/x?%70assword=***"},
+        {"postgresql://db/x?sslpassword=PW_key", "postgresql://db/x?sslpassword=***"},
+        {"host=db user=app password=PW_hunter2 dbname=settled", "host=db user=app password=*** dbname=settled"},
+        {"host=db password = 'PW_with spaces \\' and quote' dbname=settled", "host=db password=*** dbname=settled"},
+        {"password=PW_first host=db", "password=*** host=db"},
+        {"host=db password=PW_esc\\ aped dbname=x", "host=db password=*** dbname=x"},
+        {"host=db PASSWORD=PW_upper", "host=db PASSWORD=***"},
+        {"host=db sslpassword=PW_key", "host=db sslpassword=***"},
+        {"host=db password='PW_unterminated", "host=db password=***"},
+        {"host=db garbage PW_after_garbage", "host=db ***"},
+        {"  host=db  application_name='a b'  ", "host=db  application_name='a b'"}, /* values are trimmed */
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        char kv[512], line[512];
+        snprintf(kv, sizeof(kv), "SETTLED_DATABASE_URL=%s", cases[i].url);
+        gw_config_t cfg;
+        load_ok(&cfg, NULL, ENV(kv));
+        char *text = dump(&cfg);
+        snprintf(line, sizeof(line), "\nSETTLED_DATABASE_URL=%s\n", cases[i].shown);
+        if (strstr(text, line) == NULL)
+            fail_msg("for %s expected the line \"%s\" in:\n%s", cases[i].url, line + 1, text);
+        assert_not_contains(text, "PW_");
+        free(text);
+        gw_config_free(&cfg);
+    }
+}
+
+static void test_list_keys(void **state)
+{
+    char **keys = list_keys();
+    static const char *const expected[] = {"SETTLED_CONFIG",
+                                           "SETTLED_LISTEN",
+                                           "SETTLED_DATABASE_URL",
+                                           "SETTLED_REDIS_URL",
+                                           "SETTLED_ORGANISATION",
+                                           "SETTLED_ORGANISATION__<SOURCE>",
+                                           "SETTLED_STRIPE_WEBHOOK_SECRETS",
+                                           "SETTLED_STRIPE_WEBHOOK_SECRETS__<SOURCE>",
+                                           "SETTLED_XERO_WEBHOOK_KEY",
+                                           "SETTLED_XERO_WEBHOOK_KEY__<SOURCE>",
+                                           "SETTLED_GOCARDLESS_WEBHOOK_SECRETS",
+                                           "SETTLED_GOCARDLESS_WEBHOOK_SECRETS__<SOURCE>",
+                                           "SETTLED_XERO_API_BASE",
+                                           "SETTLED_STRIPE_API_BASE",
+                                           "SETTLED_GOCARDLESS_API_BASE",
+                                           "SETTLED_XERO_IDENTITY_BASE",
+                                           "SETTLED_JWT_SECRET",
+                                           "SETTLED_SECRET_KEY",
+                                           "SETTLED_BODY_LIMIT"};
+    size_t n = 0;
+    for (char **k = keys; *k != NULL; ++k)
+        ++n;
+    assert_int_equal(n, 29); /* 25 settings, 4 of them with a per-source pattern */
+    for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
+        bool found = false;
+        for (char **k = keys; *k != NULL && !found; ++k)
+            found = strcmp(*k, expected[i]) == 0;
+        if (!found)
+            fail_msg("%s is not listed", expected[i]);
+    }
+    /* every listed key loads (with a source for the per-source organisation), so the list is the table */
+    for (char **k = keys; *k != NULL; ++k) {
+        if (strcmp(*k, "SETTLED_CONFIG") == 0)
+            continue;
+        char kv[256];
+        char *pattern = strstr(*k, "<SOURCE>");
+        snprintf(kv, sizeof(kv), "%.*s%s=", pattern != NULL ? (int)(pattern - *k) : (int)strlen(*k), *k,
+                 pattern != NULL ? "X1" : "");
+        gw_config_t cfg;
+        load_ok(&cfg, NULL, ENV(kv));
+        gw_config_free(&cfg);
+    }
+    free_keys(keys);
+}
+
+/* --- docs --------------------------------------------------------------------------------------------------- */
+
+/* Every key of the table is documented in docs/configuration.md and shown in deploy/settled.conf.sample, and
+ * neither mentions a SETTLED_ key that does not exist. */
+static void test_docs_sync(void **state)
+{
+    static const char *const files[] = {SETTLED_SOURCE_DIR "/docs/configuration.md",
+                                        SETTLED_SOURCE_DIR "/deploy/settled.conf.sample"};
+    char **keys = list_keys();
+    char missing[4096] = "";
+    for (size_t f = 0; f != 2; ++f) {
+        char *text = read_whole(files[f]);
+        for (char **k = keys; *k != NULL; ++k) {
+            if (!mentions(text, *k)) {
+                size_t off = strlen(missing);
+                snprintf(missing + off, sizeof(missing) - off, "\n  %s does not mention %s", files[f], *k);
+            }
+        }
+        /* the other way round: each SETTLED_ word must be a key, an instance of a pattern or a harness key,
+         * except on lines that show the error about an unknown setting */
+        for (const char *p = text; (p = strstr(p, "SETTLED_")) != NULL; ++p) {
+            if (p != text && is_key_char(p[-1]))
+                continue;
+            const char *bol = p, *eol = strchr(p, '\n');
+            while (bol != text && bol[-1] != '\n')
+                --bol;
+            char line[1024];
+            snprintf(line, sizeof(line), "%.*s", (int)((eol != NULL ? eol : p + strlen(p)) - bol), bol);
+            if (strstr(line, "unknown setting") != NULL)
+                continue;
+            size_t n = 0;
+            while (is_key_char(p[n]))
+                ++n;
+            char word[256];
+            snprintf(word, sizeof(word), "%.*s", (int)n, p);
+            bool known = strcmp(word, "SETTLED_") == 0 || strncmp(word, "SETTLED_TEST_", 13) == 0 ||
+                         strcmp(word, "SETTLED_BIN") == 0 || strcmp(word, "SETTLED_SOURCE_DIR") == 0;
+            for (char **k = keys; *k != NULL && !known; ++k) {
+                const char *pattern = strstr(*k, "__<SOURCE>");
+                known =
+                    strcmp(word, *k) == 0 || (pattern != NULL && strncmp(word, *k, (size_t)(pattern - *k) + 2) == 0 &&
+                                              strlen(word) > (size_t)(pattern - *k) + 2);
+            }
+            if (!known) {
+                size_t off = strlen(missing);
+                snprintf(missing + off, sizeof(missing) - off, "\n  %s mentions %s, which is not a setting", files[f],
+                         word);
+            }
+        }
+        free(text);
+    }
+    free_keys(keys);
+    if (missing[0] != '\0')
+        fail_msg("docs and settings table disagree:%s", missing);
+}
+
+/* The sample config loads as it is, and also with every commented-out "# SETTLED_X=value" example enabled. */
+static void test_sample_config_loads(void **state)
+{
+    const char *sample = SETTLED_SOURCE_DIR "/deploy/settled.conf.sample";
+    gw_config_t cfg;
+    load_ok(&cfg, sample, NULL);
+    gw_config_free(&cfg);
+
+    char *text = read_whole(sample), *out = NULL;
+    size_t outlen = 0, enabled = 0;
+    FILE *fp = open_memstream(&out, &outlen);
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char *p = line;
+        if (*p == '#') {
+            ++p;
+            while (*p == ' ')
+                ++p;
+            char *eq = strchr(p, '=');
+            bool example = strncmp(p, "SETTLED_", 8) == 0 && eq != NULL && strcspn(p, " <") > (size_t)(eq - p);
+            if (example) {
+                fprintf(fp, "%s\n", p);
+                ++enabled;
+                continue;
+            }
+        }
+        fprintf(fp, "%s\n", line);
+    }
+    fclose(fp);
+    char *path = write_temp(out);
+    if (gw_config_load(&cfg, path, NULL, err, sizeof(err)) != 0)
+        fail_msg("the sample with its examples enabled does not load: %s\n%s", err, out);
+    assert_true(enabled >= 20);
+    gw_config_free(&cfg);
+    remove_temp(path);
+    free(out);
+    free(text);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_int_bounds),
+        cmocka_unit_test(test_size),
+        cmocka_unit_test(test_bool),
+        cmocka_unit_test(test_log_level),
+        cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_organisation_slug),
+        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_secret_lists),
+        cmocka_unit_test(test_file),
+        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_source_errors),
+        cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_dump_redacts_database_password),
+        cmocka_unit_test(test_list_keys),
+        cmocka_unit_test(test_docs_sync),
+        cmocka_unit_test(test_sample_config_loads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -51,7 +51,6 @@ struct st_gw_db_conn_t {
     h2o_linklist_t *awaiting;  /* the job whose results come next */
     bool want_null;            /* a job's result arrived; its terminating NULL has not */
     bool batch_failed;
-    size_t prepares_left;
     uint64_t since;            /* when the current state (or batch) started */
     uint64_t retry_at;
     unsigned failures;
@@ -214,6 +213,12 @@ static void start_prepare(gw_db_conn_t *c)
         disconnect(c, pq_error(c));
         return;
     }
+    /* the statements are simple and always planned alike: plan them once, not on every execution
+     * (custom plans re-read column defaults and index predicates each time) */
+    if (PQsendQueryParams(c->pg, "SET plan_cache_mode = force_generic_plan", 0, NULL, NULL, NULL, NULL, 0) != 1) {
+        disconnect(c, pq_error(c));
+        return;
+    }
     for (size_t i = 0; i != db->nstmts; ++i) {
         if (PQsendPrepare(c->pg, db->stmts[i].name, db->stmts[i].sql, db->stmts[i].nparams, NULL) != 1) {
             disconnect(c, pq_error(c));
@@ -224,7 +229,6 @@ static void start_prepare(gw_db_conn_t *c)
         disconnect(c, pq_error(c));
         return;
     }
-    c->prepares_left = db->nstmts;
     c->want_null = false;
     c->batch_failed = false;
     set_state(c, GW_DB_PREPARING);

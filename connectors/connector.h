@@ -45,11 +45,11 @@ typedef struct st_cn_secrets_t {
 
 /* Everything verify() looks at. */
 typedef struct st_cn_verify_input_t {
-    cn_str_t body;              /* the raw request body, exactly as received */
-    cn_str_t signature;         /* the value of the connector's signature header; base == NULL if absent */
+    cn_str_t body;      /* the raw request body, exactly as received */
+    cn_str_t signature; /* the value of the connector's signature header; base == NULL if absent */
     const cn_secrets_t *secrets;
-    int64_t now;                /* the current time, unix seconds */
-    int64_t tolerance;          /* maximum age of a signed timestamp in seconds; 0 disables the check */
+    int64_t now;       /* the current time, unix seconds */
+    int64_t tolerance; /* maximum age of a signed timestamp in seconds; 0 disables the check */
 } cn_verify_input_t;
 
 /* One event of a delivery, normalised. Every string is copied into the allocator given to parse()

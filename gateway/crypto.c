@@ -29,7 +29,8 @@ int gw_crypto_hmac_sha256(const void *key, size_t keylen, const cn_str_t *parts,
     EVP_MAC_CTX *ctx = hmac_ctx();
     if (ctx == NULL)
         return -1;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0), OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
     /* EVP_MAC_init treats a NULL key as "reuse the previous one": never let that happen */
     if (!EVP_MAC_init(ctx, keylen != 0 ? key : empty_key, keylen, params))
         return -1;

@@ -33,8 +33,8 @@ struct st_gw_db_job_t {
     gw_db_job_cb cb;
     void *data;
     uint64_t queued_at;
-    bool isolate;    /* run alone: it was in a batch that another job made fail */
-    bool failed;     /* this job's own statement failed */
+    bool isolate; /* run alone: it was in a batch that another job made fail */
+    bool failed;  /* this job's own statement failed */
     uint64_t rows;
     char error[200];
 };
@@ -46,12 +46,12 @@ struct st_gw_db_conn_t {
     h2o_socket_t *sock;
     enum gw_db_conn_state state;
     bool reading, write_armed;
-    h2o_linklist_t batch;      /* jobs in flight, in send order */
+    h2o_linklist_t batch; /* jobs in flight, in send order */
     size_t batch_size;
-    h2o_linklist_t *awaiting;  /* the job whose results come next */
-    bool want_null;            /* a job's result arrived; its terminating NULL has not */
+    h2o_linklist_t *awaiting; /* the job whose results come next */
+    bool want_null;           /* a job's result arrived; its terminating NULL has not */
     bool batch_failed;
-    uint64_t since;            /* when the current state (or batch) started */
+    uint64_t since; /* when the current state (or batch) started */
     uint64_t retry_at;
     unsigned failures;
 };
@@ -272,8 +272,8 @@ static void send_batch(gw_db_conn_t *c)
         gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
         if (job->isolate && c->batch_size != 0)
             break;
-        if (PQsendQueryPrepared(c->pg, db->stmts[job->stmt].name, job->nparams, job->values, job->lengths,
-                                job->formats, 0) != 1) {
+        if (PQsendQueryPrepared(c->pg, db->stmts[job->stmt].name, job->nparams, job->values, job->lengths, job->formats,
+                                0) != 1) {
             disconnect(c, pq_error(c)); /* the job stays queued for another connection */
             return;
         }
@@ -583,8 +583,7 @@ void gw_db_job_detach(gw_db_job_t *job)
     job->cb = NULL;
 }
 
-int gw_db_bootstrap(const gw_config_t *cfg, const char *const *slugs, size_t n, int64_t *ids, char *err,
-                    size_t errlen)
+int gw_db_bootstrap(const gw_config_t *cfg, const char *const *slugs, size_t n, int64_t *ids, char *err, size_t errlen)
 {
     static const char sql_applied[] = "SELECT count(*) FROM schema_migrations WHERE name = ANY($1::text[])";
     static const char sql_org[] = "WITH ins AS (INSERT INTO organisations (slug, name) VALUES ($1, $1) "

@@ -70,4 +70,3 @@ __attribute__((warn_unused_result)) int gw_db_bootstrap(const gw_config_t *cfg, 
                                                         int64_t *ids, char *err, size_t errlen);
 
 #endif
-

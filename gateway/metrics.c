@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const gw_route_names[GW_ROUTE_MAX] = {"webhooks_stripe", "webhooks_xero", "webhooks_gocardless", "healthz",
-                                                  "readyz",          "metrics",       "other"};
+const char *const gw_route_names[GW_ROUTE_MAX] = {
+    "webhooks_stripe", "webhooks_xero", "webhooks_gocardless", "healthz", "readyz", "metrics", "other"};
 const char *const gw_db_state_names[GW_DB_STATE_MAX] = {"disconnected", "connecting", "preparing", "idle", "busy"};
 
 #define STATUS_MIN 100
@@ -169,8 +169,9 @@ char *gw_metrics_render(size_t *len)
         out(&o, "settled_db_connections{state=\"%s\"} %lld\n", gw_db_state_names[s],
             (long long)atomic_load_explicit(&m.db_state[s], memory_order_relaxed));
 
-    out(&o, "# HELP settled_redis_connections_up Event loops whose Redis connection is up.\n"
-            "# TYPE settled_redis_connections_up gauge\nsettled_redis_connections_up %lld\n",
+    out(&o,
+        "# HELP settled_redis_connections_up Event loops whose Redis connection is up.\n"
+        "# TYPE settled_redis_connections_up gauge\nsettled_redis_connections_up %lld\n",
         (long long)atomic_load_explicit(&m.redis_up, memory_order_relaxed));
 
     *len = o.len;

@@ -23,7 +23,14 @@ enum gw_route_id {
 extern const char *const gw_route_names[GW_ROUTE_MAX];
 
 /* Database connection states, as reported by the db module. */
-enum gw_db_conn_state { GW_DB_DISCONNECTED, GW_DB_CONNECTING, GW_DB_PREPARING, GW_DB_IDLE, GW_DB_BUSY, GW_DB_STATE_MAX };
+enum gw_db_conn_state {
+    GW_DB_DISCONNECTED,
+    GW_DB_CONNECTING,
+    GW_DB_PREPARING,
+    GW_DB_IDLE,
+    GW_DB_BUSY,
+    GW_DB_STATE_MAX
+};
 extern const char *const gw_db_state_names[GW_DB_STATE_MAX];
 
 /* Counts a finished request and, for webhook routes, its intake latency. */

@@ -19,8 +19,8 @@ int gw_ops_readyz(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h2o_
     bool pg = gw_db_is_up(loop->db);
     const char *redis = loop->redis == NULL ? "disabled" : gw_redis_is_up(loop->redis) ? "up" : "down";
     char *body = h2o_mem_alloc_pool(&req->pool, 128);
-    int n = snprintf(body, 128, "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\"}", pg ? "ready" : "unavailable",
-                     pg ? "up" : "down", redis);
+    int n = snprintf(body, 128, "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\"}",
+                     pg ? "ready" : "unavailable", pg ? "up" : "down", redis);
     gw_reply_json(req, pg ? 200 : 503, body, (size_t)n);
     return 0;
 }

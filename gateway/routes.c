@@ -142,7 +142,8 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         if (gw_routes_classify(req->path_normalized) != GW_ROUTE_XERO) {
             ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
             body = gw_reply_problem_body(&req->pool, 413, gw_err_body_too_large,
-                                         "The request body exceeds SETTLED_BODY_LIMIT.", req->res.headers.entries[i].value);
+                                         "The request body exceeds SETTLED_BODY_LIMIT.",
+                                         req->res.headers.entries[i].value);
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                            H2O_STRLIT("application/problem+json"));
         }

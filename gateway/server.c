@@ -36,7 +36,9 @@ static void on_signal(int signo)
 
 static int open_listener(const gw_config_t *cfg)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *res = NULL;
     char port[8];
     snprintf(port, sizeof(port), "%u", cfg->listen_port);

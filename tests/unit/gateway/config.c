@@ -799,6 +799,30 @@ static void test_dump(void **state)
                            "SETTLED_GOCARDLESS_API_BASE=\n"
                            "SETTLED_JWT_SECRET=<redacted: 1 value>\n"
                            "SETTLED_SECRET_KEY=<unset>\n"
+                           "SETTLED_WORKERS=2\n"
+                           "SETTLED_WORKER_BATCH=50\n"
+                           "SETTLED_WORKER_LEASE_MS=60000\n"
+                           "SETTLED_WORKER_POLL_MS=5000\n"
+                           "SETTLED_WORKER_MAX_ATTEMPTS=10\n"
+                           "SETTLED_WORKER_BACKOFF_MS=1000\n"
+                           "SETTLED_WORKER_BACKOFF_MAX_MS=3600000\n"
+                           "SETTLED_XERO_COALESCE_MS=500\n"
+                           "SETTLED_XERO_CLIENT_ID=\n"
+                           "SETTLED_XERO_CLIENT_SECRET=<unset>\n"
+                           "SETTLED_XERO_REDIRECT_URI=\n"
+                           "SETTLED_XERO_LOGIN_BASE=\n"
+                           "SETTLED_XERO_SCOPES=offline_access accounting.transactions accounting.contacts\n"
+                           "SETTLED_XERO_LIMIT_CONCURRENT=5\n"
+                           "SETTLED_XERO_LIMIT_MINUTE=60\n"
+                           "SETTLED_XERO_LIMIT_DAY=5000\n"
+                           "SETTLED_XERO_LIMIT_APP_MINUTE=10000\n"
+                           "SETTLED_QUOTA_FALLBACK_CONCURRENT=1\n"
+                           "SETTLED_QUOTA_FALLBACK_MINUTE=20\n"
+                           "SETTLED_HTTP_TIMEOUT_MS=30000\n"
+                           "SETTLED_HTTP_CONNECT_TIMEOUT_MS=5000\n"
+                           "SETTLED_HTTP_MAX_HOST_CONNECTIONS=16\n"
+                           "SETTLED_MATCH_CREATE_CUSTOMERS=false\n"
+                           "SETTLED_XERO_SYNC_INTERVAL=3600\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -888,7 +912,7 @@ static void test_list_keys(void **state)
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 29); /* 25 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 53); /* 49 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

@@ -61,7 +61,10 @@ static int setup(void **state)
     exec_admin("DROP TABLE IF EXISTS t_db; CREATE TABLE t_db (k text PRIMARY KEY, v int)");
     exec_admin("DROP TABLE IF EXISTS t_db_bytes; CREATE TABLE t_db_bytes (b bytea)");
     loop = h2o_evloop_create();
-    cfg = (gw_config_t){.database_url = url, .db_connections = 2, .db_max_batch = 64, .db_commit_timeout_ms = 4000,
+    cfg = (gw_config_t){.database_url = url,
+                        .db_connections = 2,
+                        .db_max_batch = 64,
+                        .db_commit_timeout_ms = 4000,
                         .db_queue_limit = 4096};
     return 0;
 }

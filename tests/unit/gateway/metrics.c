@@ -17,8 +17,8 @@ static void assert_contains(const char *text, const char *needle)
 
 static void test_render(void **state)
 {
-    gw_metrics_request(GW_ROUTE_STRIPE, 200, 300);    /* 0.3 ms: in the 0.0005 bucket */
-    gw_metrics_request(GW_ROUTE_STRIPE, 200, 20000);  /* 20 ms: in the 0.025 bucket */
+    gw_metrics_request(GW_ROUTE_STRIPE, 200, 300);   /* 0.3 ms: in the 0.0005 bucket */
+    gw_metrics_request(GW_ROUTE_STRIPE, 200, 20000); /* 20 ms: in the 0.025 bucket */
     gw_metrics_request(GW_ROUTE_XERO, 401, 100);
     gw_metrics_request(GW_ROUTE_OTHER, 404, 10);
     gw_metrics_events(GW_ROUTE_GOCARDLESS, 3, 2);

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * http_client.h: outbound HTTP for the whole process. One thread runs a libcurl multi handle; requests
+ * come in through a mutex-protected inbox (woken with curl_multi_wakeup) and results go back either to
+ * a blocked caller (gw_http_do, for threads that may block: workers, the CLI) or to an event loop
+ * through h2o's cross-thread queue (gw_http_start). TLS verification is always on; connections are
+ * reused; every request has a connect and a total timeout.
+ *
+ * The only module that calls libcurl.
+ */
+#ifndef GW_HTTP_CLIENT_H
+#define GW_HTTP_CLIENT_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct st_gw_http_header_t {
+    char *name;  /* lower-case */
+    char *value; /* trimmed */
+} gw_http_header_t;
+
+/* A request. Every pointer is copied when the request is submitted, so the caller's memory may go. */
+typedef struct st_gw_http_request_t {
+    const char *method; /* "GET", "POST", "PUT" */
+    const char *url;
+    const char *const *headers; /* "Name: value" strings, NULL-terminated; may be NULL */
+    const char *body;           /* may be NULL */
+    size_t body_len;
+    long timeout_ms;         /* total; 0 means the module default (SETTLED_HTTP_TIMEOUT_MS) */
+    long connect_timeout_ms; /* 0 means the module default (SETTLED_HTTP_CONNECT_TIMEOUT_MS) */
+} gw_http_request_t;
+
+/* A response; the receiver owns it and frees it with gw_http_response_free. */
+typedef struct st_gw_http_response_t {
+    long status; /* HTTP status, or 0 when the request failed before a status arrived */
+    char *error; /* NULL, or why the transfer failed (timeout, refused, TLS, ...) */
+    char *body;  /* NUL-terminated for convenience; body_len excludes the NUL */
+    size_t body_len;
+    gw_http_header_t *headers; /* every response header of the final response */
+    size_t nheaders;
+    double seconds; /* total time of the transfer */
+} gw_http_response_t;
+
+typedef struct st_gw_http_options_t {
+    long timeout_ms;           /* default total timeout */
+    long connect_timeout_ms;   /* default connect timeout */
+    long max_host_connections; /* CURLMOPT_MAX_HOST_CONNECTIONS */
+    size_t max_body;           /* responses larger than this fail with an error (no partial body) */
+} gw_http_options_t;
+
+/* Starts the HTTP thread (call once, before any other function, from the main thread). Returns 0 or -1. */
+__attribute__((warn_unused_result)) int gw_http_init(const gw_http_options_t *opts);
+/* Stops the thread; requests still in flight complete with an error first. */
+void gw_http_shutdown(void);
+
+/* Performs req and blocks the calling thread until it completes. Never call from an event loop.
+ * Fills *res (always, also on failure; res->error says why). Returns 0 if a status arrived, else -1. */
+int gw_http_do(const gw_http_request_t *req, gw_http_response_t *res);
+
+/* Per-loop attachment: results for gw_http_start arrive on that loop's thread. */
+typedef struct st_gw_http_loop_t gw_http_loop_t;
+gw_http_loop_t *gw_http_loop_create(h2o_evloop_t *loop);
+void gw_http_loop_destroy(gw_http_loop_t *hl);
+
+/* Called on the loop thread with the response (the callee owns it). */
+typedef void (*gw_http_cb)(void *data, gw_http_response_t *res);
+typedef struct st_gw_http_call_t gw_http_call_t;
+/* Starts req; cb fires exactly once on hl's loop, unless the call is detached first. */
+gw_http_call_t *gw_http_start(gw_http_loop_t *hl, const gw_http_request_t *req, gw_http_cb cb, void *data);
+/* The caller no longer wants the result (e.g. its request went away): cb will not fire. Loop thread only. */
+void gw_http_detach(gw_http_call_t *call);
+
+/* The value of header name (case-insensitive), or NULL. */
+const char *gw_http_response_header(const gw_http_response_t *res, const char *name);
+void gw_http_response_free(gw_http_response_t *res);
+
+#endif

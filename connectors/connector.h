@@ -77,6 +77,18 @@ extern const char cn_err_no_secret[];           /* "no_secret": the source has n
 extern const char cn_err_body_malformed[];      /* "body_malformed": not JSON, or not the provider's envelope */
 extern const char cn_err_event_invalid[];       /* "event_invalid": an event lacks a required field or is too long */
 
+/* Processing. A connector plans the API calls that bring the objects named by stored events up to date;
+ * the host makes the calls (with its quotas and tokens) and applies the records it gets back. */
+
+/* One API call, relative to the provider's API base (e.g. SETTLED_XERO_API_BASE). */
+typedef struct st_cn_fetch_t {
+    char path[2400];         /* path and query, e.g. "/api.xro/2.0/Invoices?IDs=...&page=1" */
+    const char *record_kind; /* what the response holds: "xero.invoices", "xero.contacts", "xero.creditnotes" */
+} cn_fetch_t;
+
+#define CN_FETCH_MAX_IDS 50 /* ids per list call (keeps URLs short) */
+#define CN_PAGE_SIZE 100    /* records per page of a list call */
+
 typedef struct st_cn_connector_t {
     const char *name;             /* "stripe", "xero", "gocardless": also the provider column's value */
     const char *signature_header; /* lower-case name of the header holding the signature */
@@ -92,6 +104,16 @@ typedef struct st_cn_connector_t {
      * on failure. */
     const char *(*parse)(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                          const char **detail);
+    /* Plans the fetches for events of one account, all of event type event_type, about the objects ids[0..nids).
+     * Coalesces the ids (CN_FETCH_MAX_IDS per call, duplicates once); ids that are not well-formed object ids are
+     * left out. Returns the number of fetches written to out (at most nout), 0 when the event type needs no
+     * fetch (it is done as is), or -1 when there is nothing to plan for this provider. May be NULL. */
+    int (*plan_fetches)(cn_str_t event_type, const cn_str_t *ids, size_t nids, cn_fetch_t *out, size_t nout);
+    /* Plans page (from 1) of a list of every record of record_kind; the host adds If-Modified-Since. Returns 0,
+     * or -1 for an unknown kind. May be NULL. */
+    int (*plan_sync_page)(const char *record_kind, int page, cn_fetch_t *out);
+    /* Counts the records of record_kind in a fetched body; -1 if the body is not the provider's envelope. */
+    long (*count_records)(const char *record_kind, cn_str_t body);
 } cn_connector_t;
 
 extern const cn_connector_t cn_stripe_connector;

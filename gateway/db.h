@@ -69,4 +69,32 @@ bool gw_db_is_idle(const gw_db_t *db);
 __attribute__((warn_unused_result)) int gw_db_bootstrap(const gw_config_t *cfg, const char *const *slugs, size_t n,
                                                         int64_t *ids, char *err, size_t errlen);
 
+/*
+ * Blocking sessions, for threads that may block (queue workers, the CLI, offloaded tasks) and never
+ * for an event loop. One session is one libpq connection used by one thread at a time.
+ */
+typedef struct st_gw_dbs_t gw_dbs_t;
+typedef struct st_gw_dbs_result_t gw_dbs_result_t;
+
+/* Connects to url. Returns the session, or NULL with a message in err. */
+gw_dbs_t *gw_dbs_connect(const char *url, char *err, size_t errlen);
+void gw_dbs_close(gw_dbs_t *s);
+/* Runs sql with text parameters (a NULL value is SQL NULL). Returns the result (free it with
+ * gw_dbs_result_free), or NULL on error: gw_dbs_error and gw_dbs_sqlstate then say why. A broken
+ * connection is re-established on the next call. */
+gw_dbs_result_t *gw_dbs_query(gw_dbs_t *s, const char *sql, int nparams, const char *const *params);
+/* Runs a command; returns the number of rows it affected, or -1 on error. */
+long long gw_dbs_exec(gw_dbs_t *s, const char *sql, int nparams, const char *const *params);
+size_t gw_dbs_nrows(const gw_dbs_result_t *r);
+/* The value at (row, col) as text, or NULL for SQL NULL. */
+const char *gw_dbs_value(const gw_dbs_result_t *r, size_t row, size_t col);
+void gw_dbs_result_free(gw_dbs_result_t *r);
+/* The last error of the session, one line, or "" (never contains parameter values). */
+const char *gw_dbs_error(const gw_dbs_t *s);
+/* The SQLSTATE of the last error (e.g. "40001"), or "". */
+const char *gw_dbs_sqlstate(const gw_dbs_t *s);
+/* Waits up to timeout_ms for a notification on a channel the session LISTENs to. Returns 1 if one or
+ * more arrived (all are consumed), 0 on timeout, -1 if the connection failed. */
+int gw_dbs_wait_notify(gw_dbs_t *s, int timeout_ms);
+
 #endif

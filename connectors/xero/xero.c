@@ -3,7 +3,9 @@
  * by a derived id, since Xero events carry no id of their own. */
 #include "connector.h"
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /*
  * The header must be exactly the 44 characters of standard padded base64 that Xero sends. Anything else (another
@@ -176,6 +178,97 @@ Exit:
     return err;
 }
 
+/* The Xero accounting collections that events name, with the record kind the host applies. */
+static const struct {
+    const char *category; /* eventCategory, upper-case */
+    const char *collection;
+    const char *record_kind;
+} cn_xero_collections[] = {
+    {"INVOICE", "Invoices", "xero.invoices"},
+    {"CONTACT", "Contacts", "xero.contacts"},
+    {"CREDITNOTE", "CreditNotes", "xero.creditnotes"},
+};
+#define CN_XERO_NCOLLECTIONS (sizeof(cn_xero_collections) / sizeof(cn_xero_collections[0]))
+
+/* A Xero object id is a UUID: 36 characters of hex digits and dashes in the 8-4-4-4-12 pattern. Only such ids are
+ * put into a URL. */
+static bool cn_xero_is_uuid(cn_str_t s)
+{
+    if (s.base == NULL || s.len != 36)
+        return false;
+    for (size_t i = 0; i != 36; ++i) {
+        char c = s.base[i];
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+static int cn_xero_plan_fetches(cn_str_t event_type, const cn_str_t *ids, size_t nids, cn_fetch_t *out, size_t nout)
+{
+    const char *dot = event_type.base != NULL ? memchr(event_type.base, '.', event_type.len) : NULL;
+    size_t catlen = dot != NULL ? (size_t)(dot - event_type.base) : event_type.len;
+    size_t k = 0;
+    for (; k != CN_XERO_NCOLLECTIONS; ++k)
+        if (strlen(cn_xero_collections[k].category) == catlen &&
+            memcmp(cn_xero_collections[k].category, event_type.base, catlen) == 0)
+            break;
+    if (k == CN_XERO_NCOLLECTIONS)
+        return 0; /* SUBSCRIPTION and anything new: nothing to fetch */
+
+    size_t nfetch = 0, inbatch = 0;
+    for (size_t i = 0; i != nids; ++i) {
+        if (!cn_xero_is_uuid(ids[i]))
+            continue;
+        bool seen = false; /* the same id twice goes into the URL once */
+        for (size_t j = 0; j != i && !seen; ++j)
+            seen = ids[j].len == ids[i].len && ids[j].base != NULL && strncasecmp(ids[j].base, ids[i].base, 36) == 0;
+        if (seen)
+            continue;
+        if (inbatch == 0) {
+            if (nfetch == nout)
+                break;
+            cn_fetch_t *f = &out[nfetch++];
+            f->record_kind = cn_xero_collections[k].record_kind;
+            snprintf(f->path, sizeof(f->path), "/api.xro/2.0/%s?page=1&IDs=", cn_xero_collections[k].collection);
+        }
+        cn_fetch_t *f = &out[nfetch - 1];
+        size_t len = strlen(f->path);
+        snprintf(f->path + len, sizeof(f->path) - len, "%s%.36s", inbatch != 0 ? "," : "", ids[i].base);
+        if (++inbatch == CN_FETCH_MAX_IDS)
+            inbatch = 0;
+    }
+    return (int)nfetch;
+}
+
+static int cn_xero_plan_sync_page(const char *record_kind, int page, cn_fetch_t *out)
+{
+    for (size_t k = 0; k != CN_XERO_NCOLLECTIONS; ++k)
+        if (strcmp(cn_xero_collections[k].record_kind, record_kind) == 0) {
+            out->record_kind = cn_xero_collections[k].record_kind;
+            snprintf(out->path, sizeof(out->path), "/api.xro/2.0/%s?page=%d&order=UpdatedDateUTC%%20ASC",
+                     cn_xero_collections[k].collection, page);
+            return 0;
+        }
+    return -1;
+}
+
+static long cn_xero_count_records(const char *record_kind, cn_str_t body)
+{
+    const char *collection = NULL;
+    for (size_t k = 0; k != CN_XERO_NCOLLECTIONS; ++k)
+        if (strcmp(cn_xero_collections[k].record_kind, record_kind) == 0)
+            collection = cn_xero_collections[k].collection;
+    if (collection == NULL || body.base == NULL)
+        return -1;
+    json_t *doc = json_loadb(body.base, body.len, 0, NULL);
+    json_t *arr = doc != NULL ? json_object_get(doc, collection) : NULL;
+    long n = json_is_array(arr) ? (long)json_array_size(arr) : -1;
+    json_decref(doc);
+    return n;
+}
+
 const cn_connector_t cn_xero_connector = {
     .name = "xero",
     .signature_header = "x-xero-signature",
@@ -184,4 +277,7 @@ const cn_connector_t cn_xero_connector = {
     .bare_replies = true,
     .verify = cn_xero_verify,
     .parse = cn_xero_parse,
+    .plan_fetches = cn_xero_plan_fetches,
+    .plan_sync_page = cn_xero_plan_sync_page,
+    .count_records = cn_xero_count_records,
 };

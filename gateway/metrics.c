@@ -20,6 +20,17 @@ static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02
 static const unsigned batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 #define NBATCH (sizeof(batch_bounds) / sizeof(batch_bounds[0]))
 
+const char *const gw_worker_outcome_names[GW_OUTCOME_MAX] = {"done",        "coalesced", "ignored",
+                                                             "rescheduled", "failed",    "dead"};
+static const char *const queue_statuses[] = {"pending", "failed", "processing", "dead"};
+#define NQUEUE (sizeof(queue_statuses) / sizeof(queue_statuses[0]))
+static const char *const record_kinds[] = {"xero.contacts", "xero.invoices", "xero.creditnotes"};
+#define NKINDS (sizeof(record_kinds) / sizeof(record_kinds[0]))
+static const double lag_bounds[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600};
+#define NLAG (sizeof(lag_bounds) / sizeof(lag_bounds[0]))
+static const int call_statuses[] = {0, 200, 400, 401, 403, 404, 429, 500, 502, 503, 504};
+#define NCALL (sizeof(call_statuses) / sizeof(call_statuses[0]))
+
 static struct {
     atomic_uint_fast64_t requests[GW_ROUTE_MAX][STATUS_MAX - STATUS_MIN];
     atomic_uint_fast64_t latency[WEBHOOK_ROUTES][NLAT + 1];
@@ -28,7 +39,68 @@ static struct {
     atomic_uint_fast64_t batch[NBATCH + 1], batch_sum, batch_count;
     atomic_int_fast64_t db_state[GW_DB_STATE_MAX];
     atomic_int_fast64_t redis_up;
+    atomic_uint_fast64_t outcomes[GW_OUTCOME_MAX];
+    atomic_uint_fast64_t lag[NLAG + 1], lag_sum_ms, lag_count;
+    atomic_int_fast64_t queue[NQUEUE];
+    atomic_int_fast64_t xero_reauth;
+    atomic_uint_fast64_t drift_changed[NKINDS], drift_unchanged[NKINDS];
+    atomic_uint_fast64_t xero_calls[NCALL + 1];
+    atomic_int_fast64_t quota_fallback;
 } m;
+
+void gw_metrics_worker_outcome(enum gw_worker_outcome outcome, uint64_t n)
+{
+    atomic_fetch_add_explicit(&m.outcomes[outcome], n, memory_order_relaxed);
+}
+
+void gw_metrics_processing_lag(double seconds)
+{
+    size_t i = 0;
+    while (i != NLAG && seconds > lag_bounds[i])
+        ++i;
+    atomic_fetch_add_explicit(&m.lag[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.lag_sum_ms, (uint64_t)(seconds * 1000), memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.lag_count, 1, memory_order_relaxed);
+}
+
+void gw_metrics_queue_depth(const char *status, int64_t n)
+{
+    for (size_t i = 0; i != NQUEUE; ++i)
+        if (strcmp(queue_statuses[i], status) == 0)
+            atomic_store_explicit(&m.queue[i], n, memory_order_relaxed);
+}
+
+void gw_metrics_xero_reauth(int64_t n)
+{
+    atomic_store_explicit(&m.xero_reauth, n, memory_order_relaxed);
+}
+
+int64_t gw_metrics_xero_reauth_get(void)
+{
+    return atomic_load_explicit(&m.xero_reauth, memory_order_relaxed);
+}
+
+void gw_metrics_xero_drift(const char *record_kind, uint64_t changed, uint64_t unchanged)
+{
+    for (size_t i = 0; i != NKINDS; ++i)
+        if (strcmp(record_kinds[i], record_kind) == 0) {
+            atomic_fetch_add_explicit(&m.drift_changed[i], changed, memory_order_relaxed);
+            atomic_fetch_add_explicit(&m.drift_unchanged[i], unchanged, memory_order_relaxed);
+        }
+}
+
+void gw_metrics_xero_call(long status)
+{
+    size_t i = 0;
+    while (i != NCALL && call_statuses[i] != status)
+        ++i;
+    atomic_fetch_add_explicit(&m.xero_calls[i], 1, memory_order_relaxed);
+}
+
+void gw_metrics_quota_fallback(bool active)
+{
+    atomic_store_explicit(&m.quota_fallback, active ? 1 : 0, memory_order_relaxed);
+}
 
 void gw_metrics_request(enum gw_route_id route, int status, uint64_t micros)
 {
@@ -173,6 +245,58 @@ char *gw_metrics_render(size_t *len)
         "# HELP settled_redis_connections_up Event loops whose Redis connection is up.\n"
         "# TYPE settled_redis_connections_up gauge\nsettled_redis_connections_up %lld\n",
         (long long)atomic_load_explicit(&m.redis_up, memory_order_relaxed));
+
+    out(&o, "# HELP settled_worker_events_total Inbox events finished by the queue workers, by outcome.\n"
+            "# TYPE settled_worker_events_total counter\n");
+    for (int i = 0; i != GW_OUTCOME_MAX; ++i)
+        out(&o, "settled_worker_events_total{outcome=\"%s\"} %llu\n", gw_worker_outcome_names[i],
+            (unsigned long long)atomic_load_explicit(&m.outcomes[i], memory_order_relaxed));
+    out(&o, "# HELP settled_processing_lag_seconds Time from storing an event to finishing it.\n"
+            "# TYPE settled_processing_lag_seconds histogram\n");
+    cum = 0;
+    for (size_t i = 0; i <= NLAG; ++i) {
+        cum += atomic_load_explicit(&m.lag[i], memory_order_relaxed);
+        if (i == NLAG)
+            out(&o, "settled_processing_lag_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        else
+            out(&o, "settled_processing_lag_seconds_bucket{le=\"%g\"} %llu\n", lag_bounds[i], (unsigned long long)cum);
+    }
+    uint64_t lag_ms = atomic_load_explicit(&m.lag_sum_ms, memory_order_relaxed);
+    out(&o, "settled_processing_lag_seconds_sum %llu.%03llu\nsettled_processing_lag_seconds_count %llu\n",
+        (unsigned long long)(lag_ms / 1000), (unsigned long long)(lag_ms % 1000),
+        (unsigned long long)atomic_load_explicit(&m.lag_count, memory_order_relaxed));
+    out(&o, "# HELP settled_queue_depth Inbox rows by work status, as last counted by a worker.\n"
+            "# TYPE settled_queue_depth gauge\n");
+    for (size_t i = 0; i != NQUEUE; ++i)
+        out(&o, "settled_queue_depth{status=\"%s\"} %lld\n", queue_statuses[i],
+            (long long)atomic_load_explicit(&m.queue[i], memory_order_relaxed));
+    out(&o,
+        "# HELP settled_xero_connections_needing_reauth Xero token sets that an admin must re-authorise.\n"
+        "# TYPE settled_xero_connections_needing_reauth gauge\nsettled_xero_connections_needing_reauth %lld\n",
+        (long long)atomic_load_explicit(&m.xero_reauth, memory_order_relaxed));
+    out(&o, "# HELP settled_xero_drift_total Records a drift-repair sweep found changed (missed by webhooks) or "
+            "unchanged.\n# TYPE settled_xero_drift_total counter\n");
+    for (size_t i = 0; i != NKINDS; ++i) {
+        out(&o, "settled_xero_drift_total{kind=\"%s\",result=\"changed\"} %llu\n", record_kinds[i],
+            (unsigned long long)atomic_load_explicit(&m.drift_changed[i], memory_order_relaxed));
+        out(&o, "settled_xero_drift_total{kind=\"%s\",result=\"unchanged\"} %llu\n", record_kinds[i],
+            (unsigned long long)atomic_load_explicit(&m.drift_unchanged[i], memory_order_relaxed));
+    }
+    out(&o, "# HELP settled_xero_api_calls_total Calls to the Xero API by HTTP status (0: no response).\n"
+            "# TYPE settled_xero_api_calls_total counter\n");
+    for (size_t i = 0; i <= NCALL; ++i) {
+        uint64_t v = atomic_load_explicit(&m.xero_calls[i], memory_order_relaxed);
+        if (v == 0)
+            continue;
+        if (i == NCALL)
+            out(&o, "settled_xero_api_calls_total{status=\"other\"} %llu\n", (unsigned long long)v);
+        else
+            out(&o, "settled_xero_api_calls_total{status=\"%d\"} %llu\n", call_statuses[i], (unsigned long long)v);
+    }
+    out(&o,
+        "# HELP settled_quota_fallback_active 1 while quotas run on local limits because Redis is unreachable.\n"
+        "# TYPE settled_quota_fallback_active gauge\nsettled_quota_fallback_active %lld\n",
+        (long long)atomic_load_explicit(&m.quota_fallback, memory_order_relaxed));
 
     *len = o.len;
     return o.buf;

@@ -7,6 +7,7 @@
 #define GW_METRICS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* The routes requests are counted by (the route table's names). */
@@ -43,6 +44,32 @@ void gw_metrics_batch(size_t n);
 void gw_metrics_db_state(enum gw_db_conn_state from, enum gw_db_conn_state to);
 /* Records whether a loop's Redis connection is up (+1) or went down (-1). */
 void gw_metrics_redis_up(int delta);
+
+/* Queue workers: what happened to inbox events. */
+enum gw_worker_outcome {
+    GW_OUTCOME_DONE,        /* processed */
+    GW_OUTCOME_COALESCED,   /* covered by the fetch of another event for the same object */
+    GW_OUTCOME_IGNORED,     /* nothing to do for this event type */
+    GW_OUTCOME_RESCHEDULED, /* waiting for a quota, a rate limit or re-authorisation (not an attempt) */
+    GW_OUTCOME_FAILED,      /* failed, will be retried */
+    GW_OUTCOME_DEAD,        /* failed for the last time */
+    GW_OUTCOME_MAX
+};
+extern const char *const gw_worker_outcome_names[GW_OUTCOME_MAX];
+void gw_metrics_worker_outcome(enum gw_worker_outcome outcome, uint64_t n);
+/* Seconds from storing an event to finishing it. */
+void gw_metrics_processing_lag(double seconds);
+/* Sets the inbox rows by status (pending, failed, processing, dead), as last counted by a worker. */
+void gw_metrics_queue_depth(const char *status, int64_t n);
+/* Sets the number of Xero token sets that need re-authorisation; read back by /readyz. */
+void gw_metrics_xero_reauth(int64_t n);
+int64_t gw_metrics_xero_reauth_get(void);
+/* Counts records a drift-repair sweep found changed (missed by webhooks) or unchanged, per record kind. */
+void gw_metrics_xero_drift(const char *record_kind, uint64_t changed, uint64_t unchanged);
+/* Counts Xero API calls by HTTP status (0: no response). */
+void gw_metrics_xero_call(long status);
+/* Sets whether quotas run on local fallback limits (Redis unreachable). */
+void gw_metrics_quota_fallback(bool active);
 
 /* Renders every metric; returns a malloc'd buffer of *len bytes that the caller frees. */
 char *gw_metrics_render(size_t *len);

@@ -24,7 +24,7 @@ struct st_gw_redis_t {
     int port, db;
     redisAsyncContext *ac;
     h2o_socket_t *sock;
-    bool reading, write_armed, connected, up, ping_outstanding;
+    bool reading, write_armed, connected, up, ping_outstanding, closing;
     uint64_t started_at, ping_at, retry_at;
     h2o_timeout_t tick;
     h2o_timeout_entry_t tick_entry;
@@ -105,7 +105,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     gw_redis_t *r = ac->ev.data;
     r->ac = NULL;
     r->connected = r->ping_outstanding = false;
-    set_up(r, false);
+    if (!r->closing)
+        set_up(r, false);
     r->retry_at = h2o_now(r->loop) + BACKOFF_MS;
 }
 
@@ -253,11 +254,15 @@ gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url)
 
 void gw_redis_destroy(gw_redis_t *r)
 {
+    r->closing = true;
     if (r->ac != NULL) {
         redisAsyncFree(r->ac);
         r->ac = NULL;
     }
-    set_up(r, false);
+    if (r->up) { /* shutting down is not Redis going down: no log line */
+        r->up = false;
+        gw_metrics_redis_up(-1);
+    }
     if (h2o_timeout_is_linked(&r->tick_entry))
         h2o_timeout_unlink(&r->tick_entry);
     h2o_timeout_dispose(r->loop, &r->tick);

@@ -26,7 +26,25 @@
 #define FLUSH_GRACE_MS 200
 
 static atomic_bool stopping;
-static gw_loop_t *all_loops; /* kept reachable until exit: live connections point into them */
+/* Kept until exit: keep-alive connections still open at shutdown point into the loops and the configuration. */
+static gw_loop_t *all_loops;
+static h2o_globalconf_t conf;
+
+/* h2o 2.2 caches freed socket buffers per thread with no call to release the cache; give them back before the
+ * thread ends (a chunk's first word links to the next, as in h2o's lib/common/memory.c). */
+static void release_buffer_cache(void)
+{
+    struct chunk {
+        struct chunk *next;
+    } *c = (struct chunk *)h2o_socket_buffer_prototype.allocator._link;
+    while (c != NULL) {
+        struct chunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    h2o_socket_buffer_prototype.allocator._link = NULL;
+    h2o_socket_buffer_prototype.allocator.cnt = 0;
+}
 
 static void on_signal(int signo)
 {
@@ -103,6 +121,7 @@ static void *run_loop(void *arg)
     uint64_t flush_until = h2o_now(loop->evloop) + FLUSH_GRACE_MS;
     while (h2o_now(loop->evloop) < flush_until)
         h2o_evloop_run(loop->evloop, 10);
+    release_buffer_cache();
     return NULL;
 }
 
@@ -136,7 +155,6 @@ int gw_server_run(gw_config_t *cfg)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    h2o_globalconf_t conf;
     h2o_config_init(&conf);
     conf.max_request_entity_size = cfg->body_limit;
     conf.server_name = h2o_iovec_init(H2O_STRLIT("settled"));

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# deploy/run.sh: the first of the README's two commands. On a fresh Debian 12 it installs what is
+# missing, builds a Release binary, starts a private PostgreSQL 15 and Redis under .settled/ (unless
+# SETTLED_DATABASE_URL / SETTLED_REDIS_URL point elsewhere), migrates, and serves a demo on
+# 127.0.0.1:8080 with generated webhook secrets.
+#
+#   deploy/run.sh          install, build, start, migrate, serve (Ctrl-C stops the server)
+#   deploy/run.sh --stop   stop the PostgreSQL and Redis that earlier runs left running in .settled/
+#
+# Settings of this script (removed from the environment before settled starts):
+#   SETTLED_DEV_DIR         state folder (default: .settled in the repository; gitignored)
+#   SETTLED_DEV_PG_PORT     port of the local PostgreSQL (default 55433)
+#   SETTLED_DEV_REDIS_PORT  port of the local Redis (default 56380)
+# Any SETTLED_* setting of settled itself (docs/configuration.md) is passed through; SETTLED_LISTEN
+# defaults to 127.0.0.1:8080 and SETTLED_ORGANISATION to "demo".
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+top=$(pwd)
+# shellcheck source=deploy/lib.sh
+. deploy/lib.sh
+
+state=$(realpath -m "${SETTLED_DEV_DIR:-$top/.settled}")
+pg_port=${SETTLED_DEV_PG_PORT:-55433}
+redis_port=${SETTLED_DEV_REDIS_PORT:-56380}
+unset SETTLED_DEV_DIR SETTLED_DEV_PG_PORT SETTLED_DEV_REDIS_PORT
+
+# Where PostgreSQL's and Redis's files live. Normally $state; when we run as root and the service user
+# cannot reach $state (a parent folder such as /root is private), a folder under /var/lib instead.
+data_root() {
+    if is_root && id -u "$SETTLED_OS_USER" >/dev/null 2>&1 && ! as_service test -x "$state" 2>/dev/null; then
+        local alt
+        alt=/var/lib/settled-dev/$(printf '%s' "$state" | sha256sum | cut -c1-12)
+        mkdir -p "$alt"
+        chmod 711 /var/lib/settled-dev "$alt"
+        printf '%s\n' "$alt"
+    else
+        printf '%s\n' "$state"
+    fi
+}
+
+if [ "${1:-}" = "--stop" ]; then
+    [ -d "$state" ] || exit 0
+    root=$(data_root)
+    step "stopping the local PostgreSQL and Redis in $root"
+    pg_stop "$root/pg"
+    redis_stop "$root/redis"
+    exit 0
+elif [ $# -gt 0 ]; then
+    die "usage: deploy/run.sh [--stop]"
+fi
+
+ensure_packages
+build_tree build/release -DCMAKE_BUILD_TYPE=Release -- --target settled
+bin=$top/build/release/gateway/settled
+[ -x "$bin" ] || die "the build produced no $bin"
+
+mkdir -p "$state"
+chmod 711 "$state" # the service user may pass through; every file in it stays private
+local_services=no
+if [ -z "${SETTLED_DATABASE_URL:-}" ] || [ -z "${SETTLED_REDIS_URL:-}" ]; then
+    local_services=yes
+    ensure_os_user
+fi
+root=$(data_root)
+
+# Demo secrets: generated once, kept in $state/demo.env (mode 600), reused by later runs and by
+# deploy/demo-post.sh. A value already set in the environment wins over the file.
+demo_env=$state/demo.env
+demo_value() { # KEY GENERATED-VALUE: appends KEY to demo.env unless it is there
+    (umask 077 && touch "$demo_env")
+    grep -q "^$1=" "$demo_env" || printf '%s=%s\n' "$1" "$2" >>"$demo_env"
+}
+demo_get() {
+    sed -n "s/^$1=//p" "$demo_env" | head -n 1
+}
+if [ -f "$root/pg/PG_VERSION" ] && ! grep -q '^SETTLED_DEV_PG_PASSWORD=' "$demo_env" 2>/dev/null; then
+    die "$demo_env lost the password of the existing local PostgreSQL; run 'deploy/run.sh --stop' and remove $state to start over"
+fi
+[ -f "$demo_env" ] || step "generating demo secrets into $demo_env"
+demo_value SETTLED_STRIPE_WEBHOOK_SECRETS "whsec_demo_$(openssl rand -hex 16)"
+demo_value SETTLED_XERO_WEBHOOK_KEY "$(openssl rand -hex 32)"
+demo_value SETTLED_GOCARDLESS_WEBHOOK_SECRETS "$(openssl rand -hex 24)"
+demo_value SETTLED_DEV_PG_PASSWORD "$(openssl rand -hex 16)"
+chmod 600 "$demo_env"
+for key in SETTLED_STRIPE_WEBHOOK_SECRETS SETTLED_XERO_WEBHOOK_KEY SETTLED_GOCARDLESS_WEBHOOK_SECRETS; do
+    if [ -z "${!key:-}" ]; then
+        export "$key=$(demo_get "$key")"
+    fi
+done
+pg_password=$(demo_get SETTLED_DEV_PG_PASSWORD)
+
+if [ "$local_services" = yes ] && [ "$root" != "$state" ]; then
+    note "user '$SETTLED_OS_USER' cannot reach $state (a parent folder is private): keeping the database files in $root"
+fi
+
+if [ -z "${SETTLED_DATABASE_URL:-}" ]; then
+    pgdata=$root/pg
+    if [ ! -f "$pgdata/PG_VERSION" ]; then
+        step "creating a PostgreSQL 15 cluster in $pgdata (127.0.0.1:$pg_port)"
+        pwfile=$(mktemp)
+        printf '%s\n' "$pg_password" >"$pwfile"
+        is_root && chown "$SETTLED_OS_USER:" "$pwfile"
+        pg_init "$pgdata" "$pg_port" scram-sha-256 "$pwfile"
+        rm -f "$pwfile"
+    fi
+    if pg_running "$pgdata"; then
+        pg_port=$(pg_port "$pgdata")
+        step "reusing the running PostgreSQL in $pgdata (127.0.0.1:$pg_port)"
+    else
+        step "starting PostgreSQL in $pgdata (127.0.0.1:$pg_port)"
+        pg_start "$pgdata" "$pg_port"
+    fi
+    if [ -z "$(PGPASSWORD=$pg_password psql -X -At -h 127.0.0.1 -p "$pg_port" -U settled -d postgres \
+        -c "SELECT 1 FROM pg_database WHERE datname = 'settled'")" ]; then
+        step "creating database 'settled'"
+        PGPASSWORD=$pg_password psql -X -q -h 127.0.0.1 -p "$pg_port" -U settled -d postgres \
+            -v ON_ERROR_STOP=1 -c 'CREATE DATABASE settled' || die "could not create database 'settled'"
+    fi
+    export SETTLED_DATABASE_URL="postgresql://settled:$pg_password@127.0.0.1:$pg_port/settled"
+    (umask 077 && printf '%s\n' "$SETTLED_DATABASE_URL" >"$state/database_url")
+    db_shown="postgresql://settled:***@127.0.0.1:$pg_port/settled (password in $demo_env)"
+else
+    db_shown="from SETTLED_DATABASE_URL"
+fi
+
+if [ -z "${SETTLED_REDIS_URL:-}" ]; then
+    rdir=$root/redis
+    if pid=$(redis_pid "$rdir"); then
+        redis_port=$(cat "$rdir/port" 2>/dev/null || printf '%s' "$redis_port")
+        step "reusing the running Redis (pid $pid, 127.0.0.1:$redis_port)"
+    else
+        step "starting Redis in $rdir (127.0.0.1:$redis_port)"
+        redis_start "$rdir" "$redis_port" yes
+        printf '%s\n' "$redis_port" >"$rdir/port"
+    fi
+    export SETTLED_REDIS_URL="redis://127.0.0.1:$redis_port"
+fi
+
+step "migrating the database"
+"$bin" migrate || die "settled migrate failed"
+
+export SETTLED_LISTEN=${SETTLED_LISTEN:-127.0.0.1:8080}
+export SETTLED_ORGANISATION=${SETTLED_ORGANISATION:-demo}
+listen_port=${SETTLED_LISTEN##*:}
+if port_in_use "$listen_port"; then
+    die "something already listens on port $listen_port (another settled?); stop it or set SETTLED_LISTEN=127.0.0.1:PORT"
+fi
+
+cat <<EOF
+
+  settled demo: organisation '$SETTLED_ORGANISATION', listening on http://$SETTLED_LISTEN
+  database:  $db_shown
+  redis:     $SETTLED_REDIS_URL
+
+  Demo webhook secrets (generated once, kept in $demo_env):
+    SETTLED_STRIPE_WEBHOOK_SECRETS=$SETTLED_STRIPE_WEBHOOK_SECRETS
+    SETTLED_XERO_WEBHOOK_KEY=$SETTLED_XERO_WEBHOOK_KEY
+    SETTLED_GOCARDLESS_WEBHOOK_SECRETS=$SETTLED_GOCARDLESS_WEBHOOK_SECRETS
+
+  In another terminal, post signed fixtures:
+    deploy/demo-post.sh stripe fixtures/stripe/event_payment_intent_succeeded.json
+    deploy/demo-post.sh xero fixtures/xero/webhook_contact_update.json
+    deploy/demo-post.sh gocardless fixtures/gocardless/webhook_payment_confirmed.json
+    curl -s http://$SETTLED_LISTEN/readyz
+  and look at the inbox:
+    deploy/demo-post.sh --psql -c 'SELECT provider, event_id, event_type, status FROM webhook_events'
+
+  Ctrl-C stops the server; 'deploy/run.sh --stop' also stops the local PostgreSQL and Redis.
+
+EOF
+step "exec settled serve"
+exec "$bin" serve

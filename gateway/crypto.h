@@ -33,9 +33,8 @@ extern const cn_host_t gw_crypto_host;
 /* Parses SETTLED_SECRET_KEY: 32 bytes written as 44 base64 characters (standard or URL-safe alphabet,
  * one '=' of padding) or as 64 hex digits. Returns 0 with the key in out, or -1 with a message in err
  * that names SETTLED_SECRET_KEY and never contains the value. */
-__attribute__((warn_unused_result)) int gw_crypto_key_from_setting(const char *secret_key,
-                                                                   unsigned char out[GW_CRYPTO_KEY_LEN], char *err,
-                                                                   size_t errlen);
+__attribute__((warn_unused_result)) int
+gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], char *err, size_t errlen);
 /* Seals len bytes of plain (and authenticates aadlen bytes of aad, which may be NULL when aadlen is 0)
  * into out, which must have room for len + GW_CRYPTO_SEAL_OVERHEAD bytes; a fresh random nonce is used
  * for every message. Returns 0, or -1 if OpenSSL fails. */

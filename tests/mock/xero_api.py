@@ -1,0 +1,1548 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""xero_api.py: a mock of Xero's three hosts (identity, login, api) for settled's tests and demos.
+
+    python3 tests/mock/xero_api.py --port PORT [--host 127.0.0.1] [--state FILE.json] [--demo] [--quiet]
+
+Prints ``xero-mock listening on http://HOST:PORT`` (flushed) once it accepts connections (--port 0
+picks a free port, printed in that line) and exits 0 on SIGTERM or SIGINT. Python 3 standard library
+only; it never opens a connection itself. Point settled at it with SETTLED_XERO_API_BASE,
+SETTLED_XERO_IDENTITY_BASE and SETTLED_XERO_LOGIN_BASE all set to http://127.0.0.1:PORT.
+
+The protocol facts it imitates are in /work/shared/providers/PROVIDERS.md section 2 (cited below as
+"P2.x") and the examples in fixtures/xero/. tests/mock/README.md documents every endpoint, control
+call and default; tests/integration/test_xero_mock.py is its self-test.
+
+Design points a client author must know (details in the README):
+  * Records are stored as the raw JSON text they were given and spliced into responses verbatim, so
+    numbers (1234567.89, 0.1, 14.20, 12.3456) reach the client byte for byte. The only rewrites are:
+    /Date(...)/ slashes escaped as on the wire (P2.2), LineItems dropped from unpaged lists (Xero
+    returns line items only for single GETs and paged lists), and the top-level UpdatedDateUTC when
+    a test asks for it.
+  * Refresh tokens rotate (P2.3). A retired refresh token used again within the grace period returns
+    the SAME token pair that its first use issued (idempotent retry of a lost response); after the
+    grace period, or for an unknown token, 400 {"error":"invalid_grant"}.
+  * Rate limits (P2.4) are enforced per tenant (5 concurrent, 60 per rolling 60 s, 5000 per rolling
+    24 h) and per app (10000 per rolling 60 s). Only admitted calls consume quota; every
+    authenticated attempt is counted in /_mock/stats, so a test can assert that a client never went
+    over a limit.
+"""
+
+import argparse
+import base64
+import decimal
+import email.utils
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_FIXTURES = os.path.normpath(os.path.join(HERE, "..", "..", "fixtures", "xero"))
+
+# The scope string of the recorded refresh response (fixtures/xero/oauth_token_refresh_response.json).
+DEFAULT_SCOPE = (
+    "email profile openid accounting.reports.read accounting.attachments.read accounting.settings "
+    "accounting.settings.read accounting.attachments accounting.transactions accounting.journals.read "
+    "accounting.transactions.read accounting.contacts accounting.contacts.read offline_access"
+)
+
+# The three resources mirrored by settled. "kind" is the control-API name, "collection" the Accounting
+# API name (path segment and envelope key, P2.2).
+KINDS = {
+    "invoices": {"collection": "Invoices", "id": "InvoiceID", "number": "InvoiceNumber", "lines": True},
+    "contacts": {"collection": "Contacts", "id": "ContactID", "number": "ContactNumber", "lines": False},
+    "creditnotes": {"collection": "CreditNotes", "id": "CreditNoteID", "number": "CreditNoteNumber", "lines": True},
+}
+COLLECTIONS = {v["collection"].lower(): k for k, v in KINDS.items()}
+
+# The 429 body of fixtures/xero/api_429_rate_limited_day.http (P2.4: do not depend on it).
+RATE_LIMIT_BODY = (
+    b"oauth_problem=rate%20limit%20exceeded&oauth_problem_advice=please%20wait%20before%20retrying%20the%20xero%20api"
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MINUTE = 60.0
+DAY = 86400.0
+
+
+def default_app():
+    """The app (OAuth client) and the knobs of the mock. PUT /_mock/app changes any of them."""
+    return {
+        "client_id": "mock-client-id",
+        "client_secret": "mock-client-secret",
+        "access_ttl": 1800,  # P2.3: expires_in 1800
+        "grace": 1800,  # P2.3: an old refresh token may be retried for 30 minutes
+        "refresh_ttl": 60 * 86400,  # P2.3: unused refresh tokens expire (60 days, [verify])
+        "code_ttl": 300,  # authorisation codes
+        "redirect_uris": [],  # empty: any redirect_uri is accepted by /identity/connect/authorize
+        "consent_tenants": None,  # tenants a consent connects; None: every tenant the mock knows
+        "limits": {"concurrent": 5, "minute": 60, "day": 5000, "appminute": 10000},  # P2.4
+        "enforce_limits": True,  # False: never 429 for a limit, but still count the violations
+        "pretty": False,  # True: pretty-print API bodies with CRLF line endings like real Xero (P2.2)
+        "escape_slashes": True,  # "\/Date(...)\/" on the wire (P2.2)
+        "strip_lineitems_unpaged": True,  # list calls without page= carry no LineItems
+        "provider_name": "settled xero-mock",
+        "page_size": 100,  # P2.2: up to 100 per page
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Raw JSON text: finding the spans of values without re-serialising anything
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DEC = json.JSONDecoder(parse_float=decimal.Decimal)
+
+
+def _ws(s, i):
+    return _WS.match(s, i).end()
+
+
+def object_spans(s, i=0):
+    """s has a JSON object at i (after white space). Returns ({key: (value_start, value_end,
+    key_start)}, end) where end is just past the closing brace. Raises ValueError on bad JSON."""
+    i = _ws(s, i)
+    if s[i : i + 1] != "{":
+        raise ValueError(f"expected a JSON object at offset {i}")
+    i = _ws(s, i + 1)
+    out = {}
+    if s[i : i + 1] == "}":
+        return out, i + 1
+    while True:
+        if s[i : i + 1] != '"':
+            raise ValueError(f"expected a key at offset {i}")
+        ks = i
+        key, i = json.decoder.scanstring(s, i + 1)
+        i = _ws(s, i)
+        if s[i : i + 1] != ":":
+            raise ValueError(f"expected ':' at offset {i}")
+        i = _ws(s, i + 1)
+        try:
+            _, end = _DEC.raw_decode(s, i)
+        except json.JSONDecodeError as e:
+            raise ValueError(str(e)) from None
+        out[key] = (i, end, ks)
+        i = _ws(s, end)
+        c = s[i : i + 1]
+        if c == ",":
+            i = _ws(s, i + 1)
+            continue
+        if c == "}":
+            return out, i + 1
+        raise ValueError(f"expected ',' or '}}' at offset {i}")
+
+
+def array_spans(s, i=0):
+    """Like object_spans for an array: ([(start, end), ...], end)."""
+    i = _ws(s, i)
+    if s[i : i + 1] != "[":
+        raise ValueError(f"expected a JSON array at offset {i}")
+    i = _ws(s, i + 1)
+    out = []
+    if s[i : i + 1] == "]":
+        return out, i + 1
+    while True:
+        try:
+            _, end = _DEC.raw_decode(s, i)
+        except json.JSONDecodeError as e:
+            raise ValueError(str(e)) from None
+        out.append((i, end))
+        i = _ws(s, end)
+        c = s[i : i + 1]
+        if c == ",":
+            i = _ws(s, i + 1)
+            continue
+        if c == "]":
+            return out, i + 1
+        raise ValueError(f"expected ',' or ']' at offset {i}")
+
+
+def whole_object(s):
+    """The spans of s, which must be exactly one JSON object (surrounding white space allowed)."""
+    spans, end = object_spans(s, 0)
+    if _ws(s, end) != len(s):
+        raise ValueError("trailing data after the JSON object")
+    return spans
+
+
+def remove_top_key(raw, key):
+    """raw without its top-level member key (bytes elsewhere untouched)."""
+    try:
+        spans = whole_object(raw)
+    except ValueError:
+        return raw
+    if key not in spans:
+        return raw
+    vs, ve, ks = spans[key]
+    j = _ws(raw, ve)
+    if raw[j : j + 1] == ",":  # not the last member: drop "key": value, and the comma
+        return raw[:ks] + raw[_ws(raw, j + 1) :]
+    i = ks - 1
+    while i >= 0 and raw[i] in " \t\r\n":
+        i -= 1
+    if raw[i] == ",":  # the last member: drop the comma before it
+        return raw[:i] + raw[ve:]
+    return raw[:ks] + raw[ve:]  # the only member
+
+
+def set_top_key(raw, key, value_text):
+    """raw with the top-level member key set to value_text (replaced in place, or appended)."""
+    spans = whole_object(raw)
+    if key in spans:
+        vs, ve, _ = spans[key]
+        return raw[:vs] + value_text + raw[ve:]
+    member = json.dumps(key) + ":" + value_text
+    if not spans:
+        close = raw.rindex("}")
+        return raw[:close] + member + raw[close:]
+    last = max(ve for _, ve, _ in spans.values())
+    return raw[:last] + "," + member + raw[last:]
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.S)
+
+
+def pretty_crlf(text, indent="  "):
+    """Re-indents JSON text like Xero's pretty-printed responses (CRLF), copying every string and
+    number token verbatim."""
+    out = []
+    depth = 0
+    toks = _TOKEN.findall(text)
+    n = len(toks)
+    i = 0
+    nl = "\r\n"
+    while i < n:
+        t = toks[i]
+        if t in "{[" and len(t) == 1:
+            if i + 1 < n and toks[i + 1] == ("}" if t == "{" else "]"):
+                out.append(t + toks[i + 1])
+                i += 2
+                continue
+            depth += 1
+            out.append(t + nl + indent * depth)
+        elif t in "}]" and len(t) == 1:
+            depth -= 1
+            out.append(nl + indent * depth + t)
+        elif t == ",":
+            out.append("," + nl + indent * depth)
+        elif t == ":":
+            out.append(": ")
+        else:
+            out.append(t)
+        i += 1
+    return "".join(out)
+
+
+# /Date(ms[+hhmm])/ not already escaped: escaped on the wire as Xero sends it (P2.2).
+_DATE_UNESCAPED = re.compile(r'(?<!\\)/Date\(([^)"\\]*)\)/')
+_MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+
+
+def escape_dates(raw):
+    return _DATE_UNESCAPED.sub(r"\\/Date(\1)\\/", raw)
+
+
+def ms_date(ms, offset=True):
+    return f"/Date({ms}+0000)/" if offset else f"/Date({ms})/"
+
+
+def iso_from_ms(ms):
+    return (EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_when(value):
+    """Milliseconds since the epoch of an If-Modified-Since value or a record's UpdatedDateUTC:
+    RFC 1123 ("Wed, 21 Oct 2015 07:28:00 GMT"), ISO 8601 ("2020-02-06T12:17:43.202-08:00",
+    "2019-03-11T18:02:09", "...Z"; no zone means UTC) or Xero's /Date(ms+0000)/. Raises ValueError."""
+    v = value.strip()
+    m = _MS_DATE.match(v.replace("\\/", "/"))
+    if m:
+        return int(m.group(1))  # the offset is informational: the number is UTC milliseconds
+    if v[:1].isalpha():
+        try:
+            dt = email.utils.parsedate_to_datetime(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"not an RFC 1123 date: {value!r}") from None
+    else:
+        iso = re.sub(r"[zZ]$", "+00:00", v)
+        iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)  # fromisoformat takes at most 6 fractional digits
+        try:
+            dt = datetime.fromisoformat(iso)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date: {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return (dt - EPOCH) // timedelta(milliseconds=1)
+
+
+def jdump(obj):
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class BadRequest(Exception):
+    """A control or API request the mock refuses; becomes a 4xx with a JSON body."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------------
+# State
+
+
+class Record:
+    __slots__ = ("id", "key", "raw", "updated_ms", "number", "seq")
+
+
+class Tenant:
+    def __init__(self, tid, name=None, connection_id=None):
+        self.id = tid
+        self.name = name or f"Mock Organisation {tid[:8]}"
+        self.connection_id = connection_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "xero-mock-connection:" + tid.lower()))
+        self.created = datetime.now(timezone.utc)
+        self.records = {k: {} for k in KINDS}
+
+
+class Auth:
+    def __init__(self, tenant_ids, scope=DEFAULT_SCOPE, auth_event_id=None):
+        self.id = auth_event_id or str(uuid.uuid4())
+        self.tenant_ids = list(tenant_ids)
+        self.scope = scope
+        self.offline = "offline_access" in scope.split()
+        self.revoked = False
+        self.created = datetime.now(timezone.utc)
+        self.user_id = str(uuid.uuid4())
+
+
+class Window:
+    """Timestamps in a rolling window; count() is how many are newer than now - span."""
+
+    def __init__(self, span):
+        self.span = span
+        self.q = deque()
+
+    def trim(self, now):
+        q, edge = self.q, now - self.span
+        while q and q[0] <= edge:
+            q.popleft()
+
+    def count(self, now):
+        self.trim(now)
+        return len(self.q)
+
+
+class CallStats:
+    """What a client did to one tenant (or to the app as a whole): every authenticated attempt."""
+
+    def __init__(self):
+        self.calls_total = 0
+        self.attempts = Window(MINUTE)
+        self.max_window = 0
+        self.inflight = 0
+        self.max_concurrent = 0
+        self.over_limit = 0
+        self.over_by_problem = {}
+        self.sent_429_limit = 0
+        self.sent_429_fault = 0
+        self.statuses = {}
+        self.by_path = {}
+        # limiter (admitted calls only)
+        self.adm_min = Window(MINUTE)
+        self.adm_day = Window(DAY)
+        self.adm_inflight = 0
+
+    def as_json(self):
+        return {
+            "calls_total": self.calls_total,
+            "max_calls_in_any_60s_window": self.max_window,
+            "max_concurrent": self.max_concurrent,
+            "over_limit_count": self.over_limit,
+            "over_limit_by_problem": dict(self.over_by_problem),
+            "sent_429": self.sent_429_limit + self.sent_429_fault,
+            "sent_429_limit": self.sent_429_limit,
+            "sent_429_fault": self.sent_429_fault,
+            "in_flight": self.inflight,
+            "statuses": dict(self.statuses),
+            "calls_by_path": dict(self.by_path),
+        }
+
+
+class Ticket:
+    """One API call between begin_call and end_call."""
+
+    __slots__ = ("tenant", "tstats", "admitted", "problem", "retry_after", "headers", "method", "path", "query",
+                 "ims", "fault", "t_ms", "ended")
+
+
+class MockState:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.offset = 0.0  # seconds added to both clocks by POST /_mock/clock
+        self.seed = []  # load documents of --demo/--state, replayed by POST /_mock/reset {"seed": true}
+        self.reset()
+
+    # clocks -----------------------------------------------------------------------------------
+    def now(self):
+        """Wall-clock seconds (token lifetimes, dates)."""
+        return time.time() + self.offset
+
+    def mono(self):
+        """Monotonic seconds (rate-limit windows)."""
+        return time.monotonic() + self.offset
+
+    def now_ms(self):
+        return int(self.now() * 1000)
+
+    def reset(self):
+        with self.lock:
+            self.app = default_app()
+            self.tenants = {}  # lower-case tenant id -> Tenant
+            self.auths = {}  # authEventId -> Auth
+            self.refresh = {}  # token -> dict
+            self.access = {}  # token -> dict
+            self.codes = {}  # code -> dict
+            self.faults = []
+            self.seq = 0
+            self.reset_stats()
+
+    def reset_stats(self):
+        with self.lock:
+            self.tstats = {}  # lower-case tenant id -> CallStats
+            self.appstats = CallStats()
+            self.oauth = {
+                "token_requests": 0,
+                "token_refreshes": 0,
+                "grace_replays": 0,
+                "code_exchanges": 0,
+                "codes_issued": 0,
+                "invalid_grant": 0,
+                "invalid_client": 0,
+                "revocations": 0,
+            }
+            self.unauthorised = {"401": 0, "403": 0}
+            self.log = deque(maxlen=5000)
+
+    # tenants and records ----------------------------------------------------------------------
+    def tenant(self, tid, name=None, create=True, connection_id=None):
+        t = self.tenants.get(tid.lower())
+        if t is None:
+            if not create:
+                return None
+            t = self.tenants[tid.lower()] = Tenant(tid, name, connection_id)
+        else:
+            if name:
+                t.name = name
+            if connection_id:
+                t.connection_id = connection_id
+        return t
+
+    def put_record(self, tid, kind, raw, path_id=None, updated_ms=None):
+        """Stores raw (the JSON text of one record) verbatim. Returns (record, created)."""
+        spec = KINDS[kind]
+        raw = raw.strip().lstrip("\ufeff")
+        try:
+            spans = whole_object(raw)
+        except ValueError as e:
+            raise BadRequest(f"the {kind} record is not one JSON object: {e}") from None
+
+        def field(name):
+            if name not in spans:
+                return None
+            vs, ve, _ = spans[name]
+            return json.loads(raw[vs:ve])
+
+        rid = field(spec["id"])
+        if rid is not None and not isinstance(rid, str):
+            raise BadRequest(f"{spec['id']} must be a string")
+        if path_id is not None:
+            if rid is None:
+                raw = set_top_key(raw, spec["id"], json.dumps(path_id))
+                rid = path_id
+            elif rid.lower() != path_id.lower():
+                raise BadRequest(f"{spec['id']} {rid} in the body differs from {path_id} in the path")
+        if not rid:
+            raise BadRequest(f"the record has no {spec['id']}")
+        if updated_ms is not None:
+            raw = set_top_key(raw, "UpdatedDateUTC", json.dumps(ms_date(updated_ms)))
+            if "UpdatedDateUTCString" in spans:
+                raw = set_top_key(raw, "UpdatedDateUTCString", json.dumps(iso_from_ms(updated_ms)))
+        else:
+            upd = field("UpdatedDateUTC")
+            if upd is None:
+                updated_ms = self.now_ms()
+                raw = set_top_key(raw, "UpdatedDateUTC", json.dumps(ms_date(updated_ms)))
+            else:
+                try:
+                    updated_ms = parse_when(str(upd))
+                except ValueError as e:
+                    raise BadRequest(f"UpdatedDateUTC: {e}") from None
+        number = field(spec["number"])
+        t = self.tenant(tid)
+        table = t.records[kind]
+        old = table.get(rid.lower())
+        r = Record()
+        r.id, r.key, r.raw, r.updated_ms = rid, rid.lower(), raw, updated_ms
+        r.number = number if isinstance(number, str) else None
+        self.seq += 1
+        r.seq = old.seq if old else self.seq
+        table[r.key] = r
+        return r, old is None
+
+    # load documents (POST /_mock/load, --state, --demo) ---------------------------------------
+    def load(self, text):
+        """Applies a load document, keeping every record's raw text. Returns a summary."""
+        text = text.strip().lstrip("\ufeff")
+        try:
+            top = whole_object(text)
+        except ValueError as e:
+            raise BadRequest(f"the load document is not a JSON object: {e}") from None
+
+        def sub(key):
+            vs, ve, _ = top[key]
+            return vs, ve
+
+        summary = {"tenants": 0, "records": 0, "authorisations": []}
+        with self.lock:
+            if "reset" in top and json.loads(text[slice(*sub("reset"))]) is True:
+                self.reset()
+            if "app" in top:
+                self.update_app(json.loads(text[slice(*sub("app"))]))
+            if "tenants" in top:
+                vs, _ = sub("tenants")
+                try:
+                    tspans, _ = object_spans(text, vs)
+                except ValueError as e:
+                    raise BadRequest(f"tenants must be an object keyed by tenant id: {e}") from None
+                for tid, (tvs, tve, _) in tspans.items():
+                    try:
+                        body, _ = object_spans(text, tvs)
+                    except ValueError as e:
+                        raise BadRequest(f"tenants.{tid}: {e}") from None
+                    name = None
+                    for nk in ("tenantName", "name"):
+                        if nk in body:
+                            name = json.loads(text[body[nk][0] : body[nk][1]])
+                    conn = None
+                    if "connectionId" in body:
+                        conn = json.loads(text[body["connectionId"][0] : body["connectionId"][1]])
+                    self.tenant(tid, name, connection_id=conn)
+                    summary["tenants"] += 1
+                    for kind in KINDS:
+                        if kind not in body:
+                            continue
+                        try:
+                            items, _ = array_spans(text, body[kind][0])
+                        except ValueError as e:
+                            raise BadRequest(f"tenants.{tid}.{kind}: {e}") from None
+                        for s, e in items:
+                            raw = text[s:e]
+                            if raw.startswith('"'):  # a record given as a JSON string of its text
+                                raw = json.loads(raw)
+                            self.put_record(tid, kind, raw)
+                            summary["records"] += 1
+            if "authorisations" in top:
+                auths = json.loads(text[slice(*sub("authorisations"))])
+                if not isinstance(auths, list):
+                    raise BadRequest("authorisations must be a list")
+                for a in auths:
+                    summary["authorisations"].append(self.create_authorisation(a))
+            if "faults" in top:
+                self.set_faults(json.loads(text[slice(*sub("faults"))]))
+        return summary
+
+    # app --------------------------------------------------------------------------------------
+    def update_app(self, changes):
+        if not isinstance(changes, dict):
+            raise BadRequest("the app must be a JSON object")
+        app = self.app
+        for k, v in changes.items():
+            if k not in app:
+                raise BadRequest(f"unknown app setting {k!r} (known: {', '.join(sorted(app))})")
+            if k == "limits":
+                if not isinstance(v, dict):
+                    raise BadRequest("limits must be an object")
+                for lk, lv in v.items():
+                    if lk not in app["limits"]:
+                        raise BadRequest(f"unknown limit {lk!r} (known: concurrent, minute, day, appminute)")
+                    if not isinstance(lv, int) or isinstance(lv, bool) or lv < 0:
+                        raise BadRequest(f"limits.{lk} must be a non-negative integer")
+                    app["limits"][lk] = lv
+                continue
+            cur = app[k]
+            if isinstance(cur, bool):
+                if not isinstance(v, bool):
+                    raise BadRequest(f"{k} must be true or false")
+            elif isinstance(cur, int):
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                    raise BadRequest(f"{k} must be a non-negative number")
+            elif isinstance(cur, str):
+                if not isinstance(v, str):
+                    raise BadRequest(f"{k} must be a string")
+            elif k == "redirect_uris":
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise BadRequest("redirect_uris must be a list of strings")
+            elif k == "consent_tenants":
+                if v is not None and (not isinstance(v, list) or not all(isinstance(x, (str, dict)) for x in v)):
+                    raise BadRequest("consent_tenants must be null or a list of tenant ids or {tenantId, tenantName}")
+            app[k] = v
+        if app["page_size"] < 1:
+            raise BadRequest("page_size must be at least 1")
+
+    # authorisations and tokens ----------------------------------------------------------------
+    def _tenant_refs(self, refs):
+        ids = []
+        for ref in refs or []:
+            if isinstance(ref, str):
+                ref = {"tenantId": ref}
+            if not isinstance(ref, dict):
+                raise BadRequest("a tenant is a tenant id or {tenantId, tenantName}")
+            tid = ref.get("tenantId") or str(uuid.uuid4())
+            t = self.tenant(tid, ref.get("tenantName"), connection_id=ref.get("connectionId"))
+            ids.append(t.id)
+        return ids
+
+    def create_authorisation(self, spec):
+        if not isinstance(spec, dict):
+            raise BadRequest("an authorisation is a JSON object")
+        rt = spec.get("refresh_token") or secrets.token_hex(32)
+        at = spec.get("access_token")
+        if rt in self.refresh:
+            raise BadRequest(f"refresh token {rt!r} already exists", 409)
+        if at and at in self.access:
+            raise BadRequest(f"access token {at!r} already exists", 409)
+        auth = Auth(self._tenant_refs(spec.get("tenants")), spec.get("scope") or DEFAULT_SCOPE, spec.get("authEventId"))
+        auth.offline = True  # an authorisation made by a test always has a refresh token
+        self.auths[auth.id] = auth
+        self.refresh[rt] = {"auth": auth.id, "issued": self.now(), "retired": None, "successor": None}
+        out = {"authEventId": auth.id, "refresh_token": rt, "connections": self.connections(auth)}
+        if at:
+            self.access[at] = {"auth": auth.id, "expires": self.now() + self.app["access_ttl"]}
+            out["access_token"] = at
+        return out
+
+    def id_token(self, auth):
+        def b64(obj):
+            return base64.urlsafe_b64encode(jdump(obj).encode()).rstrip(b"=").decode()
+
+        now = int(self.now())
+        payload = {
+            "iss": "https://identity.xero.com",
+            "aud": self.app["client_id"],
+            "iat": now,
+            "exp": now + 300,
+            "sub": auth.user_id,
+            "xero_userid": auth.user_id,
+            "authentication_event_id": auth.id,
+            "email": "demo@example.invalid",
+        }
+        return b64({"alg": "none", "kid": "xero-mock", "typ": "JWT"}) + "." + b64(payload) + ".xero-mock"
+
+    def issue(self, auth):
+        """A new token set for auth (the response of fixtures/xero/oauth_token_refresh_response.json)."""
+        at = secrets.token_urlsafe(32)
+        expires = self.now() + self.app["access_ttl"]
+        self.access[at] = {"auth": auth.id, "expires": expires}
+        resp = {"id_token": self.id_token(auth), "access_token": at, "expires_in": int(self.app["access_ttl"]),
+                "token_type": "Bearer"}
+        if auth.offline:
+            rt = secrets.token_hex(32)
+            self.refresh[rt] = {"auth": auth.id, "issued": self.now(), "retired": None, "successor": None}
+            resp["refresh_token"] = rt
+        resp["scope"] = auth.scope
+        return resp, expires
+
+    def connections(self, auth):
+        out = []
+        for tid in auth.tenant_ids:
+            t = self.tenant(tid)
+            out.append({
+                "id": t.connection_id,
+                "authEventId": auth.id,
+                "tenantId": t.id,
+                "tenantType": "ORGANISATION",
+                "tenantName": t.name,
+                "createdDateUtc": t.created.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0",
+                "updatedDateUtc": auth.created.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0",
+            })
+        return out
+
+    def bearer(self, header):
+        """(Auth, None) for a valid access token, else (None, reason)."""
+        if not header or not header[:7].lower() == "bearer ":
+            return None, "AuthenticationUnsuccessful"
+        rec = self.access.get(header[7:].strip())
+        if rec is None:
+            return None, "AuthenticationUnsuccessful"
+        if rec["expires"] <= self.now():
+            return None, "TokenExpired"
+        auth = self.auths.get(rec["auth"])
+        if auth is None or auth.revoked:
+            return None, "AuthenticationUnsuccessful"
+        return auth, None
+
+    # faults -----------------------------------------------------------------------------------
+    FAULT_MODES = ("none", "401", "429", "500", "503", "slow", "drop")
+
+    def set_faults(self, spec):
+        rules = spec if isinstance(spec, list) else [spec]
+        new = []
+        for r in rules:
+            if not isinstance(r, dict):
+                raise BadRequest("a fault is a JSON object")
+            mode = str(r.get("mode", "none"))
+            if mode not in self.FAULT_MODES:
+                raise BadRequest(f"fault mode must be one of {', '.join(self.FAULT_MODES)}")
+            if mode == "none":
+                continue
+            target = r.get("target", "api")
+            if target not in ("api", "token", "any"):
+                raise BadRequest("fault target must be api, token or any")
+            problem = r.get("problem", "minute")
+            if problem not in ("minute", "day", "concurrent", "appminute"):
+                raise BadRequest("fault problem must be minute, day, concurrent or appminute")
+            count = int(r.get("count", 1))
+            new.append({
+                "mode": mode,
+                "target": target,
+                "remaining": None if count == 0 else count,
+                "retry_after": int(r.get("retry_after", 1)),
+                "problem": problem,
+                "delay_ms": int(r.get("delay_ms", 1000 if mode == "slow" else 0)),
+                "tenant": r.get("tenant"),
+                "path_prefix": r.get("path_prefix"),
+                "applied": 0,
+            })
+        self.faults = new
+
+    def take_fault(self, target, tenant_id, path):
+        for f in self.faults:
+            if f["target"] != "any" and f["target"] != target:
+                continue
+            if f["tenant"] and (tenant_id is None or f["tenant"].lower() != tenant_id.lower()):
+                continue
+            if f["path_prefix"] and not path.lower().startswith(f["path_prefix"].lower()):
+                continue
+            f["applied"] += 1
+            if f["remaining"] is not None:
+                f["remaining"] -= 1
+                if f["remaining"] <= 0:
+                    self.faults.remove(f)
+            return dict(f)
+        return None
+
+    # rate limits and stats (P2.4) -------------------------------------------------------------
+    def stats_for(self, tid):
+        s = self.tstats.get(tid.lower())
+        if s is None:
+            s = self.tstats[tid.lower()] = CallStats()
+        return s
+
+    def begin_call(self, tenant_id, method, path, query, ims):
+        """Records an authenticated API attempt and decides whether the limits admit it."""
+        m = self.mono()
+        app, L = self.appstats, self.app["limits"]
+        tk = Ticket()
+        tk.tenant, tk.method, tk.path, tk.query, tk.ims = tenant_id, method, path, query, ims
+        tk.fault, tk.ended = None, False
+        tk.t_ms = self.now_ms()
+        route = f"{method} {path}"
+        for s in (app,) + ((self.stats_for(tenant_id),) if tenant_id else ()):
+            s.calls_total += 1
+            s.attempts.q.append(m)
+            s.max_window = max(s.max_window, s.attempts.count(m))
+            s.inflight += 1
+            s.max_concurrent = max(s.max_concurrent, s.inflight)
+            s.by_path[route] = s.by_path.get(route, 0) + 1
+        ts = self.stats_for(tenant_id) if tenant_id else None
+        tk.tstats = ts
+        problem, retry = None, None
+        if ts is not None:
+            if ts.adm_day.count(m) >= L["day"]:
+                problem, retry = "day", (ts.adm_day.q[0] + DAY - m) if ts.adm_day.q else 1
+            elif ts.adm_min.count(m) >= L["minute"]:
+                problem, retry = "minute", (ts.adm_min.q[0] + MINUTE - m) if ts.adm_min.q else 1
+            elif ts.adm_inflight >= L["concurrent"]:
+                problem, retry = "concurrent", 1
+        if problem is None and app.adm_min.count(m) >= L["appminute"]:
+            problem, retry = "appminute", (app.adm_min.q[0] + MINUTE - m) if app.adm_min.q else 1
+        if problem is not None:
+            owner = app if problem == "appminute" else ts
+            owner.over_limit += 1
+            owner.over_by_problem[problem] = owner.over_by_problem.get(problem, 0) + 1
+        tk.problem = problem
+        tk.retry_after = max(1, math.ceil(retry)) if retry is not None else None
+        tk.admitted = problem is None or not self.app["enforce_limits"]
+        if tk.admitted:
+            for s in (app,) + ((ts,) if ts else ()):
+                s.adm_min.q.append(m)
+                s.adm_day.q.append(m)
+                s.adm_inflight += 1
+        h = {"X-AppMinLimit-Remaining": max(0, L["appminute"] - app.adm_min.count(m))}
+        if ts is not None:
+            h["X-DayLimit-Remaining"] = max(0, L["day"] - ts.adm_day.count(m))
+            h["X-MinLimit-Remaining"] = max(0, L["minute"] - ts.adm_min.count(m))
+        tk.headers = h
+        return tk
+
+    def end_call(self, tk, status, note=None):
+        """Called once per ticket, before the response is written, so that a client that sends its
+        next call as soon as it has a reply is never seen as one call too concurrent."""
+        if tk.ended:
+            return
+        tk.ended = True
+        app, ts = self.appstats, tk.tstats
+        for s in (app,) + ((ts,) if ts else ()):
+            s.inflight -= 1
+            if tk.admitted:
+                s.adm_inflight -= 1
+            key = str(status)
+            s.statuses[key] = s.statuses.get(key, 0) + 1
+        if status == 429:
+            owner = ts if (ts is not None and (tk.problem != "appminute" or tk.fault)) else app
+            if tk.fault:
+                owner.sent_429_fault += 1
+            else:
+                owner.sent_429_limit += 1
+        self.log.append({
+            "t_ms": tk.t_ms, "method": tk.method, "path": tk.path, "query": tk.query, "tenant": tk.tenant,
+            "status": status, "problem": tk.problem, "fault": tk.fault["mode"] if tk.fault else None,
+            "if_modified_since": tk.ims, "note": note,
+        })
+
+    def stats(self):
+        tenants = {}
+        for tid, s in self.tstats.items():
+            t = self.tenants.get(tid)
+            tenants[t.id if t else tid] = s.as_json()
+        app = self.appstats.as_json()
+        app["max_calls_per_minute"] = app["max_calls_in_any_60s_window"]
+        violations = self.appstats.over_limit + sum(s.over_limit for s in self.tstats.values())
+        return {
+            "violations": violations,
+            "limits": dict(self.app["limits"]),
+            "enforce_limits": self.app["enforce_limits"],
+            "tenants": tenants,
+            "app": app,
+            "oauth": dict(self.oauth),
+            "unauthorised": dict(self.unauthorised),
+            "faults_pending": [dict(f) for f in self.faults],
+        }
+
+
+STATE = MockState()
+QUIET = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Demo data (--demo): the fixtures of fixtures/xero/ under one tenant
+
+
+DEMO_TENANT = "c2cc9b6e-9458-4c7d-93cc-f02b81b0594f"  # the tenant of fixtures/xero/webhook_contact_update.json
+DEMO_WEBHOOK_CONTACT = "717f2bfc-c6d4-41fd-b238-3f2f0c0cf777"  # its resourceId
+# Xero's fixtures have no credit note: this one follows the CreditNote schema of xero_accounting.yaml.
+# Its amounts keep trailing zeros (14.20) and four-place unit amounts on purpose.
+DEMO_CREDIT_NOTE = """{
+  "Type": "ACCRECCREDIT",
+  "CreditNoteID": "7df8949c-b71f-40c0-bbcf-39f2f450f286",
+  "CreditNoteNumber": "CN-0001",
+  "Reference": "Damaged part",
+  "Contact": {"ContactID": "8138a266-fb42-49b2-a104-014b7045753d", "Name": "Acme Parts Co."},
+  "DateString": "2019-03-11T00:00:00",
+  "Date": "/Date(1552262400000+0000)/",
+  "Status": "AUTHORISED",
+  "LineAmountTypes": "Exclusive",
+  "LineItems": [
+    {"LineItemID": "5a0b4b0e-3c9c-4d53-9f1c-4b4a3e1f2c11", "Description": "Refund for damaged part",
+     "Quantity": 1.0000, "UnitAmount": 12.3456, "TaxType": "OUTPUT2", "TaxAmount": 1.85,
+     "LineAmount": 12.35, "AccountCode": "200", "Tracking": []}
+  ],
+  "SubTotal": 12.35,
+  "TotalTax": 1.85,
+  "Total": 14.20,
+  "RemainingCredit": 14.20,
+  "Allocations": [],
+  "Payments": [],
+  "UpdatedDateUTC": "/Date(1552329729002+0000)/",
+  "CurrencyCode": "NZD",
+  "CurrencyRate": 1.0,
+  "HasAttachments": false
+}"""
+
+
+def fixture_records(path, collection):
+    """The raw texts of the records in a fixture envelope, exactly as they are in the file."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    top = whole_object(text.strip())
+    text = text.strip()
+    items, _ = array_spans(text, top[collection][0])
+    return [text[s:e] for s, e in items]
+
+
+def demo_document(fixtures):
+    def fx(name):
+        return os.path.join(fixtures, name)
+
+    invoices = fixture_records(fx("api_get_invoice_by_id_response.json"), "Invoices")
+    invoices += fixture_records(fx("api_get_invoices_list_response.json"), "Invoices")
+    contacts = fixture_records(fx("api_get_contact_by_id_response.json"), "Contacts")
+    contacts += fixture_records(fx("api_get_contacts_list_response.json"), "Contacts")
+    # the contact the webhook fixture names: the single-contact fixture under that ContactID
+    contacts.append(set_top_key(contacts[0], "ContactID", json.dumps(DEMO_WEBHOOK_CONTACT)))
+    with open(fx("api_get_connections_response.json"), encoding="utf-8") as f:
+        conn = json.load(f)[0]
+    doc = {
+        "app": {"client_id": "demo-client", "client_secret": "demo-secret"},
+        "tenants": {DEMO_TENANT: {"tenantName": conn["tenantName"], "connectionId": conn["id"]}},
+        "authorisations": [{"refresh_token": "demo-refresh-token",
+                            "tenants": [{"tenantId": DEMO_TENANT, "tenantName": conn["tenantName"]}]}],
+    }
+    text = jdump(doc)
+    # splice the raw records in (jdump would reformat their numbers)
+    lists = ",".join(
+        f'"{kind}":[{",".join(recs)}]'
+        for kind, recs in (("invoices", invoices), ("contacts", contacts), ("creditnotes", [DEMO_CREDIT_NOTE]))
+    )
+    marker = '"connectionId":' + json.dumps(conn["id"])
+    return text.replace(marker, marker + "," + lists, 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP
+
+
+def is_loopback(addr):
+    return addr.startswith("127.") or addr in ("::1", "::ffff:127.0.0.1") or addr.startswith("::ffff:127.")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "xero-mock/1.0"
+
+    def version_string(self):
+        return self.server_version
+
+    def log_message(self, fmt, *args):  # noqa: D401 (BaseHTTPRequestHandler's hook)
+        if not QUIET:
+            sys.stderr.write("xero-mock: %s %s\n" % (self.address_string(), fmt % args))
+
+    def do_GET(self):
+        self.dispatch("GET")
+
+    def do_POST(self):
+        self.dispatch("POST")
+
+    def do_PUT(self):
+        self.dispatch("PUT")
+
+    def do_DELETE(self):
+        self.dispatch("DELETE")
+
+    def do_PATCH(self):
+        self.dispatch("PATCH")
+
+    # plumbing ---------------------------------------------------------------------------------
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n > 0 else b""
+
+    def reply(self, status, body=b"", ctype="application/json; charset=utf-8", headers=None):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        if status not in (204, 304):
+            if body:
+                self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and status not in (204, 304):
+            self.wfile.write(body)
+
+    def reply_json(self, status, obj, headers=None):
+        self.reply(status, jdump(obj) + "\n", headers=headers)
+
+    def drop(self):
+        """Closes the connection without a response (a lost response)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def dispatch(self, method):
+        try:
+            url = urlsplit(self.path)
+            path = url.path.rstrip("/") or "/"
+            body = self.read_body()
+            low = path.lower()
+            if low.startswith("/_mock/") or low == "/_mock":
+                self.control(method, path, url.query, body)
+            elif low == "/connect/token" and method == "POST":
+                self.token(body)
+            elif low == "/connect/revocation" and method == "POST":
+                self.revocation(body)
+            elif low == "/identity/connect/authorize" and method == "GET":
+                self.authorize(url.query)
+            elif low == "/connections" or low.startswith("/connections/") or low.startswith("/api.xro/2.0/"):
+                self.api(method, path, url.query)
+            else:
+                self.reply(404, "The resource you're looking for cannot be found\n", "text/plain; charset=utf-8")
+        except BadRequest as e:
+            self.reply_json(e.status, {"error": "mock_bad_request", "message": str(e)})
+        except (ConnectionError, BrokenPipeError):
+            self.close_connection = True
+        except Exception:  # noqa: BLE001 (a bug of the mock: say so loudly, keep serving)
+            sys.stderr.write("xero-mock: internal error\n" + traceback.format_exc())
+            try:
+                self.reply(500, "xero-mock internal error (see its stderr)\n", "text/plain; charset=utf-8",
+                           {"X-Mock-Internal-Error": "1"})
+            except OSError:
+                self.close_connection = True
+
+    # identity: POST /connect/token (P2.3) -----------------------------------------------------
+    def client_credentials(self, form):
+        """(client_id, client_secret) from HTTP Basic or the body; raises on a malformed header."""
+        cid = sec = None
+        h = self.headers.get("Authorization", "")
+        if h[:6].lower() == "basic ":
+            try:
+                dec = base64.b64decode(h[6:].strip(), validate=True).decode("utf-8")
+                u, _, p = dec.partition(":")
+                cid, sec = unquote_plus(u), unquote_plus(p)  # RFC 6749 2.3.1: form-encoded, then base64
+            except ValueError:
+                return None, None
+            if form.get("client_id") not in (None, cid):
+                return None, None
+        else:
+            cid, sec = form.get("client_id"), form.get("client_secret")
+        return cid, sec
+
+    def token_error(self, status, error):
+        st = STATE
+        if error == "invalid_grant":
+            st.oauth["invalid_grant"] += 1
+        elif error == "invalid_client":
+            st.oauth["invalid_client"] += 1
+        return status, {"error": error}
+
+    def token(self, body):
+        st = STATE
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/x-www-form-urlencoded":  # P2.3: a form-encoded POST
+            with st.lock:
+                st.oauth["token_requests"] += 1
+            return self.reply_json(400, {"error": "invalid_request"})
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        with st.lock:
+            st.oauth["token_requests"] += 1
+            fault = st.take_fault("token", None, "/connect/token")
+        if fault:
+            if fault["delay_ms"]:
+                time.sleep(fault["delay_ms"] / 1000.0)
+            mode = fault["mode"]
+            if mode in ("500", "503"):
+                return self.reply(int(mode), '{"error":"server_error"}\n', headers={"X-Mock-Fault": mode})
+            if mode == "429":
+                return self.reply(429, RATE_LIMIT_BODY, "text/html; charset=utf-8",
+                                  {"Retry-After": fault["retry_after"], "X-Rate-Limit-Problem": fault["problem"],
+                                   "X-Mock-Fault": "429"})
+            if mode == "401":
+                return self.reply_json(401, {"error": "invalid_client"}, {"X-Mock-Fault": "401"})
+        with st.lock:
+            status, obj = self.token_grant(form)
+        if fault and fault["mode"] == "drop":  # processed (a refresh token may have rotated), reply lost
+            return self.drop()
+        self.reply(status, jdump(obj), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def token_grant(self, form):
+        st = STATE
+        app = st.app
+        cid, sec = self.client_credentials(form)
+        if not (cid is not None and sec is not None and hmac.compare_digest(cid, app["client_id"])
+                and hmac.compare_digest(sec, app["client_secret"])):
+            return self.token_error(401, "invalid_client")
+        grant = form.get("grant_type")
+        now = st.now()
+        if grant == "authorization_code":
+            c = st.codes.get(form.get("code", ""))
+            if c is None or c["used"] or c["expires"] <= now or c["redirect_uri"] != form.get("redirect_uri"):
+                return self.token_error(400, "invalid_grant")
+            if c["challenge"]:
+                v = form.get("code_verifier", "")
+                if c["method"] == "S256":
+                    v = base64.urlsafe_b64encode(hashlib.sha256(v.encode()).digest()).rstrip(b"=").decode()
+                if not hmac.compare_digest(v, c["challenge"]):
+                    return self.token_error(400, "invalid_grant")
+            c["used"] = True
+            auth = Auth(c["tenants"], c["scope"])
+            st.auths[auth.id] = auth
+            resp, _ = st.issue(auth)
+            st.oauth["code_exchanges"] += 1
+            return 200, resp
+        if grant == "refresh_token":
+            rt = form.get("refresh_token", "")
+            rec = st.refresh.get(rt)
+            auth = st.auths.get(rec["auth"]) if rec else None
+            if rec is None or auth is None or auth.revoked:
+                return self.token_error(400, "invalid_grant")
+            if rec["retired"] is None:
+                if now - rec["issued"] > app["refresh_ttl"]:
+                    return self.token_error(400, "invalid_grant")
+                resp, expires = st.issue(auth)
+                rec["retired"] = now
+                rec["successor"] = (resp, expires)
+                st.oauth["token_refreshes"] += 1
+                return 200, resp
+            # Retired: P2.3 grace period. The retry gets the very pair its first use issued, so two
+            # racing refreshers (or a client whose response was lost) end up with the same tokens.
+            if now - rec["retired"] <= app["grace"]:
+                resp, expires = rec["successor"]
+                resp = dict(resp)
+                if expires - now < 1:  # that access token has (all but) lapsed: a new one, same refresh token
+                    at = secrets.token_urlsafe(32)
+                    expires = now + app["access_ttl"]
+                    st.access[at] = {"auth": auth.id, "expires": expires}
+                    resp["access_token"] = at
+                    rec["successor"] = (dict(resp), expires)
+                resp["expires_in"] = max(0, int(expires - now))
+                st.oauth["grace_replays"] += 1
+                return 200, resp
+            return self.token_error(400, "invalid_grant")
+        if not grant:
+            return 400, {"error": "invalid_request"}
+        return 400, {"error": "unsupported_grant_type"}
+
+    def revocation(self, body):
+        st = STATE
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        with st.lock:
+            cid, sec = self.client_credentials(form)
+            if not (cid == st.app["client_id"] and sec == st.app["client_secret"]):
+                status, obj = self.token_error(401, "invalid_client")
+                return self.reply_json(status, obj)
+            rec = st.refresh.get(form.get("token", ""))
+            if rec and rec["auth"] in st.auths:
+                st.auths[rec["auth"]].revoked = True
+                st.oauth["revocations"] += 1
+        self.reply(200)
+
+    # login: GET /identity/connect/authorize (P2.3) --------------------------------------------
+    def authorize(self, query):
+        st = STATE
+        q = dict(parse_qsl(query, keep_blank_values=True))
+        with st.lock:
+            app = st.app
+            if q.get("client_id") != app["client_id"]:
+                return self.reply(400, "unauthorized_client: unknown client_id\n", "text/plain; charset=utf-8")
+            redirect = q.get("redirect_uri", "")
+            if not redirect or (app["redirect_uris"] and redirect not in app["redirect_uris"]):
+                return self.reply(400, "invalid_request: redirect_uri is missing or not registered\n",
+                                  "text/plain; charset=utf-8")
+            sep = "&" if "?" in redirect else "?"
+            extra = {"state": q["state"]} if "state" in q else {}
+            if q.get("response_type") != "code":
+                loc = redirect + sep + urlencode({"error": "unsupported_response_type", **extra})
+                return self.reply(302, headers={"Location": loc})
+            if app["consent_tenants"] is not None:
+                tenant_ids = st._tenant_refs(app["consent_tenants"])
+            else:
+                tenant_ids = [t.id for t in st.tenants.values()]
+                if not tenant_ids:  # nothing known yet: one new organisation
+                    tenant_ids = [st.tenant(str(uuid.uuid4()), "Demo Company (NZ)").id]
+            scope = q.get("scope") or DEFAULT_SCOPE
+            code = secrets.token_urlsafe(32)
+            st.codes[code] = {"redirect_uri": redirect, "scope": scope, "tenants": tenant_ids, "used": False,
+                              "expires": st.now() + app["code_ttl"], "challenge": q.get("code_challenge"),
+                              "method": q.get("code_challenge_method", "plain")}
+            st.oauth["codes_issued"] += 1
+            loc = redirect + sep + urlencode({"code": code, "scope": scope, **extra,
+                                              "session_state": secrets.token_hex(16)})
+        self.reply(302, headers={"Location": loc})
+
+    # api: /connections and /api.xro/2.0 (P2.2, P2.3, P2.4) ----------------------------------
+    def api_error(self, status, detail):
+        return self.reply_json(status, {
+            "Type": None, "Title": "Unauthorized" if status == 401 else "Forbidden", "Status": status,
+            "Detail": detail, "Instance": str(uuid.uuid4()), "Extensions": {},
+        }, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else None)
+
+    def api(self, method, path, query):
+        st = STATE
+        low = path.lower()
+        ims = self.headers.get("If-Modified-Since")
+        with st.lock:
+            auth, why = st.bearer(self.headers.get("Authorization"))
+            if auth is None:
+                st.unauthorised["401"] += 1
+                return self.api_error(401, why)
+            tenant_id = None
+            if not low.startswith("/connections"):
+                hdr = (self.headers.get("xero-tenant-id") or "").strip().lower()
+                ids = {t.lower() for t in auth.tenant_ids}
+                if not hdr or hdr not in ids:
+                    st.unauthorised["403"] += 1
+                    return self.api_error(403, "AuthenticationUnsuccessful")
+                tenant_id = st.tenants[hdr].id
+            tk = st.begin_call(tenant_id, method, path, query, ims)
+            if tk.admitted:
+                tk.fault = st.take_fault("api", tenant_id, path)
+        headers = {k: v for k, v in tk.headers.items()}
+        headers["Xero-Correlation-Id"] = str(uuid.uuid4())
+        if not tk.admitted:  # over a real limit
+            headers["Retry-After"] = tk.retry_after
+            headers["X-Rate-Limit-Problem"] = tk.problem
+            with st.lock:
+                st.end_call(tk, 429)
+            return self.reply(429, RATE_LIMIT_BODY, "text/html; charset=utf-8", headers)
+        f = tk.fault
+        if f:
+            headers["X-Mock-Fault"] = f["mode"]
+            if f["delay_ms"]:
+                time.sleep(f["delay_ms"] / 1000.0)  # the lock is not held: concurrency is real
+            if f["mode"] == "drop":
+                with st.lock:
+                    st.end_call(tk, "drop")
+                return self.drop()
+            if f["mode"] == "429":
+                headers["Retry-After"] = f["retry_after"]
+                headers["X-Rate-Limit-Problem"] = f["problem"]
+                remaining = {"minute": "X-MinLimit-Remaining", "day": "X-DayLimit-Remaining",
+                             "appminute": "X-AppMinLimit-Remaining"}.get(f["problem"])
+                if remaining:
+                    headers[remaining] = 0
+                with st.lock:
+                    st.end_call(tk, 429)
+                return self.reply(429, RATE_LIMIT_BODY, "text/html; charset=utf-8", headers)
+            if f["mode"] in ("500", "503"):
+                with st.lock:
+                    st.end_call(tk, int(f["mode"]))
+                body = {"ErrorNumber": int(f["mode"]), "Type": "InternalServerError" if f["mode"] == "500"
+                        else "ServiceUnavailable", "Message": "mock fault"}
+                return self.reply(int(f["mode"]), jdump(body), headers=headers)
+            if f["mode"] == "401":
+                with st.lock:
+                    st.end_call(tk, 401)
+                return self.reply(401, jdump({"Type": None, "Title": "Unauthorized", "Status": 401,
+                                              "Detail": "TokenExpired", "Instance": str(uuid.uuid4()),
+                                              "Extensions": {}}), headers=headers)
+        with st.lock:
+            try:
+                status, body, ctype = self.api_response(method, path, query, auth, tenant_id, ims)
+            except BadRequest as e:
+                status, ctype = e.status, "application/json; charset=utf-8"
+                body = jdump({"ErrorNumber": 10, "Type": "ValidationException", "Message": str(e)})
+            except Exception:
+                st.end_call(tk, 500, "internal")
+                raise
+            st.end_call(tk, status)
+        self.reply(status, body, ctype, headers)
+
+    def envelope(self, collection, records, pagination=None):
+        st = STATE
+        app = st.app
+        ms = ms_date(st.now_ms(), offset=False)
+        head = (f'{{"Id":"{uuid.uuid4()}","Status":"OK","ProviderName":{json.dumps(app["provider_name"])},'
+                f'"DateTimeUTC":{json.dumps(ms)}')
+        if pagination:
+            head += ',"pagination":' + jdump(pagination)
+        text = head + f',"{collection}":[' + ",".join(records) + "]}"
+        if app["escape_slashes"]:
+            text = escape_dates(text)
+        if app["pretty"]:
+            text = pretty_crlf(text)
+        return text
+
+    def api_response(self, method, path, query, auth, tenant_id, ims):
+        """(status, body, content type) of an admitted API call; runs under the lock."""
+        st = STATE
+        parts = [unquote(p) for p in path.split("/") if p]
+        text_404 = ("The resource you're looking for cannot be found\n", "text/plain; charset=utf-8")
+        if parts[0].lower() == "connections":
+            if len(parts) == 1 and method == "GET":
+                qs = dict(parse_qsl(query))
+                conns = [c for c in st.connections(auth)
+                         if not qs.get("authEventId") or c["authEventId"] == qs["authEventId"]]
+                return 200, jdump(conns), "application/json; charset=utf-8"
+            if len(parts) == 2 and method == "DELETE":
+                for tid in list(auth.tenant_ids):
+                    if st.tenant(tid).connection_id.lower() == parts[1].lower():
+                        auth.tenant_ids.remove(tid)
+                        return 204, b"", ""
+                return (404,) + text_404
+            return 405, jdump({"error": "method not allowed"}), "application/json; charset=utf-8"
+        # /api.xro/2.0/<Collection>[/<id>]
+        rest = parts[2:]
+        tenant = st.tenant(tenant_id)
+        if rest and rest[0].lower() == "organisation" and len(rest) == 1 and method == "GET":
+            org = jdump({"Name": tenant.name, "LegalName": tenant.name, "OrganisationID": tenant.id,
+                         "OrganisationStatus": "ACTIVE", "BaseCurrency": "NZD", "CountryCode": "NZ",
+                         "Version": "NZ", "IsDemoCompany": True})
+            return 200, self.envelope("Organisations", [org]), "application/json; charset=utf-8"
+        kind = COLLECTIONS.get(rest[0].lower()) if rest else None
+        if kind is None or len(rest) > 2:
+            return (404,) + text_404
+        if method != "GET":
+            return (501, jdump({"ErrorNumber": 501, "Type": "NotImplemented",
+                                "Message": f"xero-mock serves only GET on {KINDS[kind]['collection']}"}),
+                    "application/json; charset=utf-8")
+        spec = KINDS[kind]
+        table = tenant.records[kind]
+        app = st.app
+        if len(rest) == 2:  # a single record, by ID (or by number, as Xero allows)
+            key = rest[1].lower()
+            r = table.get(key)
+            if r is None:
+                r = next((x for x in table.values() if x.number is not None and x.number == rest[1]), None)
+            if r is None:
+                return (404,) + text_404
+            return 200, self.envelope(spec["collection"], [r.raw]), "application/json; charset=utf-8"
+        q = {}
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            q.setdefault(k.lower(), []).append(v)
+        recs = list(table.values())
+        if "ids" in q:
+            wanted = {x.strip().lower() for v in q["ids"] for x in v.split(",") if x.strip()}
+            recs = [r for r in recs if r.key in wanted]
+        if ims:
+            try:
+                since = parse_when(ims)
+            except ValueError as e:
+                raise BadRequest(f"If-Modified-Since: {e}") from None
+            recs = [r for r in recs if r.updated_ms > since]
+        order = (q.get("order") or [""])[-1].strip().lower()
+        desc = order.startswith("updateddateutc") and order.endswith("desc")
+        recs.sort(key=lambda r: (r.updated_ms, r.seq), reverse=desc)
+        pagination = None
+        if "page" in q:
+            try:
+                page = int(q["page"][-1])
+                size = int(q["pagesize"][-1]) if "pagesize" in q else app["page_size"]
+            except ValueError:
+                raise BadRequest("page and pageSize must be integers") from None
+            if page < 1 or size < 1 or size > 1000:
+                raise BadRequest("page must be >= 1 and pageSize between 1 and 1000")
+            total = len(recs)
+            pagination = {"page": page, "pageSize": size, "pageCount": math.ceil(total / size), "itemCount": total}
+            recs = recs[(page - 1) * size : page * size]
+            raws = [r.raw for r in recs]
+        else:
+            raws = [r.raw for r in recs]
+            if spec["lines"] and app["strip_lineitems_unpaged"]:
+                raws = [remove_top_key(x, "LineItems") for x in raws]
+        return 200, self.envelope(spec["collection"], raws, pagination), "application/json; charset=utf-8"
+
+    # control: /_mock/... ------------------------------------------------------------------------
+    def control(self, method, path, query, body):
+        if not is_loopback(self.client_address[0]):
+            return self.reply_json(403, {"error": "the control API answers the loopback interface only"})
+        st = STATE
+        parts = [unquote(p) for p in path.split("/") if p][1:]
+        route = (method, parts[0].lower() if parts else "")
+        q = dict(parse_qsl(query, keep_blank_values=True))
+
+        def body_json(default=None):
+            if not body.strip():
+                return default
+            try:
+                return json.loads(body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadRequest(f"the body is not JSON: {e}") from None
+
+        with st.lock:
+            if route == ("GET", "health"):
+                return self.reply_json(200, {"ok": True})
+            if route == ("POST", "reset"):
+                opts = body_json({}) or {}
+                st.reset()
+                if opts.get("seed"):
+                    for doc in st.seed:
+                        st.load(doc)
+                return self.reply_json(200, {"ok": True})
+            if parts and parts[0].lower() == "app" and len(parts) == 1:
+                if method == "PUT":
+                    st.update_app(body_json({}))
+                elif method != "GET":
+                    raise BadRequest("GET or PUT /_mock/app", 405)
+                return self.reply_json(200, st.app)
+            if parts and parts[0].lower() == "clock" and len(parts) == 1:
+                if method == "POST":
+                    adv = (body_json({}) or {}).get("advance", 0)
+                    if not isinstance(adv, (int, float)) or adv < 0:
+                        raise BadRequest("advance must be a non-negative number of seconds")
+                    st.offset += adv
+                return self.reply_json(200, {"offset_s": st.offset, "now_ms": st.now_ms()})
+            if parts and parts[0].lower() == "authorisations" and len(parts) == 1:
+                if method == "POST":
+                    return self.reply_json(201, st.create_authorisation(body_json({})))
+                if method == "GET":
+                    out = []
+                    for a in st.auths.values():
+                        active = [t for t, r in st.refresh.items() if r["auth"] == a.id and r["retired"] is None]
+                        out.append({"authEventId": a.id, "revoked": a.revoked, "scope": a.scope,
+                                    "active_refresh_tokens": active, "connections": st.connections(a)})
+                    return self.reply_json(200, out)
+                raise BadRequest("GET or POST /_mock/authorisations", 405)
+            if parts and parts[0].lower() == "tenants":
+                return self.control_tenants(method, parts[1:], q, body)
+            if parts and parts[0].lower() == "faults" and len(parts) == 1:
+                if method == "POST":
+                    st.set_faults(body_json({"mode": "none"}))
+                elif method == "DELETE":
+                    st.faults = []
+                elif method != "GET":
+                    raise BadRequest("GET, POST or DELETE /_mock/faults", 405)
+                return self.reply_json(200, st.faults)
+            if parts and parts[0].lower() == "stats" and len(parts) == 1:
+                if method == "DELETE":
+                    st.reset_stats()
+                    return self.reply(204)
+                return self.reply_json(200, st.stats())
+            if parts and parts[0].lower() == "requests" and len(parts) == 1:
+                if method == "DELETE":
+                    st.log.clear()
+                    return self.reply(204)
+                return self.reply_json(200, list(st.log))
+            if route == ("POST", "load"):
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise BadRequest("the load document is not UTF-8") from None
+                return self.reply_json(200, st.load(text))
+        raise BadRequest(f"no control endpoint {method} {path}", 404)
+
+    def control_tenants(self, method, parts, q, body):
+        st = STATE
+        if not parts:
+            if method != "GET":
+                raise BadRequest("GET /_mock/tenants", 405)
+            return self.reply_json(200, {t.id: {"tenantName": t.name, "connectionId": t.connection_id,
+                                                **{k: len(v) for k, v in t.records.items()}}
+                                         for t in st.tenants.values()})
+        tid = parts[0]
+        if len(parts) == 1:
+            if method == "PUT":
+                spec = json.loads(body.decode("utf-8") or "{}")
+                t = st.tenant(tid, spec.get("tenantName"), connection_id=spec.get("connectionId"))
+                return self.reply_json(200, {"tenantId": t.id, "tenantName": t.name})
+            raise BadRequest("PUT /_mock/tenants/{tenantId}", 405)
+        kind = parts[1].lower()
+        if kind not in KINDS:
+            raise BadRequest(f"unknown resource {parts[1]!r} (invoices, contacts, creditnotes)", 404)
+        t = st.tenant(tid, create=(method == "PUT"))
+        if len(parts) == 2:
+            if method != "GET":
+                raise BadRequest("GET /_mock/tenants/{tenantId}/{kind}", 405)
+            recs = sorted(t.records[kind].values(), key=lambda r: (r.updated_ms, r.seq)) if t else []
+            return self.reply_json(200, [{"id": r.id, "updated_ms": r.updated_ms} for r in recs])
+        if len(parts) != 3:
+            raise BadRequest("/_mock/tenants/{tenantId}/{kind}/{id}", 404)
+        rid = parts[2]
+        if method == "PUT":
+            upd = q.get("updated_ms")
+            try:
+                upd = int(upd) if upd not in (None, "") else None
+            except ValueError:
+                raise BadRequest("updated_ms must be an integer (milliseconds since the epoch)") from None
+            try:
+                raw = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest("the record is not UTF-8") from None
+            r, created = st.put_record(tid, kind, raw, rid, upd)
+            return self.reply_json(201 if created else 200, {"id": r.id, "updated_ms": r.updated_ms})
+        r = t.records[kind].get(rid.lower()) if t else None
+        if r is None:
+            return self.reply_json(404, {"error": "no such record"})
+        if method == "DELETE":
+            del t.records[kind][rid.lower()]
+            return self.reply(204)
+        if method == "GET":
+            return self.reply(200, r.raw)
+        raise BadRequest("GET, PUT or DELETE a record", 405)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        if not QUIET:
+            super().handle_error(request, client_address)
+
+
+def main(argv=None):
+    global QUIET
+    ap = argparse.ArgumentParser(description="Mock of Xero's identity, login and api hosts for settled's tests.")
+    ap.add_argument("--port", type=int, required=True, help="TCP port (0: any free port, printed)")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--state", help="a load document (see README) applied at start")
+    ap.add_argument("--demo", action="store_true", help="seed the demo app, authorisation and fixture records")
+    ap.add_argument("--fixtures", default=DEFAULT_FIXTURES, help="fixtures/xero folder for --demo")
+    ap.add_argument("--quiet", "-q", action="store_true", help="no request log on stderr")
+    args = ap.parse_args(argv)
+    QUIET = args.quiet
+
+    seed = []
+    if args.demo:
+        seed.append(demo_document(args.fixtures))
+    if args.state:
+        with open(args.state, encoding="utf-8") as f:
+            seed.append(f.read())
+    try:
+        for doc in seed:
+            STATE.load(doc)
+    except BadRequest as e:
+        sys.stderr.write(f"xero-mock: bad seed: {e}\n")
+        return 2
+    STATE.seed = seed  # replayed by POST /_mock/reset {"seed": true}
+    if ":" in args.host:
+        Server.address_family = socket.AF_INET6
+    httpd = Server((args.host, args.port), Handler)
+    port = httpd.server_address[1]
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"xero-mock listening on http://{shown}:{port}", flush=True)
+
+    def stop(signum, frame):
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    finally:
+        httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,7 +34,7 @@ typedef struct st_gw_http_request_t {
 
 /* A response; the receiver owns it and frees it with gw_http_response_free. */
 typedef struct st_gw_http_response_t {
-    long status; /* HTTP status, or 0 when the request failed before a status arrived */
+    long status; /* HTTP status, or 0 when the request failed (error is then set; body empty, no headers) */
     char *error; /* NULL, or why the transfer failed (timeout, refused, TLS, ...) */
     char *body;  /* NUL-terminated for convenience; body_len excludes the NUL */
     size_t body_len;
@@ -52,24 +52,30 @@ typedef struct st_gw_http_options_t {
 
 /* Starts the HTTP thread (call once, before any other function, from the main thread). Returns 0 or -1. */
 __attribute__((warn_unused_result)) int gw_http_init(const gw_http_options_t *opts);
-/* Stops the thread; requests still in flight complete with an error first. */
+/* Stops the thread; requests still in flight complete with the error "shutting down" first (those of a loop
+ * when that loop next runs). Calling it again, or without gw_http_init, does nothing. */
 void gw_http_shutdown(void);
 
 /* Performs req and blocks the calling thread until it completes. Never call from an event loop.
- * Fills *res (always, also on failure; res->error says why). Returns 0 if a status arrived, else -1. */
+ * Fills *res (always, also on failure; res->error says why). Returns 0 if a complete response arrived, else -1. */
 int gw_http_do(const gw_http_request_t *req, gw_http_response_t *res);
 
 /* Per-loop attachment: results for gw_http_start arrive on that loop's thread. */
 typedef struct st_gw_http_loop_t gw_http_loop_t;
 gw_http_loop_t *gw_http_loop_create(h2o_evloop_t *loop);
+/* Loop thread only, never from inside a gw_http_cb. Calls still pending fire now: a result that has already
+ * arrived as is, any other with the error "shutting down". */
 void gw_http_loop_destroy(gw_http_loop_t *hl);
 
-/* Called on the loop thread with the response (the callee owns it). */
+/* Called on the loop thread with the response (the callee owns its contents and frees them with
+ * gw_http_response_free; the struct itself is valid until cb returns, so copy *res to keep it). */
 typedef void (*gw_http_cb)(void *data, gw_http_response_t *res);
 typedef struct st_gw_http_call_t gw_http_call_t;
-/* Starts req; cb fires exactly once on hl's loop, unless the call is detached first. */
+/* Starts req (loop thread only); cb fires exactly once on hl's loop, unless the call is detached first.
+ * Returns NULL, and cb never fires, when req is unusable or the client is not running. */
 gw_http_call_t *gw_http_start(gw_http_loop_t *hl, const gw_http_request_t *req, gw_http_cb cb, void *data);
-/* The caller no longer wants the result (e.g. its request went away): cb will not fire. Loop thread only. */
+/* The caller no longer wants the result (e.g. its request went away): cb will not fire. Loop thread only,
+ * and only before cb has fired. */
 void gw_http_detach(gw_http_call_t *call);
 
 /* The value of header name (case-insensitive), or NULL. */

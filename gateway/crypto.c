@@ -204,9 +204,14 @@ int gw_crypto_open(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *seale
 {
     const unsigned char *in = sealed;
     *outlen = 0;
-    if (len < GW_CRYPTO_SEAL_OVERHEAD || len > INT_MAX || aadlen > INT_MAX || in[0] != GW_CRYPTO_SEAL_VERSION)
+    if (len < GW_CRYPTO_SEAL_OVERHEAD)
         return -1;
     size_t ctlen = len - GW_CRYPTO_SEAL_OVERHEAD;
+    if (len > INT_MAX || aadlen > INT_MAX || in[0] != GW_CRYPTO_SEAL_VERSION) {
+        if (ctlen != 0)
+            OPENSSL_cleanse(out, ctlen);
+        return -1;
+    }
     const unsigned char *nonce = in + 1, *ct = in + 1 + SEAL_NONCE_LEN, *tag = ct + ctlen;
     unsigned char tagcopy[SEAL_TAG_LEN];
     memcpy(tagcopy, tag, sizeof(tagcopy)); /* EVP wants a non-const tag */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* main.c: the settled binary's command line: serve, migrate, check-config. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
+#include "xero_auth.h"
 
 extern char **environ;
 
@@ -24,6 +26,9 @@ static void usage(FILE *out)
                  "  migrate        apply the database migrations compiled into this binary\n"
                  "  check-config   validate the configuration and print it, secrets redacted\n"
                  "                 (--list-keys: print the name of every setting)\n"
+                 "  connect xero   connect a Xero organisation: --authorize (prints the URL to open),\n"
+                 "                 --refresh-token T|- (migrate an existing connection), --callback URL,\n"
+                 "                 --check [--force-refresh]; --organisation SLUG\n"
                  "  version        print the version\n"
                  "\n"
                  "Settings come from SETTLED_* environment variables and an optional KEY=value file;\n"
@@ -38,7 +43,12 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1], *config_path = NULL;
     int list_keys = 0;
-    for (int i = 2; i < argc; ++i) {
+    /* commands with arguments of their own get everything after the command; --config is theirs to skip */
+    bool own_args = strcmp(cmd, "connect") == 0;
+    for (int i = 2; own_args && i < argc; ++i)
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config_path = argv[++i];
+    for (int i = 2; !own_args && i < argc; ++i) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];
         } else if (strcmp(argv[i], "--list-keys") == 0 && strcmp(cmd, "check-config") == 0) {
@@ -61,7 +71,7 @@ int main(int argc, char **argv)
         gw_config_list_keys(stdout);
         return 0;
     }
-    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "check-config") != 0) {
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "check-config") != 0 && !own_args) {
         fprintf(stderr, "settled: unknown command: %s\n", cmd);
         usage(stderr);
         return 2;
@@ -87,6 +97,8 @@ int main(int argc, char **argv)
         } else {
             ret = gw_migrate_run(cfg.database_url, gw_schema_files, gw_schema_nfiles, stdout) == 0 ? 0 : 1;
         }
+    } else if (strcmp(cmd, "connect") == 0) {
+        ret = gw_xero_cli(&cfg, argc - 2, argv + 2);
     } else {
         ret = gw_server_run(&cfg);
     }

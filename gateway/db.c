@@ -72,6 +72,7 @@ struct st_gw_db_t {
 static void on_conn_io(h2o_socket_t *sock, const char *err);
 static void on_conn_writable(h2o_socket_t *sock, const char *err);
 static void dispatch(gw_db_t *db);
+static bool may_queue(const gw_db_t *db);
 
 static void set_state(gw_db_conn_t *c, enum gw_db_conn_state state)
 {
@@ -215,7 +216,10 @@ static void start_prepare(gw_db_conn_t *c)
     }
     /* the statements are simple and always planned alike: plan them once, not on every execution
      * (custom plans re-read column defaults and index predicates each time) */
-    if (PQsendQueryParams(c->pg, "SET plan_cache_mode = force_generic_plan", 0, NULL, NULL, NULL, NULL, 0) != 1) {
+    /* and the inbox's per-statement NOTIFY trigger is off for this pool: a NOTIFY serialises commits on a
+     * cluster-wide lock, so the intake sends at most a few explicit notifications a second instead */
+    if (PQsendQueryParams(c->pg, "SET plan_cache_mode = force_generic_plan", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQsendQueryParams(c->pg, "SET settled.notify = off", 0, NULL, NULL, NULL, NULL, 0) != 1) {
         disconnect(c, pq_error(c));
         return;
     }
@@ -461,8 +465,8 @@ static void on_tick(h2o_timeout_entry_t *entry)
                  now - c->since > deadline)
             disconnect(c, c->state == GW_DB_BUSY ? "commit timed out" : "connect timed out");
     }
-    /* with no connection up, queued jobs fail at once (the provider retries); otherwise after a timeout */
-    bool up = gw_db_is_up(db);
+    /* with every connection down, queued jobs fail at once (the provider retries); otherwise after a timeout */
+    bool up = may_queue(db);
     while (!h2o_linklist_is_empty(&db->queue)) {
         gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
         if (up && now - job->queued_at <= deadline)
@@ -536,10 +540,19 @@ bool gw_db_is_idle(const gw_db_t *db)
     return db->queued == 0 && db->inflight == 0;
 }
 
+/* True if a connection is up or being made: jobs may wait for it (the tick fails them if it never comes). */
+static bool may_queue(const gw_db_t *db)
+{
+    for (size_t i = 0; i != db->nconns; ++i)
+        if (db->conns[i].state != GW_DB_DISCONNECTED)
+            return true;
+    return false;
+}
+
 gw_db_job_t *gw_db_submit(gw_db_t *db, size_t stmt, const gw_db_param_t *params, size_t nparams, gw_db_job_cb cb,
                           void *data)
 {
-    if (!gw_db_is_up(db) || db->queued >= (size_t)db->cfg->db_queue_limit)
+    if (!may_queue(db) || db->queued >= (size_t)db->cfg->db_queue_limit)
         return NULL;
 
     /* one allocation: the job, its parameter arrays, then the parameter bytes (text ones NUL-terminated) */

@@ -47,8 +47,9 @@ void gw_db_destroy(gw_db_t *db);
 
 /*
  * Queues statement stmt (an index into the statements given to gw_db_create) with params for the next
- * batch. Returns the job, whose cb will fire exactly once, or NULL if the store cannot take it now (no
- * connection is up, or the queue is full); then cb never fires and the caller answers 503.
+ * batch. Returns the job, whose cb (may be NULL) will fire exactly once, or NULL if the store cannot take it
+ * now (every connection is down, or the queue is full); then cb never fires and the caller answers 503. While
+ * a connection is being made, jobs wait for it (at most SETTLED_DB_COMMIT_TIMEOUT_MS).
  */
 gw_db_job_t *gw_db_submit(gw_db_t *db, size_t stmt, const gw_db_param_t *params, size_t nparams, gw_db_job_cb cb,
                           void *data);

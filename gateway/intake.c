@@ -15,7 +15,7 @@
 #include "log.h"
 #include "reply.h"
 
-enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS };
+enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS, STMT_NOTIFY };
 
 /* $1 organisation, $2 provider, $3 source, $4 raw body (binary), $5 headers, $6 verified_at and $7
  * received_at (unix microseconds), $8 correlation id; then the event(s). A delivery of one event (every
@@ -38,6 +38,7 @@ const gw_db_statement_t gw_intake_statements[] = {
      "FROM jsonb_to_recordset($9::jsonb) AS e(account text, event_id text, event_type text, resource_id text) "
      "ON CONFLICT (provider, source, event_id) DO NOTHING",
      9},
+    {"intake_notify", "SELECT pg_notify('settled_events', '')", 0},
 };
 const size_t gw_intake_nstatements = sizeof(gw_intake_statements) / sizeof(gw_intake_statements[0]);
 
@@ -90,6 +91,40 @@ static void reply_unavailable(h2o_req_t *req, const gw_loop_t *loop, const cn_co
     reply_error(req, cn, 503, gw_err_store_unavailable, "The event was not stored; retry later.");
 }
 
+/* Wakes idle queue workers (LISTEN settled_events) after new events commit. A NOTIFY holds a cluster-wide lock
+ * through its transaction's commit, so one per commit would serialise the intake: a loop sends at most one per
+ * GW_NOTIFY_INTERVAL_MS, and a late one covers everything committed before it. Losing one is harmless: workers
+ * also poll. */
+static void send_notify(gw_loop_t *loop)
+{
+    loop->last_notify_at = h2o_now(loop->evloop);
+    gw_db_submit(loop->db, STMT_NOTIFY, NULL, 0, NULL, NULL);
+}
+
+static void on_notify_timer(h2o_timeout_entry_t *entry)
+{
+    gw_loop_t *loop = H2O_STRUCT_FROM_MEMBER(gw_loop_t, notify_entry, entry);
+    send_notify(loop);
+}
+
+static void wake_workers(gw_loop_t *loop)
+{
+    if (h2o_timeout_is_linked(&loop->notify_entry))
+        return; /* one is already due */
+    if (h2o_now(loop->evloop) - loop->last_notify_at >= GW_NOTIFY_INTERVAL_MS) {
+        send_notify(loop);
+    } else {
+        loop->notify_entry.cb = on_notify_timer;
+        h2o_timeout_link(loop->evloop, &loop->notify_timeout, &loop->notify_entry);
+    }
+}
+
+void gw_intake_loop_init(gw_loop_t *loop)
+{
+    h2o_timeout_init(loop->evloop, &loop->notify_timeout, GW_NOTIFY_INTERVAL_MS);
+    loop->notify_entry = (h2o_timeout_entry_t){.cb = on_notify_timer};
+}
+
 static void on_pending_dispose(void *p)
 {
     pending_t *pending = p;
@@ -112,6 +147,8 @@ static void on_committed(void *data, const char *error, uint64_t rows)
         return;
     }
     gw_metrics_events(pending->route->id, pending->nevents, rows);
+    if (rows != 0)
+        wake_workers(loop);
     reply_accepted(req, cn);
 }
 

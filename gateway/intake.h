@@ -13,6 +13,11 @@
 extern const gw_db_statement_t gw_intake_statements[];
 extern const size_t gw_intake_nstatements;
 
+#define GW_NOTIFY_INTERVAL_MS 100
+
+/* Sets up a loop's worker wake-ups (call once per loop before it runs). */
+void gw_intake_loop_init(gw_loop_t *loop);
+
 /* The handler of POST /webhooks/<provider>[/<source>]; route->data is the provider's connector. */
 int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h2o_iovec_t source);
 

@@ -180,6 +180,7 @@ int gw_server_run(gw_config_t *cfg)
         loop->accept_ctx.ctx = &loop->ctx;
         loop->accept_ctx.hosts = conf.hosts;
         loop->db = gw_db_create(loop->evloop, cfg, gw_intake_statements, gw_intake_nstatements);
+        gw_intake_loop_init(loop);
         if (cfg->redis_url != NULL)
             loop->redis = gw_redis_create(loop->evloop, cfg->redis_url);
     }

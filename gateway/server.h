@@ -27,6 +27,10 @@ typedef struct st_gw_loop_t {
     pthread_t tid;
     uint64_t request_seq;
     char request_prefix[17]; /* random per loop, so request ids are unique across loops and instances */
+    /* waking the queue workers after commits: at most one NOTIFY per GW_NOTIFY_INTERVAL_MS (see intake.c) */
+    uint64_t last_notify_at;
+    h2o_timeout_t notify_timeout;
+    h2o_timeout_entry_t notify_entry;
 } gw_loop_t;
 
 /* The loop a request runs on. */

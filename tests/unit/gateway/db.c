@@ -188,9 +188,36 @@ static void test_unreachable_store_refuses_jobs(void **state)
     for (int i = 0; i != 20; ++i)
         h2o_evloop_run(loop, 10);
     assert_false(gw_db_is_up(db));
+    /* a job is either refused at once (every connection down: its callback never fires) or, if it arrives
+     * while a reconnect attempt is in progress, fails once that attempt fails; it never commits */
+    for (int i = 0; i != 20; ++i) {
+        result_t r = {0};
+        gw_db_job_t *job = submit_insert(db, "d1", "1", &r);
+        if (job == NULL) {
+            assert_int_equal(r.fired, 0);
+        } else {
+            for (int j = 0; j != 100 && r.fired == 0; ++j)
+                h2o_evloop_run(loop, 10);
+            assert_int_equal(r.fired, 1);
+            assert_string_not_equal(r.error, "");
+        }
+        h2o_evloop_run(loop, 10);
+    }
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'd1'"), 0);
+    gw_db_destroy(db);
+}
+
+static void test_jobs_wait_for_a_connection_being_made(void **state)
+{
+    /* submitted right after create, before any connection is up: the job waits and commits */
+    gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
+    assert_false(gw_db_is_up(db));
     result_t r = {0};
-    assert_null(submit_insert(db, "d1", "1", &r));
-    assert_int_equal(r.fired, 0); /* a refused submit never calls back */
+    assert_non_null(submit_insert(db, "f1", "1", &r));
+    run_until(db, is_idle);
+    assert_int_equal(r.fired, 1);
+    assert_string_equal(r.error, "");
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'f1'"), 1);
     gw_db_destroy(db);
 }
 
@@ -219,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_binary_params_are_byte_exact),
         cmocka_unit_test(test_detached_job_still_commits_without_callback),
         cmocka_unit_test(test_unreachable_store_refuses_jobs),
+        cmocka_unit_test(test_jobs_wait_for_a_connection_being_made),
         cmocka_unit_test(test_queue_limit),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

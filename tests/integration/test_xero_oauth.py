@@ -1,0 +1,462 @@
+# SPDX-License-Identifier: MIT
+"""test_xero_oauth.py: connecting Xero through the real binary against the mock Xero
+(tests/mock/xero_api.py) and a real PostgreSQL: `settled connect xero --refresh-token` stores the
+rotated token set encrypted and the tenants; invalid_grant parks the token set as needs_reauth (and
+it stays parked without calling Xero again); concurrent refreshes of one token set from several
+processes never lose it (single-flight through the row lock); a lost token response recovers within
+Xero's grace period; the authorize URL and its callback connect an organisation, and a forged or
+reused callback does not (providers/PROVIDERS.md section 2.3; docs/operations.md)."""
+
+import base64
+import http.client
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import urllib.parse
+
+import harness as h
+from harness import expect, expect_eq, expect_in, expect_not_in
+
+T1 = "11111111-1111-4111-8111-111111111111"
+T2 = "22222222-2222-4222-8222-222222222222"
+CLIENT_ID, CLIENT_SECRET = "settled-test-client", "settled-test-client-secret"
+SECRET_KEY = base64.b64encode(bytes(range(100, 132))).decode()  # SETTLED_SECRET_KEY of these tests
+REDIRECT_URI = "http://127.0.0.1:9/v1/xero/callback"
+
+
+class Mock:
+    """The mock Xero on a free loopback port, stopped (by its PID) at exit."""
+
+    def __init__(self):
+        script = os.path.join(h.source_dir(), "tests", "mock", "xero_api.py")
+        self.log = open(os.path.join(h.scratch_dir(), "xero-mock.log"), "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--port", "0", "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=h._die_with_parent,
+        )
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("xero-mock listening on http://127.0.0.1:"):
+            self.stop()
+            raise h.Failure(f"the mock Xero did not start: {line!r}")
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def call(self, method, path, obj=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        try:
+            body = json.dumps(obj) if obj is not None else None
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def ctl(self, method, path, obj=None):
+        status, _, body = self.call(method, "/_mock/" + path, obj)
+        expect(status in (200, 201, 204), f"mock control {method} {path}", (status, body[:300]))
+        return json.loads(body) if body else None
+
+    def setup(self, refresh_token, **app):
+        """A fresh mock: settled's app and one authorisation with refresh_token to T1 and T2."""
+        self.ctl("POST", "reset")
+        self.ctl("PUT", "app", {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **app})
+        self.ctl(
+            "POST",
+            "authorisations",
+            {
+                "refresh_token": refresh_token,
+                "tenants": [{"tenantId": T1, "tenantName": "Org One"}, {"tenantId": T2, "tenantName": "Org Two"}],
+            },
+        )
+
+    def oauth(self):
+        return self.ctl("GET", "stats")["oauth"]
+
+    def active_refresh_tokens(self):
+        return [t for a in self.ctl("GET", "authorisations") for t in a["active_refresh_tokens"]]
+
+
+_mock = None
+
+
+def mock():
+    global _mock
+    if _mock is None:
+        _mock = Mock()
+    return _mock
+
+
+def env(db, **extra):
+    e = {
+        "SETTLED_DATABASE_URL": db,
+        "SETTLED_XERO_CLIENT_ID": CLIENT_ID,
+        "SETTLED_XERO_CLIENT_SECRET": CLIENT_SECRET,
+        "SETTLED_SECRET_KEY": SECRET_KEY,
+        "SETTLED_XERO_API_BASE": mock().base,
+        "SETTLED_XERO_IDENTITY_BASE": mock().base,
+        "SETTLED_XERO_LOGIN_BASE": mock().base,
+        "SETTLED_XERO_REDIRECT_URI": REDIRECT_URI,
+    }
+    e.update(extra)
+    return e
+
+
+def check_wired(stderr):
+    if "unknown command: connect" in stderr or "unknown argument: xero" in stderr:
+        raise h.Failure("this settled has no `connect` command: gateway/main.c must call gw_xero_cli")
+
+
+def connect(db, *args, extra_env=None, secrets=()):
+    """`settled connect xero ARGS`; checks that no secret (and no token of secrets) is printed."""
+    res = h.run_settled(["connect", "xero", *args], env(db, **(extra_env or {})), timeout=120)
+    check_wired(res.stderr)
+    for s in (CLIENT_SECRET, SECRET_KEY, *secrets):
+        expect_not_in(s, res.stdout + res.stderr, f"output of `settled connect xero {' '.join(args[:1])}`")
+    return res
+
+
+def token_sets(db):
+    return h.sql_rows(
+        db,
+        "SELECT id, organisation_id, status, encode(refresh_token, 'hex'), encode(access_token, 'hex'),"
+        " access_expires_at > now() + interval '60 seconds', last_error FROM xero_tokens ORDER BY id",
+    )
+
+
+def connected(refresh_token="RT-1", **app):
+    """A migrated database with the mock's authorisation connected through --refresh-token."""
+    mock().setup(refresh_token, **app)
+    db = h.new_database("xero_oauth")
+    res = connect(db, "--refresh-token", refresh_token, secrets=(refresh_token,))
+    expect_eq(res.returncode, 0, f"connect exit code (stderr {res.stderr[-2000:]!r})")
+    return db
+
+
+def test_connect_with_refresh_token_stores_it_encrypted_and_rotated():
+    m = mock()
+    m.setup("RT-ORIGINAL-1")
+    db = h.new_database("xero_oauth")
+    res = connect(db, "--refresh-token", "RT-ORIGINAL-1", secrets=("RT-ORIGINAL-1",))
+    expect_eq(res.returncode, 0, f"exit code (stderr {res.stderr[-2000:]!r})")
+    expect_in(T1, res.stdout, "the tenants are printed")
+    expect_in("Org Two", res.stdout, "the tenants are printed")
+
+    # rotated: the mock's current refresh token is a new one, and the old one is retired
+    active = m.active_refresh_tokens()
+    expect_eq(len(active), 1, "the authorisation has one current refresh token")
+    new_rt = active[0]
+    expect(new_rt != "RT-ORIGINAL-1", "the refresh token was rotated", new_rt)
+    expect_eq(m.oauth()["token_refreshes"], 1, "refreshes at Xero")
+
+    rows = token_sets(db)
+    expect_eq(len(rows), 1, "token sets stored")
+    tid, org, status, rt_hex, at_hex, valid, last_error = rows[0]
+    expect_eq(status, "active", "status")
+    expect_eq(valid, "t", "the stored access token lives at least 60 more seconds")
+    # encrypted: neither token appears in the bytea; version 1, nonce, ciphertext, tag
+    for plain in (new_rt, "RT-ORIGINAL-1"):
+        expect_not_in(plain.encode().hex(), rt_hex, "the stored refresh token (hex)")
+        expect_not_in(plain.encode().hex(), at_hex, "the stored access token (hex)")
+    expect_eq(rt_hex[:2], "01", "sealed format version")
+    expect_eq(len(rt_hex) // 2, len(new_rt) + 29, "sealed length = token + version, nonce and tag")
+    expect_eq(
+        h.sql(db, "SELECT position(convert_to($1, 'UTF8') IN refresh_token) FROM xero_tokens", new_rt),
+        "0",
+        "the plaintext refresh token is nowhere in the column",
+    )
+
+    tenants = h.sql_rows(
+        db, "SELECT tenant_id, tenant_name, tenant_type, token_id::text FROM xero_tenants ORDER BY tenant_id"
+    )
+    expect_eq(tenants, [[T1, "Org One", "ORGANISATION", tid], [T2, "Org Two", "ORGANISATION", tid]], "xero_tenants")
+    expect_eq(
+        h.sql(db, "SELECT slug FROM organisations WHERE id = $1", org), "default", "the default organisation was made"
+    )
+    actions = h.sql(db, "SELECT string_agg(action, ',' ORDER BY id) FROM audit_log")
+    expect_eq(actions, "xero.token_set.create,xero.connect", "audit trail")
+    expect_eq(h.sql(db, "SELECT audit_verify($1::bigint)", org), "", "the audit chain verifies")
+
+    # the stored token set works: --check lists the tenants with it (its access token is still valid,
+    # so Xero's token endpoint is not called again)
+    res = connect(db, "--check", secrets=(new_rt,))
+    expect_eq(res.returncode, 0, f"--check exit code (stderr {res.stderr[-2000:]!r})")
+    expect_in(f"xero token set {tid}: ok, 2 tenants", res.stdout, "--check output")
+    expect_eq(m.oauth()["token_refreshes"], 1, "no refresh while the access token is valid")
+
+    # reconnecting with the now retired original token fails outside the grace period, changing nothing
+    m.ctl("PUT", "app", {"grace": 0})
+    res = connect(db, "--refresh-token", "RT-ORIGINAL-1", secrets=("RT-ORIGINAL-1",))
+    expect(res.returncode != 0, "a retired refresh token is refused", res.returncode)
+    expect_in("invalid_grant", res.stderr, "the error says why")
+    expect_eq(len(token_sets(db)), 1, "no token set was added")
+
+
+def test_refresh_token_from_stdin():
+    m = mock()
+    m.setup("RT-STDIN-1")
+    db = h.new_database("xero_oauth")
+    res = subprocess.run(
+        [h.settled_bin(), "connect", "xero", "--refresh-token", "-", "--organisation", "acme"],
+        env=h.settled_env(env(db)),
+        input=b"RT-STDIN-1\n",
+        capture_output=True,
+        timeout=120,
+    )
+    out = res.stdout.decode() + res.stderr.decode()
+    check_wired(out)
+    expect_eq(res.returncode, 0, f"exit code ({out[-2000:]!r})")
+    expect_not_in("RT-STDIN-1", out, "output")
+    expect_eq(h.sanitizer_report(out), "", "sanitizer report")
+    expect_eq(
+        h.sql(db, "SELECT count(*) FROM xero_tenants t JOIN organisations o ON o.id = t.organisation_id"
+              " WHERE o.slug = 'acme'"),
+        "2",
+        "tenants of the organisation named with --organisation",
+    )
+
+
+def test_check_stores_tenants_a_failed_connect_could_not_list():
+    m = mock()
+    m.setup("RT-LIST-1")
+    db = h.new_database("xero_oauth")
+    m.ctl("POST", "faults", {"mode": "503", "target": "api", "path_prefix": "/connections", "count": 1})
+    res = connect(db, "--refresh-token", "RT-LIST-1", secrets=("RT-LIST-1",))
+    expect(res.returncode != 0, "connect fails when the organisations cannot be listed", res.returncode)
+    expect_in("is stored, but listing its organisations failed", res.stderr, "the error")
+    expect_eq(len(token_sets(db)), 1, "the rotated token set is stored all the same")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "0", "no tenants yet")
+    res = connect(db, "--check")
+    expect_eq(res.returncode, 0, f"--check exit code (stderr {res.stderr[-1500:]!r})")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "2", "--check stored the tenants")
+    expect_eq(h.sql(db, "SELECT count(*) FROM audit_log WHERE action = 'xero.connect'"), "1", "audited")
+
+
+def test_invalid_grant_marks_needs_reauth_and_stops_calling_xero():
+    m = mock()
+    db = connected("RT-IG-1", grace=0)
+    # the stored refresh token dies: unused for longer than Xero keeps refresh tokens (the access token
+    # expires too, so the next use must refresh)
+    m.ctl("POST", "clock", {"advance": 61 * 86400})
+    before = m.oauth()
+    res = connect(db, "--check")
+    expect(res.returncode != 0, "exit code after invalid_grant", res.returncode)
+    expect_in("needs_reauth", res.stdout, "--check reports the state")
+    expect_in("invalid_grant", res.stderr, "the error names invalid_grant")
+    after = m.oauth()
+    expect_eq(after["invalid_grant"] - before["invalid_grant"], 1, "one invalid_grant from Xero")
+    rows = token_sets(db)
+    expect_eq(rows[0][2], "needs_reauth", "status")
+    expect_in("invalid_grant", rows[0][6] or "", "last_error")
+    expect_eq(
+        h.sql(db, "SELECT actor || ' ' || action FROM audit_log WHERE action = 'xero.needs_reauth'"),
+        "system:xero xero.needs_reauth",
+        "the change is audited",
+    )
+    # parked: more attempts fail at once and never call Xero again (no crash loop)
+    for _ in range(3):
+        res = connect(db, "--check", "--force-refresh")
+        expect(res.returncode != 0, "exit code while parked", res.returncode)
+        expect_in("needs to be reconnected", res.stderr, "the error says what to do")
+    expect_eq(m.oauth()["token_requests"], after["token_requests"], "token requests while parked")
+    # reconnecting gives a working token set again
+    m.ctl("POST", "authorisations", {"refresh_token": "RT-IG-2", "tenants": [{"tenantId": T1}]})
+    res = connect(db, "--refresh-token", "RT-IG-2", secrets=("RT-IG-2",))
+    expect_eq(res.returncode, 0, f"reconnect exit code (stderr {res.stderr[-2000:]!r})")
+    expect_eq(
+        h.sql(db, "SELECT t.status FROM xero_tenants n JOIN xero_tokens t ON t.id = n.token_id WHERE n.tenant_id = $1",
+              T1),
+        "active",
+        "the tenant uses the new token set",
+    )
+
+
+def _parallel(n, fn):
+    results = [None] * n
+    errors = []
+
+    def run(i):
+        try:
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_concurrent_refreshes_never_lose_the_connection():
+    """Several processes refresh one token set at once. Without a single flight, two of them would
+    use the same refresh token and the second would get invalid_grant (the grace period is 0 here);
+    with it, every process ends up with a working access token and Xero never says invalid_grant."""
+    m = mock()
+    db = connected("RT-CC-1", grace=0)
+    # every token call takes 300 ms, so the refreshes really overlap
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 300, "target": "token", "count": 0})
+    m.ctl("DELETE", "stats")
+    for round_ in range(2):
+        results = _parallel(6, lambda i: connect(db, "--check", "--force-refresh"))
+        for i, res in enumerate(results):
+            expect_eq(res.returncode, 0, f"round {round_}, process {i}: exit code (stderr {res.stderr[-1500:]!r})")
+            expect_in("ok, 2 tenants", res.stdout, f"round {round_}, process {i}: a working access token")
+    oauth = m.oauth()
+    expect_eq(oauth["invalid_grant"], 0, "invalid_grant answers from Xero")
+    expect(oauth["token_refreshes"] >= 2, "refreshes happened", oauth)
+    expect_eq(oauth["grace_replays"], 0, "no refresh token was used twice")
+    expect_eq(token_sets(db)[0][2], "active", "status")
+    # the stored refresh token is the mock's current one: the next holder can refresh again
+    m.ctl("DELETE", "faults")
+    res = connect(db, "--check", "--force-refresh")
+    expect_eq(res.returncode, 0, f"a refresh after the race (stderr {res.stderr[-1500:]!r})")
+
+    # the same without --force-refresh: access tokens that live 30 s are never good enough (60 s), so
+    # every process must refresh, one after the other
+    m.ctl("PUT", "app", {"access_ttl": 30})
+    res = connect(db, "--check", "--force-refresh")  # the stored access token now lives 30 s
+    expect_eq(res.returncode, 0, f"a refresh to a short-lived token (stderr {res.stderr[-1500:]!r})")
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 200, "target": "token", "count": 0})
+    m.ctl("DELETE", "stats")
+    results = _parallel(5, lambda i: connect(db, "--check"))
+    for i, res in enumerate(results):
+        expect_eq(res.returncode, 0, f"short-lived tokens, process {i}: exit code (stderr {res.stderr[-1500:]!r})")
+    oauth = m.oauth()
+    expect_eq(oauth["invalid_grant"], 0, "invalid_grant answers with short-lived tokens")
+    expect_eq(oauth["token_refreshes"], 5, "one refresh per process, serialised")
+    m.ctl("DELETE", "faults")
+
+
+def test_lost_token_response_recovers_in_the_grace_period():
+    """Xero rotates the token but its answer is lost: the stored (old) token stays, and the next
+    attempt gets the same new pair back within the grace period."""
+    m = mock()
+    db = connected("RT-LOST-1")
+    stored = token_sets(db)[0][3]
+    m.ctl("POST", "faults", {"mode": "drop", "target": "token", "count": 1})
+    res = connect(db, "--check", "--force-refresh")
+    expect(res.returncode != 0, "the attempt whose answer was lost fails", res.returncode)
+    rows = token_sets(db)
+    expect_eq(rows[0][2], "active", "a transient failure leaves the token set active")
+    expect_eq(rows[0][3], stored, "and keeps the stored refresh token")
+    res = connect(db, "--check", "--force-refresh")
+    expect_eq(res.returncode, 0, f"the retry succeeds (stderr {res.stderr[-1500:]!r})")
+    oauth = m.oauth()
+    expect_eq(oauth["grace_replays"], 1, "the retry was a grace replay")
+    expect_eq(oauth["invalid_grant"], 0, "invalid_grant")
+    expect(token_sets(db)[0][3] != stored, "the rotated refresh token is stored now")
+    # and it is the mock's current one
+    res = connect(db, "--check", "--force-refresh")
+    expect_eq(res.returncode, 0, f"a later refresh (stderr {res.stderr[-1500:]!r})")
+
+
+def test_transient_token_errors_keep_the_token_set():
+    m = mock()
+    db = connected("RT-503-1")
+    stored = token_sets(db)[0][3]
+    for mode in ("503", "429", "500"):
+        m.ctl("POST", "faults", {"mode": mode, "target": "token", "count": 1})
+        res = connect(db, "--check", "--force-refresh")
+        expect(res.returncode != 0, f"{mode}: exit code", res.returncode)
+        rows = token_sets(db)
+        expect_eq((rows[0][2], rows[0][3]), ("active", stored), f"{mode}: status and stored refresh token")
+    res = connect(db, "--check", "--force-refresh")
+    expect_eq(res.returncode, 0, f"after the outage (stderr {res.stderr[-1500:]!r})")
+    expect_eq(m.oauth()["invalid_grant"], 0, "invalid_grant")
+
+
+def test_authorize_url_and_callback():
+    m = mock()
+    m.setup("RT-UNUSED")
+    m.ctl("PUT", "app", {"redirect_uris": [REDIRECT_URI]})
+    db = h.new_database("xero_oauth")
+    res = connect(db, "--authorize", "--organisation", "acme")
+    expect_eq(res.returncode, 0, f"--authorize exit code (stderr {res.stderr[-1500:]!r})")
+    url = res.stdout.strip().splitlines()[-1]
+    expect(url.startswith(m.base + "/identity/connect/authorize?"), "the URL goes to the login base", url)
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    expect_eq(q.get("client_id"), CLIENT_ID, "client_id")
+    expect_eq(q.get("redirect_uri"), REDIRECT_URI, "redirect_uri")
+    expect_in("offline_access", q.get("scope", ""), "scope")
+    expect(len(q.get("state", "")) > 40, "a signed state", q.get("state"))
+
+    # the mock "consents" at once and redirects to settled's callback
+    status, headers, _ = m.call("GET", url[len(m.base):])
+    expect_eq(status, 302, "authorize status")
+    location = headers["location"]
+    expect(location.startswith(REDIRECT_URI + "?"), "redirected to the callback", location)
+
+    # a forged state (another organisation's id would need the key) is refused before the code is used
+    cb = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+    forged = dict(cb, state=cb["state"][:-2] + ("AA" if not cb["state"].endswith("AA") else "BA"))
+    res = connect(db, "--callback", REDIRECT_URI + "?" + urllib.parse.urlencode(forged), secrets=(cb["code"],))
+    expect(res.returncode != 0, "a forged state is refused", res.returncode)
+    expect_in("invalid or has expired", res.stderr, "the error")
+    expect_eq(m.oauth()["code_exchanges"], 0, "the code was not exchanged for a forged state")
+
+    res = connect(db, "--callback", location, secrets=(cb["code"],))
+    expect_eq(res.returncode, 0, f"--callback exit code (stderr {res.stderr[-1500:]!r})")
+    expect_in("Org One", res.stdout, "summary")
+    expect_eq(
+        h.sql(db, "SELECT string_agg(n.tenant_id::text, ',' ORDER BY n.tenant_id) FROM xero_tenants n"
+              " JOIN organisations o ON o.id = n.organisation_id WHERE o.slug = 'acme'"),
+        f"{T1},{T2}",
+        "the tenants belong to the organisation the state named",
+    )
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens WHERE status = 'active'"), "1", "token sets")
+    # a code works once
+    res = connect(db, "--callback", location, secrets=(cb["code"],))
+    expect(res.returncode != 0, "a reused code is refused", res.returncode)
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens"), "1", "no token set was added")
+    # a denied consent is reported
+    res = connect(db, "--callback", REDIRECT_URI + "?error=access_denied&state=" + cb["state"])
+    expect(res.returncode != 0, "a denied consent fails", res.returncode)
+    expect_in("access_denied", res.stderr, "the error")
+
+
+def test_missing_or_bad_settings_are_named():
+    db = h.new_database("xero_oauth")
+    cases = [
+        ({"SETTLED_XERO_CLIENT_ID": None}, ["--refresh-token", "x"], "SETTLED_XERO_CLIENT_ID"),
+        ({"SETTLED_XERO_CLIENT_SECRET": None}, ["--refresh-token", "x"], "SETTLED_XERO_CLIENT_SECRET"),
+        ({"SETTLED_SECRET_KEY": None}, ["--refresh-token", "x"], "SETTLED_SECRET_KEY"),
+        ({"SETTLED_SECRET_KEY": "not-a-key-but-a-passphrase-0123"}, ["--check"], "SETTLED_SECRET_KEY"),
+        ({"SETTLED_XERO_REDIRECT_URI": None}, ["--authorize"], "SETTLED_XERO_REDIRECT_URI"),
+        ({"SETTLED_DATABASE_URL": None}, ["--check"], "SETTLED_DATABASE_URL"),
+    ]
+    for extra, args, name in cases:
+        res = connect(db, *args, extra_env=extra)
+        expect(res.returncode != 0, f"without {name}: exit code", res.returncode)
+        expect_in(name, res.stderr, f"without {name}: the error names it")
+        expect_not_in("not-a-key-but-a-passphrase", res.stderr, "the error never echoes the key")
+    res = connect(db, "--frobnicate")
+    expect_eq(res.returncode, 2, "a usage error")
+    res = connect(db, "--refresh-token", "x", "--check")
+    expect_eq(res.returncode, 2, "two actions at once")
+
+
+try:
+    h.run(globals())
+finally:
+    if _mock is not None:
+        _mock.stop()

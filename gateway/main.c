@@ -9,6 +9,8 @@
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
+#include "sync.h"
+#include "worker.h"
 #include "xero_auth.h"
 
 extern char **environ;
@@ -26,6 +28,8 @@ static void usage(FILE *out)
                  "  migrate        apply the database migrations compiled into this binary\n"
                  "  check-config   validate the configuration and print it, secrets redacted\n"
                  "                 (--list-keys: print the name of every setting)\n"
+                 "  work           run queue workers only (SETTLED_WORKERS of them, at least one)\n"
+                 "  sync xero      bring the Xero mirror up to date: [--since 2026-01-31T00:00:00Z] [--tenant ID]\n"
                  "  connect xero   connect a Xero organisation: --authorize (prints the URL to open),\n"
                  "                 --refresh-token T|- (migrate an existing connection), --callback URL,\n"
                  "                 --check [--force-refresh]; --organisation SLUG\n"
@@ -44,7 +48,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1], *config_path = NULL;
     int list_keys = 0;
     /* commands with arguments of their own get everything after the command; --config is theirs to skip */
-    bool own_args = strcmp(cmd, "connect") == 0;
+    bool own_args = strcmp(cmd, "connect") == 0 || strcmp(cmd, "sync") == 0;
     for (int i = 2; own_args && i < argc; ++i)
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config_path = argv[++i];
@@ -71,7 +75,8 @@ int main(int argc, char **argv)
         gw_config_list_keys(stdout);
         return 0;
     }
-    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "check-config") != 0 && !own_args) {
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "work") != 0 && strcmp(cmd, "migrate") != 0 &&
+        strcmp(cmd, "check-config") != 0 && !own_args) {
         fprintf(stderr, "settled: unknown command: %s\n", cmd);
         usage(stderr);
         return 2;
@@ -99,6 +104,10 @@ int main(int argc, char **argv)
         }
     } else if (strcmp(cmd, "connect") == 0) {
         ret = gw_xero_cli(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "sync") == 0) {
+        ret = gw_sync_cli(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "work") == 0) {
+        ret = gw_worker_main(&cfg);
     } else {
         ret = gw_server_run(&cfg);
     }

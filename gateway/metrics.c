@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const gw_route_names[GW_ROUTE_MAX] = {
-    "webhooks_stripe", "webhooks_xero", "webhooks_gocardless", "healthz", "readyz", "metrics", "other"};
+const char *const gw_route_names[GW_ROUTE_MAX] = {"webhooks_stripe", "webhooks_xero", "webhooks_gocardless", "healthz",
+                                                  "readyz",          "metrics",       "xero_callback",       "other"};
 const char *const gw_db_state_names[GW_DB_STATE_MAX] = {"disconnected", "connecting", "preparing", "idle", "busy"};
 
 #define STATUS_MIN 100

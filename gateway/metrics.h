@@ -18,6 +18,7 @@ enum gw_route_id {
     GW_ROUTE_HEALTHZ,
     GW_ROUTE_READYZ,
     GW_ROUTE_METRICS,
+    GW_ROUTE_XERO_CALLBACK,
     GW_ROUTE_OTHER,
     GW_ROUTE_MAX
 };

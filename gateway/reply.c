@@ -10,6 +10,8 @@ const char gw_err_method_not_allowed[] = "method_not_allowed";
 const char gw_err_body_too_large[] = "body_too_large";
 const char gw_err_source_unknown[] = "source_unknown";
 const char gw_err_store_unavailable[] = "store_unavailable";
+const char gw_err_oauth_callback_invalid[] = "oauth_callback_invalid";
+const char gw_err_xero_connect_failed[] = "xero_connect_failed";
 
 static const struct {
     const char *code;
@@ -20,6 +22,8 @@ static const struct {
     {gw_err_body_too_large, "Request body too large"},
     {gw_err_source_unknown, "No webhook source of that name is configured"},
     {gw_err_store_unavailable, "The event store is unavailable; retry later"},
+    {gw_err_oauth_callback_invalid, "Not a valid authorisation callback"},
+    {gw_err_xero_connect_failed, "Connecting Xero failed"},
     {cn_err_signature_missing, "Signature header missing"},
     {cn_err_signature_malformed, "Signature header malformed"},
     {cn_err_signature_mismatch, "Signature does not match"},
@@ -46,6 +50,8 @@ const char *gw_reply_reason(int status)
         return "Method Not Allowed";
     case 413:
         return "Payload Too Large";
+    case 502:
+        return "Bad Gateway";
     case 498:
         return "Token Invalid";
     case 500:

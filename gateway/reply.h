@@ -15,6 +15,8 @@ extern const char gw_err_method_not_allowed[];
 extern const char gw_err_body_too_large[];
 extern const char gw_err_source_unknown[];
 extern const char gw_err_store_unavailable[];
+extern const char gw_err_oauth_callback_invalid[];
+extern const char gw_err_xero_connect_failed[];
 
 /* Sends a problem+json reply: code is an error-code constant, detail a sentence (may be NULL). */
 void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail);

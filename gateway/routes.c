@@ -11,6 +11,7 @@
 #include "log.h"
 #include "ops.h"
 #include "reply.h"
+#include "xero_callback.h"
 
 #define REQUEST_ID_MAX 128
 
@@ -21,6 +22,7 @@ const gw_route_t gw_routes[] = {
     {"GET", "/healthz", false, GW_ROUTE_HEALTHZ, gw_ops_healthz, NULL},
     {"GET", "/readyz", false, GW_ROUTE_READYZ, gw_ops_readyz, NULL},
     {"GET", "/metrics", false, GW_ROUTE_METRICS, gw_ops_metrics, NULL},
+    {"GET", "/v1/xero/callback", false, GW_ROUTE_XERO_CALLBACK, gw_xero_callback_handle, NULL},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 

@@ -21,6 +21,8 @@
 #include "intake.h"
 #include "log.h"
 #include "routes.h"
+#include "http_client.h"
+#include "worker.h"
 
 #define LOOP_WAIT_MS 100
 #define FLUSH_GRACE_MS 200
@@ -162,6 +164,23 @@ int gw_server_run(gw_config_t *cfg)
     gw_routes_register(host);
 
     int nloops = cfg->threads;
+    gw_http_options_t hopts = {.timeout_ms = cfg->http_timeout_ms,
+                               .connect_timeout_ms = cfg->http_connect_timeout_ms,
+                               .max_host_connections = cfg->http_max_host_connections,
+                               .max_body = 64 * 1024 * 1024};
+    if (gw_http_init(&hopts) != 0) {
+        gw_log(GW_LOG_ERROR, "cannot start the outbound HTTP client");
+        return 1;
+    }
+    gw_offload_t *offload = gw_offload_create(2);
+    if (offload == NULL)
+        abort();
+    gw_workers_t *workers = NULL;
+    if (cfg->workers > 0 && (workers = gw_workers_start(cfg, cfg->workers, err, sizeof(err))) == NULL) {
+        gw_log(GW_LOG_ERROR, "%s", err);
+        return 1;
+    }
+
     gw_loop_t *loops = all_loops = calloc((size_t)nloops, sizeof(*loops));
     if (loops == NULL)
         abort();
@@ -183,6 +202,7 @@ int gw_server_run(gw_config_t *cfg)
         gw_intake_loop_init(loop);
         if (cfg->redis_url != NULL)
             loop->redis = gw_redis_create(loop->evloop, cfg->redis_url);
+        loop->offload = gw_offload_loop_create(offload, loop->evloop);
     }
 
     gw_logline_t line;
@@ -205,8 +225,14 @@ int gw_server_run(gw_config_t *cfg)
     for (int i = 0; i != nloops; ++i) {
         if (loops[i].redis != NULL)
             gw_redis_destroy(loops[i].redis);
+        gw_offload_loop_destroy(loops[i].offload);
+        loops[i].offload = NULL;
         gw_db_destroy(loops[i].db);
     }
+    if (workers != NULL)
+        gw_workers_stop(workers); /* they finish the batch in hand */
+    gw_offload_destroy(offload);
+    gw_http_shutdown();
     gw_log(GW_LOG_INFO, "stopped");
     /* the loops and contexts stay allocated: live keep-alive connections still point into them */
     return 0;

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include "config.h"
 #include "db.h"
+#include "offload.h"
 #include "redis.h"
 
 typedef struct st_gw_loop_t {
@@ -22,6 +23,7 @@ typedef struct st_gw_loop_t {
     int listen_fd;
     gw_db_t *db;
     gw_redis_t *redis;
+    gw_offload_loop_t *offload; /* runs blocking work (the OAuth callback) off the loop */
     const gw_config_t *cfg;
     int index;
     pthread_t tid;

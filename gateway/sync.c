@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/* sync.c: If-Modified-Since paging through a Xero tenant, for the CLI and the scheduled drift sweep. */
+#include "sync.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "log.h"
+#include "metrics.h"
+
+#define MAX_PAGES 100000
+#define MAX_WAIT_MS 120000             /* longest a sync sleeps for a quota before it gives up */
+#define HIGH_WATER_OVERLAP "5 minutes" /* re-read a little before the last run: clocks differ */
+
+const char *const gw_sync_kinds[GW_SYNC_NKINDS] = {"xero.contacts", "xero.invoices", "xero.creditnotes"};
+
+static const char sql_state[] =
+    "SELECT to_char(high_water AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') FROM xero_sync_state"
+    " WHERE organisation_id = $1 AND tenant_id = $2::uuid AND resource = $3";
+static const char sql_now[] = "SELECT now()";
+static const char sql_save[] =
+    "INSERT INTO xero_sync_state (organisation_id, tenant_id, resource, high_water, last_run_at, last_fetched,"
+    "                             last_changed, last_unchanged)"
+    " VALUES ($1, $2::uuid, $3, $4::timestamptz - interval '" HIGH_WATER_OVERLAP "', now(), $5, $6, $7)"
+    " ON CONFLICT (organisation_id, tenant_id, resource) DO UPDATE SET high_water = EXCLUDED.high_water,"
+    "   last_run_at = EXCLUDED.last_run_at, last_fetched = EXCLUDED.last_fetched,"
+    "   last_changed = EXCLUDED.last_changed, last_unchanged = EXCLUDED.last_unchanged";
+static const char sql_due[] =
+    "SELECT t.organisation_id, t.tenant_id::text, t.token_id FROM xero_tenants t"
+    "  JOIN xero_tokens k ON k.id = t.token_id AND k.status = 'active'"
+    " WHERE NOT EXISTS (SELECT 1 FROM xero_sync_state s WHERE s.organisation_id = t.organisation_id"
+    "                     AND s.tenant_id = t.tenant_id AND s.last_run_at > now() - $1::bigint * interval '1 second')";
+
+static const char *short_kind(const char *kind)
+{
+    return strchr(kind, '.') + 1;
+}
+
+static void draw(bool progress, const char *tenant, const char *kind, const gw_sync_counts_t *c, bool final)
+{
+    if (!progress)
+        return;
+    fprintf(stderr, "\r%.8s %-12s page %-4ld %6ld fetched %6ld changed %6ld unchanged%s", tenant, short_kind(kind),
+            c->pages, c->fetched, c->changed, c->unchanged, final ? "\n" : "");
+    fflush(stderr);
+}
+
+static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation_id, const char *tenant,
+                     int64_t token_id, const char *kind, const char *since, bool progress, gw_sync_counts_t *c,
+                     char *err, size_t errlen)
+{
+    char from[64] = "";
+    const char *params[] = {org, tenant, short_kind(kind)};
+    if (since != NULL) {
+        snprintf(from, sizeof(from), "%s", since);
+    } else {
+        gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql_state, 3, params);
+        if (r != NULL && gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 0) != NULL)
+            snprintf(from, sizeof(from), "%s", gw_dbs_value(r, 0, 0));
+        else
+            c->initial = true;
+        gw_dbs_result_free(r);
+    }
+    char started[64];
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql_now, 0, NULL);
+    if (r == NULL) {
+        snprintf(err, errlen, "%s", gw_dbs_error(ctx->db));
+        return -1;
+    }
+    snprintf(started, sizeof(started), "%s", gw_dbs_value(r, 0, 0));
+    gw_dbs_result_free(r);
+
+    for (int page = 1; page <= MAX_PAGES; ++page) {
+        cn_fetch_t f;
+        if (cn_xero_connector.plan_sync_page(kind, page, &f) != 0) {
+            snprintf(err, errlen, "no sync plan for %s", kind);
+            return -1;
+        }
+        gw_fetch_result_t res;
+        gw_fetch_status_t st;
+        uint64_t waited = 0;
+        while ((st = gw_mirror_fetch(ctx, tenant, token_id, &f, from[0] != '\0' ? from : NULL, &res)) ==
+                   GW_FETCH_RESCHEDULE &&
+               waited < MAX_WAIT_MS) {
+            usleep((useconds_t)(res.wait_ms * 1000));
+            waited += res.wait_ms;
+        }
+        if (st != GW_FETCH_OK) {
+            snprintf(err, errlen, "%s page %d: %s", short_kind(kind), page, res.error);
+            return -1;
+        }
+        long n = cn_xero_connector.count_records(kind, (cn_str_t){res.res.body, res.res.body_len});
+        gw_apply_counts_t counts = {0};
+        char correlation[64];
+        snprintf(correlation, sizeof(correlation), "sync:%s:%s", tenant, short_kind(kind));
+        int rc = gw_mirror_apply(ctx, organisation_id, tenant, kind, res.res.body, correlation, &counts, NULL, NULL,
+                                 err, errlen);
+        gw_http_response_free(&res.res);
+        if (rc != 0)
+            return -1;
+        c->pages = page;
+        c->fetched += n;
+        c->changed += counts.inserted + counts.updated;
+        c->unchanged += counts.unchanged + counts.stale;
+        draw(progress, tenant, kind, c, false);
+        if (n < CN_PAGE_SIZE)
+            break;
+    }
+    draw(progress, tenant, kind, c, true);
+
+    char fetched[24], changed[24], unchanged[24];
+    snprintf(fetched, sizeof(fetched), "%ld", c->fetched);
+    snprintf(changed, sizeof(changed), "%ld", c->changed);
+    snprintf(unchanged, sizeof(unchanged), "%ld", c->unchanged);
+    const char *save[] = {org, tenant, short_kind(kind), started, fetched, changed, unchanged};
+    if (gw_dbs_exec(ctx->db, sql_save, 7, save) < 0) {
+        snprintf(err, errlen, "cannot save the sync state: %s", gw_dbs_error(ctx->db));
+        return -1;
+    }
+    return 0;
+}
+
+int gw_sync_tenant(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id,
+                   const char *since, bool progress, gw_sync_counts_t counts[GW_SYNC_NKINDS], char *err, size_t errlen)
+{
+    char org[24];
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
+    for (int k = 0; k != GW_SYNC_NKINDS; ++k) {
+        counts[k] = (gw_sync_counts_t){0};
+        if (sync_kind(ctx, org, organisation_id, tenant, token_id, gw_sync_kinds[k], since, progress, &counts[k], err,
+                      errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void gw_sync_sweep_due(gw_mirror_ctx_t *ctx)
+{
+    char interval[24];
+    snprintf(interval, sizeof(interval), "%d", ctx->cfg->xero_sync_interval);
+    const char *params[] = {interval};
+    gw_dbs_result_t *due = gw_dbs_query(ctx->db, sql_due, 1, params);
+    if (due == NULL)
+        return;
+    for (size_t i = 0; i != gw_dbs_nrows(due); ++i) {
+        const char *org = gw_dbs_value(due, i, 0), *tenant = gw_dbs_value(due, i, 1);
+        /* one sweeper per tenant across instances; the lock is released with the session's next unlock */
+        const char *lp[] = {tenant};
+        gw_dbs_result_t *lock =
+            gw_dbs_query(ctx->db, "SELECT pg_try_advisory_lock(hashtext('xero-sync:' || $1))", 1, lp);
+        bool got = lock != NULL && strcmp(gw_dbs_value(lock, 0, 0), "t") == 0;
+        gw_dbs_result_free(lock);
+        if (!got)
+            continue;
+        gw_sync_counts_t counts[GW_SYNC_NKINDS];
+        char err[300];
+        if (gw_sync_tenant(ctx, strtoll(org, NULL, 10), tenant, strtoll(gw_dbs_value(due, i, 2), NULL, 10), NULL, false,
+                           counts, err, sizeof(err)) != 0) {
+            gw_log(GW_LOG_WARN, "drift sweep of Xero tenant %s failed: %s", tenant, err);
+        } else {
+            for (int k = 0; k != GW_SYNC_NKINDS; ++k) {
+                if (counts[k].initial) {
+                    gw_log(GW_LOG_INFO, "Xero tenant %s: first sweep backfilled %ld %s", tenant, counts[k].changed,
+                           short_kind(gw_sync_kinds[k]));
+                    continue;
+                }
+                gw_metrics_xero_drift(gw_sync_kinds[k], (uint64_t)counts[k].changed, (uint64_t)counts[k].unchanged);
+                if (counts[k].changed != 0)
+                    gw_log(GW_LOG_WARN, "drift repaired for Xero tenant %s: %ld %s changed that no webhook delivered",
+                           tenant, counts[k].changed, short_kind(gw_sync_kinds[k]));
+            }
+        }
+        gw_dbs_result_free(gw_dbs_query(ctx->db, "SELECT pg_advisory_unlock(hashtext('xero-sync:' || $1))", 1, lp));
+    }
+    gw_dbs_result_free(due);
+}
+
+int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv)
+{
+    const char *since = NULL, *only_tenant = NULL;
+    if (argc < 1 || strcmp(argv[0], "xero") != 0) {
+        fprintf(stderr, "usage: settled sync xero [--since 2026-01-31T00:00:00Z] [--tenant TENANT_ID]\n");
+        return 2;
+    }
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc)
+            since = argv[++i];
+        else if (strcmp(argv[i], "--tenant") == 0 && i + 1 < argc)
+            only_tenant = argv[++i];
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            ++i; /* read by main */
+        else {
+            fprintf(stderr, "settled: sync: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (cfg->database_url == NULL || cfg->database_url[0] == '\0') {
+        fprintf(stderr, "settled: SETTLED_DATABASE_URL: required by sync\n");
+        return 1;
+    }
+    char err[512];
+    gw_mirror_ctx_t ctx = {.cfg = cfg};
+    if ((ctx.db = gw_dbs_connect(cfg->database_url, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "settled: %s\n", err);
+        return 1;
+    }
+    char since_iso[64] = "";
+    if (since != NULL) {
+        const char *p[] = {since};
+        gw_dbs_result_t *r = gw_dbs_query(
+            ctx.db, "SELECT to_char($1::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')", 1, p);
+        if (r == NULL) {
+            fprintf(stderr, "settled: sync: --since: not a timestamp (e.g. 2026-01-31T00:00:00Z)\n");
+            gw_dbs_close(ctx.db);
+            return 2;
+        }
+        snprintf(since_iso, sizeof(since_iso), "%s", gw_dbs_value(r, 0, 0));
+        gw_dbs_result_free(r);
+    }
+    gw_http_options_t hopts = {.timeout_ms = cfg->http_timeout_ms,
+                               .connect_timeout_ms = cfg->http_connect_timeout_ms,
+                               .max_host_connections = cfg->http_max_host_connections,
+                               .max_body = 64 * 1024 * 1024};
+    if (gw_http_init(&hopts) != 0) {
+        fprintf(stderr, "settled: cannot start the HTTP client\n");
+        gw_dbs_close(ctx.db);
+        return 1;
+    }
+    ctx.quota = gw_quota_create(cfg);
+    const char *params[] = {only_tenant};
+    gw_dbs_result_t *tenants = gw_dbs_query(
+        ctx.db,
+        "SELECT t.organisation_id, t.tenant_id::text, t.token_id, coalesce(t.tenant_name, '') FROM xero_tenants t"
+        " WHERE $1::uuid IS NULL OR t.tenant_id = $1::uuid ORDER BY t.organisation_id, t.tenant_name",
+        1, params);
+    int ret = 0;
+    if (tenants == NULL) {
+        fprintf(stderr, "settled: sync: %s\n", gw_dbs_error(ctx.db));
+        ret = 1;
+    } else if (gw_dbs_nrows(tenants) == 0) {
+        fprintf(stderr, "settled: sync: no connected Xero tenant%s (connect one with `settled connect xero`)\n",
+                only_tenant != NULL ? " with that id" : "");
+        ret = 1;
+    }
+    bool tty = isatty(STDERR_FILENO);
+    for (size_t i = 0; ret == 0 && i != gw_dbs_nrows(tenants); ++i) {
+        const char *tenant = gw_dbs_value(tenants, i, 1);
+        gw_sync_counts_t counts[GW_SYNC_NKINDS];
+        printf("tenant %s (%s)%s\n", tenant, gw_dbs_value(tenants, i, 3), since != NULL ? "" : "");
+        fflush(stdout);
+        if (gw_sync_tenant(&ctx, strtoll(gw_dbs_value(tenants, i, 0), NULL, 10), tenant,
+                           strtoll(gw_dbs_value(tenants, i, 2), NULL, 10), since != NULL ? since_iso : NULL, tty,
+                           counts, err, sizeof(err)) != 0) {
+            fprintf(stderr, "\nsettled: sync of tenant %s failed: %s\n", tenant, err);
+            ret = 1;
+            break;
+        }
+        for (int k = 0; k != GW_SYNC_NKINDS; ++k)
+            printf("  %-12s fetched %ld, changed %ld, unchanged %ld\n", short_kind(gw_sync_kinds[k]), counts[k].fetched,
+                   counts[k].changed, counts[k].unchanged);
+    }
+    gw_dbs_result_free(tenants);
+    gw_quota_destroy(ctx.quota);
+    gw_http_shutdown();
+    gw_dbs_close(ctx.db);
+    return ret;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.h: the queue workers. The inbox table is the queue: each worker thread claims due rows with
+ * FOR UPDATE SKIP LOCKED and a lease, processes them, and marks them done, failed (retried with exponential
+ * backoff and jitter) or dead (after SETTLED_WORKER_MAX_ATTEMPTS). Any number of threads and processes share one
+ * queue; a killed worker's lease expires and another takes its rows. Idle workers sleep on LISTEN settled_events
+ * with a poll backstop.
+ *
+ * Worker threads block (on PostgreSQL, Redis and outbound HTTP); they are never event loops.
+ */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include "config.h"
+
+typedef struct st_gw_workers_t gw_workers_t;
+
+/* Starts nthreads worker threads (gw_http_init must have been called). Returns NULL with err if the database
+ * cannot be reached. */
+gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, size_t errlen);
+/* Asks every worker to stop after the batch in hand, and waits for them. */
+void gw_workers_stop(gw_workers_t *w);
+
+/* `settled work`: runs workers only, until SIGTERM or SIGINT. Returns the exit code. */
+int gw_worker_main(const gw_config_t *cfg);
+
+#endif

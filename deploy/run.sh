@@ -12,6 +12,8 @@
 #   SETTLED_DEV_DIR         state folder (default: .settled in the repository; gitignored)
 #   SETTLED_DEV_PG_PORT     port of the local PostgreSQL (default 55433)
 #   SETTLED_DEV_REDIS_PORT  port of the local Redis (default 56380)
+#   SETTLED_DEV_XERO_PORT   port of the offline mock Xero API (default 57080); it is started (demo mode)
+#                           unless SETTLED_XERO_API_BASE points at a Xero of your own
 # Any SETTLED_* setting of settled itself (docs/configuration.md) is passed through; SETTLED_LISTEN
 # defaults to 127.0.0.1:8080 and SETTLED_ORGANISATION to "demo".
 set -euo pipefail
@@ -24,7 +26,15 @@ top=$(pwd)
 state=$(realpath -m "${SETTLED_DEV_DIR:-$top/.settled}")
 pg_port=${SETTLED_DEV_PG_PORT:-55433}
 redis_port=${SETTLED_DEV_REDIS_PORT:-56380}
-unset SETTLED_DEV_DIR SETTLED_DEV_PG_PORT SETTLED_DEV_REDIS_PORT
+xero_port=${SETTLED_DEV_XERO_PORT:-57080}
+unset SETTLED_DEV_DIR SETTLED_DEV_PG_PORT SETTLED_DEV_REDIS_PORT SETTLED_DEV_XERO_PORT
+
+# The offline mock Xero API (tests/mock/xero_api.py --demo), kept running across runs like PostgreSQL.
+xero_mock_pid() {
+    local pid
+    pid=$(cat "$state/xero-mock.pid" 2>/dev/null) || return 1
+    kill -0 "$pid" 2>/dev/null && grep -q xero_api.py "/proc/$pid/cmdline" 2>/dev/null && printf '%s\n' "$pid"
+}
 
 # Where PostgreSQL's and Redis's files live. Normally $state; when we run as root and the service user
 # cannot reach $state (a parent folder such as /root is private), a folder under /var/lib instead.
@@ -46,6 +56,10 @@ if [ "${1:-}" = "--stop" ]; then
     step "stopping the local PostgreSQL and Redis in $root"
     pg_stop "$root/pg"
     redis_stop "$root/redis"
+    if pid=$(xero_mock_pid); then
+        step "stopping the mock Xero API (pid $pid)"
+        kill "$pid"
+    fi
     exit 0
 elif [ $# -gt 0 ]; then
     die "usage: deploy/run.sh [--stop]"
@@ -83,8 +97,9 @@ demo_value SETTLED_STRIPE_WEBHOOK_SECRETS "whsec_demo_$(openssl rand -hex 16)"
 demo_value SETTLED_XERO_WEBHOOK_KEY "$(openssl rand -hex 32)"
 demo_value SETTLED_GOCARDLESS_WEBHOOK_SECRETS "$(openssl rand -hex 24)"
 demo_value SETTLED_DEV_PG_PASSWORD "$(openssl rand -hex 16)"
+demo_value SETTLED_SECRET_KEY "$(openssl rand -base64 32)"
 chmod 600 "$demo_env"
-for key in SETTLED_STRIPE_WEBHOOK_SECRETS SETTLED_XERO_WEBHOOK_KEY SETTLED_GOCARDLESS_WEBHOOK_SECRETS; do
+for key in SETTLED_STRIPE_WEBHOOK_SECRETS SETTLED_XERO_WEBHOOK_KEY SETTLED_GOCARDLESS_WEBHOOK_SECRETS SETTLED_SECRET_KEY; do
     if [ -z "${!key:-}" ]; then
         export "$key=$(demo_get "$key")"
     fi
@@ -141,8 +156,40 @@ fi
 step "migrating the database"
 "$bin" migrate || die "settled migrate failed"
 
-export SETTLED_LISTEN=${SETTLED_LISTEN:-127.0.0.1:8080}
 export SETTLED_ORGANISATION=${SETTLED_ORGANISATION:-demo}
+
+# Xero, offline: the project's mock plays Xero's identity, login and API hosts, seeded with a demo tenant,
+# so webhooks posted with demo-post.sh are fetched, mirrored and matched like real ones.
+xero_shown="from SETTLED_XERO_API_BASE"
+if [ -z "${SETTLED_XERO_API_BASE:-}" ]; then
+    fresh_mock=no
+    if pid=$(xero_mock_pid); then
+        step "reusing the running mock Xero API (pid $pid, 127.0.0.1:$xero_port)"
+    else
+        port_in_use "$xero_port" && die "port $xero_port is taken; set SETTLED_DEV_XERO_PORT to move the mock Xero API"
+        step "starting the mock Xero API (demo mode, 127.0.0.1:$xero_port)"
+        nohup python3 "$top/tests/mock/xero_api.py" --port "$xero_port" --demo -q >"$state/xero-mock.log" 2>&1 &
+        echo $! >"$state/xero-mock.pid"
+        for _ in $(seq 50); do
+            curl -fs "http://127.0.0.1:$xero_port/_mock/health" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        curl -fs "http://127.0.0.1:$xero_port/_mock/health" >/dev/null 2>&1 ||
+            die "the mock Xero API did not start (see $state/xero-mock.log)"
+        fresh_mock=yes
+    fi
+    export SETTLED_XERO_API_BASE=http://127.0.0.1:$xero_port SETTLED_XERO_IDENTITY_BASE=http://127.0.0.1:$xero_port \
+        SETTLED_XERO_LOGIN_BASE=http://127.0.0.1:$xero_port SETTLED_XERO_CLIENT_ID=${SETTLED_XERO_CLIENT_ID:-demo-client} \
+        SETTLED_XERO_CLIENT_SECRET=${SETTLED_XERO_CLIENT_SECRET:-demo-secret}
+    # a freshly started mock knows only its seed refresh token: (re)connect with it
+    if [ "$fresh_mock" = yes ]; then
+        step "connecting the mock's demo Xero tenant"
+        "$bin" connect xero --refresh-token demo-refresh-token || die "settled connect xero failed"
+    fi
+    xero_shown="mock Xero API on http://127.0.0.1:$xero_port (demo tenant 'Demo Company (NZ)')"
+fi
+
+export SETTLED_LISTEN=${SETTLED_LISTEN:-127.0.0.1:8080}
 listen_port=${SETTLED_LISTEN##*:}
 if port_in_use "$listen_port"; then
     die "something already listens on port $listen_port (another settled?); stop it or set SETTLED_LISTEN=127.0.0.1:PORT"
@@ -153,6 +200,7 @@ cat <<EOF
   settled demo: organisation '$SETTLED_ORGANISATION', listening on http://$SETTLED_LISTEN
   database:  $db_shown
   redis:     $SETTLED_REDIS_URL
+  xero:      $xero_shown
 
   Demo webhook secrets (generated once, kept in $demo_env):
     SETTLED_STRIPE_WEBHOOK_SECRETS=$SETTLED_STRIPE_WEBHOOK_SECRETS
@@ -164,8 +212,11 @@ cat <<EOF
     deploy/demo-post.sh xero fixtures/xero/webhook_contact_update.json
     deploy/demo-post.sh gocardless fixtures/gocardless/webhook_payment_confirmed.json
     curl -s http://$SETTLED_LISTEN/readyz
-  and look at the inbox:
+  and look at the inbox, and at what the workers made of the Xero event:
     deploy/demo-post.sh --psql -c 'SELECT provider, event_id, event_type, status FROM webhook_events'
+    deploy/demo-post.sh --psql -c 'SELECT name, email, customer_id FROM xero_contacts'
+    deploy/demo-post.sh --psql -c 'SELECT invoice_number, status, total, amount_due FROM xero_invoices'
+    deploy/demo-post.sh --psql -c 'SELECT external_name, reasons FROM matching_queue'
 
   Ctrl-C stops the server; 'deploy/run.sh --stop' also stops the local PostgreSQL and Redis.
 

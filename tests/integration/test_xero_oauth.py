@@ -434,6 +434,48 @@ def test_authorize_url_and_callback():
     expect_in("access_denied", res.stderr, "the error")
 
 
+def test_callback_route_of_the_server():
+    """The browser flow through settled serve: Xero redirects to GET /v1/xero/callback, whose code exchange runs
+    off the event loop and answers with the organisations connected."""
+    m = mock()
+    m.setup("RT-UNUSED")
+    db = h.new_database("xero_oauth")
+    port = h.free_port()
+    redirect = f"http://127.0.0.1:{port}/v1/xero/callback"
+    m.ctl("PUT", "app", {"redirect_uris": [redirect]})
+    server_env = env(db, SETTLED_XERO_REDIRECT_URI=redirect, SETTLED_WORKERS=0)
+    with h.Settled(db, env=server_env, port=port) as s:
+        res = h.run_settled(["connect", "xero", "--authorize"], server_env, timeout=60)
+        expect_eq(res.returncode, 0, f"--authorize exit code (stderr {res.stderr[-800:]!r})")
+        url = res.stdout.strip().splitlines()[-1]
+        status, headers, _ = m.call("GET", url[len(m.base):])
+        expect_eq(status, 302, "authorize status")
+        location = headers["location"]
+        expect(location.startswith(redirect + "?"), "redirected to the server's callback", location)
+        path = location[len(f"http://127.0.0.1:{port}"):]
+        cb = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+
+        # refused before anything reaches Xero: no code, an unknown parameter, a declined consent
+        h.expect_problem(s.get("/v1/xero/callback?state=" + cb["state"]), 400, "oauth_callback_invalid", "no code")
+        h.expect_problem(s.get(path + "&extra=1"), 400, "oauth_callback_invalid", "unknown parameter")
+        h.expect_problem(s.get("/v1/xero/callback?error=access_denied&state=x"), 400, "oauth_callback_invalid",
+                         "declined consent")
+        # a forged state: 502 with the reason, and the code is not exchanged
+        forged = dict(cb, state=cb["state"][:-2] + ("AA" if not cb["state"].endswith("AA") else "BA"))
+        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(forged)), 502, "xero_connect_failed",
+                         "forged state")
+        expect_eq(m.oauth()["code_exchanges"], 0, "the code was not exchanged for a forged state")
+
+        status, _, body = s.get(path)
+        expect_eq(status, 200, f"callback status (body {body[:300]!r})")
+        doc = json.loads(body)
+        expect_eq(doc.get("connected"), True, "connected")
+        expect_in("Org One", doc.get("summary", ""), "summary")
+        expect_not_in(cb["code"], body.decode(), "the reply")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "2", "tenants stored")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens WHERE status = 'active'"), "1", "token sets")
+
+
 def test_missing_or_bad_settings_are_named():
     db = h.new_database("xero_oauth")
     cases = [

@@ -11,6 +11,7 @@
  * job of the batch is queued again to run alone, so one bad job never fails its neighbours.
  */
 #include "db.h"
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ struct st_gw_db_conn_t {
     gw_db_t *db;
     int index;
     PGconn *pg;
+    int pqfd; /* libpq's descriptor, of which sock holds a duplicate */
     h2o_socket_t *sock;
     enum gw_db_conn_state state;
     bool reading, write_armed;
@@ -88,17 +90,18 @@ static void finish_job(gw_db_t *db, gw_db_job_t *job, const char *error)
     free(job);
 }
 
-/* Detaches libpq's fd from the loop without closing it (libpq owns it). */
+/* The loop watches its own duplicate of libpq's socket, so either side may close its descriptor first: libpq
+ * drops a failed connection's socket by itself, and exporting a descriptor it already closed would ask epoll
+ * about a dead fd. Closing the duplicate never touches libpq's. */
 static void release_socket(gw_db_conn_t *c)
 {
     if (c->sock == NULL)
         return;
     if (c->write_armed)
-        c->sock->_cb.write = NULL; /* h2o 2.2 cannot disarm notify_write, and export asserts on it */
-    h2o_socket_export_t info;
-    if (h2o_socket_export(c->sock, &info) == 0 && info.input != NULL)
-        h2o_buffer_dispose(&info.input);
+        c->sock->_cb.write = NULL; /* h2o 2.2 cannot disarm notify_write */
+    h2o_socket_close(c->sock);
     c->sock = NULL;
+    c->pqfd = -1;
     c->reading = c->write_armed = false;
 }
 
@@ -107,12 +110,29 @@ static int attach_socket(gw_db_conn_t *c)
     int fd = PQsocket(c->pg);
     if (fd < 0)
         return -1;
-    if (c->sock != NULL && h2o_socket_get_fd(c->sock) == fd)
+    if (c->sock != NULL && c->pqfd == fd)
         return 0;
     release_socket(c); /* libpq may switch sockets while connecting */
-    c->sock = h2o_evloop_socket_create(c->db->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return -1;
+    c->sock = h2o_evloop_socket_create(c->db->loop, own, H2O_SOCKET_FLAG_DONT_READ);
     c->sock->data = c;
+    c->pqfd = fd;
     return 0;
+}
+
+/* Server notices and warnings (e.g. "terminating connection due to administrator command") go to the log. */
+static void on_notice(void *arg, const char *message)
+{
+    gw_db_conn_t *c = arg;
+    char msg[256];
+    size_t n = 0;
+    for (const char *p = message; *p != '\0' && n < sizeof(msg) - 1; ++p)
+        if (*p != '\n')
+            msg[n++] = *p;
+    msg[n] = '\0';
+    gw_log(GW_LOG_WARN, "database connection %d: %s", c->index, msg);
 }
 
 static void want_read(gw_db_conn_t *c)
@@ -199,6 +219,8 @@ static void start_connect(gw_db_conn_t *c)
     const char *vals[] = {db->cfg->database_url, "settled", NULL};
     set_state(c, GW_DB_CONNECTING);
     c->pg = PQconnectStartParams(keys, vals, 1);
+    if (c->pg != NULL)
+        PQsetNoticeProcessor(c->pg, on_notice, c);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || attach_socket(c) != 0) {
         disconnect(c, pq_error(c));
         return;
@@ -492,7 +514,7 @@ gw_db_t *gw_db_create(h2o_evloop_t *loop, const gw_config_t *cfg, const gw_db_st
     db->tick_entry = (h2o_timeout_entry_t){.cb = on_tick};
     for (size_t i = 0; i != db->nconns; ++i) {
         gw_db_conn_t *c = &db->conns[i];
-        *c = (gw_db_conn_t){.db = db, .index = (int)i, .state = GW_DB_STATE_MAX};
+        *c = (gw_db_conn_t){.db = db, .index = (int)i, .pqfd = -1, .state = GW_DB_STATE_MAX};
         h2o_linklist_init_anchor(&c->batch);
         set_state(c, GW_DB_DISCONNECTED);
         start_connect(c);

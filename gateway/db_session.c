@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "db.h"
+#include "log.h"
 
 struct st_gw_dbs_t {
     char *url;
@@ -30,6 +31,18 @@ static void set_error(gw_dbs_t *s, const char *msg, const PGresult *res)
     snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state != NULL ? state : "");
 }
 
+/* Server warnings go to the log as one line, not to stderr as libpq prints them. */
+static void on_notice(void *arg, const char *message)
+{
+    char msg[256];
+    size_t n = 0;
+    for (const char *p = message; *p != '\0' && n < sizeof(msg) - 1; ++p)
+        if (*p != '\n')
+            msg[n++] = *p;
+    msg[n] = '\0';
+    gw_log(GW_LOG_WARN, "database: %s", msg);
+}
+
 static int ensure_connected(gw_dbs_t *s)
 {
     if (s->pg != NULL && PQstatus(s->pg) == CONNECTION_OK)
@@ -43,6 +56,7 @@ static int ensure_connected(gw_dbs_t *s)
         set_error(s, PQerrorMessage(s->pg), NULL);
         return -1;
     }
+    PQsetNoticeProcessor(s->pg, on_notice, NULL);
     PQclear(PQexec(s->pg, "SET client_min_messages = warning"));
     return 0;
 }

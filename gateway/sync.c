@@ -10,19 +10,31 @@
 
 #define MAX_PAGES 100000
 #define MAX_WAIT_MS 120000             /* longest a sync sleeps for a quota before it gives up */
-#define HIGH_WATER_OVERLAP "5 minutes" /* re-read a little before the last run: clocks differ */
+#define HIGH_WATER_OVERLAP "5 minutes" /* re-read a little before the mark: Xero's API may lag its timestamps */
 
 const char *const gw_sync_kinds[GW_SYNC_NKINDS] = {"xero.contacts", "xero.invoices", "xero.creditnotes"};
 
+/* The next sweep asks for what changed since the high-water mark less an overlap: the mark is the newest
+ * UpdatedDateUTC mirrored (Xero's clock, not ours), and a change can show in Xero's API a little after its
+ * timestamp. */
 static const char sql_state[] =
-    "SELECT to_char(high_water AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') FROM xero_sync_state"
-    " WHERE organisation_id = $1 AND tenant_id = $2::uuid AND resource = $3";
-static const char sql_now[] = "SELECT now()";
+    "SELECT to_char((high_water - interval '" HIGH_WATER_OVERLAP "') AT TIME ZONE 'UTC',"
+    "               'YYYY-MM-DD\"T\"HH24:MI:SS') FROM xero_sync_state"
+    " WHERE organisation_id = $1 AND tenant_id = $2::uuid AND resource = $3 AND high_water IS NOT NULL";
+/* The mark only moves forward. $4 names the mirror table by record kind (a fixed list, never user input). */
 static const char sql_save[] =
     "INSERT INTO xero_sync_state (organisation_id, tenant_id, resource, high_water, last_run_at, last_fetched,"
     "                             last_changed, last_unchanged)"
-    " VALUES ($1, $2::uuid, $3, $4::timestamptz - interval '" HIGH_WATER_OVERLAP "', now(), $5, $6, $7)"
-    " ON CONFLICT (organisation_id, tenant_id, resource) DO UPDATE SET high_water = EXCLUDED.high_water,"
+    " SELECT $1, $2::uuid, $3, CASE $4"
+    "   WHEN 'xero.contacts' THEN (SELECT max(updated_date_utc) FROM xero_contacts"
+    "                               WHERE organisation_id = $1 AND tenant_id = $2::uuid)"
+    "   WHEN 'xero.invoices' THEN (SELECT max(updated_date_utc) FROM xero_invoices"
+    "                               WHERE organisation_id = $1 AND tenant_id = $2::uuid)"
+    "   WHEN 'xero.creditnotes' THEN (SELECT max(updated_date_utc) FROM xero_credit_notes"
+    "                                  WHERE organisation_id = $1 AND tenant_id = $2::uuid) END,"
+    "   now(), $5, $6, $7"
+    " ON CONFLICT (organisation_id, tenant_id, resource) DO UPDATE SET"
+    "   high_water = greatest(xero_sync_state.high_water, EXCLUDED.high_water),"
     "   last_run_at = EXCLUDED.last_run_at, last_fetched = EXCLUDED.last_fetched,"
     "   last_changed = EXCLUDED.last_changed, last_unchanged = EXCLUDED.last_unchanged";
 static const char sql_due[] =
@@ -61,15 +73,6 @@ static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation
             c->initial = true;
         gw_dbs_result_free(r);
     }
-    char started[64];
-    gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql_now, 0, NULL);
-    if (r == NULL) {
-        snprintf(err, errlen, "%s", gw_dbs_error(ctx->db));
-        return -1;
-    }
-    snprintf(started, sizeof(started), "%s", gw_dbs_value(r, 0, 0));
-    gw_dbs_result_free(r);
-
     for (int page = 1; page <= MAX_PAGES; ++page) {
         cn_fetch_t f;
         if (cn_xero_connector.plan_sync_page(kind, page, &f) != 0) {
@@ -112,7 +115,7 @@ static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation
     snprintf(fetched, sizeof(fetched), "%ld", c->fetched);
     snprintf(changed, sizeof(changed), "%ld", c->changed);
     snprintf(unchanged, sizeof(unchanged), "%ld", c->unchanged);
-    const char *save[] = {org, tenant, short_kind(kind), started, fetched, changed, unchanged};
+    const char *save[] = {org, tenant, short_kind(kind), kind, fetched, changed, unchanged};
     if (gw_dbs_exec(ctx->db, sql_save, 7, save) < 0) {
         snprintf(err, errlen, "cannot save the sync state: %s", gw_dbs_error(ctx->db));
         return -1;

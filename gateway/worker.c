@@ -62,8 +62,8 @@ static const char sql_coalesce[] =
 
 static const char sql_fail[] =
     "UPDATE webhook_events SET status = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'failed' END,"
-    "       next_attempt_at = now() + least($5::float8, $4::float8 * power(2, least(attempts - 1, 40)))"
-    "                                 * (1 + random() * 0.5) * interval '1 millisecond',"
+    "       next_attempt_at = now() + least($5::float8, $4::float8 * power(2, least(attempts - 1, 40))"
+    "                                                 * (1 + random() * 0.5)) * interval '1 millisecond',"
     "       last_error = $2, lease_owner = NULL"
     " WHERE id = ANY($1::bigint[]) AND lease_owner = $6 AND status = 'processing'"
     " RETURNING status";
@@ -72,6 +72,13 @@ static const char sql_reschedule[] =
     "UPDATE webhook_events SET status = 'pending', attempts = greatest(attempts - 1, 0),"
     "       next_attempt_at = now() + $2::bigint * interval '1 millisecond', last_error = $3, lease_owner = NULL"
     " WHERE id = ANY($1::bigint[]) AND lease_owner = $4 AND status = 'processing'";
+
+/* A row whose lease expired SETTLED_WORKER_MAX_ATTEMPTS times (its worker died each time: an event that crashes
+ * workers) is parked instead of being claimed again. */
+static const char sql_park_lost[] =
+    "UPDATE webhook_events SET status = 'dead', lease_owner = NULL,"
+    "       last_error = 'the worker processing it stopped before finishing, ' || attempts || ' times'"
+    " WHERE status = 'processing' AND next_attempt_at <= now() AND attempts >= $1";
 
 static const char sql_depth[] = "SELECT status, count(*) FROM webhook_events"
                                 " WHERE status IN ('pending', 'failed', 'processing', 'dead') GROUP BY status";
@@ -333,6 +340,16 @@ static int run_round(worker_t *w)
     snprintf(coalesce_ms, sizeof(coalesce_ms), "%d", cfg->xero_coalesce_ms);
     snprintf(batch, sizeof(batch), "%d", cfg->worker_batch);
     snprintf(lease, sizeof(lease), "%d", cfg->worker_lease_ms);
+    char max[16];
+    snprintf(max, sizeof(max), "%d", cfg->worker_max_attempts);
+    const char *park[] = {max};
+    long long parked = gw_dbs_exec(w->ctx.db, sql_park_lost, 1, park);
+    if (parked > 0) {
+        gw_metrics_worker_outcome(GW_OUTCOME_DEAD, (uint64_t)parked);
+        gw_log(GW_LOG_WARN,
+               "worker %d: parked %lld events as dead: their workers stopped before finishing them %s times", w->index,
+               parked, max);
+    }
     const char *params[] = {handled_providers, coalesce_ms, batch, w->owner, lease};
     gw_dbs_result_t *r = gw_dbs_query(w->ctx.db, sql_claim, 5, params);
     if (r == NULL) {

@@ -249,6 +249,36 @@ def test_money_is_exact_from_the_wire_to_the_mirror():
 # 4. Dead-lettering and replay
 
 
+def test_event_whose_workers_keep_dying_is_parked():
+    """An event whose worker stops before finishing it (a lease that expired) SETTLED_WORKER_MAX_ATTEMPTS
+    times is parked as dead instead of being claimed again, so an event that crashes workers cannot do so
+    forever. The crashes are staged in SQL: a row left 'processing' with an expired lease and its attempts
+    used up, beside one that still has an attempt left."""
+    m = mock()
+    t = pl.new_tenant()
+    db = pl.connected_db(m, [t], "pipe_poison")
+    poison, retry = str(uuid.uuid4()), str(uuid.uuid4())
+    m.put(t, "invoices", retry, pl.invoice(retry, pl.BASE_MS, "7.00"))
+    env = pl.settled_env(m, db, SETTLED_WORKERS=0, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_MAX_ATTEMPTS=3)
+    with h.Settled(db, env=env) as s:
+        pl.post(s, pl.delivery([pl.xero_event(t, poison, "INVOICE"), pl.xero_event(t, retry, "INVOICE")]))
+    h.sql(db, "UPDATE webhook_events SET status = 'processing', lease_owner = 'gone:1:0',"
+              " next_attempt_at = now() - interval '1 second',"
+              " attempts = CASE WHEN resource_id = $1 THEN 3 ELSE 2 END", poison)
+    with h.Settled(db, env=dict(env, SETTLED_WORKERS=1)) as s:
+        pl.wait_for(lambda: h.sql_value(db, "SELECT status FROM webhook_events WHERE resource_id = $1", retry)
+                    == "done", 30, "the row with an attempt left to be processed")
+        pl.wait_for(lambda: pl.metric(s, "settled_worker_events_total", outcome="dead") == 1.0, 15,
+                    "the parked row to be counted")
+        expect_in("parked 1 events as dead", s.log(), "the log says why")
+    expect_eq(h.sql_rows(db, "SELECT status, attempts, lease_owner, last_error FROM webhook_events"
+                             " WHERE resource_id = $1", poison),
+              [["dead", "3", None, "the worker processing it stopped before finishing, 3 times"]], "the parked row")
+    expect_eq(h.sql_value(db, "SELECT attempts FROM webhook_events WHERE resource_id = $1", retry), "3",
+              "the other row's lost attempt counted")
+    expect_eq(len(m.api_calls("Invoices", poison)), 0, "no call for the parked event")
+
+
 def test_failing_event_is_parked_dead_and_an_operator_can_replay_it():
     """Every call answers 500: after SETTLED_WORKER_MAX_ATTEMPTS (3) attempts, with backoff, the row is
     'dead' with attempts 3 and the 500 in last_error, and exactly 3 calls were made. Once Xero is healthy
@@ -348,8 +378,8 @@ def _sync(m, db, what):
 
 def test_sync_counts_second_run_and_drift_repair():
     """`settled sync xero` pages through everything (150 invoices: 2 pages) and prints counts that match
-    the mirror; a second run sends If-Modified-Since and changes nothing (the records inside its 5-minute
-    overlap come back unchanged); a record changed in Xero without any webhook is picked up by the next
+    the mirror; a second run sends If-Modified-Since and changes nothing (the records within 5 minutes of
+    the newest mirrored UpdatedDateUTC of their kind, the sweep's overlap, come back unchanged); a record changed in Xero without any webhook is picked up by the next
     run, and by the scheduled sweep of `settled serve` (SETTLED_XERO_SYNC_INTERVAL) with its metric."""
     m = mock()
     t = pl.new_tenant()
@@ -391,8 +421,10 @@ def test_sync_counts_second_run_and_drift_repair():
     audits = h.sql_value(db, upserts)
     m.ctl("DELETE", "requests")
     second = _sync(m, db, "second run")
-    expect_eq(second, {"contacts": (1, 0, 1), "invoices": (5, 0, 5), "creditnotes": (0, 0, 0)},
-              "second run counts (only the records of the last 5 minutes come back, unchanged)")
+    # the overlap is measured on Xero's clock, from the newest record of each kind: the recent contact, the 5
+    # recent invoices, and both credit notes (a millisecond apart) come back, unchanged
+    expect_eq(second, {"contacts": (1, 0, 1), "invoices": (5, 0, 5), "creditnotes": (2, 0, 2)},
+              "second run counts (only the records of the overlap come back, unchanged)")
     expect(all(r["if_modified_since"] for r in m.api_calls()), "the second run sends If-Modified-Since",
            [r["if_modified_since"] for r in m.api_calls()])
     expect_eq(h.sql_value(db, upserts), audits, "upserts audited by the second run (none)")
@@ -402,7 +434,7 @@ def test_sync_counts_second_run_and_drift_repair():
         pl.line_item(str(uuid.uuid4()), "changed", "1.0000", "999.99", "999.99")]))
     m.put(t, "contacts", con_ids[0], pl.contact(con_ids[0], now + 1000, "Renamed Contact", "renamed@example.com"))
     third = _sync(m, db, "third run")
-    expect_eq(third, {"contacts": (2, 1, 1), "invoices": (6, 1, 5), "creditnotes": (0, 0, 0)}, "third run counts")
+    expect_eq(third, {"contacts": (2, 1, 1), "invoices": (6, 1, 5), "creditnotes": (2, 0, 2)}, "third run counts")
     expect_eq(h.sql_rows(db, "SELECT total::text, status FROM xero_invoices WHERE invoice_id = $1", inv_ids[0]),
               [["999.9900", "PAID"]], "the drifted invoice is repaired")
     expect_eq(h.sql_rows(db, "SELECT description, line_amount::text FROM xero_invoice_lines WHERE invoice_id = $1",

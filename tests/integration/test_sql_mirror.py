@@ -948,6 +948,21 @@ def test_xero_connection_tables():
           r"check constraint", o=org_a, tn=TENANT)
 
 
+def test_inbox_rules_are_enforced():
+    """The inbox's provider, status and attempts rules (domains, cheaper than CHECK constraints on the hot
+    insert path) still refuse bad values, on insert and on update."""
+    org = new_org()
+    base = ("INSERT INTO webhook_events (organisation_id, provider, source, event_id, event_type, body, verified_at,"
+            " received_at, correlation_id) VALUES (:'o', :'p', 'default', :'e', 't', '\\x00', now(), now(), 'c')")
+    fails(base, r"violates check constraint", o=org, p="paypal", e="e-bad-provider")
+    rid = value(base + " RETURNING id", o=org, p="stripe", e="e-rules")
+    fails("UPDATE webhook_events SET status = 'pendng' WHERE id = :'i'", r"violates check constraint", i=rid)
+    fails("UPDATE webhook_events SET attempts = -1 WHERE id = :'i'", r"violates check constraint", i=rid)
+    rows("UPDATE webhook_events SET status = 'dead', attempts = 3 WHERE id = :'i'", i=rid)
+    expect_eq(rows("SELECT status, attempts FROM webhook_events WHERE id = :'i'", i=rid), [["dead", "3"]],
+              "a valid update")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Runner
 

@@ -80,8 +80,13 @@ static const char sql_park_lost[] =
     "       last_error = 'the worker processing it stopped before finishing, ' || attempts || ' times'"
     " WHERE status = 'processing' AND next_attempt_at <= now() AND attempts >= $1";
 
+/* Counted through the partial indexes only (the due index, led by provider, and the dead index): the events of
+ * providers that are not processed yet wait as 'pending' in unbounded numbers and must not be scanned every few
+ * seconds. */
 static const char sql_depth[] = "SELECT status, count(*) FROM webhook_events"
-                                " WHERE status IN ('pending', 'failed', 'processing', 'dead') GROUP BY status";
+                                " WHERE provider = ANY($1::text[]) AND status IN ('pending', 'failed', 'processing')"
+                                " GROUP BY status"
+                                " UNION ALL SELECT 'dead', count(*) FROM webhook_events WHERE status = 'dead'";
 static const char sql_reauth[] = "SELECT count(*) FROM xero_tokens WHERE status = 'needs_reauth'";
 
 /* The providers whose events are processed in this release; the others stay pending for later releases. */
@@ -406,7 +411,8 @@ static int run_round(worker_t *w)
 static void update_gauges(worker_t *w)
 {
     static const char *const statuses[] = {"pending", "failed", "processing", "dead"};
-    gw_dbs_result_t *r = gw_dbs_query(w->ctx.db, sql_depth, 0, NULL);
+    const char *params[] = {handled_providers};
+    gw_dbs_result_t *r = gw_dbs_query(w->ctx.db, sql_depth, 1, params);
     if (r != NULL) {
         for (size_t s = 0; s != 4; ++s) {
             int64_t v = 0;

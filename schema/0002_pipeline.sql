@@ -15,9 +15,11 @@ ALTER TABLE webhook_events
     ADD COLUMN processed_at timestamptz;  -- when the row reached 'done' or 'ignored'
 
 -- A 'processing' row is due again once its lease expired: the worker sets next_attempt_at to the lease
--- expiry when it claims a row, so one ordered index serves new, retried and abandoned rows alike.
+-- expiry when it claims a row, so one ordered index serves new, retried and abandoned rows alike. The
+-- provider leads: workers claim only the providers they process, and the events of the others wait as
+-- 'pending' (Stripe and GoCardless until their processing ships), which a claim must not have to walk.
 DROP INDEX webhook_events_due_idx;
-CREATE INDEX webhook_events_due_idx ON webhook_events (next_attempt_at)
+CREATE INDEX webhook_events_due_idx ON webhook_events (provider, next_attempt_at)
     WHERE status IN ('pending', 'failed', 'processing');
 
 -- Parked rows, for operators (few by construction: the index costs the intake path nothing).

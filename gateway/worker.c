@@ -78,7 +78,7 @@ static const char sql_reschedule[] =
 static const char sql_park_lost[] =
     "UPDATE webhook_events SET status = 'dead', lease_owner = NULL,"
     "       last_error = 'the worker processing it stopped before finishing, ' || attempts || ' times'"
-    " WHERE status = 'processing' AND next_attempt_at <= now() AND attempts >= $1";
+    " WHERE provider = ANY($2::text[]) AND status = 'processing' AND next_attempt_at <= now() AND attempts >= $1";
 
 /* Counted through the partial indexes only (the due index, led by provider, and the dead index): the events of
  * providers that are not processed yet wait as 'pending' in unbounded numbers and must not be scanned every few
@@ -347,8 +347,8 @@ static int run_round(worker_t *w)
     snprintf(lease, sizeof(lease), "%d", cfg->worker_lease_ms);
     char max[16];
     snprintf(max, sizeof(max), "%d", cfg->worker_max_attempts);
-    const char *park[] = {max};
-    long long parked = gw_dbs_exec(w->ctx.db, sql_park_lost, 1, park);
+    const char *park[] = {max, handled_providers};
+    long long parked = gw_dbs_exec(w->ctx.db, sql_park_lost, 2, park);
     if (parked > 0) {
         gw_metrics_worker_outcome(GW_OUTCOME_DEAD, (uint64_t)parked);
         gw_log(GW_LOG_WARN,

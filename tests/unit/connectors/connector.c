@@ -13,37 +13,7 @@
 
 #include "connector.h"
 
-/* A pool that frees everything after each test; blocks are filled with 0xa5 so a field left unset shows. */
-static struct {
-    void **blocks;
-    size_t n, cap;
-} pool;
-
-static void *pool_alloc(void *ctx, size_t size)
-{
-    if (pool.n == pool.cap) {
-        pool.cap = pool.cap != 0 ? pool.cap * 2 : 64;
-        if ((pool.blocks = realloc(pool.blocks, pool.cap * sizeof(*pool.blocks))) == NULL)
-            abort();
-    }
-    void *p = malloc(size != 0 ? size : 1);
-    if (p == NULL)
-        abort();
-    memset(p, 0xa5, size);
-    pool.blocks[pool.n++] = p;
-    return p;
-}
-
-static int pool_release(void **state)
-{
-    for (size_t i = 0; i != pool.n; ++i)
-        free(pool.blocks[i]);
-    free(pool.blocks);
-    memset(&pool, 0, sizeof(pool));
-    return 0;
-}
-
-static const cn_alloc_t test_alloc = {pool_alloc, NULL};
+#include "scaffold.h"
 
 static void test_error_codes(void **state)
 {

@@ -127,12 +127,7 @@ static void on_notice(void *arg, const char *message)
 {
     gw_db_conn_t *c = arg;
     char msg[256];
-    size_t n = 0;
-    for (const char *p = message; *p != '\0' && n < sizeof(msg) - 1; ++p)
-        if (*p != '\n')
-            msg[n++] = *p;
-    msg[n] = '\0';
-    gw_log(GW_LOG_WARN, "database connection %d: %s", c->index, msg);
+    gw_log(GW_LOG_WARN, "database connection %d: %s", c->index, gw_log_one_line(msg, sizeof(msg), message));
 }
 
 static void want_read(gw_db_conn_t *c)
@@ -169,17 +164,8 @@ static void disconnect(gw_db_conn_t *c, const char *why)
 {
     gw_db_t *db = c->db;
     if (c->state != GW_DB_CONNECTING || c->failures == 0) {
-        char msg[256]; /* libpq's messages span lines: fold them into one */
-        size_t n = 0;
-        for (const char *p = why; *p != '\0' && n < sizeof(msg) - 1; ++p)
-            if (*p != '\n' && *p != '\t' && *p != '\r')
-                msg[n++] = *p;
-            else if (n != 0 && msg[n - 1] != ' ')
-                msg[n++] = ' ';
-        while (n != 0 && msg[n - 1] == ' ')
-            --n;
-        msg[n] = '\0';
-        gw_log(GW_LOG_WARN, "database connection %d lost: %s", c->index, msg);
+        char msg[256];
+        gw_log(GW_LOG_WARN, "database connection %d lost: %s", c->index, gw_log_one_line(msg, sizeof(msg), why));
     }
     fail_batch(c, "database connection lost");
     release_socket(c);

@@ -21,12 +21,7 @@ struct st_gw_dbs_t {
 
 static void set_error(gw_dbs_t *s, const char *msg, const PGresult *res)
 {
-    size_t n = 0;
-    for (const char *p = msg != NULL ? msg : "unknown error"; *p != '\0' && n < sizeof(s->error) - 1; ++p)
-        s->error[n++] = *p == '\n' || *p == '\t' ? ' ' : *p;
-    while (n != 0 && s->error[n - 1] == ' ')
-        --n;
-    s->error[n] = '\0';
+    gw_log_one_line(s->error, sizeof(s->error), msg != NULL ? msg : "unknown error");
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state != NULL ? state : "");
 }
@@ -35,12 +30,7 @@ static void set_error(gw_dbs_t *s, const char *msg, const PGresult *res)
 static void on_notice(void *arg, const char *message)
 {
     char msg[256];
-    size_t n = 0;
-    for (const char *p = message; *p != '\0' && n < sizeof(msg) - 1; ++p)
-        if (*p != '\n')
-            msg[n++] = *p;
-    msg[n] = '\0';
-    gw_log(GW_LOG_WARN, "database: %s", msg);
+    gw_log(GW_LOG_WARN, "database: %s", gw_log_one_line(msg, sizeof(msg), message));
 }
 
 static int ensure_connected(gw_dbs_t *s)

@@ -869,3 +869,12 @@ void gw_http_response_free(gw_http_response_t *res)
     free(res->headers);
     memset(res, 0, sizeof(*res));
 }
+
+int gw_http_init_config(const gw_config_t *cfg)
+{
+    gw_http_options_t opts = {.timeout_ms = cfg->http_timeout_ms,
+                              .connect_timeout_ms = cfg->http_connect_timeout_ms,
+                              .max_host_connections = cfg->http_max_host_connections,
+                              .max_body = 64 * 1024 * 1024};
+    return gw_http_init(&opts);
+}

@@ -15,6 +15,7 @@
 #include <h2o.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include "config.h"
 
 typedef struct st_gw_http_header_t {
     char *name;  /* lower-case */
@@ -52,6 +53,8 @@ typedef struct st_gw_http_options_t {
 
 /* Starts the HTTP thread (call once, before any other function, from the main thread). Returns 0 or -1. */
 __attribute__((warn_unused_result)) int gw_http_init(const gw_http_options_t *opts);
+/* gw_http_init with the SETTLED_HTTP_* settings (and a 64 MiB cap on response bodies). */
+__attribute__((warn_unused_result)) int gw_http_init_config(const gw_config_t *cfg);
 /* Stops the thread; requests still in flight complete with the error "shutting down" first (those of a loop
  * when that loop next runs). Calling it again, or without gw_http_init, does nothing. */
 void gw_http_shutdown(void);

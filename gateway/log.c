@@ -110,3 +110,19 @@ void gw_log_message(enum gw_log_level level, const char *fmt, ...)
     gw_log_begin(&line, level, msg);
     gw_log_end(&line);
 }
+
+char *gw_log_one_line(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    for (const char *p = src != NULL ? src : ""; *p != '\0' && n + 1 < cap; ++p) {
+        if (*p != '\n' && *p != '\t' && *p != '\r')
+            dst[n++] = *p;
+        else if (n != 0 && dst[n - 1] != ' ')
+            dst[n++] = ' ';
+    }
+    while (n != 0 && dst[n - 1] == ' ')
+        --n;
+    if (cap != 0)
+        dst[n] = '\0';
+    return dst;
+}

@@ -31,6 +31,10 @@ typedef struct st_gw_logline_t {
 
 void gw_log_message(enum gw_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Copies src into dst (cap bytes) as one line: newlines and tabs become single spaces, trailing spaces go. For
+ * libpq's and Redis's multi-line messages. Returns dst. */
+char *gw_log_one_line(char *dst, size_t cap, const char *src);
+
 /* Starts a line with time, level and msg. */
 void gw_log_begin(gw_logline_t *line, enum gw_log_level level, const char *msg);
 /* Appends "key":"value" (value JSON-escaped; len bytes, not NUL-terminated). A NULL value is skipped. */

@@ -164,11 +164,7 @@ int gw_server_run(gw_config_t *cfg)
     gw_routes_register(host);
 
     int nloops = cfg->threads;
-    gw_http_options_t hopts = {.timeout_ms = cfg->http_timeout_ms,
-                               .connect_timeout_ms = cfg->http_connect_timeout_ms,
-                               .max_host_connections = cfg->http_max_host_connections,
-                               .max_body = 64 * 1024 * 1024};
-    if (gw_http_init(&hopts) != 0) {
+    if (gw_http_init_config(cfg) != 0) {
         gw_log(GW_LOG_ERROR, "cannot start the outbound HTTP client");
         return 1;
     }

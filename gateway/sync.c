@@ -220,11 +220,7 @@ int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv)
         snprintf(since_iso, sizeof(since_iso), "%s", gw_dbs_value(r, 0, 0));
         gw_dbs_result_free(r);
     }
-    gw_http_options_t hopts = {.timeout_ms = cfg->http_timeout_ms,
-                               .connect_timeout_ms = cfg->http_connect_timeout_ms,
-                               .max_host_connections = cfg->http_max_host_connections,
-                               .max_body = 64 * 1024 * 1024};
-    if (gw_http_init(&hopts) != 0) {
+    if (gw_http_init_config(cfg) != 0) {
         fprintf(stderr, "settled: cannot start the HTTP client\n");
         gw_dbs_close(ctx.db);
         return 1;

@@ -550,11 +550,7 @@ int gw_worker_main(const gw_config_t *cfg)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    gw_http_options_t hopts = {.timeout_ms = cfg->http_timeout_ms,
-                               .connect_timeout_ms = cfg->http_connect_timeout_ms,
-                               .max_host_connections = cfg->http_max_host_connections,
-                               .max_body = 64 * 1024 * 1024};
-    if (gw_http_init(&hopts) != 0) {
+    if (gw_http_init_config(cfg) != 0) {
         gw_log(GW_LOG_ERROR, "cannot start the outbound HTTP client");
         return 1;
     }

@@ -51,12 +51,22 @@ static void test_level_gate(void **state)
     gw_log_min_level = GW_LOG_INFO;
 }
 
+static void test_one_line(void **state)
+{
+    char buf[64];
+    assert_string_equal(gw_log_one_line(buf, sizeof(buf), "could not connect\n\tIs the server running?\n"),
+                        "could not connect Is the server running?");
+    assert_string_equal(gw_log_one_line(buf, 8, "0123456789"), "0123456");
+    assert_string_equal(gw_log_one_line(buf, sizeof(buf), NULL), "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_line_is_valid_json),
         cmocka_unit_test(test_overlong_line_stays_valid),
         cmocka_unit_test(test_level_gate),
+        cmocka_unit_test(test_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

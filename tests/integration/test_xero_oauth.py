@@ -8,17 +8,13 @@ Xero's grace period; the authorize URL and its callback connect an organisation,
 reused callback does not (providers/PROVIDERS.md section 2.3; docs/operations.md)."""
 
 import base64
-import http.client
 import json
-import os
-import select
-import signal
 import subprocess
-import sys
 import threading
 import urllib.parse
 
 import harness as h
+import pipelinelib as pl
 from harness import expect, expect_eq, expect_in, expect_not_in
 
 T1 = "11111111-1111-4111-8111-111111111111"
@@ -28,50 +24,8 @@ SECRET_KEY = base64.b64encode(bytes(range(100, 132))).decode()  # SETTLED_SECRET
 REDIRECT_URI = "http://127.0.0.1:9/v1/xero/callback"
 
 
-class Mock:
-    """The mock Xero on a free loopback port, stopped (by its PID) at exit."""
-
-    def __init__(self):
-        script = os.path.join(h.source_dir(), "tests", "mock", "xero_api.py")
-        self.log = open(os.path.join(h.scratch_dir(), "xero-mock.log"), "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, script, "--port", "0", "--quiet"],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=h._die_with_parent,
-        )
-        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("xero-mock listening on http://127.0.0.1:"):
-            self.stop()
-            raise h.Failure(f"the mock Xero did not start: {line!r}")
-        self.port = int(line.strip().rsplit(":", 1)[1])
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def call(self, method, path, obj=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-        try:
-            body = json.dumps(obj) if obj is not None else None
-            conn.request(method, path, body=body, headers=headers or {})
-            r = conn.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            conn.close()
-
-    def ctl(self, method, path, obj=None):
-        status, _, body = self.call(method, "/_mock/" + path, obj)
-        expect(status in (200, 201, 204), f"mock control {method} {path}", (status, body[:300]))
-        return json.loads(body) if body else None
+class Mock(pl.Mock):
+    """The project's mock Xero (tests/integration/pipelinelib.py), set up for these tests."""
 
     def setup(self, refresh_token, **app):
         """A fresh mock: settled's app and one authorisation with refresh_token to T1 and T2."""

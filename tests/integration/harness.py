@@ -320,7 +320,28 @@ def _die_with_parent():
 _servers = []
 
 
-class Settled:
+class LoggedProcess:
+    """What every settled process of the tests shares: self.proc (a Popen or None) and self.log_path, the
+    file its stdout and stderr go to."""
+
+    proc = None
+    log_path = None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        """Everything the process wrote so far (stdout and stderr)."""
+        if not self.log_path:
+            return ""
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log().splitlines()[-n:])
+
+
+class Settled(LoggedProcess):
     """One `settled serve` on a free port of 127.0.0.1, talking to db_url.
 
     The server gets the test secrets (STRIPE_SECRET, XERO_KEY, GOCARDLESS_SECRET), SETTLED_THREADS =
@@ -404,9 +425,6 @@ class Settled:
             print(f"# server log ({self.log_path}):\n{_indent(self.log_tail())}")
         return False
 
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def url(self, path=""):
         return f"http://127.0.0.1:{self.port}{path}"
 
@@ -460,15 +478,6 @@ class Settled:
 
     # -- process ------------------------------------------------------------------------------------
 
-    def log(self):
-        """Everything the server wrote so far (stdout and stderr)."""
-        if not self.log_path:
-            return ""
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def log_tail(self, n=60):
-        return "\n".join(self.log().splitlines()[-n:])
 
     def log_records(self):
         """The JSON log lines, decoded (lines that are not JSON are skipped)."""

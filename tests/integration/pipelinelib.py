@@ -203,7 +203,7 @@ def connected_db(mock, tenants, prefix, refresh_token="RT-PIPE-1", **app):
 # settled work
 
 
-class Worker:
+class Worker(h.LoggedProcess):
     """One `settled work` process with settled_env(env). Its output goes to a log file. It registers
     with the harness runner, which kills it (by PID) if its test fails half-way."""
 
@@ -242,18 +242,6 @@ class Worker:
             time.sleep(0.05)
         self.kill9()
         raise h.Failure(f"settled work did not start in 30 s:\n{self.log_tail()}")
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self):
-        if not self.log_path:
-            return ""
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def log_tail(self, n=60):
-        return "\n".join(self.log().splitlines()[-n:])
 
     def check_log(self):
         report = h.sanitizer_report(self.log())

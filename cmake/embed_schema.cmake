@@ -5,7 +5,7 @@
 # Usage: cmake -DSCHEMA_DIR=<dir> -DOUT=<file.c> -P embed_schema.cmake
 #
 # Emits `const gw_schema_file_t gw_schema_files[]` (sorted by name) and `const size_t gw_schema_nfiles`
-# (see gateway/migrate.h). Every byte is written as a hex escape, so any content (quotes, backslashes,
+# (see gateway/infra/migrate.h). Every byte is written as a hex escape, so any content (quotes, backslashes,
 # trigraph-like sequences, non-ASCII, even NUL) survives byte for byte.
 cmake_minimum_required(VERSION 3.18)
 

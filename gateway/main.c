@@ -11,7 +11,7 @@
 #include "server.h"
 #include "sync.h"
 #include "worker.h"
-#include "xero_auth.h"
+#include "xero_oauth.h"
 
 extern char **environ;
 

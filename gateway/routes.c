@@ -9,22 +9,35 @@
 #include <sys/time.h>
 #include "intake.h"
 #include "log.h"
+#include "metrics.h"
 #include "ops.h"
 #include "reply.h"
 #include "xero_callback.h"
 
 #define REQUEST_ID_MAX 128
 
-const gw_route_t gw_routes[] = {
-    {"POST", "/webhooks/stripe", true, GW_ROUTE_STRIPE, gw_intake_handle, &cn_stripe_connector},
-    {"POST", "/webhooks/xero", true, GW_ROUTE_XERO, gw_intake_handle, &cn_xero_connector},
-    {"POST", "/webhooks/gocardless", true, GW_ROUTE_GOCARDLESS, gw_intake_handle, &cn_gocardless_connector},
-    {"GET", "/healthz", false, GW_ROUTE_HEALTHZ, gw_ops_healthz, NULL},
-    {"GET", "/readyz", false, GW_ROUTE_READYZ, gw_ops_readyz, NULL},
-    {"GET", "/metrics", false, GW_ROUTE_METRICS, gw_ops_metrics, NULL},
-    {"GET", "/v1/xero/callback", false, GW_ROUTE_XERO_CALLBACK, gw_xero_callback_handle, NULL},
+/* A webhook route of provider: POST /webhooks/<provider>[/<source>], answered by the intake. */
+#define WEBHOOK_ROUTE(p)                                                                                               \
+    {                                                                                                                  \
+        .name = "webhooks_" #p, .method = "POST", .path = "/webhooks/" #p, .source_suffix = true,                      \
+        .handler = gw_intake_handle, .data = &cn_##p##_connector, .provider = #p                                       \
+    }
+
+gw_route_t gw_routes[] = {
+    WEBHOOK_ROUTE(stripe),
+    WEBHOOK_ROUTE(xero),
+    WEBHOOK_ROUTE(gocardless),
+    {.name = "healthz", .method = "GET", .path = "/healthz", .handler = gw_ops_healthz},
+    {.name = "readyz", .method = "GET", .path = "/readyz", .handler = gw_ops_readyz},
+    {.name = "metrics", .method = "GET", .path = "/metrics", .handler = gw_ops_metrics},
+    {.name = "xero_callback", .method = "GET", .path = "/v1/xero/callback", .handler = gw_xero_callback_handle},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
+_Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
+
+const gw_module_t *const gw_modules[] = {&gw_intake_module};
+const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
+_Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 
 /* Matches path against route; on a match stores the /{source} segment (empty if none) and returns true. */
 static bool match_path(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *source)
@@ -42,14 +55,20 @@ static bool match_path(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *s
     return memchr(source->base, '/', source->len) == NULL;
 }
 
-enum gw_route_id gw_routes_classify(h2o_iovec_t path)
+const gw_route_t *gw_routes_classify(h2o_iovec_t path)
 {
     h2o_iovec_t source;
     if (path.base != NULL)
         for (size_t i = 0; i != gw_nroutes; ++i)
             if (match_path(&gw_routes[i], path, &source))
-                return gw_routes[i].id;
-    return GW_ROUTE_OTHER;
+                return &gw_routes[i];
+    return NULL;
+}
+
+/* The metrics index of a request's route: its id, or the "other" bucket after the last route. */
+static size_t metrics_route(const gw_route_t *route)
+{
+    return route != NULL ? route->id : gw_nroutes;
 }
 
 static bool valid_request_id(h2o_iovec_t v)
@@ -141,7 +160,9 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         memset(&req->res.headers, 0, sizeof(req->res.headers));
         stamp_request_id(loop, req);
         h2o_iovec_t body = h2o_iovec_init(NULL, 0);
-        if (gw_routes_classify(req->path_normalized) != GW_ROUTE_XERO) {
+        const gw_route_t *route = gw_routes_classify(req->path_normalized);
+        const cn_connector_t *cn = route != NULL && route->provider != NULL ? route->data : NULL;
+        if (cn == NULL || !cn->bare_replies) {
             ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
             body = gw_reply_problem_body(&req->pool, 413, gw_err_body_too_large,
                                          "The request body exceeds SETTLED_BODY_LIMIT.",
@@ -168,9 +189,9 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
                  (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
     if (req->timestamps.request_begin_at.tv_sec == 0 || us < 0)
         us = 0;
-    enum gw_route_id route = gw_routes_classify(req->path_normalized);
+    const gw_route_t *route = gw_routes_classify(req->path_normalized);
     int status = req->res.status;
-    gw_metrics_request(route, status, (uint64_t)us);
+    gw_metrics_request(metrics_route(route), status, (uint64_t)us);
 
     if (!loop->cfg->access_log || !gw_log_enabled(GW_LOG_INFO))
         return;
@@ -180,11 +201,10 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
     if (i != -1)
         gw_log_str(&line, "request_id", req->res.headers.entries[i].value.base, req->res.headers.entries[i].value.len);
     gw_log_str(&line, "method", req->method.base, req->method.len);
-    gw_log_str(&line, "route", gw_route_names[route], strlen(gw_route_names[route]));
-    if (route <= GW_ROUTE_GOCARDLESS) {
-        const char *provider = ((const cn_connector_t *)gw_routes[route].data)->name;
-        gw_log_str(&line, "provider", provider, strlen(provider));
-    }
+    const char *name = route != NULL ? route->name : "other";
+    gw_log_str(&line, "route", name, strlen(name));
+    if (route != NULL && route->provider != NULL)
+        gw_log_str(&line, "provider", route->provider, strlen(route->provider));
     gw_log_int(&line, "status", status);
     gw_log_int(&line, "bytes_in", (long long)req->entity.len);
     gw_log_ms(&line, "duration_ms", (double)us / 1000.0);
@@ -193,6 +213,14 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
 
 void gw_routes_register(h2o_hostconf_t *host)
 {
+    const char *names[GW_METRICS_MAX_ROUTES], *providers[GW_METRICS_MAX_ROUTES];
+    for (size_t i = 0; i != gw_nroutes; ++i) {
+        gw_routes[i].id = i;
+        names[i] = gw_routes[i].name;
+        providers[i] = gw_routes[i].provider;
+    }
+    gw_metrics_routes(names, providers, gw_nroutes);
+
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
     h2o_create_handler(pathconf, sizeof(h2o_handler_t))->on_req = on_req;
     /* requests h2o answers before routing (413) run on the host's fallback path */

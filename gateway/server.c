@@ -18,10 +18,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "crypto.h"
-#include "intake.h"
-#include "log.h"
-#include "routes.h"
 #include "http_client.h"
+#include "log.h"
+#include "loop.h"
+#include "mem.h"
+#include "orgs.h"
+#include "routes.h"
 #include "worker.h"
 
 #define LOOP_WAIT_MS 100
@@ -146,7 +148,7 @@ int gw_server_run(gw_config_t *cfg)
     }
     if (cfg->nsources == 0)
         gw_log(GW_LOG_WARN, "no webhook secrets configured: every webhook route answers 404");
-    if (gw_intake_bootstrap(cfg, err, sizeof(err)) != 0) {
+    if (gw_orgs_resolve_sources(cfg, err, sizeof(err)) != 0) {
         gw_log(GW_LOG_ERROR, "%s", err);
         return 1;
     }
@@ -177,9 +179,17 @@ int gw_server_run(gw_config_t *cfg)
         return 1;
     }
 
-    gw_loop_t *loops = all_loops = calloc((size_t)nloops, sizeof(*loops));
-    if (loops == NULL)
-        abort();
+    /* every module's statements, prepared on every connection of every loop */
+    size_t nstmts = 0;
+    for (size_t i = 0; i != gw_nmodules; ++i)
+        nstmts += gw_modules[i]->nstatements;
+    const gw_db_statement_t **stmts = gw_xcalloc(nstmts, sizeof(*stmts));
+    nstmts = 0;
+    for (size_t i = 0; i != gw_nmodules; ++i)
+        for (size_t j = 0; j != gw_modules[i]->nstatements; ++j)
+            stmts[nstmts++] = &gw_modules[i]->statements[j];
+
+    gw_loop_t *loops = all_loops = gw_xcalloc((size_t)nloops, sizeof(*loops));
     for (int i = 0; i != nloops; ++i) {
         gw_loop_t *loop = &loops[i];
         loop->index = i;
@@ -194,11 +204,16 @@ int gw_server_run(gw_config_t *cfg)
         h2o_context_init(&loop->ctx, loop->evloop, &conf);
         loop->accept_ctx.ctx = &loop->ctx;
         loop->accept_ctx.hosts = conf.hosts;
-        loop->db = gw_db_create(loop->evloop, cfg, gw_intake_statements, gw_intake_nstatements);
-        gw_intake_loop_init(loop);
+        loop->db = gw_db_create(loop->evloop, cfg, stmts, nstmts);
         if (cfg->redis_url != NULL)
             loop->redis = gw_redis_create(loop->evloop, cfg->redis_url);
         loop->offload = gw_offload_loop_create(offload, loop->evloop);
+        for (size_t m = 0; m != gw_nmodules && m != GW_LOOP_MAX_MODULES; ++m) {
+            const gw_module_t *module = gw_modules[m];
+            loop->modules[m].module = module;
+            loop->modules[m].state = module->on_loop_init != NULL ? module->on_loop_init(loop) : NULL;
+            loop->nmodules = m + 1;
+        }
     }
 
     gw_logline_t line;
@@ -224,11 +239,17 @@ int gw_server_run(gw_config_t *cfg)
         gw_offload_loop_destroy(loops[i].offload);
         loops[i].offload = NULL;
         gw_db_destroy(loops[i].db);
+        for (size_t m = 0; m != loops[i].nmodules; ++m) {
+            const gw_module_t *module = loops[i].modules[m].module;
+            if (module->on_loop_dispose != NULL)
+                module->on_loop_dispose(&loops[i], loops[i].modules[m].state);
+        }
     }
     if (workers != NULL)
         gw_workers_stop(workers); /* they finish the batch in hand */
     gw_offload_destroy(offload);
     gw_http_shutdown();
+    free(stmts);
     gw_log(GW_LOG_INFO, "stopped");
     /* the loops and contexts stay allocated: live keep-alive connections still point into them */
     return 0;

@@ -2,7 +2,7 @@
 """test_pipeline.py: the processing pipeline end to end, through the real binary, a real PostgreSQL and
 the project's mock Xero (tests/mock/xero_api.py): signed Xero webhooks go into the inbox, queue workers
 claim them, fetch the objects from the mock with a connected tenant's token, and apply them through the
-SQL upserts (docs/data-model.md, gateway/worker.c, gateway/mirror.c, gateway/sync.c).
+SQL upserts (docs/data-model.md, gateway/domain/worker.c, gateway/domain/xero_mirror.c, gateway/domain/sync.c).
 
 - convergence: whatever order versions are served and events delivered in (stale reads, duplicates),
   the mirror ends with the newest version, and never holds an older one after a newer one;

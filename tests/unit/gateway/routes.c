@@ -29,23 +29,61 @@ static void test_match_path(void **state)
     assert_false(match_path(healthz, iov("/healthz/x"), &source)); /* no source segment on ops routes */
 }
 
-static void test_classify(void **state)
+static const char *classify(const char *path)
 {
-    assert_int_equal(gw_routes_classify(iov("/webhooks/xero")), GW_ROUTE_XERO);
-    assert_int_equal(gw_routes_classify(iov("/webhooks/gocardless/other")), GW_ROUTE_GOCARDLESS);
-    assert_int_equal(gw_routes_classify(iov("/metrics")), GW_ROUTE_METRICS);
-    assert_int_equal(gw_routes_classify(iov("/")), GW_ROUTE_OTHER);
-    assert_int_equal(gw_routes_classify(h2o_iovec_init(NULL, 0)), GW_ROUTE_OTHER);
+    const gw_route_t *route = gw_routes_classify(path != NULL ? iov(path) : h2o_iovec_init(NULL, 0));
+    return route != NULL ? route->name : "other";
 }
 
-static void test_table_order_matches_route_ids(void **state)
+static void test_classify(void **state)
 {
-    /* the access log indexes gw_routes by route id for the webhook routes */
-    for (size_t i = 0; i != gw_nroutes; ++i)
-        assert_int_equal(gw_routes[i].id, (int)i);
-    assert_ptr_equal(gw_routes[GW_ROUTE_STRIPE].data, &cn_stripe_connector);
-    assert_ptr_equal(gw_routes[GW_ROUTE_XERO].data, &cn_xero_connector);
-    assert_ptr_equal(gw_routes[GW_ROUTE_GOCARDLESS].data, &cn_gocardless_connector);
+    assert_string_equal(classify("/webhooks/xero"), "webhooks_xero");
+    assert_string_equal(classify("/webhooks/gocardless/other"), "webhooks_gocardless");
+    assert_string_equal(classify("/metrics"), "metrics");
+    assert_string_equal(classify("/v1/xero/callback"), "xero_callback");
+    assert_string_equal(classify("/"), "other");
+    assert_string_equal(classify(NULL), "other");
+}
+
+/* Ids and names come from the table: registering numbers the rows in order and names them to the metrics; every
+ * webhook row carries its provider's connector under the provider's name. */
+static void test_table_ids_names_and_providers(void **state)
+{
+    h2o_globalconf_t conf;
+    h2o_config_init(&conf);
+    h2o_hostconf_t *host = h2o_config_register_host(&conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    gw_routes_register(host);
+    size_t webhooks = 0;
+    for (size_t i = 0; i != gw_nroutes; ++i) {
+        assert_int_equal(gw_routes[i].id, i);
+        assert_non_null(gw_routes[i].name);
+        for (size_t j = 0; j != i; ++j)
+            assert_string_not_equal(gw_routes[i].name, gw_routes[j].name);
+        if (gw_routes[i].provider != NULL) {
+            const cn_connector_t *cn = gw_routes[i].data;
+            assert_string_equal(cn->name, gw_routes[i].provider);
+            assert_ptr_equal(gw_routes[i].handler, gw_intake_handle);
+            ++webhooks;
+        }
+    }
+    assert_int_equal(webhooks, 3);
+    /* a request counted for a route renders under the route's name */
+    gw_metrics_request(gw_routes_classify(iov("/readyz"))->id, 200, 1);
+    size_t len;
+    char *text = gw_metrics_render(&len);
+    assert_non_null(strstr(text, "settled_http_requests_total{route=\"readyz\",status=\"200\"} 1\n"));
+    free(text);
+    h2o_config_dispose(&conf);
+}
+
+/* Every module's statements have names of their own: the pools prepare them all on one connection. */
+static void test_module_statement_names_unique(void **state)
+{
+    for (size_t a = 0; a != gw_nmodules; ++a)
+        for (size_t i = 0; i != gw_modules[a]->nstatements; ++i)
+            for (size_t b = 0; b <= a; ++b)
+                for (size_t j = 0; j != (b == a ? i : gw_modules[b]->nstatements); ++j)
+                    assert_string_not_equal(gw_modules[a]->statements[i].name, gw_modules[b]->statements[j].name);
 }
 
 static void test_valid_request_id(void **state)
@@ -68,7 +106,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match_path),
         cmocka_unit_test(test_classify),
-        cmocka_unit_test(test_table_order_matches_route_ids),
+        cmocka_unit_test(test_table_ids_names_and_providers),
+        cmocka_unit_test(test_module_statement_names_unique),
         cmocka_unit_test(test_valid_request_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

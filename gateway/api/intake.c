@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * intake.c: verified, durable webhook intake. The order is fixed by the promises of DESIGN.md:
+ * signature on the raw bytes (constant time) -> minimal parse -> one INSERT of every event of the
+ * delivery (ON CONFLICT DO NOTHING, so duplicates add nothing) -> commit -> reply. A 2xx is sent only
+ * from the commit callback; every failure on the way is a 503 with Retry-After, so the provider retries.
+ */
+#include "intake.h"
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include "crypto.h"
+#include "log.h"
+#include "mem.h"
+#include "reply.h"
+
+enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS, STMT_NOTIFY, STMT_MAX };
+
+/* $1 organisation, $2 provider, $3 source, $4 raw body (binary), $5 headers, $6 verified_at and $7
+ * received_at (unix microseconds), $8 correlation id; then the event(s). A delivery of one event (every
+ * Stripe delivery) binds its fields directly; a batch passes them as one JSON array. */
+static const gw_db_statement_t statements[STMT_MAX] = {
+    {"intake_insert_event",
+     "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "body, headers, verified_at, received_at, correlation_id) "
+     "VALUES ($1::bigint, $2, $3, $9, $10, $11, $12, $4::bytea, $5::jsonb, "
+     "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
+     "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8) "
+     "ON CONFLICT (provider, source, event_id) DO NOTHING",
+     12},
+    {"intake_insert_events",
+     "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "body, headers, verified_at, received_at, correlation_id) "
+     "SELECT $1::bigint, $2, $3, e.account, e.event_id, e.event_type, e.resource_id, $4::bytea, $5::jsonb, "
+     "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
+     "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8 "
+     "FROM jsonb_to_recordset($9::jsonb) AS e(account text, event_id text, event_type text, resource_id text) "
+     "ON CONFLICT (provider, source, event_id) DO NOTHING",
+     9},
+    {"intake_notify", "SELECT pg_notify('settled_events', '')", 0},
+};
+
+/* Request headers worth keeping beside the body. Signatures are left out: they are not secrets, but
+ * they are not needed either (the raw body can be re-verified only with the secret anyway). */
+static const char *const kept_headers[] = {"content-type", "user-agent", "origin", "x-forwarded-for"};
+#define KEPT_HEADER_MAX 512
+
+/* A delivery waiting for its commit. Lives in the request's pool; its dispose hook detaches the job
+ * if the client goes away first, so a late commit never touches a dead request. */
+typedef struct st_pending_t {
+    h2o_req_t *req;
+    gw_db_job_t *job;
+    const gw_route_t *route;
+    size_t nevents;
+} pending_t;
+
+static void *pool_alloc(void *ctx, size_t size)
+{
+    return h2o_mem_alloc_pool((h2o_mem_pool_t *)ctx, size);
+}
+
+static int64_t now_micros(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void reply_accepted(h2o_req_t *req, const cn_connector_t *cn)
+{
+    if (cn->bare_replies || cn->status_accepted == 204)
+        gw_reply_empty(req, cn->status_accepted);
+    else
+        gw_reply_json(req, cn->status_accepted, H2O_STRLIT("{\"received\":true}"));
+}
+
+/* Answers an error: bare on providers that mandate empty replies, problem+json otherwise. */
+static void reply_error(h2o_req_t *req, const cn_connector_t *cn, int status, const char *code, const char *detail)
+{
+    if (cn->bare_replies)
+        gw_reply_empty(req, status);
+    else
+        gw_reply_problem(req, status, code, detail);
+}
+
+static void reply_unavailable(h2o_req_t *req, const gw_loop_t *loop, const cn_connector_t *cn)
+{
+    gw_reply_retry_after(req, loop->cfg->retry_after);
+    reply_error(req, cn, 503, gw_err_store_unavailable, "The event was not stored; retry later.");
+}
+
+/* Per loop: the pacing of worker wake-ups. */
+typedef struct st_notify_state_t {
+    gw_loop_t *loop;
+    uint64_t last_notify_at;
+    h2o_timeout_t timeout;
+    h2o_timeout_entry_t entry;
+} notify_state_t;
+
+/* Wakes idle queue workers (LISTEN settled_events) after new events commit. A NOTIFY holds a cluster-wide lock
+ * through its transaction's commit, so one per commit would serialise the intake: a loop sends at most one per
+ * GW_NOTIFY_INTERVAL_MS, and a late one covers everything committed before it. Losing one is harmless: workers
+ * also poll. */
+static void send_notify(notify_state_t *ns)
+{
+    ns->last_notify_at = h2o_now(ns->loop->evloop);
+    gw_db_submit(ns->loop->db, &statements[STMT_NOTIFY], NULL, 0, NULL, NULL);
+}
+
+static void on_notify_timer(h2o_timeout_entry_t *entry)
+{
+    notify_state_t *ns = H2O_STRUCT_FROM_MEMBER(notify_state_t, entry, entry);
+    send_notify(ns);
+}
+
+static void wake_workers(gw_loop_t *loop)
+{
+    notify_state_t *ns = gw_module_state(loop, &gw_intake_module);
+    if (h2o_timeout_is_linked(&ns->entry))
+        return; /* one is already due */
+    if (h2o_now(loop->evloop) - ns->last_notify_at >= GW_NOTIFY_INTERVAL_MS)
+        send_notify(ns);
+    else
+        h2o_timeout_link(loop->evloop, &ns->timeout, &ns->entry);
+}
+
+static void *on_loop_init(gw_loop_t *loop)
+{
+    notify_state_t *ns = gw_xcalloc(1, sizeof(*ns));
+    ns->loop = loop;
+    h2o_timeout_init(loop->evloop, &ns->timeout, GW_NOTIFY_INTERVAL_MS);
+    ns->entry = (h2o_timeout_entry_t){.cb = on_notify_timer};
+    return ns;
+}
+
+static void on_loop_dispose(gw_loop_t *loop, void *state)
+{
+    notify_state_t *ns = state;
+    if (h2o_timeout_is_linked(&ns->entry))
+        h2o_timeout_unlink(&ns->entry);
+    h2o_timeout_dispose(loop->evloop, &ns->timeout);
+    free(ns);
+}
+
+const gw_module_t gw_intake_module = {
+    .name = "intake",
+    .statements = statements,
+    .nstatements = STMT_MAX,
+    .on_loop_init = on_loop_init,
+    .on_loop_dispose = on_loop_dispose,
+};
+
+static void on_pending_dispose(void *p)
+{
+    pending_t *pending = p;
+    if (pending->job != NULL)
+        gw_db_job_detach(pending->job);
+    pending->req = NULL;
+}
+
+static void on_committed(void *data, const char *error, uint64_t rows)
+{
+    pending_t *pending = data;
+    h2o_req_t *req = pending->req;
+    pending->job = NULL;
+    if (req == NULL)
+        return;
+    gw_loop_t *loop = gw_loop_of(req);
+    const cn_connector_t *cn = pending->route->data;
+    if (error != NULL) {
+        reply_unavailable(req, loop, cn);
+        return;
+    }
+    gw_metrics_events(pending->route->id, pending->nevents, rows);
+    if (rows != 0)
+        wake_workers(loop);
+    reply_accepted(req, cn);
+}
+
+/* Keeps printable ASCII only, so header values are always valid JSON strings. */
+static json_t *sanitized_string(h2o_iovec_t v)
+{
+    size_t n = v.len < KEPT_HEADER_MAX ? v.len : KEPT_HEADER_MAX;
+    char buf[KEPT_HEADER_MAX];
+    for (size_t i = 0; i != n; ++i)
+        buf[i] = v.base[i] >= 0x20 && v.base[i] < 0x7f ? v.base[i] : '?';
+    return json_stringn(buf, n);
+}
+
+static char *headers_json(h2o_req_t *req)
+{
+    json_t *obj = json_object();
+    for (size_t i = 0; i != sizeof(kept_headers) / sizeof(kept_headers[0]); ++i) {
+        ssize_t at = h2o_find_header_by_str(&req->headers, kept_headers[i], strlen(kept_headers[i]), -1);
+        if (at != -1)
+            json_object_set_new(obj, kept_headers[i], sanitized_string(req->headers.entries[at].value));
+    }
+    char *s = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    return s;
+}
+
+static json_t *nullable(cn_str_t s)
+{
+    return s.base != NULL ? json_stringn(s.base, s.len) : json_null();
+}
+
+static char *events_json(const cn_event_t *events, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i != n; ++i) {
+        json_t *e = json_object();
+        json_object_set_new(e, "event_id", nullable(events[i].event_id));
+        json_object_set_new(e, "event_type", nullable(events[i].event_type));
+        json_object_set_new(e, "account", nullable(events[i].account));
+        json_object_set_new(e, "resource_id", nullable(events[i].resource_id));
+        json_array_append_new(arr, e);
+    }
+    char *s = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return s;
+}
+
+int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h2o_iovec_t source)
+{
+    const cn_connector_t *cn = route->data;
+    int64_t received_at = now_micros();
+
+    gw_source_t *src = source.len == 0 ? gw_config_find_source(loop->cfg, cn->name, H2O_STRLIT("default"))
+                                       : gw_config_find_source(loop->cfg, cn->name, source.base, source.len);
+    if (src == NULL) {
+        reply_error(req, cn, 404, gw_err_source_unknown, "No webhook source of that name is configured.");
+        return 0;
+    }
+
+    /* 1. the signature, on the raw bytes, before anything is parsed */
+    cn_verify_input_t in = {.body = {req->entity.base, req->entity.len},
+                            .secrets = &src->secrets,
+                            .now = received_at / 1000000,
+                            .tolerance = loop->cfg->stripe_tolerance};
+    ssize_t at = h2o_find_header_by_str(&req->headers, cn->signature_header, strlen(cn->signature_header), -1);
+    if (at != -1)
+        in.signature = (cn_str_t){req->headers.entries[at].value.base, req->headers.entries[at].value.len};
+    const char *err = cn->verify(&gw_crypto_host, &in);
+    if (err != NULL) {
+        reply_error(req, cn, cn->status_bad_signature, err, "The signature header does not verify this body.");
+        return 0;
+    }
+    int64_t verified_at = now_micros();
+
+    /* 2. just enough parsing to know the events */
+    cn_alloc_t alloc = {pool_alloc, &req->pool};
+    cn_event_t *events = NULL;
+    size_t nevents = 0;
+    const char *detail = NULL;
+    if ((err = cn->parse(in.body, &alloc, &events, &nevents, &detail)) != NULL) {
+        reply_error(req, cn, 400, err, detail);
+        return 0;
+    }
+    if (nevents == 0) { /* e.g. Xero's intent-to-receive: verified, nothing to store */
+        reply_accepted(req, cn);
+        return 0;
+    }
+
+    /* 3. one statement for the whole delivery, committed with whatever else is in the batch */
+    char org[24], vat[24], rat[24];
+    snprintf(org, sizeof(org), "%lld", (long long)src->organisation_id);
+    snprintf(vat, sizeof(vat), "%lld", (long long)verified_at);
+    snprintf(rat, sizeof(rat), "%lld", (long long)received_at);
+    ssize_t rid = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+    h2o_iovec_t correlation = req->res.headers.entries[rid].value;
+    char *headers = headers_json(req), *evjson = nevents > 1 ? events_json(events, nevents) : NULL;
+    const char *body = req->entity.base != NULL ? req->entity.base : "";
+    gw_db_param_t params[12] = {
+        {org, strlen(org), false},
+        {cn->name, strlen(cn->name), false},
+        {src->name, strlen(src->name), false},
+        {body, req->entity.len, true},
+        {headers, strlen(headers), false},
+        {vat, strlen(vat), false},
+        {rat, strlen(rat), false},
+        {correlation.base, correlation.len, false},
+    };
+    size_t nparams;
+    if (nevents == 1) {
+        cn_str_t fields[] = {events[0].account, events[0].event_id, events[0].event_type, events[0].resource_id};
+        for (size_t i = 0; i != 4; ++i)
+            params[8 + i] = (gw_db_param_t){fields[i].base, fields[i].len, false}; /* base NULL: SQL NULL */
+        nparams = 12;
+    } else {
+        params[8] = (gw_db_param_t){evjson, strlen(evjson), false};
+        nparams = 9;
+    }
+    pending_t *pending = h2o_mem_alloc_shared(&req->pool, sizeof(*pending), on_pending_dispose);
+    *pending = (pending_t){.req = req, .route = route, .nevents = nevents};
+    pending->job = gw_db_submit(loop->db, &statements[nevents == 1 ? STMT_INSERT_EVENT : STMT_INSERT_EVENTS], params,
+                                nparams, on_committed, pending);
+    free(headers);
+    free(evjson);
+    if (pending->job == NULL)
+        reply_unavailable(req, loop, cn);
+    return 0;
+}

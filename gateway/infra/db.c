@@ -1,0 +1,604 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * db.c: the per-loop PostgreSQL pool. Each connection is a small state machine:
+ *
+ *   DISCONNECTED --(backoff elapsed)--> CONNECTING --(PQconnectPoll OK)--> PREPARING --(Sync)--> IDLE
+ *   IDLE --(jobs queued)--> BUSY --(PGRES_PIPELINE_SYNC)--> IDLE
+ *   any --(socket error, libpq error, commit timeout)--> DISCONNECTED (in-flight jobs fail: no 2xx given)
+ *
+ * A batch is N PQsendQueryPrepared + one PQpipelineSync, so it commits or rolls back as a whole. When one
+ * job's statement fails, the whole batch rolls back; the failing job reports the error and every other
+ * job of the batch is queued again to run alone, so one bad job never fails its neighbours.
+ */
+#include "db.h"
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include "log.h"
+
+#define TICK_MS 100
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+typedef struct st_gw_db_conn_t gw_db_conn_t;
+
+struct st_gw_db_job_t {
+    h2o_linklist_t _link;
+    const gw_db_statement_t *stmt;
+    int nparams;
+    const char **values;
+    int *lengths;
+    int *formats;
+    gw_db_job_cb cb;
+    void *data;
+    uint64_t queued_at;
+    bool isolate; /* run alone: it was in a batch that another job made fail */
+    bool failed;  /* this job's own statement failed */
+    uint64_t rows;
+    char error[200];
+};
+
+struct st_gw_db_conn_t {
+    gw_db_t *db;
+    int index;
+    PGconn *pg;
+    int pqfd; /* libpq's descriptor, of which sock holds a duplicate */
+    h2o_socket_t *sock;
+    enum gw_db_conn_state state;
+    bool reading, write_armed;
+    h2o_linklist_t batch; /* jobs in flight, in send order */
+    size_t batch_size;
+    h2o_linklist_t *awaiting; /* the job whose results come next */
+    bool want_null;           /* a job's result arrived; its terminating NULL has not */
+    bool batch_failed;
+    uint64_t since; /* when the current state (or batch) started */
+    uint64_t retry_at;
+    unsigned failures;
+};
+
+struct st_gw_db_t {
+    h2o_evloop_t *loop;
+    const gw_config_t *cfg;
+    const gw_db_statement_t *const *stmts;
+    size_t nstmts;
+    gw_db_conn_t *conns;
+    size_t nconns;
+    h2o_linklist_t queue;
+    size_t queued, inflight;
+    h2o_timeout_t zero_timeout, tick_timeout;
+    h2o_timeout_entry_t flush_entry, tick_entry;
+};
+
+static void on_conn_io(h2o_socket_t *sock, const char *err);
+static void on_conn_writable(h2o_socket_t *sock, const char *err);
+static void dispatch(gw_db_t *db);
+static bool may_queue(const gw_db_t *db);
+
+static void set_state(gw_db_conn_t *c, enum gw_db_conn_state state)
+{
+    gw_metrics_db_state(c->state, state);
+    c->state = state;
+    c->since = h2o_now(c->db->loop);
+}
+
+static void finish_job(gw_db_t *db, gw_db_job_t *job, const char *error)
+{
+    if (job->cb != NULL)
+        job->cb(job->data, error, job->rows);
+    free(job);
+}
+
+/* The loop watches its own duplicate of libpq's socket, so either side may close its descriptor first: libpq
+ * drops a failed connection's socket by itself, and exporting a descriptor it already closed would ask epoll
+ * about a dead fd. Closing the duplicate never touches libpq's. */
+static void release_socket(gw_db_conn_t *c)
+{
+    if (c->sock == NULL)
+        return;
+    if (c->write_armed)
+        c->sock->_cb.write = NULL; /* h2o 2.2 cannot disarm notify_write */
+    h2o_socket_close(c->sock);
+    c->sock = NULL;
+    c->pqfd = -1;
+    c->reading = c->write_armed = false;
+}
+
+static int attach_socket(gw_db_conn_t *c)
+{
+    int fd = PQsocket(c->pg);
+    if (fd < 0)
+        return -1;
+    if (c->sock != NULL && c->pqfd == fd)
+        return 0;
+    release_socket(c); /* libpq may switch sockets while connecting */
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return -1;
+    c->sock = h2o_evloop_socket_create(c->db->loop, own, H2O_SOCKET_FLAG_DONT_READ);
+    c->sock->data = c;
+    c->pqfd = fd;
+    return 0;
+}
+
+/* Server notices and warnings (e.g. "terminating connection due to administrator command") go to the log. */
+static void on_notice(void *arg, const char *message)
+{
+    gw_db_conn_t *c = arg;
+    char msg[256];
+    gw_log(GW_LOG_WARN, "database connection %d: %s", c->index, gw_log_one_line(msg, sizeof(msg), message));
+}
+
+static void want_read(gw_db_conn_t *c)
+{
+    if (!c->reading) {
+        h2o_socket_read_start(c->sock, on_conn_io);
+        c->reading = true;
+    }
+}
+
+static void want_write(gw_db_conn_t *c)
+{
+    if (!c->write_armed) {
+        c->write_armed = true;
+        h2o_socket_notify_write(c->sock, on_conn_writable);
+    }
+}
+
+/* Fails every job in flight on c (their transaction's fate is unknown or rolled back: no 2xx for them). */
+static void fail_batch(gw_db_conn_t *c, const char *error)
+{
+    gw_db_t *db = c->db;
+    while (!h2o_linklist_is_empty(&c->batch)) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, c->batch.next);
+        h2o_linklist_unlink(&job->_link);
+        --db->inflight;
+        finish_job(db, job, error);
+    }
+    c->batch_size = 0;
+    c->awaiting = NULL;
+}
+
+static void disconnect(gw_db_conn_t *c, const char *why)
+{
+    gw_db_t *db = c->db;
+    if (c->state != GW_DB_CONNECTING || c->failures == 0) {
+        char msg[256];
+        gw_log(GW_LOG_WARN, "database connection %d lost: %s", c->index, gw_log_one_line(msg, sizeof(msg), why));
+    }
+    fail_batch(c, "database connection lost");
+    release_socket(c);
+    if (c->pg != NULL) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    uint64_t backoff = (uint64_t)BACKOFF_MIN_MS << (c->failures < 6 ? c->failures : 6);
+    if (backoff > BACKOFF_MAX_MS)
+        backoff = BACKOFF_MAX_MS;
+    ++c->failures;
+    set_state(c, GW_DB_DISCONNECTED);
+    c->retry_at = h2o_now(db->loop) + backoff;
+}
+
+static const char *pq_error(gw_db_conn_t *c)
+{
+    const char *msg = c->pg != NULL ? PQerrorMessage(c->pg) : "no connection";
+    return msg != NULL && *msg != '\0' ? msg : "unknown error";
+}
+
+/* Sends bytes libpq has buffered; arms a write notification if the socket is full. */
+static int flush_out(gw_db_conn_t *c)
+{
+    int r = PQflush(c->pg);
+    if (r < 0)
+        return -1;
+    if (r == 1)
+        want_write(c);
+    return 0;
+}
+
+static void start_connect(gw_db_conn_t *c)
+{
+    gw_db_t *db = c->db;
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {db->cfg->database_url, "settled", NULL};
+    set_state(c, GW_DB_CONNECTING);
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (c->pg != NULL)
+        PQsetNoticeProcessor(c->pg, on_notice, c);
+    if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || attach_socket(c) != 0) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    /* libpq: after PQconnectStart, behave as if PQconnectPoll had returned PGRES_POLLING_WRITING */
+    want_write(c);
+}
+
+static void start_prepare(gw_db_conn_t *c)
+{
+    gw_db_t *db = c->db;
+    if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    /* the statements are simple and always planned alike: plan them once, not on every execution
+     * (custom plans re-read column defaults and index predicates each time) */
+    /* and the inbox's per-statement NOTIFY trigger is off for this pool: a NOTIFY serialises commits on a
+     * cluster-wide lock, so the intake sends at most a few explicit notifications a second instead */
+    if (PQsendQueryParams(c->pg, "SET plan_cache_mode = force_generic_plan", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+        PQsendQueryParams(c->pg, "SET settled.notify = off", 0, NULL, NULL, NULL, NULL, 0) != 1) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    for (size_t i = 0; i != db->nstmts; ++i) {
+        if (PQsendPrepare(c->pg, db->stmts[i]->name, db->stmts[i]->sql, db->stmts[i]->nparams, NULL) != 1) {
+            disconnect(c, pq_error(c));
+            return;
+        }
+    }
+    if (PQpipelineSync(c->pg) != 1 || flush_out(c) != 0) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    c->want_null = false;
+    c->batch_failed = false;
+    set_state(c, GW_DB_PREPARING);
+    want_read(c);
+}
+
+static void poll_connect(gw_db_conn_t *c)
+{
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_READING:
+        if (attach_socket(c) != 0)
+            goto fail;
+        want_read(c);
+        break;
+    case PGRES_POLLING_WRITING:
+        if (attach_socket(c) != 0)
+            goto fail;
+        want_write(c);
+        break;
+    case PGRES_POLLING_OK:
+        if (attach_socket(c) != 0)
+            goto fail;
+        if (c->failures != 0)
+            gw_log(GW_LOG_INFO, "database connection %d re-established", c->index);
+        start_prepare(c);
+        break;
+    default:
+        goto fail;
+    }
+    return;
+fail:
+    disconnect(c, pq_error(c));
+}
+
+/* Sends up to max_batch queued jobs (or one isolated job) on an idle connection. */
+static void send_batch(gw_db_conn_t *c)
+{
+    gw_db_t *db = c->db;
+    size_t max = (size_t)db->cfg->db_max_batch;
+    while (!h2o_linklist_is_empty(&db->queue) && c->batch_size < max) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
+        if (job->isolate && c->batch_size != 0)
+            break;
+        if (PQsendQueryPrepared(c->pg, job->stmt->name, job->nparams, job->values, job->lengths, job->formats, 0) !=
+            1) {
+            disconnect(c, pq_error(c)); /* the job stays queued for another connection */
+            return;
+        }
+        h2o_linklist_unlink(&job->_link);
+        --db->queued;
+        ++db->inflight;
+        h2o_linklist_insert(&c->batch, &job->_link);
+        ++c->batch_size;
+        if (job->isolate)
+            break;
+    }
+    if (PQpipelineSync(c->pg) != 1 || flush_out(c) != 0) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    c->awaiting = c->batch.next;
+    c->want_null = false;
+    c->batch_failed = false;
+    set_state(c, GW_DB_BUSY);
+    gw_metrics_batch(c->batch_size);
+}
+
+/* The batch's Sync arrived: its transaction committed unless a statement failed. */
+static void complete_batch(gw_db_conn_t *c)
+{
+    gw_db_t *db = c->db;
+    bool failed = c->batch_failed;
+    while (!h2o_linklist_is_empty(&c->batch)) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, c->batch.next);
+        h2o_linklist_unlink(&job->_link);
+        --db->inflight;
+        if (!failed) {
+            finish_job(db, job, NULL);
+        } else if (job->failed || job->isolate) {
+            gw_log(GW_LOG_ERROR, "database statement %s failed: %s", job->stmt->name, job->error);
+            finish_job(db, job, job->error[0] != '\0' ? job->error : "statement failed");
+        } else {
+            /* rolled back with the batch through no fault of its own: run it again, alone */
+            job->isolate = true;
+            job->rows = 0;
+            h2o_linklist_insert(&db->queue, &job->_link);
+            ++db->queued;
+        }
+    }
+    c->batch_size = 0;
+    c->awaiting = NULL;
+    c->failures = 0;
+    set_state(c, GW_DB_IDLE);
+}
+
+/* Reads every result libpq has buffered, without ever blocking (PQgetResult blocks when PQisBusy). */
+static void drain_results(gw_db_conn_t *c)
+{
+    while (c->pg != NULL && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (res == NULL) {
+            if (!c->want_null)
+                return; /* nothing pending */
+            c->want_null = false;
+            if (c->state == GW_DB_BUSY && c->awaiting != NULL)
+                c->awaiting = c->awaiting->next;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            if (c->state == GW_DB_PREPARING) {
+                if (c->batch_failed) {
+                    disconnect(c, "could not prepare statements");
+                    return;
+                }
+                c->failures = 0;
+                set_state(c, GW_DB_IDLE);
+            } else if (c->state == GW_DB_BUSY) {
+                complete_batch(c);
+            }
+            continue;
+        }
+        c->want_null = true;
+        bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+        if (c->state == GW_DB_PREPARING) {
+            if (!ok) {
+                gw_log(GW_LOG_ERROR, "preparing a statement failed: %s", PQresultErrorMessage(res));
+                c->batch_failed = true;
+            }
+        } else if (c->state == GW_DB_BUSY && c->awaiting != NULL && c->awaiting != &c->batch) {
+            gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, c->awaiting);
+            if (ok) {
+                const char *n = PQcmdTuples(res);
+                job->rows = n != NULL && *n != '\0' ? strtoull(n, NULL, 10) : (uint64_t)PQntuples(res);
+            } else {
+                c->batch_failed = true;
+                if (st != PGRES_PIPELINE_ABORTED) {
+                    job->failed = true;
+                    snprintf(job->error, sizeof(job->error), "%s", PQresultErrorMessage(res));
+                    size_t n = strlen(job->error);
+                    while (n != 0 && (job->error[n - 1] == '\n' || job->error[n - 1] == ' '))
+                        job->error[--n] = '\0';
+                }
+            }
+        }
+        PQclear(res);
+    }
+}
+
+static void on_input(gw_db_conn_t *c)
+{
+    if (c->state == GW_DB_CONNECTING) {
+        poll_connect(c);
+        return;
+    }
+    if (PQconsumeInput(c->pg) != 1) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    /* libpq may have more to send once the server reads (PQflush returned 1 earlier) */
+    if (flush_out(c) != 0) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    drain_results(c);
+    if (c->pg != NULL && PQstatus(c->pg) == CONNECTION_BAD) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    dispatch(c->db);
+}
+
+static void on_conn_io(h2o_socket_t *sock, const char *err)
+{
+    gw_db_conn_t *c = sock->data;
+    if (err != NULL) {
+        disconnect(c, err);
+        dispatch(c->db);
+        return;
+    }
+    on_input(c);
+}
+
+static void on_conn_writable(h2o_socket_t *sock, const char *err)
+{
+    gw_db_conn_t *c = sock->data;
+    c->write_armed = false;
+    if (err != NULL) {
+        disconnect(c, err);
+        dispatch(c->db);
+        return;
+    }
+    if (c->state == GW_DB_CONNECTING) {
+        poll_connect(c);
+        return;
+    }
+    if (c->pg != NULL && flush_out(c) != 0) {
+        disconnect(c, pq_error(c));
+        dispatch(c->db);
+    }
+}
+
+/* Hands queued jobs to idle connections. */
+static void dispatch(gw_db_t *db)
+{
+    for (size_t i = 0; i != db->nconns && !h2o_linklist_is_empty(&db->queue); ++i) {
+        gw_db_conn_t *c = &db->conns[(i + db->queued) % db->nconns];
+        if (c->state == GW_DB_IDLE)
+            send_batch(c);
+    }
+}
+
+static void on_flush(h2o_timeout_entry_t *entry)
+{
+    gw_db_t *db = H2O_STRUCT_FROM_MEMBER(gw_db_t, flush_entry, entry);
+    dispatch(db);
+}
+
+/* Every TICK_MS: reconnect after backoff, enforce commit and connect deadlines, expire queued jobs. */
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    gw_db_t *db = H2O_STRUCT_FROM_MEMBER(gw_db_t, tick_entry, entry);
+    uint64_t now = h2o_now(db->loop), deadline = (uint64_t)db->cfg->db_commit_timeout_ms;
+    for (size_t i = 0; i != db->nconns; ++i) {
+        gw_db_conn_t *c = &db->conns[i];
+        if (c->state == GW_DB_DISCONNECTED && now >= c->retry_at)
+            start_connect(c);
+        else if ((c->state == GW_DB_BUSY || c->state == GW_DB_CONNECTING || c->state == GW_DB_PREPARING) &&
+                 now - c->since > deadline)
+            disconnect(c, c->state == GW_DB_BUSY ? "commit timed out" : "connect timed out");
+    }
+    /* with every connection down, queued jobs fail at once (the provider retries); otherwise after a timeout */
+    bool up = may_queue(db);
+    while (!h2o_linklist_is_empty(&db->queue)) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
+        if (up && now - job->queued_at <= deadline)
+            break;
+        h2o_linklist_unlink(&job->_link);
+        --db->queued;
+        finish_job(db, job, "no database connection");
+    }
+    dispatch(db);
+    h2o_timeout_link(db->loop, &db->tick_timeout, &db->tick_entry);
+}
+
+gw_db_t *gw_db_create(h2o_evloop_t *loop, const gw_config_t *cfg, const gw_db_statement_t *const *stmts, size_t nstmts)
+{
+    gw_db_t *db = h2o_mem_alloc(sizeof(*db));
+    *db = (gw_db_t){.loop = loop, .cfg = cfg, .stmts = stmts, .nstmts = nstmts};
+    h2o_linklist_init_anchor(&db->queue);
+    db->nconns = (size_t)cfg->db_connections;
+    db->conns = h2o_mem_alloc(sizeof(*db->conns) * db->nconns);
+    h2o_timeout_init(loop, &db->zero_timeout, 0);
+    h2o_timeout_init(loop, &db->tick_timeout, TICK_MS);
+    db->flush_entry = (h2o_timeout_entry_t){.cb = on_flush};
+    db->tick_entry = (h2o_timeout_entry_t){.cb = on_tick};
+    for (size_t i = 0; i != db->nconns; ++i) {
+        gw_db_conn_t *c = &db->conns[i];
+        *c = (gw_db_conn_t){.db = db, .index = (int)i, .pqfd = -1, .state = GW_DB_STATE_MAX};
+        h2o_linklist_init_anchor(&c->batch);
+        set_state(c, GW_DB_DISCONNECTED);
+        start_connect(c);
+    }
+    h2o_timeout_link(loop, &db->tick_timeout, &db->tick_entry);
+    return db;
+}
+
+void gw_db_destroy(gw_db_t *db)
+{
+    while (!h2o_linklist_is_empty(&db->queue)) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
+        h2o_linklist_unlink(&job->_link);
+        --db->queued;
+        finish_job(db, job, "shutting down");
+    }
+    for (size_t i = 0; i != db->nconns; ++i) {
+        gw_db_conn_t *c = &db->conns[i];
+        fail_batch(c, "shutting down");
+        release_socket(c);
+        if (c->pg != NULL)
+            PQfinish(c->pg);
+        gw_metrics_db_state(c->state, GW_DB_STATE_MAX);
+    }
+    if (h2o_timeout_is_linked(&db->tick_entry))
+        h2o_timeout_unlink(&db->tick_entry);
+    if (h2o_timeout_is_linked(&db->flush_entry))
+        h2o_timeout_unlink(&db->flush_entry);
+    h2o_timeout_dispose(db->loop, &db->zero_timeout);
+    h2o_timeout_dispose(db->loop, &db->tick_timeout);
+    free(db->conns);
+    free(db);
+}
+
+bool gw_db_is_up(const gw_db_t *db)
+{
+    for (size_t i = 0; i != db->nconns; ++i)
+        if (db->conns[i].state == GW_DB_IDLE || db->conns[i].state == GW_DB_BUSY)
+            return true;
+    return false;
+}
+
+bool gw_db_is_idle(const gw_db_t *db)
+{
+    return db->queued == 0 && db->inflight == 0;
+}
+
+/* True if a connection is up or being made: jobs may wait for it (the tick fails them if it never comes). */
+static bool may_queue(const gw_db_t *db)
+{
+    for (size_t i = 0; i != db->nconns; ++i)
+        if (db->conns[i].state != GW_DB_DISCONNECTED)
+            return true;
+    return false;
+}
+
+gw_db_job_t *gw_db_submit(gw_db_t *db, const gw_db_statement_t *stmt, const gw_db_param_t *params, size_t nparams,
+                          gw_db_job_cb cb, void *data)
+{
+    if (!may_queue(db) || db->queued >= (size_t)db->cfg->db_queue_limit)
+        return NULL;
+
+    /* one allocation: the job, its parameter arrays, then the parameter bytes (text ones NUL-terminated) */
+    size_t size = sizeof(gw_db_job_t) + nparams * (sizeof(char *) + 2 * sizeof(int));
+    for (size_t i = 0; i != nparams; ++i)
+        size += params[i].len + 1;
+    gw_db_job_t *job = h2o_mem_alloc(size);
+    memset(job, 0, sizeof(*job));
+    job->stmt = stmt;
+    job->nparams = (int)nparams;
+    job->cb = cb;
+    job->data = data;
+    job->queued_at = h2o_now(db->loop);
+    job->values = (const char **)(job + 1);
+    job->lengths = (int *)(job->values + nparams);
+    job->formats = job->lengths + nparams;
+    char *p = (char *)(job->formats + nparams);
+    for (size_t i = 0; i != nparams; ++i) {
+        if (params[i].data == NULL) {
+            job->values[i] = NULL; /* SQL NULL */
+            job->lengths[i] = 0;
+        } else {
+            memcpy(p, params[i].data, params[i].len);
+            p[params[i].len] = '\0';
+            job->values[i] = p;
+            job->lengths[i] = (int)params[i].len;
+            p += params[i].len + 1;
+        }
+        job->formats[i] = params[i].binary ? 1 : 0;
+    }
+    h2o_linklist_insert(&db->queue, &job->_link);
+    ++db->queued;
+    /* send at the end of this loop iteration, so the requests read together commit together */
+    if (!h2o_timeout_is_linked(&db->flush_entry))
+        h2o_timeout_link(db->loop, &db->zero_timeout, &db->flush_entry);
+    return job;
+}
+
+void gw_db_job_detach(gw_db_job_t *job)
+{
+    job->cb = NULL;
+}

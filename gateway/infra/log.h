@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log.h: one JSON object a line on stderr, written with a single write(2) so lines from several
+ * threads never interleave. The level is checked before any argument is evaluated. Bodies,
+ * signatures, tokens and secrets are never passed here.
+ */
+#ifndef GW_LOG_H
+#define GW_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum gw_log_level { GW_LOG_DEBUG = 0, GW_LOG_INFO, GW_LOG_WARN, GW_LOG_ERROR };
+
+extern enum gw_log_level gw_log_min_level;
+
+/* A line being built; fields are appended in order and the whole is written by gw_log_end. */
+typedef struct st_gw_logline_t {
+    char buf[4096];
+    size_t len;
+    int level;
+} gw_logline_t;
+
+#define gw_log_enabled(level) ((level) >= gw_log_min_level)
+
+/* Logs a printf-formatted message with no extra fields. */
+#define gw_log(level, ...)                                                                                             \
+    do {                                                                                                               \
+        if (gw_log_enabled(level))                                                                                     \
+            gw_log_message(level, __VA_ARGS__);                                                                        \
+    } while (0)
+
+void gw_log_message(enum gw_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Copies src into dst (cap bytes) as one line: newlines and tabs become single spaces, trailing spaces go. For
+ * libpq's and Redis's multi-line messages. Returns dst. */
+char *gw_log_one_line(char *dst, size_t cap, const char *src);
+
+/* Starts a line with time, level and msg. */
+void gw_log_begin(gw_logline_t *line, enum gw_log_level level, const char *msg);
+/* Appends "key":"value" (value JSON-escaped; len bytes, not NUL-terminated). A NULL value is skipped. */
+void gw_log_str(gw_logline_t *line, const char *key, const char *value, size_t len);
+/* Appends "key":<integer>. */
+void gw_log_int(gw_logline_t *line, const char *key, long long value);
+/* Appends "key":<number with 3 decimals> (a duration in milliseconds, never money). */
+void gw_log_ms(gw_logline_t *line, const char *key, double ms);
+/* Closes the object and writes the line. */
+void gw_log_end(gw_logline_t *line);
+
+#endif

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mem.h: allocation that cannot fail. Out of memory is not an error path in settled (STYLE.md, as h2o_fatal and
+ * redis's zmalloc): these abort with a message instead of returning NULL.
+ */
+#ifndef GW_MEM_H
+#define GW_MEM_H
+
+#include <stddef.h>
+
+void *gw_xmalloc(size_t n);
+void *gw_xcalloc(size_t count, size_t size);
+void *gw_xrealloc(void *p, size_t n);
+/* A copy of s (NULL stays NULL). */
+char *gw_xstrdup(const char *s);
+/* A NUL-terminated copy of the first len bytes of s. */
+char *gw_xstrndup(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * metrics.h: process-wide counters, gauges and histograms, updated with relaxed atomics from every
+ * loop thread and rendered in the Prometheus text format at /metrics.
+ */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The most routes requests can be counted by, the "other" bucket included. */
+#define GW_METRICS_MAX_ROUTES 64
+
+/* Names the routes requests are counted by: route i (an index below n < GW_METRICS_MAX_ROUTES) is labelled
+ * names[i], and is a webhook route of provider providers[i] when that is not NULL (its intake latency and events
+ * are then counted by provider). Index n is "other": requests that matched no route. The strings must outlive the
+ * process's metrics. Call once, before any request is counted. */
+void gw_metrics_routes(const char *const *names, const char *const *providers, size_t n);
+
+/* Database connection states, as reported by the db module. */
+enum gw_db_conn_state {
+    GW_DB_DISCONNECTED,
+    GW_DB_CONNECTING,
+    GW_DB_PREPARING,
+    GW_DB_IDLE,
+    GW_DB_BUSY,
+    GW_DB_STATE_MAX
+};
+extern const char *const gw_db_state_names[GW_DB_STATE_MAX];
+
+/* Counts a finished request of route (an index given to gw_metrics_routes) and, for webhook routes, its intake
+ * latency. */
+void gw_metrics_request(size_t route, int status, uint64_t micros);
+/* Counts events newly stored (inserted) and received (inserted or duplicate) for a webhook route. */
+void gw_metrics_events(size_t route, uint64_t received, uint64_t stored);
+/* Counts one committed batch of n requests. */
+void gw_metrics_batch(size_t n);
+/* Moves one connection from state from to state to (from may equal GW_DB_STATE_MAX for a new one). */
+void gw_metrics_db_state(enum gw_db_conn_state from, enum gw_db_conn_state to);
+/* Records whether a loop's Redis connection is up (+1) or went down (-1). */
+void gw_metrics_redis_up(int delta);
+
+/* Queue workers: what happened to inbox events. */
+enum gw_worker_outcome {
+    GW_OUTCOME_DONE,        /* processed */
+    GW_OUTCOME_COALESCED,   /* covered by the fetch of another event for the same object */
+    GW_OUTCOME_IGNORED,     /* nothing to do for this event type */
+    GW_OUTCOME_RESCHEDULED, /* waiting for a quota, a rate limit or re-authorisation (not an attempt) */
+    GW_OUTCOME_FAILED,      /* failed, will be retried */
+    GW_OUTCOME_DEAD,        /* failed for the last time */
+    GW_OUTCOME_MAX
+};
+extern const char *const gw_worker_outcome_names[GW_OUTCOME_MAX];
+void gw_metrics_worker_outcome(enum gw_worker_outcome outcome, uint64_t n);
+/* Seconds from storing an event to finishing it. */
+void gw_metrics_processing_lag(double seconds);
+/* Sets the inbox rows by status (pending, failed, processing, dead), as last counted by a worker. */
+void gw_metrics_queue_depth(const char *status, int64_t n);
+/* Sets the number of Xero token sets that need re-authorisation; read back by /readyz. */
+void gw_metrics_xero_reauth(int64_t n);
+int64_t gw_metrics_xero_reauth_get(void);
+/* Counts records a drift-repair sweep found changed (missed by webhooks) or unchanged, per record kind. */
+void gw_metrics_xero_drift(const char *record_kind, uint64_t changed, uint64_t unchanged);
+/* Counts Xero API calls by HTTP status (0: no response). */
+void gw_metrics_xero_call(long status);
+/* Sets whether quotas run on local fallback limits (Redis unreachable). */
+void gw_metrics_quota_fallback(bool active);
+
+/* Renders every metric; returns a malloc'd buffer of *len bytes that the caller frees. */
+char *gw_metrics_render(size_t *len);
+
+#endif

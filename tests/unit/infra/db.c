@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests of gateway/infra/db.c against a real PostgreSQL (SETTLED_TEST_PG_URL, started by deploy/test.sh):
+ * group commit, result routing, and the rule that one failing job never fails its batch neighbours.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "db.h"
+
+static const gw_db_statement_t statements[] = {
+    /* fails with division_by_zero when $2 is 0, so one job of a batch can be made to fail */
+    {"t_insert", "INSERT INTO t_db (k, v) VALUES ($1, 100 / $2::int) ON CONFLICT (k) DO NOTHING", 2},
+    {"t_bytes", "INSERT INTO t_db_bytes (b) VALUES ($1::bytea)", 1},
+};
+/* as the server hands them over: one list of pointers into the modules' statement arrays */
+static const gw_db_statement_t *const stmts[] = {&statements[0], &statements[1]};
+
+typedef struct st_result_t {
+    int fired;
+    char error[200];
+    uint64_t rows;
+} result_t;
+
+static h2o_evloop_t *loop;
+static gw_config_t cfg;
+static char url[512];
+
+static void exec_admin(const char *sql)
+{
+    PGconn *pg = PQconnectdb(url);
+    assert_int_equal(PQstatus(pg), CONNECTION_OK);
+    PGresult *res = PQexec(pg, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(pg));
+    PQclear(res);
+    PQfinish(pg);
+}
+
+static long long query_int(const char *sql)
+{
+    PGconn *pg = PQconnectdb(url);
+    PGresult *res = PQexec(pg, sql);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    long long v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    PQfinish(pg);
+    return v;
+}
+
+static int setup(void **state)
+{
+    const char *base = getenv("SETTLED_TEST_PG_URL");
+    if (base == NULL || *base == '\0')
+        fail_msg("SETTLED_TEST_PG_URL is not set: run the tests through deploy/test.sh");
+    snprintf(url, sizeof(url), "%s", base);
+    exec_admin("DROP TABLE IF EXISTS t_db; CREATE TABLE t_db (k text PRIMARY KEY, v int)");
+    exec_admin("DROP TABLE IF EXISTS t_db_bytes; CREATE TABLE t_db_bytes (b bytea)");
+    loop = h2o_evloop_create();
+    cfg = (gw_config_t){.database_url = url,
+                        .db_connections = 2,
+                        .db_max_batch = 64,
+                        .db_commit_timeout_ms = 4000,
+                        .db_queue_limit = 4096};
+    return 0;
+}
+
+static void on_done(void *data, const char *error, uint64_t rows)
+{
+    result_t *r = data;
+    ++r->fired;
+    if (error != NULL)
+        snprintf(r->error, sizeof(r->error), "%s", error);
+    r->rows = rows;
+}
+
+static void run_until(gw_db_t *db, bool (*cond)(gw_db_t *))
+{
+    for (int i = 0; i != 500 && !cond(db); ++i)
+        h2o_evloop_run(loop, 10);
+    assert_true(cond(db));
+}
+
+static bool is_up(gw_db_t *db)
+{
+    return gw_db_is_up(db);
+}
+
+static bool is_idle(gw_db_t *db)
+{
+    return gw_db_is_idle(db);
+}
+
+static gw_db_job_t *submit_insert(gw_db_t *db, const char *k, const char *div, result_t *r)
+{
+    gw_db_param_t p[] = {{k, strlen(k), false}, {div, strlen(div), false}};
+    return gw_db_submit(db, stmts[0], p, 2, on_done, r);
+}
+
+static void test_batch_commits_and_counts_rows(void **state)
+{
+    gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
+    run_until(db, is_up);
+    result_t r[50] = {{0}};
+    char keys[50][16];
+    for (int i = 0; i != 50; ++i) {
+        snprintf(keys[i], sizeof(keys[i]), "a%d", i);
+        assert_non_null(submit_insert(db, keys[i], "1", &r[i]));
+    }
+    /* a duplicate in the same batch: committed, but no row */
+    result_t dup = {0};
+    assert_non_null(submit_insert(db, "a7", "1", &dup));
+    run_until(db, is_idle);
+    for (int i = 0; i != 50; ++i) {
+        assert_int_equal(r[i].fired, 1);
+        assert_string_equal(r[i].error, "");
+        assert_int_equal(r[i].rows, 1);
+    }
+    assert_int_equal(dup.fired, 1);
+    assert_int_equal(dup.rows, 0);
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k LIKE 'a%'"), 50);
+    gw_db_destroy(db);
+}
+
+static void test_failing_job_does_not_fail_neighbours(void **state)
+{
+    gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
+    run_until(db, is_up);
+    result_t before = {0}, bad = {0}, after = {0};
+    assert_non_null(submit_insert(db, "b1", "1", &before));
+    assert_non_null(submit_insert(db, "b2", "0", &bad)); /* division by zero */
+    assert_non_null(submit_insert(db, "b3", "1", &after));
+    run_until(db, is_idle);
+    assert_int_equal(bad.fired, 1);
+    assert_non_null(strstr(bad.error, "division by zero"));
+    assert_int_equal(before.fired, 1);
+    assert_string_equal(before.error, "");
+    assert_int_equal(after.fired, 1);
+    assert_string_equal(after.error, "");
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k IN ('b1','b3')"), 2);
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'b2'"), 0);
+    gw_db_destroy(db);
+}
+
+static void test_binary_params_are_byte_exact(void **state)
+{
+    gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
+    run_until(db, is_up);
+    unsigned char bytes[256];
+    for (int i = 0; i != 256; ++i)
+        bytes[i] = (unsigned char)i; /* includes NUL and invalid UTF-8 */
+    gw_db_param_t p[] = {{bytes, sizeof(bytes), true}};
+    result_t r = {0};
+    assert_non_null(gw_db_submit(db, stmts[1], p, 1, on_done, &r));
+    run_until(db, is_idle);
+    assert_string_equal(r.error, "");
+    char sql[700] = "SELECT count(*) FROM t_db_bytes WHERE b = '\\x";
+    for (int i = 0; i != 256; ++i)
+        snprintf(sql + strlen(sql), 3, "%02x", i);
+    strcat(sql, "'::bytea");
+    assert_int_equal(query_int(sql), 1);
+    gw_db_destroy(db);
+}
+
+static void test_detached_job_still_commits_without_callback(void **state)
+{
+    gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
+    run_until(db, is_up);
+    result_t r = {0};
+    gw_db_job_t *job = submit_insert(db, "c1", "1", &r);
+    assert_non_null(job);
+    gw_db_job_detach(job);
+    run_until(db, is_idle);
+    assert_int_equal(r.fired, 0);
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'c1'"), 1);
+    gw_db_destroy(db);
+}
+
+static void test_unreachable_store_refuses_jobs(void **state)
+{
+    gw_config_t bad = cfg;
+    bad.database_url = "postgresql://settled@127.0.0.1:1/postgres"; /* nothing listens on port 1 */
+    gw_db_t *db = gw_db_create(loop, &bad, stmts, 2);
+    for (int i = 0; i != 20; ++i)
+        h2o_evloop_run(loop, 10);
+    assert_false(gw_db_is_up(db));
+    /* a job is either refused at once (every connection down: its callback never fires) or, if it arrives
+     * while a reconnect attempt is in progress, fails once that attempt fails; it never commits */
+    for (int i = 0; i != 20; ++i) {
+        result_t r = {0};
+        gw_db_job_t *job = submit_insert(db, "d1", "1", &r);
+        if (job == NULL) {
+            assert_int_equal(r.fired, 0);
+        } else {
+            for (int j = 0; j != 100 && r.fired == 0; ++j)
+                h2o_evloop_run(loop, 10);
+            assert_int_equal(r.fired, 1);
+            assert_string_not_equal(r.error, "");
+        }
+        h2o_evloop_run(loop, 10);
+    }
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'd1'"), 0);
+    gw_db_destroy(db);
+}
+
+static void test_jobs_wait_for_a_connection_being_made(void **state)
+{
+    /* submitted right after create, before any connection is up: the job waits and commits */
+    gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
+    assert_false(gw_db_is_up(db));
+    result_t r = {0};
+    assert_non_null(submit_insert(db, "f1", "1", &r));
+    run_until(db, is_idle);
+    assert_int_equal(r.fired, 1);
+    assert_string_equal(r.error, "");
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'f1'"), 1);
+    gw_db_destroy(db);
+}
+
+static void test_queue_limit(void **state)
+{
+    gw_config_t small = cfg;
+    small.db_queue_limit = 3;
+    gw_db_t *db = gw_db_create(loop, &small, stmts, 2);
+    run_until(db, is_up);
+    result_t r[4] = {{0}};
+    assert_non_null(submit_insert(db, "e1", "1", &r[0]));
+    assert_non_null(submit_insert(db, "e2", "1", &r[1]));
+    assert_non_null(submit_insert(db, "e3", "1", &r[2]));
+    assert_null(submit_insert(db, "e4", "1", &r[3]));
+    run_until(db, is_idle);
+    assert_int_equal(r[0].fired + r[1].fired + r[2].fired, 3);
+    assert_int_equal(r[3].fired, 0);
+    gw_db_destroy(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_commits_and_counts_rows),
+        cmocka_unit_test(test_failing_job_does_not_fail_neighbours),
+        cmocka_unit_test(test_binary_params_are_byte_exact),
+        cmocka_unit_test(test_detached_job_still_commits_without_callback),
+        cmocka_unit_test(test_unreachable_store_refuses_jobs),
+        cmocka_unit_test(test_jobs_wait_for_a_connection_being_made),
+        cmocka_unit_test(test_queue_limit),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

@@ -3,35 +3,6 @@
 #include "reply.h"
 #include <stdio.h>
 #include <string.h>
-#include "connector.h"
-
-const char gw_err_not_found[] = "not_found";
-const char gw_err_method_not_allowed[] = "method_not_allowed";
-const char gw_err_body_too_large[] = "body_too_large";
-const char gw_err_source_unknown[] = "source_unknown";
-const char gw_err_store_unavailable[] = "store_unavailable";
-const char gw_err_oauth_callback_invalid[] = "oauth_callback_invalid";
-const char gw_err_xero_connect_failed[] = "xero_connect_failed";
-
-static const struct {
-    const char *code;
-    const char *title;
-} titles[] = {
-    {gw_err_not_found, "No such resource"},
-    {gw_err_method_not_allowed, "Method not allowed on this resource"},
-    {gw_err_body_too_large, "Request body too large"},
-    {gw_err_source_unknown, "No webhook source of that name is configured"},
-    {gw_err_store_unavailable, "The event store is unavailable; retry later"},
-    {gw_err_oauth_callback_invalid, "Not a valid authorisation callback"},
-    {gw_err_xero_connect_failed, "Connecting Xero failed"},
-    {cn_err_signature_missing, "Signature header missing"},
-    {cn_err_signature_malformed, "Signature header malformed"},
-    {cn_err_signature_mismatch, "Signature does not match"},
-    {cn_err_timestamp_stale, "Signature timestamp outside the tolerance"},
-    {cn_err_no_secret, "No secret configured for this source"},
-    {cn_err_body_malformed, "Body is not a valid provider payload"},
-    {cn_err_event_invalid, "An event lacks a required field"},
-};
 
 const char *gw_reply_reason(int status)
 {
@@ -63,14 +34,6 @@ const char *gw_reply_reason(int status)
     }
 }
 
-static const char *title_of(const char *code)
-{
-    for (size_t i = 0; i != sizeof(titles) / sizeof(titles[0]); ++i)
-        if (titles[i].code == code)
-            return titles[i].title;
-    return "Error";
-}
-
 /* Appends s JSON-escaped; returns the new length. dst must have 6 * strlen(s) bytes free. */
 static size_t escape(char *dst, const char *s, size_t n)
 {
@@ -93,7 +56,7 @@ static size_t escape(char *dst, const char *s, size_t n)
 h2o_iovec_t gw_reply_problem_body(h2o_mem_pool_t *pool, int status, const char *code, const char *detail,
                                   h2o_iovec_t request_id)
 {
-    const char *title = title_of(code);
+    const char *title = gw_err_title(code);
     size_t dlen = detail != NULL ? strlen(detail) : 0;
     size_t cap = 160 + 2 * strlen(code) + strlen(title) + 6 * (dlen + request_id.len);
     char *buf = h2o_mem_alloc_pool(pool, cap), *p = buf;
@@ -150,4 +113,13 @@ void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *
         rid = req->res.headers.entries[i].value;
     h2o_iovec_t body = gw_reply_problem_body(&req->pool, status, code, detail, rid);
     gw_reply_text(req, status, "application/problem+json", body.base, body.len);
+}
+
+void gw_reply_err(h2o_req_t *req, const gw_err_t *err)
+{
+    if (!gw_err_is_set(err)) {
+        gw_reply_problem(req, 500, gw_err_internal, NULL);
+        return;
+    }
+    gw_reply_problem(req, err->status, err->code, err->detail[0] != '\0' ? err->detail : NULL);
 }

@@ -8,15 +8,10 @@
 
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
+#include "err.h"
 
-/* Error codes of the gateway itself (connector codes are in connector.h); compared by pointer. */
-extern const char gw_err_not_found[];
-extern const char gw_err_method_not_allowed[];
-extern const char gw_err_body_too_large[];
-extern const char gw_err_source_unknown[];
-extern const char gw_err_store_unavailable[];
-extern const char gw_err_oauth_callback_invalid[];
-extern const char gw_err_xero_connect_failed[];
+/* Sends err as problem+json with its status, code and detail (an err without a code answers 500 internal). */
+void gw_reply_err(h2o_req_t *req, const gw_err_t *err);
 
 /* Sends a problem+json reply: code is an error-code constant, detail a sentence (may be NULL). */
 void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail);

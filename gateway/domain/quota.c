@@ -1,18 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * quota.c: Xero's rate limits shared by every instance through Redis, with one atomic Lua script per
+ * quota.c: a provider's rate limits shared by every instance through Redis, with one atomic Lua script per
  * decision so that two instances can never both take the last unit of a limit, and Redis' own clock
  * (TIME) so that the instances' clocks do not matter. When Redis cannot be reached the process goes on
  * under conservative in-process limits (one mutex) and probes Redis once a second to come back.
  *
- * Keys (prefix "settled:quota:" by default). One tenant's keys share the hash tag {xero:<tenant>}, so one
- * script may touch them all, also in a Redis Cluster:
- *   {xero:T}:blocked  string   blocked-until, ms of Redis time (expires by itself)
- *   {xero:T}:slots    zset     call slots in progress: token -> lease expiry (expired ones are trimmed)
- *   {xero:T}:minute   zset     calls of the rolling window: token -> acquire time + lease while the call is
- *                              in progress, then its release time
- *   {xero:T}:day      hash     d = UTC day number, n = calls that day (expires an hour after the day ends)
- * The app's keys share the tag {xero-app}: {xero-app}:blocked and {xero-app}:minute (acquire times).
+ * Keys (prefix "settled:quota:" by default), P being the provider ("xero", "stripe", "gocardless"). One tenant's
+ * keys share the hash tag {P:<tenant>}, so one script may touch them all, also in a Redis Cluster:
+ *   {P:T}:blocked  string   blocked-until, ms of Redis time (expires by itself)
+ *   {P:T}:slots    zset     call slots in progress: token -> lease expiry (expired ones are trimmed)
+ *   {P:T}:minute   zset     calls of the rolling window (a minute for Xero and GoCardless, a second for Stripe):
+ *                           token -> acquire time + lease while the call is in progress, then its release time
+ *   {P:T}:day      hash     d = UTC day number, n = calls that day (expires an hour after the day ends)
+ * The app's keys share the tag {P-app}: {P-app}:blocked and {P-app}:minute (acquire times); a provider without an
+ * app-wide limit (Stripe, GoCardless) has none.
  *
  * Cluster forbids one script over both tags, so an acquire is two scripts: the tenant's (check and take
  * everything of the tenant), then the app's (check and take the app minute); if the app denies, a third
@@ -21,6 +22,7 @@
  */
 #include "quota.h"
 #include <ctype.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,14 +31,14 @@
 #include <time.h>
 #include "crypto.h"
 #include "log.h"
+#include "mem.h"
 #include "redis_sync.h"
 
 #define CONNECT_TIMEOUT_MS 250
 #define COMMAND_TIMEOUT_MS 500
 #define PROBE_INTERVAL_MS 1000
-#define BUSY_WAIT_MS 100        /* what a caller denied for concurrency is told to wait */
-#define DEFAULT_WINDOW_MS 60000 /* Xero's minute */
-#define MIN_LEASE_MS 60000      /* a slot frees itself this long after it was taken, at the least */
+#define BUSY_WAIT_MS 100   /* what a caller denied for concurrency is told to wait */
+#define MIN_LEASE_MS 60000 /* a slot frees itself this long after it was taken, at the least */
 #define UNKNOWN_429_BLOCK_MS 60000
 #define CONCURRENT_429_BLOCK_MS 1000
 #define MAX_RETRY_AFTER_MS (2 * DAY_MS)
@@ -154,7 +156,8 @@ typedef struct st_local_tenant_t {
 } local_tenant_t;
 
 struct st_gw_quota_t {
-    int limit_concurrent, limit_minute, limit_day, limit_app_minute;
+    char name[16], label[24];
+    int limit_concurrent, limit_minute, limit_day, limit_app_minute; /* minute: per window; day, app: 0 = none */
     int fallback_concurrent, fallback_minute;
     uint64_t window_ms, lease_ms;
     char prefix[65];
@@ -193,14 +196,6 @@ static uint64_t ms_to_next_utc_day(void)
     return (w / DAY_MS + 1) * DAY_MS - w;
 }
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 static int at_least_one(int v)
 {
     return v < 1 ? 1 : v;
@@ -213,12 +208,12 @@ static bool valid_tenant(const char *tenant)
 
 static void tenant_key(const gw_quota_t *q, const char *tenant, const char *what, char *buf)
 {
-    snprintf(buf, KEY_MAX, "%s{xero:%s}:%s", q->prefix, tenant, what);
+    snprintf(buf, KEY_MAX, "%s{%s:%s}:%s", q->prefix, q->name, tenant, what);
 }
 
 static void app_key(const gw_quota_t *q, const char *what, char *buf)
 {
-    snprintf(buf, KEY_MAX, "%s{xero-app}:%s", q->prefix, what);
+    snprintf(buf, KEY_MAX, "%s{%s-app}:%s", q->prefix, q->name, what);
 }
 
 static local_tenant_t *tenant_get(gw_quota_t *q, const char *name, bool create)
@@ -232,10 +227,8 @@ static local_tenant_t *tenant_get(gw_quota_t *q, const char *name, bool create)
             return t;
     if (!create)
         return NULL;
-    local_tenant_t *t = xcalloc(1, sizeof(*t));
-    t->name = strdup(name);
-    if (t->name == NULL)
-        abort();
+    local_tenant_t *t = gw_xcalloc(1, sizeof(*t));
+    t->name = gw_xstrdup(name);
     t->day = -1;
     t->next = *slot;
     *slot = t;
@@ -254,7 +247,7 @@ static void ring_push(const gw_quota_t *q, local_tenant_t *t, uint64_t now)
 {
     if (t->ring == NULL) {
         t->ring_cap = (size_t)q->fallback_minute;
-        t->ring = xcalloc(t->ring_cap, sizeof(*t->ring));
+        t->ring = gw_xcalloc(t->ring_cap, sizeof(*t->ring));
     }
     ring_trim(q, t, now);
     if (t->ring_len == t->ring_cap) { /* cannot happen: acquire keeps len + inflight within the limit */
@@ -286,6 +279,11 @@ static uint64_t local_block_ms(gw_quota_t *q, local_tenant_t *t, enum how how, u
     }
 }
 
+static const char *window_name(const gw_quota_t *q)
+{
+    return q->window_ms == 1000 ? "second" : q->window_ms == 60000 ? "minute" : "window";
+}
+
 static void set_fallback_flag(gw_quota_t *q, bool on)
 {
     if (atomic_exchange(&q->fallback, on) != on)
@@ -302,9 +300,9 @@ static void enter_fallback(gw_quota_t *q, const char *why)
     q->mode = MODE_FALLBACK;
     set_fallback_flag(q, true);
     gw_log(GW_LOG_WARN,
-           "quota: Redis is unavailable (%s); Xero calls go on under local limits: %d in progress and %d a "
-           "minute per tenant",
-           why, q->fallback_concurrent, q->fallback_minute);
+           "quota: Redis is unavailable (%s); %s calls go on under local limits: %d in progress and %d per %s "
+           "per tenant",
+           why, q->label, q->fallback_concurrent, q->fallback_minute, window_name(q));
 }
 
 /* Called with the lock held when the probe reached Redis. */
@@ -315,7 +313,7 @@ static void leave_fallback(gw_quota_t *q)
         return;
     q->mode = MODE_REDIS;
     set_fallback_flag(q, false);
-    gw_log(GW_LOG_WARN, "quota: Redis is back; Xero quotas are shared by all instances again");
+    gw_log(GW_LOG_WARN, "quota: Redis is back; %s quotas are shared by all instances again", q->label);
 }
 
 static gw_redis_sync_t *conn_pop(gw_quota_t *q)
@@ -332,9 +330,7 @@ static void conn_push(gw_quota_t *q, gw_redis_sync_t *c)
 {
     if (q->nidle == q->idle_cap) {
         q->idle_cap = q->idle_cap == 0 ? 8 : q->idle_cap * 2;
-        q->idle = realloc(q->idle, q->idle_cap * sizeof(*q->idle));
-        if (q->idle == NULL)
-            abort();
+        q->idle = gw_xrealloc(q->idle, q->idle_cap * sizeof(*q->idle));
     }
     q->idle[q->nidle++] = c;
 }
@@ -360,7 +356,7 @@ static int redis_acquire(gw_quota_t *q, gw_redis_sync_t *c, const char *tenant, 
     char climit[24], mlimit[24], dlimit[24], alimit[24], window[24], lease[24], busy[24], day[24];
     snprintf(climit, sizeof(climit), "%d", q->limit_concurrent);
     snprintf(mlimit, sizeof(mlimit), "%d", q->limit_minute);
-    snprintf(dlimit, sizeof(dlimit), "%d", q->limit_day);
+    snprintf(dlimit, sizeof(dlimit), "%d", q->limit_day != 0 ? q->limit_day : INT_MAX);
     snprintf(alimit, sizeof(alimit), "%d", q->limit_app_minute);
     snprintf(window, sizeof(window), "%llu", (unsigned long long)q->window_ms);
     snprintf(lease, sizeof(lease), "%llu", (unsigned long long)q->lease_ms);
@@ -380,6 +376,10 @@ static int redis_acquire(gw_quota_t *q, gw_redis_sync_t *c, const char *tenant, 
         return 1;
     }
     snprintf(day, sizeof(day), "%lld", res[2]);
+    if (q->limit_app_minute == 0) { /* no app-wide limit */
+        slot->_kind = KIND_REDIS;
+        return 0;
+    }
 
     const char *akeys[] = {k_app_blocked, k_app_minute};
     const char *aargs[] = {slot->_token, alimit, window};
@@ -449,7 +449,7 @@ static int local_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slo
         t->day = day;
         t->day_calls = 0;
     }
-    if (t->day_calls >= q->limit_day) {
+    if (q->limit_day != 0 && t->day_calls >= q->limit_day) {
         slot->limit = GW_QUOTA_LIMIT_DAY;
         *wait_ms = ms_to_next_utc_day();
         return 1;
@@ -460,41 +460,84 @@ static int local_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slo
     return 0;
 }
 
-gw_quota_t *gw_quota_create(const gw_config_t *cfg)
+/* The published limits of each provider (providers/PROVIDERS.md), as SETTLED_<PROVIDER>_LIMIT_* set them. */
+int gw_quota_limits_of(const gw_config_t *cfg, const char *provider, gw_quota_limits_t *out)
 {
-    gw_quota_t *q = xcalloc(1, sizeof(*q));
-    q->limit_concurrent = at_least_one(cfg->xero_limit_concurrent);
-    q->limit_minute = at_least_one(cfg->xero_limit_minute);
-    q->limit_day = at_least_one(cfg->xero_limit_day);
-    q->limit_app_minute = at_least_one(cfg->xero_limit_app_minute);
-    q->fallback_concurrent = at_least_one(cfg->quota_fallback_concurrent);
-    q->fallback_minute = at_least_one(cfg->quota_fallback_minute);
-    q->window_ms = DEFAULT_WINDOW_MS;
+    *out = (gw_quota_limits_t){.fallback_concurrent = at_least_one(cfg->quota_fallback_concurrent)};
+    if (strcmp(provider, "xero") == 0) {
+        /* per tenant: 5 in progress, 60 a rolling minute, 5,000 a UTC day; per app: 10,000 a minute */
+        *out = (gw_quota_limits_t){"xero",
+                                   "Xero",
+                                   at_least_one(cfg->xero_limit_concurrent),
+                                   at_least_one(cfg->xero_limit_minute),
+                                   60000,
+                                   at_least_one(cfg->xero_limit_day),
+                                   at_least_one(cfg->xero_limit_app_minute),
+                                   at_least_one(cfg->quota_fallback_concurrent),
+                                   at_least_one(cfg->quota_fallback_minute)};
+    } else if (strcmp(provider, "stripe") == 0) {
+        /* per account: 25 requests a second per endpoint by default (100 a second in all, live mode) */
+        out->name = "stripe", out->label = "Stripe";
+        out->concurrent = at_least_one(cfg->stripe_limit_concurrent);
+        out->per_window = at_least_one(cfg->stripe_limit_second);
+        out->window_ms = 1000;
+    } else if (strcmp(provider, "gocardless") == 0) {
+        /* per access token: 1,000 requests a minute */
+        out->name = "gocardless", out->label = "GoCardless";
+        out->concurrent = at_least_one(cfg->gocardless_limit_concurrent);
+        out->per_window = at_least_one(cfg->gocardless_limit_minute);
+        out->window_ms = 60000;
+    } else {
+        return -1;
+    }
+    if (out->fallback_per_window == 0) /* alone, a process cannot know how many others share the limit */
+        out->fallback_per_window = at_least_one(out->per_window / 4);
+    return 0;
+}
+
+gw_quota_t *gw_quota_create(const gw_config_t *cfg, const char *provider)
+{
+    gw_quota_limits_t limits;
+    if (gw_quota_limits_of(cfg, provider, &limits) != 0)
+        return NULL;
+    return gw_quota_create_limits(&limits, cfg->redis_url, cfg->http_timeout_ms);
+}
+
+gw_quota_t *gw_quota_create_limits(const gw_quota_limits_t *limits, const char *redis_url, int http_timeout_ms)
+{
+    gw_quota_t *q = gw_xcalloc(1, sizeof(*q));
+    snprintf(q->name, sizeof(q->name), "%s", limits->name);
+    snprintf(q->label, sizeof(q->label), "%s", limits->label != NULL ? limits->label : limits->name);
+    q->limit_concurrent = at_least_one(limits->concurrent);
+    q->limit_minute = at_least_one(limits->per_window);
+    q->limit_day = limits->day > 0 ? limits->day : 0;
+    q->limit_app_minute = limits->app_per_window > 0 ? limits->app_per_window : 0;
+    q->fallback_concurrent = at_least_one(limits->fallback_concurrent);
+    q->fallback_minute = at_least_one(limits->fallback_per_window);
+    q->window_ms = limits->window_ms > 0 ? (uint64_t)limits->window_ms : 60000;
     q->lease_ms = MIN_LEASE_MS;
-    if (cfg->http_timeout_ms > 0 && (uint64_t)cfg->http_timeout_ms + 5000 > q->lease_ms)
-        q->lease_ms = (uint64_t)cfg->http_timeout_ms + 5000; /* a slot must outlive the longest call */
+    if (http_timeout_ms > 0 && (uint64_t)http_timeout_ms + 5000 > q->lease_ms)
+        q->lease_ms = (uint64_t)http_timeout_ms + 5000; /* a slot must outlive the longest call */
     snprintf(q->prefix, sizeof(q->prefix), "settled:quota:");
     atomic_init(&q->fallback, false);
     pthread_mutex_init(&q->lock, NULL);
-    if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0') {
-        gw_redis_sync_t *c = gw_redis_sync_create(cfg->redis_url, CONNECT_TIMEOUT_MS, COMMAND_TIMEOUT_MS);
+    if (redis_url != NULL && redis_url[0] != '\0') {
+        gw_redis_sync_t *c = gw_redis_sync_create(redis_url, CONNECT_TIMEOUT_MS, COMMAND_TIMEOUT_MS);
         if (c == NULL) {
             pthread_mutex_destroy(&q->lock);
             free(q);
             return NULL;
         }
-        q->url = strdup(cfg->redis_url);
-        if (q->url == NULL)
-            abort();
+        q->url = gw_xstrdup(redis_url);
         conn_push(q, c);
         q->mode = MODE_REDIS;
     } else {
         q->mode = MODE_LOCAL;
         set_fallback_flag(q, true);
         gw_log(GW_LOG_WARN,
-               "quota: SETTLED_REDIS_URL is not set; Xero calls are limited per process: %d in progress and "
-               "%d a minute per tenant",
-               q->fallback_concurrent, q->fallback_minute);
+               "quota: SETTLED_REDIS_URL is not set; %s calls are limited per process: %d in progress and "
+               "%d per %s per tenant",
+               q->label, q->fallback_concurrent, q->fallback_minute, window_name(q));
     }
     return q;
 }

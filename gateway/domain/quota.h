@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * quota.h: Xero's rate limits (per tenant: calls in progress, calls per rolling minute, calls per UTC day;
- * per app: calls per rolling minute), kept in Redis so that every instance of settled shares them, and
- * kept in-process under conservative limits while Redis is unreachable. Every Xero API call is bracketed
- * by gw_quota_acquire and gw_quota_release, and every response is shown to gw_quota_observe.
+ * quota.h: a provider's rate limits (per tenant: calls in progress, calls per rolling window, calls per UTC
+ * day; per app: calls per rolling window), kept in Redis so that every instance of settled shares them, and
+ * kept in-process under conservative limits while Redis is unreachable. One gw_quota_t serves one provider:
+ *   Xero        per tenant 5 in progress, 60 a rolling minute, 5,000 a UTC day; 10,000 a minute per app
+ *   Stripe      per account (platform or connected) 25 a second (the per-endpoint default), some in progress
+ *   GoCardless  per access token 1,000 a minute
+ * (providers/PROVIDERS.md; SETTLED_<PROVIDER>_LIMIT_* tune them). A "tenant" is whatever the provider counts
+ * by: a Xero tenant id, a Stripe account, a GoCardless creditor. Every API call is bracketed by
+ * gw_quota_acquire and gw_quota_release, and every response is shown to gw_quota_observe (fetch.c does it).
  *
  * Calls block (on Redis, bounded by its timeouts), so they belong in worker threads, never on an event loop.
  */
@@ -13,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "config.h"
+#include "err.h"
 
 /* The longest tenant id accepted (Xero's are 36-character UUIDs). */
 #define GW_QUOTA_TENANT_MAX 64
@@ -40,18 +46,37 @@ typedef struct st_gw_quota_slot_t {
     char _token[33];
 } gw_quota_slot_t;
 
+/* The limits of one provider. */
+typedef struct st_gw_quota_limits_t {
+    const char *name;        /* "xero", "stripe", "gocardless": the Redis key tag */
+    const char *label;       /* for log lines: "Xero" */
+    int concurrent;          /* calls in progress per tenant */
+    int per_window;          /* calls per tenant per rolling window */
+    int window_ms;           /* the window: 60000 (a minute) or 1000 (a second) */
+    int day;                 /* calls per tenant per UTC day; 0: no daily limit */
+    int app_per_window;      /* calls per window for the whole app; 0: no app-wide limit */
+    int fallback_concurrent; /* per process while Redis is unreachable */
+    int fallback_per_window; /* per process per window while Redis is unreachable */
+} gw_quota_limits_t;
+
+/* Fills *out with provider's limits from cfg: Xero's SETTLED_XERO_LIMIT_* and SETTLED_QUOTA_FALLBACK_*, Stripe's
+ * SETTLED_STRIPE_LIMIT_*, GoCardless's SETTLED_GOCARDLESS_LIMIT_* (their fallback: SETTLED_QUOTA_FALLBACK_CONCURRENT
+ * in progress and a quarter of the window limit). Returns 0, or -1 for an unknown provider. */
+GW_MUSTCHECK int gw_quota_limits_of(const gw_config_t *cfg, const char *provider, gw_quota_limits_t *out);
+
 /*
- * Creates the quotas of one process from cfg: the Xero limits (SETTLED_XERO_LIMIT_*), the fallback limits
- * (SETTLED_QUOTA_FALLBACK_*) and Redis (SETTLED_REDIS_URL; when it is NULL the fallback limits always
- * apply). Values are copied, so cfg may go. Nothing connects yet. Returns NULL if the Redis URL cannot
- * be parsed.
+ * Creates the quotas of one provider for one process from cfg (gw_quota_limits_of) and Redis (SETTLED_REDIS_URL;
+ * when it is NULL the fallback limits always apply). Values are copied, so cfg may go. Nothing connects yet.
+ * Returns NULL if the provider is unknown or the Redis URL cannot be parsed.
  */
-gw_quota_t *gw_quota_create(const gw_config_t *cfg);
+gw_quota_t *gw_quota_create(const gw_config_t *cfg, const char *provider);
+/* The same from explicit limits (copied) and redis_url (may be NULL); http_timeout_ms sizes the slot lease. */
+gw_quota_t *gw_quota_create_limits(const gw_quota_limits_t *limits, const char *redis_url, int http_timeout_ms);
 /* Frees q. Slots still held in Redis expire with their lease. */
 void gw_quota_destroy(gw_quota_t *q);
 
 /*
- * Asks for one call to tenant's Xero organisation, taking all of its quota or none of it, and never
+ * Asks for one call to tenant, taking all of its quota or none of it, and never
  * waits for quota (only for Redis, at most its connect and command timeouts, and only when reconnecting
  * or when a command hangs). Returns:
  *   0  acquired: *slot holds a call slot that the caller MUST give back with gw_quota_release when the
@@ -69,9 +94,10 @@ __attribute__((warn_unused_result)) int gw_quota_acquire(gw_quota_t *q, const ch
 void gw_quota_release(gw_quota_t *q, gw_quota_slot_t *slot);
 
 /*
- * Learns from one Xero response to a call for tenant: status is the HTTP status, the others the values
- * of Retry-After, X-Rate-Limit-Problem, X-MinLimit-Remaining, X-DayLimit-Remaining and
- * X-AppMinLimit-Remaining (NULL when absent). For every instance sharing the Redis:
+ * Learns from one response to a call for tenant: status is the HTTP status, the others the values of Retry-After
+ * and of Xero's X-Rate-Limit-Problem, X-MinLimit-Remaining, X-DayLimit-Remaining and X-AppMinLimit-Remaining (NULL
+ * when absent; for another provider, min_remaining is its remaining count of the window, e.g. GoCardless's
+ * RateLimit-Remaining). For every instance sharing the Redis:
  *   429               blocks the tenant (the app, if the problem is "appminute") for Retry-After seconds
  *                     (at least 1), or without it until the minute window rolls (minute), the next UTC
  *                     day (day), 1 s (concurrent) or 60 s (anything else or no problem named);

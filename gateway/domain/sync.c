@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include "log.h"
 #include "metrics.h"
+#include "xero_mirror.h"
 
 #define MAX_PAGES 100000
 #define MAX_WAIT_MS 120000             /* longest a sync sleeps for a quota before it gives up */
@@ -57,7 +58,7 @@ static void draw(bool progress, const char *tenant, const char *kind, const gw_s
     fflush(stderr);
 }
 
-static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation_id, const char *tenant,
+static int sync_kind(gw_fetch_ctx_t *ctx, const char *org, int64_t organisation_id, const char *tenant,
                      int64_t token_id, const char *kind, const char *since, bool progress, gw_sync_counts_t *c,
                      char *err, size_t errlen)
 {
@@ -82,7 +83,7 @@ static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation
         gw_fetch_result_t res;
         gw_fetch_status_t st;
         uint64_t waited = 0;
-        while ((st = gw_mirror_fetch(ctx, tenant, token_id, &f, from[0] != '\0' ? from : NULL, &res)) ==
+        while ((st = gw_xero_mirror_fetch(ctx, tenant, token_id, &f, from[0] != '\0' ? from : NULL, &res)) ==
                    GW_FETCH_RESCHEDULE &&
                waited < MAX_WAIT_MS) {
             usleep((useconds_t)(res.wait_ms * 1000));
@@ -96,8 +97,8 @@ static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation
         gw_apply_counts_t counts = {0};
         char correlation[64];
         snprintf(correlation, sizeof(correlation), "sync:%s:%s", tenant, short_kind(kind));
-        int rc = gw_mirror_apply(ctx, organisation_id, tenant, kind, res.res.body, correlation, &counts, NULL, NULL,
-                                 err, errlen);
+        int rc = gw_xero_mirror_apply(ctx, organisation_id, tenant, kind, res.res.body, correlation, &counts, NULL,
+                                      NULL, err, errlen);
         gw_http_response_free(&res.res);
         if (rc != 0)
             return -1;
@@ -123,7 +124,7 @@ static int sync_kind(gw_mirror_ctx_t *ctx, const char *org, int64_t organisation
     return 0;
 }
 
-int gw_sync_tenant(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id,
+int gw_sync_tenant(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id,
                    const char *since, bool progress, gw_sync_counts_t counts[GW_SYNC_NKINDS], char *err, size_t errlen)
 {
     char org[24];
@@ -137,7 +138,7 @@ int gw_sync_tenant(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *te
     return 0;
 }
 
-void gw_sync_sweep_due(gw_mirror_ctx_t *ctx)
+void gw_sync_sweep_due(gw_fetch_ctx_t *ctx)
 {
     char interval[24];
     snprintf(interval, sizeof(interval), "%d", ctx->cfg->xero_sync_interval);
@@ -202,7 +203,7 @@ int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv)
         return 1;
     }
     char err[512];
-    gw_mirror_ctx_t ctx = {.cfg = cfg};
+    gw_fetch_ctx_t ctx = {.cfg = cfg};
     if ((ctx.db = gw_dbs_connect(cfg->database_url, err, sizeof(err))) == NULL) {
         fprintf(stderr, "settled: %s\n", err);
         return 1;
@@ -225,7 +226,13 @@ int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv)
         gw_dbs_close(ctx.db);
         return 1;
     }
-    ctx.quota = gw_quota_create(cfg);
+    gw_err_t qerr = GW_ERR_INIT;
+    if (gw_fetch_quotas_create(&ctx, &qerr) != 0) {
+        fprintf(stderr, "settled: %s\n", qerr.detail);
+        gw_http_shutdown();
+        gw_dbs_close(ctx.db);
+        return 1;
+    }
     const char *params[] = {only_tenant};
     gw_dbs_result_t *tenants = gw_dbs_query(
         ctx.db,
@@ -259,7 +266,7 @@ int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv)
                    counts[k].changed, counts[k].unchanged);
     }
     gw_dbs_result_free(tenants);
-    gw_quota_destroy(ctx.quota);
+    gw_fetch_quotas_destroy(&ctx);
     gw_http_shutdown();
     gw_dbs_close(ctx.db);
     return ret;

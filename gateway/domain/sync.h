@@ -11,7 +11,7 @@
 #define GW_SYNC_H
 
 #include <stdbool.h>
-#include "xero_mirror.h"
+#include "fetch.h"
 
 typedef struct st_gw_sync_counts_t {
     long pages, fetched, changed, unchanged;
@@ -25,12 +25,12 @@ extern const char *const gw_sync_kinds[GW_SYNC_NKINDS];
 /* Syncs one tenant: every kind, from since (ISO 8601; NULL: from each kind's high-water mark, or everything).
  * progress draws a progress line on stderr. counts[k] receives the figures of gw_sync_kinds[k]. Returns 0, or -1
  * with err (kinds finished before the failure keep their new high-water mark). */
-int gw_sync_tenant(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id,
+int gw_sync_tenant(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id,
                    const char *since, bool progress, gw_sync_counts_t counts[GW_SYNC_NKINDS], char *err, size_t errlen);
 
 /* Sweeps, quietly, every connected tenant whose last sweep is older than SETTLED_XERO_SYNC_INTERVAL; one
  * instance at a time per tenant (an advisory lock). Drift goes to the metrics and the log. */
-void gw_sync_sweep_due(gw_mirror_ctx_t *ctx);
+void gw_sync_sweep_due(gw_fetch_ctx_t *ctx);
 
 /* `settled sync xero [--since T] [--tenant ID]`; argv starts after "sync". Returns the exit code. */
 int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv);

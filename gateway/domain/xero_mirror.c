@@ -1,140 +1,40 @@
 /* SPDX-License-Identifier: MIT */
-/* mirror.c: one Xero API call under token and quota rules, and the transactional apply of its records. */
+/* xero_mirror.c: the Xero processor (grouping, planning, coalescing), Xero calls through fetch.c, and the
+ * transactional apply of their records through the SQL functions of schema/functions/xero_mirror.sql. */
 #include "xero_mirror.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
-#include "xero_oauth.h"
+#include "sync.h"
 
-#define DEFAULT_API_BASE "https://api.xero.com"
-#define RETRY_AFTER_DEFAULT_MS 60000
-#define REAUTH_RETRY_MS 60000
-#define SHORT_WAIT_MS 2000 /* quota waits up to this long are slept through */
-#define MAX_SLEEP_MS 5000  /* ... but not for longer than this in all */
+#define MAX_FETCHES 32 /* list calls planned per group and round */
 
-const char *gw_mirror_api_base(const gw_config_t *cfg)
+gw_fetch_status_t gw_xero_mirror_fetch(gw_fetch_ctx_t *ctx, const char *tenant, int64_t token_id, const cn_fetch_t *f,
+                                       const char *if_modified_since, gw_fetch_result_t *out)
 {
-    return cfg->xero_api_base != NULL && cfg->xero_api_base[0] != '\0' ? cfg->xero_api_base : DEFAULT_API_BASE;
-}
-
-static uint64_t retry_after_ms(const gw_http_response_t *res)
-{
-    const char *v = gw_http_response_header(res, "retry-after");
-    if (v == NULL)
-        return RETRY_AFTER_DEFAULT_MS;
-    char *end;
-    long s = strtol(v, &end, 10);
-    if (end == v || s < 0 || s > 86400)
-        return RETRY_AFTER_DEFAULT_MS;
-    return (uint64_t)(s == 0 ? 1 : s) * 1000;
-}
-
-gw_fetch_status_t gw_mirror_fetch(gw_mirror_ctx_t *ctx, const char *tenant, int64_t token_id, const cn_fetch_t *f,
-                                  const char *if_modified_since, gw_fetch_result_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    char url[3000];
-    snprintf(url, sizeof(url), "%s%s", gw_mirror_api_base(ctx->cfg), f->path);
-
-    for (int attempt = 0;; ++attempt) {
-        char *token = NULL, err[256] = "";
-        int rc = gw_xero_access_token(ctx->db, ctx->cfg, token_id, attempt != 0, &token, err, sizeof(err));
-        if (rc == -2) {
-            out->status = GW_FETCH_REAUTH;
-            out->wait_ms = REAUTH_RETRY_MS;
-            snprintf(out->error, sizeof(out->error), "the Xero connection needs re-authorisation: %s", err);
-            return out->status;
-        }
-        if (rc != 0) {
-            out->status = GW_FETCH_FAILED;
-            snprintf(out->error, sizeof(out->error), "cannot get a Xero access token: %s", err);
-            return out->status;
-        }
-
-        /* a short wait (a concurrency slot, the window about to roll) is slept through; a long one gives the
-         * events back to the queue, due when the quota allows, without counting an attempt */
-        gw_quota_slot_t slot;
-        uint64_t wait = 0, slept = 0;
-        int q;
-        while ((q = gw_quota_acquire(ctx->quota, tenant, &slot, &wait)) == 1 && wait <= SHORT_WAIT_MS &&
-               slept < MAX_SLEEP_MS) {
-            uint64_t ms = wait + (uint64_t)(rand() % 50); /* jitter: holders released together don't retry together */
-            usleep((useconds_t)(ms * 1000));
-            slept += ms;
-        }
-        if (q != 0) {
-            free(token);
-            if (q < 0) {
-                out->status = GW_FETCH_FAILED;
-                snprintf(out->error, sizeof(out->error), "not a Xero tenant id: %.64s", tenant);
-            } else {
-                out->status = GW_FETCH_RESCHEDULE;
-                out->wait_ms = wait != 0 ? wait : 1000;
-                snprintf(out->error, sizeof(out->error), "waiting for the Xero quota (%s) of tenant %s",
-                         gw_quota_limit_name(slot.limit), tenant);
-            }
-            return out->status;
-        }
-        char auth[4200], tenant_hdr[128], ims[128];
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-        snprintf(tenant_hdr, sizeof(tenant_hdr), "xero-tenant-id: %s", tenant);
-        const char *headers[5] = {auth, tenant_hdr, "Accept: application/json", NULL, NULL};
-        if (if_modified_since != NULL) {
-            snprintf(ims, sizeof(ims), "If-Modified-Since: %s", if_modified_since);
-            headers[3] = ims;
-        }
-        gw_http_request_t req = {.method = "GET", .url = url, .headers = headers};
-        gw_http_response_t res;
-        gw_http_do(&req, &res);
-        gw_metrics_xero_call(res.status);
-        gw_quota_release(ctx->quota, &slot);
-        gw_quota_observe(ctx->quota, tenant, (int)res.status, gw_http_response_header(&res, "retry-after"),
-                         gw_http_response_header(&res, "x-rate-limit-problem"),
-                         gw_http_response_header(&res, "x-minlimit-remaining"),
-                         gw_http_response_header(&res, "x-daylimit-remaining"),
-                         gw_http_response_header(&res, "x-appminlimit-remaining"));
-        memset(auth, 0, sizeof(auth));
-        free(token);
-
-        if (res.status == 401 && attempt == 0) { /* the access token was revoked early: refresh once */
-            gw_http_response_free(&res);
-            continue;
-        }
-        if (res.status == 200) {
-            long n = cn_xero_connector.count_records(f->record_kind, (cn_str_t){res.body, res.body_len});
-            if (n < 0) {
-                gw_http_response_free(&res);
-                out->status = GW_FETCH_FAILED;
-                snprintf(out->error, sizeof(out->error), "Xero answered 200 without a %s list", f->record_kind);
-                return out->status;
-            }
-            out->status = GW_FETCH_OK;
-            out->res = res;
-            return out->status;
-        }
-        if (res.status == 429) {
-            out->status = GW_FETCH_RESCHEDULE;
-            out->wait_ms = retry_after_ms(&res);
-            const char *problem = gw_http_response_header(&res, "x-rate-limit-problem");
-            snprintf(out->error, sizeof(out->error), "Xero rate limit (%s) for tenant %s",
-                     problem != NULL ? problem : "unknown", tenant);
-        } else {
-            out->status = GW_FETCH_FAILED;
-            if (res.status == 0)
-                snprintf(out->error, sizeof(out->error), "Xero API call failed: %s",
-                         res.error != NULL ? res.error : "unknown error");
-            else
-                snprintf(out->error, sizeof(out->error), "Xero API answered %ld", res.status);
-        }
-        gw_http_response_free(&res);
+    gw_fetch_call_t call = {.provider = "xero",
+                            .path = f->path,
+                            .account = tenant,
+                            .token_id = token_id,
+                            .if_modified_since = if_modified_since};
+    if (gw_fetch(ctx, &call, out) != GW_FETCH_OK)
         return out->status;
+    if (out->http_status != 200 ||
+        cn_xero_connector.count_records(f->record_kind, (cn_str_t){out->res.body, out->res.body_len}) < 0) {
+        gw_http_response_free(&out->res);
+        memset(&out->res, 0, sizeof(out->res));
+        out->status = GW_FETCH_FAILED;
+        snprintf(out->error, sizeof(out->error), "Xero answered %ld without a %s list", out->http_status,
+                 f->record_kind);
     }
+    return out->status;
 }
 
-int64_t gw_mirror_token_of(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *tenant)
+int64_t gw_xero_mirror_token_of(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant)
 {
     static const char sql[] = "SELECT token_id FROM xero_tenants WHERE organisation_id = $1 AND tenant_id = $2::uuid";
     char org[24];
@@ -175,17 +75,16 @@ static void append_uuid_array(const char *text, char ***list, size_t *n)
         while (*p != '\0' && *p != ',' && *p != '}' && *p != '"')
             ++p;
         if (p - start == 36) {
-            *list = realloc(*list, sizeof(**list) * (*n + 1));
-            if (*list == NULL || ((*list)[*n] = strndup(start, 36)) == NULL)
-                abort();
+            *list = gw_xrealloc(*list, sizeof(**list) * (*n + 1));
+            (*list)[*n] = gw_xstrndup(start, 36);
             ++*n;
         }
     }
 }
 
-int gw_mirror_apply(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *tenant, const char *record_kind,
-                    const char *body, const char *correlation, gw_apply_counts_t *counts, char ***refetch,
-                    size_t *nrefetch, char *err, size_t errlen)
+int gw_xero_mirror_apply(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant, const char *record_kind,
+                         const char *body, const char *correlation, gw_apply_counts_t *counts, char ***refetch,
+                         size_t *nrefetch, char *err, size_t errlen)
 {
     static const char sql_invoices[] = "SELECT invoice_id, outcome FROM xero_upsert_invoices($1::bigint, $2::uuid, "
                                        "$3::jsonb, $4)";
@@ -225,3 +124,175 @@ int gw_mirror_apply(gw_mirror_ctx_t *ctx, int64_t organisation_id, const char *t
     gw_dbs_result_free(r);
     return 0;
 }
+
+/* ---- the processor of Xero events ---- */
+
+/* The record category of an event type: "INVOICE" of "INVOICE.UPDATE". */
+static size_t category_len(const char *type)
+{
+    const char *dot = strchr(type, '.');
+    return dot != NULL ? (size_t)(dot - type) : strlen(type);
+}
+
+static bool same_group(const gw_queue_row_t *a, const gw_queue_row_t *b)
+{
+    size_t la = category_len(a->event_type), lb = category_len(b->event_type);
+    return a->organisation_id == b->organisation_id && la == lb && memcmp(a->event_type, b->event_type, la) == 0 &&
+           (a->account == NULL ? b->account == NULL : b->account != NULL && strcmp(a->account, b->account) == 0);
+}
+
+static bool is_uuid(const char *r)
+{
+    return r != NULL && strlen(r) == 36 && strspn(r, "0123456789abcdefABCDEF-") == 36;
+}
+
+/* Fetches and applies every planned call; on credit notes, also the invoices they are allocated to. */
+static gw_fetch_status_t run_fetches(gw_work_t *w, gw_queue_row_t *const *group, int64_t token_id, cn_fetch_t *fetches,
+                                     int nfetch, gw_fetch_result_t *res, int depth)
+{
+    for (int i = 0; i != nfetch; ++i) {
+        gw_fetch_status_t st = gw_xero_mirror_fetch(&w->fetch, group[0]->account, token_id, &fetches[i], NULL, res);
+        if (st != GW_FETCH_OK)
+            return st;
+        gw_apply_counts_t counts = {0};
+        char **refetch = NULL, err[300];
+        size_t nrefetch = 0;
+        int rc =
+            gw_xero_mirror_apply(&w->fetch, group[0]->organisation_id, group[0]->account, fetches[i].record_kind,
+                                 res->res.body, group[0]->correlation, &counts, &refetch, &nrefetch, err, sizeof(err));
+        gw_http_response_free(&res->res);
+        memset(&res->res, 0, sizeof(res->res));
+        if (rc != 0) {
+            res->status = GW_FETCH_FAILED;
+            snprintf(res->error, sizeof(res->error), "%s", err);
+            for (size_t k = 0; k != nrefetch; ++k)
+                free(refetch[k]);
+            free(refetch);
+            return res->status;
+        }
+        gw_fetch_status_t st2 = GW_FETCH_OK;
+        if (nrefetch != 0 && depth == 0) {
+            cn_str_t *ids = gw_xcalloc(nrefetch, sizeof(*ids));
+            for (size_t k = 0; k != nrefetch; ++k)
+                ids[k] = (cn_str_t){refetch[k], strlen(refetch[k])};
+            cn_fetch_t more[4];
+            int nmore = cn_xero_connector.plan_fetches(CN_STR_LIT("INVOICE.UPDATE"), ids, nrefetch, more, 4);
+            free(ids);
+            if (nmore > 0)
+                st2 = run_fetches(w, group, token_id, more, nmore, res, depth + 1);
+        }
+        for (size_t k = 0; k != nrefetch; ++k)
+            free(refetch[k]);
+        free(refetch);
+        if (st2 != GW_FETCH_OK)
+            return st2;
+    }
+    return GW_FETCH_OK;
+}
+
+/* Finishes as covered the rows still waiting for the objects of group (Xero ids are UUIDs; anything else is left
+ * to its own claim). */
+static void cover(gw_work_t *w, gw_queue_row_t *const *group, size_t n, const char *claimed_at)
+{
+    const char **ids = gw_xcalloc(n, sizeof(*ids));
+    size_t nids = 0;
+    for (size_t i = 0; i != n; ++i)
+        if (is_uuid(group[i]->resource_id))
+            ids[nids++] = group[i]->resource_id;
+    char category[64];
+    snprintf(category, sizeof(category), "%.*s", (int)category_len(group[0]->event_type), group[0]->event_type);
+    (void)gw_queue_cover(&w->queue, group[0], category, ids, nids, claimed_at);
+    free(ids);
+}
+
+/* Processes the rows of one (organisation, tenant, category). */
+static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, const char *claimed_at)
+{
+    const char *type = group[0]->event_type;
+    cn_str_t *ids = gw_xcalloc(n, sizeof(*ids));
+    for (size_t i = 0; i != n; ++i)
+        if (group[i]->resource_id != NULL)
+            ids[i] = (cn_str_t){group[i]->resource_id, strlen(group[i]->resource_id)};
+    cn_fetch_t *fetches = gw_xcalloc(MAX_FETCHES, sizeof(*fetches));
+    int nfetch = cn_xero_connector.plan_fetches((cn_str_t){type, strlen(type)}, ids, n, fetches, MAX_FETCHES);
+    free(ids);
+
+    if (nfetch <= 0 || group[0]->account == NULL) {
+        /* nothing to fetch (e.g. SUBSCRIPTION events, or no well-formed id): done as is */
+        gw_queue_finish(&w->queue, group, n, GW_QUEUE_IGNORED);
+        free(fetches);
+        return;
+    }
+    int64_t token_id = gw_xero_mirror_token_of(&w->fetch, group[0]->organisation_id, group[0]->account);
+    if (token_id == 0) {
+        char err[160];
+        snprintf(err, sizeof(err), "Xero tenant %s is not connected to this organisation", group[0]->account);
+        gw_queue_fail(&w->queue, group, n, err);
+        free(fetches);
+        return;
+    }
+    gw_fetch_result_t res;
+    switch (run_fetches(w, group, token_id, fetches, nfetch, &res, 0)) {
+    case GW_FETCH_OK:
+        gw_queue_finish(&w->queue, group, n, GW_QUEUE_DONE);
+        cover(w, group, n, claimed_at);
+        break;
+    case GW_FETCH_RESCHEDULE:
+    case GW_FETCH_REAUTH:
+        gw_queue_reschedule(&w->queue, group, n, res.wait_ms, res.error);
+        break;
+    case GW_FETCH_FAILED:
+    case GW_FETCH_REJECTED:
+        gw_queue_fail(&w->queue, group, n, res.error);
+        break;
+    }
+    free(fetches);
+}
+
+static void process(gw_work_t *w, gw_queue_row_t *const *rows, size_t n, const char *claimed_at)
+{
+    gw_queue_row_t **group = gw_xcalloc(n, sizeof(*group));
+    bool *grouped = gw_xcalloc(n, sizeof(*grouped));
+    for (size_t i = 0; i != n; ++i) {
+        if (grouped[i])
+            continue;
+        size_t k = 0;
+        for (size_t j = i; j != n; ++j)
+            if (!grouped[j] && same_group(rows[i], rows[j])) {
+                grouped[j] = true;
+                group[k++] = rows[j];
+            }
+        process_group(w, group, k, claimed_at);
+    }
+    free(grouped);
+    free(group);
+}
+
+static int claim_delay_ms(const gw_config_t *cfg)
+{
+    return cfg->xero_coalesce_ms;
+}
+
+static void gauges(gw_work_t *w)
+{
+    gw_dbs_result_t *r =
+        gw_dbs_query(w->fetch.db, "SELECT count(*) FROM xero_tokens WHERE status = 'needs_reauth'", 0, NULL);
+    if (r != NULL) {
+        gw_metrics_xero_reauth(strtoll(gw_dbs_value(r, 0, 0), NULL, 10));
+        gw_dbs_result_free(r);
+    }
+}
+
+static void periodic(gw_work_t *w)
+{
+    if (w->fetch.cfg->xero_sync_interval != 0)
+        gw_sync_sweep_due(&w->fetch);
+}
+
+const gw_processor_t gw_xero_processor = {
+    .provider = "xero",
+    .claim_delay_ms = claim_delay_ms,
+    .process = process,
+    .gauges = gauges,
+    .periodic = periodic,
+};

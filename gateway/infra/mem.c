@@ -50,3 +50,11 @@ char *gw_xstrndup(const char *s, size_t len)
     p[len] = '\0';
     return p;
 }
+
+void gw_free_secret(char *s)
+{
+    if (s == NULL)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}

@@ -15,5 +15,7 @@ void *gw_xrealloc(void *p, size_t n);
 char *gw_xstrdup(const char *s);
 /* A NUL-terminated copy of the first len bytes of s. */
 char *gw_xstrndup(const char *s, size_t len);
+/* Frees a string that held a secret, overwriting it first (NULL is ignored). */
+void gw_free_secret(char *s);
 
 #endif

@@ -99,7 +99,7 @@ static void fresh_prefix(char *buf, size_t len)
 
 static gw_quota_t *make_quota(const gw_config_t *cfg, uint64_t window_ms, uint64_t lease_ms, const char *prefix)
 {
-    gw_quota_t *q = gw_quota_create(cfg);
+    gw_quota_t *q = gw_quota_create(cfg, "xero");
     assert_non_null(q);
     gw_quota_test_tune(q, window_ms, lease_ms, prefix);
     return q;
@@ -117,7 +117,7 @@ static int call_once(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, u
 static void test_invalid_tenant(void **state)
 {
     gw_config_t cfg = make_config(NULL);
-    gw_quota_t *q = gw_quota_create(&cfg);
+    gw_quota_t *q = gw_quota_create(&cfg, "xero");
     gw_quota_slot_t slot;
     uint64_t wait = 7;
     char longname[GW_QUOTA_TENANT_MAX + 2];
@@ -133,7 +133,7 @@ static void test_invalid_tenant(void **state)
     gw_quota_destroy(q);
 
     gw_config_t bad = make_config("http://nope");
-    assert_null(gw_quota_create(&bad));
+    assert_null(gw_quota_create(&bad, "xero"));
     assert_string_equal(gw_quota_limit_name(GW_QUOTA_LIMIT_APP_MINUTE), "app_minute");
 }
 

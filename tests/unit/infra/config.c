@@ -797,6 +797,8 @@ static void test_dump(void **state)
                            "SETTLED_XERO_API_BASE=http://127.0.0.1:9999\n"
                            "SETTLED_XERO_IDENTITY_BASE=\n"
                            "SETTLED_GOCARDLESS_API_BASE=\n"
+                           "SETTLED_STRIPE_SECRET_KEY=<unset>\n"
+                           "SETTLED_GOCARDLESS_ACCESS_TOKEN=<unset>\n"
                            "SETTLED_JWT_SECRET=<redacted: 1 value>\n"
                            "SETTLED_SECRET_KEY=<unset>\n"
                            "SETTLED_WORKERS=2\n"
@@ -816,6 +818,10 @@ static void test_dump(void **state)
                            "SETTLED_XERO_LIMIT_MINUTE=60\n"
                            "SETTLED_XERO_LIMIT_DAY=5000\n"
                            "SETTLED_XERO_LIMIT_APP_MINUTE=10000\n"
+                           "SETTLED_STRIPE_LIMIT_CONCURRENT=10\n"
+                           "SETTLED_STRIPE_LIMIT_SECOND=25\n"
+                           "SETTLED_GOCARDLESS_LIMIT_CONCURRENT=10\n"
+                           "SETTLED_GOCARDLESS_LIMIT_MINUTE=1000\n"
                            "SETTLED_QUOTA_FALLBACK_CONCURRENT=1\n"
                            "SETTLED_QUOTA_FALLBACK_MINUTE=20\n"
                            "SETTLED_HTTP_TIMEOUT_MS=30000\n"
@@ -908,11 +914,15 @@ static void test_list_keys(void **state)
                                            "SETTLED_XERO_IDENTITY_BASE",
                                            "SETTLED_JWT_SECRET",
                                            "SETTLED_SECRET_KEY",
+                                           "SETTLED_STRIPE_SECRET_KEY",
+                                           "SETTLED_GOCARDLESS_ACCESS_TOKEN",
+                                           "SETTLED_STRIPE_LIMIT_SECOND",
+                                           "SETTLED_GOCARDLESS_LIMIT_MINUTE",
                                            "SETTLED_BODY_LIMIT"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 53); /* 49 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 59); /* 55 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

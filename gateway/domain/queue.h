@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * queue.h: the work queue, which is the inbox table itself (webhook_events), and knows no provider. A worker
+ * claims due rows in one UPDATE ... FOR UPDATE SKIP LOCKED that takes a lease (the row is 'processing' until
+ * next_attempt_at) and counts the attempt; then every claimed row is finished exactly one way: done or ignored,
+ * failed (retried with exponential backoff and jitter, dead after SETTLED_WORKER_MAX_ATTEMPTS), rescheduled
+ * (waiting for a quota or a re-authorisation: not an attempt), or covered (its object was fetched for another
+ * row). Finishing is fenced by the lease owner, so a worker whose lease expired changes nothing. A row whose
+ * lease expired SETTLED_WORKER_MAX_ATTEMPTS times (its worker died each time) is parked as dead.
+ *
+ * Blocking (a database session): worker threads only.
+ */
+#ifndef GW_QUEUE_H
+#define GW_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+#include "db.h"
+#include "err.h"
+
+/* One claimed row. The strings are owned by the batch. */
+typedef struct st_gw_queue_row_t {
+    char id[24];
+    int64_t organisation_id;
+    char *provider;
+    char *account; /* NULL when the event names none */
+    char *event_type;
+    char *resource_id; /* NULL when the event names none */
+    char *correlation;
+    int attempts;
+} gw_queue_row_t;
+
+/* What one claim returned. */
+typedef struct st_gw_queue_batch_t {
+    gw_queue_row_t *rows;
+    size_t n;
+    char claimed_at[64]; /* the database's now() at the claim: rows stored before it are covered by its fetches */
+} gw_queue_batch_t;
+
+/* A worker's handle on the queue: its session and the lease owner name it claims with. */
+typedef struct st_gw_queue_t {
+    const gw_config_t *cfg;
+    gw_dbs_t *db;
+    char owner[96]; /* host, pid and thread: unique among every worker sharing the queue */
+    int index;      /* for log lines */
+} gw_queue_t;
+
+/* A provider the claim serves, and how long its fresh rows wait before they may be claimed (so that a burst of
+ * events for one object is claimed together and becomes one fetch). */
+typedef struct st_gw_queue_lane_t {
+    const char *provider;
+    int delay_ms;
+} gw_queue_lane_t;
+
+/* Claims up to SETTLED_WORKER_BATCH due rows of the lanes' providers, oldest due first. Returns 0 with the rows in
+ * *out (n may be 0; free it with gw_queue_batch_free), or -1 with err when the database failed. */
+GW_MUSTCHECK int gw_queue_claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, gw_queue_batch_t *out,
+                                gw_err_t *err);
+void gw_queue_batch_free(gw_queue_batch_t *b);
+
+/* How a row ended when nothing failed. */
+enum gw_queue_end { GW_QUEUE_DONE, GW_QUEUE_IGNORED };
+
+/* Finishes rows as done, or as ignored (there is nothing to do for such an event). */
+void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum gw_queue_end end);
+/* Records a failed attempt of rows with error (one line, no secret): retried after a backoff, or dead after the
+ * last attempt. Logs one line. */
+void gw_queue_fail(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const char *error);
+/* Gives rows back without counting the attempt, due again in wait_ms (a quota, a rate limit, re-authorisation). */
+void gw_queue_reschedule(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, uint64_t wait_ms, const char *why);
+/* Finishes as done the rows still waiting (pending or failed, not leased) of provider in like's organisation and
+ * account whose event type starts with category and whose resource is one of resource_ids, stored before before
+ * (a claimed_at): the state just fetched for them covers them. Returns how many. */
+size_t gw_queue_cover(gw_queue_t *q, const gw_queue_row_t *like, const char *category, const char *const *resource_ids,
+                      size_t nids, const char *before);
+/* Parks the rows of providers whose lease expired SETTLED_WORKER_MAX_ATTEMPTS times. Returns how many. */
+size_t gw_queue_park_lost(gw_queue_t *q, const char *const *providers, size_t nproviders);
+/* Sets the queue-depth gauges: rows pending, failed and processing of providers, and dead rows of any. */
+void gw_queue_gauges(gw_queue_t *q, const char *const *providers, size_t nproviders);
+
+#endif

@@ -194,7 +194,7 @@ void gw_queue_fail(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const c
     gw_dbs_result_t *r = gw_dbs_query(q->db, sql_fail, 6, params);
     if (r == NULL) {
         gw_log(GW_LOG_WARN, "worker %d: cannot record a failure: %s", q->index, gw_dbs_error(q->db));
-    } else {
+    } else if (gw_dbs_nrows(r) != 0) { /* none: the lease was lost, and the rows are another worker's now */
         for (size_t i = 0; i != gw_dbs_nrows(r); ++i) {
             bool dead = strcmp(gw_dbs_value(r, i, 0), "dead") == 0;
             gw_metrics_worker_outcome(dead ? GW_OUTCOME_DEAD : GW_OUTCOME_FAILED, 1);
@@ -203,7 +203,7 @@ void gw_queue_fail(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const c
         gw_log_begin(&line, GW_LOG_WARN, "events failed");
         gw_log_int(&line, "worker", q->index);
         gw_log_str(&line, "provider", rows[0]->provider, strlen(rows[0]->provider));
-        gw_log_int(&line, "events", (long long)n);
+        gw_log_int(&line, "events", (long long)gw_dbs_nrows(r));
         gw_log_str(&line, "error", error, strlen(error));
         gw_log_str(&line, "correlation_id", rows[0]->correlation, strlen(rows[0]->correlation));
         gw_log_end(&line);

@@ -19,11 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "http_client.h"
+#include "../http_test_server.h"
 
 #define MAX_BODY (4 * 1024 * 1024)
-
-static pid_t server_pid = -1;
-static int server_port;
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
 
@@ -40,55 +38,10 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* The URL of path on the test server, in one of 16 static buffers per thread (used round-robin). */
-static const char *url(const char *path)
-{
-    static __thread char bufs[16][256];
-    static __thread unsigned next;
-    char *buf = bufs[next++ % 16];
-    snprintf(buf, sizeof(bufs[0]), "http://127.0.0.1:%d%s", server_port, path);
-    return buf;
-}
-
-static int start_server(void)
-{
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* the server never outlives a crashed or timed-out test */
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execlp("python3", "python3", SETTLED_SOURCE_DIR "/tests/unit/infra/http_test_server.py", (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    server_pid = pid;
-    FILE *fp = fdopen(fds[0], "r");
-    char line[100];
-    int ok = fp != NULL && fgets(line, sizeof(line), fp) != NULL && sscanf(line, "listening %d", &server_port) == 1;
-    if (fp != NULL)
-        fclose(fp);
-    return ok ? 0 : -1;
-}
-
-static void stop_server(void)
-{
-    if (server_pid > 0) {
-        kill(server_pid, SIGTERM);
-        waitpid(server_pid, NULL, 0);
-        server_pid = -1;
-    }
-}
-
 static int setup(void **state)
 {
-    if (start_server() != 0) {
-        stop_server();
+    if (test_server_start() != 0) {
+        test_server_stop();
         return -1;
     }
     gw_http_options_t opts = {
@@ -99,7 +52,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     gw_http_shutdown();
-    stop_server();
+    test_server_stop();
     return 0;
 }
 
@@ -157,7 +110,7 @@ static int server_counts(int *connections);
 static void test_get_echo(void **state)
 {
     const char *headers[] = {"X-Custom: Hello World", "Authorization: Bearer t0ken", "accept: application/json", NULL};
-    gw_http_request_t req = {.method = "GET", .url = url("/echo?x=1&y=%20"), .headers = headers};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/echo?x=1&y=%20"), .headers = headers};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_null(res.error);
@@ -199,7 +152,7 @@ static void check_body_method(const char *method, const char *content_type)
     snprintf(ct, sizeof(ct), "Content-Type: %s", content_type != NULL ? content_type : "");
     const char *headers[] = {content_type != NULL ? ct : "X-Other: 1", "X-Idempotency-Key: k-42", NULL};
     gw_http_request_t req = {
-        .method = method, .url = url("/echo"), .headers = headers, .body = body, .body_len = sizeof(body)};
+        .method = method, .url = test_server_url("/echo"), .headers = headers, .body = body, .body_len = sizeof(body)};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_int_equal(res.status, 200);
@@ -224,7 +177,7 @@ static void test_post_put_binary(void **state)
     check_body_method("PATCH", "application/json");
 
     /* POST without a body sends Content-Length: 0 */
-    gw_http_request_t req = {.method = "post", .url = url("/echo")};
+    gw_http_request_t req = {.method = "post", .url = test_server_url("/echo")};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), 0);
     json_t *doc = parse_echo(&res);
@@ -233,7 +186,7 @@ static void test_post_put_binary(void **state)
     json_decref(doc);
     gw_http_response_free(&res);
 
-    req = (gw_http_request_t){.method = "DELETE", .url = url("/echo")};
+    req = (gw_http_request_t){.method = "DELETE", .url = test_server_url("/echo")};
     assert_int_equal(gw_http_do(&req, &res), 0);
     doc = parse_echo(&res);
     assert_string_equal(json_string_value(json_object_get(doc, "method")), "DELETE");
@@ -247,7 +200,7 @@ static void test_final_headers_only(void **state)
     const char body[] = "{\"a\":1}";
     const char *headers[] = {"Expect: 100-continue", "Content-Type: application/json", NULL};
     gw_http_request_t req = {
-        .method = "PUT", .url = url("/echo"), .headers = headers, .body = body, .body_len = strlen(body)};
+        .method = "PUT", .url = test_server_url("/echo"), .headers = headers, .body = body, .body_len = strlen(body)};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_int_equal(res.status, 200);
@@ -262,7 +215,7 @@ static void test_final_headers_only(void **state)
 
 static void test_status_and_headers(void **state)
 {
-    gw_http_request_t req = {.method = "GET", .url = url("/status/429")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/status/429")};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_null(res.error);
@@ -279,7 +232,7 @@ static void test_status_and_headers(void **state)
     assert_true(lower);
     gw_http_response_free(&res);
 
-    req.url = url("/status/503");
+    req.url = test_server_url("/status/503");
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_int_equal(res.status, 503);
     assert_null(gw_http_response_header(&res, "retry-after"));
@@ -288,7 +241,7 @@ static void test_status_and_headers(void **state)
 
 static void test_timeout(void **state)
 {
-    gw_http_request_t req = {.method = "GET", .url = url("/slow?ms=3000"), .timeout_ms = 300};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/slow?ms=3000"), .timeout_ms = 300};
     gw_http_response_t res;
     double t0 = now_s();
     assert_int_equal(gw_http_do(&req, &res), -1);
@@ -323,7 +276,7 @@ static void test_connect_refused(void **state)
 
 static void check_big(const char *path, int rc)
 {
-    gw_http_request_t req = {.method = "GET", .url = url(path)};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url(path)};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), rc);
     if (rc == 0) {
@@ -351,7 +304,7 @@ static void test_body_cap(void **state)
 
 static void test_redirect_not_followed(void **state)
 {
-    gw_http_request_t req = {.method = "GET", .url = url("/redirect")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/redirect")};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_int_equal(res.status, 302);
@@ -362,7 +315,7 @@ static void test_redirect_not_followed(void **state)
 
 static void test_connection_drop(void **state)
 {
-    gw_http_request_t req = {.method = "GET", .url = url("/drop")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/drop")};
     gw_http_response_t res;
     assert_int_equal(gw_http_do(&req, &res), -1);
     assert_failed(&res);
@@ -370,7 +323,7 @@ static void test_connection_drop(void **state)
     gw_http_response_free(&res);
 
     /* the pool recovers: the next call on the same host works */
-    req.url = url("/status/200");
+    req.url = test_server_url("/status/200");
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_int_equal(res.status, 200);
     gw_http_response_free(&res);
@@ -383,7 +336,7 @@ static void test_connection_reuse(void **state)
     server_counts(&conns_before);
     for (int i = 0; i != 20; ++i) {
         gw_http_request_t req = {
-            .method = i % 2 ? "POST" : "GET", .url = url("/status/200"), .body = "x", .body_len = 1};
+            .method = i % 2 ? "POST" : "GET", .url = test_server_url("/status/200"), .body = "x", .body_len = 1};
         gw_http_response_t res;
         assert_int_equal(gw_http_do(&req, &res), 0);
         assert_int_equal(res.status, 200);
@@ -409,13 +362,17 @@ static void test_invalid_requests(void **state)
     const char *crlf[] = {"X-A: 1\r\nX-Injected: 1", NULL};
     const char *noname[] = {": value", NULL};
     const char *nocolon[] = {"X-A 1", NULL};
-    check_invalid(&(gw_http_request_t){.method = "GET", .url = url("/echo"), .headers = crlf}, "bad header");
-    check_invalid(&(gw_http_request_t){.method = "GET", .url = url("/echo"), .headers = noname}, "bad header");
-    check_invalid(&(gw_http_request_t){.method = "GET", .url = url("/echo"), .headers = nocolon}, "bad header");
-    check_invalid(&(gw_http_request_t){.method = "GE T", .url = url("/echo")}, "bad method");
-    check_invalid(&(gw_http_request_t){.method = "GET\r\n", .url = url("/echo")}, "bad method");
+    check_invalid(&(gw_http_request_t){.method = "GET", .url = test_server_url("/echo"), .headers = crlf},
+                  "bad header");
+    check_invalid(&(gw_http_request_t){.method = "GET", .url = test_server_url("/echo"), .headers = noname},
+                  "bad header");
+    check_invalid(&(gw_http_request_t){.method = "GET", .url = test_server_url("/echo"), .headers = nocolon},
+                  "bad header");
+    check_invalid(&(gw_http_request_t){.method = "GE T", .url = test_server_url("/echo")}, "bad method");
+    check_invalid(&(gw_http_request_t){.method = "GET\r\n", .url = test_server_url("/echo")}, "bad method");
     check_invalid(&(gw_http_request_t){.method = "GET"}, "url are required");
-    check_invalid(&(gw_http_request_t){.method = "GET", .url = url("/echo"), .timeout_ms = -1}, "bad timeout");
+    check_invalid(&(gw_http_request_t){.method = "GET", .url = test_server_url("/echo"), .timeout_ms = -1},
+                  "bad timeout");
     check_invalid(&(gw_http_request_t){.method = "GET", .url = "file:///etc/passwd"}, "Unsupported protocol");
     check_invalid(&(gw_http_request_t){.method = "GET", .url = "ftp://127.0.0.1/x"}, "Unsupported protocol");
     check_invalid(&(gw_http_request_t){.method = "GET", .url = "not a url"}, "");
@@ -442,8 +399,11 @@ static void *concurrent_worker(void *p)
         blen += 1; /* keep the trailing NUL: binary */
         snprintf(hdr, sizeof(hdr), "X-Call: %d", i);
         const char *headers[] = {hdr, "Content-Type: application/octet-stream", NULL};
-        gw_http_request_t req = {
-            .method = "POST", .url = url(a->path), .headers = headers, .body = body, .body_len = (size_t)blen};
+        gw_http_request_t req = {.method = "POST",
+                                 .url = test_server_url(a->path),
+                                 .headers = headers,
+                                 .body = body,
+                                 .body_len = (size_t)blen};
         gw_http_response_t res;
         bool good = gw_http_do(&req, &res) == 0 && res.status == 200;
         if (good && strcmp(a->path, "/echo") == 0) {
@@ -532,7 +492,7 @@ static void spin(h2o_evloop_t *loop, int ms)
 /* How many requests (this one included) and connections the server has seen. */
 static int server_counts(int *connections)
 {
-    gw_http_request_t req = {.method = "GET", .url = url("/count")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/count")};
     gw_http_response_t res;
     int n = -1, c = -1;
     if (gw_http_do(&req, &res) != 0 || sscanf(res.body, "%d %d", &n, &c) != 2)
@@ -564,7 +524,7 @@ static void test_loop_delivery(void **state)
     gw_http_loop_t *hl = gw_http_loop_create(loop);
     const char *headers[] = {"X-From-Loop: yes", "Content-Type: text/plain", NULL};
     gw_http_request_t req = {
-        .method = "POST", .url = url("/echo"), .headers = headers, .body = "hello\0loop", .body_len = 10};
+        .method = "POST", .url = test_server_url("/echo"), .headers = headers, .body = "hello\0loop", .body_len = 10};
     result_t r = {0};
     assert_non_null(gw_http_start(hl, &req, on_result, &r));
     run_until(loop, &r.fired, 1);
@@ -579,7 +539,7 @@ static void test_loop_delivery(void **state)
     gw_http_response_free(&r.res);
 
     /* a failure is delivered the same way */
-    req = (gw_http_request_t){.method = "GET", .url = url("/slow?ms=2000"), .timeout_ms = 200};
+    req = (gw_http_request_t){.method = "GET", .url = test_server_url("/slow?ms=2000"), .timeout_ms = 200};
     r = (result_t){0};
     assert_non_null(gw_http_start(hl, &req, on_result, &r));
     run_until(loop, &r.fired, 1);
@@ -600,7 +560,7 @@ static void test_loop_delivery(void **state)
     int total = 0;
     memset(rs, 0, sizeof(rs));
     for (int i = 0; i != N; ++i) {
-        req = (gw_http_request_t){.method = "GET", .url = url(i % 2 ? "/status/201" : "/status/202")};
+        req = (gw_http_request_t){.method = "GET", .url = test_server_url(i % 2 ? "/status/201" : "/status/202")};
         assert_non_null(gw_http_start(hl, &req, on_result, &rs[i]));
     }
     for (int i = 0; i != 1000 && total < N; ++i) {
@@ -646,13 +606,13 @@ static void test_detach(void **state)
     h2o_evloop_t *loop = h2o_evloop_create();
     gw_http_loop_t *hl = gw_http_loop_create(loop);
     result_t a = {0}, b = {0}, c = {0}, d = {0}, e = {0};
-    gw_http_request_t req = {.method = "GET", .url = url("/slow?ms=300")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/slow?ms=300")};
 
     /* detached at once (queued or just started) */
     gw_http_call_t *ca = gw_http_start(hl, &req, on_result, &a);
     assert_non_null(ca);
     gw_http_detach(ca);
-    req.url = url("/slow?ms=600");
+    req.url = test_server_url("/slow?ms=600");
     assert_non_null(gw_http_start(hl, &req, on_result, &b));
     run_until(loop, &b.fired, 1);
     assert_int_equal(b.fired, 1);
@@ -661,14 +621,14 @@ static void test_detach(void **state)
 
     /* detached while the server is working on it */
     int before = server_count();
-    req.url = url("/slow?ms=1500");
+    req.url = test_server_url("/slow?ms=1500");
     gw_http_call_t *ce = gw_http_start(hl, &req, on_result, &e);
     assert_non_null(ce);
     wait_arrivals(before, 1);
     gw_http_detach(ce);
 
     /* detached after the result was sent to the loop but before the loop read it */
-    req.url = url("/status/200");
+    req.url = test_server_url("/status/200");
     gw_http_call_t *cc = gw_http_start(hl, &req, on_result, &c);
     assert_non_null(cc);
     sleep_ms(500); /* the loop does not run: the result waits in its queue */
@@ -707,10 +667,10 @@ static void test_loop_destroy_pending(void **state)
     gw_http_loop_t *hl = gw_http_loop_create(loop);
     result_t slow = {0}, done = {0}, gone = {0};
     int before = server_count();
-    gw_http_request_t req = {.method = "GET", .url = url("/slow?ms=3000")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/slow?ms=3000")};
     assert_non_null(gw_http_start(hl, &req, on_result, &slow));
     wait_arrivals(before, 1);
-    req.url = url("/status/202");
+    req.url = test_server_url("/status/202");
     assert_non_null(gw_http_start(hl, &req, on_result, &done));
     gw_http_call_t *cg = gw_http_start(hl, &req, on_result, &gone);
     assert_non_null(cg);
@@ -743,7 +703,7 @@ typedef struct {
 static void *blocked_call(void *p)
 {
     blocked_t *b = p;
-    gw_http_request_t req = {.method = "GET", .url = url("/slow?ms=5000")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/slow?ms=5000")};
     b->rc = gw_http_do(&req, &b->res);
     return NULL;
 }
@@ -762,7 +722,7 @@ static void test_shutdown_in_flight(void **state)
     int before = server_count();
     for (int i = 0; i != NBLOCKED; ++i)
         assert_int_equal(pthread_create(&tids[i], NULL, blocked_call, &blocked[i]), 0);
-    gw_http_request_t req = {.method = "GET", .url = url("/slow?ms=5000")};
+    gw_http_request_t req = {.method = "GET", .url = test_server_url("/slow?ms=5000")};
     for (int i = 0; i != NLOOP; ++i)
         assert_non_null(gw_http_start(hl, &req, on_result, &rs[i]));
     wait_arrivals(before, NBLOCKED + NLOOP);
@@ -810,7 +770,7 @@ static void test_shutdown_in_flight(void **state)
     gw_http_options_t opts = {.max_body = MAX_BODY};
     assert_int_equal(gw_http_init(&opts), 0);
     assert_int_equal(gw_http_init(&opts), -1);
-    req.url = url("/status/200");
+    req.url = test_server_url("/status/200");
     assert_int_equal(gw_http_do(&req, &res), 0);
     assert_int_equal(res.status, 200);
     gw_http_response_free(&res);

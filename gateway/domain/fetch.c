@@ -237,13 +237,14 @@ gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_
             return out->status;
         }
 
-        char auth[4200], own[MAX_HEADERS][128], idem[320];
+        char auth[4200], own[MAX_HEADERS][128], idem[320], accept[128];
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
         gw_free_secret(token);
         const char *headers[MAX_HEADERS + 5];
         size_t nh = 0, nown = p->headers(call, own, MAX_HEADERS);
         headers[nh++] = auth;
-        headers[nh++] = "Accept: application/json";
+        snprintf(accept, sizeof(accept), "Accept: %.100s", call->accept != NULL ? call->accept : "application/json");
+        headers[nh++] = accept;
         for (size_t i = 0; i != nown; ++i)
             headers[nh++] = own[i];
         if (call->body != NULL)

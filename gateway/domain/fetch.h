@@ -50,6 +50,7 @@ typedef struct st_gw_fetch_call_t {
     const char *body;              /* a JSON body for POST/PUT; NULL: none */
     size_t body_len;
     const char *idempotency_key; /* sent as Idempotency-Key; NULL: none */
+    const char *accept;          /* the media type asked for (e.g. "application/pdf"); NULL: application/json */
 } gw_fetch_call_t;
 
 typedef enum {

@@ -106,6 +106,7 @@ static void test_stripe_headers(void **state)
     assert_string_equal(json_string_value(json_object_get(doc, "path")), "/echo?object=/v1/charges/ch_1");
     assert_string_equal(echoed_header(doc, "Authorization"), "Bearer sk_test_fetch");
     assert_null(echoed_header(doc, "Stripe-Account")); /* the platform's own account */
+    assert_string_equal(echoed_header(doc, "Accept"), "application/json");
     assert_null(echoed_header(doc, "GoCardless-Version"));
     assert_null(echoed_header(doc, "xero-tenant-id"));
     json_decref(doc);
@@ -132,8 +133,10 @@ static void test_stripe_headers(void **state)
 static void test_gocardless_headers(void **state)
 {
     gw_fetch_result_t out;
-    gw_fetch_call_t call = {.provider = "gocardless", .path = "/echo?object=/payments/PM123"};
+    gw_fetch_call_t call = {
+        .provider = "gocardless", .path = "/echo?object=/payments/PM123", .accept = "application/pdf"};
     json_t *doc = fetch_echo(&call, &out);
+    assert_string_equal(echoed_header(doc, "Accept"), "application/pdf");
     assert_string_equal(echoed_header(doc, "Authorization"), "Bearer gc_token_fetch");
     assert_string_equal(echoed_header(doc, "GoCardless-Version"), "2015-07-06");
     assert_null(echoed_header(doc, "Stripe-Account"));

@@ -16,6 +16,9 @@ typedef struct st_gw_schema_file_t {
 
 extern const gw_schema_file_t gw_schema_files[];
 extern const size_t gw_schema_nfiles;
+/* The functions files of schema/functions/, sorted by name, named without the folder ("audit.sql"). */
+extern const gw_schema_file_t gw_schema_functions[];
+extern const size_t gw_schema_nfunctions;
 
 /*
  * Connects to conninfo (blocking: never call from an event loop), then applies, in name order, every

@@ -1,17 +1,55 @@
 # SPDX-License-Identifier: MIT
-# Compiles schema/NNNN_*.sql into a C file, so that `settled migrate` carries its migrations inside the
-# binary and applies exactly the bytes that were reviewed.
+# Compiles schema/NNNN_*.sql and schema/functions/*.sql into a C file, so that `settled migrate` carries its
+# migrations and SQL functions inside the binary and applies exactly the bytes that were reviewed.
 #
 # Usage: cmake -DSCHEMA_DIR=<dir> -DOUT=<file.c> -P embed_schema.cmake
 #
-# Emits `const gw_schema_file_t gw_schema_files[]` (sorted by name) and `const size_t gw_schema_nfiles`
-# (see gateway/infra/migrate.h). Every byte is written as a hex escape, so any content (quotes, backslashes,
-# trigraph-like sequences, non-ASCII, even NUL) survives byte for byte.
+# Emits `const gw_schema_file_t gw_schema_files[]` and `const size_t gw_schema_nfiles` (the numbered migrations),
+# and `const gw_schema_file_t gw_schema_functions[]` and `const size_t gw_schema_nfunctions` (the functions files,
+# named without their folder, e.g. "audit.sql"), each sorted by name (see gateway/infra/migrate.h). Every byte is
+# written as a hex escape, so any content (quotes, backslashes, trigraph-like sequences, non-ASCII, even NUL)
+# survives byte for byte.
 cmake_minimum_required(VERSION 3.18)
 
 if(NOT DEFINED SCHEMA_DIR OR NOT DEFINED OUT)
   message(FATAL_ERROR "embed_schema.cmake: pass -DSCHEMA_DIR=<dir> and -DOUT=<file.c>")
 endif()
+
+# 16 bytes (32 hex digits) per line of output.
+string(REPEAT "[0-9a-f]" 32 hex_line_re)
+
+# Appends to `body` one static array per file of names (in dir) whose C names start with prefix, and sets
+# `${rows_var}` to the rows of the table that lists them and `${count_var}` to their number.
+function(embed dir prefix names rows_var count_var)
+  set(rows "")
+  set(index 0)
+  foreach(name ${names})
+    file(READ ${dir}/${name} hex HEX)
+    string(LENGTH "${hex}" hexlen)
+    math(EXPR len "${hexlen} / 2")
+    # split into a list of 32-digit chunks (hex digits contain no ';'), then escape each byte
+    string(REGEX REPLACE "(${hex_line_re})" "\\1;" chunks "${hex}")
+    string(APPEND body "\n/* ${name}: ${len} bytes */\nstatic const char ${prefix}_${index}[] =")
+    if(len EQUAL 0)
+      string(APPEND body " \"\"")
+    endif()
+    foreach(chunk ${chunks})
+      string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" escaped "${chunk}")
+      string(APPEND body "\n    \"${escaped}\"")
+    endforeach()
+    string(APPEND body
+           ";\n_Static_assert(sizeof(${prefix}_${index}) == ${len} + 1, \"${name}: embedded length\");\n")
+    string(APPEND rows "    {\"${name}\", ${prefix}_${index}, sizeof(${prefix}_${index}) - 1},\n")
+    math(EXPR index "${index} + 1")
+  endforeach()
+  if(index EQUAL 0)
+    # a zero-length array is not C; keep one unused sentinel row and report zero files
+    set(rows "    {0, 0, 0},\n")
+  endif()
+  set(body "${body}" PARENT_SCOPE)
+  set(${rows_var} "${rows}" PARENT_SCOPE)
+  set(${count_var} ${index} PARENT_SCOPE)
+endfunction()
 
 # Every .sql file must follow the NNNN_what.sql naming: anything else would be silently skipped.
 file(GLOB all_sql RELATIVE ${SCHEMA_DIR} ${SCHEMA_DIR}/*.sql)
@@ -31,42 +69,32 @@ foreach(name ${all_sql})
 endforeach()
 list(SORT names COMPARE STRING)
 
-# 16 bytes (32 hex digits) per line of output.
-string(REPEAT "[0-9a-f]" 32 hex_line_re)
+# Every functions file is named after its domain (its C room), e.g. xero_mirror.sql.
+file(GLOB all_functions RELATIVE ${SCHEMA_DIR}/functions ${SCHEMA_DIR}/functions/*.sql)
+set(function_names "")
+foreach(name ${all_functions})
+  if(NOT name MATCHES "^[a-z0-9_]+\\.sql$")
+    message(FATAL_ERROR "embed_schema.cmake: ${SCHEMA_DIR}/functions/${name}: functions files are named what.sql "
+                        "(lower-case letters, digits and underscores), after the C room that calls them")
+  endif()
+  list(APPEND function_names ${name})
+endforeach()
+list(SORT function_names COMPARE STRING)
 
 set(body "")
-set(rows "")
-set(index 0)
-foreach(name ${names})
-  file(READ ${SCHEMA_DIR}/${name} hex HEX)
-  string(LENGTH "${hex}" hexlen)
-  math(EXPR len "${hexlen} / 2")
-  # split into a list of 32-digit chunks (hex digits contain no ';'), then escape each byte
-  string(REGEX REPLACE "(${hex_line_re})" "\\1;" chunks "${hex}")
-  string(APPEND body "\n/* ${name}: ${len} bytes */\nstatic const char schema_${index}[] =")
-  if(len EQUAL 0)
-    string(APPEND body " \"\"")
-  endif()
-  foreach(chunk ${chunks})
-    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" escaped "${chunk}")
-    string(APPEND body "\n    \"${escaped}\"")
-  endforeach()
-  string(APPEND body ";\n_Static_assert(sizeof(schema_${index}) == ${len} + 1, \"${name}: embedded length\");\n")
-  string(APPEND rows "    {\"${name}\", schema_${index}, sizeof(schema_${index}) - 1},\n")
-  math(EXPR index "${index} + 1")
-endforeach()
-
-if(index EQUAL 0)
-  # a zero-length array is not C; keep one unused sentinel row and report zero files
-  set(rows "    {0, 0, 0},\n")
-endif()
+embed(${SCHEMA_DIR} schema "${names}" rows nfiles)
+embed(${SCHEMA_DIR}/functions function "${function_names}" function_rows nfunctions)
 
 set(content "/* Generated by cmake/embed_schema.cmake from the schema folder: do not edit. */
 #include \"migrate.h\"
 ${body}
 const gw_schema_file_t gw_schema_files[] = {
 ${rows}};
-const size_t gw_schema_nfiles = ${index};
+const size_t gw_schema_nfiles = ${nfiles};
+
+const gw_schema_file_t gw_schema_functions[] = {
+${function_rows}};
+const size_t gw_schema_nfunctions = ${nfunctions};
 ")
 
 file(WRITE ${OUT} "${content}")

@@ -100,7 +100,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "settled: SETTLED_DATABASE_URL: required by migrate\n");
             ret = 1;
         } else {
-            ret = gw_migrate_run(cfg.database_url, gw_schema_files, gw_schema_nfiles, stdout) == 0 ? 0 : 1;
+            /* 1 on failure, as the other commands */
+            ret = gw_migrate_run(cfg.database_url, gw_schema_files, gw_schema_nfiles, gw_schema_functions,
+                                 gw_schema_nfunctions, stdout) != 0;
         }
     } else if (strcmp(cmd, "connect") == 0) {
         ret = gw_xero_cli(&cfg, argc - 2, argv + 2);

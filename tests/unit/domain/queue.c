@@ -48,7 +48,8 @@ static int setup(void **state)
     const char *slash = strrchr(url, '/');
     snprintf(dburl, sizeof(dburl), "%.*s/%s", (int)(slash - url), url, dbname);
     FILE *devnull = fopen("/dev/null", "w");
-    int rc = gw_migrate_run(dburl, gw_schema_files, gw_schema_nfiles, devnull);
+    int rc =
+        gw_migrate_run(dburl, gw_schema_files, gw_schema_nfiles, gw_schema_functions, gw_schema_nfunctions, devnull);
     fclose(devnull);
     if (rc != 0)
         return -1;

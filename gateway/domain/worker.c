@@ -22,6 +22,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "orgs.h"
 #include "processor.h"
 #include "xero_mirror.h"
 
@@ -245,6 +246,12 @@ int gw_worker_main(const gw_config_t *cfg)
         return 1;
     }
     char err[512];
+    /* a worker must not process against a schema (or function text) other than the one it was built for */
+    if (gw_orgs_bootstrap(cfg, NULL, 0, NULL, err, sizeof(err)) != 0) {
+        gw_log(GW_LOG_ERROR, "%s", err);
+        gw_http_shutdown();
+        return 1;
+    }
     gw_workers_t *pool = gw_workers_start(cfg, cfg->workers > 0 ? cfg->workers : 1, err, sizeof(err));
     if (pool == NULL) {
         gw_log(GW_LOG_ERROR, "%s", err);

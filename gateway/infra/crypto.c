@@ -98,16 +98,15 @@ const cn_host_t gw_crypto_host = {gw_crypto_hmac_sha256, gw_crypto_equal};
 #define SEAL_NONCE_LEN 12
 #define SEAL_TAG_LEN 16
 
-int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], char *err, size_t errlen)
+int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], gw_err_t *err)
 {
     static const char help[] = "32 random bytes written as 44 base64 characters or 64 hex digits, e.g. the output "
                                "of `openssl rand -base64 32`";
     size_t len = secret_key != NULL ? strlen(secret_key) : 0, n = 0;
     unsigned char key[GW_CRYPTO_KEY_LEN];
-    if (len == 0) {
-        snprintf(err, errlen, "SETTLED_SECRET_KEY: required to store provider tokens encrypted (%s)", help);
-        return -1;
-    }
+    if (len == 0)
+        return gw_err_set(err, gw_err_config_invalid, 500,
+                          "SETTLED_SECRET_KEY: required to store provider tokens encrypted (%s)", help);
     if (len == 64) {
         if (gw_hex_decode(secret_key, len, key) != 0)
             goto Bad;
@@ -116,17 +115,17 @@ int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYP
         if (gw_base64_decode(secret_key, len, GW_BASE64_ANY, key, sizeof(key), &n) != 0 || n != sizeof(key))
             goto Bad;
     } else {
-        snprintf(err, errlen, "SETTLED_SECRET_KEY: must be %s (the value has %zu characters)", help, len);
-        return -1;
+        return gw_err_set(err, gw_err_config_invalid, 500,
+                          "SETTLED_SECRET_KEY: must be %s (the value has %zu characters)", help, len);
     }
     memcpy(out, key, sizeof(key));
     OPENSSL_cleanse(key, sizeof(key));
     return 0;
 Bad:
     OPENSSL_cleanse(key, sizeof(key));
-    snprintf(err, errlen, "SETTLED_SECRET_KEY: must be %s (the value has %zu characters, not all of them valid)", help,
-             len);
-    return -1;
+    return gw_err_set(err, gw_err_config_invalid, 500,
+                      "SETTLED_SECRET_KEY: must be %s (the value has %zu characters, not all of them valid)", help,
+                      len);
 }
 
 int gw_crypto_seal(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *plain, size_t len, const void *aad,

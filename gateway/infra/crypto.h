@@ -37,10 +37,10 @@ extern const cn_host_t gw_crypto_host;
 #define GW_CRYPTO_SEAL_OVERHEAD 29 /* version + nonce + tag */
 
 /* Parses SETTLED_SECRET_KEY: 32 bytes written as 44 base64 characters (standard or URL-safe alphabet,
- * one '=' of padding) or as 64 hex digits. Returns 0 with the key in out, or -1 with a message in err
- * that names SETTLED_SECRET_KEY and never contains the value. */
-GW_MUSTCHECK int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], char *err,
-                                            size_t errlen);
+ * one '=' of padding) or as 64 hex digits. Returns 0 with the key in out, or -1 with err set to
+ * gw_err_config_invalid (500) and a detail that names SETTLED_SECRET_KEY and never contains the value. */
+GW_MUSTCHECK int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN],
+                                            gw_err_t *err);
 /* Seals len bytes of plain (and authenticates aadlen bytes of aad, which may be NULL when aadlen is 0)
  * into out, which must have room for len + GW_CRYPTO_SEAL_OVERHEAD bytes; a fresh random nonce is used
  * for every message. Returns 0, or -1 if OpenSSL fails. */

@@ -128,43 +128,44 @@ static void test_open_refuses_wrong_key(void **state)
 static void test_key_from_setting_accepts_hex_and_base64(void **state)
 {
     unsigned char key[32];
-    char err[300] = "", hex[65];
+    gw_err_t err = GW_ERR_INIT;
+    char hex[65];
     hex_of(key1, 32, hex);
-    assert_int_equal(gw_crypto_key_from_setting(hex, key, err, sizeof(err)), 0);
+    assert_int_equal(gw_crypto_key_from_setting(hex, key, &err), 0);
     assert_memory_equal(key, key1, 32);
     for (char *p = hex; *p; ++p)
         if (*p >= 'a' && *p <= 'f')
             *p = (char)(*p - 'a' + 'A');
     memset(key, 0, 32);
-    assert_int_equal(gw_crypto_key_from_setting(hex, key, err, sizeof(err)), 0);
+    assert_int_equal(gw_crypto_key_from_setting(hex, key, &err), 0);
     assert_memory_equal(key, key1, 32);
     /* base64 of 1..32 (python3 -c "import base64; print(base64.b64encode(bytes(range(1,33))).decode())") */
     memset(key, 0, 32);
-    assert_int_equal(gw_crypto_key_from_setting("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=", key, err, sizeof(err)),
-                     0);
+    assert_int_equal(gw_crypto_key_from_setting("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=", key, &err), 0);
     assert_memory_equal(key, key1, 32);
     /* the URL-safe alphabet: 32 bytes of 0xfb encode with '+' and '/' in standard base64 */
     unsigned char fb[32], key_std[32], key_url[32];
     memset(fb, 0xfb, 32);
-    assert_int_equal(
-        gw_crypto_key_from_setting("+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", key_std, err, sizeof(err)), 0);
-    assert_int_equal(
-        gw_crypto_key_from_setting("-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s=", key_url, err, sizeof(err)), 0);
+    assert_int_equal(gw_crypto_key_from_setting("+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", key_std, &err), 0);
+    assert_int_equal(gw_crypto_key_from_setting("-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s=", key_url, &err), 0);
     assert_memory_equal(key_std, fb, 32);
     assert_memory_equal(key_url, fb, 32);
     /* both alphabets in one value, as before the codec existed */
     memset(key, 0, 32);
-    assert_int_equal(gw_crypto_key_from_setting("+_v7-/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", key, err, sizeof(err)),
-                     0);
+    assert_int_equal(gw_crypto_key_from_setting("+_v7-/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", key, &err), 0);
     assert_memory_equal(key, fb, 32);
+    assert_null(err.code);
 }
 
 static void expect_rejected(const char *value)
 {
     unsigned char key[32];
-    char err[400] = "";
-    if (gw_crypto_key_from_setting(value, key, err, sizeof(err)) != -1)
+    gw_err_t e = GW_ERR_INIT;
+    if (gw_crypto_key_from_setting(value, key, &e) != -1)
         fail_msg("a SETTLED_SECRET_KEY of %zu characters was accepted", value != NULL ? strlen(value) : 0);
+    assert_ptr_equal(e.code, gw_err_config_invalid);
+    assert_int_equal(e.status, 500);
+    const char *err = e.detail;
     assert_non_null(strstr(err, "SETTLED_SECRET_KEY"));
     if (value != NULL && strlen(value) >= 8 && strstr(err, value) != NULL)
         fail_msg("the error echoes the key: %s", err);

@@ -1,17 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* main.c: the settled binary's command line: serve, migrate, check-config. */
+/* main.c: the settled binary's command line: serve, work, migrate, check-config; connect and sync are in cli.c. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "cli.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
-#include "sync.h"
 #include "worker.h"
-#include "xero_oauth.h"
 
 extern char **environ;
 
@@ -105,9 +104,9 @@ int main(int argc, char **argv)
                                  gw_schema_nfunctions, stdout) != 0;
         }
     } else if (strcmp(cmd, "connect") == 0) {
-        ret = gw_xero_cli(&cfg, argc - 2, argv + 2);
+        ret = gw_cli_connect(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "sync") == 0) {
-        ret = gw_sync_cli(&cfg, argc - 2, argv + 2);
+        ret = gw_cli_sync(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "work") == 0) {
         ret = gw_worker_main(&cfg);
     } else {

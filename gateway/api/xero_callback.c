@@ -3,8 +3,10 @@
 #include "xero_callback.h"
 #include <stdlib.h>
 #include <string.h>
+#include "crypto.h"
 #include "db.h"
 #include "log.h"
+#include "mem.h"
 #include "offload.h"
 #include "reply.h"
 #include "xero_oauth.h"
@@ -20,20 +22,13 @@ typedef struct st_callback_t {
     char *code, *state;
     /* out */
     int rc;
-    char summary[512], err[512];
+    char summary[512];
+    gw_err_t err;
     /* the request, until it goes away; slot is the request's pointer to this (cleared when done) */
     h2o_req_t *req;
     struct st_callback_t **slot;
     gw_offload_call_t *call;
 } callback_t;
-
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
 
 int gw_query_param(h2o_mem_pool_t *pool, h2o_iovec_t query, const char *name, size_t max, h2o_iovec_t *out)
 {
@@ -44,28 +39,13 @@ int gw_query_param(h2o_mem_pool_t *pool, h2o_iovec_t query, const char *name, si
         const char *eq = memchr(p, '=', (size_t)(stop - p));
         if (eq != NULL && (size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0) {
             const char *v = eq + 1;
-            size_t vlen = (size_t)(stop - v);
+            size_t vlen = (size_t)(stop - v), n = 0;
             if (vlen > max * 3)
                 return -1;
             char *buf = h2o_mem_alloc_pool(pool, vlen + 1);
-            size_t o = 0;
-            for (size_t i = 0; i < vlen; ++i) {
-                if (v[i] == '%') {
-                    int hi, lo;
-                    if (i + 2 >= vlen || (hi = hexval(v[i + 1])) < 0 || (lo = hexval(v[i + 2])) < 0)
-                        return -1;
-                    buf[o++] = (char)(hi * 16 + lo);
-                    i += 2;
-                } else {
-                    buf[o++] = v[i] == '+' ? ' ' : v[i];
-                }
-                if (buf[o - 1] == '\0')
-                    return -1;
-            }
-            if (o > max)
+            if (gw_percent_decode(v, vlen, GW_PERCENT_PLUS_SPACE, buf, &n) != 0 || n > max)
                 return -1;
-            buf[o] = '\0';
-            *out = h2o_iovec_init(buf, o);
+            *out = h2o_iovec_init(buf, n);
             return 0;
         }
         p = stop + 1;
@@ -76,14 +56,19 @@ int gw_query_param(h2o_mem_pool_t *pool, h2o_iovec_t query, const char *name, si
 static void on_work(void *arg)
 {
     callback_t *cb = arg;
-    gw_dbs_t *s = gw_dbs_connect(cb->cfg->database_url, cb->err, sizeof(cb->err));
+    char msg[sizeof(cb->err.detail)];
+    gw_xero_connection_t c;
+    gw_dbs_t *s = gw_dbs_connect(cb->cfg->database_url, msg, sizeof(msg));
     if (s == NULL) {
-        cb->rc = -1;
+        cb->rc = gw_err_set(&cb->err, gw_err_xero_connect_failed, 502, "%s", msg);
         return;
     }
-    cb->rc = gw_xero_complete_authorization(s, cb->cfg, cb->code, cb->state, cb->summary, sizeof(cb->summary), cb->err,
-                                            sizeof(cb->err));
+    cb->rc = gw_xero_complete_authorization(s, cb->cfg, cb->code, cb->state, &c, &cb->err);
     gw_dbs_close(s);
+    if (cb->rc == 0) {
+        gw_xero_connection_summary(&c, cb->summary, sizeof(cb->summary));
+        gw_xero_connection_free(&c);
+    }
 }
 
 static void free_callback(callback_t *cb)
@@ -110,9 +95,8 @@ static void on_done(void *arg)
         n += (size_t)sprintf(body + n, "\"}");
         gw_reply_json(req, 200, body, n);
     } else {
-        gw_log(GW_LOG_WARN, "connecting Xero failed: %s", cb->err);
-        char *detail = h2o_strdup(&req->pool, cb->err, strlen(cb->err)).base;
-        gw_reply_problem(req, 502, gw_err_xero_connect_failed, detail);
+        gw_log(GW_LOG_WARN, "connecting Xero failed: %s", cb->err.detail);
+        gw_reply_err(req, &cb->err);
     }
     *cb->slot = NULL; /* the request's dispose hook must not see it any more */
     free_callback(cb);
@@ -167,10 +151,10 @@ int gw_xero_callback_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *r
         gw_reply_problem(req, 503, gw_err_store_unavailable, "The server is shutting down.");
         return 0;
     }
-    callback_t *cb = calloc(1, sizeof(*cb));
-    if (cb == NULL || (cb->code = strndup(code.base, code.len)) == NULL ||
-        (cb->state = strndup(state.base, state.len)) == NULL)
-        abort();
+    callback_t *cb = gw_xcalloc(1, sizeof(*cb));
+    cb->code = gw_xstrndup(code.base, code.len);
+    cb->state = gw_xstrndup(state.base, state.len);
+    cb->err = (gw_err_t)GW_ERR_INIT;
     cb->cfg = loop->cfg;
     cb->req = req;
     callback_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), on_request_dispose);

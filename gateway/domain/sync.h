@@ -32,7 +32,4 @@ int gw_sync_tenant(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *ten
  * instance at a time per tenant (an advisory lock). Drift goes to the metrics and the log. */
 void gw_sync_sweep_due(gw_fetch_ctx_t *ctx);
 
-/* `settled sync xero [--since T] [--tenant ID]`; argv starts after "sync". Returns the exit code. */
-int gw_sync_cli(const gw_config_t *cfg, int argc, char **argv);
-
 #endif

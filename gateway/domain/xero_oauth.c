@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * xero_auth.c: Xero OAuth 2.0. Xero rotates refresh tokens (each refresh retires the one it used), so
+ * xero_oauth.c: Xero OAuth 2.0. Xero rotates refresh tokens (each refresh retires the one it used), so
  * a token set must be refreshed by one holder at a time and the new refresh token must be durable before
  * anything relies on it; this file owns that rule for every thread and instance, using the token set's
  * row lock in PostgreSQL as the single-flight lock (providers/PROVIDERS.md section 2.3).
@@ -18,15 +18,16 @@
  */
 #include "xero_oauth.h"
 #include <ctype.h>
-#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "audit.h"
 #include "http_client.h"
 #include "log.h"
-#include "orgs.h"
+#include "mem.h"
 
 #define DEFAULT_LOGIN_BASE "https://login.xero.com"
 #define DEFAULT_IDENTITY_BASE "https://identity.xero.com"
@@ -39,20 +40,17 @@
 
 /* ---- small helpers ---- */
 
-static void *xmalloc(size_t n)
+/* Fills err with the code of every failure of this module (see xero_oauth.h). Returns -1. */
+__attribute__((format(printf, 2, 3))) static int fail(gw_err_t *err, const char *fmt, ...)
 {
-    void *p = malloc(n != 0 ? n : 1);
-    if (p == NULL) {
-        fprintf(stderr, "settled: fatal: out of memory\n");
-        abort();
+    gw_err_set(err, gw_err_xero_connect_failed, 502, NULL);
+    if (err != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+        va_end(ap);
     }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(xmalloc(n), s, n);
+    return -1;
 }
 
 /* Frees a string that held a secret, wiping it first. */
@@ -77,7 +75,7 @@ static void buf_reserve(buf_t *b, size_t extra)
     size_t cap = b->cap != 0 ? b->cap : 128;
     while (cap < b->len + extra + 1)
         cap *= 2;
-    char *p = xmalloc(cap);
+    char *p = gw_xmalloc(cap);
     if (b->base != NULL) {
         memcpy(p, b->base, b->len);
         explicit_bzero(b->base, b->cap); /* buffers carry tokens: never leave a copy behind */
@@ -101,11 +99,12 @@ static void buf_adds(buf_t *b, const char *s)
     buf_add(b, s, strlen(s));
 }
 
+/* Appends s percent-encoded (RFC 3986), in place: no other copy of a secret is made. */
 static void buf_add_encoded(buf_t *b, const char *s)
 {
-    char *e = gw_xero_percent_encode(s, strlen(s));
-    buf_adds(b, e);
-    free_secret(e);
+    size_t len = strlen(s);
+    buf_reserve(b, GW_PERCENT_ENCODED_SIZE(len));
+    b->len += gw_percent_encode(s, len, b->base + b->len);
 }
 
 static void buf_wipe(buf_t *b)
@@ -136,57 +135,6 @@ static char *join_url(const char *base, const char *dflt, const char *path)
     return b.base;
 }
 
-static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Base64 of len bytes into out (room for 4 * ((len + 2) / 3) + 1 bytes); padded unless url. */
-static void b64_encode(const unsigned char *in, size_t len, bool url, char *out)
-{
-    const char *abc = url ? b64_url : b64_std;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = abc[v >> 18 & 63], out[o++] = abc[v >> 12 & 63], out[o++] = abc[v >> 6 & 63], out[o++] = abc[v & 63];
-    }
-    if (len - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        out[o++] = abc[v >> 18 & 63], out[o++] = abc[v >> 12 & 63];
-        if (!url)
-            out[o++] = '=', out[o++] = '=';
-    } else if (len - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        out[o++] = abc[v >> 18 & 63], out[o++] = abc[v >> 12 & 63], out[o++] = abc[v >> 6 & 63];
-        if (!url)
-            out[o++] = '=';
-    }
-    out[o] = '\0';
-}
-
-/* Decodes unpadded base64url text of exactly the length that encodes outlen bytes. Returns 0 or -1. */
-static int b64url_decode_exact(const char *in, unsigned char *out, size_t outlen)
-{
-    size_t inlen = strlen(in), want = outlen / 3 * 4 + (outlen % 3 != 0 ? outlen % 3 + 1 : 0);
-    if (inlen != want)
-        return -1;
-    unsigned long acc = 0;
-    int bits = 0;
-    size_t n = 0;
-    for (size_t i = 0; i != inlen; ++i) {
-        const char *p = strchr(b64_url, in[i]);
-        if (in[i] == '\0' || p == NULL)
-            return -1;
-        acc = (acc << 6 | (unsigned long)(p - b64_url)) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[n++] = (unsigned char)(acc >> bits);
-        }
-    }
-    if (n != outlen || (acc & ((1ul << bits) - 1)) != 0) /* the unused bits of the last character are zero */
-        return -1;
-    return 0;
-}
-
 static void put_be64(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; --i, v >>= 8)
@@ -199,23 +147,6 @@ static uint64_t get_be64(const unsigned char *p)
     for (int i = 0; i != 8; ++i)
         v = v << 8 | p[i];
     return v;
-}
-
-char *gw_xero_percent_encode(const char *in, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char *out = xmalloc(len * 3 + 1), *o = out;
-    for (size_t i = 0; i != len; ++i) {
-        unsigned char c = (unsigned char)in[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-            c == '_' || c == '~') {
-            *o++ = (char)c;
-        } else {
-            *o++ = '%', *o++ = hex[c >> 4], *o++ = hex[c & 15];
-        }
-    }
-    *o = '\0';
-    return out;
 }
 
 /* ---- the signed state of an authorization request ---- */
@@ -243,7 +174,7 @@ int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organ
     explicit_bzero(mkey, sizeof(mkey));
     if (ret != 0)
         return -1;
-    b64_encode(raw, sizeof(raw), true, out);
+    gw_base64_encode(raw, sizeof(raw), GW_BASE64_URL | GW_BASE64_NOPAD, out);
     return 0;
 }
 
@@ -251,7 +182,10 @@ int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *
                         int64_t *organisation_id)
 {
     unsigned char raw[STATE_RAW_LEN], mac[32], mkey[32];
-    if (state == NULL || b64url_decode_exact(state, raw, sizeof(raw)) != 0 || state_key(key, mkey) != 0)
+    size_t rawlen = 0;
+    if (state == NULL ||
+        gw_base64_decode(state, strlen(state), GW_BASE64_URL | GW_BASE64_NOPAD, raw, sizeof(raw), &rawlen) != 0 ||
+        rawlen != sizeof(raw) || state_key(key, mkey) != 0)
         return -1;
     cn_str_t part = {(const char *)raw, STATE_PAYLOAD_LEN};
     int ret = gw_crypto_hmac_sha256(mkey, sizeof(mkey), &part, 1, mac);
@@ -270,26 +204,42 @@ int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *
 
 /* ---- settings ---- */
 
-static int need(const char *value, const char *name, const char *what, char *err, size_t errlen)
+static int need(const char *value, const char *name, const char *what, gw_err_t *err)
 {
     if (is_set(value))
         return 0;
-    snprintf(err, errlen, "%s: required to %s", name, what);
-    return -1;
+    return fail(err, "%s: required to %s", name, what);
 }
 
 /* The sealing key, and the client credentials when with_client is set. */
-static int load_key(const gw_config_t *cfg, bool with_client, unsigned char key[GW_CRYPTO_KEY_LEN], char *err,
-                    size_t errlen)
+static int load_key(const gw_config_t *cfg, bool with_client, unsigned char key[GW_CRYPTO_KEY_LEN], gw_err_t *err)
 {
     if (with_client) {
-        if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero (the client id of the Xero app)", err,
-                 errlen) != 0 ||
+        if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero (the client id of the Xero app)", err) !=
+                0 ||
             need(cfg->xero_client_secret, "SETTLED_XERO_CLIENT_SECRET",
-                 "connect Xero (the client secret of the Xero app)", err, errlen) != 0)
+                 "connect Xero (the client secret of the Xero app)", err) != 0)
             return -1;
     }
-    return gw_crypto_key_from_setting(cfg->secret_key, key, err, errlen);
+    gw_err_t kerr = GW_ERR_INIT;
+    if (gw_crypto_key_from_setting(cfg->secret_key, key, &kerr) != 0)
+        return fail(err, "%s", kerr.detail); /* the detail names the setting; the code is this module's */
+    return 0;
+}
+
+int gw_xero_settings_check(const gw_config_t *cfg, int needs, gw_err_t *err)
+{
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    int ret = load_key(cfg, (needs & GW_XERO_NEED_CLIENT) != 0, key, err);
+    explicit_bzero(key, sizeof(key));
+    if (ret != 0)
+        return -1;
+    if ((needs & GW_XERO_NEED_REDIRECT) != 0 &&
+        (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero", err) != 0 ||
+         need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
+              "connect Xero (where Xero sends the administrator back)", err) != 0))
+        return -1;
+    return 0;
 }
 
 /* ---- sealing tokens for the database ---- */
@@ -303,30 +253,19 @@ static void token_aad(char *aad, size_t len, const char *column, int64_t organis
 /* Seals token for column into a bytea literal in hex form ("\x..."), malloc'd. */
 static char *seal_token(const unsigned char *key, int64_t organisation_id, const char *column, const char *token)
 {
-    static const char hex[] = "0123456789abcdef";
     char aad[96];
     token_aad(aad, sizeof(aad), column, organisation_id);
     size_t len = strlen(token), slen = len + GW_CRYPTO_SEAL_OVERHEAD;
-    unsigned char *sealed = xmalloc(slen);
+    unsigned char *sealed = gw_xmalloc(slen);
     if (gw_crypto_seal(key, token, len, aad, strlen(aad), sealed) != 0) {
         free(sealed);
         return NULL;
     }
-    char *out = xmalloc(2 + 2 * slen + 1), *o = out;
-    *o++ = '\\', *o++ = 'x';
-    for (size_t i = 0; i != slen; ++i)
-        *o++ = hex[sealed[i] >> 4], *o++ = hex[sealed[i] & 15];
-    *o = '\0';
+    char *out = gw_xmalloc(2 + 2 * slen + 1);
+    out[0] = '\\', out[1] = 'x';
+    gw_hex_encode(sealed, slen, out + 2);
     free(sealed);
     return out;
-}
-
-static int hexval(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
 }
 
 /* Opens a sealed token given as hex digits (encode(col, 'hex')). Returns it malloc'd, or NULL. */
@@ -338,23 +277,20 @@ static char *open_token(const unsigned char *key, int64_t organisation_id, const
     if (hlen % 2 != 0 || hlen / 2 < GW_CRYPTO_SEAL_OVERHEAD)
         return NULL;
     size_t slen = hlen / 2;
-    unsigned char *sealed = xmalloc(slen);
-    for (size_t i = 0; i != slen; ++i) {
-        int hi = hexval((unsigned char)hextext[2 * i]), lo = hexval((unsigned char)hextext[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            free(sealed);
-            return NULL;
-        }
-        sealed[i] = (unsigned char)(hi << 4 | lo);
+    unsigned char *sealed = gw_xmalloc(slen);
+    if (gw_hex_decode(hextext, hlen, sealed) != 0) {
+        free(sealed);
+        return NULL;
     }
     char aad[96];
     token_aad(aad, sizeof(aad), column, organisation_id);
-    char *out = xmalloc(slen - GW_CRYPTO_SEAL_OVERHEAD + 1);
+    char *out = gw_xmalloc(slen - GW_CRYPTO_SEAL_OVERHEAD + 1);
     size_t outlen = 0;
     int ret = gw_crypto_open(key, sealed, slen, aad, strlen(aad), (unsigned char *)out, &outlen);
     free(sealed);
     if (ret != 0 || memchr(out, '\0', outlen) != NULL) {
-        free_secret(out);
+        explicit_bzero(out, slen - GW_CRYPTO_SEAL_OVERHEAD + 1);
+        free(out);
         return NULL;
     }
     out[outlen] = '\0';
@@ -389,7 +325,7 @@ static char *take_secret(json_t *obj, const char *name)
     json_t *v = json_object_get(obj, name);
     if (!json_is_string(v) || json_string_length(v) == 0)
         return NULL;
-    char *copy = xstrdup(json_string_value(v));
+    char *copy = gw_xstrdup(json_string_value(v));
     explicit_bzero((char *)json_string_value(v), json_string_length(v));
     return copy;
 }
@@ -427,7 +363,7 @@ static void log_call(enum gw_log_level level, const char *msg, const char *what,
 
 /* POSTs form (a form body holding a grant) to the token endpoint with the client's Basic credentials. */
 static enum token_outcome token_call(const gw_config_t *cfg, const char *grant, const buf_t *form, long long token_id,
-                                     token_set_t *out, char *err, size_t errlen)
+                                     token_set_t *out, gw_err_t *err)
 {
     *out = (token_set_t){0};
     char *url = join_url(cfg->xero_identity_base, DEFAULT_IDENTITY_BASE, "/connect/token");
@@ -437,9 +373,8 @@ static enum token_outcome token_call(const gw_config_t *cfg, const char *grant, 
     buf_adds(&cred, ":");
     buf_add_encoded(&cred, cfg->xero_client_secret);
     buf_adds(&auth, "Authorization: Basic ");
-    buf_reserve(&auth, (cred.len + 2) / 3 * 4);
-    b64_encode((const unsigned char *)cred.base, cred.len, false, auth.base + auth.len);
-    auth.len += strlen(auth.base + auth.len);
+    buf_reserve(&auth, GW_BASE64_ENCODED_SIZE(cred.len));
+    auth.len += gw_base64_encode(cred.base, cred.len, 0, auth.base + auth.len);
     const char *headers[] = {auth.base, "Content-Type: application/x-www-form-urlencoded", "Accept: application/json",
                              NULL};
     gw_http_request_t req = {
@@ -463,35 +398,35 @@ static enum token_outcome token_call(const gw_config_t *cfg, const char *grant, 
         out->expires_in = expires_in - (long)res.seconds - 1; /* the clock started before the call */
         json_decref(doc);
         if (out->access_token == NULL) {
-            snprintf(err, errlen, "the Xero token endpoint answered 200 without an access token");
+            fail(err, "the Xero token endpoint answered 200 without an access token");
             outcome = TOKEN_FAILED;
         } else {
             outcome = TOKEN_OK;
         }
     } else if (res.status == 0 || res.status == 429 || res.status >= 500) {
         if (res.status == 0)
-            snprintf(err, errlen, "the Xero token endpoint could not be reached: %s",
-                     res.error != NULL ? res.error : "unknown error");
+            fail(err, "the Xero token endpoint could not be reached: %s",
+                 res.error != NULL ? res.error : "unknown error");
         else
-            snprintf(err, errlen, "the Xero token endpoint answered %ld (temporary; try again later)", res.status);
+            fail(err, "the Xero token endpoint answered %ld (temporary; try again later)", res.status);
         outcome = TOKEN_TRANSIENT;
     } else {
         oauth_error(&res, oerr, sizeof(oerr));
         if (strcmp(oerr, "invalid_grant") == 0) {
-            snprintf(err, errlen,
-                     "Xero rejected the %s (invalid_grant): it was already used, revoked or has expired; connect "
-                     "Xero again",
-                     grant);
+            fail(err,
+                 "Xero rejected the %s (invalid_grant): it was already used, revoked or has expired; connect "
+                 "Xero again",
+                 grant);
             outcome = TOKEN_INVALID_GRANT;
         } else if (strcmp(oerr, "invalid_client") == 0 || strcmp(oerr, "unauthorized_client") == 0) {
-            snprintf(err, errlen,
-                     "Xero rejected the client credentials (%s): check SETTLED_XERO_CLIENT_ID and "
-                     "SETTLED_XERO_CLIENT_SECRET",
-                     oerr);
+            fail(err,
+                 "Xero rejected the client credentials (%s): check SETTLED_XERO_CLIENT_ID and "
+                 "SETTLED_XERO_CLIENT_SECRET",
+                 oerr);
             outcome = TOKEN_FAILED;
         } else {
-            snprintf(err, errlen, "the Xero token endpoint answered %ld%s%s%s", res.status, oerr[0] ? " (" : "", oerr,
-                     oerr[0] ? ")" : "");
+            fail(err, "the Xero token endpoint answered %ld%s%s%s", res.status, oerr[0] ? " (" : "", oerr,
+                 oerr[0] ? ")" : "");
             outcome = TOKEN_FAILED;
         }
     }
@@ -514,14 +449,12 @@ static void rollback(gw_dbs_t *s)
     }
 }
 
-static int db_fail(gw_dbs_t *s, const char *what, char *err, size_t errlen)
+/* Fills err after a failed statement of s: what failed and the database's reason. Returns -1. */
+static int db_fail(gw_dbs_t *s, const char *what, gw_err_t *err)
 {
     const char *e = gw_dbs_error(s);
-    if (strstr(e, "does not exist") != NULL && strstr(e, "relation") != NULL)
-        snprintf(err, errlen, "%s: %s (run `settled migrate`)", what, e);
-    else
-        snprintf(err, errlen, "%s: %s", what, e);
-    return -1;
+    bool unmigrated = strstr(e, "does not exist") != NULL && strstr(e, "relation") != NULL;
+    return fail(err, "%s: %s%s", what, e, unmigrated ? " (run `settled migrate`)" : "");
 }
 
 static void new_correlation(const char *prefix, char out[48])
@@ -529,21 +462,8 @@ static void new_correlation(const char *prefix, char out[48])
     unsigned char r[8];
     gw_crypto_random(r, sizeof(r));
     int n = snprintf(out, 48, "%s-", prefix);
-    for (size_t i = 0; i != sizeof(r) && n + 2 < 48; ++i)
-        n += snprintf(out + n, 48 - (size_t)n, "%02x", r[i]);
-}
-
-static const char sql_audit[] = "SELECT audit_write($1::bigint, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)";
-
-static int audit(gw_dbs_t *s, const char *org, const char *actor, const char *action, const char *entity_type,
-                 const char *entity_id, const char *before, const char *after, const char *correlation)
-{
-    const char *p[] = {org, actor, action, entity_type, entity_id, before, after, correlation};
-    gw_dbs_result_t *r = gw_dbs_query(s, sql_audit, 8, p);
-    if (r == NULL)
-        return -1;
-    gw_dbs_result_free(r);
-    return 0;
+    if (n > 0 && (size_t)n + 2 * sizeof(r) < 48)
+        gw_hex_encode(r, sizeof(r), out + n);
 }
 
 /* One row of xero_tokens, as read for gw_xero_access_token. */
@@ -564,11 +484,6 @@ static void token_row_free(token_row_t *r)
     free(r->refreshed_at);
     free(r->last_error);
     *r = (token_row_t){0};
-}
-
-static char *dup_or_null(const char *s)
-{
-    return s != NULL ? xstrdup(s) : NULL;
 }
 
 /* Reads token set id (for update: locked, with its refresh token). Returns 0, 1 if there is no such
@@ -596,36 +511,35 @@ static int read_token_row(gw_dbs_t *s, const char *id, bool for_update, token_ro
     }
     row->organisation_id = strtoll(gw_dbs_value(r, 0, 0), NULL, 10);
     row->needs_reauth = strcmp(gw_dbs_value(r, 0, 1), "active") != 0;
-    row->access_hex = dup_or_null(gw_dbs_value(r, 0, 2));
+    row->access_hex = gw_xstrdup(gw_dbs_value(r, 0, 2));
     row->access_valid = gw_dbs_value(r, 0, 3) != NULL && strcmp(gw_dbs_value(r, 0, 3), "t") == 0;
-    row->refreshed_at = xstrdup(gw_dbs_value(r, 0, 4) != NULL ? gw_dbs_value(r, 0, 4) : "");
-    row->last_error = dup_or_null(gw_dbs_value(r, 0, 5));
-    row->refresh_hex = dup_or_null(gw_dbs_value(r, 0, 6));
+    row->refreshed_at = gw_xstrdup(gw_dbs_value(r, 0, 4) != NULL ? gw_dbs_value(r, 0, 4) : "");
+    row->last_error = gw_xstrdup(gw_dbs_value(r, 0, 5));
+    row->refresh_hex = gw_xstrdup(gw_dbs_value(r, 0, 6));
     gw_dbs_result_free(r);
     return 0;
 }
 
-static int needs_reauth_error(long long token_id, const token_row_t *row, char *err, size_t errlen)
+static int needs_reauth_error(long long token_id, const token_row_t *row, gw_err_t *err)
 {
-    snprintf(err, errlen, "Xero token set %lld needs to be reconnected by an administrator (%s)", token_id,
-             row->last_error != NULL ? row->last_error : "needs_reauth");
+    fail(err, "Xero token set %lld needs to be reconnected by an administrator (%s)", token_id,
+         row->last_error != NULL ? row->last_error : "needs_reauth");
     return GW_XERO_NEEDS_REAUTH;
 }
 
 /* Hands out the stored access token of row. */
-static int use_stored(const unsigned char *key, long long token_id, const token_row_t *row, char **token_out, char *err,
-                      size_t errlen)
+static int use_stored(const unsigned char *key, long long token_id, const token_row_t *row, char **token_out,
+                      gw_err_t *err)
 {
-    if ((*token_out = open_token(key, row->organisation_id, "access_token", row->access_hex)) == NULL) {
-        snprintf(err, errlen,
-                 "cannot decrypt Xero token set %lld: SETTLED_SECRET_KEY is not the key it was stored with", token_id);
-        return -1;
-    }
+    if ((*token_out = open_token(key, row->organisation_id, "access_token", row->access_hex)) == NULL)
+        return fail(err, "cannot decrypt Xero token set %lld: SETTLED_SECRET_KEY is not the key it was stored with",
+                    token_id);
     return 0;
 }
 
-int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh, char **token_out,
-                         char *err, size_t errlen)
+/* gw_xero_access_token with a gw_err_t. */
+static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh, char **token_out,
+                        gw_err_t *err)
 {
     static const char sql_store[] =
         "UPDATE xero_tokens SET refresh_token = $2::bytea, access_token = $3::bytea, "
@@ -644,33 +558,33 @@ int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, 
 
     *token_out = NULL;
     snprintf(id, sizeof(id), "%lld", tid);
-    if (load_key(cfg, false, key, err, errlen) != 0)
+    if (load_key(cfg, false, key, err) != 0)
         return -1;
 
     /* 1. the common case: a stored access token that still lives long enough, read without a lock */
     if ((rc = read_token_row(s, id, false, &row0)) != 0) {
         if (rc > 0)
-            snprintf(err, errlen, "there is no Xero token set %lld", tid);
+            fail(err, "there is no Xero token set %lld", tid);
         else
-            db_fail(s, "cannot read the Xero token set", err, errlen);
-        goto exit;
+            db_fail(s, "cannot read the Xero token set", err);
+        goto Exit;
     }
     if (row0.needs_reauth) {
-        ret = needs_reauth_error(tid, &row0, err, errlen);
-        goto exit;
+        ret = needs_reauth_error(tid, &row0, err);
+        goto Exit;
     }
     if (!force_refresh && row0.access_valid) {
-        ret = use_stored(key, tid, &row0, token_out, err, errlen);
-        goto exit;
+        ret = use_stored(key, tid, &row0, token_out, err);
+        goto Exit;
     }
-    if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "refresh Xero tokens", err, errlen) != 0 ||
-        need(cfg->xero_client_secret, "SETTLED_XERO_CLIENT_SECRET", "refresh Xero tokens", err, errlen) != 0)
-        goto exit;
+    if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "refresh Xero tokens", err) != 0 ||
+        need(cfg->xero_client_secret, "SETTLED_XERO_CLIENT_SECRET", "refresh Xero tokens", err) != 0)
+        goto Exit;
 
     /* 2. refresh single-flight: whoever holds the row lock refreshes; the others wait, then use its result */
     if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0) {
-        db_fail(s, "cannot start a transaction", err, errlen);
-        goto exit;
+        db_fail(s, "cannot start a transaction", err);
+        goto Exit;
     }
     in_tx = true;
     /* waiters give up a while after the holder's token call would have timed out */
@@ -679,42 +593,42 @@ int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, 
     const char *lp[] = {lock_timeout};
     gw_dbs_result_t *lr = gw_dbs_query(s, "SELECT set_config('lock_timeout', $1, true)", 1, lp);
     if (lr == NULL) {
-        db_fail(s, "cannot set lock_timeout", err, errlen);
-        goto exit;
+        db_fail(s, "cannot set lock_timeout", err);
+        goto Exit;
     }
     gw_dbs_result_free(lr);
     if ((rc = read_token_row(s, id, true, &row)) != 0) {
         if (rc > 0)
-            snprintf(err, errlen, "there is no Xero token set %lld", tid);
+            fail(err, "there is no Xero token set %lld", tid);
         else if (strcmp(gw_dbs_sqlstate(s), "55P03") == 0)
-            snprintf(err, errlen, "another refresh of Xero token set %lld is taking too long; try again later", tid);
+            fail(err, "another refresh of Xero token set %lld is taking too long; try again later", tid);
         else
-            db_fail(s, "cannot lock the Xero token set", err, errlen);
-        goto exit;
+            db_fail(s, "cannot lock the Xero token set", err);
+        goto Exit;
     }
     if (row.needs_reauth) {
-        ret = needs_reauth_error(tid, &row, err, errlen);
-        goto exit;
+        ret = needs_reauth_error(tid, &row, err);
+        goto Exit;
     }
     bool refreshed_meanwhile = strcmp(row.refreshed_at, row0.refreshed_at) != 0;
     if (row.access_valid && (!force_refresh || refreshed_meanwhile)) {
-        ret = use_stored(key, tid, &row, token_out, err, errlen);
-        goto exit;
+        ret = use_stored(key, tid, &row, token_out, err);
+        goto Exit;
     }
     if ((refresh = open_token(key, row.organisation_id, "refresh_token", row.refresh_hex)) == NULL) {
-        snprintf(err, errlen,
-                 "cannot decrypt Xero token set %lld: SETTLED_SECRET_KEY is not the key it was stored with", tid);
-        goto exit;
+        fail(err, "cannot decrypt Xero token set %lld: SETTLED_SECRET_KEY is not the key it was stored with", tid);
+        goto Exit;
     }
 
     buf_t form = {0};
     buf_adds(&form, "grant_type=refresh_token&refresh_token=");
     buf_add_encoded(&form, refresh);
-    enum token_outcome outcome = token_call(cfg, "refresh token", &form, tid, &fresh, err, errlen);
+    gw_err_t terr = GW_ERR_INIT;
+    enum token_outcome outcome = token_call(cfg, "refresh token", &form, tid, &fresh, &terr);
     buf_wipe(&form);
+    if (outcome != TOKEN_OK && err != NULL)
+        *err = terr;
 
-    char org[24];
-    snprintf(org, sizeof(org), "%lld", (long long)row.organisation_id);
     switch (outcome) {
     case TOKEN_OK: {
         /* Xero always rotates; if an answer ever lacks a refresh token, the current one stays valid */
@@ -724,21 +638,21 @@ int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, 
         sealed_refresh = seal_token(key, row.organisation_id, "refresh_token", next_refresh);
         sealed_access = seal_token(key, row.organisation_id, "access_token", fresh.access_token);
         if (sealed_refresh == NULL || sealed_access == NULL) {
-            snprintf(err, errlen, "cannot encrypt the Xero token set");
+            fail(err, "cannot encrypt the Xero token set");
             gw_log(GW_LOG_ERROR,
                    "xero token set %lld: refreshed but could not be encrypted; the old refresh token "
                    "stays usable during Xero's grace period",
                    tid);
-            goto exit;
+            goto Exit;
         }
         const char *p[] = {id, sealed_refresh, sealed_access, expires};
         if (gw_dbs_exec(s, sql_store, 4, p) != 1 || gw_dbs_exec(s, "COMMIT", 0, NULL) < 0) {
-            db_fail(s, "cannot store the refreshed Xero token set", err, errlen);
+            db_fail(s, "cannot store the refreshed Xero token set", err);
             gw_log(GW_LOG_ERROR,
                    "xero token set %lld: the rotated refresh token could not be stored (%s); the old one stays usable "
                    "during Xero's grace period",
                    tid, gw_dbs_error(s));
-            goto exit;
+            goto Exit;
         }
         in_tx = false;
         *token_out = fresh.access_token;
@@ -748,24 +662,25 @@ int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, 
     }
     case TOKEN_INVALID_GRANT: {
         char corr[48];
+        const char *reason = terr.detail;
+        gw_err_t aerr = GW_ERR_INIT;
         new_correlation("xero-refresh", corr);
-        const char *p[] = {id, err};
+        const char *p[] = {id, reason};
         json_t *before = json_pack("{s:s}", "status", "active");
-        json_t *after = json_pack("{s:s, s:s}", "status", "needs_reauth", "last_error", err);
+        json_t *after = json_pack("{s:s, s:s}", "status", "needs_reauth", "last_error", reason);
         char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS),
              *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
         int ok = gw_dbs_exec(s, sql_reauth, 2, p) == 1 &&
-                 audit(s, org, "system:xero", "xero.needs_reauth", "xero_tokens", id, b, a, corr) == 0 &&
+                 gw_audit_write(s, row.organisation_id, "system:xero", "xero.needs_reauth", "xero_tokens", id, b, a,
+                                corr, &aerr) == 0 &&
                  gw_dbs_exec(s, "COMMIT", 0, NULL) >= 0;
         free(b);
         free(a);
         json_decref(before);
         json_decref(after);
         if (!ok) {
-            char e2[256];
-            db_fail(s, "cannot mark the Xero token set needs_reauth", e2, sizeof(e2));
-            snprintf(err, errlen, "%s", e2);
-            goto exit;
+            db_fail(s, "cannot mark the Xero token set needs_reauth", err);
+            goto Exit;
         }
         in_tx = false;
         gw_logline_t line;
@@ -784,7 +699,7 @@ int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, 
         break; /* transient or failed: roll back, keep the stored refresh token */
     }
 
-exit:
+Exit:
     if (in_tx)
         rollback(s);
     explicit_bzero(key, sizeof(key));
@@ -797,19 +712,19 @@ exit:
     return ret;
 }
 
-/* ---- connecting: store a new token set, discover its tenants ---- */
+int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh, char **token_out,
+                         char *err, size_t errlen)
+{
+    gw_err_t e = GW_ERR_INIT;
+    int ret = access_token(s, cfg, token_id, force_refresh, token_out, &e);
+    if (ret != 0)
+        snprintf(err, errlen, "%s", e.detail);
+    return ret;
+}
 
-typedef struct st_tenant_t {
-    char *tenant_id, *name, *connection_id;
-} tenant_t;
+/* ---- tenants: discovery and storage ---- */
 
-typedef struct st_tenants_t {
-    tenant_t *list;
-    size_t n;
-    char *auth_event_id;
-} tenants_t;
-
-static void tenants_free(tenants_t *t)
+void gw_xero_tenants_free(gw_xero_tenants_t *t)
 {
     for (size_t i = 0; i != t->n; ++i) {
         free(t->list[i].tenant_id);
@@ -818,7 +733,7 @@ static void tenants_free(tenants_t *t)
     }
     free(t->list);
     free(t->auth_event_id);
-    *t = (tenants_t){0};
+    *t = (gw_xero_tenants_t){0};
 }
 
 static bool is_uuid(const char *s)
@@ -838,10 +753,10 @@ static bool is_uuid(const char *s)
 
 /* GET {api}/connections with access_token; keeps the ORGANISATION tenants. Returns 0, or -1 with the
  * HTTP status (0 if none arrived) in *status when status is not NULL. */
-static int discover_tenants(const gw_config_t *cfg, const char *access_token, tenants_t *out, long *status, char *err,
-                            size_t errlen)
+static int discover_tenants(const gw_config_t *cfg, const char *access_token, gw_xero_tenants_t *out, long *status,
+                            gw_err_t *err)
 {
-    *out = (tenants_t){0};
+    *out = (gw_xero_tenants_t){0};
     char *url = join_url(cfg->xero_api_base, DEFAULT_API_BASE, "/connections");
     buf_t auth = {0};
     buf_adds(&auth, "Authorization: Bearer ");
@@ -859,17 +774,17 @@ static int discover_tenants(const gw_config_t *cfg, const char *access_token, te
     if (res.status != 200) {
         log_call(GW_LOG_WARN, "xero connections call failed", "connections", 0, &res, NULL);
         if (res.status == 0)
-            snprintf(err, errlen, "GET /connections failed: %s", res.error != NULL ? res.error : "unknown error");
+            fail(err, "GET /connections failed: %s", res.error != NULL ? res.error : "unknown error");
         else
-            snprintf(err, errlen, "GET /connections answered %ld", res.status);
-        goto exit;
+            fail(err, "GET /connections answered %ld", res.status);
+        goto Exit;
     }
     doc = json_loadb(res.body != NULL ? res.body : "", res.body_len, 0, NULL);
     if (!json_is_array(doc)) {
-        snprintf(err, errlen, "GET /connections did not answer a JSON array");
-        goto exit;
+        fail(err, "GET /connections did not answer a JSON array");
+        goto Exit;
     }
-    out->list = xmalloc(sizeof(tenant_t) * (json_array_size(doc) + 1));
+    out->list = gw_xmalloc(sizeof(gw_xero_tenant_t) * (json_array_size(doc) + 1));
     size_t i;
     json_t *c;
     json_array_foreach(doc, i, c)
@@ -882,19 +797,20 @@ static int discover_tenants(const gw_config_t *cfg, const char *access_token, te
         if (type == NULL || strcmp(type, "ORGANISATION") != 0)
             continue;
         if (!is_uuid(tid)) {
-            snprintf(err, errlen, "GET /connections listed an organisation without a valid tenantId");
-            goto exit;
+            fail(err, "GET /connections listed an organisation without a valid tenantId");
+            goto Exit;
         }
-        out->list[out->n++] = (tenant_t){xstrdup(tid), xstrdup(name != NULL ? name : ""), dup_or_null(conn)};
+        out->list[out->n++] =
+            (gw_xero_tenant_t){gw_xstrdup(tid), gw_xstrdup(name != NULL ? name : ""), gw_xstrdup(conn)};
         if (out->auth_event_id == NULL && ev != NULL)
-            out->auth_event_id = xstrdup(ev);
+            out->auth_event_id = gw_xstrdup(ev);
     }
     ret = 0;
-exit:
+Exit:
     json_decref(doc);
     gw_http_response_free(&res);
     if (ret != 0)
-        tenants_free(out);
+        gw_xero_tenants_free(out);
     return ret;
 }
 
@@ -908,17 +824,17 @@ static char *tenants_json(gw_dbs_t *s, const char *org)
     gw_dbs_result_t *r = gw_dbs_query(s, sql, 1, p);
     if (r == NULL)
         return NULL;
-    char *out = xstrdup(gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 0) != NULL ? gw_dbs_value(r, 0, 0) : "[]");
+    char *out = gw_xstrdup(gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 0) != NULL ? gw_dbs_value(r, 0, 0) : "[]");
     gw_dbs_result_free(r);
     return out;
 }
 
 /*
- * Stores the tenants of token set id (organisation org) in one transaction with their audit
- * ('xero.connect', before and after: the organisation's tenants). Returns 0, or -1 with a message.
+ * Stores the tenants of token set id (of organisation organisation_id) in one transaction with their audit
+ * ('xero.connect', before and after: the organisation's tenants). Returns 0, or -1 with err set.
  */
-static int store_tenants(gw_dbs_t *s, const char *org, const char *id, const tenants_t *tenants, const char *actor,
-                         const char *corr, char *err, size_t errlen)
+static int store_tenants(gw_dbs_t *s, int64_t organisation_id, const char *id, const gw_xero_tenants_t *tenants,
+                         const char *actor, const char *corr, gw_err_t *err)
 {
     static const char sql_event[] = "UPDATE xero_tokens SET auth_event_id = $2, updated_at = now() WHERE id = $1";
     static const char sql_tenant[] =
@@ -926,34 +842,34 @@ static int store_tenants(gw_dbs_t *s, const char *org, const char *id, const ten
         "VALUES ($1, $2::uuid, $3, $4, 'ORGANISATION', $5) ON CONFLICT (organisation_id, tenant_id) DO UPDATE SET "
         "token_id = EXCLUDED.token_id, tenant_name = EXCLUDED.tenant_name, tenant_type = EXCLUDED.tenant_type, "
         "connection_id = EXCLUDED.connection_id, updated_at = now()";
-    char *before = NULL, *after = NULL;
+    char org[24], *before = NULL, *after = NULL;
+    gw_err_t aerr = GW_ERR_INIT;
     int ret = -1;
-    if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0) {
-        db_fail(s, "cannot store the Xero tenants", err, errlen);
-        return -1;
-    }
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
+    if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0)
+        return db_fail(s, "cannot store the Xero tenants", err);
     if ((before = tenants_json(s, org)) == NULL)
-        goto exit;
+        goto Exit;
     if (tenants->auth_event_id != NULL) {
         const char *pe[] = {id, tenants->auth_event_id};
         if (gw_dbs_exec(s, sql_event, 2, pe) < 0)
-            goto exit;
+            goto Exit;
     }
     for (size_t i = 0; i != tenants->n; ++i) {
-        const tenant_t *t = &tenants->list[i];
+        const gw_xero_tenant_t *t = &tenants->list[i];
         const char *pt[] = {org, t->tenant_id, id, t->name, t->connection_id};
         if (gw_dbs_exec(s, sql_tenant, 5, pt) < 0)
-            goto exit;
+            goto Exit;
     }
     if ((after = tenants_json(s, org)) == NULL)
-        goto exit;
-    if (audit(s, org, actor, "xero.connect", "xero_tokens", id, before, after, corr) != 0 ||
+        goto Exit;
+    if (gw_audit_write(s, organisation_id, actor, "xero.connect", "xero_tokens", id, before, after, corr, &aerr) != 0 ||
         gw_dbs_exec(s, "COMMIT", 0, NULL) < 0)
-        goto exit;
+        goto Exit;
     ret = 0;
-exit:
+Exit:
     if (ret != 0) {
-        db_fail(s, "cannot store the Xero tenants", err, errlen);
+        db_fail(s, "cannot store the Xero tenants", err);
         rollback(s);
     }
     free(before);
@@ -961,13 +877,30 @@ exit:
     return ret;
 }
 
+/* ---- connecting: store a new token set, discover its tenants ---- */
+
+void gw_xero_connection_free(gw_xero_connection_t *c)
+{
+    gw_xero_tenants_free(&c->tenants);
+    *c = (gw_xero_connection_t){0};
+}
+
+void gw_xero_connection_summary(const gw_xero_connection_t *c, char *out, size_t len)
+{
+    if (len == 0)
+        return;
+    int n = snprintf(out, len, "Connected Xero (token set %lld):", (long long)c->token_id);
+    for (size_t i = 0; i != c->tenants.n && n >= 0 && (size_t)n < len; ++i)
+        n += snprintf(out + n, len - (size_t)n, "%s %s", i == 0 ? "" : ",", c->tenants.list[i].name);
+}
+
 /*
  * Stores fresh (just obtained with grant) as a new token set of organisation_id, then discovers and
- * stores its tenants. Writes a summary line into summary and, when out is set, the tenants to out.
+ * stores its tenants. Returns 0 with the connection in *out, or -1 with err set.
  */
 static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned char *key, int64_t organisation_id,
-                             const token_set_t *fresh, const char *grant, const char *actor, FILE *out, char *summary,
-                             size_t summary_len, char *err, size_t errlen)
+                             const token_set_t *fresh, const char *grant, const char *actor, gw_xero_connection_t *out,
+                             gw_err_t *err)
 {
     static const char sql_insert[] =
         "INSERT INTO xero_tokens (organisation_id, refresh_token, access_token, access_expires_at, status, "
@@ -975,7 +908,8 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
         "'active', clock_timestamp()) RETURNING id";
     char org[24], id[24] = "", expires[24], corr[48];
     char *sealed_refresh = NULL, *sealed_access = NULL;
-    tenants_t tenants = {0};
+    gw_xero_tenants_t tenants = {0};
+    gw_err_t e2 = GW_ERR_INIT;
     bool in_tx = false;
     int ret = -1;
 
@@ -983,76 +917,65 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
     snprintf(expires, sizeof(expires), "%ld", fresh->expires_in > 0 ? fresh->expires_in : 1);
     new_correlation("xero-connect", corr);
     if (fresh->refresh_token == NULL) {
-        snprintf(err, errlen, "Xero answered without a refresh token: is offline_access in SETTLED_XERO_SCOPES?");
-        goto exit;
+        fail(err, "Xero answered without a refresh token: is offline_access in SETTLED_XERO_SCOPES?");
+        goto Exit;
     }
     sealed_refresh = seal_token(key, organisation_id, "refresh_token", fresh->refresh_token);
     sealed_access = seal_token(key, organisation_id, "access_token", fresh->access_token);
     if (sealed_refresh == NULL || sealed_access == NULL) {
-        snprintf(err, errlen, "cannot encrypt the Xero token set");
-        goto exit;
+        fail(err, "cannot encrypt the Xero token set");
+        goto Exit;
     }
 
     /* 1. the rotated refresh token is durable before anything else happens */
     if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0) {
-        db_fail(s, "cannot store the Xero token set", err, errlen);
-        goto exit;
+        db_fail(s, "cannot store the Xero token set", err);
+        goto Exit;
     }
     in_tx = true;
     const char *pi[] = {org, sealed_refresh, sealed_access, expires};
     gw_dbs_result_t *r = gw_dbs_query(s, sql_insert, 4, pi);
     if (r == NULL) {
-        char e2[256];
-        db_fail(s, "cannot store the Xero token set", e2, sizeof(e2));
-        snprintf(err, errlen, "%s (Xero accepts the same refresh token again for a short grace period)", e2);
-        goto exit;
+        db_fail(s, "cannot store the Xero token set", &e2);
+        fail(err, "%.150s (Xero accepts the same refresh token again for a short grace period)", e2.detail);
+        goto Exit;
     }
     snprintf(id, sizeof(id), "%s", gw_dbs_value(r, 0, 0));
     gw_dbs_result_free(r);
     {
         json_t *a = json_pack("{s:s, s:s}", "grant", grant, "status", "active");
         char *as = json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS);
-        int rc = audit(s, org, actor, "xero.token_set.create", "xero_tokens", id, NULL, as, corr);
+        int rc =
+            gw_audit_write(s, organisation_id, actor, "xero.token_set.create", "xero_tokens", id, NULL, as, corr, &e2);
         free(as);
         json_decref(a);
         if (rc != 0 || gw_dbs_exec(s, "COMMIT", 0, NULL) < 0) {
-            char e2[256];
-            db_fail(s, "cannot store the Xero token set", e2, sizeof(e2));
-            snprintf(err, errlen, "%s (Xero accepts the same refresh token again for a short grace period)", e2);
-            goto exit;
+            db_fail(s, "cannot store the Xero token set", &e2);
+            fail(err, "%.150s (Xero accepts the same refresh token again for a short grace period)", e2.detail);
+            goto Exit;
         }
     }
     in_tx = false;
 
     /* 2. the organisations this token set reaches */
-    char derr[256];
-    if (discover_tenants(cfg, fresh->access_token, &tenants, NULL, derr, sizeof(derr)) != 0) {
-        snprintf(err, errlen, "Xero token set %s is stored, but listing its organisations failed: %s", id, derr);
-        goto exit;
+    if (discover_tenants(cfg, fresh->access_token, &tenants, NULL, &e2) != 0) {
+        fail(err, "Xero token set %s is stored, but listing its organisations failed: %s", id, e2.detail);
+        goto Exit;
     }
     if (tenants.n == 0) {
-        snprintf(err, errlen,
-                 "Xero token set %s is stored, but it gives access to no organisation: connect again and choose an "
-                 "organisation in Xero",
-                 id);
-        goto exit;
+        fail(err,
+             "Xero token set %s is stored, but it gives access to no organisation: connect again and choose an "
+             "organisation in Xero",
+             id);
+        goto Exit;
     }
 
     /* 3. tenants, in one transaction with their audit */
-    char terr[300];
-    if (store_tenants(s, org, id, &tenants, actor, corr, terr, sizeof(terr)) != 0) {
-        snprintf(err, errlen, "Xero token set %s is stored, but %s", id, terr);
-        goto exit;
+    if (store_tenants(s, organisation_id, id, &tenants, actor, corr, &e2) != 0) {
+        fail(err, "Xero token set %s is stored, but %s", id, e2.detail);
+        goto Exit;
     }
 
-    size_t n = (size_t)snprintf(summary, summary_len, "Connected Xero (token set %s):", id);
-    for (size_t i = 0; i != tenants.n && n < summary_len; ++i)
-        n += (size_t)snprintf(summary + n, summary_len - n, "%s %s", i == 0 ? "" : ",", tenants.list[i].name);
-    if (out != NULL) {
-        fprintf(out, "xero token set %s stored for organisation %s; tenants:\n", id, org);
-        for (size_t i = 0; i != tenants.n; ++i)
-            fprintf(out, "  %s  %s\n", tenants.list[i].tenant_id, tenants.list[i].name);
-    }
     if (gw_log_enabled(GW_LOG_INFO)) {
         gw_logline_t line;
         gw_log_begin(&line, GW_LOG_INFO, "xero connected");
@@ -1063,58 +986,55 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
         gw_log_str(&line, "correlation_id", corr, strlen(corr));
         gw_log_end(&line);
     }
+    *out = (gw_xero_connection_t){.organisation_id = organisation_id, .token_id = strtoll(id, NULL, 10)};
+    out->tenants = tenants;
+    tenants = (gw_xero_tenants_t){0};
     ret = 0;
-exit:
+Exit:
     if (in_tx)
         rollback(s);
     free(sealed_refresh);
     free(sealed_access);
-    tenants_free(&tenants);
+    gw_xero_tenants_free(&tenants);
     return ret;
 }
 
 int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id,
-                                  const char *refresh_token, FILE *out, char *err, size_t errlen)
+                                  const char *refresh_token, gw_xero_connection_t *out, gw_err_t *err)
 {
     unsigned char key[GW_CRYPTO_KEY_LEN];
     token_set_t fresh = {0};
-    char summary[512];
     int ret = -1;
-    if (!is_set(refresh_token)) {
-        snprintf(err, errlen, "the refresh token is empty");
-        return -1;
-    }
-    if (load_key(cfg, true, key, err, errlen) != 0)
+    *out = (gw_xero_connection_t){0};
+    if (!is_set(refresh_token))
+        return fail(err, "the refresh token is empty");
+    if (load_key(cfg, true, key, err) != 0)
         return -1;
     buf_t form = {0};
     buf_adds(&form, "grant_type=refresh_token&refresh_token=");
     buf_add_encoded(&form, refresh_token);
-    enum token_outcome outcome = token_call(cfg, "refresh token", &form, 0, &fresh, err, errlen);
+    enum token_outcome outcome = token_call(cfg, "refresh token", &form, 0, &fresh, err);
     buf_wipe(&form);
     if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, organisation_id, &fresh, "refresh_token", "system:cli", out, summary,
-                                sizeof(summary), err, errlen);
+        ret = connect_token_set(s, cfg, key, organisation_id, &fresh, "refresh_token", "system:cli", out, err);
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));
     return ret;
 }
 
-char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, char *err, size_t errlen)
+char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err)
 {
     unsigned char key[GW_CRYPTO_KEY_LEN];
     char state[GW_XERO_STATE_MAX];
-    if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero (the client id of the Xero app)", err,
-             errlen) != 0 ||
+    if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero (the client id of the Xero app)", err) != 0 ||
         need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
-             "connect Xero (where Xero sends the administrator back: https://<host>/v1/xero/callback)", err,
-             errlen) != 0 ||
-        need(cfg->xero_scopes, "SETTLED_XERO_SCOPES", "connect Xero", err, errlen) != 0 ||
-        gw_crypto_key_from_setting(cfg->secret_key, key, err, errlen) != 0)
+             "connect Xero (where Xero sends the administrator back: https://<host>/v1/xero/callback)", err) != 0 ||
+        need(cfg->xero_scopes, "SETTLED_XERO_SCOPES", "connect Xero", err) != 0 || load_key(cfg, false, key, err) != 0)
         return NULL;
     int rc = gw_xero_state_make(key, organisation_id, (int64_t)time(NULL), state, sizeof(state));
     explicit_bzero(key, sizeof(key));
     if (rc != 0) {
-        snprintf(err, errlen, "cannot sign the authorization state");
+        fail(err, "cannot sign the authorization state");
         return NULL;
     }
     char *base = join_url(cfg->xero_login_base, DEFAULT_LOGIN_BASE, "/identity/connect/authorize");
@@ -1133,327 +1053,135 @@ char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, cha
 }
 
 int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const char *code, const char *state,
-                                   char *summary, size_t summary_len, char *err, size_t errlen)
+                                   gw_xero_connection_t *out, gw_err_t *err)
 {
     unsigned char key[GW_CRYPTO_KEY_LEN];
     token_set_t fresh = {0};
     int64_t org = 0;
     int ret = -1;
-    summary[0] = '\0';
-    if (load_key(cfg, true, key, err, errlen) != 0 ||
-        need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI", "connect Xero", err, errlen) != 0)
-        goto exit;
+    *out = (gw_xero_connection_t){0};
+    if (load_key(cfg, true, key, err) != 0 ||
+        need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI", "connect Xero", err) != 0)
+        goto Exit;
     if (gw_xero_state_check(key, state, (int64_t)time(NULL), &org) != 0) {
-        snprintf(err, errlen, "the authorization request is invalid or has expired: start connecting Xero again");
-        goto exit;
+        fail(err, "the authorization request is invalid or has expired: start connecting Xero again");
+        goto Exit;
     }
     if (!is_set(code)) {
-        snprintf(err, errlen, "Xero sent no authorization code");
-        goto exit;
+        fail(err, "Xero sent no authorization code");
+        goto Exit;
     }
     buf_t form = {0};
     buf_adds(&form, "grant_type=authorization_code&code=");
     buf_add_encoded(&form, code);
     buf_adds(&form, "&redirect_uri=");
     buf_add_encoded(&form, cfg->xero_redirect_uri);
-    enum token_outcome outcome = token_call(cfg, "authorization code", &form, 0, &fresh, err, errlen);
+    enum token_outcome outcome = token_call(cfg, "authorization code", &form, 0, &fresh, err);
     buf_wipe(&form);
     if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, org, &fresh, "authorization_code", "system:oauth-callback", NULL, summary,
-                                summary_len, err, errlen);
-exit:
+        ret = connect_token_set(s, cfg, key, org, &fresh, "authorization_code", "system:oauth-callback", out, err);
+Exit:
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));
     return ret;
 }
 
-/* ---- the command line ---- */
+/* ---- checking token sets ---- */
 
-static void cli_usage(FILE *out)
+int gw_xero_token_sets(gw_dbs_t *s, int64_t organisation_id, gw_xero_token_set_t **out, size_t *n, gw_err_t *err)
 {
-    fprintf(out, "usage: settled connect xero --refresh-token TOKEN|- [--organisation SLUG]\n"
-                 "       settled connect xero --authorize [--organisation SLUG]\n"
-                 "       settled connect xero --callback URL\n"
-                 "       settled connect xero --check [--force-refresh] [--organisation SLUG]\n"
-                 "\n"
-                 "  --refresh-token  connect with an existing refresh token (it is used once and retired);\n"
-                 "                   '-' reads it from standard input, which keeps it out of `ps` and shell history\n"
-                 "  --authorize      print the URL an administrator opens to connect Xero\n"
-                 "  --callback       finish that connection with the address Xero redirected the browser to\n"
-                 "                   (for when SETTLED_XERO_REDIRECT_URI does not reach a running settled)\n"
-                 "  --check          get a working access token for every Xero token set of the organisation\n"
-                 "                   (refreshing it when needed; --force-refresh always) and list its tenants\n"
-                 "  --organisation   the organisation's slug (default SETTLED_ORGANISATION); created if missing\n");
-}
-
-/* Reads one line from stdin (the refresh token), without its line end. */
-static char *read_stdin_line(void)
-{
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, stdin);
-    if (n < 0) {
-        free(line);
-        return NULL;
-    }
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
-        line[--n] = '\0';
-    return line;
-}
-
-/* The percent-decoded value of query parameter name in url (malloc'd), or NULL. */
-static char *query_value(const char *url, const char *name)
-{
-    const char *q = strchr(url, '?');
-    size_t nlen = strlen(name);
-    while (q != NULL) {
-        ++q;
-        size_t len = strcspn(q, "&#");
-        if (len > nlen && strncmp(q, name, nlen) == 0 && q[nlen] == '=') {
-            char *out = xmalloc(len), *o = out;
-            for (const char *v = q + nlen + 1, *end = q + len; v < end; ++v) {
-                if (*v == '%' && end - v >= 3 && hexval((unsigned char)v[1]) >= 0 && hexval((unsigned char)v[2]) >= 0) {
-                    *o++ = (char)(hexval((unsigned char)v[1]) << 4 | hexval((unsigned char)v[2]));
-                    v += 2;
-                } else {
-                    *o++ = *v == '+' ? ' ' : *v;
-                }
-            }
-            *o = '\0';
-            return out;
-        }
-        q = q[len] == '&' ? q + len : NULL;
-    }
-    return NULL;
-}
-
-/* --callback: completes an authorization from the address Xero redirected the browser to. */
-static int cli_callback(gw_dbs_t *s, const gw_config_t *cfg, const char *url)
-{
-    char *code = query_value(url, "code"), *state = query_value(url, "state"), *error = query_value(url, "error");
-    char err[512], summary[512];
-    int ret = 1;
-    if (error != NULL) {
-        bool safe = strlen(error) < 64 && strspn(error, "abcdefghijklmnopqrstuvwxyz_") == strlen(error);
-        fprintf(stderr, "settled: Xero did not authorise the connection (%s)\n", safe ? error : "error");
-    } else if (code == NULL || state == NULL) {
-        fprintf(stderr, "settled: connect xero --callback: the URL has no code and state parameters\n");
-    } else if (gw_xero_complete_authorization(s, cfg, code, state, summary, sizeof(summary), err, sizeof(err)) != 0) {
-        fprintf(stderr, "settled: %s\n", err);
-    } else {
-        printf("%s\n", summary);
-        ret = 0;
-    }
-    free_secret(code);
-    free(state);
-    free(error);
-    return ret;
-}
-
-/* --check: a working access token for each token set of the organisation, proven by GET /connections. */
-static int cli_check(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, bool force)
-{
-    static const char sql[] = "SELECT t.id, t.status, (SELECT count(*) FROM xero_tenants n WHERE n.token_id = t.id) "
+    static const char sql[] = "SELECT t.id, (SELECT count(*) FROM xero_tenants n WHERE n.token_id = t.id) "
                               "FROM xero_tokens t WHERE t.organisation_id = $1 AND (t.status = 'active' OR EXISTS "
                               "(SELECT 1 FROM xero_tenants n WHERE n.token_id = t.id)) ORDER BY t.id";
-    char org[24], err[512];
-    snprintf(org, sizeof(org), "%lld", (long long)org_id);
+    char org[24];
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
     const char *p[] = {org};
+    *out = NULL;
+    *n = 0;
     gw_dbs_result_t *r = gw_dbs_query(s, sql, 1, p);
-    if (r == NULL) {
-        db_fail(s, "cannot list the Xero token sets", err, sizeof(err));
-        fprintf(stderr, "settled: %s\n", err);
-        return 1;
-    }
-    size_t n = gw_dbs_nrows(r);
-    int64_t *ids = xmalloc(sizeof(int64_t) * (n + 1)), *stored = xmalloc(sizeof(int64_t) * (n + 1));
-    for (size_t i = 0; i != n; ++i) {
-        ids[i] = strtoll(gw_dbs_value(r, i, 0), NULL, 10);
-        stored[i] = strtoll(gw_dbs_value(r, i, 2), NULL, 10);
+    if (r == NULL)
+        return db_fail(s, "cannot list the Xero token sets", err);
+    size_t rows = gw_dbs_nrows(r);
+    gw_xero_token_set_t *sets = gw_xcalloc(rows + 1, sizeof(*sets));
+    for (size_t i = 0; i != rows; ++i) {
+        sets[i].id = strtoll(gw_dbs_value(r, i, 0), NULL, 10);
+        sets[i].stored_tenants = (size_t)strtoull(gw_dbs_value(r, i, 1), NULL, 10);
     }
     gw_dbs_result_free(r);
-    int ret = 0;
-    if (n == 0) {
-        fprintf(stderr, "settled: organisation %lld has no Xero connection: run `settled connect xero --authorize`\n",
-                (long long)org_id);
-        ret = 1;
-    }
-    for (size_t i = 0; i != n; ++i) {
-        char *token = NULL;
-        int rc = gw_xero_access_token(s, cfg, ids[i], force, &token, err, sizeof(err));
-        if (rc != 0) {
-            fprintf(stdout, "xero token set %lld: %s\n", (long long)ids[i],
-                    rc == GW_XERO_NEEDS_REAUTH ? "needs_reauth" : "error");
-            fprintf(stderr, "settled: %s\n", err);
-            ret = 1;
-            continue;
-        }
-        tenants_t tenants;
-        long status = 0;
-        rc = discover_tenants(cfg, token, &tenants, &status, err, sizeof(err));
-        free_secret(token);
-        if (rc != 0 && status == 401) {
-            /* Xero no longer takes the stored access token: refresh once and try again */
-            token = NULL;
-            rc = gw_xero_access_token(s, cfg, ids[i], true, &token, err, sizeof(err));
-            if (rc != 0) {
-                fprintf(stdout, "xero token set %lld: %s\n", (long long)ids[i],
-                        rc == GW_XERO_NEEDS_REAUTH ? "needs_reauth" : "error");
-                fprintf(stderr, "settled: %s\n", err);
-                ret = 1;
-                continue;
-            }
-            rc = discover_tenants(cfg, token, &tenants, NULL, err, sizeof(err));
-            free_secret(token);
-        }
-        if (rc != 0) {
-            fprintf(stdout, "xero token set %lld: error\n", (long long)ids[i]);
-            fprintf(stderr, "settled: xero token set %lld: %s\n", (long long)ids[i], err);
-            ret = 1;
-            continue;
-        }
-        if (stored[i] == 0 && tenants.n != 0) {
-            /* a connect whose tenant listing failed: store them now */
-            char id[24], corr[48];
-            snprintf(id, sizeof(id), "%lld", (long long)ids[i]);
-            new_correlation("xero-connect", corr);
-            if (store_tenants(s, org, id, &tenants, "system:cli", corr, err, sizeof(err)) != 0) {
-                fprintf(stdout, "xero token set %lld: error\n", (long long)ids[i]);
-                fprintf(stderr, "settled: xero token set %lld: %s\n", (long long)ids[i], err);
-                tenants_free(&tenants);
-                ret = 1;
-                continue;
-            }
-        }
-        fprintf(stdout, "xero token set %lld: ok, %zu tenant%s\n", (long long)ids[i], tenants.n,
-                tenants.n == 1 ? "" : "s");
-        for (size_t j = 0; j != tenants.n; ++j)
-            fprintf(stdout, "  %s  %s\n", tenants.list[j].tenant_id, tenants.list[j].name);
-        tenants_free(&tenants);
-    }
-    free(ids);
-    free(stored);
-    return ret;
+    *out = sets;
+    *n = rows;
+    return 0;
 }
 
-int gw_xero_cli(const gw_config_t *cfg, int argc, char **argv)
+int gw_xero_check_token_set(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id,
+                            const gw_xero_token_set_t *set, bool force_refresh, gw_xero_tenants_t *out, gw_err_t *err)
 {
-    const char *refresh_arg = NULL, *callback = NULL, *slug = cfg->organisation;
-    bool authorize = false, check = false, force = false;
-    if (argc < 1 || strcmp(argv[0], "xero") != 0) {
-        fprintf(stderr, "settled: connect: unknown provider%s%s (only xero can be connected)\n", argc < 1 ? "" : ": ",
-                argc < 1 ? "" : argv[0]);
-        cli_usage(stderr);
-        return 2;
+    long long tid = (long long)set->id;
+    char *token = NULL;
+    long status = 0;
+    gw_err_t e2 = GW_ERR_INIT;
+    *out = (gw_xero_tenants_t){0};
+    int rc = access_token(s, cfg, set->id, force_refresh, &token, err);
+    if (rc != 0)
+        return rc;
+    rc = discover_tenants(cfg, token, out, &status, &e2);
+    free_secret(token);
+    if (rc != 0 && status == 401) {
+        /* Xero no longer takes the stored access token: refresh once and try again */
+        token = NULL;
+        if ((rc = access_token(s, cfg, set->id, true, &token, err)) != 0)
+            return rc;
+        rc = discover_tenants(cfg, token, out, NULL, &e2);
+        free_secret(token);
     }
-    for (int i = 1; i < argc; ++i) {
-        if (strcmp(argv[i], "--refresh-token") == 0 && i + 1 < argc) {
-            refresh_arg = argv[++i];
-        } else if (strcmp(argv[i], "--callback") == 0 && i + 1 < argc) {
-            callback = argv[++i];
-        } else if (strcmp(argv[i], "--organisation") == 0 && i + 1 < argc) {
-            slug = argv[++i];
-        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            ++i; /* read by main */
-        } else if (strcmp(argv[i], "--authorize") == 0) {
-            authorize = true;
-        } else if (strcmp(argv[i], "--check") == 0) {
-            check = true;
-        } else if (strcmp(argv[i], "--force-refresh") == 0) {
-            force = true;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            cli_usage(stdout);
-            return 0;
-        } else {
-            fprintf(stderr, "settled: connect xero: unknown or incomplete argument: %s\n", argv[i]);
-            cli_usage(stderr);
-            return 2;
+    if (rc != 0)
+        return fail(err, "xero token set %lld: %s", tid, e2.detail);
+    if (set->stored_tenants == 0 && out->n != 0) {
+        /* a connect whose tenant listing failed: store them now */
+        char id[24], corr[48];
+        snprintf(id, sizeof(id), "%lld", tid);
+        new_correlation("xero-connect", corr);
+        if (store_tenants(s, organisation_id, id, out, "system:cli", corr, &e2) != 0) {
+            gw_xero_tenants_free(out);
+            return fail(err, "xero token set %lld: %s", tid, e2.detail);
         }
     }
-    if ((refresh_arg != NULL) + (callback != NULL) + authorize + check != 1 || (force && !check)) {
-        fprintf(stderr,
-                "settled: connect xero: give exactly one of --refresh-token, --authorize, --callback and --check\n");
-        cli_usage(stderr);
-        return 2;
-    }
-    if (!is_set(slug)) {
-        fprintf(stderr, "settled: SETTLED_ORGANISATION: required (or give --organisation SLUG)\n");
-        return 2;
-    }
+    return 0;
+}
 
-    char err[512];
-    unsigned char key[GW_CRYPTO_KEY_LEN];
-    /* every setting first, so a missing one is named before anything happens */
-    if (need(cfg->database_url, "SETTLED_DATABASE_URL", "connect Xero", err, sizeof(err)) != 0 ||
-        load_key(cfg, !authorize, key, err, sizeof(err)) != 0 ||
-        ((authorize || callback != NULL) &&
-         (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero", err, sizeof(err)) != 0 ||
-          need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
-               "connect Xero (where Xero sends the administrator back)", err, sizeof(err)) != 0))) {
-        fprintf(stderr, "settled: %s\n", err);
-        return 1;
-    }
-    explicit_bzero(key, sizeof(key));
+/* ---- the stored tenants ---- */
 
-    int64_t org_id = 0;
-    const char *slugs[] = {slug};
-    /* (a callback's organisation is the one its state names) */
-    if (gw_orgs_bootstrap(cfg, slugs, callback != NULL ? 0 : 1, &org_id, err, sizeof(err)) != 0) {
-        fprintf(stderr, "settled: %s\n", err);
-        return 1;
+int gw_xero_stored_tenants(gw_dbs_t *s, const char *only_tenant, gw_xero_stored_tenant_t **out, size_t *n,
+                           gw_err_t *err)
+{
+    static const char sql[] =
+        "SELECT t.organisation_id, t.tenant_id::text, t.token_id, coalesce(t.tenant_name, '') FROM xero_tenants t"
+        " WHERE $1::uuid IS NULL OR t.tenant_id = $1::uuid ORDER BY t.organisation_id, t.tenant_name";
+    const char *p[] = {only_tenant};
+    *out = NULL;
+    *n = 0;
+    gw_dbs_result_t *r = gw_dbs_query(s, sql, 1, p);
+    if (r == NULL)
+        return gw_err_set(err, gw_err_internal, 500, "%s", gw_dbs_error(s));
+    size_t rows = gw_dbs_nrows(r);
+    gw_xero_stored_tenant_t *list = gw_xcalloc(rows + 1, sizeof(*list));
+    for (size_t i = 0; i != rows; ++i) {
+        list[i].organisation_id = strtoll(gw_dbs_value(r, i, 0), NULL, 10);
+        list[i].tenant_id = gw_xstrdup(gw_dbs_value(r, i, 1));
+        list[i].token_id = strtoll(gw_dbs_value(r, i, 2), NULL, 10);
+        list[i].name = gw_xstrdup(gw_dbs_value(r, i, 3));
     }
-    if (authorize) {
-        char *url = gw_xero_authorize_url(cfg, org_id, err, sizeof(err));
-        if (url == NULL) {
-            fprintf(stderr, "settled: %s\n", err);
-            return 1;
-        }
-        printf("Open this URL as an administrator of the Xero organisation to connect it to '%s' "
-               "(valid for %d minutes):\n%s\n",
-               slug, GW_XERO_STATE_TTL / 60, url);
-        free(url);
-        return 0;
-    }
+    gw_dbs_result_free(r);
+    *out = list;
+    *n = rows;
+    return 0;
+}
 
-    char *refresh_token = NULL;
-    if (refresh_arg != NULL) {
-        refresh_token = strcmp(refresh_arg, "-") == 0 ? read_stdin_line() : xstrdup(refresh_arg);
-        if (!is_set(refresh_token)) {
-            fprintf(stderr, "settled: connect xero: the refresh token is empty\n");
-            free_secret(refresh_token);
-            return 2;
-        }
+void gw_xero_stored_tenants_free(gw_xero_stored_tenant_t *list, size_t n)
+{
+    for (size_t i = 0; i != n; ++i) {
+        free(list[i].tenant_id);
+        free(list[i].name);
     }
-    gw_dbs_t *s = gw_dbs_connect(cfg->database_url, err, sizeof(err));
-    if (s == NULL) {
-        fprintf(stderr, "settled: %s\n", err);
-        free_secret(refresh_token);
-        return 1;
-    }
-    gw_http_options_t opts = {.timeout_ms = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000,
-                              .connect_timeout_ms =
-                                  cfg->http_connect_timeout_ms > 0 ? cfg->http_connect_timeout_ms : 5000,
-                              .max_host_connections = 4,
-                              .max_body = 1 << 20};
-    if (gw_http_init(&opts) != 0) {
-        fprintf(stderr, "settled: cannot start the HTTP client\n");
-        gw_dbs_close(s);
-        free_secret(refresh_token);
-        return 1;
-    }
-    int ret;
-    if (check) {
-        ret = cli_check(s, cfg, org_id, force);
-    } else if (callback != NULL) {
-        ret = cli_callback(s, cfg, callback); /* the organisation is the one the state names */
-    } else if (gw_xero_connect_refresh_token(s, cfg, org_id, refresh_token, stdout, err, sizeof(err)) != 0) {
-        fprintf(stderr, "settled: %s\n", err);
-        ret = 1;
-    } else {
-        ret = 0;
-    }
-    gw_http_shutdown();
-    gw_dbs_close(s);
-    free_secret(refresh_token);
-    return ret;
+    free(list);
 }

@@ -1,30 +1,34 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * xero_auth.h: Xero OAuth 2.0 for settled: connecting an organisation (authorization code or an
- * existing refresh token), discovering its tenants, and handing out access tokens while refreshing the
- * rotating refresh token single-flight across threads and instances (providers/PROVIDERS.md section 2.3).
+ * xero_oauth.h: Xero OAuth 2.0 for settled: connecting an organisation (authorization code or an existing refresh
+ * token), discovering and storing its tenants, and handing out access tokens while refreshing the rotating refresh
+ * token single-flight across threads and instances (providers/PROVIDERS.md section 2.3). The command line that
+ * drives it is gateway/cli.c; the browser's way back is api/xero_callback.c.
  *
- * Everything here blocks (database sessions, gw_http_do): call it from queue workers, the command line
- * or offloaded tasks (offload.h), never from an event loop. Tokens are stored sealed with
- * SETTLED_SECRET_KEY (AES-256-GCM) and never logged.
+ * Everything here blocks (database sessions, gw_http_do): call it from queue workers, the command line or
+ * offloaded tasks (offload.h), never from an event loop. Tokens are stored sealed with SETTLED_SECRET_KEY
+ * (AES-256-GCM) and never logged.
+ *
+ * Failures carry gw_err_xero_connect_failed (502, the code docs/errors.md gives a failed connection) and a detail
+ * that says which step failed and is safe to show an administrator: it never holds a token, a code or a secret.
  */
-#ifndef GW_XERO_AUTH_H
-#define GW_XERO_AUTH_H
+#ifndef GW_XERO_OAUTH_H
+#define GW_XERO_OAUTH_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 #include "config.h"
 #include "crypto.h"
 #include "db.h"
+#include "err.h"
 
 /* How long the state of an authorization request stays valid, in seconds. */
 #define GW_XERO_STATE_TTL 600
 /* An access token handed out stays valid for at least this many seconds. */
 #define GW_XERO_TOKEN_MIN_TTL 60
 
-/* gw_xero_access_token: the token set needs an administrator to connect Xero again. */
+/* gw_xero_access_token, gw_xero_check_token_set: the token set needs an administrator to connect Xero again. */
 #define GW_XERO_NEEDS_REAUTH (-2)
 
 /*
@@ -41,72 +45,129 @@
  * 'needs_reauth' (recorded, audited) and the caller stops using it until an administrator reconnects.
  * s must not be inside a transaction.
  */
-__attribute__((warn_unused_result)) int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id,
-                                                             bool force_refresh, char **token_out, char *err,
-                                                             size_t errlen);
+GW_MUSTCHECK int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh,
+                                      char **token_out, char *err, size_t errlen);
+
+/* ---- settings ---- */
+
+#define GW_XERO_NEED_CLIENT 0x1   /* the client id and secret of the Xero app (every call to the token endpoint) */
+#define GW_XERO_NEED_REDIRECT 0x2 /* the client id and the redirect URI (the authorization code flow) */
+/* Checks, in this order, the settings needs names (GW_XERO_NEED_*) and SETTLED_SECRET_KEY (always: tokens are
+ * stored sealed), so a caller names a missing one before anything happens. Returns 0, or -1 with err naming the
+ * setting (never its value). */
+GW_MUSTCHECK int gw_xero_settings_check(const gw_config_t *cfg, int needs, gw_err_t *err);
+
+/* ---- tenants and connections ---- */
+
+/* One Xero organisation (tenant) a token set reaches, as GET /connections lists it. */
+typedef struct st_gw_xero_tenant_t {
+    char *tenant_id;     /* a UUID */
+    char *name;          /* "" if Xero gave none */
+    char *connection_id; /* NULL if Xero gave none */
+} gw_xero_tenant_t;
+
+typedef struct st_gw_xero_tenants_t {
+    gw_xero_tenant_t *list;
+    size_t n;
+    char *auth_event_id; /* the authorisation that connected them, NULL if unknown */
+} gw_xero_tenants_t;
+
+/* Frees what t holds and empties it (an empty t may be freed again). */
+void gw_xero_tenants_free(gw_xero_tenants_t *t);
+
+/* A new token set, stored with the tenants it reaches. */
+typedef struct st_gw_xero_connection_t {
+    int64_t organisation_id;
+    int64_t token_id;
+    gw_xero_tenants_t tenants; /* never empty */
+} gw_xero_connection_t;
+
+void gw_xero_connection_free(gw_xero_connection_t *c);
+/* The one line an administrator is shown: "Connected Xero (token set 7): Org One, Org Two", into out (truncated
+ * to len bytes, NUL included). */
+void gw_xero_connection_summary(const gw_xero_connection_t *c, char *out, size_t len);
 
 /*
- * `settled connect xero --refresh-token T`: refreshes T once (which retires T), stores the new token
- * set sealed for organisation_id, discovers its tenants (GET /connections), stores every ORGANISATION
- * tenant in xero_tenants, audits 'xero.connect' and prints the tenants to out. Returns 0, or -1 with a
- * message in err (once the token set is stored, err says so: T itself cannot be used again).
+ * `settled connect xero --refresh-token T`: refreshes T once (which retires T), stores the new token set sealed
+ * for organisation_id, discovers its tenants (GET /connections), stores every ORGANISATION tenant in
+ * xero_tenants and audits 'xero.token_set.create' and 'xero.connect'. Returns 0 with the connection in *out (the
+ * caller frees it with gw_xero_connection_free), or -1 with err set and *out empty (once the token set is stored,
+ * the detail says so: T itself cannot be used again).
  */
-__attribute__((warn_unused_result)) int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *cfg,
-                                                                      int64_t organisation_id,
-                                                                      const char *refresh_token, FILE *out, char *err,
-                                                                      size_t errlen);
+GW_MUSTCHECK int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id,
+                                               const char *refresh_token, gw_xero_connection_t *out, gw_err_t *err);
 
 /*
  * The URL an administrator of organisation_id opens to connect Xero:
  * {login_base}/identity/connect/authorize?response_type=code&client_id=..&redirect_uri=..&scope=..&state=..
  * The state is signed with a key derived from SETTLED_SECRET_KEY and expires after GW_XERO_STATE_TTL
  * seconds, so the callback trusts it without storing anything. Returns the URL (malloc'd, the caller
- * frees it), or NULL with a message in err naming the missing setting.
+ * frees it), or NULL with err naming the missing setting.
  */
-__attribute__((warn_unused_result)) char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id,
-                                                                char *err, size_t errlen);
+GW_MUSTCHECK char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err);
 
 /*
- * The callback of an authorization: checks state (signature, in constant time, and expiry), exchanges
- * code for a token set, stores it sealed, discovers and stores the tenants, and audits 'xero.connect'.
- * Returns 0 with a one-line summary for the administrator (the organisations connected) in summary, or
- * -1 with a message in err that is safe to show them (no secret in it).
+ * The callback of an authorization: checks state (signature, in constant time, and expiry), exchanges code for a
+ * token set, stores it sealed, discovers and stores the tenants of the organisation the state names, and audits
+ * 'xero.connect'. Returns 0 with the connection in *out (free it with gw_xero_connection_free), or -1 with err set
+ * (gw_err_xero_connect_failed, 502, whatever failed: the detail is safe to show the administrator) and *out empty.
  */
-__attribute__((warn_unused_result)) int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg,
-                                                                       const char *code, const char *state,
-                                                                       char *summary, size_t summary_len, char *err,
-                                                                       size_t errlen);
+GW_MUSTCHECK int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const char *code,
+                                                const char *state, gw_xero_connection_t *out, gw_err_t *err);
+
+/* ---- checking the token sets of an organisation ---- */
+
+typedef struct st_gw_xero_token_set_t {
+    int64_t id;
+    size_t stored_tenants; /* how many tenants xero_tenants holds for it */
+} gw_xero_token_set_t;
+
+/* The token sets of organisation_id worth checking (active ones, and any other that still serves a tenant), in id
+ * order. Returns 0 with a malloc'd array (free it) of *n of them in *out, or -1 with err set. */
+GW_MUSTCHECK int gw_xero_token_sets(gw_dbs_t *s, int64_t organisation_id, gw_xero_token_set_t **out, size_t *n,
+                                    gw_err_t *err);
 
 /*
- * The `settled connect ...` subcommand; argv starts after "connect":
- *   xero --refresh-token T [--organisation SLUG]   connect with an existing refresh token
- *   xero --authorize [--organisation SLUG]          print the URL an administrator opens to connect
- *   xero --callback URL                             finish that connection with the address Xero
- *                                                   redirected the browser to (code and state)
- *   xero --check [--force-refresh] [--organisation SLUG]
- *                                                   get a working access token for every token set of
- *                                                   the organisation and list its tenants with it
- * The organisation defaults to cfg->organisation and is created if missing. Starts and stops the HTTP
- * client itself (gw_http_init), so the caller must not have started it. Returns the exit code: 0, 1 on
- * failure (a message on stderr), 2 on a usage error.
+ * Proves that token set set (of organisation_id) works: gets an access token (refreshing it when needed, always
+ * when force_refresh is set) and lists its tenants with it; if Xero refuses that access token (401), refreshes once
+ * and lists again. When the token set has no tenant stored yet (a connect whose listing failed), stores them, with
+ * their audit. Returns 0 with the tenants in *out (free them with gw_xero_tenants_free); GW_XERO_NEEDS_REAUTH or
+ * -1 with err set when no access token could be had; or -1 with err set (its detail starting "xero token set N: ")
+ * when the tenants could not be listed or stored. s must not be inside a transaction.
  */
-int gw_xero_cli(const gw_config_t *cfg, int argc, char **argv);
+GW_MUSTCHECK int gw_xero_check_token_set(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id,
+                                         const gw_xero_token_set_t *set, bool force_refresh, gw_xero_tenants_t *out,
+                                         gw_err_t *err);
+
+/* ---- the stored tenants ---- */
+
+/* A row of xero_tenants: a connected Xero organisation and the token set that reaches it. */
+typedef struct st_gw_xero_stored_tenant_t {
+    int64_t organisation_id;
+    int64_t token_id;
+    char *tenant_id; /* a UUID */
+    char *name;      /* "" if unknown */
+} gw_xero_stored_tenant_t;
+
+/* Every stored tenant, or only tenant only_tenant (a UUID) when it is not NULL, ordered by organisation and name.
+ * Returns 0 with a malloc'd array of *n of them in *out (free it with gw_xero_stored_tenants_free), or -1 with
+ * err set (gw_err_internal, 500; the detail is the database's message, e.g. for an only_tenant that is not a
+ * UUID). */
+GW_MUSTCHECK int gw_xero_stored_tenants(gw_dbs_t *s, const char *only_tenant, gw_xero_stored_tenant_t **out, size_t *n,
+                                        gw_err_t *err);
+void gw_xero_stored_tenants_free(gw_xero_stored_tenant_t *list, size_t n);
 
 /* ---- building blocks, public for the tests ---- */
 
-/* Percent-encodes len bytes of in per RFC 3986 (everything but ALPHA / DIGIT / "-" / "." / "_" / "~"
- * becomes %XX, upper-case): for query strings and form bodies alike. Returns a malloc'd string. */
-char *gw_xero_percent_encode(const char *in, size_t len);
 /* Writes the state of an authorization for organisation_id, valid until now + GW_XERO_STATE_TTL, signed
  * with key (32 bytes, SETTLED_SECRET_KEY's), into out as base64url text. Returns 0, or -1 if outlen is
  * too small (GW_XERO_STATE_MAX bytes always suffice) or OpenSSL fails. */
 #define GW_XERO_STATE_MAX 96
-__attribute__((warn_unused_result)) int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN],
-                                                           int64_t organisation_id, int64_t now, char *out,
-                                                           size_t outlen);
+GW_MUSTCHECK int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organisation_id, int64_t now,
+                                    char *out, size_t outlen);
 /* Checks a state made by gw_xero_state_make: well-formed, its MAC right (constant-time) and not expired
  * at now. Returns 0 with the organisation in *organisation_id, or -1. */
-__attribute__((warn_unused_result)) int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN],
-                                                            const char *state, int64_t now, int64_t *organisation_id);
+GW_MUSTCHECK int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *state, int64_t now,
+                                     int64_t *organisation_id);
 
 #endif

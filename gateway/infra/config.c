@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include "crypto.h"
+#include "mem.h"
 
 enum setting_type {
     T_PATH,            /* SETTLED_CONFIG: the file itself; read from the environment only */
@@ -946,28 +948,16 @@ static bool is_password_keyword(const char *k, size_t len)
     return (len == 8 && strncasecmp(k, "password", 8) == 0) || (len == 11 && strncasecmp(k, "sslpassword", 11) == 0);
 }
 
-static int hex_value(char c)
+/* Whether the len bytes at p, the name of a URI query parameter, name a password once percent-decoded (libpq
+ * decodes names too). A name that does not decode (a bad escape or %00, which libpq refuses as well) counts as
+ * one: its value is hidden rather than shown. */
+static bool uri_param_is_password(const char *p, size_t len)
 {
-    return is_digit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-}
-
-/* Percent-decodes the name of a URI query parameter (libpq decodes it too) into buf; "" if longer than 15. */
-static void uri_param_name(const char *p, size_t len, char buf[16])
-{
+    char *name = gw_xmalloc(len + 1);
     size_t n = 0;
-    for (size_t i = 0; i != len; ++i) {
-        char c = p[i];
-        if (c == '%' && i + 2 < len && hex_value(p[i + 1]) >= 0 && hex_value(p[i + 2]) >= 0) {
-            c = (char)(hex_value(p[i + 1]) * 16 + hex_value(p[i + 2]));
-            i += 2;
-        }
-        if (n == 15) {
-            buf[0] = '\0';
-            return;
-        }
-        buf[n++] = c;
-    }
-    buf[n] = '\0';
+    bool ret = gw_percent_decode(p, len, 0, name, &n) != 0 || is_password_keyword(name, n);
+    free(name);
+    return ret;
 }
 
 /* Prints a postgresql:// URI with the password of its user info and any password query parameter as ***. */
@@ -993,9 +983,7 @@ static void dump_conninfo_uri(FILE *out, const char *s, size_t prefix)
     for (p = q + 1;;) {
         const char *amp = strchr(p, '&'), *end = amp != NULL ? amp : p + strlen(p),
                    *eq = memchr(p, '=', (size_t)(end - p));
-        char name[16];
-        uri_param_name(p, (size_t)((eq != NULL ? eq : end) - p), name);
-        if (eq != NULL && is_password_keyword(name, strlen(name))) {
+        if (eq != NULL && uri_param_is_password(p, (size_t)(eq - p))) {
             fwrite(p, 1, (size_t)(eq + 1 - p), out);
             fputs("***", out);
         } else {

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* crypto.c: HMAC, SHA-256, constant-time compare and randomness over OpenSSL 3, with one pre-fetched
  * MAC context per thread (OpenSSL contexts must not be shared between threads), and the AES-256-GCM sealing
- * of the secrets kept at rest. */
+ * of the secrets kept at rest; and the one hex, base64 and percent codec of the gateway, small exact tables rather
+ * than OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock, which pad where base64url must not and skip whitespace and padding
+ * where a MAC or a key must refuse them. */
 #include "crypto.h"
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -9,6 +11,7 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,8 +80,7 @@ void gw_crypto_sha256_hex(const void *data, size_t len, char out[65])
         fprintf(stderr, "settled: fatal: SHA-256 failed\n");
         abort();
     }
-    for (int i = 0; i != 32; ++i)
-        snprintf(out + i * 2, 3, "%02x", md[i]);
+    gw_hex_encode(md, sizeof(md), out);
 }
 
 void gw_crypto_random(void *buf, size_t len)
@@ -96,79 +98,34 @@ const cn_host_t gw_crypto_host = {gw_crypto_hmac_sha256, gw_crypto_equal};
 #define SEAL_NONCE_LEN 12
 #define SEAL_TAG_LEN 16
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static int b64_value(int c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], char *err, size_t errlen)
+int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], gw_err_t *err)
 {
     static const char help[] = "32 random bytes written as 44 base64 characters or 64 hex digits, e.g. the output "
                                "of `openssl rand -base64 32`";
-    size_t len = secret_key != NULL ? strlen(secret_key) : 0;
+    size_t len = secret_key != NULL ? strlen(secret_key) : 0, n = 0;
     unsigned char key[GW_CRYPTO_KEY_LEN];
-    if (len == 0) {
-        snprintf(err, errlen, "SETTLED_SECRET_KEY: required to store provider tokens encrypted (%s)", help);
-        return -1;
-    }
+    if (len == 0)
+        return gw_err_set(err, gw_err_config_invalid, 500,
+                          "SETTLED_SECRET_KEY: required to store provider tokens encrypted (%s)", help);
     if (len == 64) {
-        for (size_t i = 0; i != GW_CRYPTO_KEY_LEN; ++i) {
-            int hi = hex_value((unsigned char)secret_key[2 * i]), lo = hex_value((unsigned char)secret_key[2 * i + 1]);
-            if (hi < 0 || lo < 0)
-                goto bad;
-            key[i] = (unsigned char)(hi << 4 | lo);
-        }
+        if (gw_hex_decode(secret_key, len, key) != 0)
+            goto Bad;
     } else if (len == 44 && secret_key[43] == '=') {
-        /* 43 characters carry 258 bits: 32 bytes and 2 bits that must be zero */
-        unsigned long acc = 0;
-        int bits = 0;
-        size_t n = 0;
-        for (size_t i = 0; i != 43; ++i) {
-            int v = b64_value((unsigned char)secret_key[i]);
-            if (v < 0)
-                goto bad;
-            acc = (acc << 6 | (unsigned long)v) & 0xffffff;
-            bits += 6;
-            if (bits >= 8) {
-                bits -= 8;
-                key[n++] = (unsigned char)(acc >> bits);
-            }
-        }
-        if ((acc & ((1ul << bits) - 1)) != 0)
-            goto bad;
+        /* 43 characters carry 258 bits: 32 bytes and 2 bits that must be zero (the decoder checks them) */
+        if (gw_base64_decode(secret_key, len, GW_BASE64_ANY, key, sizeof(key), &n) != 0 || n != sizeof(key))
+            goto Bad;
     } else {
-        snprintf(err, errlen, "SETTLED_SECRET_KEY: must be %s (the value has %zu characters)", help, len);
-        return -1;
+        return gw_err_set(err, gw_err_config_invalid, 500,
+                          "SETTLED_SECRET_KEY: must be %s (the value has %zu characters)", help, len);
     }
     memcpy(out, key, sizeof(key));
     OPENSSL_cleanse(key, sizeof(key));
     return 0;
-bad:
+Bad:
     OPENSSL_cleanse(key, sizeof(key));
-    snprintf(err, errlen, "SETTLED_SECRET_KEY: must be %s (the value has %zu characters, not all of them valid)", help,
-             len);
-    return -1;
+    return gw_err_set(err, gw_err_config_invalid, 500,
+                      "SETTLED_SECRET_KEY: must be %s (the value has %zu characters, not all of them valid)", help,
+                      len);
 }
 
 int gw_crypto_seal(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *plain, size_t len, const void *aad,
@@ -236,4 +193,185 @@ out:
     if (ret != 0 && ctlen != 0)
         OPENSSL_cleanse(out, ctlen);
     return ret;
+}
+
+/* ---- the codec ---- */
+
+static const char hex_lower[] = "0123456789abcdef";
+static const char hex_upper[] = "0123456789ABCDEF";
+
+/* The value of a hex digit (either case), or -1. */
+static int hex_digit(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20; /* 'A'..'F' to 'a'..'f'; no other character becomes one */
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+void gw_hex_encode(const void *in, size_t len, char *out)
+{
+    const unsigned char *p = in;
+    for (size_t i = 0; i != len; ++i) {
+        out[2 * i] = hex_lower[p[i] >> 4];
+        out[2 * i + 1] = hex_lower[p[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+int gw_hex_decode(const char *in, size_t len, void *out)
+{
+    unsigned char *o = out;
+    if (len % 2 != 0) {
+        memset(o, 0, len / 2);
+        return -1;
+    }
+    for (size_t i = 0; i != len / 2; ++i) {
+        int hi = hex_digit((unsigned char)in[2 * i]), lo = hex_digit((unsigned char)in[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            OPENSSL_cleanse(o, len / 2);
+            return -1;
+        }
+        o[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t gw_base64_encode(const void *in, size_t len, int flags, char *out)
+{
+    const unsigned char *p = in;
+    const char *abc = (flags & GW_BASE64_URL) != 0 ? b64_url : b64_std;
+    bool pad = (flags & GW_BASE64_NOPAD) == 0;
+    size_t o = 0, i = 0;
+    for (; len - i >= 3; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = abc[v >> 6 & 63];
+        out[o++] = abc[v & 63];
+    }
+    if (len - i != 0) {
+        uint32_t v = (uint32_t)p[i] << 16 | (len - i == 2 ? (uint32_t)p[i + 1] << 8 : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        if (len - i == 2)
+            out[o++] = abc[v >> 6 & 63];
+        else if (pad)
+            out[o++] = '=';
+        if (pad)
+            out[o++] = '=';
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* The value of base64 character c in the alphabets flags allow, or -1. */
+static int b64_digit(unsigned char c, int flags)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    bool std = (flags & GW_BASE64_ANY) != 0 || (flags & GW_BASE64_URL) == 0;
+    bool url = (flags & (GW_BASE64_ANY | GW_BASE64_URL)) != 0;
+    if ((c == '+' && std) || (c == '-' && url))
+        return 62;
+    if ((c == '/' && std) || (c == '_' && url))
+        return 63;
+    return -1;
+}
+
+int gw_base64_decode(const char *in, size_t len, int flags, void *out, size_t outcap, size_t *outlen)
+{
+    unsigned char *o = out;
+    size_t data = len, n = 0;
+    *outlen = 0;
+    if ((flags & GW_BASE64_NOPAD) == 0) {
+        if (len % 4 != 0)
+            return -1;
+        /* one '=' after 3 characters of the last group, two after 2 */
+        if (data != 0 && in[data - 1] == '=')
+            --data;
+        if (data != 0 && in[data - 1] == '=' && data % 4 == 3)
+            --data;
+        if (data % 4 != (len - data == 0 ? 0 : 4 - (len - data)))
+            return -1;
+    }
+    if (data % 4 == 1 || data / 4 * 3 + (data % 4 != 0 ? data % 4 - 1 : 0) > outcap)
+        return -1;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i != data; ++i) {
+        int v = b64_digit((unsigned char)in[i], flags);
+        if (v < 0)
+            goto Bad;
+        acc = (acc << 6 | (uint32_t)v) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            o[n++] = (unsigned char)(acc >> bits);
+        }
+    }
+    if ((acc & ((1u << bits) - 1)) != 0) /* the spare bits of the last character */
+        goto Bad;
+    *outlen = n;
+    return 0;
+Bad:
+    if (n != 0)
+        OPENSSL_cleanse(o, n);
+    return -1;
+}
+
+size_t gw_percent_encode(const void *in, size_t len, char *out)
+{
+    const unsigned char *p = in;
+    size_t o = 0;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = p[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+            c == '_' || c == '~') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex_upper[c >> 4];
+            out[o++] = hex_upper[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
+int gw_percent_decode(const char *in, size_t len, int flags, char *out, size_t *outlen)
+{
+    size_t o = 0;
+    *outlen = 0;
+    for (size_t i = 0; i != len; ++i) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '%') {
+            int hi, lo;
+            if (len - i < 3 || (hi = hex_digit((unsigned char)in[i + 1])) < 0 ||
+                (lo = hex_digit((unsigned char)in[i + 2])) < 0)
+                goto Bad;
+            c = (unsigned char)(hi << 4 | lo);
+            i += 2;
+        } else if (c == '+' && (flags & GW_PERCENT_PLUS_SPACE) != 0) {
+            c = ' ';
+        }
+        if (c == '\0')
+            goto Bad;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    *outlen = o;
+    return 0;
+Bad:
+    OPENSSL_cleanse(out, o + 1);
+    return -1;
 }

@@ -1,11 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* crypto.h: the only place OpenSSL's MACs, digests and comparisons are called from. */
+/*
+ * crypto.h: the only place OpenSSL's MACs, digests and comparisons are called from, and the one codec of the
+ * gateway: hex, base64 (RFC 4648) and percent-encoding (RFC 3986). Every codec function is exact: a decoder refuses
+ * any input that its encoder would not have written (a bad character, a wrong length, stray padding, non-zero
+ * spare bits), so a value has one spelling and a MAC or a key is never read from a lenient parse.
+ */
 #ifndef GW_CRYPTO_H
 #define GW_CRYPTO_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include "connector.h"
+#include "err.h"
 
 /* HMAC-SHA256 over the concatenation of parts, using a per-thread pre-fetched EVP_MAC context.
  * Returns 0, or -1 if OpenSSL fails (the caller rejects the request). */
@@ -31,10 +37,10 @@ extern const cn_host_t gw_crypto_host;
 #define GW_CRYPTO_SEAL_OVERHEAD 29 /* version + nonce + tag */
 
 /* Parses SETTLED_SECRET_KEY: 32 bytes written as 44 base64 characters (standard or URL-safe alphabet,
- * one '=' of padding) or as 64 hex digits. Returns 0 with the key in out, or -1 with a message in err
- * that names SETTLED_SECRET_KEY and never contains the value. */
-__attribute__((warn_unused_result)) int
-gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN], char *err, size_t errlen);
+ * one '=' of padding) or as 64 hex digits. Returns 0 with the key in out, or -1 with err set to
+ * gw_err_config_invalid (500) and a detail that names SETTLED_SECRET_KEY and never contains the value. */
+GW_MUSTCHECK int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYPTO_KEY_LEN],
+                                            gw_err_t *err);
 /* Seals len bytes of plain (and authenticates aadlen bytes of aad, which may be NULL when aadlen is 0)
  * into out, which must have room for len + GW_CRYPTO_SEAL_OVERHEAD bytes; a fresh random nonce is used
  * for every message. Returns 0, or -1 if OpenSSL fails. */
@@ -46,5 +52,47 @@ __attribute__((warn_unused_result)) int gw_crypto_seal(const unsigned char key[G
 __attribute__((warn_unused_result)) int gw_crypto_open(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *sealed,
                                                        size_t len, const void *aad, size_t aadlen, unsigned char *out,
                                                        size_t *outlen);
+
+/* ---- hex ---- */
+
+/* Writes len bytes of in as 2 * len lower-case hex digits and a NUL into out (room for 2 * len + 1 bytes). */
+void gw_hex_encode(const void *in, size_t len, char *out);
+/* Decodes len hex digits of in (either case; in need not be NUL-terminated) into len / 2 bytes at out. Returns
+ * 0, or -1 if len is odd or a character is not a hex digit; out is then all zeros. */
+GW_MUSTCHECK int gw_hex_decode(const char *in, size_t len, void *out);
+
+/* ---- base64 (RFC 4648 sections 4 and 5) ---- */
+
+#define GW_BASE64_URL 0x1   /* the URL-safe alphabet ('-' and '_' for 62 and 63) instead of '+' and '/' */
+#define GW_BASE64_NOPAD 0x2 /* no '=': the encoder writes none, the decoder refuses any */
+#define GW_BASE64_ANY 0x4   /* decoder only: either alphabet, even mixed (for values people paste) */
+/* The room gw_base64_encode needs for len bytes, the NUL included (enough with or without padding). */
+#define GW_BASE64_ENCODED_SIZE(len) (((len) + 2) / 3 * 4 + 1)
+
+/* Writes len bytes of in as base64 text and a NUL into out (GW_BASE64_ENCODED_SIZE(len) bytes), in the
+ * alphabet and with the padding flags ask for. Returns the length of the text. */
+size_t gw_base64_encode(const void *in, size_t len, int flags, char *out);
+/* Decodes len characters of base64 text (in need not be NUL-terminated) into out, which has room for outcap
+ * bytes, and sets *outlen. Without GW_BASE64_NOPAD the text must be padded to a multiple of 4 characters; with
+ * it, it must have no '='. Returns 0, or -1 if a character is outside the alphabet (whitespace and NUL
+ * included), the length or the padding is wrong, the spare bits of the last character are not zero, or the
+ * bytes would not fit in outcap; out then holds zeros where anything was written and *outlen is 0. */
+GW_MUSTCHECK int gw_base64_decode(const char *in, size_t len, int flags, void *out, size_t outcap, size_t *outlen);
+
+/* ---- percent-encoding (RFC 3986) ---- */
+
+/* The room gw_percent_encode needs for len bytes, the NUL included. */
+#define GW_PERCENT_ENCODED_SIZE(len) ((len)*3 + 1)
+/* Writes len bytes of in percent-encoded and a NUL into out (GW_PERCENT_ENCODED_SIZE(len) bytes): the unreserved
+ * characters (ALPHA / DIGIT / "-" / "." / "_" / "~") stay, every other byte becomes %XX in upper-case hex (a space
+ * too, never '+'), so the text is safe in a query string and a form body alike. Returns its length. */
+size_t gw_percent_encode(const void *in, size_t len, char *out);
+
+#define GW_PERCENT_PLUS_SPACE 0x1 /* decode '+' as a space (application/x-www-form-urlencoded, query strings) */
+/* Decodes len characters of percent-encoded text (in need not be NUL-terminated) into out, which has room for
+ * len + 1 bytes, NUL-terminates it and sets *outlen (never more than len). Returns 0, or -1 if a '%' is not
+ * followed by two hex digits or the result would contain a NUL byte (%00 or a literal one: a decoded value is
+ * safe to use as a C string); out then holds zeros where anything was written and *outlen is 0. */
+GW_MUSTCHECK int gw_percent_decode(const char *in, size_t len, int flags, char *out, size_t *outlen);
 
 #endif

@@ -74,7 +74,7 @@ def env(db, **extra):
 
 def check_wired(stderr):
     if "unknown command: connect" in stderr or "unknown argument: xero" in stderr:
-        raise h.Failure("this settled has no `connect` command: gateway/main.c must call gw_xero_cli")
+        raise h.Failure("this settled has no `connect` command: main.c must call gw_cli_connect (gateway/cli.c)")
 
 
 def connect(db, *args, extra_env=None, secrets=()):

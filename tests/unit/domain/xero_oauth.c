@@ -2,7 +2,10 @@
 /*
  * Tests of gateway/domain/xero_oauth.c that need no network or database: the signed state of an authorization
  * request (round trip; refused when altered, expired, too far in the future, or signed with another
- * key), RFC 3986 percent-encoding, and the authorize URL with the settings it needs.
+ * key), the authorize URL (percent-encoded by the codec of infra/crypto.c) with the settings it needs, the
+ * settings check the command line runs first, the summary line of a connection, and the error every failure
+ * carries (xero_connect_failed, 502: what the callback answers). The network and database paths are covered
+ * end to end by tests/integration/test_xero_oauth.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -108,27 +111,6 @@ static void test_state_refuses_another_key(void **state)
     assert_int_equal(gw_xero_state_check(key2, st, 1700000000, &org), 0);
 }
 
-static void expect_encoded(const char *in, size_t len, const char *want)
-{
-    char *got = gw_xero_percent_encode(in, len);
-    assert_string_equal(got, want);
-    free(got);
-}
-
-static void test_percent_encode(void **state)
-{
-    expect_encoded("", 0, "");
-    expect_encoded("AZaz09-._~", 10, "AZaz09-._~"); /* unreserved stay */
-    expect_encoded("a b", 3, "a%20b");              /* never '+' */
-    expect_encoded("a+b", 3, "a%2Bb");
-    expect_encoded(":/?#[]@!$&'()*,;=%", 18, "%3A%2F%3F%23%5B%5D%40%21%24%26%27%28%29%2A%2C%3B%3D%25");
-    expect_encoded("\xc3\xa9", 2, "%C3%A9"); /* UTF-8 bytes, upper-case hex */
-    expect_encoded("a\0b", 3, "a%00b");      /* len, not the NUL, ends the input */
-    expect_encoded("\x7f\x80\xff", 3, "%7F%80%FF");
-    expect_encoded("https://example.com/v1/xero/callback?x=1", 40,
-                   "https%3A%2F%2Fexample.com%2Fv1%2Fxero%2Fcallback%3Fx%3D1");
-}
-
 /* The value of query parameter name in url, percent-decoded (malloc'd), or NULL. */
 static char *query_param(const char *url, const char *name)
 {
@@ -178,10 +160,10 @@ static void expect_param(const char *url, const char *name, const char *want)
 static void test_authorize_url(void **state)
 {
     gw_config_t cfg = url_config();
-    char err[300] = "";
-    char *url = gw_xero_authorize_url(&cfg, 9, err, sizeof(err));
+    gw_err_t err = GW_ERR_INIT;
+    char *url = gw_xero_authorize_url(&cfg, 9, &err);
     if (url == NULL)
-        fail_msg("%s", err);
+        fail_msg("%s", err.detail);
     const char prefix[] = "https://login.xero.com/identity/connect/authorize?";
     assert_memory_equal(url, prefix, sizeof(prefix) - 1);
     assert_null(strchr(url, ' '));
@@ -200,21 +182,31 @@ static void test_authorize_url(void **state)
 
     /* a configured login base, with a trailing slash */
     cfg.xero_login_base = "http://127.0.0.1:9999/";
-    url = gw_xero_authorize_url(&cfg, 9, err, sizeof(err));
+    url = gw_xero_authorize_url(&cfg, 9, &err);
     assert_non_null(url);
     const char mock[] = "http://127.0.0.1:9999/identity/connect/authorize?response_type=code&client_id=CLIENT-ID-1&";
     assert_memory_equal(url, mock, sizeof(mock) - 1);
     free(url);
 }
 
+/* err is the error of a failure of this module: the code the callback answers with, and a detail naming want. */
+static void expect_failure(const gw_err_t *err, const char *want)
+{
+    if (err->code != gw_err_xero_connect_failed)
+        fail_msg("code %s, expected xero_connect_failed (detail: %s)", err->code != NULL ? err->code : "(none)",
+                 err->detail);
+    assert_int_equal(err->status, 502);
+    if (strstr(err->detail, want) == NULL)
+        fail_msg("the error does not say \"%s\": %s", want, err->detail);
+}
+
 static void expect_url_error(gw_config_t cfg, const char *key_name)
 {
-    char err[300] = "";
-    char *url = gw_xero_authorize_url(&cfg, 1, err, sizeof(err));
+    gw_err_t err = GW_ERR_INIT;
+    char *url = gw_xero_authorize_url(&cfg, 1, &err);
     if (url != NULL)
         fail_msg("a URL was built without %s: %s", key_name, url);
-    if (strstr(err, key_name) == NULL)
-        fail_msg("the error does not name %s: %s", key_name, err);
+    expect_failure(&err, key_name);
 }
 
 static void test_authorize_url_names_missing_settings(void **state)
@@ -234,9 +226,12 @@ static void test_authorize_url_names_missing_settings(void **state)
     cfg = url_config();
     cfg.secret_key = "too-short-secret-key-value";
     expect_url_error(cfg, "SETTLED_SECRET_KEY");
-    char err[300];
-    assert_null(gw_xero_authorize_url(&cfg, 1, err, sizeof(err)));
-    assert_null(strstr(err, "too-short-secret-key-value"));
+    gw_err_t err = GW_ERR_INIT;
+    assert_null(gw_xero_authorize_url(&cfg, 1, &err));
+    assert_null(strstr(err.detail, "too-short-secret-key-value"));
+    cfg = url_config();
+    cfg.xero_scopes = "";
+    expect_url_error(cfg, "SETTLED_XERO_SCOPES");
 }
 
 /* The token calls refuse to run without their settings, before any network or database use. */
@@ -244,30 +239,115 @@ static void test_token_calls_name_missing_settings(void **state)
 {
     gw_config_t cfg = url_config();
     cfg.xero_client_secret = NULL;
-    char err[300] = "", summary[100];
-    assert_int_equal(gw_xero_connect_refresh_token(NULL, &cfg, 1, "token", NULL, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "SETTLED_XERO_CLIENT_SECRET"));
-    err[0] = '\0';
-    assert_int_equal(
-        gw_xero_complete_authorization(NULL, &cfg, "code", "state", summary, sizeof(summary), err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "SETTLED_XERO_CLIENT_SECRET"));
+    gw_err_t err = GW_ERR_INIT;
+    gw_xero_connection_t c = {.token_id = 99};
+    assert_int_equal(gw_xero_connect_refresh_token(NULL, &cfg, 1, "token", &c, &err), -1);
+    expect_failure(&err, "SETTLED_XERO_CLIENT_SECRET");
+    assert_int_equal(c.token_id, 0); /* emptied, so freeing it is safe */
+    assert_int_equal(c.tenants.n, 0);
+    gw_xero_connection_free(&c);
+    gw_err_clear(&err);
+    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "code", "state", &c, &err), -1);
+    expect_failure(&err, "SETTLED_XERO_CLIENT_SECRET");
     cfg = url_config();
     cfg.xero_client_secret = "s3cret";
     cfg.secret_key = NULL;
-    err[0] = '\0';
-    assert_int_equal(gw_xero_connect_refresh_token(NULL, &cfg, 1, "token", NULL, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "SETTLED_SECRET_KEY"));
-    char *token = (char *)"unchanged";
-    err[0] = '\0';
-    assert_int_equal(gw_xero_access_token(NULL, &cfg, 1, false, &token, err, sizeof(err)), -1);
+    gw_err_clear(&err);
+    assert_int_equal(gw_xero_connect_refresh_token(NULL, &cfg, 1, "token", &c, &err), -1);
+    expect_failure(&err, "SETTLED_SECRET_KEY");
+    gw_err_clear(&err);
+    assert_int_equal(gw_xero_connect_refresh_token(NULL, &cfg, 1, "", &c, &err), -1);
+    expect_failure(&err, "the refresh token is empty");
+    char *token = (char *)"unchanged", msg[300] = "";
+    assert_int_equal(gw_xero_access_token(NULL, &cfg, 1, false, &token, msg, sizeof(msg)), -1);
     assert_null(token);
-    assert_non_null(strstr(err, "SETTLED_SECRET_KEY"));
+    assert_non_null(strstr(msg, "SETTLED_SECRET_KEY"));
     /* a bad state is refused before the code is exchanged */
     cfg.secret_key = (char *)key1_hex;
-    err[0] = '\0';
-    assert_int_equal(
-        gw_xero_complete_authorization(NULL, &cfg, "code", "forged", summary, sizeof(summary), err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "expired"));
+    gw_err_clear(&err);
+    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "code", "forged", &c, &err), -1);
+    expect_failure(&err, "invalid or has expired");
+    /* so is a good state without a code */
+    char st[GW_XERO_STATE_MAX];
+    assert_int_equal(gw_xero_state_make(key1, 5, (int64_t)time(NULL), st, sizeof(st)), 0);
+    gw_err_clear(&err);
+    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "", st, &c, &err), -1);
+    expect_failure(&err, "no authorization code");
+}
+
+/* The command line names the first missing setting of what it is about to do, in a fixed order. */
+static void test_settings_check(void **state)
+{
+    gw_config_t cfg = url_config();
+    cfg.xero_client_secret = "s3cret";
+    gw_err_t err = GW_ERR_INIT;
+    assert_int_equal(gw_xero_settings_check(&cfg, GW_XERO_NEED_CLIENT | GW_XERO_NEED_REDIRECT, &err), 0);
+    assert_int_equal(gw_xero_settings_check(&cfg, 0, &err), 0);
+    assert_null(err.code);
+
+    static const struct {
+        int needs;
+        const char *unset; /* the setting removed */
+        const char *named; /* NULL: still fine */
+    } cases[] = {
+        {0, "client_id", NULL},
+        {0, "client_secret", NULL},
+        {0, "redirect_uri", NULL},
+        {0, "secret_key", "SETTLED_SECRET_KEY"},
+        {GW_XERO_NEED_CLIENT, "client_id", "SETTLED_XERO_CLIENT_ID: required to connect Xero (the client id"},
+        {GW_XERO_NEED_CLIENT, "client_secret", "SETTLED_XERO_CLIENT_SECRET: required to connect Xero (the client"},
+        {GW_XERO_NEED_CLIENT, "redirect_uri", NULL},
+        {GW_XERO_NEED_CLIENT, "secret_key", "SETTLED_SECRET_KEY"},
+        {GW_XERO_NEED_REDIRECT, "client_id", "SETTLED_XERO_CLIENT_ID: required to connect Xero"},
+        {GW_XERO_NEED_REDIRECT, "client_secret", NULL},
+        {GW_XERO_NEED_REDIRECT, "redirect_uri", "SETTLED_XERO_REDIRECT_URI: required to connect Xero (where Xero"},
+        /* the key comes before the redirect settings, the client credentials before the key */
+        {GW_XERO_NEED_REDIRECT, "secret_key+redirect_uri", "SETTLED_SECRET_KEY"},
+        {GW_XERO_NEED_CLIENT, "client_secret+secret_key", "SETTLED_XERO_CLIENT_SECRET"},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        gw_config_t c = cfg;
+        if (strstr(cases[i].unset, "client_id") != NULL)
+            c.xero_client_id = NULL;
+        if (strstr(cases[i].unset, "client_secret") != NULL)
+            c.xero_client_secret = "";
+        if (strstr(cases[i].unset, "redirect_uri") != NULL)
+            c.xero_redirect_uri = NULL;
+        if (strstr(cases[i].unset, "secret_key") != NULL)
+            c.secret_key = NULL;
+        gw_err_clear(&err);
+        int rc = gw_xero_settings_check(&c, cases[i].needs, &err);
+        if (cases[i].named == NULL) {
+            if (rc != 0)
+                fail_msg("case %zu (needs %d, without %s) failed: %s", i, cases[i].needs, cases[i].unset, err.detail);
+            continue;
+        }
+        if (rc != -1)
+            fail_msg("case %zu (needs %d, without %s) passed", i, cases[i].needs, cases[i].unset);
+        expect_failure(&err, cases[i].named);
+    }
+}
+
+static void test_connection_summary(void **state)
+{
+    gw_xero_tenant_t list[] = {{(char *)"0b5b8c4e-0000-4000-8000-000000000001", (char *)"Org One", NULL},
+                               {(char *)"0b5b8c4e-0000-4000-8000-000000000002", (char *)"Org Two", NULL}};
+    gw_xero_connection_t c = {.organisation_id = 3, .token_id = 17, .tenants = {list, 2, NULL}};
+    char out[128];
+    gw_xero_connection_summary(&c, out, sizeof(out));
+    assert_string_equal(out, "Connected Xero (token set 17): Org One, Org Two");
+    c.tenants.n = 1;
+    gw_xero_connection_summary(&c, out, sizeof(out));
+    assert_string_equal(out, "Connected Xero (token set 17): Org One");
+    /* a short buffer truncates, NUL-terminated, without writing past it */
+    char small[40];
+    memset(small, 'x', sizeof(small));
+    c.tenants.n = 2;
+    gw_xero_connection_summary(&c, small, 36);
+    assert_string_equal(small, "Connected Xero (token set 17): Org ");
+    assert_int_equal(small[36], 'x');
+    gw_xero_connection_summary(&c, small, 10);
+    assert_string_equal(small, "Connected");
 }
 
 int main(void)
@@ -277,10 +357,11 @@ int main(void)
         cmocka_unit_test(test_state_expires),
         cmocka_unit_test(test_state_refuses_tampering),
         cmocka_unit_test(test_state_refuses_another_key),
-        cmocka_unit_test(test_percent_encode),
         cmocka_unit_test(test_authorize_url),
         cmocka_unit_test(test_authorize_url_names_missing_settings),
         cmocka_unit_test(test_token_calls_name_missing_settings),
+        cmocka_unit_test(test_settings_check),
+        cmocka_unit_test(test_connection_summary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+/* cli.c: `settled connect` and `settled sync`: their flags, their output and their exit codes, over the domain. */
+#include "cli.h"
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "crypto.h"
+#include "db.h"
+#include "http_client.h"
+#include "mem.h"
+#include "orgs.h"
+#include "quota.h"
+#include "sync.h"
+#include "xero_oauth.h"
+
+/* ---- small helpers ---- */
+
+static bool is_set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* Frees a string that held a secret, wiping it first. */
+static void free_secret(char *s)
+{
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+/* Reads one line from in (the refresh token), without its line end or trailing spaces. Returns it malloc'd, or NULL
+ * at the end of the input. */
+static char *read_line(FILE *in)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, in);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+        line[--n] = '\0';
+    return line;
+}
+
+/* Finds query parameter name in url (the first one; the query ends at a '#') and percent-decodes its value ('+' is
+ * a space) into *out (malloc'd). Returns 0, 1 if there is none (*out is then NULL), or -1 if its value is not
+ * validly percent-encoded or holds a NUL (*out is then NULL). */
+static int query_value(const char *url, const char *name, char **out)
+{
+    const char *q = strchr(url, '?');
+    size_t nlen = strlen(name);
+    *out = NULL;
+    while (q != NULL) {
+        ++q;
+        size_t len = strcspn(q, "&#");
+        if (len > nlen && strncmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            size_t vlen = len - nlen - 1, n = 0;
+            char *v = gw_xmalloc(vlen + 1);
+            if (gw_percent_decode(q + nlen + 1, vlen, GW_PERCENT_PLUS_SPACE, v, &n) != 0) {
+                free(v);
+                return -1;
+            }
+            *out = v;
+            return 0;
+        }
+        q = q[len] == '&' ? q + len : NULL;
+    }
+    return 1;
+}
+
+/* ---- settled connect ---- */
+
+static void connect_usage(FILE *out)
+{
+    fprintf(out, "usage: settled connect xero --refresh-token TOKEN|- [--organisation SLUG]\n"
+                 "       settled connect xero --authorize [--organisation SLUG]\n"
+                 "       settled connect xero --callback URL\n"
+                 "       settled connect xero --check [--force-refresh] [--organisation SLUG]\n"
+                 "\n"
+                 "  --refresh-token  connect with an existing refresh token (it is used once and retired);\n"
+                 "                   '-' reads it from standard input, which keeps it out of `ps` and shell history\n"
+                 "  --authorize      print the URL an administrator opens to connect Xero\n"
+                 "  --callback       finish that connection with the address Xero redirected the browser to\n"
+                 "                   (for when SETTLED_XERO_REDIRECT_URI does not reach a running settled)\n"
+                 "  --check          get a working access token for every Xero token set of the organisation\n"
+                 "                   (refreshing it when needed; --force-refresh always) and list its tenants\n"
+                 "  --organisation   the organisation's slug (default SETTLED_ORGANISATION); created if missing\n");
+}
+
+static void print_tenants(const gw_xero_tenants_t *tenants)
+{
+    for (size_t i = 0; i != tenants->n; ++i)
+        printf("  %s  %s\n", tenants->list[i].tenant_id, tenants->list[i].name);
+}
+
+/* --refresh-token: connects with an existing refresh token. */
+static int connect_refresh_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, const char *refresh_token)
+{
+    gw_xero_connection_t c;
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_xero_connect_refresh_token(s, cfg, org_id, refresh_token, &c, &err) != 0) {
+        fprintf(stderr, "settled: %s\n", err.detail);
+        return 1;
+    }
+    printf("xero token set %lld stored for organisation %lld; tenants:\n", (long long)c.token_id,
+           (long long)c.organisation_id);
+    print_tenants(&c.tenants);
+    gw_xero_connection_free(&c);
+    return 0;
+}
+
+/* --callback: completes an authorization from the address Xero redirected the browser to. */
+static int connect_callback(gw_dbs_t *s, const gw_config_t *cfg, const char *url)
+{
+    char *code, *state, *error;
+    int rc_code = query_value(url, "code", &code), rc_state = query_value(url, "state", &state),
+        rc_error = query_value(url, "error", &error);
+    int ret = 1;
+    if (rc_code < 0 || rc_state < 0 || rc_error < 0) {
+        fprintf(stderr, "settled: connect xero --callback: the URL has a malformed parameter (a bad %%-escape)\n");
+    } else if (error != NULL) {
+        bool safe = strlen(error) < 64 && strspn(error, "abcdefghijklmnopqrstuvwxyz_") == strlen(error);
+        fprintf(stderr, "settled: Xero did not authorise the connection (%s)\n", safe ? error : "error");
+    } else if (code == NULL || state == NULL) {
+        fprintf(stderr, "settled: connect xero --callback: the URL has no code and state parameters\n");
+    } else {
+        gw_xero_connection_t c;
+        gw_err_t err = GW_ERR_INIT;
+        if (gw_xero_complete_authorization(s, cfg, code, state, &c, &err) != 0) {
+            fprintf(stderr, "settled: %s\n", err.detail);
+        } else {
+            char summary[512];
+            gw_xero_connection_summary(&c, summary, sizeof(summary));
+            printf("%s\n", summary);
+            gw_xero_connection_free(&c);
+            ret = 0;
+        }
+    }
+    free_secret(code);
+    free(state);
+    free(error);
+    return ret;
+}
+
+/* --check: a working access token for each token set of the organisation, proven by GET /connections. */
+static int connect_check(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, bool force)
+{
+    gw_xero_token_set_t *sets;
+    size_t n;
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_xero_token_sets(s, org_id, &sets, &n, &err) != 0) {
+        fprintf(stderr, "settled: %s\n", err.detail);
+        return 1;
+    }
+    int ret = 0;
+    if (n == 0) {
+        fprintf(stderr, "settled: organisation %lld has no Xero connection: run `settled connect xero --authorize`\n",
+                (long long)org_id);
+        ret = 1;
+    }
+    for (size_t i = 0; i != n; ++i) {
+        gw_xero_tenants_t tenants;
+        gw_err_clear(&err);
+        int rc = gw_xero_check_token_set(s, cfg, org_id, &sets[i], force, &tenants, &err);
+        if (rc != 0) {
+            printf("xero token set %lld: %s\n", (long long)sets[i].id,
+                   rc == GW_XERO_NEEDS_REAUTH ? "needs_reauth" : "error");
+            fprintf(stderr, "settled: %s\n", err.detail);
+            ret = 1;
+            continue;
+        }
+        printf("xero token set %lld: ok, %zu tenant%s\n", (long long)sets[i].id, tenants.n, tenants.n == 1 ? "" : "s");
+        print_tenants(&tenants);
+        gw_xero_tenants_free(&tenants);
+    }
+    free(sets);
+    return ret;
+}
+
+int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
+{
+    const char *refresh_arg = NULL, *callback = NULL, *slug = cfg->organisation;
+    bool authorize = false, check = false, force = false;
+    if (argc < 1 || strcmp(argv[0], "xero") != 0) {
+        fprintf(stderr, "settled: connect: unknown provider%s%s (only xero can be connected)\n", argc < 1 ? "" : ": ",
+                argc < 1 ? "" : argv[0]);
+        connect_usage(stderr);
+        return 2;
+    }
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--refresh-token") == 0 && i + 1 < argc) {
+            refresh_arg = argv[++i];
+        } else if (strcmp(argv[i], "--callback") == 0 && i + 1 < argc) {
+            callback = argv[++i];
+        } else if (strcmp(argv[i], "--organisation") == 0 && i + 1 < argc) {
+            slug = argv[++i];
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            ++i; /* read by main */
+        } else if (strcmp(argv[i], "--authorize") == 0) {
+            authorize = true;
+        } else if (strcmp(argv[i], "--check") == 0) {
+            check = true;
+        } else if (strcmp(argv[i], "--force-refresh") == 0) {
+            force = true;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            connect_usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "settled: connect xero: unknown or incomplete argument: %s\n", argv[i]);
+            connect_usage(stderr);
+            return 2;
+        }
+    }
+    if ((refresh_arg != NULL) + (callback != NULL) + authorize + check != 1 || (force && !check)) {
+        fprintf(stderr,
+                "settled: connect xero: give exactly one of --refresh-token, --authorize, --callback and --check\n");
+        connect_usage(stderr);
+        return 2;
+    }
+    if (!is_set(slug)) {
+        fprintf(stderr, "settled: SETTLED_ORGANISATION: required (or give --organisation SLUG)\n");
+        return 2;
+    }
+
+    /* every setting first, so a missing one is named before anything happens */
+    gw_err_t err = GW_ERR_INIT;
+    if (!is_set(cfg->database_url)) {
+        fprintf(stderr, "settled: SETTLED_DATABASE_URL: required to connect Xero\n");
+        return 1;
+    }
+    if (gw_xero_settings_check(
+            cfg, (authorize ? 0 : GW_XERO_NEED_CLIENT) | (authorize || callback != NULL ? GW_XERO_NEED_REDIRECT : 0),
+            &err) != 0) {
+        fprintf(stderr, "settled: %s\n", err.detail);
+        return 1;
+    }
+
+    char msg[512];
+    int64_t org_id = 0;
+    const char *slugs[] = {slug};
+    /* (a callback's organisation is the one its state names) */
+    if (gw_orgs_bootstrap(cfg, slugs, callback != NULL ? 0 : 1, &org_id, msg, sizeof(msg)) != 0) {
+        fprintf(stderr, "settled: %s\n", msg);
+        return 1;
+    }
+    if (authorize) {
+        char *url = gw_xero_authorize_url(cfg, org_id, &err);
+        if (url == NULL) {
+            fprintf(stderr, "settled: %s\n", err.detail);
+            return 1;
+        }
+        printf("Open this URL as an administrator of the Xero organisation to connect it to '%s' "
+               "(valid for %d minutes):\n%s\n",
+               slug, GW_XERO_STATE_TTL / 60, url);
+        free(url);
+        return 0;
+    }
+
+    char *refresh_token = NULL;
+    if (refresh_arg != NULL) {
+        refresh_token = strcmp(refresh_arg, "-") == 0 ? read_line(stdin) : gw_xstrdup(refresh_arg);
+        if (!is_set(refresh_token)) {
+            fprintf(stderr, "settled: connect xero: the refresh token is empty\n");
+            free_secret(refresh_token);
+            return 2;
+        }
+    }
+    gw_dbs_t *s = gw_dbs_connect(cfg->database_url, msg, sizeof(msg));
+    if (s == NULL) {
+        fprintf(stderr, "settled: %s\n", msg);
+        free_secret(refresh_token);
+        return 1;
+    }
+    gw_http_options_t opts = {.timeout_ms = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000,
+                              .connect_timeout_ms =
+                                  cfg->http_connect_timeout_ms > 0 ? cfg->http_connect_timeout_ms : 5000,
+                              .max_host_connections = 4,
+                              .max_body = 1 << 20};
+    if (gw_http_init(&opts) != 0) {
+        fprintf(stderr, "settled: cannot start the HTTP client\n");
+        gw_dbs_close(s);
+        free_secret(refresh_token);
+        return 1;
+    }
+    int ret;
+    if (check)
+        ret = connect_check(s, cfg, org_id, force);
+    else if (callback != NULL)
+        ret = connect_callback(s, cfg, callback); /* the organisation is the one the state names */
+    else
+        ret = connect_refresh_token(s, cfg, org_id, refresh_token);
+    gw_http_shutdown();
+    gw_dbs_close(s);
+    free_secret(refresh_token);
+    return ret;
+}
+
+/* ---- settled sync ---- */
+
+/* --since, as PostgreSQL reads a timestamptz, in the form Xero's If-Modified-Since takes (UTC, no zone). */
+static const char sql_since[] = "SELECT to_char($1::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')";
+
+/* "xero.invoices" -> "invoices" */
+static const char *kind_name(const char *kind)
+{
+    const char *dot = strchr(kind, '.');
+    return dot != NULL ? dot + 1 : kind;
+}
+
+int gw_cli_sync(const gw_config_t *cfg, int argc, char **argv)
+{
+    const char *since = NULL, *only_tenant = NULL;
+    if (argc < 1 || strcmp(argv[0], "xero") != 0) {
+        fprintf(stderr, "usage: settled sync xero [--since 2026-01-31T00:00:00Z] [--tenant TENANT_ID]\n");
+        return 2;
+    }
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            since = argv[++i];
+        } else if (strcmp(argv[i], "--tenant") == 0 && i + 1 < argc) {
+            only_tenant = argv[++i];
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            ++i; /* read by main */
+        } else {
+            fprintf(stderr, "settled: sync: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!is_set(cfg->database_url)) {
+        fprintf(stderr, "settled: SETTLED_DATABASE_URL: required by sync\n");
+        return 1;
+    }
+    char msg[512];
+    gw_fetch_ctx_t ctx = {.cfg = cfg};
+    if ((ctx.db = gw_dbs_connect(cfg->database_url, msg, sizeof(msg))) == NULL) {
+        fprintf(stderr, "settled: %s\n", msg);
+        return 1;
+    }
+    char since_iso[64] = "";
+    if (since != NULL) {
+        const char *p[] = {since};
+        gw_dbs_result_t *r = gw_dbs_query(ctx.db, sql_since, 1, p);
+        if (r == NULL) {
+            fprintf(stderr, "settled: sync: --since: not a timestamp (e.g. 2026-01-31T00:00:00Z)\n");
+            gw_dbs_close(ctx.db);
+            return 2;
+        }
+        snprintf(since_iso, sizeof(since_iso), "%s", gw_dbs_value(r, 0, 0));
+        gw_dbs_result_free(r);
+    }
+    if (gw_http_init_config(cfg) != 0) {
+        fprintf(stderr, "settled: cannot start the HTTP client\n");
+        gw_dbs_close(ctx.db);
+        return 1;
+    }
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_fetch_quotas_create(&ctx, &err) != 0) {
+        fprintf(stderr, "settled: %s\n", err.detail);
+        gw_http_shutdown();
+        gw_dbs_close(ctx.db);
+        return 1;
+    }
+    gw_xero_stored_tenant_t *tenants = NULL;
+    size_t n = 0;
+    int ret = 0;
+    if (gw_xero_stored_tenants(ctx.db, only_tenant, &tenants, &n, &err) != 0) {
+        fprintf(stderr, "settled: sync: %s\n", err.detail);
+        ret = 1;
+    } else if (n == 0) {
+        fprintf(stderr, "settled: sync: no connected Xero tenant%s (connect one with `settled connect xero`)\n",
+                only_tenant != NULL ? " with that id" : "");
+        ret = 1;
+    }
+    bool tty = isatty(STDERR_FILENO);
+    for (size_t i = 0; ret == 0 && i != n; ++i) {
+        const gw_xero_stored_tenant_t *t = &tenants[i];
+        gw_sync_counts_t counts[GW_SYNC_NKINDS];
+        printf("tenant %s (%s)\n", t->tenant_id, t->name);
+        fflush(stdout);
+        if (gw_sync_tenant(&ctx, t->organisation_id, t->tenant_id, t->token_id, since != NULL ? since_iso : NULL, tty,
+                           counts, msg, sizeof(msg)) != 0) {
+            fprintf(stderr, "\nsettled: sync of tenant %s failed: %s\n", t->tenant_id, msg);
+            ret = 1;
+            break;
+        }
+        for (int k = 0; k != GW_SYNC_NKINDS; ++k)
+            printf("  %-12s fetched %ld, changed %ld, unchanged %ld\n", kind_name(gw_sync_kinds[k]), counts[k].fetched,
+                   counts[k].changed, counts[k].unchanged);
+    }
+    gw_xero_stored_tenants_free(tenants, n);
+    gw_fetch_quotas_destroy(&ctx);
+    gw_http_shutdown();
+    gw_dbs_close(ctx.db);
+    return ret;
+}

@@ -129,4 +129,49 @@ void cn_base64_32_encode(const unsigned char in[32], char out[45]);
 /* Copies s into alloc as a NUL-terminated string and returns the copy with its length. */
 cn_str_t cn_strdup(const cn_alloc_t *alloc, const char *s, size_t len);
 
+/*
+ * Parsing shared by the connectors (connector.c). Every parse() is the same skeleton: the body is JSON (a repeated
+ * key refuses it), it has the provider's envelope, and each event object in it becomes one cn_event_t. A connector
+ * supplies only what is its own: which fields make an event, and how they are checked and combined.
+ */
+struct json_t; /* jansson's; only the connectors' .c files include <jansson.h> */
+
+/* What a delivery's body holds. */
+typedef enum en_cn_body_shape_t {
+    CN_BODY_EVENT,  /* one event object (Stripe) */
+    CN_BODY_EVENTS, /* an object whose "events" member is an array of event objects, maybe empty (Xero, GoCardless) */
+} cn_body_shape_t;
+
+/* Turns one event object into *out, which arrives with every field absent (base NULL). Copies what it keeps into
+ * alloc. Returns NULL, or a static sentence saying what is wrong with the event (it then refuses the delivery). */
+typedef const char *(*cn_event_parser_t)(const struct json_t *event, const cn_alloc_t *alloc, cn_event_t *out);
+
+/*
+ * Parses a verified body of the given shape, calling parse_event on each event object in order until one is refused.
+ * On success returns NULL and sets *events (allocated from alloc; NULL when *count is 0) and *count. Else returns
+ * cn_err_body_malformed (not JSON, a repeated key, not the envelope) or cn_err_event_invalid (an element of the array
+ * is not an object, or parse_event refused one), and leaves *events and *count as they were. Either way *detail, when
+ * detail is not NULL, is set to NULL or to the static sentence saying what was wrong. This is the parse() contract of
+ * cn_connector_t, so a connector's parse() is one call to it.
+ */
+__attribute__((warn_unused_result)) const char *cn_parse_events(cn_str_t body, const cn_alloc_t *alloc,
+                                                                cn_body_shape_t shape, cn_event_parser_t parse_event,
+                                                                cn_event_t **events, size_t *count,
+                                                                const char **detail);
+
+/* Whether v is a JSON string of at least one byte. */
+bool cn_json_is_nonempty_string(const struct json_t *v);
+/* Whether v is a JSON string of printable ASCII only (no space, control or non-ASCII byte), so that it makes a clean
+ * inbox key. The empty string is one; callers that need a value check cn_json_is_nonempty_string too. */
+bool cn_json_is_token(const struct json_t *v);
+/* Copies the JSON string v into alloc (see cn_strdup). v must be a string. */
+cn_str_t cn_json_copy(const cn_alloc_t *alloc, const struct json_t *v);
+/* Copies v into *out if it is a string of 1..CN_MAX_FIELD bytes; leaves *out absent (base NULL) when v is NULL, JSON
+ * null, of another type or empty. Returns 0, or -1 (with *out absent) only when v is a longer string. */
+__attribute__((warn_unused_result)) int cn_json_copy_optional(const cn_alloc_t *alloc, const struct json_t *v,
+                                                              cn_str_t *out);
+/* Joins the JSON strings parts[0..n) (n >= 1) with sep into alloc, ASCII-upper-casing part i when bit i of upper is
+ * set, and returns the NUL-terminated result with its length. */
+cn_str_t cn_json_join(const cn_alloc_t *alloc, const struct json_t *const *parts, size_t n, char sep, unsigned upper);
+
 #endif

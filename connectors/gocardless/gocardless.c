@@ -52,7 +52,7 @@ static const struct {
     {"creditors", "creditor"},
 };
 
-static const char *resource_link(json_t *resource_type)
+static const char *resource_link(const json_t *resource_type)
 {
     for (size_t i = 0; i != sizeof(resource_links) / sizeof(resource_links[0]); ++i)
         if (strcmp(json_string_value(resource_type), resource_links[i].resource_type) == 0)
@@ -60,117 +60,42 @@ static const char *resource_link(json_t *resource_type)
     return NULL;
 }
 
-static bool is_nonempty_string(json_t *v)
+/*
+ * The event type is "<resource_type>.<action>". The account is the organisation link, else the creditor link; the
+ * resource id is the link that resource_links names. Links that are absent, empty or not strings are left out.
+ */
+static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_event_t *out)
 {
-    return json_is_string(v) && json_string_length(v) != 0;
-}
-
-/* GoCardless ids (EV..., PM..., OR...) are upper-case ASCII; refusing controls, spaces and non-ASCII keeps the inbox
- * key clean. */
-static bool is_printable_token(const char *s, size_t len)
-{
-    for (size_t i = 0; i != len; ++i)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return false;
-    return true;
-}
-
-/* The fields of one event; optional ones are NULL when absent, empty or not strings. */
-typedef struct st_cn_gocardless_fields_t {
-    json_t *id, *resource_type, *action, *account, *resource;
-} cn_gocardless_fields_t;
-
-/* Checks one event and points *f at its fields. Returns NULL or the sentence saying what is wrong. */
-static const char *check_event(json_t *event, cn_gocardless_fields_t *f)
-{
-    if (!json_is_object(event))
-        return "An event is not a JSON object.";
-    f->id = json_object_get(event, "id");
-    f->resource_type = json_object_get(event, "resource_type");
-    f->action = json_object_get(event, "action");
-    if (!is_nonempty_string(f->id) || !is_nonempty_string(f->resource_type) || !is_nonempty_string(f->action))
+    const json_t *id = json_object_get(event, "id"), *resource_type = json_object_get(event, "resource_type"),
+                 *action = json_object_get(event, "action");
+    if (!cn_json_is_nonempty_string(id) || !cn_json_is_nonempty_string(resource_type) ||
+        !cn_json_is_nonempty_string(action))
         return "An event lacks one of the strings id, resource_type, action.";
-    if (json_string_length(f->id) > CN_MAX_EVENT_ID ||
-        !is_printable_token(json_string_value(f->id), json_string_length(f->id)))
+    /* GoCardless ids (EV..., PM..., OR...) are upper-case ASCII */
+    if (json_string_length(id) > CN_MAX_EVENT_ID || !cn_json_is_token(id))
         return "An event's \"id\" is longer than 255 bytes or not printable ASCII.";
-    if (json_string_length(f->resource_type) + 1 + json_string_length(f->action) > CN_MAX_FIELD)
+    if (json_string_length(resource_type) + 1 + json_string_length(action) > CN_MAX_FIELD)
         return "An event's resource_type.action is longer than 255 bytes.";
 
-    json_t *links = json_object_get(event, "links");
-    const char *link = resource_link(f->resource_type);
-    f->account = json_object_get(links, "organisation");
-    if (!is_nonempty_string(f->account))
-        f->account = json_object_get(links, "creditor");
-    if (!is_nonempty_string(f->account))
-        f->account = NULL;
-    f->resource = link != NULL ? json_object_get(links, link) : NULL;
-    if (!is_nonempty_string(f->resource))
-        f->resource = NULL;
-    if ((f->account != NULL && json_string_length(f->account) > CN_MAX_FIELD) ||
-        (f->resource != NULL && json_string_length(f->resource) > CN_MAX_FIELD))
+    const json_t *links = json_object_get(event, "links");
+    const char *link = resource_link(resource_type);
+    if (cn_json_copy_optional(alloc, json_object_get(links, "organisation"), &out->account) != 0 ||
+        (out->account.base == NULL &&
+         cn_json_copy_optional(alloc, json_object_get(links, "creditor"), &out->account) != 0) ||
+        cn_json_copy_optional(alloc, link != NULL ? json_object_get(links, link) : NULL, &out->resource_id) != 0)
         return "An event's organisation, creditor or resource link is longer than 255 bytes.";
-    return NULL;
-}
 
-static cn_str_t copy_or_absent(const cn_alloc_t *alloc, json_t *v)
-{
-    return v != NULL ? cn_strdup(alloc, json_string_value(v), json_string_length(v)) : (cn_str_t){NULL, 0};
+    const json_t *type[2] = {resource_type, action};
+    out->event_id = cn_json_copy(alloc, id);
+    out->event_type = cn_json_join(alloc, type, 2, '.', 0);
+    return NULL;
 }
 
 /* One delivery may hold several unrelated events (or none); each becomes one event, in the order sent. */
 static const char *cn_gocardless_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                                        const char **detail)
 {
-    const char *err = NULL, *why = NULL;
-    json_error_t jerr;
-    json_t *root = json_loadb(body.base != NULL ? body.base : "", body.len, JSON_REJECT_DUPLICATES, &jerr), *list;
-    cn_event_t *evs = NULL;
-    size_t n = 0;
-
-    if (root == NULL) {
-        err = cn_err_body_malformed;
-        why = "The body is not valid JSON (or repeats a key).";
-        goto Exit;
-    }
-    if (!json_is_object(root) || !json_is_array(list = json_object_get(root, "events"))) {
-        err = cn_err_body_malformed;
-        why = "The body is not a JSON object with an \"events\" array.";
-        goto Exit;
-    }
-
-    n = json_array_size(list);
-    for (size_t i = 0; i != n; ++i) {
-        cn_gocardless_fields_t f;
-        if ((why = check_event(json_array_get(list, i), &f)) != NULL) {
-            err = cn_err_event_invalid;
-            goto Exit;
-        }
-    }
-    if (n != 0) {
-        evs = alloc->alloc(alloc->ctx, n * sizeof(*evs));
-        for (size_t i = 0; i != n; ++i) {
-            cn_gocardless_fields_t f;
-            (void)check_event(json_array_get(list, i), &f); /* passed above */
-            size_t tlen = json_string_length(f.resource_type), alen = json_string_length(f.action);
-            char *type = alloc->alloc(alloc->ctx, tlen + 1 + alen + 1);
-            memcpy(type, json_string_value(f.resource_type), tlen);
-            type[tlen] = '.';
-            memcpy(type + tlen + 1, json_string_value(f.action), alen);
-            type[tlen + 1 + alen] = '\0';
-            evs[i].event_id = copy_or_absent(alloc, f.id);
-            evs[i].event_type = (cn_str_t){type, tlen + 1 + alen};
-            evs[i].account = copy_or_absent(alloc, f.account);
-            evs[i].resource_id = copy_or_absent(alloc, f.resource);
-        }
-    }
-    *events = evs;
-    *count = n;
-
-Exit:
-    if (detail != NULL)
-        *detail = why;
-    json_decref(root);
-    return err;
+    return cn_parse_events(body, alloc, CN_BODY_EVENTS, on_event, events, count, detail);
 }
 
 const cn_connector_t cn_gocardless_connector = {

@@ -135,96 +135,39 @@ static const char *cn_stripe_verify(const cn_host_t *host, const cn_verify_input
     return NULL;
 }
 
-/* Stripe's ids are ASCII letters, digits and '_'; refusing controls, spaces and non-ASCII keeps the inbox key clean. */
-static bool is_printable_token(const char *s, size_t len)
+/* "id" and "type" are required, "object" must say "event" if present, "account" (Stripe Connect) and "data.object.id"
+ * are optional. */
+static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_event_t *out)
 {
-    for (size_t i = 0; i != len; ++i)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return false;
-    return true;
+    const json_t *id = json_object_get(event, "id"), *type = json_object_get(event, "type"),
+                 *object = json_object_get(event, "object");
+    if (!cn_json_is_nonempty_string(id))
+        return "The event has no string \"id\".";
+    /* Stripe's ids are ASCII letters, digits and '_' */
+    if (json_string_length(id) > CN_MAX_EVENT_ID || !cn_json_is_token(id))
+        return "The event's \"id\" is longer than 255 bytes or not printable ASCII.";
+    if (!cn_json_is_nonempty_string(type))
+        return "The event has no string \"type\".";
+    if (json_string_length(type) > CN_MAX_FIELD)
+        return "The event's \"type\" is longer than 255 bytes.";
+    /* thin (v2) event notifications say "v2.core.event" and carry no snapshot: not what this endpoint takes */
+    if (object != NULL && !(json_is_string(object) && strcmp(json_string_value(object), "event") == 0))
+        return "The payload's \"object\" is not \"event\".";
+    if (cn_json_copy_optional(alloc, json_object_get(event, "account"), &out->account) != 0)
+        return "The event's \"account\" is longer than 255 bytes.";
+    if (cn_json_copy_optional(alloc, json_object_get(json_object_get(json_object_get(event, "data"), "object"), "id"),
+                              &out->resource_id) != 0)
+        return "The event's \"data.object.id\" is longer than 255 bytes.";
+    out->event_id = cn_json_copy(alloc, id);
+    out->event_type = cn_json_copy(alloc, type);
+    return NULL;
 }
 
-/* Copies value into *out if it is a string of 1..CN_MAX_FIELD bytes; leaves *out absent (base NULL) when value is
- * missing (NULL), null, of another type or empty. Returns -1 only when it is too long. */
-static int copy_optional(const cn_alloc_t *alloc, json_t *value, cn_str_t *out)
-{
-    *out = (cn_str_t){NULL, 0};
-    if (!json_is_string(value) || json_string_length(value) == 0)
-        return 0;
-    if (json_string_length(value) > CN_MAX_FIELD)
-        return -1;
-    *out = cn_strdup(alloc, json_string_value(value), json_string_length(value));
-    return 0;
-}
-
+/* A Stripe delivery is one event object, never a batch. */
 static const char *cn_stripe_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                                    const char **detail)
 {
-    const char *err = NULL, *why = NULL;
-    json_error_t jerr;
-    json_t *root = json_loadb(body.base != NULL ? body.base : "", body.len, JSON_REJECT_DUPLICATES, &jerr), *id, *type,
-           *object;
-    cn_event_t *ev;
-
-    if (root == NULL) {
-        err = cn_err_body_malformed;
-        why = "The body is not valid JSON (or repeats a key).";
-        goto Exit;
-    }
-    if (!json_is_object(root)) {
-        err = cn_err_body_malformed;
-        why = "The body is not a JSON object.";
-        goto Exit;
-    }
-
-    id = json_object_get(root, "id");
-    type = json_object_get(root, "type");
-    object = json_object_get(root, "object");
-    err = cn_err_event_invalid;
-    if (!json_is_string(id) || json_string_length(id) == 0) {
-        why = "The event has no string \"id\".";
-        goto Exit;
-    }
-    if (json_string_length(id) > CN_MAX_EVENT_ID ||
-        !is_printable_token(json_string_value(id), json_string_length(id))) {
-        why = "The event's \"id\" is longer than 255 bytes or not printable ASCII.";
-        goto Exit;
-    }
-    if (!json_is_string(type) || json_string_length(type) == 0) {
-        why = "The event has no string \"type\".";
-        goto Exit;
-    }
-    if (json_string_length(type) > CN_MAX_FIELD) {
-        why = "The event's \"type\" is longer than 255 bytes.";
-        goto Exit;
-    }
-    /* thin (v2) event notifications say "v2.core.event" and carry no snapshot: not what this endpoint takes */
-    if (object != NULL && !(json_is_string(object) && strcmp(json_string_value(object), "event") == 0)) {
-        why = "The payload's \"object\" is not \"event\".";
-        goto Exit;
-    }
-
-    ev = alloc->alloc(alloc->ctx, sizeof(*ev));
-    if (copy_optional(alloc, json_object_get(root, "account"), &ev->account) != 0) {
-        why = "The event's \"account\" is longer than 255 bytes.";
-        goto Exit;
-    }
-    if (copy_optional(alloc, json_object_get(json_object_get(json_object_get(root, "data"), "object"), "id"),
-                      &ev->resource_id) != 0) {
-        why = "The event's \"data.object.id\" is longer than 255 bytes.";
-        goto Exit;
-    }
-    ev->event_id = cn_strdup(alloc, json_string_value(id), json_string_length(id));
-    ev->event_type = cn_strdup(alloc, json_string_value(type), json_string_length(type));
-    err = NULL;
-    *events = ev;
-    *count = 1;
-
-Exit:
-    if (detail != NULL)
-        *detail = why;
-    json_decref(root);
-    return err;
+    return cn_parse_events(body, alloc, CN_BODY_EVENT, on_event, events, count, detail);
 }
 
 const cn_connector_t cn_stripe_connector = {

@@ -42,85 +42,9 @@ static const char *cn_xero_verify(const cn_host_t *host, const cn_verify_input_t
     return matched ? NULL : cn_err_signature_mismatch;
 }
 
-/* The required string fields of one event, in the order of the derived key. */
-typedef struct st_cn_xero_fields_t {
-    json_t *tenant, *resource, *category, *type, *date;
-} cn_xero_fields_t;
-
-static bool is_nonempty_string(json_t *v)
-{
-    return json_is_string(v) && json_string_length(v) != 0;
-}
-
-static bool has_byte(json_t *v, char c)
+static bool has_byte(const json_t *v, char c)
 {
     return memchr(json_string_value(v), c, json_string_length(v)) != NULL;
-}
-
-static void upper_ascii(char *p, size_t len)
-{
-    for (size_t i = 0; i != len; ++i)
-        if (p[i] >= 'a' && p[i] <= 'z')
-            p[i] = (char)(p[i] - 'a' + 'A');
-}
-
-/* Xero ids, enums and timestamps are printable ASCII; so must the derived key be, to be a clean inbox key. */
-static bool is_printable_token(const char *s, size_t len)
-{
-    for (size_t i = 0; i != len; ++i)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
-            return false;
-    return true;
-}
-
-/* Checks one event and points *f at its fields. Returns NULL or the sentence saying what is wrong. */
-static const char *check_event(json_t *event, cn_xero_fields_t *f)
-{
-    if (!json_is_object(event))
-        return "An event is not a JSON object.";
-    f->tenant = json_object_get(event, "tenantId");
-    f->resource = json_object_get(event, "resourceId");
-    f->category = json_object_get(event, "eventCategory");
-    f->type = json_object_get(event, "eventType");
-    f->date = json_object_get(event, "eventDateUtc");
-    if (!is_nonempty_string(f->tenant) || !is_nonempty_string(f->resource) || !is_nonempty_string(f->category) ||
-        !is_nonempty_string(f->type) || !is_nonempty_string(f->date))
-        return "An event lacks one of the strings resourceId, tenantId, eventCategory, eventType, eventDateUtc.";
-    /* only the last part of the key (the date) may contain ':', so that two different events never share a key */
-    if (has_byte(f->tenant, ':') || has_byte(f->resource, ':') || has_byte(f->category, ':') || has_byte(f->type, ':'))
-        return "An event's tenantId, resourceId, eventCategory or eventType contains ':'.";
-    size_t keylen = json_string_length(f->tenant) + json_string_length(f->resource) + json_string_length(f->category) +
-                    json_string_length(f->type) + json_string_length(f->date) + 4;
-    if (keylen > CN_MAX_EVENT_ID)
-        return "An event's derived id (tenantId:resourceId:category:type:date) is longer than 255 bytes.";
-    if (json_string_length(f->category) + json_string_length(f->type) + 1 > CN_MAX_FIELD)
-        return "An event's category and type are longer than 255 bytes.";
-    if (!is_printable_token(json_string_value(f->tenant), json_string_length(f->tenant)) ||
-        !is_printable_token(json_string_value(f->resource), json_string_length(f->resource)) ||
-        !is_printable_token(json_string_value(f->category), json_string_length(f->category)) ||
-        !is_printable_token(json_string_value(f->type), json_string_length(f->type)) ||
-        !is_printable_token(json_string_value(f->date), json_string_length(f->date)))
-        return "An event's id fields are not printable ASCII.";
-    return NULL;
-}
-
-/* Joins n strings with sep into alloc, upper-casing the parts whose bit is set in upper. */
-static cn_str_t join(const cn_alloc_t *alloc, json_t *const *parts, size_t n, char sep, unsigned upper)
-{
-    size_t len = n - 1;
-    for (size_t i = 0; i != n; ++i)
-        len += json_string_length(parts[i]);
-    char *buf = alloc->alloc(alloc->ctx, len + 1), *p = buf;
-    for (size_t i = 0; i != n; ++i) {
-        if (i != 0)
-            *p++ = sep;
-        memcpy(p, json_string_value(parts[i]), json_string_length(parts[i]));
-        if ((upper >> i & 1) != 0)
-            upper_ascii(p, json_string_length(parts[i]));
-        p += json_string_length(parts[i]);
-    }
-    *p = '\0';
-    return (cn_str_t){buf, len};
 }
 
 /*
@@ -128,54 +52,40 @@ static cn_str_t join(const cn_alloc_t *alloc, json_t *const *parts, size_t n, ch
  * upper-cased because Xero's own pages show "Update" as well as "UPDATE". The sequence numbers and entropy are not
  * checked (intent-to-receive sends sequences of 0, below the schema's minimum of 1).
  */
+static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_event_t *out)
+{
+    const json_t *tenant = json_object_get(event, "tenantId"), *resource = json_object_get(event, "resourceId"),
+                 *category = json_object_get(event, "eventCategory"), *type = json_object_get(event, "eventType"),
+                 *date = json_object_get(event, "eventDateUtc");
+    if (!cn_json_is_nonempty_string(tenant) || !cn_json_is_nonempty_string(resource) ||
+        !cn_json_is_nonempty_string(category) || !cn_json_is_nonempty_string(type) || !cn_json_is_nonempty_string(date))
+        return "An event lacks one of the strings resourceId, tenantId, eventCategory, eventType, eventDateUtc.";
+    /* only the last part of the key (the date) may contain ':', so that two different events never share a key */
+    if (has_byte(tenant, ':') || has_byte(resource, ':') || has_byte(category, ':') || has_byte(type, ':'))
+        return "An event's tenantId, resourceId, eventCategory or eventType contains ':'.";
+    size_t keylen = json_string_length(tenant) + json_string_length(resource) + json_string_length(category) +
+                    json_string_length(type) + json_string_length(date) + 4;
+    if (keylen > CN_MAX_EVENT_ID)
+        return "An event's derived id (tenantId:resourceId:category:type:date) is longer than 255 bytes.";
+    if (json_string_length(category) + json_string_length(type) + 1 > CN_MAX_FIELD)
+        return "An event's category and type are longer than 255 bytes.";
+    /* Xero ids, enums and timestamps are printable ASCII; so must the derived key be, to be a clean inbox key */
+    if (!cn_json_is_token(tenant) || !cn_json_is_token(resource) || !cn_json_is_token(category) ||
+        !cn_json_is_token(type) || !cn_json_is_token(date))
+        return "An event's id fields are not printable ASCII.";
+
+    const json_t *key[5] = {tenant, resource, category, type, date}, *event_type[2] = {category, type};
+    out->event_id = cn_json_join(alloc, key, 5, ':', 1u << 2 | 1u << 3);
+    out->event_type = cn_json_join(alloc, event_type, 2, '.', 3u);
+    out->account = cn_json_copy(alloc, tenant);
+    out->resource_id = cn_json_copy(alloc, resource);
+    return NULL;
+}
+
 static const char *cn_xero_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                                  const char **detail)
 {
-    const char *err = NULL, *why = NULL;
-    json_error_t jerr;
-    json_t *root = json_loadb(body.base != NULL ? body.base : "", body.len, JSON_REJECT_DUPLICATES, &jerr), *list;
-    cn_event_t *evs = NULL;
-    size_t n = 0;
-
-    if (root == NULL) {
-        err = cn_err_body_malformed;
-        why = "The body is not valid JSON (or repeats a key).";
-        goto Exit;
-    }
-    if (!json_is_object(root) || !json_is_array(list = json_object_get(root, "events"))) {
-        err = cn_err_body_malformed;
-        why = "The body is not a JSON object with an \"events\" array.";
-        goto Exit;
-    }
-
-    n = json_array_size(list);
-    for (size_t i = 0; i != n; ++i) {
-        cn_xero_fields_t f;
-        if ((why = check_event(json_array_get(list, i), &f)) != NULL) {
-            err = cn_err_event_invalid;
-            goto Exit;
-        }
-    }
-    if (n != 0) {
-        evs = alloc->alloc(alloc->ctx, n * sizeof(*evs));
-        for (size_t i = 0; i != n; ++i) {
-            cn_xero_fields_t f;
-            (void)check_event(json_array_get(list, i), &f); /* passed above */
-            json_t *key[5] = {f.tenant, f.resource, f.category, f.type, f.date}, *type[2] = {f.category, f.type};
-            evs[i].event_id = join(alloc, key, 5, ':', 1u << 2 | 1u << 3);
-            evs[i].event_type = join(alloc, type, 2, '.', 3u);
-            evs[i].account = cn_strdup(alloc, json_string_value(f.tenant), json_string_length(f.tenant));
-            evs[i].resource_id = cn_strdup(alloc, json_string_value(f.resource), json_string_length(f.resource));
-        }
-    }
-    *events = evs;
-    *count = n;
-
-Exit:
-    if (detail != NULL)
-        *detail = why;
-    json_decref(root);
-    return err;
+    return cn_parse_events(body, alloc, CN_BODY_EVENTS, on_event, events, count, detail);
 }
 
 /* The Xero accounting collections that events name, with the record kind the host applies. */

@@ -198,8 +198,7 @@ int gw_server_run(gw_config_t *cfg)
             return 1;
         unsigned char rnd[8];
         gw_crypto_random(rnd, sizeof(rnd));
-        for (int j = 0; j != 8; ++j)
-            snprintf(loop->request_prefix + j * 2, 3, "%02x", rnd[j]);
+        gw_hex_encode(rnd, sizeof(rnd), loop->request_prefix);
         loop->evloop = h2o_evloop_create();
         h2o_context_init(&loop->ctx, loop->evloop, &conf);
         loop->accept_ctx.ctx = &loop->ctx;

@@ -368,8 +368,10 @@ static int redis_acquire(gw_quota_t *q, gw_redis_sync_t *c, const char *tenant, 
     const char *tkeys[] = {k_blocked, k_slots, k_minute, k_day};
     const char *targs[] = {slot->_token, climit, mlimit, dlimit, window, lease, busy};
     if (gw_redis_sync_eval(c, TENANT_ACQUIRE_LUA, 4, tkeys, 7, targs, res, 3, &n, &err) != 0 || n != 3 || res[0] < 0 ||
-        res[0] > GW_QUOTA_LIMIT_DAY)
-        goto fail;
+        res[0] > GW_QUOTA_LIMIT_DAY) {
+        fail_reason(c, err, why, whylen);
+        return -1;
+    }
     if (res[0] != 0) {
         slot->limit = (enum gw_quota_limit)res[0];
         *wait_ms = res[1] > 0 ? (uint64_t)res[1] : 1;
@@ -403,9 +405,6 @@ static int redis_acquire(gw_quota_t *q, gw_redis_sync_t *c, const char *tenant, 
     }
     slot->_kind = KIND_REDIS;
     return 0;
-fail:
-    fail_reason(c, err, why, whylen);
-    return -1;
 }
 
 /* With the lock held: a block observed for the tenant or the app. */
@@ -587,8 +586,7 @@ int gw_quota_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, u
     if (c != NULL) {
         unsigned char rnd[16];
         gw_crypto_random(rnd, sizeof(rnd));
-        for (size_t i = 0; i != sizeof(rnd); ++i)
-            snprintf(slot->_token + 2 * i, 3, "%02x", rnd[i]);
+        gw_hex_encode(rnd, sizeof(rnd), slot->_token);
         char why[256];
         int rc = redis_acquire(q, c, tenant, slot, wait_ms, why, sizeof(why));
         pthread_mutex_lock(&q->lock);

@@ -183,34 +183,6 @@ typedef struct st_loader_t {
     size_t errlen;
 } loader_t;
 
-/* Memory */
-
-static void *xrealloc(void *p, size_t size)
-{
-    if ((p = realloc(p, size)) == NULL) {
-        fputs("settled: fatal: out of memory\n", stderr);
-        abort();
-    }
-    return p;
-}
-
-static char *xstrndup(const char *s, size_t len)
-{
-    char *p = xrealloc(NULL, len + 1);
-    memcpy(p, s, len);
-    p[len] = '\0';
-    return p;
-}
-
-/* Frees a string that may hold a secret, overwriting it first. */
-static void free_wiped(char *s)
-{
-    if (s != NULL) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
-
 /* Errors */
 
 /* Copies key into buf for an error message: at most GW_KEY_SHOWN bytes, non-printable bytes as '?'. */
@@ -341,7 +313,7 @@ static int classify(loader_t *l, unsigned line, const char *key, const setting_t
             continue;
         const char *suffix = key + n + 2;
         size_t len = strlen(suffix);
-        char *name = xstrndup(suffix, len);
+        char *name = gw_xstrndup(suffix, len);
         for (size_t j = 0; j != len; ++j)
             if (name[j] >= 'A' && name[j] <= 'Z')
                 name[j] = (char)(name[j] - 'A' + 'a');
@@ -411,11 +383,11 @@ static int add_entry(loader_t *l, const char *key, const char *value, size_t vle
     }
     if (l->n == l->cap) {
         l->cap = l->cap == 0 ? 16 : l->cap * 2;
-        l->entries = xrealloc(l->entries, l->cap * sizeof(*l->entries));
+        l->entries = gw_xrealloc(l->entries, l->cap * sizeof(*l->entries));
     }
     l->entries[l->n++] = (entry_t){.setting = setting,
-                                   .key = xstrndup(key, strlen(key)),
-                                   .value = xstrndup(value, vlen),
+                                   .key = gw_xstrndup(key, strlen(key)),
+                                   .value = gw_xstrndup(value, vlen),
                                    .source = source,
                                    .line = line};
     return 0;
@@ -425,7 +397,7 @@ static void loader_free(loader_t *l)
 {
     for (size_t i = 0; i != l->n; ++i) {
         free(l->entries[i].key);
-        free_wiped(l->entries[i].value);
+        gw_free_secret(l->entries[i].value);
         free(l->entries[i].source);
     }
     free(l->entries);
@@ -437,7 +409,7 @@ static int read_env(loader_t *l, char *const *envp)
         const char *kv = *envp, *eq = strchr(kv, '=');
         if (strncmp(kv, "SETTLED_", 8) != 0 || eq == NULL)
             continue;
-        char *key = xstrndup(kv, (size_t)(eq - kv));
+        char *key = gw_xstrndup(kv, (size_t)(eq - kv));
         const char *value = eq + 1;
         size_t vlen = strlen(value);
         trim(&value, &vlen);
@@ -488,7 +460,7 @@ static int read_file(loader_t *l, const char *path, bool from_env)
             goto Exit;
         }
         free(key);
-        key = xstrndup(k, klen);
+        key = gw_xstrndup(k, klen);
         if (vlen != 0 && v[0] == '"') {
             if (vlen < 2 || v[vlen - 1] != '"') {
                 fail(l, lineno, key, "the value's opening double quote is not closed at the end of the line");
@@ -624,7 +596,7 @@ static int parse_listen(const char *text, char **host, uint16_t *port)
     long long p;
     if (!is_digit(colon[1]) || parse_int(colon + 1, 1, 65535, &p) != 0)
         return -1;
-    *host = xstrndup(h, hlen);
+    *host = gw_xstrndup(h, hlen);
     *port = (uint16_t)p;
     return 0;
 }
@@ -652,7 +624,7 @@ static int parse_secrets(loader_t *l, const entry_t *e, bool list, cn_secrets_t 
     if (list)
         for (const char *p = e->value; *p != '\0'; ++p)
             count += *p == ',';
-    cn_str_t *keys = xrealloc(NULL, count * sizeof(*keys));
+    cn_str_t *keys = gw_xrealloc(NULL, count * sizeof(*keys));
     const char *p = e->value;
     size_t i = 0;
     for (; i != count; ++i) {
@@ -671,14 +643,14 @@ static int parse_secrets(loader_t *l, const entry_t *e, bool list, cn_secrets_t 
                 fail(l, e->line, e->key, "must be at most %d bytes", GW_SECRET_MAX);
             goto Error;
         }
-        keys[i] = (cn_str_t){xstrndup(item, len), len};
+        keys[i] = (cn_str_t){gw_xstrndup(item, len), len};
     }
     out->keys = keys;
     out->count = count;
     return 0;
 Error:
     while (i != 0)
-        free_wiped((char *)keys[--i].base);
+        gw_free_secret((char *)keys[--i].base);
     free(keys);
     return -1;
 }
@@ -704,7 +676,7 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
             return fail(l, line, s->name, "must be a postgresql:// URI or a key=value connection string");
         if (s->type == T_URL && !valid_url(text))
             return fail(l, line, s->name, "must be an http:// or https:// URL");
-        *(char **)field = xstrndup(text, strlen(text));
+        *(char **)field = gw_xstrndup(text, strlen(text));
         return 0;
     case T_INT:
         if (parse_int(text, s->min, s->max, &v) != 0)
@@ -738,14 +710,14 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
         if (!valid_slug(text, strlen(text)))
             return fail(l, line, s->name,
                         "must be 1 to 63 lower-case letters, digits, '_' or '-', starting with a letter or digit");
-        *(char **)field = xstrndup(text, strlen(text));
+        *(char **)field = gw_xstrndup(text, strlen(text));
         return 0;
     case T_SECRET:
         if (text[0] == '\0')
             return 0;
         if (strlen(text) > GW_SECRET_MAX)
             return fail(l, line, s->name, "must be at most %d bytes", GW_SECRET_MAX);
-        *(char **)field = xstrndup(text, strlen(text));
+        *(char **)field = gw_xstrndup(text, strlen(text));
         return 0;
     case T_WEBHOOK_KEY:
     case T_WEBHOOK_SECRETS:
@@ -775,9 +747,9 @@ static int add_source(loader_t *l, gw_config_t *cfg, const setting_t *s, const e
     cn_secrets_t secrets;
     if (parse_secrets(l, e, s->type == T_WEBHOOK_SECRETS, &secrets) != 0)
         return -1;
-    cfg->sources = xrealloc(cfg->sources, (cfg->nsources + 1) * sizeof(*cfg->sources));
+    cfg->sources = gw_xrealloc(cfg->sources, (cfg->nsources + 1) * sizeof(*cfg->sources));
     cfg->sources[cfg->nsources++] =
-        (gw_source_t){.connector = s->connector, .name = xstrndup(name, strlen(name)), .secrets = secrets};
+        (gw_source_t){.connector = s->connector, .name = gw_xstrndup(name, strlen(name)), .secrets = secrets};
     return 0;
 }
 
@@ -836,7 +808,7 @@ static int add_sources(loader_t *l, gw_config_t *cfg)
         for (size_t j = 0; j != cfg->nsources; ++j) {
             gw_source_t *src = &cfg->sources[j];
             if (strcmp(src->name, e->source) == 0) {
-                src->organisation = xstrndup(e->value, strlen(e->value));
+                src->organisation = gw_xstrndup(e->value, strlen(e->value));
                 found = true;
             }
         }
@@ -850,7 +822,7 @@ static int add_sources(loader_t *l, gw_config_t *cfg)
     }
     for (size_t i = 0; i != cfg->nsources; ++i)
         if (cfg->sources[i].organisation == NULL)
-            cfg->sources[i].organisation = xstrndup(cfg->organisation, strlen(cfg->organisation));
+            cfg->sources[i].organisation = gw_xstrndup(cfg->organisation, strlen(cfg->organisation));
 
     if (cfg->nsources > 1)
         qsort(cfg->sources, cfg->nsources, sizeof(*cfg->sources), on_compare_sources);
@@ -875,7 +847,7 @@ int gw_config_load(gw_config_t *cfg, const char *path, char *const *envp, char *
         from_env = true;
     }
     if (path != NULL) {
-        cfg->config_path = xstrndup(path, strlen(path));
+        cfg->config_path = gw_xstrndup(path, strlen(path));
         if (read_file(&l, cfg->config_path, from_env) != 0)
             goto Error;
     }
@@ -910,7 +882,7 @@ void gw_config_free(gw_config_t *cfg)
         case T_SLUG:
         case T_SECRET:
         case T_LISTEN:
-            free_wiped(*(char **)((char *)cfg + s->offset));
+            gw_free_secret(*(char **)((char *)cfg + s->offset));
             break;
         default:
             break;
@@ -921,7 +893,7 @@ void gw_config_free(gw_config_t *cfg)
         free(src->name);
         free(src->organisation);
         for (size_t j = 0; j != src->secrets.count; ++j)
-            free_wiped((char *)src->secrets.keys[j].base);
+            gw_free_secret((char *)src->secrets.keys[j].base);
         free((void *)src->secrets.keys);
     }
     free(cfg->sources);

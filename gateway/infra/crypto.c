@@ -141,17 +141,17 @@ int gw_crypto_seal(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *plain
     if (ctx == NULL)
         return -1;
     if (!EVP_EncryptInit_ex2(ctx, EVP_aes_256_gcm(), key, nonce, NULL))
-        goto out;
+        goto Exit;
     if (aadlen != 0 && !EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aadlen))
-        goto out;
+        goto Exit;
     if (len != 0 && (!EVP_EncryptUpdate(ctx, ct, &n, plain, (int)len) || (size_t)n != len))
-        goto out;
+        goto Exit;
     if (!EVP_EncryptFinal_ex(ctx, ct + len, &n) || n != 0)
-        goto out;
+        goto Exit;
     if (!EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_LEN, tag))
-        goto out;
+        goto Exit;
     ret = 0;
-out:
+Exit:
     EVP_CIPHER_CTX_free(ctx);
     return ret;
 }
@@ -177,18 +177,18 @@ int gw_crypto_open(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *seale
     if (ctx == NULL)
         return -1;
     if (!EVP_DecryptInit_ex2(ctx, EVP_aes_256_gcm(), key, nonce, NULL))
-        goto out;
+        goto Exit;
     if (aadlen != 0 && !EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aadlen))
-        goto out;
+        goto Exit;
     if (ctlen != 0 && (!EVP_DecryptUpdate(ctx, out, &n, ct, (int)ctlen) || (size_t)n != ctlen))
-        goto out;
+        goto Exit;
     if (!EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_LEN, tagcopy))
-        goto out;
+        goto Exit;
     if (EVP_DecryptFinal_ex(ctx, out + ctlen, &n) <= 0) /* the tag check */
-        goto out;
+        goto Exit;
     *outlen = ctlen;
     ret = 0;
-out:
+Exit:
     EVP_CIPHER_CTX_free(ctx);
     if (ret != 0 && ctlen != 0)
         OPENSSL_cleanse(out, ctlen);

@@ -106,7 +106,9 @@ typedef struct st_notify_state_t {
 static void send_notify(notify_state_t *ns)
 {
     ns->last_notify_at = h2o_now(ns->loop->evloop);
-    gw_db_submit(ns->loop->db, &statements[STMT_NOTIFY], NULL, 0, NULL, NULL);
+    if (gw_db_submit(ns->loop->db, &statements[STMT_NOTIFY], NULL, 0, NULL, NULL) == NULL) {
+        /* the store cannot take it now; nothing to do: workers also poll */
+    }
 }
 
 static void on_notify_timer(h2o_timeout_entry_t *entry)

@@ -16,9 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "db.h"
 
-static char url[512];
+static char url[512], schema[64];
 
 /* --- helpers: a connection of its own, outside the session under test --------------------------------------- */
 
@@ -82,7 +83,13 @@ static int setup(void **state)
     const char *base = getenv("SETTLED_TEST_PG_URL");
     if (base == NULL || *base == '\0')
         fail_msg("SETTLED_TEST_PG_URL is not set: run the tests through deploy/test.sh");
+    /* a schema of this process, first on every connection's search_path, so two runs never share a table */
+    snprintf(schema, sizeof(schema), "t_dbs_%ld", (long)getpid());
     snprintf(url, sizeof(url), "%s", base);
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", schema, schema);
+    exec_admin(sql);
+    snprintf(url, sizeof(url), "%s%soptions=-csearch_path%%3D%s", base, strchr(base, '?') != NULL ? "&" : "?", schema);
     exec_admin("DROP TABLE IF EXISTS t_dbs; CREATE TABLE t_dbs (k text PRIMARY KEY, v int NOT NULL DEFAULT 0)");
     exec_admin("DROP TABLE IF EXISTS t_dbs_deferred; "
                "CREATE TABLE t_dbs_deferred (k int, CONSTRAINT t_dbs_deferred_k UNIQUE (k) DEFERRABLE INITIALLY "
@@ -92,6 +99,14 @@ static int setup(void **state)
     exec_admin("CREATE OR REPLACE FUNCTION t_dbs_raise_until(seq regclass, lim bigint, state text) RETURNS void "
                "LANGUAGE plpgsql AS $$ BEGIN IF nextval(seq) <= lim THEN "
                "RAISE EXCEPTION 'provoked %', state USING ERRCODE = state; END IF; END $$");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", schema);
+    exec_admin(sql);
     return 0;
 }
 
@@ -593,5 +608,5 @@ int main(void)
         cmocka_unit_test_setup(test_unreachable_store, reset),
         cmocka_unit_test_setup(test_err_follows_the_sqlstate, reset),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

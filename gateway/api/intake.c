@@ -76,19 +76,22 @@ static void reply_accepted(h2o_req_t *req, const cn_connector_t *cn)
         gw_reply_json(req, cn->status_accepted, H2O_STRLIT("{\"received\":true}"));
 }
 
-/* Answers an error: bare on providers that mandate empty replies, problem+json otherwise. */
-static void reply_error(h2o_req_t *req, const cn_connector_t *cn, int status, const char *code, const char *detail)
+/* Answers err: with its status alone on providers that mandate empty replies, as problem+json otherwise. */
+static void reply_err(h2o_req_t *req, const cn_connector_t *cn, const gw_err_t *err)
 {
     if (cn->bare_replies)
-        gw_reply_empty(req, status);
+        gw_reply_empty(req, err->status);
     else
-        gw_reply_problem(req, status, code, detail);
+        gw_reply_err(req, err);
 }
 
+/* Answers a failure of the store: 503 with Retry-After, so the provider delivers again. */
 static void reply_unavailable(h2o_req_t *req, const gw_loop_t *loop, const cn_connector_t *cn)
 {
+    gw_err_t err = GW_ERR_INIT;
+    gw_err_set(&err, gw_err_store_unavailable, 503, "The event was not stored; retry later.");
     gw_reply_retry_after(req, loop->cfg->retry_after);
-    reply_error(req, cn, 503, gw_err_store_unavailable, "The event was not stored; retry later.");
+    reply_err(req, cn, &err);
 }
 
 /* Per loop: the pacing of worker wake-ups. */
@@ -106,7 +109,9 @@ typedef struct st_notify_state_t {
 static void send_notify(notify_state_t *ns)
 {
     ns->last_notify_at = h2o_now(ns->loop->evloop);
-    gw_db_submit(ns->loop->db, &statements[STMT_NOTIFY], NULL, 0, NULL, NULL);
+    if (gw_db_submit(ns->loop->db, &statements[STMT_NOTIFY], NULL, 0, NULL, NULL) == NULL) {
+        /* the store cannot take it now; nothing to do: workers also poll */
+    }
 }
 
 static void on_notify_timer(h2o_timeout_entry_t *entry)
@@ -227,11 +232,13 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
 {
     const cn_connector_t *cn = route->data;
     int64_t received_at = now_micros();
+    gw_err_t err = GW_ERR_INIT;
 
     gw_source_t *src = source.len == 0 ? gw_config_find_source(loop->cfg, cn->name, H2O_STRLIT("default"))
                                        : gw_config_find_source(loop->cfg, cn->name, source.base, source.len);
     if (src == NULL) {
-        reply_error(req, cn, 404, gw_err_source_unknown, "No webhook source of that name is configured.");
+        gw_err_set(&err, gw_err_source_unknown, 404, "No webhook source of that name is configured.");
+        reply_err(req, cn, &err);
         return 0;
     }
 
@@ -243,9 +250,10 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     ssize_t at = h2o_find_header_by_str(&req->headers, cn->signature_header, strlen(cn->signature_header), -1);
     if (at != -1)
         in.signature = (cn_str_t){req->headers.entries[at].value.base, req->headers.entries[at].value.len};
-    const char *err = cn->verify(&gw_crypto_host, &in);
-    if (err != NULL) {
-        reply_error(req, cn, cn->status_bad_signature, err, "The signature header does not verify this body.");
+    const char *code = cn->verify(&gw_crypto_host, &in);
+    if (code != NULL) {
+        gw_err_set(&err, code, cn->status_bad_signature, "The signature header does not verify this body.");
+        reply_err(req, cn, &err);
         return 0;
     }
     int64_t verified_at = now_micros();
@@ -255,8 +263,9 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     cn_event_t *events = NULL;
     size_t nevents = 0;
     const char *detail = NULL;
-    if ((err = cn->parse(in.body, &alloc, &events, &nevents, &detail)) != NULL) {
-        reply_error(req, cn, 400, err, detail);
+    if ((code = cn->parse(in.body, &alloc, &events, &nevents, &detail)) != NULL) {
+        gw_err_set(&err, code, 400, "%s", detail != NULL ? detail : ""); /* "": no detail */
+        reply_err(req, cn, &err);
         return 0;
     }
     if (nevents == 0) { /* e.g. Xero's intent-to-receive: verified, nothing to store */

@@ -9,26 +9,40 @@ const char *gw_reply_reason(int status)
     switch (status) {
     case 200:
         return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
     case 204:
         return "No Content";
     case 400:
         return "Bad Request";
     case 401:
         return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
     case 413:
         return "Payload Too Large";
-    case 502:
-        return "Bad Gateway";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
     case 498:
         return "Token Invalid";
     case 500:
         return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
     case 503:
         return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     default:
         return "Unknown";
     }
@@ -105,21 +119,32 @@ void gw_reply_retry_after(h2o_req_t *req, int seconds)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, v, (size_t)n);
 }
 
-void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail)
+/* The request id the front door stamped on the response, or an empty iovec. */
+static h2o_iovec_t request_id_of(h2o_req_t *req)
 {
-    h2o_iovec_t rid = h2o_iovec_init(NULL, 0);
     ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
-    if (i != -1)
-        rid = req->res.headers.entries[i].value;
-    h2o_iovec_t body = gw_reply_problem_body(&req->pool, status, code, detail, rid);
-    gw_reply_text(req, status, "application/problem+json", body.base, body.len);
+    return i != -1 ? req->res.headers.entries[i].value : h2o_iovec_init(NULL, 0);
+}
+
+h2o_iovec_t gw_reply_err_body(h2o_mem_pool_t *pool, const gw_err_t *err, h2o_iovec_t request_id, int *status)
+{
+    if (!gw_err_is_set(err)) {
+        *status = 500;
+        return gw_reply_problem_body(pool, 500, gw_err_internal, NULL, request_id);
+    }
+    *status = err->status >= 100 && err->status <= 599 ? err->status : 500;
+    return gw_reply_problem_body(pool, *status, err->code, err->detail[0] != '\0' ? err->detail : NULL, request_id);
 }
 
 void gw_reply_err(h2o_req_t *req, const gw_err_t *err)
 {
-    if (!gw_err_is_set(err)) {
-        gw_reply_problem(req, 500, gw_err_internal, NULL);
-        return;
-    }
-    gw_reply_problem(req, err->status, err->code, err->detail[0] != '\0' ? err->detail : NULL);
+    int status;
+    h2o_iovec_t body = gw_reply_err_body(&req->pool, err, request_id_of(req), &status);
+    gw_reply_text(req, status, "application/problem+json", body.base, body.len);
+}
+
+void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail)
+{
+    h2o_iovec_t body = gw_reply_problem_body(&req->pool, status, code, detail, request_id_of(req));
+    gw_reply_text(req, status, "application/problem+json", body.base, body.len);
 }

@@ -10,10 +10,17 @@
 #include <h2o.h>
 #include "err.h"
 
-/* Sends err as problem+json with its status, code and detail (an err without a code answers 500 internal). */
+/* Sends err as problem+json with its status, code and detail, and the request id of req (X-Request-Id of the
+ * response) when it has one. An err that is NULL or has no code answers 500 internal; one whose status is not an
+ * HTTP status answers its code with 500. The one way an error leaves settled, except the bare replies a provider
+ * mandates (gw_reply_empty with err->status). */
 void gw_reply_err(h2o_req_t *req, const gw_err_t *err);
+/* Builds the problem+json body gw_reply_err sends for err into pool, and stores the status it answers with in
+ * *status. */
+h2o_iovec_t gw_reply_err_body(h2o_mem_pool_t *pool, const gw_err_t *err, h2o_iovec_t request_id, int *status);
 
-/* Sends a problem+json reply: code is an error-code constant, detail a sentence (may be NULL). */
+/* Sends a problem+json reply: code is an error-code constant, detail a sentence (may be NULL). For callers
+ * that have no gw_err_t; new code fills one and calls gw_reply_err. */
 void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail);
 /* Sends body (len bytes) as application/json. */
 void gw_reply_json(h2o_req_t *req, int status, const char *body, size_t len);

@@ -36,7 +36,7 @@ extern const char gw_err_store_unavailable[];      /* 503: the store cannot take
 extern const char gw_err_oauth_callback_invalid[]; /* 400: not a valid OAuth callback */
 extern const char gw_err_xero_connect_failed[];    /* 502: connecting Xero failed */
 extern const char gw_err_config_invalid[];         /* 500: a setting the operation needs is missing or wrong */
-extern const char gw_err_conflict[];               /* 409: the change conflicts with the current state; retry */
+extern const char gw_err_conflict[];               /* 409: a concurrent change won, or a unique key is taken */
 extern const char gw_err_provider_unavailable[];   /* 502: a provider API failed or could not be reached */
 extern const char gw_err_provider_rejected[];      /* 502: a provider API refused the call (a 4xx) */
 extern const char gw_err_internal[];               /* 500: a bug or an unexpected failure; the log says more */

@@ -575,12 +575,13 @@ int gw_http_init(const gw_http_options_t *opts)
         gw_log(GW_LOG_ERROR, "http client: curl_global_init: %s", curl_easy_strerror(rc));
         return -1;
     }
+    int ret = -1;
     CURLM *multi = curl_multi_init();
     if (multi == NULL)
         h2o_fatal("no memory");
     if (curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, o.max_host_connections) != CURLM_OK) {
         gw_log(GW_LOG_ERROR, "http client: CURLMOPT_MAX_HOST_CONNECTIONS refused");
-        goto fail;
+        goto Exit;
     }
 
     pthread_mutex_lock(&g.mu);
@@ -605,17 +606,18 @@ int gw_http_init(const gw_http_options_t *opts)
         pthread_mutex_lock(&g.mu);
         g.multi = NULL;
         pthread_mutex_unlock(&g.mu);
-        goto fail;
+        goto Exit;
     }
     pthread_mutex_lock(&g.mu);
     g.running = true;
     pthread_mutex_unlock(&g.mu);
-    return 0;
-
-fail:
-    curl_multi_cleanup(multi);
-    curl_global_cleanup();
-    return -1;
+    ret = 0;
+Exit:
+    if (ret != 0) {
+        curl_multi_cleanup(multi);
+        curl_global_cleanup();
+    }
+    return ret;
 }
 
 void gw_http_shutdown(void)

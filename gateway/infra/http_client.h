@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "config.h"
+#include "err.h"
 
 typedef struct st_gw_http_header_t {
     char *name;  /* lower-case */
@@ -52,15 +53,16 @@ typedef struct st_gw_http_options_t {
 } gw_http_options_t;
 
 /* Starts the HTTP thread (call once, before any other function, from the main thread). Returns 0 or -1. */
-__attribute__((warn_unused_result)) int gw_http_init(const gw_http_options_t *opts);
+GW_MUSTCHECK int gw_http_init(const gw_http_options_t *opts);
 /* gw_http_init with the SETTLED_HTTP_* settings (and a 64 MiB cap on response bodies). */
-__attribute__((warn_unused_result)) int gw_http_init_config(const gw_config_t *cfg);
+GW_MUSTCHECK int gw_http_init_config(const gw_config_t *cfg);
 /* Stops the thread; requests still in flight complete with the error "shutting down" first (those of a loop
  * when that loop next runs). Calling it again, or without gw_http_init, does nothing. */
 void gw_http_shutdown(void);
 
 /* Performs req and blocks the calling thread until it completes. Never call from an event loop.
- * Fills *res (always, also on failure; res->error says why). Returns 0 if a complete response arrived, else -1. */
+ * Fills *res (always, also on failure; res->error says why). Returns 0 if a complete response arrived, else -1.
+ * Not GW_MUSTCHECK: *res carries the outcome as well, and callers read it there. */
 int gw_http_do(const gw_http_request_t *req, gw_http_response_t *res);
 
 /* Per-loop attachment: results for gw_http_start arrive on that loop's thread. */
@@ -76,7 +78,7 @@ typedef void (*gw_http_cb)(void *data, gw_http_response_t *res);
 typedef struct st_gw_http_call_t gw_http_call_t;
 /* Starts req (loop thread only); cb fires exactly once on hl's loop, unless the call is detached first.
  * Returns NULL, and cb never fires, when req is unusable or the client is not running. */
-gw_http_call_t *gw_http_start(gw_http_loop_t *hl, const gw_http_request_t *req, gw_http_cb cb, void *data);
+GW_MUSTCHECK gw_http_call_t *gw_http_start(gw_http_loop_t *hl, const gw_http_request_t *req, gw_http_cb cb, void *data);
 /* The caller no longer wants the result (e.g. its request went away): cb will not fire. Loop thread only,
  * and only before cb has fired. */
 void gw_http_detach(gw_http_call_t *call);

@@ -13,6 +13,7 @@
 
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
+#include "err.h"
 
 typedef struct st_gw_offload_t gw_offload_t;
 typedef struct st_gw_offload_loop_t gw_offload_loop_t;
@@ -23,7 +24,7 @@ typedef void (*gw_offload_cb)(void *arg);
 
 /* Starts a pool of nthreads threads (at least 1). Returns the pool, or NULL if a thread cannot be
  * started. */
-__attribute__((warn_unused_result)) gw_offload_t *gw_offload_create(int nthreads);
+GW_MUSTCHECK gw_offload_t *gw_offload_create(int nthreads);
 /* Stops the threads and frees the pool. Every loop attachment must have been destroyed first. */
 void gw_offload_destroy(gw_offload_t *pool);
 
@@ -42,8 +43,8 @@ void gw_offload_loop_destroy(gw_offload_loop_t *ol);
  * it. Returns the call, a handle that is valid until done or release has started; or NULL if the pool
  * is stopping (then nothing runs and the caller keeps arg).
  */
-__attribute__((warn_unused_result)) gw_offload_call_t *
-gw_offload_run(gw_offload_loop_t *ol, gw_offload_cb work, gw_offload_cb done, gw_offload_cb release, void *arg);
+GW_MUSTCHECK gw_offload_call_t *gw_offload_run(gw_offload_loop_t *ol, gw_offload_cb work, gw_offload_cb done,
+                                               gw_offload_cb release, void *arg);
 /*
  * The caller no longer wants the result (e.g. its HTTP request went away). Loop thread only, and only
  * before done has run. done will not run; release(arg) will, later on the loop thread (never inside

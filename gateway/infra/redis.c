@@ -200,6 +200,7 @@ int gw_redis_parse_url(const char *url, char **host, int *port, char **password,
     *db = 0;
     if (strncmp(url, "redis://", 8) != 0)
         return -1;
+    int ret = -1;
     const char *p = url + 8, *at = strchr(p, '@'), *end;
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
@@ -210,13 +211,13 @@ int gw_redis_parse_url(const char *url, char **host, int *port, char **password,
     for (end = p; *end != '\0' && *end != ':' && *end != '/'; ++end)
         ;
     if (end == p)
-        goto fail;
+        goto Exit;
     *host = strndup(p, (size_t)(end - p));
     if (*end == ':') {
         char *stop;
         long v = strtol(end + 1, &stop, 10);
         if (stop == end + 1 || v < 1 || v > 65535)
-            goto fail;
+            goto Exit;
         *port = (int)v;
         end = stop;
     }
@@ -224,17 +225,19 @@ int gw_redis_parse_url(const char *url, char **host, int *port, char **password,
         char *stop;
         long v = strtol(end + 1, &stop, 10);
         if (*stop != '\0' || v < 0 || v > 1000)
-            goto fail;
+            goto Exit;
         *db = (int)v;
     } else if (*end != '\0' && strcmp(end, "/") != 0) {
-        goto fail;
+        goto Exit;
     }
-    return 0;
-fail:
-    free(*host);
-    free(*password);
-    *host = *password = NULL;
-    return -1;
+    ret = 0;
+Exit:
+    if (ret != 0) {
+        free(*host);
+        free(*password);
+        *host = *password = NULL;
+    }
+    return ret;
 }
 
 gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url)

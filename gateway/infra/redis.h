@@ -12,17 +12,18 @@
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
 #include <stdbool.h>
+#include "err.h"
 
 typedef struct st_gw_redis_t gw_redis_t;
 
 /* Creates the connection for url (redis://[:password@]host[:port][/db]) and starts connecting; it
  * reconnects by itself and pings once a second. Returns NULL if url cannot be parsed. */
-gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url);
+GW_MUSTCHECK gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url);
 /* Closes the connection. */
 void gw_redis_destroy(gw_redis_t *r);
 /* True if the last ping was answered within its timeout. */
 bool gw_redis_is_up(const gw_redis_t *r);
 /* Parses url into host, port, password (may be NULL) and db; returns 0 or -1. Exposed for tests. */
-int gw_redis_parse_url(const char *url, char **host, int *port, char **password, int *db);
+GW_MUSTCHECK int gw_redis_parse_url(const char *url, char **host, int *port, char **password, int *db);
 
 #endif

@@ -95,37 +95,40 @@ static int setup_command(gw_redis_sync_t *r, redisContext *c, const char *what, 
 
 static int do_connect(gw_redis_sync_t *r, const char **err)
 {
+    int ret = -1;
     redisContext *c = redisConnectWithTimeout(r->host, r->port, to_timeval(r->connect_timeout_ms));
     if (c == NULL)
         abort(); /* hiredis returns NULL only when out of memory */
     if (c->err) {
         set_error(r, "connect", c->errstr);
-        goto fail;
+        goto Exit;
     }
     if (redisSetTimeout(c, to_timeval(r->command_timeout_ms)) != REDIS_OK) {
         set_error(r, "setting the command timeout", c->errstr);
-        goto fail;
+        goto Exit;
     }
     (void)redisEnableKeepAlive(c); /* best effort: finds a peer that vanished while idle */
     if (r->password != NULL && setup_command(r, c, "AUTH", 2, (const char *[]){"AUTH", r->password}) != 0)
-        goto fail;
+        goto Exit;
     if (r->db != 0) {
         char db[16];
         snprintf(db, sizeof(db), "%d", r->db);
         if (setup_command(r, c, "SELECT", 2, (const char *[]){"SELECT", db}) != 0)
-            goto fail;
+            goto Exit;
     }
     r->c = c;
     r->failed = false;
     ++r->stats.connects;
-    return 0;
-fail:
-    redisFree(c);
-    ++r->stats.connect_failures;
-    close_failed(r);
-    if (err != NULL)
-        *err = gw_redis_sync_err_connect;
-    return -1;
+    ret = 0;
+Exit:
+    if (ret != 0) {
+        redisFree(c);
+        ++r->stats.connect_failures;
+        close_failed(r);
+        if (err != NULL)
+            *err = gw_redis_sync_err_connect;
+    }
+    return ret;
 }
 
 /*
@@ -266,6 +269,35 @@ static const char *learn_sha(gw_redis_sync_t *r, const char *source, const char 
     return sha;
 }
 
+/* Copies an integer reply, an array of at most cap integers or nil into out[0..*n). Returns 0, or -1 (with *n = 0)
+ * for any other reply. */
+static int reply_integers(const redisReply *rep, long long *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    switch (rep->type) {
+    case REDIS_REPLY_NIL:
+        return 0;
+    case REDIS_REPLY_INTEGER:
+        if (cap < 1)
+            return -1;
+        out[0] = rep->integer;
+        *n = 1;
+        return 0;
+    case REDIS_REPLY_ARRAY:
+        if (rep->elements > cap)
+            return -1;
+        for (size_t i = 0; i != rep->elements; ++i) {
+            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+                return -1;
+            out[i] = rep->element[i]->integer;
+        }
+        *n = rep->elements;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 int gw_redis_sync_eval(gw_redis_sync_t *r, const char *source, size_t nkeys, const char *const *keys, size_t nargs,
                        const char *const *args, long long *out, size_t cap, size_t *n, const char **err)
 {
@@ -301,42 +333,19 @@ int gw_redis_sync_eval(gw_redis_sync_t *r, const char *source, size_t nkeys, con
         rep = run(r, (int)argc, argv, NULL, err);
     }
     if (rep == NULL)
-        goto done;
-    switch (rep->type) {
-    case REDIS_REPLY_NIL:
-        ret = 0;
-        break;
-    case REDIS_REPLY_INTEGER:
-        if (cap < 1)
-            goto bad_type;
-        out[0] = rep->integer;
-        *n = 1;
-        ret = 0;
-        break;
-    case REDIS_REPLY_ARRAY:
-        if (rep->elements > cap)
-            goto bad_type;
-        for (size_t i = 0; i != rep->elements; ++i) {
-            if (rep->element[i]->type != REDIS_REPLY_INTEGER)
-                goto bad_type;
-            out[i] = rep->element[i]->integer;
-        }
-        *n = rep->elements;
-        ret = 0;
-        break;
-    case REDIS_REPLY_ERROR:
+        goto Exit;
+    if (rep->type == REDIS_REPLY_ERROR) {
         set_error(r, "script", rep->str);
         *err = gw_redis_sync_err_reply;
-        break;
-    default:
-        goto bad_type;
+        goto Exit;
     }
-    goto done;
-bad_type:
-    set_error(r, "script reply", "not an integer, an array of at most cap integers or nil");
-    *err = gw_redis_sync_err_type;
-    *n = 0;
-done:
+    if (reply_integers(rep, out, cap, n) != 0) {
+        set_error(r, "script reply", "not an integer, an array of at most cap integers or nil");
+        *err = gw_redis_sync_err_type;
+        goto Exit;
+    }
+    ret = 0;
+Exit:
     if (rep != NULL)
         freeReplyObject(rep);
     free(argv);

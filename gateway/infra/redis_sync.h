@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "err.h"
 
 /* One connection. It is not thread-safe: use one per thread, or hand it between threads under a lock. */
 typedef struct st_gw_redis_sync_t gw_redis_sync_t;
@@ -40,7 +41,7 @@ typedef struct st_gw_redis_sync_stats_t {
  * connection is closed and the next call reconnects, but not within 1 s of the failure (that call fails
  * at once with gw_redis_sync_err_down). Returns NULL if url cannot be parsed or a timeout is not positive.
  */
-gw_redis_sync_t *gw_redis_sync_create(const char *url, int connect_timeout_ms, int command_timeout_ms);
+GW_MUSTCHECK gw_redis_sync_t *gw_redis_sync_create(const char *url, int connect_timeout_ms, int command_timeout_ms);
 /* Closes the connection and frees r (NULL is allowed). */
 void gw_redis_sync_destroy(gw_redis_sync_t *r);
 
@@ -50,8 +51,8 @@ void gw_redis_sync_destroy(gw_redis_sync_t *r);
  * that fails on a connection that was idle and found closed by the server (EOF, reset) is retried once on
  * a new connection, so a Redis restart costs no error; a timeout is never retried.
  */
-__attribute__((warn_unused_result)) int gw_redis_sync_command(gw_redis_sync_t *r, size_t argc, const char *const *argv,
-                                                              long long *out, const char **err);
+GW_MUSTCHECK int gw_redis_sync_command(gw_redis_sync_t *r, size_t argc, const char *const *argv, long long *out,
+                                       const char **err);
 
 /*
  * Runs the Lua script source with nkeys KEYS and nargs ARGV by EVALSHA, learning its SHA1 once per
@@ -60,10 +61,9 @@ __attribute__((warn_unused_result)) int gw_redis_sync_command(gw_redis_sync_t *r
  * are stored in out[0..*n) (nil gives *n = 0). Returns 0, or -1 with *err set: gw_redis_sync_err_type if
  * the reply holds anything else or more than cap elements, gw_redis_sync_err_reply for a script error.
  */
-__attribute__((warn_unused_result)) int gw_redis_sync_eval(gw_redis_sync_t *r, const char *source, size_t nkeys,
-                                                           const char *const *keys, size_t nargs,
-                                                           const char *const *args, long long *out, size_t cap,
-                                                           size_t *n, const char **err);
+GW_MUSTCHECK int gw_redis_sync_eval(gw_redis_sync_t *r, const char *source, size_t nkeys, const char *const *keys,
+                                    size_t nargs, const char *const *args, long long *out, size_t cap, size_t *n,
+                                    const char **err);
 
 /* True if err means that Redis could not be reached or did not answer in time (not an error reply). */
 bool gw_redis_sync_err_is_unavailable(const char *err);

@@ -6,7 +6,6 @@
  * from the commit callback; every failure on the way is a 503 with Retry-After, so the provider retries.
  */
 #include "intake.h"
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,48 +183,109 @@ static void on_committed(void *data, const char *error, uint64_t rows)
     reply_accepted(req, cn);
 }
 
-/* Keeps printable ASCII only, so header values are always valid JSON strings. */
-static json_t *sanitized_string(h2o_iovec_t v)
+/* A JSON text built in the request's pool: nothing to free, and out of memory aborts (h2o's pool) rather than
+ * leaving a NULL to pass on. */
+typedef struct st_jbuf_t {
+    h2o_mem_pool_t *pool;
+    char *buf;
+    size_t len, cap;
+} jbuf_t;
+
+static void jb_reserve(jbuf_t *b, size_t extra)
 {
-    size_t n = v.len < KEPT_HEADER_MAX ? v.len : KEPT_HEADER_MAX;
-    char buf[KEPT_HEADER_MAX];
-    for (size_t i = 0; i != n; ++i)
-        buf[i] = v.base[i] >= 0x20 && v.base[i] < 0x7f ? v.base[i] : '?';
-    return json_stringn(buf, n);
+    if (b->len + extra <= b->cap)
+        return;
+    size_t cap = b->cap * 2 > b->len + extra + 64 ? b->cap * 2 : b->len + extra + 64;
+    char *p = h2o_mem_alloc_pool(b->pool, cap);
+    if (b->len != 0)
+        memcpy(p, b->buf, b->len);
+    b->buf = p;
+    b->cap = cap;
 }
 
-static char *headers_json(h2o_req_t *req)
+static void jb_raw(jbuf_t *b, const char *s, size_t n)
 {
-    json_t *obj = json_object();
+    jb_reserve(b, n);
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+}
+
+/* Appends n bytes of s as a JSON string: '"' and '\\' escaped, control characters as \u00XX; other bytes as they
+ * are (the connectors hand over valid UTF-8, and header values are printable ASCII by then). */
+static void jb_string(jbuf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    jb_reserve(b, 6 * n + 2);
+    char *p = b->buf + b->len;
+    *p++ = '"';
+    for (size_t i = 0; i != n; ++i) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *p++ = '\\', *p++ = (char)c;
+        } else if (c < 0x20) {
+            *p++ = '\\', *p++ = 'u', *p++ = '0', *p++ = '0', *p++ = hex[c >> 4], *p++ = hex[c & 15];
+        } else {
+            *p++ = (char)c;
+        }
+    }
+    *p++ = '"';
+    b->len = (size_t)(p - b->buf);
+}
+
+/* A field that may be absent: JSON null when it is. */
+static void jb_nullable(jbuf_t *b, cn_str_t s)
+{
+    if (s.base != NULL)
+        jb_string(b, s.base, s.len);
+    else
+        jb_raw(b, H2O_STRLIT("null"));
+}
+
+/* The kept request headers as a JSON object, values reduced to printable ASCII (at most KEPT_HEADER_MAX bytes). */
+static h2o_iovec_t headers_json(h2o_req_t *req)
+{
+    jbuf_t b = {.pool = &req->pool};
+    jb_raw(&b, H2O_STRLIT("{"));
+    bool first = true;
     for (size_t i = 0; i != sizeof(kept_headers) / sizeof(kept_headers[0]); ++i) {
         ssize_t at = h2o_find_header_by_str(&req->headers, kept_headers[i], strlen(kept_headers[i]), -1);
-        if (at != -1)
-            json_object_set_new(obj, kept_headers[i], sanitized_string(req->headers.entries[at].value));
+        if (at == -1)
+            continue;
+        h2o_iovec_t v = req->headers.entries[at].value;
+        size_t n = v.len < KEPT_HEADER_MAX ? v.len : KEPT_HEADER_MAX;
+        char clean[KEPT_HEADER_MAX];
+        for (size_t k = 0; k != n; ++k)
+            clean[k] = v.base[k] >= 0x20 && v.base[k] < 0x7f ? v.base[k] : '?';
+        if (!first)
+            jb_raw(&b, H2O_STRLIT(","));
+        first = false;
+        jb_string(&b, kept_headers[i], strlen(kept_headers[i]));
+        jb_raw(&b, H2O_STRLIT(":"));
+        jb_string(&b, clean, n);
     }
-    char *s = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    return s;
+    jb_raw(&b, H2O_STRLIT("}"));
+    return h2o_iovec_init(b.buf, b.len);
 }
 
-static json_t *nullable(cn_str_t s)
+/* The events of a batch as a JSON array of {event_id, event_type, account, resource_id}. */
+static h2o_iovec_t events_json(h2o_req_t *req, const cn_event_t *events, size_t n)
 {
-    return s.base != NULL ? json_stringn(s.base, s.len) : json_null();
-}
-
-static char *events_json(const cn_event_t *events, size_t n)
-{
-    json_t *arr = json_array();
+    jbuf_t b = {.pool = &req->pool};
+    jb_reserve(&b, n * 160);
+    jb_raw(&b, H2O_STRLIT("["));
     for (size_t i = 0; i != n; ++i) {
-        json_t *e = json_object();
-        json_object_set_new(e, "event_id", nullable(events[i].event_id));
-        json_object_set_new(e, "event_type", nullable(events[i].event_type));
-        json_object_set_new(e, "account", nullable(events[i].account));
-        json_object_set_new(e, "resource_id", nullable(events[i].resource_id));
-        json_array_append_new(arr, e);
+        jb_raw(&b, i == 0 ? "{\"event_id\":" : ",{\"event_id\":", i == 0 ? 12 : 13);
+        jb_nullable(&b, events[i].event_id);
+        jb_raw(&b, H2O_STRLIT(",\"event_type\":"));
+        jb_nullable(&b, events[i].event_type);
+        jb_raw(&b, H2O_STRLIT(",\"account\":"));
+        jb_nullable(&b, events[i].account);
+        jb_raw(&b, H2O_STRLIT(",\"resource_id\":"));
+        jb_nullable(&b, events[i].resource_id);
+        jb_raw(&b, H2O_STRLIT("}"));
     }
-    char *s = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    return s;
+    jb_raw(&b, H2O_STRLIT("]"));
+    return h2o_iovec_init(b.buf, b.len);
 }
 
 int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h2o_iovec_t source)
@@ -280,14 +340,14 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     snprintf(rat, sizeof(rat), "%lld", (long long)received_at);
     ssize_t rid = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
     h2o_iovec_t correlation = req->res.headers.entries[rid].value;
-    char *headers = headers_json(req), *evjson = nevents > 1 ? events_json(events, nevents) : NULL;
+    h2o_iovec_t headers = headers_json(req);
     const char *body = req->entity.base != NULL ? req->entity.base : "";
     gw_db_param_t params[12] = {
         {org, strlen(org), false},
         {cn->name, strlen(cn->name), false},
         {src->name, strlen(src->name), false},
         {body, req->entity.len, true},
-        {headers, strlen(headers), false},
+        {headers.base, headers.len, false},
         {vat, strlen(vat), false},
         {rat, strlen(rat), false},
         {correlation.base, correlation.len, false},
@@ -299,15 +359,14 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
             params[8 + i] = (gw_db_param_t){fields[i].base, fields[i].len, false}; /* base NULL: SQL NULL */
         nparams = 12;
     } else {
-        params[8] = (gw_db_param_t){evjson, strlen(evjson), false};
+        h2o_iovec_t evjson = events_json(req, events, nevents);
+        params[8] = (gw_db_param_t){evjson.base, evjson.len, false};
         nparams = 9;
     }
     pending_t *pending = h2o_mem_alloc_shared(&req->pool, sizeof(*pending), on_pending_dispose);
     *pending = (pending_t){.req = req, .route = route, .nevents = nevents};
     pending->job = gw_db_submit(loop->db, &statements[nevents == 1 ? STMT_INSERT_EVENT : STMT_INSERT_EVENTS], params,
                                 nparams, on_committed, pending);
-    free(headers);
-    free(evjson);
     if (pending->job == NULL)
         reply_unavailable(req, loop, cn);
     return 0;

@@ -829,12 +829,14 @@ static char *tenants_json(gw_dbs_t *s, const char *org)
     return out;
 }
 
-/*
- * Stores the tenants of token set id (of organisation organisation_id) in one transaction with their audit
- * ('xero.connect', before and after: the organisation's tenants). Returns 0, or -1 with err set.
- */
-static int store_tenants(gw_dbs_t *s, int64_t organisation_id, const char *id, const gw_xero_tenants_t *tenants,
-                         const char *actor, const char *corr, gw_err_t *err)
+typedef struct st_store_tenants_t {
+    int64_t organisation_id;
+    const char *id, *actor, *corr;
+    const gw_xero_tenants_t *tenants;
+} store_tenants_t;
+
+/* The body of store_tenants' transaction (gw_dbs_tx may run it again after a deadlock). */
+static int store_tenants_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
 {
     static const char sql_event[] = "UPDATE xero_tokens SET auth_event_id = $2, updated_at = now() WHERE id = $1";
     static const char sql_tenant[] =
@@ -842,39 +844,47 @@ static int store_tenants(gw_dbs_t *s, int64_t organisation_id, const char *id, c
         "VALUES ($1, $2::uuid, $3, $4, 'ORGANISATION', $5) ON CONFLICT (organisation_id, tenant_id) DO UPDATE SET "
         "token_id = EXCLUDED.token_id, tenant_name = EXCLUDED.tenant_name, tenant_type = EXCLUDED.tenant_type, "
         "connection_id = EXCLUDED.connection_id, updated_at = now()";
+    const store_tenants_t *a = arg;
     char org[24], *before = NULL, *after = NULL;
     gw_err_t aerr = GW_ERR_INIT;
     int ret = -1;
-    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
-    if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0)
-        return db_fail(s, "cannot store the Xero tenants", err);
+    snprintf(org, sizeof(org), "%lld", (long long)a->organisation_id);
     if ((before = tenants_json(s, org)) == NULL)
         goto Exit;
-    if (tenants->auth_event_id != NULL) {
-        const char *pe[] = {id, tenants->auth_event_id};
+    if (a->tenants->auth_event_id != NULL) {
+        const char *pe[] = {a->id, a->tenants->auth_event_id};
         if (gw_dbs_exec(s, sql_event, 2, pe) < 0)
             goto Exit;
     }
-    for (size_t i = 0; i != tenants->n; ++i) {
-        const gw_xero_tenant_t *t = &tenants->list[i];
-        const char *pt[] = {org, t->tenant_id, id, t->name, t->connection_id};
+    for (size_t i = 0; i != a->tenants->n; ++i) {
+        const gw_xero_tenant_t *t = &a->tenants->list[i];
+        const char *pt[] = {org, t->tenant_id, a->id, t->name, t->connection_id};
         if (gw_dbs_exec(s, sql_tenant, 5, pt) < 0)
             goto Exit;
     }
     if ((after = tenants_json(s, org)) == NULL)
         goto Exit;
-    if (gw_audit_write(s, organisation_id, actor, "xero.connect", "xero_tokens", id, before, after, corr, &aerr) != 0 ||
-        gw_dbs_exec(s, "COMMIT", 0, NULL) < 0)
+    if (gw_audit_write(s, a->organisation_id, a->actor, "xero.connect", "xero_tokens", a->id, before, after, a->corr,
+                       &aerr) != 0)
         goto Exit;
     ret = 0;
 Exit:
-    if (ret != 0) {
+    if (ret != 0)
         db_fail(s, "cannot store the Xero tenants", err);
-        rollback(s);
-    }
     free(before);
     free(after);
     return ret;
+}
+
+/*
+ * Stores the tenants of token set id for organisation_id, and audits the change, in one transaction. Returns 0, or
+ * -1 with err set.
+ */
+static int store_tenants(gw_dbs_t *s, int64_t organisation_id, const char *id, const gw_xero_tenants_t *tenants,
+                         const char *actor, const char *corr, gw_err_t *err)
+{
+    store_tenants_t arg = {organisation_id, id, actor, corr, tenants};
+    return gw_dbs_tx(s, store_tenants_tx, &arg, err);
 }
 
 /* ---- connecting: store a new token set, discover its tenants ---- */
@@ -894,6 +904,36 @@ void gw_xero_connection_summary(const gw_xero_connection_t *c, char *out, size_t
         n += snprintf(out + n, len - (size_t)n, "%s %s", i == 0 ? "" : ",", c->tenants.list[i].name);
 }
 
+typedef struct st_store_token_set_t {
+    int64_t organisation_id;
+    const char *org, *sealed_refresh, *sealed_access, *expires, *grant, *actor, *corr;
+    char *id; /* out: the new token set's id (24 bytes) */
+} store_token_set_t;
+
+/* The body of the transaction that stores a new token set with its audit (may run again after a deadlock). */
+static int store_token_set_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
+{
+    static const char sql_insert[] =
+        "INSERT INTO xero_tokens (organisation_id, refresh_token, access_token, access_expires_at, status, "
+        "refreshed_at) VALUES ($1, $2::bytea, $3::bytea, clock_timestamp() + make_interval(secs => $4::int), "
+        "'active', clock_timestamp()) RETURNING id";
+    store_token_set_t *a = arg;
+    const char *pi[] = {a->org, a->sealed_refresh, a->sealed_access, a->expires};
+    gw_dbs_result_t *r = gw_dbs_query(s, sql_insert, 4, pi);
+    if (r == NULL)
+        return db_fail(s, "cannot store the Xero token set", err);
+    snprintf(a->id, 24, "%s", gw_dbs_value(r, 0, 0));
+    gw_dbs_result_free(r);
+    json_t *after = json_pack("{s:s, s:s}", "grant", a->grant, "status", "active");
+    char *as = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = as == NULL ? -1
+                        : gw_audit_write(s, a->organisation_id, a->actor, "xero.token_set.create", "xero_tokens", a->id,
+                                         NULL, as, a->corr, err);
+    free(as);
+    json_decref(after);
+    return rc != 0 ? db_fail(s, "cannot store the Xero token set", err) : 0;
+}
+
 /*
  * Stores fresh (just obtained with grant) as a new token set of organisation_id, then discovers and
  * stores its tenants. Returns 0 with the connection in *out, or -1 with err set.
@@ -902,15 +942,10 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
                              const token_set_t *fresh, const char *grant, const char *actor, gw_xero_connection_t *out,
                              gw_err_t *err)
 {
-    static const char sql_insert[] =
-        "INSERT INTO xero_tokens (organisation_id, refresh_token, access_token, access_expires_at, status, "
-        "refreshed_at) VALUES ($1, $2::bytea, $3::bytea, clock_timestamp() + make_interval(secs => $4::int), "
-        "'active', clock_timestamp()) RETURNING id";
     char org[24], id[24] = "", expires[24], corr[48];
     char *sealed_refresh = NULL, *sealed_access = NULL;
     gw_xero_tenants_t tenants = {0};
     gw_err_t e2 = GW_ERR_INIT;
-    bool in_tx = false;
     int ret = -1;
 
     snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
@@ -928,34 +963,11 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
     }
 
     /* 1. the rotated refresh token is durable before anything else happens */
-    if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0) {
-        db_fail(s, "cannot store the Xero token set", err);
-        goto Exit;
-    }
-    in_tx = true;
-    const char *pi[] = {org, sealed_refresh, sealed_access, expires};
-    gw_dbs_result_t *r = gw_dbs_query(s, sql_insert, 4, pi);
-    if (r == NULL) {
-        db_fail(s, "cannot store the Xero token set", &e2);
+    store_token_set_t st = {organisation_id, org, sealed_refresh, sealed_access, expires, grant, actor, corr, id};
+    if (gw_dbs_tx(s, store_token_set_tx, &st, &e2) != 0) {
         fail(err, "%.150s (Xero accepts the same refresh token again for a short grace period)", e2.detail);
         goto Exit;
     }
-    snprintf(id, sizeof(id), "%s", gw_dbs_value(r, 0, 0));
-    gw_dbs_result_free(r);
-    {
-        json_t *a = json_pack("{s:s, s:s}", "grant", grant, "status", "active");
-        char *as = json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS);
-        int rc =
-            gw_audit_write(s, organisation_id, actor, "xero.token_set.create", "xero_tokens", id, NULL, as, corr, &e2);
-        free(as);
-        json_decref(a);
-        if (rc != 0 || gw_dbs_exec(s, "COMMIT", 0, NULL) < 0) {
-            db_fail(s, "cannot store the Xero token set", &e2);
-            fail(err, "%.150s (Xero accepts the same refresh token again for a short grace period)", e2.detail);
-            goto Exit;
-        }
-    }
-    in_tx = false;
 
     /* 2. the organisations this token set reaches */
     if (discover_tenants(cfg, fresh->access_token, &tenants, NULL, &e2) != 0) {
@@ -991,8 +1003,6 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
     tenants = (gw_xero_tenants_t){0};
     ret = 0;
 Exit:
-    if (in_tx)
-        rollback(s);
     free(sealed_refresh);
     free(sealed_access);
     gw_xero_tenants_free(&tenants);

@@ -250,6 +250,26 @@ def test_headers_column_has_no_signature():
     expect_not_in(h.STRIPE_SECRET, text, "headers column")
 
 
+def test_header_values_are_stored_as_valid_json():
+    """Kept header values are reduced to printable ASCII and escaped, so quotes, backslashes and bytes outside
+    ASCII never break the JSON the row is inserted with (the delivery is still accepted and stored)."""
+    db = h.new_database("stripe_header_escaping")
+    body = h.fixture("stripe/event_payment_method_attached.json")
+    agent = 'Stripe/1.0 (+"quoted" \\ back\\slash) caf\xe9'.encode("latin-1")
+    with h.Settled(db) as s:
+        expect_accepted(
+            s.post(
+                "/webhooks/stripe",
+                body,
+                {"Stripe-Signature": h.sign_stripe(body), "User-Agent": agent, "Origin": "x" * 600},
+            ),
+            "delivery",
+        )
+    headers = json.loads(h.sql_value(db, "SELECT headers::text FROM webhook_events"))
+    expect_eq(headers.get("user-agent"), 'Stripe/1.0 (+"quoted" \\ back\\slash) caf?', "user-agent, escaped")
+    expect_eq(headers.get("origin"), "x" * 512, "a long value is cut at 512 bytes")
+
+
 def test_connect_account_is_recorded():
     db = h.new_database("stripe_connect")
     event = json.loads(h.fixture("stripe/event_charge_dispute_created.json"))

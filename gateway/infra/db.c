@@ -248,30 +248,21 @@ static void start_prepare(gw_db_conn_t *c)
 
 static void poll_connect(gw_db_conn_t *c)
 {
-    switch (PQconnectPoll(c->pg)) {
-    case PGRES_POLLING_READING:
-        if (attach_socket(c) != 0)
-            goto fail;
+    PostgresPollingStatusType st = PQconnectPoll(c->pg);
+    if ((st != PGRES_POLLING_READING && st != PGRES_POLLING_WRITING && st != PGRES_POLLING_OK) ||
+        attach_socket(c) != 0) {
+        disconnect(c, pq_error(c));
+        return;
+    }
+    if (st == PGRES_POLLING_READING) {
         want_read(c);
-        break;
-    case PGRES_POLLING_WRITING:
-        if (attach_socket(c) != 0)
-            goto fail;
+    } else if (st == PGRES_POLLING_WRITING) {
         want_write(c);
-        break;
-    case PGRES_POLLING_OK:
-        if (attach_socket(c) != 0)
-            goto fail;
+    } else {
         if (c->failures != 0)
             gw_log(GW_LOG_INFO, "database connection %d re-established", c->index);
         start_prepare(c);
-        break;
-    default:
-        goto fail;
     }
-    return;
-fail:
-    disconnect(c, pq_error(c));
 }
 
 /* Sends up to max_batch queued jobs (or one isolated job) on an idle connection. */

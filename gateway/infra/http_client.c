@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "mem.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -95,14 +96,6 @@ static struct {
     size_t npool;
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (p == NULL)
-        h2o_fatal("no memory");
-    return p;
-}
-
 static void *xrealloc(void *p, size_t n)
 {
     p = realloc(p, n);
@@ -124,7 +117,7 @@ static char *memdup0(const char *s, size_t len)
 static void set_error(gw_http_response_t *res, const char *error)
 {
     gw_http_response_free(res);
-    res->error = xstrdup(error);
+    res->error = gw_xstrdup(error);
     res->body = memdup0("", 0);
 }
 
@@ -200,11 +193,11 @@ static gw_http_call_t *call_new(const gw_http_request_t *req, const char **why)
 
     gw_http_call_t *call = h2o_mem_alloc(sizeof(*call));
     memset(call, 0, sizeof(*call));
-    call->method = xstrdup(req->method);
+    call->method = gw_xstrdup(req->method);
     for (char *p = call->method; *p != '\0'; ++p)
         if (*p >= 'a' && *p <= 'z')
             *p -= 'a' - 'A';
-    call->url = xstrdup(req->url);
+    call->url = gw_xstrdup(req->url);
     if (req->body != NULL)
         call->body = memdup0(req->body, req->body_len);
     call->body_len = req->body_len;

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "mem.h"
 
 enum call_state { CALL_QUEUED, CALL_RUNNING, CALL_FINISHED };
 
@@ -50,16 +51,6 @@ struct st_gw_offload_call_t {
     enum call_state state;
     bool detached;
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-    if (p == NULL) {
-        fprintf(stderr, "settled: fatal: out of memory\n");
-        abort();
-    }
-    return p;
-}
 
 /* Puts call on its attachment's finished list and wakes the loop if needed. Called with the mutex held. */
 static void finish_locked(gw_offload_call_t *call)
@@ -104,12 +95,12 @@ static void *on_thread(void *data)
 
 gw_offload_t *gw_offload_create(int nthreads)
 {
-    gw_offload_t *pool = xcalloc(1, sizeof(*pool));
+    gw_offload_t *pool = gw_xcalloc(1, sizeof(*pool));
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->work_cond, NULL);
     pthread_cond_init(&pool->idle_cond, NULL);
     h2o_linklist_init_anchor(&pool->queue);
-    pool->threads = xcalloc(nthreads > 0 ? (size_t)nthreads : 1, sizeof(pthread_t));
+    pool->threads = gw_xcalloc(nthreads > 0 ? (size_t)nthreads : 1, sizeof(pthread_t));
     for (int i = 0; i < (nthreads > 0 ? nthreads : 1); ++i) {
         if (pthread_create(&pool->threads[i], NULL, on_thread, pool) != 0) {
             gw_offload_destroy(pool);
@@ -171,7 +162,7 @@ static void on_message(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
 
 gw_offload_loop_t *gw_offload_loop_create(gw_offload_t *pool, h2o_evloop_t *loop)
 {
-    gw_offload_loop_t *ol = xcalloc(1, sizeof(*ol));
+    gw_offload_loop_t *ol = gw_xcalloc(1, sizeof(*ol));
     ol->pool = pool;
     h2o_linklist_init_anchor(&ol->finished);
     ol->queue = h2o_multithread_create_queue(loop);
@@ -226,7 +217,7 @@ gw_offload_call_t *gw_offload_run(gw_offload_loop_t *ol, gw_offload_cb work, gw_
                                   void *arg)
 {
     gw_offload_t *pool = ol->pool;
-    gw_offload_call_t *call = xcalloc(1, sizeof(*call));
+    gw_offload_call_t *call = gw_xcalloc(1, sizeof(*call));
     *call = (gw_offload_call_t){.ol = ol, .work = work, .done = done, .release = release, .arg = arg};
     pthread_mutex_lock(&pool->mutex);
     if (pool->stopping || ol->destroying) {

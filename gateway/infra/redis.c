@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "mem.h"
 #include "metrics.h"
 
 #define TICK_MS 1000
@@ -205,14 +206,14 @@ int gw_redis_parse_url(const char *url, char **host, int *port, char **password,
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon != NULL ? colon + 1 : p;
-        *password = strndup(pw, (size_t)(at - pw));
+        *password = gw_xstrndup(pw, (size_t)(at - pw));
         p = at + 1;
     }
     for (end = p; *end != '\0' && *end != ':' && *end != '/'; ++end)
         ;
     if (end == p)
         goto Exit;
-    *host = strndup(p, (size_t)(end - p));
+    *host = gw_xstrndup(p, (size_t)(end - p));
     if (*end == ':') {
         char *stop;
         long v = strtol(end + 1, &stop, 10);

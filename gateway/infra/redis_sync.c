@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include "redis.h"
+#include "mem.h"
 
 #define RECONNECT_INTERVAL_MS 1000
 #define SCRIPT_CACHE_SIZE 8
@@ -52,14 +53,6 @@ static uint64_t now_ms(void)
 static struct timeval to_timeval(int ms)
 {
     return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p == NULL)
-        abort();
-    return p;
 }
 
 static void set_error(gw_redis_sync_t *r, const char *what, const char *detail)
@@ -175,7 +168,7 @@ gw_redis_sync_t *gw_redis_sync_create(const char *url, int connect_timeout_ms, i
 {
     if (url == NULL || connect_timeout_ms <= 0 || command_timeout_ms <= 0)
         return NULL;
-    gw_redis_sync_t *r = xmalloc(sizeof(*r));
+    gw_redis_sync_t *r = gw_xmalloc(sizeof(*r));
     *r = (gw_redis_sync_t){.connect_timeout_ms = connect_timeout_ms, .command_timeout_ms = command_timeout_ms};
     if (gw_redis_parse_url(url, &r->host, &r->port, &r->password, &r->db) != 0) {
         free(r);
@@ -258,9 +251,7 @@ static const char *learn_sha(gw_redis_sync_t *r, const char *source, const char 
         *err = gw_redis_sync_err_type;
     } else {
         free(r->scripts[slot].source);
-        r->scripts[slot].source = strdup(source);
-        if (r->scripts[slot].source == NULL)
-            abort();
+        r->scripts[slot].source = gw_xstrdup(source);
         memcpy(r->scripts[slot].sha, rep->str, 40);
         r->scripts[slot].sha[40] = '\0';
         sha = r->scripts[slot].sha;
@@ -310,7 +301,7 @@ int gw_redis_sync_eval(gw_redis_sync_t *r, const char *source, size_t nkeys, con
     if (sha == NULL)
         return -1;
     size_t argc = 3 + nkeys + nargs;
-    const char **argv = xmalloc(argc * sizeof(*argv));
+    const char **argv = gw_xmalloc(argc * sizeof(*argv));
     char numkeys[24];
     snprintf(numkeys, sizeof(numkeys), "%zu", nkeys);
     argv[0] = "EVALSHA";

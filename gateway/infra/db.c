@@ -17,7 +17,7 @@
 #include <string.h>
 #include "log.h"
 
-#define TICK_MS 100
+#define TICK_MS 25 /* also how early a deadline is enforced */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 
@@ -32,9 +32,9 @@ struct st_gw_db_job_t {
     int *formats;
     gw_db_job_cb cb;
     void *data;
-    uint64_t queued_at;
-    bool isolate; /* run alone: it was in a batch that another job made fail */
-    bool failed;  /* this job's own statement failed */
+    uint64_t deadline; /* when the job's caller must have its answer: submitted + SETTLED_DB_COMMIT_TIMEOUT_MS */
+    bool isolate;      /* run alone: it was in a batch that another job made fail, or whose COMMIT failed */
+    bool failed;       /* this job's own statement failed */
     uint64_t rows;
     char error[200];
 };
@@ -52,7 +52,10 @@ struct st_gw_db_conn_t {
     h2o_linklist_t *awaiting; /* the job whose results come next */
     bool want_null;           /* a job's result arrived; its terminating NULL has not */
     bool batch_failed;
-    uint64_t since; /* when the current state (or batch) started */
+    bool commit_failed;      /* an error arrived after the batch's last statement: the COMMIT at its Sync failed */
+    char commit_error[200];  /* ... and why */
+    uint64_t batch_deadline; /* the earliest deadline of the jobs in flight */
+    uint64_t since;          /* when the current state (or batch) started */
     uint64_t retry_at;
     unsigned failures;
 };
@@ -283,6 +286,8 @@ static void send_batch(gw_db_conn_t *c)
         --db->queued;
         ++db->inflight;
         h2o_linklist_insert(&c->batch, &job->_link);
+        if (c->batch_size == 0 || job->deadline < c->batch_deadline)
+            c->batch_deadline = job->deadline;
         ++c->batch_size;
         if (job->isolate)
             break;
@@ -294,35 +299,60 @@ static void send_batch(gw_db_conn_t *c)
     c->awaiting = c->batch.next;
     c->want_null = false;
     c->batch_failed = false;
+    c->commit_failed = false;
+    c->commit_error[0] = '\0';
     set_state(c, GW_DB_BUSY);
     gw_metrics_batch(c->batch_size);
 }
 
-/* The batch's Sync arrived: its transaction committed unless a statement failed. */
+/* Puts job back at the head of the queue, to run alone (it is older than anything queued after it). */
+static void requeue_alone(gw_db_t *db, gw_db_job_t *job)
+{
+    job->isolate = true;
+    job->failed = false;
+    job->rows = 0;
+    job->error[0] = '\0';
+    h2o_linklist_insert(db->queue.next, &job->_link);
+    ++db->queued;
+}
+
+/*
+ * The batch's Sync arrived. Its transaction committed unless a statement failed or the COMMIT itself did (a
+ * deferred constraint or trigger, a serialization failure, a full NOTIFY queue): then nothing of it is committed.
+ * When a statement failed, its job reports the error and the others run again alone. When the COMMIT failed, no
+ * job can be blamed: a job that ran alone reports the error; in a batch, every job runs again alone, so the
+ * innocent ones commit and the guilty one fails by itself.
+ */
 static void complete_batch(gw_db_conn_t *c)
 {
     gw_db_t *db = c->db;
-    bool failed = c->batch_failed;
+    bool failed = c->batch_failed || c->commit_failed, alone = c->batch_size == 1;
+    if (c->commit_failed)
+        gw_log(GW_LOG_WARN, "database connection %d: the commit of a batch of %zu failed: %s", c->index, c->batch_size,
+               c->commit_error);
     while (!h2o_linklist_is_empty(&c->batch)) {
         gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, c->batch.next);
         h2o_linklist_unlink(&job->_link);
         --db->inflight;
         if (!failed) {
             finish_job(db, job, NULL);
+        } else if (c->commit_failed) {
+            if (alone || job->isolate)
+                finish_job(db, job, c->commit_error[0] != '\0' ? c->commit_error : "commit failed");
+            else
+                requeue_alone(db, job);
         } else if (job->failed || job->isolate) {
             gw_log(GW_LOG_ERROR, "database statement %s failed: %s", job->stmt->name, job->error);
             finish_job(db, job, job->error[0] != '\0' ? job->error : "statement failed");
         } else {
             /* rolled back with the batch through no fault of its own: run it again, alone */
-            job->isolate = true;
-            job->rows = 0;
-            h2o_linklist_insert(&db->queue, &job->_link);
-            ++db->queued;
+            requeue_alone(db, job);
         }
     }
     c->batch_size = 0;
     c->awaiting = NULL;
     c->failures = 0;
+    c->commit_failed = false;
     set_state(c, GW_DB_IDLE);
 }
 
@@ -335,7 +365,7 @@ static void drain_results(gw_db_conn_t *c)
             if (!c->want_null)
                 return; /* nothing pending */
             c->want_null = false;
-            if (c->state == GW_DB_BUSY && c->awaiting != NULL)
+            if (c->state == GW_DB_BUSY && c->awaiting != NULL && c->awaiting != &c->batch)
                 c->awaiting = c->awaiting->next;
             continue;
         }
@@ -370,12 +400,13 @@ static void drain_results(gw_db_conn_t *c)
                 c->batch_failed = true;
                 if (st != PGRES_PIPELINE_ABORTED) {
                     job->failed = true;
-                    snprintf(job->error, sizeof(job->error), "%s", PQresultErrorMessage(res));
-                    size_t n = strlen(job->error);
-                    while (n != 0 && (job->error[n - 1] == '\n' || job->error[n - 1] == ' '))
-                        job->error[--n] = '\0';
+                    gw_log_one_line(job->error, sizeof(job->error), PQresultErrorMessage(res));
                 }
             }
+        } else if (c->state == GW_DB_BUSY && !ok && st != PGRES_PIPELINE_ABORTED) {
+            /* after the last statement's result: the implicit COMMIT at the Sync failed */
+            c->commit_failed = true;
+            gw_log_one_line(c->commit_error, sizeof(c->commit_error), PQresultErrorMessage(res));
         }
         PQclear(res);
     }
@@ -450,28 +481,35 @@ static void on_flush(h2o_timeout_entry_t *entry)
     dispatch(db);
 }
 
-/* Every TICK_MS: reconnect after backoff, enforce commit and connect deadlines, expire queued jobs. */
+/* Every TICK_MS: reconnect after backoff, enforce the deadlines, expire queued jobs. A job's deadline counts from
+ * its submission, queueing and commit together, and is enforced one tick early, so that its caller has its answer
+ * (a failure, never a 2xx) within SETTLED_DB_COMMIT_TIMEOUT_MS of submitting it. */
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     gw_db_t *db = H2O_STRUCT_FROM_MEMBER(gw_db_t, tick_entry, entry);
-    uint64_t now = h2o_now(db->loop), deadline = (uint64_t)db->cfg->db_commit_timeout_ms;
+    uint64_t now = h2o_now(db->loop), horizon = now + TICK_MS,
+             connect_deadline = (uint64_t)db->cfg->db_commit_timeout_ms;
     for (size_t i = 0; i != db->nconns; ++i) {
         gw_db_conn_t *c = &db->conns[i];
         if (c->state == GW_DB_DISCONNECTED && now >= c->retry_at)
             start_connect(c);
-        else if ((c->state == GW_DB_BUSY || c->state == GW_DB_CONNECTING || c->state == GW_DB_PREPARING) &&
-                 now - c->since > deadline)
-            disconnect(c, c->state == GW_DB_BUSY ? "commit timed out" : "connect timed out");
+        else if (c->state == GW_DB_BUSY && horizon >= c->batch_deadline) {
+            fail_batch(c, "commit timed out"); /* its outcome is unknown: no 2xx for any of it */
+            disconnect(c, "commit timed out");
+        }
+        else if ((c->state == GW_DB_CONNECTING || c->state == GW_DB_PREPARING) && now - c->since > connect_deadline)
+            disconnect(c, "connect timed out");
     }
-    /* with every connection down, queued jobs fail at once (the provider retries); otherwise after a timeout */
+    /* with every connection down, queued jobs fail at once (the provider retries); otherwise at their deadline */
     bool up = may_queue(db);
-    while (!h2o_linklist_is_empty(&db->queue)) {
-        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
-        if (up && now - job->queued_at <= deadline)
-            break;
+    for (h2o_linklist_t *l = db->queue.next; l != &db->queue;) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
+        l = l->next;
+        if (up && horizon < job->deadline)
+            continue;
         h2o_linklist_unlink(&job->_link);
         --db->queued;
-        finish_job(db, job, "no database connection");
+        finish_job(db, job, up ? "no commit within SETTLED_DB_COMMIT_TIMEOUT_MS" : "no database connection");
     }
     dispatch(db);
     h2o_timeout_link(db->loop, &db->tick_timeout, &db->tick_entry);
@@ -563,7 +601,7 @@ gw_db_job_t *gw_db_submit(gw_db_t *db, const gw_db_statement_t *stmt, const gw_d
     job->nparams = (int)nparams;
     job->cb = cb;
     job->data = data;
-    job->queued_at = h2o_now(db->loop);
+    job->deadline = h2o_now(db->loop) + (uint64_t)db->cfg->db_commit_timeout_ms;
     job->values = (const char **)(job + 1);
     job->lengths = (int *)(job->values + nparams);
     job->formats = job->lengths + nparams;

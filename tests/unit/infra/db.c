@@ -148,6 +148,101 @@ static void test_failing_job_does_not_fail_neighbours(void **state)
     gw_db_destroy(db);
 }
 
+/* A constraint trigger deferred to COMMIT refuses keys starting with "bad": the statements all succeed, and the
+ * transaction fails only at the Sync. */
+static void install_commit_refusal(void)
+{
+    exec_admin("CREATE OR REPLACE FUNCTION t_db_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF NEW.k LIKE 'bad%' THEN RAISE EXCEPTION 'refused at commit: %', NEW.k; END IF; RETURN NULL; END $$;"
+               "DROP TRIGGER IF EXISTS t_db_refuse ON t_db;"
+               "CREATE CONSTRAINT TRIGGER t_db_refuse AFTER INSERT ON t_db DEFERRABLE INITIALLY DEFERRED"
+               " FOR EACH ROW EXECUTE FUNCTION t_db_refuse()");
+}
+
+/* A COMMIT that fails is a failure for every job of its batch: none is told it committed. The innocent ones run
+ * again alone and commit; the guilty one fails alone. */
+static void test_commit_failure_fails_the_batch(void **state)
+{
+    install_commit_refusal();
+    gw_config_t one = cfg;
+    one.db_connections = 1; /* one connection: the three jobs form one batch */
+    gw_db_t *db = gw_db_create(loop, &one, stmts, 2);
+    run_until(db, is_up);
+    result_t good1 = {0}, bad = {0}, good2 = {0};
+    assert_non_null(submit_insert(db, "cf1", "1", &good1));
+    assert_non_null(submit_insert(db, "bad-cf2", "1", &bad));
+    assert_non_null(submit_insert(db, "cf3", "1", &good2));
+    run_until(db, is_idle);
+    assert_int_equal(bad.fired, 1);
+    assert_non_null(strstr(bad.error, "refused at commit: bad-cf2"));
+    assert_int_equal(good1.fired, 1);
+    assert_string_equal(good1.error, "");
+    assert_int_equal(good2.fired, 1);
+    assert_string_equal(good2.error, "");
+    /* every job told it committed is in the table; the refused one is not */
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k IN ('cf1','cf3')"), 2);
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'bad-cf2'"), 0);
+
+    /* alone, a refused job fails; once the cause is gone, the same job commits */
+    result_t alone = {0};
+    assert_non_null(submit_insert(db, "bad-cf4", "1", &alone));
+    run_until(db, is_idle);
+    assert_non_null(strstr(alone.error, "refused at commit"));
+    exec_admin("DROP TRIGGER t_db_refuse ON t_db");
+    result_t retried = {0};
+    assert_non_null(submit_insert(db, "bad-cf4", "1", &retried));
+    run_until(db, is_idle);
+    assert_string_equal(retried.error, "");
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'bad-cf4'"), 1);
+    gw_db_destroy(db);
+}
+
+static bool is_busy(gw_db_t *db)
+{
+    return !gw_db_is_idle(db);
+}
+
+/* One deadline: a job waiting behind a slow commit gets its answer within SETTLED_DB_COMMIT_TIMEOUT_MS of its
+ * submission, queueing and its own commit together, not a full timeout after its batch started. */
+static void test_one_deadline_for_queue_and_commit(void **state)
+{
+    exec_admin("CREATE OR REPLACE FUNCTION t_db_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF NEW.k LIKE 'slow%' THEN PERFORM pg_sleep(0.6); END IF; RETURN NEW; END $$;"
+               "DROP TRIGGER IF EXISTS t_db_slow ON t_db;"
+               "CREATE TRIGGER t_db_slow BEFORE INSERT ON t_db FOR EACH ROW EXECUTE FUNCTION t_db_slow()");
+    gw_config_t one = cfg;
+    one.db_connections = 1;
+    one.db_commit_timeout_ms = 1000;
+    gw_db_t *db = gw_db_create(loop, &one, stmts, 2);
+    run_until(db, is_up);
+    result_t slow1 = {0}, waiting = {0}, slow2 = {0};
+    uint64_t t0 = h2o_now(loop);
+    assert_non_null(submit_insert(db, "slow-d1", "1", &slow1));
+    run_until(db, is_busy);
+    h2o_evloop_run(loop, 1); /* slow-d1's batch is in flight; the next two queue behind it */
+    assert_non_null(submit_insert(db, "d2", "1", &waiting));
+    assert_non_null(submit_insert(db, "slow-d3", "1", &slow2));
+    uint64_t answered = 0;
+    for (int i = 0; i != 400 && waiting.fired == 0; ++i)
+        h2o_evloop_run(loop, 5);
+    answered = h2o_now(loop);
+    run_until(db, is_idle);
+    assert_int_equal(waiting.fired, 1);
+    /* slow-d1 commits at about 0.6 s; the batch of d2 and slow-d3 would end at about 1.2 s */
+    if (answered - t0 > 1000 + 20)
+        fail_msg("d2 was answered %llu ms after its submission (deadline 1000 ms)",
+                 (unsigned long long)(answered - t0));
+    assert_string_equal(slow1.error, "");
+    /* answered in time: committed (and then stored), or refused because its commit could not finish in time */
+    if (waiting.error[0] == '\0')
+        assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'd2'"), 1);
+    else if (strstr(waiting.error, "timed out") == NULL &&
+             strstr(waiting.error, "SETTLED_DB_COMMIT_TIMEOUT_MS") == NULL)
+        fail_msg("d2 failed for another reason: %s", waiting.error);
+    exec_admin("DROP TRIGGER t_db_slow ON t_db");
+    gw_db_destroy(db);
+}
+
 static void test_binary_params_are_byte_exact(void **state)
 {
     gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
@@ -245,6 +340,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_commits_and_counts_rows),
         cmocka_unit_test(test_failing_job_does_not_fail_neighbours),
+        cmocka_unit_test(test_commit_failure_fails_the_batch),
+        cmocka_unit_test(test_one_deadline_for_queue_and_commit),
         cmocka_unit_test(test_binary_params_are_byte_exact),
         cmocka_unit_test(test_detached_job_still_commits_without_callback),
         cmocka_unit_test(test_unreachable_store_refuses_jobs),

@@ -99,10 +99,25 @@ static void stamp_request_id(gw_loop_t *loop, h2o_req_t *req)
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, id.base, id.len);
 }
 
+/* A request read while the loop flushes its last replies: nothing of it may start, the client retries elsewhere. */
+static int refuse_while_flushing(gw_loop_t *loop, h2o_req_t *req)
+{
+    const gw_route_t *route = gw_routes_classify(req->path_normalized);
+    const cn_connector_t *cn = route != NULL && route->provider != NULL ? route->data : NULL;
+    gw_reply_retry_after(req, loop->cfg->retry_after);
+    if (cn != NULL && cn->bare_replies)
+        gw_reply_empty(req, 503);
+    else
+        gw_reply_problem(req, 503, gw_err_store_unavailable, "The server is shutting down; retry later.");
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     gw_loop_t *loop = gw_loop_of(req);
     stamp_request_id(loop, req);
+    if (loop->state == GW_LOOP_FLUSHING)
+        return refuse_while_flushing(loop, req);
 
     char allow[64];
     size_t allow_len = 0;
@@ -154,6 +169,9 @@ static void on_rewrite_send(h2o_ostream_t *_self, h2o_req_t *req, h2o_iovec_t *b
 
 static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
 {
+    /* once the server stops, every reply (also of a request read before) carries Connection: close */
+    if (gw_loop_of(req)->state != GW_LOOP_SERVING)
+        req->http1_is_persistent = 0;
     if (req->res.status == 413 && h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1) != -1 &&
         h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) == -1) {
         gw_loop_t *loop = gw_loop_of(req);

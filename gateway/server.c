@@ -111,7 +111,9 @@ static void *run_loop(void *arg)
     while (!atomic_load(&stopping))
         h2o_evloop_run(loop->evloop, LOOP_WAIT_MS);
 
-    /* stop accepting; connections already accepted keep being served while commits finish */
+    /* stop accepting; connections already accepted keep being served while commits finish, and are closed after
+     * their reply */
+    loop->state = GW_LOOP_STOPPING;
     h2o_socket_read_stop(loop->listener);
     h2o_socket_close(loop->listener);
     loop->listener = NULL;
@@ -121,7 +123,8 @@ static void *run_loop(void *arg)
     if (!gw_db_is_idle(loop->db))
         gw_log(GW_LOG_WARN, "loop %d: shutdown timeout with database work in flight (nothing was acknowledged)",
                loop->index);
-    /* let the last replies reach their sockets */
+    /* let the last replies reach their sockets; a request read meanwhile is refused before any commit starts */
+    loop->state = GW_LOOP_FLUSHING;
     uint64_t flush_until = h2o_now(loop->evloop) + FLUSH_GRACE_MS;
     while (h2o_now(loop->evloop) < flush_until)
         h2o_evloop_run(loop->evloop, 10);

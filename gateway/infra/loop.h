@@ -17,6 +17,8 @@
 #include "offload.h"
 #include "redis.h"
 
+enum { GW_LOOP_SERVING, GW_LOOP_STOPPING, GW_LOOP_FLUSHING };
+
 /* The most modules (api.h) a server runs; each gets one per-loop state slot. */
 #define GW_LOOP_MAX_MODULES 16
 
@@ -34,6 +36,9 @@ typedef struct st_gw_loop_t {
     pthread_t tid;
     uint64_t request_seq;
     char request_prefix[17]; /* random per loop, so request ids are unique across loops and instances */
+    /* GW_LOOP_SERVING; GW_LOOP_STOPPING once SIGTERM came (replies close their connection); GW_LOOP_FLUSHING once
+     * the database work is done and the last replies are flushed (new requests are refused with 503) */
+    int state;
     /* per-loop state of the modules (api.h), in the order of the module list */
     struct {
         const void *module;

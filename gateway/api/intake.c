@@ -19,10 +19,12 @@ enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS, STMT_NOTIFY, STMT_MAX };
 
 /* $1 organisation, $2 provider, $3 source, $4 raw body (binary), $5 headers, $6 verified_at and $7
  * received_at (unix microseconds), $8 correlation id; then the event(s). A delivery of one event (every
- * Stripe delivery) binds its fields directly; a batch passes them as one JSON array. */
+ * Stripe delivery) is one inbox row holding its body, its fields bound directly. A delivery of several events
+ * passes them as one JSON array, stores its body once in webhook_deliveries, and one inbox row per new event that
+ * refers to it; when every event of it is already stored (a provider's retry), nothing is written at all. */
 static const gw_db_statement_t statements[STMT_MAX] = {
     {"intake_insert_event",
-     "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "INSERT INTO inbox_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
      "body, headers, verified_at, received_at, correlation_id) "
      "VALUES ($1::bigint, $2, $3, $9, $10, $11, $12, $4::bytea, $5::jsonb, "
      "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
@@ -30,12 +32,22 @@ static const gw_db_statement_t statements[STMT_MAX] = {
      "ON CONFLICT (provider, source, event_id) DO NOTHING",
      12},
     {"intake_insert_events",
-     "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
-     "body, headers, verified_at, received_at, correlation_id) "
-     "SELECT $1::bigint, $2, $3, e.account, e.event_id, e.event_type, e.resource_id, $4::bytea, $5::jsonb, "
+     "WITH e AS (SELECT * FROM jsonb_to_recordset($9::jsonb) "
+     "             AS e(account text, event_id text, event_type text, resource_id text)), "
+     "fresh AS (SELECT * FROM e WHERE NOT EXISTS (SELECT 1 FROM inbox_events i "
+     "            WHERE i.provider = $2 AND i.source = $3 AND i.event_id = e.event_id)), "
+     "d AS (INSERT INTO webhook_deliveries (organisation_id, provider, source, body, headers, verified_at, "
+     "                                      received_at, correlation_id) "
+     "      SELECT $1::bigint, $2, $3, $4::bytea, $5::jsonb, "
+     "             'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
+     "             'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8 "
+     "       WHERE EXISTS (SELECT 1 FROM fresh) RETURNING id) "
+     "INSERT INTO inbox_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "delivery_id, verified_at, received_at, correlation_id) "
+     "SELECT $1::bigint, $2, $3, f.account, f.event_id, f.event_type, f.resource_id, d.id, "
      "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
      "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8 "
-     "FROM jsonb_to_recordset($9::jsonb) AS e(account text, event_id text, event_type text, resource_id text) "
+     "FROM fresh f, d "
      "ON CONFLICT (provider, source, event_id) DO NOTHING",
      9},
     {"intake_notify", "SELECT pg_notify('settled_events', '')", 0},

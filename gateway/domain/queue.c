@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * queue.c: claim, lease, finish, fail with backoff, reschedule, cover, park and the gauges of the work queue, as
- * SQL on the inbox table. Every statement that finishes rows is fenced by the lease owner and the 'processing'
- * status, so a worker that lost its lease (it was too slow, and another took the rows) changes nothing.
+ * SQL on the inbox table (inbox_events; operators read it through the view webhook_events). Every statement that
+ * finishes rows is fenced by the lease owner and the 'processing' status, so a worker that lost its lease (it was too
+ * slow, and another took the rows) changes nothing.
  */
 #include "queue.h"
 #include <stdio.h>
@@ -17,31 +18,31 @@
 static const char sql_claim[] =
     "WITH lane AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS l(provider, delay_ms)),"
     " due AS ("
-    " SELECT e.id FROM webhook_events e JOIN lane ON e.provider = lane.provider"
+    " SELECT e.id FROM inbox_events e JOIN lane ON e.provider = lane.provider"
     "  WHERE e.status IN ('pending', 'failed', 'processing') AND e.next_attempt_at <= now()"
     "    AND e.stored_at <= now() - lane.delay_ms * interval '1 millisecond'"
     "  ORDER BY e.next_attempt_at LIMIT $3 FOR UPDATE OF e SKIP LOCKED)"
-    " UPDATE webhook_events e SET status = 'processing', attempts = e.attempts + 1, lease_owner = $4,"
+    " UPDATE inbox_events e SET status = 'processing', attempts = e.attempts + 1, lease_owner = $4,"
     "        next_attempt_at = now() + $5::bigint * interval '1 millisecond'"
     "   FROM due WHERE e.id = due.id"
     " RETURNING e.id, e.organisation_id, e.provider, e.account, e.event_type, e.resource_id, e.attempts,"
     "           e.correlation_id, now()";
 
 static const char sql_finish[] =
-    "UPDATE webhook_events SET status = $3, processed_at = now(), lease_owner = NULL, last_error = NULL"
+    "UPDATE inbox_events SET status = $3, processed_at = now(), lease_owner = NULL, last_error = NULL"
     " WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND status = 'processing'"
     " RETURNING extract(epoch FROM now() - stored_at)::float8";
 
 static const char sql_cover[] =
-    "UPDATE webhook_events SET status = 'done', processed_at = now(), lease_owner = NULL, last_error = NULL"
-    " WHERE id IN (SELECT id FROM webhook_events"
+    "UPDATE inbox_events SET status = 'done', processed_at = now(), lease_owner = NULL, last_error = NULL"
+    " WHERE id IN (SELECT id FROM inbox_events"
     "  WHERE status IN ('pending', 'failed') AND provider = $6 AND organisation_id = $1 AND account = $2"
     "    AND split_part(event_type, '.', 1) = $3 AND resource_id = ANY($4::text[])"
     "    AND stored_at <= $5::timestamptz FOR UPDATE SKIP LOCKED)"
     " RETURNING extract(epoch FROM now() - stored_at)::float8";
 
 static const char sql_fail[] =
-    "UPDATE webhook_events SET status = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'failed' END,"
+    "UPDATE inbox_events SET status = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'failed' END,"
     "       next_attempt_at = now() + least($5::float8, $4::float8 * power(2, least(attempts - 1, 40))"
     "                                                 * (1 + random() * 0.5)) * interval '1 millisecond',"
     "       last_error = $2, lease_owner = NULL"
@@ -49,22 +50,22 @@ static const char sql_fail[] =
     " RETURNING status";
 
 static const char sql_reschedule[] =
-    "UPDATE webhook_events SET status = 'pending', attempts = greatest(attempts - 1, 0),"
+    "UPDATE inbox_events SET status = 'pending', attempts = greatest(attempts - 1, 0),"
     "       next_attempt_at = now() + $2::bigint * interval '1 millisecond', last_error = $3, lease_owner = NULL"
     " WHERE id = ANY($1::bigint[]) AND lease_owner = $4 AND status = 'processing'";
 
 static const char sql_park_lost[] =
-    "UPDATE webhook_events SET status = 'dead', lease_owner = NULL,"
+    "UPDATE inbox_events SET status = 'dead', lease_owner = NULL,"
     "       last_error = 'the worker processing it stopped before finishing, ' || attempts || ' times'"
     " WHERE provider = ANY($2::text[]) AND status = 'processing' AND next_attempt_at <= now() AND attempts >= $1";
 
 /* Counted through the partial indexes only (the due index, led by provider, and the dead index): the events of
  * providers that are not processed wait as 'pending' in unbounded numbers and must not be scanned every few
  * seconds. */
-static const char sql_depth[] = "SELECT status, count(*) FROM webhook_events"
+static const char sql_depth[] = "SELECT status, count(*) FROM inbox_events"
                                 " WHERE provider = ANY($1::text[]) AND status IN ('pending', 'failed', 'processing')"
                                 " GROUP BY status"
-                                " UNION ALL SELECT 'dead', count(*) FROM webhook_events WHERE status = 'dead'";
+                                " UNION ALL SELECT 'dead', count(*) FROM inbox_events WHERE status = 'dead'";
 
 /* A PostgreSQL array literal of n strings: each element double-quoted, with '"' and '\' escaped. */
 static char *array_literal(const char *const *items, size_t n)

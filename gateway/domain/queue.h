@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * queue.h: the work queue, which is the inbox table itself (webhook_events), and knows no provider. A worker
+ * queue.h: the work queue, which is the inbox table itself (inbox_events), and knows no provider. A worker
  * claims due rows in one UPDATE ... FOR UPDATE SKIP LOCKED that takes a lease (the row is 'processing' until
  * next_attempt_at) and counts the attempt; then every claimed row is finished exactly one way: done or ignored,
  * failed (retried with exponential backoff and jitter, dead after SETTLED_WORKER_MAX_ATTEMPTS), rescheduled

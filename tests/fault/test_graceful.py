@@ -87,7 +87,7 @@ def test_after_sigterm_replies_close_and_late_requests_are_refused():
     harness.sql(db, """
         CREATE FUNCTION t_slow() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.event_id LIKE 'evt_s%' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$;
-        CREATE TRIGGER t_slow BEFORE INSERT ON webhook_events FOR EACH ROW EXECUTE FUNCTION t_slow();""")
+        CREATE TRIGGER t_slow BEFORE INSERT ON inbox_events FOR EACH ROW EXECUTE FUNCTION t_slow();""")
     server = harness.Settled(db, threads=1, env={"SETTLED_SHUTDOWN_TIMEOUT_MS": SHUTDOWN_TIMEOUT_MS})
     slow_conn, during, late = (faultlib.KeepAlive(server.port) for _ in range(3))
     try:

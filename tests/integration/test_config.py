@@ -104,7 +104,9 @@ def test_migrate_twice_changes_nothing():
     tables = h.sql(db, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'")
     res = h.run_settled(["migrate"], {"SETTLED_DATABASE_URL": db})
     expect_eq(res.returncode, 0, f"second migrate: exit code (stderr {res.stderr!r})")
-    expect_in("webhook_events", tables, "tables after migrate")
+    expect_in("inbox_events", tables, "tables after migrate")
+    expect_eq(h.sql_value(db, "SELECT relkind FROM pg_class WHERE relname = 'webhook_events'"), "v",
+              "webhook_events, the operators' view of the inbox")
     expect_eq(
         h.sql(db, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"),
         tables,

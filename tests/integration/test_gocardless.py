@@ -3,6 +3,7 @@
 official signature vector, batches of several events, 204 / 498, duplicates, and named sources
 (providers/PROVIDERS.md section 3.1)."""
 
+import hashlib
 import json
 
 import harness as h
@@ -92,6 +93,40 @@ def test_batch_becomes_one_row_per_event():
         )
         expect_eq(bytes.fromhex(row[6]), body, f"{ev['id']}: body")
         expect_eq(row[7], "pending", f"{ev['id']}: status")
+
+
+def stored_bytes(db):
+    """(bodies in inbox rows, bodies in deliveries, delivery rows): what the raw bytes of deliveries cost."""
+    inline = int(h.sql_value(db, "SELECT coalesce(sum(octet_length(body)), 0) FROM inbox_events"))
+    shared = int(h.sql_value(db, "SELECT coalesce(sum(octet_length(body)), 0) FROM webhook_deliveries"))
+    return inline, shared, int(h.sql_value(db, "SELECT count(*) FROM webhook_deliveries"))
+
+
+def test_batch_body_is_stored_once():
+    """A batch of 600 events (about 100 KB, as GoCardless sends at most) stores its raw bytes once, not 600 times;
+    every event still shows the whole delivery in webhook_events; a retry of the same batch stores nothing; a Stripe
+    delivery (one event) stays one row with its body inline."""
+    db = h.new_database("gc_once")
+    template = json.loads(h.fixture("gocardless/webhook_payment_confirmed.json"))["events"][0]
+    events = [dict(template, id=f"EVONCE{i:06d}", links=dict(template["links"], payment=f"PMONCE{i:06d}"))
+              for i in range(600)]
+    body = json.dumps({"events": events, "meta": {"webhook_id": "WB0000ONCE01"}}).encode()
+    stripe = h.fixture("stripe/event_payment_intent_succeeded.json")
+    with h.Settled(db) as s:
+        expect_accepted(s.post_gocardless(body), "a batch of 600")
+        expect_eq(stored_bytes(db), (0, len(body), 1), "raw bytes stored (inline, in deliveries, deliveries)")
+        expect_accepted(s.post_gocardless(body), "the same batch again")
+        expect_eq(stored_bytes(db), (0, len(body), 1), "raw bytes after the retry")
+        status, _, _ = s.post_stripe(stripe)
+        expect_eq(status, 200, "a Stripe delivery")
+    expect_eq(stored_bytes(db), (len(stripe), len(body), 1), "raw bytes after a single-event delivery")
+    expect_eq(int(h.sql_value(db, "SELECT count(*) FROM inbox_events")), 601, "inbox rows")
+    expect_eq(int(h.sql_value(db, "SELECT count(*) FROM webhook_events WHERE provider = 'gocardless'"
+                                  " AND md5(body) = $1 AND headers ? 'content-type'", hashlib.md5(body).hexdigest())), 600,
+              "every event of the batch shows the whole delivery and its headers in webhook_events")
+    expect_eq(int(h.sql_value(db, "SELECT count(*) FROM webhook_events WHERE provider = 'stripe'"
+                                  " AND md5(body) = $1 AND delivery_id IS NULL", hashlib.md5(stripe).hexdigest())), 1,
+              "the Stripe event, inline")
 
 
 def test_bad_signature_is_498():

@@ -298,7 +298,7 @@ def test_inbox_work_queue_columns_index_view():
     idx = value("SELECT pg_get_indexdef('webhook_events_due_idx'::regclass)")
     expect("processing" in idx and "pending" in idx and "failed" in idx, "due index covers processing", idx)
     org = new_org()
-    rows("""INSERT INTO webhook_events (organisation_id, provider, source, event_id, event_type, body, verified_at,
+    rows("""INSERT INTO inbox_events (organisation_id, provider, source, event_id, event_type, body, verified_at,
                 received_at, correlation_id, status, next_attempt_at)
             VALUES (:'org', 'xero', 'default', 'q1', 'INVOICE.UPDATE', '\\x7b7d', now(), now(), 'c', 'pending',
                     now() - interval '1 minute'),
@@ -320,7 +320,7 @@ def test_insert_notifies_listeners():
     org = new_org()
     rc, out, err = psql_run(f"""
         LISTEN settled_events;
-        INSERT INTO webhook_events (organisation_id, provider, source, event_id, event_type, body, verified_at,
+        INSERT INTO inbox_events (organisation_id, provider, source, event_id, event_type, body, verified_at,
             received_at, correlation_id) VALUES ({int(org)}, 'gocardless', 'default', 'n1', 'payments.paid_out',
             '\\x7b7d', now(), now(), 'c'), ({int(org)}, 'gocardless', 'default', 'n2', 'payments.paid_out',
             '\\x7b7d', now(), now(), 'c');
@@ -332,7 +332,7 @@ def test_insert_notifies_listeners():
     rc, out, err = psql_run(f"""
         SET settled.notify = off;
         LISTEN settled_events;
-        INSERT INTO webhook_events (organisation_id, provider, source, event_id, event_type, body, verified_at,
+        INSERT INTO inbox_events (organisation_id, provider, source, event_id, event_type, body, verified_at,
             received_at, correlation_id) VALUES ({int(org)}, 'gocardless', 'default', 'n3', 'payments.paid_out',
             '\\x7b7d', now(), now(), 'c');
         SELECT 1;
@@ -952,7 +952,7 @@ def test_inbox_rules_are_enforced():
     """The inbox's provider, status and attempts rules (domains, cheaper than CHECK constraints on the hot
     insert path) still refuse bad values, on insert and on update."""
     org = new_org()
-    base = ("INSERT INTO webhook_events (organisation_id, provider, source, event_id, event_type, body, verified_at,"
+    base = ("INSERT INTO inbox_events (organisation_id, provider, source, event_id, event_type, body, verified_at,"
             " received_at, correlation_id) VALUES (:'o', :'p', 'default', :'e', 't', '\\x00', now(), now(), 'c')")
     fails(base, r"violates check constraint", o=org, p="paypal", e="e-bad-provider")
     rid = value(base + " RETURNING id", o=org, p="stripe", e="e-rules")

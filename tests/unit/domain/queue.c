@@ -76,7 +76,7 @@ static int teardown(void **state)
 
 static int reset(void **state)
 {
-    return gw_dbs_exec(s, "DELETE FROM webhook_events", 0, NULL) >= 0 ? 0 : -1;
+    return gw_dbs_exec(s, "DELETE FROM inbox_events", 0, NULL) >= 0 ? 0 : -1;
 }
 
 /* Stores an event stored age_ms ago. */
@@ -84,7 +84,7 @@ static void add(const char *provider, const char *event_id, const char *org, con
                 const char *resource, long age_ms)
 {
     static const char sql[] =
-        "INSERT INTO webhook_events (organisation_id, provider, source, account, event_id, event_type, resource_id,"
+        "INSERT INTO inbox_events (organisation_id, provider, source, account, event_id, event_type, resource_id,"
         " body, headers, verified_at, received_at, correlation_id, stored_at)"
         " SELECT id, $1, 'default', $3, $2, $4, $5, 'x', '{}', now(), now(), 'corr-' || $2,"
         "        now() - $7::bigint * interval '1 millisecond' FROM organisations WHERE slug = $6";

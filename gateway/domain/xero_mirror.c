@@ -374,8 +374,13 @@ static void gauges(gw_work_t *w)
 
 static void periodic(gw_work_t *w)
 {
-    if (w->fetch.cfg->xero_sync_interval != 0)
-        gw_sync_sweep_due(&w->fetch);
+    gw_sync_sweep_due(&w->fetch, w->stop);
+}
+
+/* The sweep looks for due tenants every minute (each is swept every SETTLED_XERO_SYNC_INTERVAL seconds). */
+static int periodic_ms(const gw_config_t *cfg)
+{
+    return cfg->xero_sync_interval != 0 ? 60000 : 0;
 }
 
 const gw_processor_t gw_xero_processor = {
@@ -384,4 +389,5 @@ const gw_processor_t gw_xero_processor = {
     .process = process,
     .gauges = gauges,
     .periodic = periodic,
+    .periodic_ms = periodic_ms,
 };

@@ -88,15 +88,18 @@ static const char *cn_xero_parse(cn_str_t body, const cn_alloc_t *alloc, cn_even
     return cn_parse_events(body, alloc, CN_BODY_EVENTS, on_event, events, count, detail);
 }
 
-/* The Xero accounting collections that events name, with the record kind the host applies. */
+/* The Xero accounting collections that events name, with the record kind the host applies. Invoices and credit
+ * notes carry line items, whose UnitAmount Xero rounds to 2 decimals unless the call asks for unitdp=4; the mirror
+ * keeps 4 (numeric(19,4)), so every call of those collections asks for it. */
 static const struct {
     const char *category; /* eventCategory, upper-case */
     const char *collection;
     const char *record_kind;
+    const char *query; /* query parameters every call of the collection carries, each followed by '&' */
 } cn_xero_collections[] = {
-    {"INVOICE", "Invoices", "xero.invoices"},
-    {"CONTACT", "Contacts", "xero.contacts"},
-    {"CREDITNOTE", "CreditNotes", "xero.creditnotes"},
+    {"INVOICE", "Invoices", "xero.invoices", "unitdp=4&"},
+    {"CONTACT", "Contacts", "xero.contacts", ""},
+    {"CREDITNOTE", "CreditNotes", "xero.creditnotes", "unitdp=4&"},
 };
 #define CN_XERO_NCOLLECTIONS (sizeof(cn_xero_collections) / sizeof(cn_xero_collections[0]))
 
@@ -141,7 +144,8 @@ static int cn_xero_plan_fetches(cn_str_t event_type, const cn_str_t *ids, size_t
                 break;
             cn_fetch_t *f = &out[nfetch++];
             f->record_kind = cn_xero_collections[k].record_kind;
-            snprintf(f->path, sizeof(f->path), "/api.xro/2.0/%s?page=1&IDs=", cn_xero_collections[k].collection);
+            snprintf(f->path, sizeof(f->path), "/api.xro/2.0/%s?page=1&%sIDs=", cn_xero_collections[k].collection,
+                     cn_xero_collections[k].query);
         }
         cn_fetch_t *f = &out[nfetch - 1];
         size_t len = strlen(f->path);
@@ -157,8 +161,8 @@ static int cn_xero_plan_sync_page(const char *record_kind, int page, cn_fetch_t 
     for (size_t k = 0; k != CN_XERO_NCOLLECTIONS; ++k)
         if (strcmp(cn_xero_collections[k].record_kind, record_kind) == 0) {
             out->record_kind = cn_xero_collections[k].record_kind;
-            snprintf(out->path, sizeof(out->path), "/api.xro/2.0/%s?page=%d&order=UpdatedDateUTC%%20ASC",
-                     cn_xero_collections[k].collection, page);
+            snprintf(out->path, sizeof(out->path), "/api.xro/2.0/%s?page=%d&%sorder=UpdatedDateUTC%%20ASC",
+                     cn_xero_collections[k].collection, page, cn_xero_collections[k].query);
             return 0;
         }
     return -1;

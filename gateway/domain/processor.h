@@ -7,15 +7,18 @@
 #ifndef GW_PROCESSOR_H
 #define GW_PROCESSOR_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include "config.h"
 #include "fetch.h"
 #include "queue.h"
 
-/* One worker thread: its fetch context (session, quotas) and its queue handle (the same session). */
+/* One thread of the worker pool: its fetch context (session, quotas), its queue handle (the same session), and the
+ * pool's stop flag, set once the pool is stopping (SIGTERM): work that can take long looks at it between steps. */
 typedef struct st_gw_work_t {
     gw_fetch_ctx_t fetch;
     gw_queue_t queue;
+    const atomic_bool *stop;
 } gw_work_t;
 
 typedef struct st_gw_processor_t {
@@ -29,8 +32,13 @@ typedef struct st_gw_processor_t {
     /* Optional, run by worker 0 every few seconds: the provider's own gauges (e.g. connections needing
      * re-authorisation). */
     void (*gauges)(gw_work_t *w);
-    /* Optional, run by worker 0 every minute: the provider's scheduled work (e.g. the drift sweep). */
+    /* Optional: the provider's scheduled work (e.g. the drift sweep), run on the pool's periodic thread (its own
+     * session; never a queue worker, so however long it takes, claiming goes on), at once when the pool starts and
+     * then every periodic_ms(cfg) milliseconds. It must return soon after *w->stop becomes true. */
     void (*periodic)(gw_work_t *w);
+    /* How often periodic runs, in milliseconds; 0: not at all with this configuration (no thread, no session is
+     * spent on it). Required with periodic. */
+    int (*periodic_ms)(const gw_config_t *cfg);
 } gw_processor_t;
 
 #endif

@@ -5,13 +5,16 @@
  * One round of a worker: park the rows whose workers kept dying, claim up to SETTLED_WORKER_BATCH due rows of the
  * providers in the table (queue.c), hand each provider's rows to its processor, which finishes every one of them.
  * Effects are idempotent (keyed by the providers' own ids), so a row processed twice after a lost lease changes
- * nothing the second time. Worker 0 also keeps the gauges and runs the processors' periodic work.
+ * nothing the second time. Worker 0 also keeps the gauges. The processors' periodic work (the drift sweep) runs on
+ * a thread of its own with its own session, so a sweep that takes minutes never holds up claiming; it is started
+ * and stopped with the pool.
  */
 #include "worker.h"
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +31,6 @@
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
 #define GAUGES_EVERY_MS 5000 /* queue depth and the processors' gauges */
-#define PERIODIC_MS 60000    /* how often worker 0 runs the processors' periodic work (e.g. drift sweeps) */
 #define DB_RETRY_MS 1000
 
 /* The providers whose events are processed, one row each; the events of the others wait as 'pending'. */
@@ -41,6 +43,12 @@ struct st_gw_workers_t {
     atomic_bool stopping;
     int n;
     struct st_worker_t *threads;
+    /* the periodic thread, when a processor has periodic work with this configuration */
+    bool periodic;
+    pthread_t periodic_tid;
+    gw_work_t periodic_work;
+    pthread_mutex_t lock; /* with wake: the periodic thread's sleep, which gw_workers_stop cuts short */
+    pthread_cond_t wake;
 };
 
 typedef struct st_worker_t {
@@ -48,7 +56,7 @@ typedef struct st_worker_t {
     int index;
     pthread_t tid;
     gw_work_t work;
-    uint64_t next_gauges, next_periodic;
+    uint64_t next_gauges;
 } worker_t;
 
 static const char *processed_providers[NPROCESSORS];
@@ -141,12 +149,6 @@ static void *worker_main(void *arg)
             update_gauges(w);
             w->next_gauges = now + GAUGES_EVERY_MS;
         }
-        if (w->index == 0 && now >= w->next_periodic) {
-            for (size_t i = 0; i != NPROCESSORS; ++i)
-                if (processors[i]->periodic != NULL)
-                    processors[i]->periodic(&w->work);
-            w->next_periodic = now + PERIODIC_MS;
-        }
         int n = run_round(w);
         if (n > 0) {
             short_wait = true;
@@ -166,6 +168,79 @@ static void *worker_main(void *arg)
             short_wait = true; /* woken by a notification */
     }
     return NULL;
+}
+
+/* How often processor p's periodic work runs with cfg (ms); 0: never. */
+static int periodic_ms(const gw_processor_t *p, const gw_config_t *cfg)
+{
+    return p->periodic != NULL && p->periodic_ms != NULL ? p->periodic_ms(cfg) : 0;
+}
+
+/* Sleeps until the monotonic time until_ms, or until the pool stops. */
+static void periodic_sleep(gw_workers_t *pool, uint64_t until_ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000), .tv_nsec = (long)(until_ms % 1000) * 1000000};
+    pthread_mutex_lock(&pool->lock);
+    while (!atomic_load(&pool->stopping) && now_ms() < until_ms)
+        if (pthread_cond_timedwait(&pool->wake, &pool->lock, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* The periodic thread: each processor's periodic work at once, then every periodic_ms after it last finished. */
+static void *periodic_main(void *arg)
+{
+    gw_workers_t *pool = arg;
+    uint64_t next[NPROCESSORS] = {0};
+    while (!atomic_load(&pool->stopping)) {
+        uint64_t soonest = UINT64_MAX;
+        for (size_t i = 0; i != NPROCESSORS && !atomic_load(&pool->stopping); ++i) {
+            int every = periodic_ms(processors[i], pool->cfg);
+            if (every <= 0)
+                continue;
+            if (now_ms() >= next[i]) {
+                processors[i]->periodic(&pool->periodic_work);
+                next[i] = now_ms() + (uint64_t)every;
+            }
+            if (next[i] < soonest)
+                soonest = next[i];
+        }
+        if (soonest == UINT64_MAX)
+            break; /* nothing periodic after all */
+        periodic_sleep(pool, soonest);
+    }
+    return NULL;
+}
+
+/* Starts the periodic thread if a processor has periodic work with pool's configuration. Returns 0, or -1 with err
+ * if its session cannot be opened. */
+static int start_periodic(gw_workers_t *pool, const char *host, char *err, size_t errlen)
+{
+    const gw_config_t *cfg = pool->cfg;
+    bool wanted = false;
+    for (size_t i = 0; i != NPROCESSORS; ++i)
+        wanted |= periodic_ms(processors[i], cfg) > 0;
+    if (!wanted)
+        return 0;
+    gw_work_t *work = &pool->periodic_work;
+    work->fetch = pool->shared;
+    if ((work->fetch.db = gw_dbs_connect(cfg->database_url, err, errlen)) == NULL)
+        return -1;
+    work->queue = (gw_queue_t){.cfg = cfg, .db = work->fetch.db, .index = -1};
+    snprintf(work->queue.owner, sizeof(work->queue.owner), "%s:%d:periodic", host, (int)getpid());
+    work->stop = &pool->stopping;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&pool->lock, NULL);
+    if (pthread_create(&pool->periodic_tid, NULL, periodic_main, pool) != 0) {
+        gw_log(GW_LOG_ERROR, "cannot start the periodic thread: %s", strerror(errno));
+        abort();
+    }
+    pool->periodic = true;
+    return 0;
 }
 
 gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, size_t errlen)
@@ -200,21 +275,43 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
         }
         w->work.queue = (gw_queue_t){.cfg = cfg, .db = w->work.fetch.db, .index = i};
         snprintf(w->work.queue.owner, sizeof(w->work.queue.owner), "%s:%d:%d", host, (int)getpid(), i);
+        w->work.stop = &pool->stopping;
+    }
+    if (start_periodic(pool, host, err, errlen) != 0) {
+        for (int j = 0; j != nthreads; ++j)
+            gw_dbs_close(pool->threads[j].work.fetch.db);
+        gw_fetch_quotas_destroy(&pool->shared);
+        free(pool->threads);
+        free(pool);
+        return NULL;
     }
     for (int i = 0; i != nthreads; ++i)
         if (pthread_create(&pool->threads[i].tid, NULL, worker_main, &pool->threads[i]) != 0) {
             gw_log(GW_LOG_ERROR, "cannot start worker thread %d: %s", i, strerror(errno));
             abort();
         }
-    gw_log(GW_LOG_INFO, "%d queue worker%s started", nthreads, nthreads == 1 ? "" : "s");
+    gw_log(GW_LOG_INFO, "%d queue worker%s started%s", nthreads, nthreads == 1 ? "" : "s",
+           pool->periodic ? ", and the periodic thread (drift sweeps)" : "");
     return pool;
 }
 
 void gw_workers_stop(gw_workers_t *pool)
 {
+    if (pool->periodic)
+        pthread_mutex_lock(&pool->lock);
     atomic_store(&pool->stopping, true);
+    if (pool->periodic) {
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
     for (int i = 0; i != pool->n; ++i)
         pthread_join(pool->threads[i].tid, NULL);
+    if (pool->periodic) {
+        pthread_join(pool->periodic_tid, NULL);
+        gw_dbs_close(pool->periodic_work.fetch.db);
+        pthread_cond_destroy(&pool->wake);
+        pthread_mutex_destroy(&pool->lock);
+    }
     for (int i = 0; i != pool->n; ++i)
         gw_dbs_close(pool->threads[i].work.fetch.db);
     gw_fetch_quotas_destroy(&pool->shared);

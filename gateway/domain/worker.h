@@ -4,7 +4,8 @@
  * FOR UPDATE SKIP LOCKED and a lease, processes them, and marks them done, failed (retried with exponential
  * backoff and jitter) or dead (after SETTLED_WORKER_MAX_ATTEMPTS). Any number of threads and processes share one
  * queue; a killed worker's lease expires and another takes its rows. Idle workers sleep on LISTEN settled_events
- * with a poll backstop.
+ * with a poll backstop. The processors' periodic work (the Xero drift sweep) runs on one more thread of the pool,
+ * with its own session, so however long it takes, the workers go on claiming.
  *
  * Worker threads block (on PostgreSQL, Redis and outbound HTTP); they are never event loops.
  */
@@ -15,10 +16,12 @@
 
 typedef struct st_gw_workers_t gw_workers_t;
 
-/* Starts nthreads worker threads (gw_http_init must have been called). Returns NULL with err if the database
+/* Starts nthreads worker threads, and the periodic thread when a processor has periodic work with cfg (e.g.
+ * SETTLED_XERO_SYNC_INTERVAL is not 0); gw_http_init must have been called. Returns NULL with err if the database
  * cannot be reached. */
 gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, size_t errlen);
-/* Asks every worker to stop after the batch in hand, and waits for them. */
+/* Asks every worker to stop after the batch in hand, and the periodic thread at its next step (a sweep stops before
+ * its next call to Xero, or at once if it is waiting), and waits for them all. */
 void gw_workers_stop(gw_workers_t *w);
 
 /* `settled work`: runs workers only, until SIGTERM or SIGINT. Returns the exit code. */

@@ -11,8 +11,6 @@
 #include "metrics.h"
 #include "sync.h"
 
-#define MAX_FETCHES 32 /* list calls planned per group and round */
-
 gw_fetch_status_t gw_xero_mirror_fetch(gw_fetch_ctx_t *ctx, const char *tenant, int64_t token_id, const cn_fetch_t *f,
                                        const char *if_modified_since, gw_fetch_result_t *out)
 {
@@ -32,20 +30,6 @@ gw_fetch_status_t gw_xero_mirror_fetch(gw_fetch_ctx_t *ctx, const char *tenant, 
                  f->record_kind);
     }
     return out->status;
-}
-
-int64_t gw_xero_mirror_token_of(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant)
-{
-    static const char sql[] = "SELECT token_id FROM xero_tenants WHERE organisation_id = $1 AND tenant_id = $2::uuid";
-    char org[24];
-    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
-    const char *params[] = {org, tenant};
-    gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql, 2, params);
-    int64_t id = 0;
-    if (r != NULL && gw_dbs_nrows(r) == 1)
-        id = strtoll(gw_dbs_value(r, 0, 0), NULL, 10);
-    gw_dbs_result_free(r);
-    return id;
 }
 
 static void count_outcome(gw_apply_counts_t *c, const char *outcome)
@@ -141,33 +125,84 @@ static bool same_group(const gw_queue_row_t *a, const gw_queue_row_t *b)
            (a->account == NULL ? b->account == NULL : b->account != NULL && strcmp(a->account, b->account) == 0);
 }
 
+/* A Xero id (a UUID, 8-4-4-4-12 hex digits): only such ids are cast to uuid in SQL. */
 static bool is_uuid(const char *r)
 {
-    return r != NULL && strlen(r) == 36 && strspn(r, "0123456789abcdefABCDEF-") == 36;
+    if (r == NULL || strlen(r) != 36)
+        return false;
+    for (size_t i = 0; i != 36; ++i) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? r[i] != '-' : strchr("0123456789abcdefABCDEF", r[i]) == NULL)
+            return false;
+    }
+    return true;
 }
 
-/* Fetches and applies every planned call; on credit notes, also the invoices they are allocated to. */
-static gw_fetch_status_t run_fetches(gw_work_t *w, gw_queue_row_t *const *group, int64_t token_id, cn_fetch_t *fetches,
-                                     int nfetch, gw_fetch_result_t *res, int depth)
+/* An organisation connected to the tenant of a group of events, and the token set that serves the tenant there. */
+typedef struct st_route_t {
+    int64_t organisation_id;
+    int64_t token_id;
+} route_t;
+
+/* The organisations connected to tenant (one Xero app serves several: each connects the tenants it is allowed to
+ * see with its own token set). Returns how many (*out malloc'd, NULL when none), or -1 when the database failed. */
+static long routes_of(gw_fetch_ctx_t *ctx, const char *tenant, route_t **out)
+{
+    static const char sql[] = "SELECT organisation_id, token_id FROM xero_tenants WHERE tenant_id = $1::uuid"
+                              " ORDER BY organisation_id";
+    const char *params[] = {tenant};
+    *out = NULL;
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql, 1, params);
+    if (r == NULL)
+        return -1;
+    size_t n = gw_dbs_nrows(r);
+    if (n != 0)
+        *out = gw_xcalloc(n, sizeof(**out));
+    for (size_t i = 0; i != n; ++i)
+        (*out)[i] = (route_t){strtoll(gw_dbs_value(r, i, 0), NULL, 10), strtoll(gw_dbs_value(r, i, 1), NULL, 10)};
+    gw_dbs_result_free(r);
+    return (long)n;
+}
+
+static void free_ids(char **ids, size_t n)
+{
+    for (size_t k = 0; k != n; ++k)
+        free(ids[k]);
+    free(ids);
+}
+
+/* Plans the calls for every one of ids (of event type type): as many calls of CN_FETCH_MAX_IDS as they need. Returns
+ * how many were written to *out (malloc'd). */
+static int plan_all(const char *type, const cn_str_t *ids, size_t nids, cn_fetch_t **out)
+{
+    size_t room = nids / CN_FETCH_MAX_IDS + 1; /* duplicates and malformed ids only make fewer */
+    *out = gw_xcalloc(room, sizeof(**out));
+    return cn_xero_connector.plan_fetches((cn_str_t){type, strlen(type)}, ids, nids, *out, room);
+}
+
+/* Fetches, for the organisation and with the token set of route, every planned call of group and applies it; for
+ * credit notes, also every invoice they are allocated to, in as many calls as that takes. Stops at the first call
+ * that is not GW_FETCH_OK and returns its status (res says why). */
+static gw_fetch_status_t run_fetches(gw_work_t *w, gw_queue_row_t *const *group, const route_t *route,
+                                     const cn_fetch_t *fetches, int nfetch, gw_fetch_result_t *res, int depth)
 {
     for (int i = 0; i != nfetch; ++i) {
-        gw_fetch_status_t st = gw_xero_mirror_fetch(&w->fetch, group[0]->account, token_id, &fetches[i], NULL, res);
+        gw_fetch_status_t st =
+            gw_xero_mirror_fetch(&w->fetch, group[0]->account, route->token_id, &fetches[i], NULL, res);
         if (st != GW_FETCH_OK)
             return st;
         gw_apply_counts_t counts = {0};
         char **refetch = NULL, err[300];
         size_t nrefetch = 0;
         int rc =
-            gw_xero_mirror_apply(&w->fetch, group[0]->organisation_id, group[0]->account, fetches[i].record_kind,
+            gw_xero_mirror_apply(&w->fetch, route->organisation_id, group[0]->account, fetches[i].record_kind,
                                  res->res.body, group[0]->correlation, &counts, &refetch, &nrefetch, err, sizeof(err));
         gw_http_response_free(&res->res);
         memset(&res->res, 0, sizeof(res->res));
         if (rc != 0) {
             res->status = GW_FETCH_FAILED;
             snprintf(res->error, sizeof(res->error), "%s", err);
-            for (size_t k = 0; k != nrefetch; ++k)
-                free(refetch[k]);
-            free(refetch);
+            free_ids(refetch, nrefetch);
             return res->status;
         }
         gw_fetch_status_t st2 = GW_FETCH_OK;
@@ -175,15 +210,14 @@ static gw_fetch_status_t run_fetches(gw_work_t *w, gw_queue_row_t *const *group,
             cn_str_t *ids = gw_xcalloc(nrefetch, sizeof(*ids));
             for (size_t k = 0; k != nrefetch; ++k)
                 ids[k] = (cn_str_t){refetch[k], strlen(refetch[k])};
-            cn_fetch_t more[4];
-            int nmore = cn_xero_connector.plan_fetches(CN_STR_LIT("INVOICE.UPDATE"), ids, nrefetch, more, 4);
+            cn_fetch_t *more;
+            int nmore = plan_all("INVOICE.UPDATE", ids, nrefetch, &more);
             free(ids);
             if (nmore > 0)
-                st2 = run_fetches(w, group, token_id, more, nmore, res, depth + 1);
+                st2 = run_fetches(w, group, route, more, nmore, res, depth + 1);
+            free(more);
         }
-        for (size_t k = 0; k != nrefetch; ++k)
-            free(refetch[k]);
-        free(refetch);
+        free_ids(refetch, nrefetch);
         if (st2 != GW_FETCH_OK)
             return st2;
     }
@@ -205,34 +239,87 @@ static void cover(gw_work_t *w, gw_queue_row_t *const *group, size_t n, const ch
     free(ids);
 }
 
-/* Processes the rows of one (organisation, tenant, category). */
+/* Processes the rows of one (organisation, tenant, category). The organisation is the one of the webhook source
+ * that stored them; the mirror is written for every organisation connected to the tenant, each fetching with its
+ * own token set (and matching and auditing in its own organisation). */
 static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, const char *claimed_at)
 {
-    const char *type = group[0]->event_type;
+    const char *type = group[0]->event_type, *tenant = group[0]->account;
     cn_str_t *ids = gw_xcalloc(n, sizeof(*ids));
     for (size_t i = 0; i != n; ++i)
         if (group[i]->resource_id != NULL)
             ids[i] = (cn_str_t){group[i]->resource_id, strlen(group[i]->resource_id)};
-    cn_fetch_t *fetches = gw_xcalloc(MAX_FETCHES, sizeof(*fetches));
-    int nfetch = cn_xero_connector.plan_fetches((cn_str_t){type, strlen(type)}, ids, n, fetches, MAX_FETCHES);
+    cn_fetch_t *fetches;
+    int nfetch = plan_all(type, ids, n, &fetches);
     free(ids);
+    route_t *routes = NULL;
 
-    if (nfetch <= 0 || group[0]->account == NULL) {
-        /* nothing to fetch (e.g. SUBSCRIPTION events, or no well-formed id): done as is */
+    if (nfetch <= 0 || tenant == NULL || !is_uuid(tenant)) {
+        /* nothing to fetch (e.g. SUBSCRIPTION events, or no well-formed id or tenant id): done as is */
         gw_queue_finish(&w->queue, group, n, GW_QUEUE_IGNORED);
-        free(fetches);
-        return;
+        goto Exit;
     }
-    int64_t token_id = gw_xero_mirror_token_of(&w->fetch, group[0]->organisation_id, group[0]->account);
-    if (token_id == 0) {
-        char err[160];
-        snprintf(err, sizeof(err), "Xero tenant %s is not connected to this organisation", group[0]->account);
+    long nroutes = routes_of(&w->fetch, tenant, &routes);
+    if (nroutes < 0) {
+        char err[300];
+        snprintf(err, sizeof(err), "looking up the organisations of Xero tenant %s failed: %s", tenant,
+                 gw_dbs_error(w->fetch.db));
         gw_queue_fail(&w->queue, group, n, err);
-        free(fetches);
-        return;
+        goto Exit;
     }
-    gw_fetch_result_t res;
-    switch (run_fetches(w, group, token_id, fetches, nfetch, &res, 0)) {
+    if (nroutes == 0) {
+        /* No organisation has connected this tenant (the app's webhooks cover every tenant connected to the app, in
+         * any deployment): nothing here may fetch it, and retrying cannot change that. Once an organisation
+         * connects it, its first drift sweep is a backfill that brings in everything these events named. */
+        gw_log(GW_LOG_WARN,
+               "Xero tenant %s is connected to no organisation: %zu %.*s event%s ignored (correlation %s); connect it "
+               "and its first sweep backfills the mirror",
+               tenant, n, (int)category_len(type), type, n == 1 ? "" : "s", group[0]->correlation);
+        gw_queue_finish(&w->queue, group, n, GW_QUEUE_IGNORED);
+        goto Exit;
+    }
+
+    /* Every organisation in turn. One that needs re-authorisation does not hold the others back: when some were
+     * served, the events are done, and its mirror catches up at its first sweep once re-authorised (its high-water
+     * mark has not moved). When none was served, the events wait for the re-authorisation, as for a tenant with a
+     * single organisation. Any other failure stops the round and the events are retried for every organisation (the
+     * mirror writes are idempotent). */
+    gw_fetch_result_t res = {0}, reauth = {0};
+    gw_fetch_status_t outcome = GW_FETCH_OK;
+    size_t served = 0, nreauth = 0;
+    bool *skipped = gw_xcalloc((size_t)nroutes, sizeof(*skipped));
+    for (long r = 0; r != nroutes && outcome == GW_FETCH_OK; ++r) {
+        gw_fetch_status_t st = run_fetches(w, group, &routes[r], fetches, nfetch, &res, 0);
+        if (st == GW_FETCH_OK) {
+            ++served;
+        } else if (st == GW_FETCH_REAUTH) {
+            if (nreauth++ == 0)
+                reauth = res;
+            skipped[r] = true;
+        } else {
+            outcome = st;
+            if (nroutes > 1) {
+                char why[sizeof(res.error)];
+                snprintf(why, sizeof(why), "%s", res.error);
+                snprintf(res.error, sizeof(res.error), "organisation %lld: %.260s",
+                         (long long)routes[r].organisation_id, why);
+            }
+        }
+    }
+    if (outcome == GW_FETCH_OK && served == 0) {
+        outcome = GW_FETCH_REAUTH;
+        res = reauth;
+    } else if (outcome == GW_FETCH_OK) {
+        for (long r = 0; r != nroutes; ++r)
+            if (skipped[r])
+                gw_log(GW_LOG_WARN,
+                       "organisation %lld: Xero tenant %s needs re-authorisation: %zu %.*s event%s done without it; "
+                       "its first sweep once re-authorised catches up",
+                       (long long)routes[r].organisation_id, tenant, n, (int)category_len(type), type,
+                       n == 1 ? "" : "s");
+    }
+    free(skipped);
+    switch (outcome) {
     case GW_FETCH_OK:
         gw_queue_finish(&w->queue, group, n, GW_QUEUE_DONE);
         cover(w, group, n, claimed_at);
@@ -246,6 +333,8 @@ static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, 
         gw_queue_fail(&w->queue, group, n, res.error);
         break;
     }
+Exit:
+    free(routes);
     free(fetches);
 }
 
@@ -285,8 +374,13 @@ static void gauges(gw_work_t *w)
 
 static void periodic(gw_work_t *w)
 {
-    if (w->fetch.cfg->xero_sync_interval != 0)
-        gw_sync_sweep_due(&w->fetch);
+    gw_sync_sweep_due(&w->fetch, w->stop);
+}
+
+/* The sweep looks for due tenants every minute (each is swept every SETTLED_XERO_SYNC_INTERVAL seconds). */
+static int periodic_ms(const gw_config_t *cfg)
+{
+    return cfg->xero_sync_interval != 0 ? 60000 : 0;
 }
 
 const gw_processor_t gw_xero_processor = {
@@ -295,4 +389,5 @@ const gw_processor_t gw_xero_processor = {
     .process = process,
     .gauges = gauges,
     .periodic = periodic,
+    .periodic_ms = periodic_ms,
 };

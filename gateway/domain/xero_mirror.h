@@ -2,11 +2,13 @@
 /*
  * xero_mirror.h: brings Xero records into the mirror tables, and is the queue's processor for Xero events. A
  * Xero webhook names only ids: the events one claim took are grouped by (organisation, tenant, record kind), the
- * connector plans one list call per group (events for the same object coalesce into one fetch), each call goes
- * through fetch.c under the tenant's token and quota, and the raw response goes to the SQL upsert functions of
+ * connector plans list calls of up to 50 ids per group (events for the same object coalesce into one fetch), and
+ * for every organisation connected to the tenant (one Xero app serves several) each call goes through fetch.c under
+ * that organisation's token set and the tenant's quota, and the raw response goes to the SQL upsert functions of
  * schema/functions/xero_mirror.sql, which parse every amount exactly (jsonb numerics) and keep the newer of two
  * versions by UpdatedDateUTC. Rows of the same objects stored before the claim and still waiting are finished
- * with them: the fetched state covers them. Also used by `settled sync`.
+ * with them: the fetched state covers them. Events of a tenant no organisation has connected are ignored. Also
+ * used by `settled sync`.
  *
  * Blocking: worker threads and the command line only.
  */
@@ -40,8 +42,5 @@ GW_MUSTCHECK int gw_xero_mirror_apply(gw_fetch_ctx_t *ctx, int64_t organisation_
                                       const char *record_kind, const char *body, const char *correlation,
                                       gw_apply_counts_t *counts, char ***refetch, size_t *nrefetch, char *err,
                                       size_t errlen);
-
-/* Looks up the token set serving tenant in organisation_id. Returns it, or 0 if the tenant is not connected. */
-int64_t gw_xero_mirror_token_of(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant);
 
 #endif

@@ -456,7 +456,9 @@ $$;
 
 -- Credit notes. invoice_ids: for an inserted or updated credit note, the invoices its allocations name,
 -- before and after (an invoice that lost an allocation changed too), so the worker refetches them: the
--- invoice's AmountCredited from Xero is authoritative. Empty for stale and unchanged.
+-- invoice's AmountCredited from Xero is authoritative. For an unchanged one, the invoices its allocations
+-- name now: a worker that applied the credit note but failed before it had refetched all of them sees it
+-- unchanged when it retries, and must still refetch them. Empty for stale.
 CREATE OR REPLACE FUNCTION xero_upsert_credit_notes(p_org bigint, p_tenant uuid, p_doc jsonb, p_correlation text)
 RETURNS TABLE (credit_note_id uuid, outcome text, invoice_ids uuid[])
 LANGUAGE plpgsql AS $$
@@ -546,6 +548,9 @@ BEGIN
             FROM jsonb_array_elements(v_new.allocations || coalesce(v_old.allocations, '[]')) AS a;
             PERFORM audit_write(p_org, 'system:xero', 'xero.credit_note.upsert', 'xero_credit_note',
                 v_new.credit_note_id::text, xero_credit_note_json(v_old), xero_credit_note_json(v_new), p_correlation);
+        ELSIF outcome = 'unchanged' THEN
+            SELECT coalesce(array_agg(DISTINCT (a ->> 'invoice_id')::uuid), '{}') INTO invoice_ids
+            FROM jsonb_array_elements(v_new.allocations) AS a;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -163,7 +163,8 @@ class Mock:
 def settled_env(mock, db, **extra):
     """The settings every settled process of these tests gets: the database, the Xero app, the key, the
     mock as every Xero host, fast polling, and no scheduled drift sweep (a test that wants one says so:
-    otherwise worker 0 would sweep every tenant at start and add calls the test does not expect)."""
+    otherwise the workers' periodic thread would sweep every tenant at start and add calls the test does
+    not expect)."""
     env = {
         "SETTLED_DATABASE_URL": db,
         "SETTLED_XERO_CLIENT_ID": CLIENT_ID,

@@ -16,7 +16,8 @@ SQL upserts (docs/data-model.md, gateway/domain/worker.c, gateway/domain/xero_mi
   (a worker picks it up at its next poll, SETTLED_WORKER_POLL_MS: an UPDATE sends no notification);
 - `settled sync xero`: counts, a second run that changes nothing, and drift repair without webhooks
   (by hand and by the scheduled sweep);
-- an event of a tenant that is not connected fails with a clear error and is retried, never done.
+- an event of a tenant no organisation has connected is ignored (not retried, never dead), and the first
+  sweep after the tenant is connected backfills what it named.
 """
 
 import decimal
@@ -461,11 +462,12 @@ def test_sync_counts_second_run_and_drift_repair():
 # 6. A tenant that is not connected
 
 
-def test_event_of_a_tenant_not_connected_fails_and_retries():
-    """A delivery carries an event of a connected tenant and one of a tenant settled has no connection
-    for. The first is done; the second fails with 'not connected' in last_error and is retried (attempts
-    grow, status failed, never done, no call to Xero for it). Once the tenant is connected, the next retry
-    processes it."""
+def test_event_of_a_tenant_no_organisation_connected_is_ignored():
+    """A delivery carries an event of a connected tenant and one of a tenant no organisation has connected
+    (the Xero app's webhooks cover every tenant connected to the app, wherever). The first is done; the
+    second is ignored at its first attempt, with a log line naming the tenant: it is neither retried as a
+    failure nor parked dead, and nothing calls Xero for it. Once the tenant is connected, its first drift
+    sweep (a backfill) brings in the invoice the ignored event named."""
     m = mock()
     t, unknown = pl.new_tenant(), pl.new_tenant()
     db = pl.connected_db(m, [t], "pipe_tenant")
@@ -473,31 +475,34 @@ def test_event_of_a_tenant_not_connected_fails_and_retries():
     m.put(t, "invoices", good, pl.invoice(good, pl.BASE_MS, "1.00"))
     m.put(unknown, "invoices", orphan, pl.invoice(orphan, pl.BASE_MS, "2.00"))
     env = pl.settled_env(m, db, SETTLED_WORKERS=2, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_BACKOFF_MS=100,
-                         SETTLED_WORKER_BACKOFF_MAX_MS=400, SETTLED_WORKER_MAX_ATTEMPTS=100)
+                         SETTLED_WORKER_BACKOFF_MAX_MS=400)
     with h.Settled(db, env=env) as s:
         pl.post(s, pl.delivery([pl.xero_event(unknown, orphan, "INVOICE"), pl.xero_event(t, good, "INVOICE")]))
-        pl.wait_for(lambda: int(h.sql_value(db, "SELECT attempts FROM webhook_events WHERE account = $1", unknown)
-                                or 0) >= 4, 30, "4 attempts of the unconnected tenant's event")
-        pl.wait_for(lambda: h.sql_value(db, "SELECT status FROM webhook_events WHERE account = $1", unknown)
-                    == "failed", 10, "status failed")
-        expect_eq(h.sql_value(db, "SELECT status FROM webhook_events WHERE account = $1", t), "done",
-                  "the connected tenant's event is done all the same")
-        err = h.sql_value(db, "SELECT last_error FROM webhook_events WHERE account = $1", unknown) or ""
-        expect_in("not connected", err, "last_error")
-        expect_in(unknown, err, "last_error names the tenant")
+        expect_eq(pl.wait_drained(db, 30, expect_rows=2), {"done": 1, "ignored": 1}, "inbox rows")
+        expect_eq(h.sql_rows(db, "SELECT status, attempts, last_error, processed_at IS NOT NULL FROM webhook_events"
+                                 " WHERE account = $1", unknown), [["ignored", "1", None, "t"]],
+                  "the unconnected tenant's event: ignored at its first attempt, not failed")
+        time.sleep(1.0)  # 10 x the backoff: a failed row would have been retried by now
+        expect_eq(h.sql_value(db, "SELECT attempts FROM webhook_events WHERE account = $1", unknown), "1",
+                  "it is not retried")
+        expect_in(f"Xero tenant {unknown} is connected to no organisation", s.log(), "the log names the tenant")
         expect_eq(m.api_calls(tenant=unknown), [], "no call to Xero for a tenant without a connection")
-        expect_eq(h.sql_value(db, "SELECT count(*) FROM xero_invoices WHERE tenant_id = $1", unknown), "0",
-                  "nothing mirrored for it")
+        expect_eq(pl.metric(s, "settled_worker_events_total", outcome="ignored"), 1.0, "ignored outcomes")
+        expect_eq(pl.metric(s, "settled_worker_events_total", outcome="failed") or 0, 0, "failed outcomes")
+    expect_eq(h.sql_value(db, "SELECT count(*) FROM xero_invoices WHERE tenant_id = $1", unknown), "0",
+              "nothing mirrored for it")
 
-        # an admin connects the tenant: the next retry succeeds
-        m.authorise("RT-PIPE-2", [t, unknown])
-        pl.connect(m, db, "RT-PIPE-2")
-        pl.wait_for(lambda: h.sql_value(db, "SELECT status FROM webhook_events WHERE account = $1", unknown)
-                    == "done", 30, "the retried event to be done once the tenant is connected")
-    expect_eq(h.sql_value(db, "SELECT total::text FROM xero_invoices WHERE tenant_id = $1 AND invoice_id = $2",
-                          unknown, orphan), "2.0000", "the invoice of the newly connected tenant")
-    expect_eq(h.sql_value(db, "SELECT last_error FROM webhook_events WHERE account = $1", unknown), None,
-              "last_error is cleared once done")
+    # an admin connects the tenant: the first sweep backfills what the ignored event named
+    m.authorise("RT-PIPE-2", [t, unknown])
+    pl.connect(m, db, "RT-PIPE-2")
+    w = pl.Worker(pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_SYNC_INTERVAL=3600))
+    try:
+        pl.wait_for(lambda: h.sql_value(db, "SELECT total::text FROM xero_invoices WHERE tenant_id = $1"
+                                            " AND invoice_id = $2", unknown, orphan) == "2.0000", 30,
+                    "the first sweep of the newly connected tenant to mirror the invoice")
+    finally:
+        w.stop()
+    expect_in("first sweep backfilled", w.log(), "the sweep was a backfill")
 
 
 try:

@@ -309,7 +309,7 @@ def test_exact_decimals_verbatim():
     put("invoices", INV, raw)
     expect_eq(M.call("GET", f"/_mock/tenants/{T1}/invoices/{INV}").body.decode(), raw, "stored verbatim")
     escaped = raw.replace("/Date(1552329729002+0000)/", "\\/Date(1552329729002+0000)\\/")
-    one = M.api(f"/api.xro/2.0/Invoices/{INV}")
+    one = M.api(f"/api.xro/2.0/Invoices/{INV}?unitdp=4")  # four-place unit amounts as stored (P2.5)
     expect_eq(one.status, 200, "GET by id")
     body = one.body.decode()
     expect(escaped in body, f"the record is spliced byte for byte, with \\/Date escaped: {body}")
@@ -324,7 +324,7 @@ def test_exact_decimals_verbatim():
     inv = env["Invoices"][0]
     expect_eq((inv["SubTotal"], inv["LineItems"][1]["UnitAmount"], inv["AmountDue"]),
               (decimal.Decimal("1234567.89"), decimal.Decimal("0.1"), decimal.Decimal("100.10")), "decoded")
-    lst = M.api(f"/api.xro/2.0/Invoices?IDs={INV}&page=1").body.decode()
+    lst = M.api(f"/api.xro/2.0/Invoices?IDs={INV}&page=1&unitdp=4").body.decode()
     expect(escaped in lst, "paged list splices verbatim too")
     # a contact and a credit note keep theirs as well
     c = '{"ContactID":"c1","Name":"Zoë","Balances":{"AccountsReceivable":{"Outstanding":0.10}}}'
@@ -334,6 +334,47 @@ def test_exact_decimals_verbatim():
     put("creditnotes", "cn1", cn, updated_ms=2)
     b = M.api("/api.xro/2.0/CreditNotes/cn1").body.decode()
     expect('"Total":14.20' in b and '"RemainingCredit":0.01' in b, "credit note decimals")
+
+
+def test_unit_amounts_rounded_unless_unitdp_4():
+    """P2.5: without unitdp=4 Xero rounds line-item unit amounts to 2 decimals; with it they keep 4. Only
+    UnitAmount changes (Quantity, LineAmount and totals keep their text), on single GETs and paged lists
+    of invoices and credit notes alike."""
+    auth = setup()["authEventId"]
+    raw = ('{"Type":"ACCREC","InvoiceID":"%s","Status":"AUTHORISED","LineItems":['
+           '{"Description":"a","Quantity":2.5000,"UnitAmount":1.2345,"LineAmount":3.09},'
+           '{"Description":"b","Quantity":1,"UnitAmount":0.125,"LineAmount":0.13},'
+           '{"Description":"c","Quantity":1,"UnitAmount":-0.005,"LineAmount":-0.01},'
+           '{"Description":"d","Quantity":1,"UnitAmount":100.10,"LineAmount":100.10},'
+           '{"Description":"e","Quantity":1,"UnitAmount":7,"LineAmount":7}],'
+           '"Total":110.31,"UpdatedDateUTC":"/Date(1552329729002+0000)/"}' % INV)
+    put("invoices", INV, raw)
+    cn = '{"CreditNoteID":"cn1","LineItems":[{"UnitAmount":12.3456,"Quantity":1.0000}],"Total":12.35}'
+    put("creditnotes", "cn1", cn, updated_ms=2)
+
+    def units(body, key="Invoices"):
+        return [str(li["UnitAmount"]) for li in json.loads(body, parse_float=decimal.Decimal)[key][0]["LineItems"]]
+
+    rounded = ["1.23", "0.13", "-0.01", "100.10", "7"]  # half away from zero; 2 places or fewer untouched
+    for path in (f"/api.xro/2.0/Invoices/{INV}", f"/api.xro/2.0/Invoices?IDs={INV}&page=1",
+                 f"/api.xro/2.0/Invoices/{INV}?unitdp=2"):
+        b = M.api(path).body.decode()
+        expect_eq(units(b), rounded, f"{path}: unit amounts rounded")
+        expect('"Quantity":2.5000' in b and '"LineAmount":3.09' in b and '"Total":110.31' in b,
+               f"{path}: the other amounts are verbatim: {b}")
+    for path in (f"/api.xro/2.0/Invoices/{INV}?unitdp=4", f"/api.xro/2.0/Invoices?page=1&unitdp=4&IDs={INV}",
+                 f"/api.xro/2.0/Invoices/{INV}?UnitDP=4"):
+        b = M.api(path).body.decode()
+        expect_eq(units(b), ["1.2345", "0.125", "-0.005", "100.10", "7"], f"{path}: four places kept")
+        expect('"UnitAmount":1.2345,' in b, f"{path}: byte for byte")
+    expect_eq(units(M.api("/api.xro/2.0/CreditNotes/cn1").body.decode(), "CreditNotes"), ["12.35"],
+              "credit-note unit amounts are rounded too")
+    expect_eq(units(M.api("/api.xro/2.0/CreditNotes?page=1&unitdp=4").body.decode(), "CreditNotes"), ["12.3456"],
+              "and kept with unitdp=4")
+    expect_eq(M.call("GET", f"/_mock/tenants/{T1}/invoices/{INV}").body.decode(), raw, "the stored text is unchanged")
+    log = M.ctl("GET", "requests")
+    expect(any("unitdp=4" in e["query"] for e in log), "the request log keeps the query (a client can be checked)")
+    expect_eq({e["auth"] for e in log}, {auth}, "and the authorisation whose token made each call")
 
 
 def test_ids_paging_if_modified_since_and_lineitems():

@@ -17,8 +17,9 @@ Design points a client author must know (details in the README):
   * Records are stored as the raw JSON text they were given and spliced into responses verbatim, so
     numbers (1234567.89, 0.1, 14.20, 12.3456) reach the client byte for byte. The only rewrites are:
     /Date(...)/ slashes escaped as on the wire (P2.2), LineItems dropped from unpaged lists (Xero
-    returns line items only for single GETs and paged lists), and the top-level UpdatedDateUTC when
-    a test asks for it.
+    returns line items only for single GETs and paged lists), the top-level UpdatedDateUTC when
+    a test asks for it, and line-item UnitAmounts with more than 2 decimals rounded to 2 unless the
+    call asks for unitdp=4 (P2.5), as Xero does.
   * Refresh tokens rotate (P2.3). A retired refresh token used again within the grace period returns
     the SAME token pair that its first use issued (idempotent retry of a lost response); after the
     grace period, or for an unknown token, 400 {"error":"invalid_grant"}.
@@ -214,6 +215,43 @@ def set_top_key(raw, key, value_text):
     return raw[:last] + "," + member + raw[last:]
 
 
+def round_unit_amounts(raw, places):
+    """raw (one invoice or credit-note record) with the UnitAmount of each top-level LineItems element
+    rounded to places decimals (half away from zero), as Xero does without ?unitdp=4 (P2.5: the
+    parameter opts in to four decimal places for unit amounts; totals are unaffected). Only a number
+    with more decimals than that is rewritten; every other byte is kept."""
+    try:
+        spans = whole_object(raw)
+    except ValueError:
+        return raw
+    if "LineItems" not in spans:
+        return raw
+    try:
+        items, _ = array_spans(raw, spans["LineItems"][0])
+    except ValueError:
+        return raw
+    quantum = decimal.Decimal(1).scaleb(-places)
+    edits = []  # (start, end, text), in order
+    for s, _ in items:
+        try:
+            fields, _ = object_spans(raw, s)
+        except ValueError:
+            continue
+        if "UnitAmount" not in fields:
+            continue
+        vs, ve, _ = fields["UnitAmount"]
+        value = _DEC.decode(raw[vs:ve])
+        if not isinstance(value, (decimal.Decimal, int)) or isinstance(value, bool):
+            continue  # null or a string: Xero sends a number
+        d = decimal.Decimal(value)
+        if d.as_tuple().exponent >= -places:
+            continue
+        edits.append((vs, ve, format(d.quantize(quantum, rounding=decimal.ROUND_HALF_UP), "f")))
+    for vs, ve, text in reversed(edits):
+        raw = raw[:vs] + text + raw[ve:]
+    return raw
+
+
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.S)
 
 
@@ -387,7 +425,7 @@ class Ticket:
     """One API call between begin_call and end_call."""
 
     __slots__ = ("tenant", "tstats", "admitted", "problem", "retry_after", "headers", "method", "path", "query",
-                 "ims", "fault", "t_ms", "ended")
+                 "ims", "fault", "t_ms", "ended", "auth")
 
 
 class MockState:
@@ -753,12 +791,14 @@ class MockState:
             s = self.tstats[tid.lower()] = CallStats()
         return s
 
-    def begin_call(self, tenant_id, method, path, query, ims):
-        """Records an authenticated API attempt and decides whether the limits admit it."""
+    def begin_call(self, tenant_id, method, path, query, ims, auth_id=None):
+        """Records an authenticated API attempt (by the authorisation auth_id) and decides whether the limits
+        admit it."""
         m = self.mono()
         app, L = self.appstats, self.app["limits"]
         tk = Ticket()
         tk.tenant, tk.method, tk.path, tk.query, tk.ims = tenant_id, method, path, query, ims
+        tk.auth = auth_id
         tk.fault, tk.ended = None, False
         tk.t_ms = self.now_ms()
         route = f"{method} {path}"
@@ -822,7 +862,7 @@ class MockState:
         self.log.append({
             "t_ms": tk.t_ms, "method": tk.method, "path": tk.path, "query": tk.query, "tenant": tk.tenant,
             "status": status, "problem": tk.problem, "fault": tk.fault["mode"] if tk.fault else None,
-            "if_modified_since": tk.ims, "note": note,
+            "if_modified_since": tk.ims, "auth": tk.auth, "note": note,
         })
 
     def stats(self):
@@ -1213,7 +1253,7 @@ class Handler(BaseHTTPRequestHandler):
                     st.unauthorised["403"] += 1
                     return self.api_error(403, "AuthenticationUnsuccessful")
                 tenant_id = st.tenants[hdr].id
-            tk = st.begin_call(tenant_id, method, path, query, ims)
+            tk = st.begin_call(tenant_id, method, path, query, ims, auth.id)
             if tk.admitted:
                 tk.fault = st.take_fault("api", tenant_id, path)
         headers = {k: v for k, v in tk.headers.items()}
@@ -1318,6 +1358,15 @@ class Handler(BaseHTTPRequestHandler):
         spec = KINDS[kind]
         table = tenant.records[kind]
         app = st.app
+        q = {}
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            q.setdefault(k.lower(), []).append(v)
+        # P2.5: unit amounts have 2 decimals unless the call asks for unitdp=4
+        places = 4 if (q.get("unitdp") or [""])[-1].strip() == "4" else 2
+
+        def served(raw):
+            return round_unit_amounts(raw, places) if spec["lines"] else raw
+
         if len(rest) == 2:  # a single record, by ID (or by number, as Xero allows)
             key = rest[1].lower()
             r = table.get(key)
@@ -1325,10 +1374,7 @@ class Handler(BaseHTTPRequestHandler):
                 r = next((x for x in table.values() if x.number is not None and x.number == rest[1]), None)
             if r is None:
                 return (404,) + text_404
-            return 200, self.envelope(spec["collection"], [r.raw]), "application/json; charset=utf-8"
-        q = {}
-        for k, v in parse_qsl(query, keep_blank_values=True):
-            q.setdefault(k.lower(), []).append(v)
+            return 200, self.envelope(spec["collection"], [served(r.raw)]), "application/json; charset=utf-8"
         recs = list(table.values())
         if "ids" in q:
             wanted = {x.strip().lower() for v in q["ids"] for x in v.split(",") if x.strip()}
@@ -1354,9 +1400,9 @@ class Handler(BaseHTTPRequestHandler):
             total = len(recs)
             pagination = {"page": page, "pageSize": size, "pageCount": math.ceil(total / size), "itemCount": total}
             recs = recs[(page - 1) * size : page * size]
-            raws = [r.raw for r in recs]
+            raws = [served(r.raw) for r in recs]
         else:
-            raws = [r.raw for r in recs]
+            raws = [served(r.raw) for r in recs]
             if spec["lines"] and app["strip_lineitems_unpaged"]:
                 raws = [remove_top_key(x, "LineItems") for x in raws]
         return 200, self.envelope(spec["collection"], raws, pagination), "application/json; charset=utf-8"

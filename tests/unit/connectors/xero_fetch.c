@@ -24,7 +24,7 @@ static void test_invoice_ids_coalesce_into_one_call(void **state)
     int n = cn_xero_connector.plan_fetches(str("INVOICE.UPDATE"), ids, 4, out, 4);
     assert_int_equal(n, 1);
     assert_string_equal(out[0].record_kind, "xero.invoices");
-    assert_string_equal(out[0].path, "/api.xro/2.0/Invoices?page=1&IDs=" ID_A "," ID_B);
+    assert_string_equal(out[0].path, "/api.xro/2.0/Invoices?page=1&unitdp=4&IDs=" ID_A "," ID_B);
 }
 
 static void test_categories(void **state)
@@ -36,7 +36,7 @@ static void test_categories(void **state)
     assert_string_equal(out[0].path, "/api.xro/2.0/Contacts?page=1&IDs=" ID_A);
     assert_int_equal(cn_xero_connector.plan_fetches(str("CREDITNOTE.UPDATE"), ids, 1, out, 1), 1);
     assert_string_equal(out[0].record_kind, "xero.creditnotes");
-    assert_string_equal(out[0].path, "/api.xro/2.0/CreditNotes?page=1&IDs=" ID_A);
+    assert_string_equal(out[0].path, "/api.xro/2.0/CreditNotes?page=1&unitdp=4&IDs=" ID_A);
     assert_int_equal(cn_xero_connector.plan_fetches(str("SUBSCRIPTION.UPDATE"), ids, 1, out, 1), 0);
 }
 
@@ -73,6 +73,11 @@ static void test_sync_pages_and_count(void **state)
     cn_fetch_t f;
     assert_int_equal(cn_xero_connector.plan_sync_page("xero.contacts", 3, &f), 0);
     assert_string_equal(f.path, "/api.xro/2.0/Contacts?page=3&order=UpdatedDateUTC%20ASC");
+    /* invoices and credit notes ask for four-place unit amounts (Xero rounds them to 2 otherwise) */
+    assert_int_equal(cn_xero_connector.plan_sync_page("xero.invoices", 1, &f), 0);
+    assert_string_equal(f.path, "/api.xro/2.0/Invoices?page=1&unitdp=4&order=UpdatedDateUTC%20ASC");
+    assert_int_equal(cn_xero_connector.plan_sync_page("xero.creditnotes", 2, &f), 0);
+    assert_string_equal(f.path, "/api.xro/2.0/CreditNotes?page=2&unitdp=4&order=UpdatedDateUTC%20ASC");
     assert_int_equal(cn_xero_connector.plan_sync_page("xero.nothing", 1, &f), -1);
     assert_int_equal(cn_xero_connector.count_records("xero.invoices", str("{\"Invoices\":[{},{},{}]}")), 3);
     assert_int_equal(cn_xero_connector.count_records("xero.invoices", str("{\"Contacts\":[]}")), -1);

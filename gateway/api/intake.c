@@ -30,7 +30,14 @@ static const gw_db_statement_t statements[STMT_MAX] = {
      "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
      "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8) "
      "ON CONFLICT (provider, source, event_id) DO NOTHING",
-     12},
+     12,
+     /* the single-event deliveries of a batch are one multi-row INSERT; each learns its row by its correlation id */
+     "INSERT INTO inbox_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "body, headers, verified_at, received_at, correlation_id) VALUES",
+     "($1::bigint, $2, $3, $9, $10, $11, $12, $4::bytea, $5::jsonb, "
+     "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
+     "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8)",
+     "ON CONFLICT (provider, source, event_id) DO NOTHING RETURNING correlation_id", 7},
     {"intake_insert_events",
      "WITH e AS (SELECT * FROM jsonb_to_recordset($9::jsonb) "
      "             AS e(account text, event_id text, event_type text, resource_id text)), "

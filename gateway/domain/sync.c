@@ -121,7 +121,7 @@ static int sync_kind(gw_fetch_ctx_t *ctx, const char *org, int64_t organisation_
             waited += res.wait_ms;
         }
         if (st != GW_FETCH_OK) {
-            snprintf(err, errlen, "%s page %d: %s", short_kind(kind), page, res.error);
+            snprintf(err, errlen, "%s page %d: %.200s", short_kind(kind), page, res.error);
             return -1;
         }
         long n = cn_xero_connector.count_records(kind, (cn_str_t){res.res.body, res.res.body_len});

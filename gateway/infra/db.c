@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "mem.h"
 
 #define TICK_MS 25 /* also how early a deadline is enforced */
 #define BACKOFF_MIN_MS 100
@@ -35,6 +36,7 @@ struct st_gw_db_job_t {
     uint64_t deadline; /* when the job's caller must have its answer: submitted + SETTLED_DB_COMMIT_TIMEOUT_MS */
     bool isolate;      /* run alone: it was in a batch that another job made fail, or whose COMMIT failed */
     bool failed;       /* this job's own statement failed */
+    size_t group;      /* 1: sent alone; n > 1: the first of n jobs merged into one statement; 0: one of its others */
     uint64_t rows;
     char error[200];
 };
@@ -60,11 +62,21 @@ struct st_gw_db_conn_t {
     unsigned failures;
 };
 
+/* The merged variants of a mergeable statement: one prepared statement per size 2, 4, ... GW_DB_MERGE_MAX. */
+#define MERGE_SIZES 6       /* log2(GW_DB_MERGE_MAX) */
+#define MERGE_PARAMS_MAX 16 /* parameters of one job of a mergeable statement */
+typedef struct st_merged_t {
+    const gw_db_statement_t *stmt;
+    char *names[MERGE_SIZES], *sqls[MERGE_SIZES];
+} merged_t;
+
 struct st_gw_db_t {
     h2o_evloop_t *loop;
     const gw_config_t *cfg;
     const gw_db_statement_t *const *stmts;
     size_t nstmts;
+    merged_t *merged; /* one per mergeable statement */
+    size_t nmerged;
     gw_db_conn_t *conns;
     size_t nconns;
     h2o_linklist_t queue;
@@ -239,6 +251,13 @@ static void start_prepare(gw_db_conn_t *c)
             return;
         }
     }
+    for (size_t i = 0; i != db->nmerged; ++i)
+        for (size_t k = 0; k != MERGE_SIZES; ++k)
+            if (PQsendPrepare(c->pg, db->merged[i].names[k], db->merged[i].sqls[k],
+                              db->merged[i].stmt->nparams << (k + 1), NULL) != 1) {
+                disconnect(c, pq_error(c));
+                return;
+            }
     if (PQpipelineSync(c->pg) != 1 || flush_out(c) != 0) {
         disconnect(c, pq_error(c));
         return;
@@ -268,6 +287,74 @@ static void poll_connect(gw_db_conn_t *c)
     }
 }
 
+static const merged_t *merged_of(const gw_db_t *db, const gw_db_statement_t *stmt)
+{
+    for (size_t i = 0; i != db->nmerged; ++i)
+        if (db->merged[i].stmt == stmt)
+            return &db->merged[i];
+    return NULL;
+}
+
+/* How many of the jobs at the head of the queue (at most max) run merged with the first: the largest power of two
+ * of the run of queued jobs of its (mergeable) statement; 1 when it runs alone. */
+static size_t merge_count(const gw_db_t *db, const gw_db_job_t *first, size_t max)
+{
+    if (first->isolate || first->stmt->merge_row == NULL || first->stmt->nparams > MERGE_PARAMS_MAX || max < 2)
+        return 1;
+    size_t run = 0;
+    for (const h2o_linklist_t *l = &first->_link; l != &db->queue && run != max && run != GW_DB_MERGE_MAX;
+         l = l->next, ++run) {
+        const gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
+        if (job->stmt != first->stmt || job->isolate)
+            break;
+    }
+    size_t n = 1;
+    while (n * 2 <= run)
+        n *= 2;
+    return n;
+}
+
+/* Moves job from the queue into c's batch. */
+static void take_job(gw_db_conn_t *c, gw_db_job_t *job, size_t group)
+{
+    gw_db_t *db = c->db;
+    h2o_linklist_unlink(&job->_link);
+    --db->queued;
+    ++db->inflight;
+    h2o_linklist_insert(&c->batch, &job->_link);
+    job->group = group;
+    if (c->batch_size == 0 || job->deadline < c->batch_deadline)
+        c->batch_deadline = job->deadline;
+    ++c->batch_size;
+}
+
+/* Sends the n jobs at the head of the queue as one merged statement. Returns 0, or -1 (the jobs stay queued). */
+static int send_merged(gw_db_conn_t *c, gw_db_job_t *first, size_t n)
+{
+    gw_db_t *db = c->db;
+    const merged_t *m = merged_of(db, first->stmt);
+    size_t k = 0, per = (size_t)first->stmt->nparams;
+    while (((size_t)2 << k) != n)
+        ++k;
+    if (m == NULL || per > MERGE_PARAMS_MAX || n > GW_DB_MERGE_MAX)
+        return -1;
+    /* zeroed: the compiler cannot see that the loop below fills the n * per entries PostgreSQL reads */
+    const char *values[GW_DB_MERGE_MAX * MERGE_PARAMS_MAX] = {NULL};
+    int lengths[GW_DB_MERGE_MAX * MERGE_PARAMS_MAX] = {0}, formats[GW_DB_MERGE_MAX * MERGE_PARAMS_MAX] = {0};
+    h2o_linklist_t *l = &first->_link;
+    for (size_t j = 0; j != n; ++j, l = l->next) {
+        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
+        memcpy(values + j * per, job->values, per * sizeof(*values));
+        memcpy(lengths + j * per, job->lengths, per * sizeof(*lengths));
+        memcpy(formats + j * per, job->formats, per * sizeof(*formats));
+    }
+    if (PQsendQueryPrepared(c->pg, m->names[k], (int)(n * per), values, lengths, formats, 0) != 1)
+        return -1;
+    for (size_t j = 0; j != n; ++j)
+        take_job(c, H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next), j == 0 ? n : 0);
+    return 0;
+}
+
 /* Sends up to max_batch queued jobs (or one isolated job) on an idle connection. */
 static void send_batch(gw_db_conn_t *c)
 {
@@ -277,18 +364,20 @@ static void send_batch(gw_db_conn_t *c)
         gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next);
         if (job->isolate && c->batch_size != 0)
             break;
+        size_t n = merge_count(db, job, max - c->batch_size);
+        if (n > 1) {
+            if (send_merged(c, job, n) != 0) {
+                disconnect(c, pq_error(c)); /* the jobs stay queued for another connection */
+                return;
+            }
+            continue;
+        }
         if (PQsendQueryPrepared(c->pg, job->stmt->name, job->nparams, job->values, job->lengths, job->formats, 0) !=
             1) {
             disconnect(c, pq_error(c)); /* the job stays queued for another connection */
             return;
         }
-        h2o_linklist_unlink(&job->_link);
-        --db->queued;
-        ++db->inflight;
-        h2o_linklist_insert(&c->batch, &job->_link);
-        if (c->batch_size == 0 || job->deadline < c->batch_deadline)
-            c->batch_deadline = job->deadline;
-        ++c->batch_size;
+        take_job(c, job, 1);
         if (job->isolate)
             break;
     }
@@ -356,6 +445,26 @@ static void complete_batch(gw_db_conn_t *c)
     set_state(c, GW_DB_IDLE);
 }
 
+/* A merged statement's RETURNING yields, per inserted row, its job's key: each job gets the row bearing its key (one
+ * row at most per job, so two jobs binding the same key get one each). */
+static void count_merged_rows(gw_db_conn_t *c, gw_db_job_t *first, PGresult *res)
+{
+    int key = first->stmt->merge_key;
+    for (int t = 0; t != PQntuples(res); ++t) {
+        const char *v = PQgetvalue(res, t, 0);
+        size_t vlen = (size_t)PQgetlength(res, t, 0);
+        h2o_linklist_t *l = &first->_link;
+        for (size_t j = 0; j != first->group && l != &c->batch; ++j, l = l->next) {
+            gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
+            if (job->rows == 0 && job->values[key] != NULL && (size_t)job->lengths[key] == vlen &&
+                memcmp(job->values[key], v, vlen) == 0) {
+                job->rows = 1;
+                break;
+            }
+        }
+    }
+}
+
 /* Reads every result libpq has buffered, without ever blocking (PQgetResult blocks when PQisBusy). */
 static void drain_results(gw_db_conn_t *c)
 {
@@ -365,8 +474,12 @@ static void drain_results(gw_db_conn_t *c)
             if (!c->want_null)
                 return; /* nothing pending */
             c->want_null = false;
-            if (c->state == GW_DB_BUSY && c->awaiting != NULL && c->awaiting != &c->batch)
-                c->awaiting = c->awaiting->next;
+            if (c->state == GW_DB_BUSY && c->awaiting != NULL && c->awaiting != &c->batch) {
+                /* past the job, and past the jobs merged into its statement */
+                size_t skip = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, c->awaiting)->group;
+                for (size_t i = 0; i < (skip > 0 ? skip : 1) && c->awaiting != &c->batch; ++i)
+                    c->awaiting = c->awaiting->next;
+            }
             continue;
         }
         ExecStatusType st = PQresultStatus(res);
@@ -393,9 +506,14 @@ static void drain_results(gw_db_conn_t *c)
             }
         } else if (c->state == GW_DB_BUSY && c->awaiting != NULL && c->awaiting != &c->batch) {
             gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, c->awaiting);
-            if (ok) {
+            if (ok && job->group > 1) {
+                count_merged_rows(c, job, res);
+            } else if (ok) {
                 const char *n = PQcmdTuples(res);
                 job->rows = n != NULL && *n != '\0' ? strtoull(n, NULL, 10) : (uint64_t)PQntuples(res);
+            } else if (job->group > 1) {
+                /* which job of the merged statement failed is unknown: they all run again alone */
+                c->batch_failed = true;
             } else {
                 c->batch_failed = true;
                 if (st != PGRES_PIPELINE_ABORTED) {
@@ -496,8 +614,7 @@ static void on_tick(h2o_timeout_entry_t *entry)
         else if (c->state == GW_DB_BUSY && horizon >= c->batch_deadline) {
             fail_batch(c, "commit timed out"); /* its outcome is unknown: no 2xx for any of it */
             disconnect(c, "commit timed out");
-        }
-        else if ((c->state == GW_DB_CONNECTING || c->state == GW_DB_PREPARING) && now - c->since > connect_deadline)
+        } else if ((c->state == GW_DB_CONNECTING || c->state == GW_DB_PREPARING) && now - c->since > connect_deadline)
             disconnect(c, "connect timed out");
     }
     /* with every connection down, queued jobs fail at once (the provider retries); otherwise at their deadline */
@@ -515,10 +632,61 @@ static void on_tick(h2o_timeout_entry_t *entry)
     h2o_timeout_link(db->loop, &db->tick_timeout, &db->tick_entry);
 }
 
+/* Appends template with every $N renumbered to $N + offset. */
+static void append_renumbered(char **p, const char *template, int offset)
+{
+    for (const char *t = template; *t != '\0';) {
+        if (*t == '$' && t[1] >= '0' && t[1] <= '9') {
+            char *end;
+            long n = strtol(t + 1, &end, 10);
+            *p += sprintf(*p, "$%ld", n + offset);
+            t = end;
+        } else {
+            *(*p)++ = *t++;
+        }
+    }
+}
+
+/* The merged variants of every mergeable statement, named <name>_m<rows>. */
+static void build_merged(gw_db_t *db)
+{
+    for (size_t i = 0; i != db->nstmts; ++i)
+        if (db->stmts[i]->merge_row != NULL)
+            ++db->nmerged;
+    if (db->nmerged == 0)
+        return;
+    db->merged = gw_xcalloc(db->nmerged, sizeof(*db->merged));
+    size_t m = 0;
+    for (size_t i = 0; i != db->nstmts; ++i) {
+        const gw_db_statement_t *st = db->stmts[i];
+        if (st->merge_row == NULL)
+            continue;
+        merged_t *mg = &db->merged[m++];
+        mg->stmt = st;
+        for (size_t k = 0; k != MERGE_SIZES; ++k) {
+            size_t rows = (size_t)2 << k;
+            size_t cap = strlen(st->merge_head) + strlen(st->merge_tail) + 16 +
+                         rows * (strlen(st->merge_row) + 2 + 4 * (size_t)st->nparams);
+            char *sql = gw_xmalloc(cap), *p = sql;
+            p += sprintf(p, "%s ", st->merge_head);
+            for (size_t r = 0; r != rows; ++r) {
+                if (r != 0)
+                    *p++ = ',';
+                append_renumbered(&p, st->merge_row, (int)r * st->nparams);
+            }
+            p += sprintf(p, " %s", st->merge_tail);
+            mg->sqls[k] = sql;
+            mg->names[k] = gw_xmalloc(strlen(st->name) + 16);
+            sprintf(mg->names[k], "%s_m%zu", st->name, rows);
+        }
+    }
+}
+
 gw_db_t *gw_db_create(h2o_evloop_t *loop, const gw_config_t *cfg, const gw_db_statement_t *const *stmts, size_t nstmts)
 {
     gw_db_t *db = h2o_mem_alloc(sizeof(*db));
     *db = (gw_db_t){.loop = loop, .cfg = cfg, .stmts = stmts, .nstmts = nstmts};
+    build_merged(db);
     h2o_linklist_init_anchor(&db->queue);
     db->nconns = (size_t)cfg->db_connections;
     db->conns = h2o_mem_alloc(sizeof(*db->conns) * db->nconns);
@@ -559,6 +727,12 @@ void gw_db_destroy(gw_db_t *db)
         h2o_timeout_unlink(&db->flush_entry);
     h2o_timeout_dispose(db->loop, &db->zero_timeout);
     h2o_timeout_dispose(db->loop, &db->tick_timeout);
+    for (size_t i = 0; i != db->nmerged; ++i)
+        for (size_t k = 0; k != MERGE_SIZES; ++k) {
+            free(db->merged[i].names[k]);
+            free(db->merged[i].sqls[k]);
+        }
+    free(db->merged);
     free(db->conns);
     free(db);
 }

@@ -24,7 +24,21 @@ typedef struct st_gw_db_statement_t {
     const char *name;
     const char *sql;
     int nparams;
+    /*
+     * Optional, for an INSERT of at most one row per job: jobs of this statement that are queued together run as
+     * one multi-row statement (2, 4, ... up to GW_DB_MERGE_MAX rows), so PostgreSQL runs one executor per batch
+     * instead of one per job. The merged statement is merge_head, then merge_row once per job with its parameters
+     * renumbered ($1 of the second job becomes $<nparams + 1>, ...), then merge_tail, which must end with a
+     * RETURNING of the value that parameter merge_key (0-based) binds for each row inserted: that is how each
+     * job learns whether its row was inserted. A merged statement that fails runs again job by job, so one bad job
+     * never fails its neighbours. NULL merge_row: never merged.
+     */
+    const char *merge_head, *merge_row, *merge_tail;
+    int merge_key;
 } gw_db_statement_t;
+
+/* The most jobs merged into one statement. */
+#define GW_DB_MERGE_MAX 64
 
 /* One parameter of a job; copied at gw_db_job_new, so the caller's memory may go at once. */
 typedef struct st_gw_db_param_t {

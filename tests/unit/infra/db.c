@@ -16,7 +16,9 @@
 
 static const gw_db_statement_t statements[] = {
     /* fails with division_by_zero when $2 is 0, so one job of a batch can be made to fail */
-    {"t_insert", "INSERT INTO t_db (k, v) VALUES ($1, 100 / $2::int) ON CONFLICT (k) DO NOTHING", 2},
+    /* merged when several are queued together: one multi-row INSERT, each job learning its row by its key */
+    {"t_insert", "INSERT INTO t_db (k, v) VALUES ($1, 100 / $2::int) ON CONFLICT (k) DO NOTHING", 2,
+     "INSERT INTO t_db (k, v) VALUES", "($1, 100 / $2::int)", "ON CONFLICT (k) DO NOTHING RETURNING k", 0},
     {"t_bytes", "INSERT INTO t_db_bytes (b) VALUES ($1::bytea)", 1},
 };
 /* as the server hands them over: one list of pointers into the modules' statement arrays */
@@ -125,6 +127,42 @@ static void test_batch_commits_and_counts_rows(void **state)
     assert_int_equal(dup.fired, 1);
     assert_int_equal(dup.rows, 0);
     assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k LIKE 'a%'"), 50);
+    gw_db_destroy(db);
+}
+
+/* Jobs of a mergeable statement queued together run as multi-row statements (a statement-level trigger counts
+ * them), and each job still learns whether its own row was inserted, also when two jobs of one statement insert
+ * the same key. */
+static void test_merged_inserts_count_rows_per_job(void **state)
+{
+    exec_admin("CREATE TABLE IF NOT EXISTS t_db_statements (n int); TRUNCATE t_db_statements;"
+               "CREATE OR REPLACE FUNCTION t_db_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO t_db_statements VALUES (1); RETURN NULL; END $$;"
+               "DROP TRIGGER IF EXISTS t_db_count ON t_db;"
+               "CREATE TRIGGER t_db_count AFTER INSERT ON t_db FOR EACH STATEMENT EXECUTE FUNCTION t_db_count()");
+    gw_config_t one = cfg;
+    one.db_connections = 1;
+    gw_db_t *db = gw_db_create(loop, &one, stmts, 2);
+    run_until(db, is_up);
+    result_t r[40] = {{0}};
+    char keys[40][16];
+    for (int i = 0; i != 40; ++i) {
+        /* m0..m37, then m5 again twice: duplicates of a row inserted in the same statement or an earlier one */
+        snprintf(keys[i], sizeof(keys[i]), "m%d", i < 38 ? i : 5);
+        assert_non_null(submit_insert(db, keys[i], "1", &r[i]));
+    }
+    run_until(db, is_idle);
+    for (int i = 0; i != 40; ++i) {
+        assert_int_equal(r[i].fired, 1);
+        assert_string_equal(r[i].error, "");
+        if (r[i].rows != (i < 38 ? 1u : 0u))
+            fail_msg("job %d (%s): %llu rows", i, keys[i], (unsigned long long)r[i].rows);
+    }
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k LIKE 'm%'"), 38);
+    long long statements = query_int("SELECT count(*) FROM t_db_statements");
+    if (statements >= 20)
+        fail_msg("40 jobs ran as %lld statements: they were not merged", statements);
+    exec_admin("DROP TRIGGER t_db_count ON t_db");
     gw_db_destroy(db);
 }
 
@@ -340,6 +378,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_commits_and_counts_rows),
         cmocka_unit_test(test_failing_job_does_not_fail_neighbours),
+        cmocka_unit_test(test_merged_inserts_count_rows_per_job),
         cmocka_unit_test(test_commit_failure_fails_the_batch),
         cmocka_unit_test(test_one_deadline_for_queue_and_commit),
         cmocka_unit_test(test_binary_params_are_byte_exact),

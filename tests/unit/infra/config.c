@@ -900,6 +900,41 @@ static void test_dump_redacts_database_password(void **state)
     }
 }
 
+/* The password of a Redis URL, and of the user info of any URL setting, is never printed (as the database's). */
+static void test_dump_redacts_url_passwords(void **state)
+{
+    static const struct {
+        const char *key, *url, *shown;
+    } cases[] = {
+        {"SETTLED_REDIS_URL", "redis://:PW_hunter2@cache.example:6379/2", "redis://:***@cache.example:6379/2"},
+        {"SETTLED_REDIS_URL", "redis://default:PW_hunter2@cache.example", "redis://default:***@cache.example"},
+        {"SETTLED_REDIS_URL", "redis://PW_bare@cache.example", "redis://***@cache.example"}, /* all password */
+        {"SETTLED_REDIS_URL", "redis://:PW_p@ss/w:rd@cache.example/0", "redis://:***@cache.example/0"},
+        {"SETTLED_REDIS_URL", "redis://:@cache.example", "redis://:***@cache.example"},
+        {"SETTLED_REDIS_URL", "redis://cache.example:6379/0", "redis://cache.example:6379/0"},
+        {"SETTLED_XERO_API_BASE", "https://user:PW_hunter2@xero.example/api", "https://user:***@xero.example/api"},
+        {"SETTLED_STRIPE_API_BASE", "http://PW_token@127.0.0.1:9001", "http://***@127.0.0.1:9001"},
+        {"SETTLED_GOCARDLESS_API_BASE", "http://:PW_x@[::1]:9003/", "http://:***@[::1]:9003/"},
+        {"SETTLED_XERO_IDENTITY_BASE", "http://localhost:9002/identity", "http://localhost:9002/identity"},
+        {"SETTLED_XERO_LOGIN_BASE", "https://u:PW_login@login.example", "https://u:***@login.example"},
+        {"SETTLED_XERO_REDIRECT_URI", "https://u:PW_cb@gw.example/v1/xero/callback",
+         "https://u:***@gw.example/v1/xero/callback"},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        char kv[512], line[512];
+        snprintf(kv, sizeof(kv), "%s=%s", cases[i].key, cases[i].url);
+        gw_config_t cfg;
+        load_ok(&cfg, NULL, ENV(kv));
+        char *text = dump(&cfg);
+        snprintf(line, sizeof(line), "\n%s=%s\n", cases[i].key, cases[i].shown);
+        if (strstr(text, line) == NULL)
+            fail_msg("for %s expected the line \"%s\" in:\n%s", cases[i].url, line + 1, text);
+        assert_not_contains(text, "PW_");
+        free(text);
+        gw_config_free(&cfg);
+    }
+}
+
 static void test_list_keys(void **state)
 {
     char **keys = list_keys();
@@ -1065,6 +1100,7 @@ int main(void)
         cmocka_unit_test(test_source_errors),
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_dump_redacts_database_password),
+        cmocka_unit_test(test_dump_redacts_url_passwords),
         cmocka_unit_test(test_list_keys),
         cmocka_unit_test(test_docs_sync),
         cmocka_unit_test(test_sample_config_loads),

@@ -152,6 +152,8 @@ static const setting_t settings[] = {
      "Per-process concurrent calls per tenant while Redis is down."},
     {"SETTLED_QUOTA_FALLBACK_MINUTE", T_INT, "20", 1, 100000, 0, FIELD(quota_fallback_minute), NULL,
      "Per-process calls per tenant per minute while Redis is down."},
+    {"SETTLED_INSTANCES", T_INT, "1", 1, 1000, 0, FIELD(instances), NULL,
+     "Instances sharing the providers' limits; while Redis is down each keeps to its share of every limit."},
     {"SETTLED_HTTP_TIMEOUT_MS", T_INT, "30000", 100, 600000, 0, FIELD(http_timeout_ms), NULL,
      "Total timeout of an outbound API call."},
     {"SETTLED_HTTP_CONNECT_TIMEOUT_MS", T_INT, "5000", 100, 60000, 0, FIELD(http_connect_timeout_ms), NULL,

@@ -221,6 +221,7 @@ static void test_int_bounds(void **state)
         {"SETTLED_STRIPE_TOLERANCE", 0, 86400},
         {"SETTLED_RETRY_AFTER", 1, 3600},
         {"SETTLED_SHUTDOWN_TIMEOUT_MS", 0, 600000},
+        {"SETTLED_INSTANCES", 1, 1000},
     };
     static const char *const bad[] = {
         "abc", "1.5", "0x10", "1e3", "12abc", "+", "-", "--1", "1 2", "99999999999999999999", "-99999999999999999999"};
@@ -831,6 +832,7 @@ static void test_dump(void **state)
                            "SETTLED_GOCARDLESS_LIMIT_MINUTE=1000\n"
                            "SETTLED_QUOTA_FALLBACK_CONCURRENT=1\n"
                            "SETTLED_QUOTA_FALLBACK_MINUTE=20\n"
+                           "SETTLED_INSTANCES=1\n"
                            "SETTLED_HTTP_TIMEOUT_MS=30000\n"
                            "SETTLED_HTTP_CONNECT_TIMEOUT_MS=5000\n"
                            "SETTLED_HTTP_MAX_HOST_CONNECTIONS=16\n"
@@ -960,11 +962,12 @@ static void test_list_keys(void **state)
                                            "SETTLED_GOCARDLESS_ACCESS_TOKEN",
                                            "SETTLED_STRIPE_LIMIT_SECOND",
                                            "SETTLED_GOCARDLESS_LIMIT_MINUTE",
-                                           "SETTLED_BODY_LIMIT"};
+                                           "SETTLED_BODY_LIMIT",
+                                           "SETTLED_INSTANCES"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 59); /* 55 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 60); /* 56 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

@@ -3,7 +3,8 @@
  * quota.c: a provider's rate limits shared by every instance through Redis, with one atomic Lua script per
  * decision so that two instances can never both take the last unit of a limit, and Redis' own clock
  * (TIME) so that the instances' clocks do not matter. When Redis cannot be reached the process goes on
- * under conservative in-process limits (one mutex) and probes Redis once a second to come back.
+ * under conservative in-process limits (one mutex), its share of the fleet's (SETTLED_INSTANCES), and probes
+ * Redis once a second to come back.
  *
  * Keys (prefix "settled:quota:" by default), P being the provider ("xero", "stripe", "gocardless"). One tenant's
  * keys share the hash tag {P:<tenant>}, so one script may touch them all, also in a Redis Cluster:
@@ -158,7 +159,7 @@ typedef struct st_local_tenant_t {
 struct st_gw_quota_t {
     char name[16], label[24];
     int limit_concurrent, limit_minute, limit_day, limit_app_minute; /* minute: per window; day, app: 0 = none */
-    int fallback_concurrent, fallback_minute;
+    int fallback_concurrent, fallback_minute, fallback_day, fallback_app_minute; /* concurrent 0: no calls */
     uint64_t window_ms, lease_ms;
     char prefix[65];
     char *url; /* NULL: no Redis, fallback limits for good */
@@ -171,6 +172,7 @@ struct st_gw_quota_t {
     gw_redis_sync_t **idle;
     size_t nidle, idle_cap;
     local_tenant_t *buckets[NBUCKETS];
+    local_tenant_t app;         /* the app's fallback counters (calls in progress and the window; its name is NULL) */
     uint64_t app_blocked_until; /* monotonic ms */
 };
 
@@ -243,10 +245,11 @@ static void ring_trim(const gw_quota_t *q, local_tenant_t *t, uint64_t now)
     }
 }
 
-static void ring_push(const gw_quota_t *q, local_tenant_t *t, uint64_t now)
+/* Records a call released at now in the window of t, whose limit (and so the ring's size) is cap. */
+static void ring_push(const gw_quota_t *q, local_tenant_t *t, size_t cap, uint64_t now)
 {
     if (t->ring == NULL) {
-        t->ring_cap = (size_t)q->fallback_minute;
+        t->ring_cap = cap;
         t->ring = gw_xcalloc(t->ring_cap, sizeof(*t->ring));
     }
     ring_trim(q, t, now);
@@ -300,9 +303,10 @@ static void enter_fallback(gw_quota_t *q, const char *why)
     q->mode = MODE_FALLBACK;
     set_fallback_flag(q, true);
     gw_log(GW_LOG_WARN,
-           "quota: Redis is unavailable (%s); %s calls go on under local limits: %d in progress and %d per %s "
-           "per tenant",
-           why, q->label, q->fallback_concurrent, q->fallback_minute, window_name(q));
+           "quota: Redis is unavailable (%s); %s calls go on under this instance's share of the limits: %d in "
+           "progress and %d per %s per tenant%s",
+           why, q->label, q->fallback_concurrent, q->fallback_minute, window_name(q),
+           q->fallback_concurrent == 0 ? " (none: SETTLED_INSTANCES leaves it no share; calls wait for Redis)" : "");
 }
 
 /* Called with the lock held when the probe reached Redis. */
@@ -424,23 +428,32 @@ static bool local_blocked(gw_quota_t *q, const char *tenant, uint64_t now, gw_qu
     return false;
 }
 
-/* With the lock held: the fallback limits. */
+/* With the lock held: true if the window of t (its calls in progress and those released within the window)
+ * holds limit calls; *wait_ms then says when the one that must go leaves it. */
+static bool window_full(const gw_quota_t *q, local_tenant_t *t, int limit, uint64_t now, uint64_t *wait_ms)
+{
+    if (t->ring != NULL)
+        ring_trim(q, t, now);
+    size_t used = t->ring_len + (size_t)t->inflight;
+    if (used < (size_t)limit)
+        return false;
+    size_t i = used - (size_t)limit;
+    *wait_ms = i < t->ring_len ? t->ring[(t->ring_head + i) % t->ring_cap] + q->window_ms - now : BUSY_WAIT_MS;
+    return true;
+}
+
+/* With the lock held: the fallback limits, this instance's share of each (gw_quota_limits_of). */
 static int local_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, uint64_t *wait_ms)
 {
     uint64_t now = mono_ms();
     local_tenant_t *t = tenant_get(q, tenant, true);
     if (t->inflight >= q->fallback_concurrent) {
         slot->limit = GW_QUOTA_LIMIT_CONCURRENT;
-        *wait_ms = BUSY_WAIT_MS;
+        *wait_ms = q->fallback_concurrent == 0 ? PROBE_INTERVAL_MS : BUSY_WAIT_MS;
         return 1;
     }
-    if (t->ring != NULL)
-        ring_trim(q, t, now);
-    size_t used = t->ring_len + (size_t)t->inflight;
-    if (used >= (size_t)q->fallback_minute) {
-        size_t i = used - (size_t)q->fallback_minute;
+    if (window_full(q, t, q->fallback_minute, now, wait_ms)) {
         slot->limit = GW_QUOTA_LIMIT_MINUTE;
-        *wait_ms = i < t->ring_len ? t->ring[(t->ring_head + i) % t->ring_cap] + q->window_ms - now : BUSY_WAIT_MS;
         return 1;
     }
     int64_t day = (int64_t)(wall_ms() / DAY_MS);
@@ -448,32 +461,44 @@ static int local_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slo
         t->day = day;
         t->day_calls = 0;
     }
-    if (q->limit_day != 0 && t->day_calls >= q->limit_day) {
+    if (q->fallback_day != 0 && t->day_calls >= q->fallback_day) {
         slot->limit = GW_QUOTA_LIMIT_DAY;
         *wait_ms = ms_to_next_utc_day();
         return 1;
     }
+    if (q->fallback_app_minute != 0 && window_full(q, &q->app, q->fallback_app_minute, now, wait_ms)) {
+        slot->limit = GW_QUOTA_LIMIT_APP_MINUTE;
+        return 1;
+    }
     ++t->inflight;
     ++t->day_calls;
+    if (q->fallback_app_minute != 0)
+        ++q->app.inflight;
     slot->_kind = KIND_LOCAL;
     return 0;
 }
 
-/* The published limits of each provider (providers/PROVIDERS.md), as SETTLED_<PROVIDER>_LIMIT_* set them. */
+static int min_int(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+/* The published limits of each provider (providers/PROVIDERS.md), as SETTLED_<PROVIDER>_LIMIT_* set them, and this
+ * instance's share of them for when Redis is unreachable. */
 int gw_quota_limits_of(const gw_config_t *cfg, const char *provider, gw_quota_limits_t *out)
 {
     *out = (gw_quota_limits_t){.fallback_concurrent = at_least_one(cfg->quota_fallback_concurrent)};
     if (strcmp(provider, "xero") == 0) {
         /* per tenant: 5 in progress, 60 a rolling minute, 5,000 a UTC day; per app: 10,000 a minute */
-        *out = (gw_quota_limits_t){"xero",
-                                   "Xero",
-                                   at_least_one(cfg->xero_limit_concurrent),
-                                   at_least_one(cfg->xero_limit_minute),
-                                   60000,
-                                   at_least_one(cfg->xero_limit_day),
-                                   at_least_one(cfg->xero_limit_app_minute),
-                                   at_least_one(cfg->quota_fallback_concurrent),
-                                   at_least_one(cfg->quota_fallback_minute)};
+        *out = (gw_quota_limits_t){.name = "xero",
+                                   .label = "Xero",
+                                   .concurrent = at_least_one(cfg->xero_limit_concurrent),
+                                   .per_window = at_least_one(cfg->xero_limit_minute),
+                                   .window_ms = 60000,
+                                   .day = at_least_one(cfg->xero_limit_day),
+                                   .app_per_window = at_least_one(cfg->xero_limit_app_minute),
+                                   .fallback_concurrent = at_least_one(cfg->quota_fallback_concurrent),
+                                   .fallback_per_window = at_least_one(cfg->quota_fallback_minute)};
     } else if (strcmp(provider, "stripe") == 0) {
         /* per account: 25 requests a second per endpoint by default (100 a second in all, live mode) */
         out->name = "stripe", out->label = "Stripe";
@@ -489,8 +514,23 @@ int gw_quota_limits_of(const gw_config_t *cfg, const char *provider, gw_quota_li
     } else {
         return -1;
     }
-    if (out->fallback_per_window == 0) /* alone, a process cannot know how many others share the limit */
+    if (out->fallback_per_window == 0) /* a hedge, should the instance count be set too low */
         out->fallback_per_window = at_least_one(out->per_window / 4);
+
+    /* alone, each of n instances may take 1/n of every limit: together they can never exceed it */
+    int n = at_least_one(cfg->instances);
+    out->fallback_concurrent = min_int(out->fallback_concurrent, out->concurrent / n);
+    out->fallback_per_window = min_int(out->fallback_per_window, out->per_window / n);
+    out->fallback_day = out->day / n;
+    out->fallback_app_per_window = out->app_per_window / n;
+    if (out->fallback_per_window == 0 || (out->day != 0 && out->fallback_day == 0) ||
+        (out->app_per_window != 0 && out->fallback_app_per_window == 0)) {
+        /* more instances than some limit has units: no share can be given to every one, so none gets any */
+        out->fallback_concurrent = 0;
+        out->fallback_per_window = at_least_one(out->fallback_per_window);
+        out->fallback_day = out->day != 0 ? at_least_one(out->fallback_day) : 0;
+        out->fallback_app_per_window = out->app_per_window != 0 ? at_least_one(out->fallback_app_per_window) : 0;
+    }
     return 0;
 }
 
@@ -511,8 +551,10 @@ gw_quota_t *gw_quota_create_limits(const gw_quota_limits_t *limits, const char *
     q->limit_minute = at_least_one(limits->per_window);
     q->limit_day = limits->day > 0 ? limits->day : 0;
     q->limit_app_minute = limits->app_per_window > 0 ? limits->app_per_window : 0;
-    q->fallback_concurrent = at_least_one(limits->fallback_concurrent);
+    q->fallback_concurrent = limits->fallback_concurrent > 0 ? limits->fallback_concurrent : 0;
     q->fallback_minute = at_least_one(limits->fallback_per_window);
+    q->fallback_day = limits->fallback_day > 0 ? limits->fallback_day : 0;
+    q->fallback_app_minute = limits->fallback_app_per_window > 0 ? limits->fallback_app_per_window : 0;
     q->window_ms = limits->window_ms > 0 ? (uint64_t)limits->window_ms : 60000;
     q->lease_ms = MIN_LEASE_MS;
     if (http_timeout_ms > 0 && (uint64_t)http_timeout_ms + 5000 > q->lease_ms)
@@ -534,9 +576,10 @@ gw_quota_t *gw_quota_create_limits(const gw_quota_limits_t *limits, const char *
         q->mode = MODE_LOCAL;
         set_fallback_flag(q, true);
         gw_log(GW_LOG_WARN,
-               "quota: SETTLED_REDIS_URL is not set; %s calls are limited per process: %d in progress and "
-               "%d per %s per tenant",
-               q->label, q->fallback_concurrent, q->fallback_minute, window_name(q));
+               "quota: SETTLED_REDIS_URL is not set; %s calls are limited to this instance's share: %d in progress "
+               "and %d per %s per tenant%s",
+               q->label, q->fallback_concurrent, q->fallback_minute, window_name(q),
+               q->fallback_concurrent == 0 ? " (none: SETTLED_INSTANCES leaves it no share; no calls are made)" : "");
     }
     return q;
 }
@@ -557,6 +600,7 @@ void gw_quota_destroy(gw_quota_t *q)
             free(t);
         }
     }
+    free(q->app.ring);
     pthread_mutex_destroy(&q->lock);
     free(q->url);
     free(q);
@@ -615,9 +659,14 @@ void gw_quota_release(gw_quota_t *q, gw_quota_slot_t *slot)
     if (kind == KIND_LOCAL) {
         pthread_mutex_lock(&q->lock);
         local_tenant_t *t = tenant_get(q, slot->_tenant, true);
+        uint64_t now = mono_ms();
         if (t->inflight > 0) {
             --t->inflight;
-            ring_push(q, t, mono_ms());
+            ring_push(q, t, (size_t)q->fallback_minute, now);
+        }
+        if (q->fallback_app_minute != 0 && q->app.inflight > 0) {
+            --q->app.inflight;
+            ring_push(q, &q->app, (size_t)q->fallback_app_minute, now);
         }
         pthread_mutex_unlock(&q->lock);
     } else if (kind == KIND_REDIS) {

@@ -46,22 +46,31 @@ typedef struct st_gw_quota_slot_t {
     char _token[33];
 } gw_quota_slot_t;
 
-/* The limits of one provider. */
+/* The limits of one provider. The fallback ones hold for one process while Redis is unreachable (or not configured),
+ * when the instances can no longer share counts: each must then keep to its own share of every limit. */
 typedef struct st_gw_quota_limits_t {
-    const char *name;        /* "xero", "stripe", "gocardless": the Redis key tag */
-    const char *label;       /* for log lines: "Xero" */
-    int concurrent;          /* calls in progress per tenant */
-    int per_window;          /* calls per tenant per rolling window */
-    int window_ms;           /* the window: 60000 (a minute) or 1000 (a second) */
-    int day;                 /* calls per tenant per UTC day; 0: no daily limit */
-    int app_per_window;      /* calls per window for the whole app; 0: no app-wide limit */
-    int fallback_concurrent; /* per process while Redis is unreachable */
-    int fallback_per_window; /* per process per window while Redis is unreachable */
+    const char *name;            /* "xero", "stripe", "gocardless": the Redis key tag */
+    const char *label;           /* for log lines: "Xero" */
+    int concurrent;              /* calls in progress per tenant */
+    int per_window;              /* calls per tenant per rolling window */
+    int window_ms;               /* the window: 60000 (a minute) or 1000 (a second) */
+    int day;                     /* calls per tenant per UTC day; 0: no daily limit */
+    int app_per_window;          /* calls per window for the whole app; 0: no app-wide limit */
+    int fallback_concurrent;     /* calls in progress per tenant; 0: none at all until Redis is back */
+    int fallback_per_window;     /* calls per tenant per window (at least 1) */
+    int fallback_day;            /* calls per tenant per UTC day; 0: no daily limit */
+    int fallback_app_per_window; /* calls per window for the whole app; 0: no app-wide limit */
 } gw_quota_limits_t;
 
-/* Fills *out with provider's limits from cfg: Xero's SETTLED_XERO_LIMIT_* and SETTLED_QUOTA_FALLBACK_*, Stripe's
- * SETTLED_STRIPE_LIMIT_*, GoCardless's SETTLED_GOCARDLESS_LIMIT_* (their fallback: SETTLED_QUOTA_FALLBACK_CONCURRENT
- * in progress and a quarter of the window limit). Returns 0, or -1 for an unknown provider. */
+/*
+ * Fills *out with provider's limits from cfg: Xero's SETTLED_XERO_LIMIT_*, Stripe's SETTLED_STRIPE_LIMIT_*,
+ * GoCardless's SETTLED_GOCARDLESS_LIMIT_*. The fallback limits are this instance's share of them, so that the
+ * SETTLED_INSTANCES instances of a fleet, each on its own, never exceed a limit together: each limit divided by
+ * the number of instances (rounded down), and at most SETTLED_QUOTA_FALLBACK_CONCURRENT in progress and, per
+ * window, SETTLED_QUOTA_FALLBACK_MINUTE (Xero) or a quarter of the window limit (Stripe, GoCardless). When there
+ * are more instances than some limit has units, an instance has no share: fallback_concurrent is 0, and no call
+ * is made until Redis is back. Returns 0, or -1 for an unknown provider.
+ */
 GW_MUSTCHECK int gw_quota_limits_of(const gw_config_t *cfg, const char *provider, gw_quota_limits_t *out);
 
 /*
@@ -85,7 +94,9 @@ void gw_quota_destroy(gw_quota_t *q);
  *      earliest; for GW_QUOTA_LIMIT_CONCURRENT it is a short poll interval (at most 100 ms), as a slot
  *      may come free at any moment;
  *  -1  tenant is NULL, empty or longer than GW_QUOTA_TENANT_MAX bytes.
- * While Redis is unreachable the in-process fallback limits apply (see gw_quota_is_fallback).
+ * While Redis is unreachable the in-process fallback limits apply (see gw_quota_is_fallback); a denial by the
+ * app's fallback limit is GW_QUOTA_LIMIT_APP_MINUTE, and with no fallback share at all GW_QUOTA_LIMIT_CONCURRENT
+ * with a wait of a second (when Redis is tried again).
  */
 __attribute__((warn_unused_result)) int gw_quota_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot,
                                                          uint64_t *wait_ms);

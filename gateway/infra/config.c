@@ -19,7 +19,8 @@ enum setting_type {
     T_PATH,            /* SETTLED_CONFIG: the file itself; read from the environment only */
     T_STRING,          /* free text without control characters */
     T_CONNINFO,        /* a libpq connection string; any password in it is redacted when printed */
-    T_URL,             /* an http:// or https:// base URL */
+    T_URL,             /* an http:// or https:// base URL; a password in it is redacted when printed */
+    T_REDIS_URL,       /* a redis:// URL (serve parses it); its password is redacted when printed */
     T_INT,             /* a decimal integer within [min, max] */
     T_SIZE,            /* a byte count within [min, max], optionally with a k/K or m/M suffix (KiB, MiB) */
     T_BOOL,            /* true/false, 1/0, yes/no, on/off */
@@ -69,7 +70,7 @@ static const setting_t settings[] = {
      "How long a delivery waits for its commit before it is answered 503."},
     {"SETTLED_DB_QUEUE_LIMIT", T_INT, "4096", 1, 1000000, 0, FIELD(db_queue_limit), NULL,
      "Deliveries waiting for a connection per event loop before new ones are answered 503."},
-    {"SETTLED_REDIS_URL", T_STRING, "", 0, 0, 0, FIELD(redis_url), NULL,
+    {"SETTLED_REDIS_URL", T_REDIS_URL, "", 0, 0, 0, FIELD(redis_url), NULL,
      "Redis for shared quotas, throttles and revocations; empty means local fallbacks."},
     {"SETTLED_BODY_LIMIT", T_SIZE, "1048576", 1024, 67108864, 0, FIELD(body_limit), NULL,
      "Largest accepted request body; larger ones get 413."},
@@ -151,6 +152,8 @@ static const setting_t settings[] = {
      "Per-process concurrent calls per tenant while Redis is down."},
     {"SETTLED_QUOTA_FALLBACK_MINUTE", T_INT, "20", 1, 100000, 0, FIELD(quota_fallback_minute), NULL,
      "Per-process calls per tenant per minute while Redis is down."},
+    {"SETTLED_INSTANCES", T_INT, "1", 1, 1000, 0, FIELD(instances), NULL,
+     "Instances sharing the providers' limits; while Redis is down each keeps to its share of every limit."},
     {"SETTLED_HTTP_TIMEOUT_MS", T_INT, "30000", 100, 600000, 0, FIELD(http_timeout_ms), NULL,
      "Total timeout of an outbound API call."},
     {"SETTLED_HTTP_CONNECT_TIMEOUT_MS", T_INT, "5000", 100, 60000, 0, FIELD(http_connect_timeout_ms), NULL,
@@ -668,6 +671,7 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
     case T_STRING:
     case T_CONNINFO:
     case T_URL:
+    case T_REDIS_URL:
         if (text[0] == '\0')
             return 0;
         if (has_control(text))
@@ -879,6 +883,7 @@ void gw_config_free(gw_config_t *cfg)
         case T_STRING:
         case T_CONNINFO:
         case T_URL:
+        case T_REDIS_URL:
         case T_SLUG:
         case T_SECRET:
         case T_LISTEN:
@@ -1012,6 +1017,25 @@ static void dump_conninfo_kv(FILE *out, const char *p)
     }
 }
 
+/* Prints a URL (scheme://[userinfo@]host...) with the password of its user info as ***: "user:***@" when the user
+ * info has a user name, else "***@" (a redis:// URL without a colon is all password, and a bare user of an http://
+ * URL is most likely a token). As for the database, the user info ends at the last '@', so a stray '@' or '/' in
+ * a password over-redacts rather than shows part of it. Anything that is not scheme:// is printed as it is. */
+static void dump_url(FILE *out, const char *s)
+{
+    const char *sep = strstr(s, "://"), *at = sep != NULL ? strrchr(sep + 3, '@') : NULL;
+    if (at == NULL) {
+        fputs(s, out);
+        return;
+    }
+    const char *info = sep + 3, *colon = memchr(info, ':', (size_t)(at - info));
+    fwrite(s, 1, (size_t)(info - s), out);
+    if (colon != NULL)
+        fwrite(info, 1, (size_t)(colon + 1 - info), out); /* the user name, if any, and the colon */
+    fputs("***", out);
+    fputs(at, out);
+}
+
 static void dump_conninfo(FILE *out, const char *s)
 {
     if (strncmp(s, "postgresql://", 13) == 0)
@@ -1054,10 +1078,14 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
         switch (s->type) {
         case T_PATH:
         case T_STRING:
-        case T_URL:
         case T_SLUG:
             if (*(char *const *)field != NULL)
                 fputs(*(char *const *)field, out);
+            break;
+        case T_URL:
+        case T_REDIS_URL:
+            if (*(char *const *)field != NULL)
+                dump_url(out, *(char *const *)field);
             break;
         case T_CONNINFO:
             if (*(char *const *)field != NULL)

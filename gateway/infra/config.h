@@ -72,6 +72,7 @@ typedef struct st_gw_config_t {
     int gocardless_limit_minute;     /* SETTLED_GOCARDLESS_LIMIT_MINUTE */
     int quota_fallback_concurrent;   /* SETTLED_QUOTA_FALLBACK_CONCURRENT */
     int quota_fallback_minute;       /* SETTLED_QUOTA_FALLBACK_MINUTE */
+    int instances;                   /* SETTLED_INSTANCES: how many instances share the providers' limits */
     int http_timeout_ms;             /* SETTLED_HTTP_TIMEOUT_MS */
     int http_connect_timeout_ms;     /* SETTLED_HTTP_CONNECT_TIMEOUT_MS */
     int http_max_host_connections;   /* SETTLED_HTTP_MAX_HOST_CONNECTIONS */

@@ -17,6 +17,7 @@
 #include <string.h>
 #include "log.h"
 #include "mem.h"
+#include "resolve.h"
 
 #define TICK_MS 25 /* also how early a deadline is enforced */
 #define BACKOFF_MIN_MS 100
@@ -60,6 +61,8 @@ struct st_gw_db_conn_t {
     uint64_t since;          /* when the current state (or batch) started */
     uint64_t retry_at;
     unsigned failures;
+    gw_resolve_req_t resolve; /* CONNECTING, waiting for the addresses of the URL's host names */
+    bool unresolved;          /* failing for want of an address: resolve.c logs that, once */
 };
 
 /* The merged variants of a mergeable statement: one prepared statement per size 2, 4, ... GW_DB_MERGE_MAX. */
@@ -70,9 +73,26 @@ typedef struct st_merged_t {
     char *names[MERGE_SIZES], *sqls[MERGE_SIZES];
 } merged_t;
 
+/* One host of the URL (libpq accepts a list: host=a,b port=5432,5433). */
+typedef struct st_gw_db_host_t {
+    char *host; /* as the URL gives it ("" for libpq's default socket) */
+    char *port; /* this host's own port when the URL gives one per host, else NULL */
+    int name;   /* its index among the resolver's names, or -1: numeric or a socket, given to libpq as it is */
+} gw_db_host_t;
+
+/* Where the pool connects, parsed from the URL once. Without a resolver (no host names: numeric hosts, sockets,
+ * hostaddr= given, or a URL libpq will refuse) the URL goes to libpq as it is. */
+typedef struct st_gw_db_target_t {
+    bool parsed;
+    gw_db_host_t *hosts;
+    size_t nhosts;
+    gw_resolver_t *resolver;
+} gw_db_target_t;
+
 struct st_gw_db_t {
     h2o_evloop_t *loop;
     const gw_config_t *cfg;
+    gw_db_target_t target; /* the URL's hosts */
     const gw_db_statement_t *const *stmts;
     size_t nstmts;
     merged_t *merged; /* one per mergeable statement */
@@ -177,7 +197,7 @@ static void fail_batch(gw_db_conn_t *c, const char *error)
 static void disconnect(gw_db_conn_t *c, const char *why)
 {
     gw_db_t *db = c->db;
-    if (c->state != GW_DB_CONNECTING || c->failures == 0) {
+    if (!c->unresolved && (c->state != GW_DB_CONNECTING || c->failures == 0)) {
         char msg[256];
         gw_log(GW_LOG_WARN, "database connection %d lost: %s", c->index, gw_log_one_line(msg, sizeof(msg), why));
     }
@@ -212,21 +232,206 @@ static int flush_out(gw_db_conn_t *c)
     return 0;
 }
 
-static void start_connect(gw_db_conn_t *c)
+/*
+ * Connecting. libpq resolves a host name inside PQconnectStartParams, synchronously, so the URL's host names never
+ * reach it: CONNECTING first waits for their addresses from resolve.c (a lookup on a thread; a reconnect after a
+ * failure asks for a lookup started since the failure, so a name that moved is followed), then gives libpq
+ * hostaddr= with host= kept for TLS, .pgpass and PQhost. A name that does not resolve leaves the connection
+ * DISCONNECTED, as a server that is down, and the one log line is resolve.c's.
+ */
+
+/* Splits the comma-separated list s (libpq's syntax for host and port lists) into a malloc'd array of copies. */
+static char **split_list(const char *s, size_t *n)
+{
+    *n = 1;
+    for (const char *p = s; *p != '\0'; ++p)
+        *n += *p == ',';
+    char **items = gw_xcalloc(*n, sizeof(*items));
+    for (size_t i = 0; i != *n; ++i) {
+        const char *end = strchr(s, ',');
+        size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+        items[i] = gw_xstrndup(s, len);
+        s += len + 1;
+    }
+    return items;
+}
+
+static void free_list(char **items, size_t n)
+{
+    for (size_t i = 0; i != n; ++i)
+        free(items[i]);
+    free(items);
+}
+
+/* Parses the URL's hosts (as libpq would: the URL, else PGHOST) and makes a resolver for the names among them. */
+static void parse_target(gw_db_t *db)
+{
+    gw_db_target_t *t = &db->target;
+    t->parsed = true;
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(db->cfg->database_url, &msg);
+    if (opts == NULL) {
+        PQfreemem(msg); /* libpq refuses the URL again when connecting, and says why then */
+        return;
+    }
+    const char *host = NULL, *hostaddr = NULL, *port = NULL;
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; ++o) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+    }
+    if (host == NULL)
+        host = getenv("PGHOST");
+    if (hostaddr == NULL)
+        hostaddr = getenv("PGHOSTADDR");
+    if (port == NULL)
+        port = getenv("PGPORT");
+    /* nothing to resolve: libpq's default socket, or the addresses are given */
+    if (host == NULL || host[0] == '\0' || (hostaddr != NULL && hostaddr[0] != '\0')) {
+        PQconninfoFree(opts);
+        return;
+    }
+    size_t nports = 0;
+    char **hosts = split_list(host, &t->nhosts), **ports = port != NULL ? split_list(port, &nports) : NULL;
+    const char **names = gw_xcalloc(t->nhosts, sizeof(*names));
+    size_t nnames = 0;
+    t->hosts = gw_xcalloc(t->nhosts, sizeof(*t->hosts));
+    for (size_t i = 0; i != t->nhosts; ++i) {
+        gw_db_host_t *h = &t->hosts[i];
+        h->host = hosts[i];
+        h->port = nports > 1 && nports == t->nhosts ? gw_xstrdup(ports[i]) : NULL; /* else one port for all */
+        h->name = -1;
+        if (h->host[0] == '\0' || h->host[0] == '/' || h->host[0] == '@' || gw_resolve_is_numeric(h->host))
+            continue; /* libpq's default, a socket directory (or an abstract one), an address */
+        size_t j = 0;
+        while (j != nnames && strcmp(names[j], h->host) != 0)
+            ++j;
+        if (j == nnames)
+            names[nnames++] = h->host;
+        h->name = (int)j;
+    }
+    /* with a port list that does not match the hosts libpq refuses the URL: let it say so */
+    if (nnames != 0 && !(nports > 1 && nports != t->nhosts))
+        t->resolver = gw_resolver_create(db->loop, "SETTLED_DATABASE_URL", names, nnames, false);
+    free(names);
+    free(hosts); /* the strings now belong to t->hosts */
+    if (ports != NULL)
+        free_list(ports, nports);
+    PQconninfoFree(opts);
+}
+
+static void free_target(gw_db_target_t *t)
+{
+    gw_resolver_destroy(t->resolver);
+    for (size_t i = 0; i != t->nhosts; ++i) {
+        free(t->hosts[i].host);
+        free(t->hosts[i].port);
+    }
+    free(t->hosts);
+}
+
+/* libpq's reason for a failed connect. Given hostaddr=, libpq names only the address it tried, so when the URL has
+ * one host, its name goes in front. */
+static const char *connect_error(gw_db_conn_t *c, char *buf, size_t len)
+{
+    const char *why = pq_error(c);
+    if (c->pg == NULL || c->db->target.resolver == NULL || c->db->target.nhosts != 1)
+        return why;
+    snprintf(buf, len, "%s: %s", c->db->target.hosts[0].host, why);
+    return buf;
+}
+
+/* Appends item to the comma-separated list *list (NULL at first). */
+static void list_add(char **list, const char *item)
+{
+    bool first = *list == NULL;
+    size_t len = first ? 0 : strlen(*list), n = strlen(item);
+    *list = gw_xrealloc(*list, len + n + 2);
+    if (!first)
+        (*list)[len++] = ',';
+    memcpy(*list + len, item, n + 1);
+}
+
+/* Starts libpq's connect: to the URL as it is (answer NULL), or to the resolved addresses of its hosts, each
+ * address one entry of libpq's host list (libpq tries them in order, as it tries a name's addresses itself). */
+static void connect_pq(gw_db_conn_t *c, const gw_resolved_t *answer)
 {
     gw_db_t *db = c->db;
-    const char *keys[] = {"dbname", "application_name", NULL};
-    const char *vals[] = {db->cfg->database_url, "settled", NULL};
-    set_state(c, GW_DB_CONNECTING);
+    const char *keys[6], *vals[6];
+    size_t n = 0;
+    char *hosts = NULL, *addrs = NULL, *ports = NULL;
+    keys[n] = "dbname", vals[n++] = db->cfg->database_url; /* expanded first: the keys after it override it */
+    if (answer != NULL) {
+        const gw_db_target_t *t = &db->target;
+        for (size_t i = 0; i != t->nhosts; ++i) {
+            const gw_db_host_t *h = &t->hosts[i];
+            for (size_t a = 0; a != (h->name < 0 ? 1 : answer->naddrs); ++a) {
+                if (h->name >= 0 && answer->addrs[a].name != (size_t)h->name)
+                    continue;
+                list_add(&hosts, h->host);
+                list_add(&addrs, h->name >= 0 ? answer->addrs[a].host : gw_resolve_is_numeric(h->host) ? h->host : "");
+                if (h->port != NULL)
+                    list_add(&ports, h->port);
+            }
+        }
+        if (hosts == NULL) { /* no host resolved: down, as a server that is; resolve.c has logged why */
+            free(addrs);
+            free(ports);
+            c->unresolved = true;
+            disconnect(c, answer->error != NULL ? answer->error : "no address");
+            c->unresolved = false;
+            return;
+        }
+        keys[n] = "host", vals[n++] = hosts;
+        keys[n] = "hostaddr", vals[n++] = addrs;
+        if (ports != NULL)
+            keys[n] = "port", vals[n++] = ports;
+    }
+    keys[n] = "application_name", vals[n++] = "settled";
+    keys[n] = NULL, vals[n] = NULL;
     c->pg = PQconnectStartParams(keys, vals, 1);
+    free(hosts);
+    free(addrs);
+    free(ports);
     if (c->pg != NULL)
         PQsetNoticeProcessor(c->pg, on_notice, c);
     if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || attach_socket(c) != 0) {
-        disconnect(c, pq_error(c));
+        char buf[600];
+        disconnect(c, connect_error(c, buf, sizeof(buf)));
         return;
     }
     /* libpq: after PQconnectStart, behave as if PQconnectPoll had returned PGRES_POLLING_WRITING */
     want_write(c);
+}
+
+static void on_resolved(gw_resolve_req_t *req, const gw_resolved_t *answer)
+{
+    gw_db_conn_t *c = H2O_STRUCT_FROM_MEMBER(gw_db_conn_t, resolve, req);
+    if (c->state == GW_DB_CONNECTING && c->pg == NULL) /* else its connect timed out meanwhile */
+        connect_pq(c, answer);
+}
+
+static void start_connect(gw_db_conn_t *c)
+{
+    gw_db_t *db = c->db;
+    /* after a failure, the time it went down (the state since then): the name may point elsewhere now */
+    uint64_t failed_at = c->failures != 0 ? c->since : 0;
+    set_state(c, GW_DB_CONNECTING);
+    if (!db->target.parsed)
+        parse_target(db);
+    if (db->target.resolver == NULL) {
+        connect_pq(c, NULL);
+        return;
+    }
+    const gw_resolved_t *answer = gw_resolve(db->target.resolver, failed_at, &c->resolve, on_resolved);
+    if (answer != NULL)
+        connect_pq(c, answer);
+    /* else CONNECTING without a socket until on_resolved; the tick's connect deadline applies meanwhile */
 }
 
 static void start_prepare(gw_db_conn_t *c)
@@ -273,7 +478,8 @@ static void poll_connect(gw_db_conn_t *c)
     PostgresPollingStatusType st = PQconnectPoll(c->pg);
     if ((st != PGRES_POLLING_READING && st != PGRES_POLLING_WRITING && st != PGRES_POLLING_OK) ||
         attach_socket(c) != 0) {
-        disconnect(c, pq_error(c));
+        char buf[600];
+        disconnect(c, connect_error(c, buf, sizeof(buf)));
         return;
     }
     if (st == PGRES_POLLING_READING) {
@@ -721,6 +927,7 @@ void gw_db_destroy(gw_db_t *db)
             PQfinish(c->pg);
         gw_metrics_db_state(c->state, GW_DB_STATE_MAX);
     }
+    free_target(&db->target); /* drops the connections' requests: before they are freed */
     if (h2o_timeout_is_linked(&db->tick_entry))
         h2o_timeout_unlink(&db->tick_entry);
     if (h2o_timeout_is_linked(&db->flush_entry))

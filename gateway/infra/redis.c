@@ -5,6 +5,11 @@
  * interest to a one-shot notify_write (armed at most once), and cleanup detaches the fd without
  * closing it (hiredis closes it). hiredis 0.14 has no timers, so a one-second tick enforces connect
  * and ping timeouts and reconnects with backoff.
+ *
+ * redisAsyncConnect resolves a host name with getaddrinfo, synchronously, so it only ever gets an address: a
+ * host name is resolved by resolve.c on a thread (again on every reconnect after a failure, so a name that
+ * moved is followed), IPv4 first as hiredis itself prefers, and consecutive failed attempts go through the
+ * name's addresses in turn.
  */
 #include "redis.h"
 #include <hiredis/async.h>
@@ -14,6 +19,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "resolve.h"
 
 #define TICK_MS 1000
 #define TIMEOUT_MS 2000
@@ -27,6 +33,11 @@ struct st_gw_redis_t {
     h2o_socket_t *sock;
     bool reading, write_armed, connected, up, ping_outstanding, closing;
     uint64_t started_at, ping_at, retry_at;
+    gw_resolver_t *resolver; /* NULL when host is an address */
+    gw_resolve_req_t resolve;
+    bool resolving;     /* waiting for the addresses of host */
+    uint64_t failed_at; /* when the last connection or attempt failed (0: none yet) */
+    unsigned attempts;  /* failed attempts in a row: which of host's addresses is next */
     h2o_timeout_t tick;
     h2o_timeout_entry_t tick_entry;
 };
@@ -101,6 +112,15 @@ static void ev_cleanup(void *data)
     r->reading = r->write_armed = false;
 }
 
+/* The connection or the attempt failed: retry after the backoff, re-resolving host. */
+static void failed(gw_redis_t *r, bool attempt)
+{
+    r->failed_at = r->retry_at = h2o_now(r->loop);
+    r->retry_at += BACKOFF_MS;
+    if (attempt)
+        ++r->attempts;
+}
+
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     gw_redis_t *r = ac->ev.data;
@@ -108,7 +128,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     r->connected = r->ping_outstanding = false;
     if (!r->closing)
         set_up(r, false);
-    r->retry_at = h2o_now(r->loop) + BACKOFF_MS;
+    failed(r, false);
 }
 
 static void on_pong(redisAsyncContext *ac, void *reply, void *privdata)
@@ -135,21 +155,23 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback */
         r->ac = NULL;
-        r->retry_at = h2o_now(r->loop) + BACKOFF_MS;
+        failed(r, true);
         set_up(r, false);
         return;
     }
     r->connected = true;
+    r->attempts = 0;
 }
 
-static void start_connect(gw_redis_t *r)
+/* Connects to addr (an address of host, or host itself when it is one). */
+static void connect_to(gw_redis_t *r, const char *addr)
 {
-    r->ac = redisAsyncConnect(r->host, r->port);
+    r->ac = redisAsyncConnect(addr, r->port);
     if (r->ac == NULL || r->ac->err) {
         if (r->ac != NULL)
             redisAsyncFree(r->ac);
         r->ac = NULL;
-        r->retry_at = h2o_now(r->loop) + BACKOFF_MS;
+        failed(r, true);
         return;
     }
     r->started_at = h2o_now(r->loop);
@@ -172,22 +194,54 @@ static void start_connect(gw_redis_t *r)
     ev_add_write(r);
 }
 
+static void connect_resolved(gw_redis_t *r, const gw_resolved_t *answer)
+{
+    if (answer->naddrs == 0) { /* down, as a server that is; resolve.c has logged why */
+        failed(r, false);
+        set_up(r, false);
+        return;
+    }
+    connect_to(r, answer->addrs[r->attempts % answer->naddrs].host);
+}
+
+static void on_resolved(gw_resolve_req_t *req, const gw_resolved_t *answer)
+{
+    gw_redis_t *r = H2O_STRUCT_FROM_MEMBER(gw_redis_t, resolve, req);
+    r->resolving = false;
+    connect_resolved(r, answer);
+}
+
+static void start_connect(gw_redis_t *r)
+{
+    if (r->resolver == NULL) {
+        connect_to(r, r->host);
+        return;
+    }
+    /* a lookup newer than the last failure: after a failover the name may point elsewhere */
+    const gw_resolved_t *answer = gw_resolve(r->resolver, r->failed_at, &r->resolve, on_resolved);
+    if (answer != NULL)
+        connect_resolved(r, answer);
+    else
+        r->resolving = true;
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     gw_redis_t *r = H2O_STRUCT_FROM_MEMBER(gw_redis_t, tick_entry, entry);
     uint64_t now = h2o_now(r->loop);
     if (r->ac == NULL) {
-        if (now >= r->retry_at)
+        if (!r->resolving && now >= r->retry_at)
             start_connect(r);
     } else if ((!r->connected && now - r->started_at > TIMEOUT_MS) ||
                (r->ping_outstanding && now - r->ping_at > TIMEOUT_MS)) {
         gw_log(GW_LOG_WARN, "redis %s:%d timed out", r->host, r->port);
         redisAsyncContext *ac = r->ac;
+        bool attempt = !r->connected;
         redisAsyncFree(ac); /* fires on_disconnect (when connected) and ev_cleanup */
         r->ac = NULL;
         r->connected = r->ping_outstanding = false;
         set_up(r, false);
-        r->retry_at = now + BACKOFF_MS;
+        failed(r, attempt);
     } else if (r->connected && !r->ping_outstanding) {
         send_ping(r);
     }
@@ -251,6 +305,10 @@ gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url)
     }
     h2o_timeout_init(loop, &r->tick, TICK_MS);
     r->tick_entry.cb = on_tick;
+    if (!gw_resolve_is_numeric(r->host)) {
+        const char *names[] = {r->host};
+        r->resolver = gw_resolver_create(loop, "SETTLED_REDIS_URL", names, 1, true);
+    }
     start_connect(r);
     h2o_timeout_link(loop, &r->tick, &r->tick_entry);
     return r;
@@ -263,6 +321,7 @@ void gw_redis_destroy(gw_redis_t *r)
         redisAsyncFree(r->ac);
         r->ac = NULL;
     }
+    gw_resolver_destroy(r->resolver);
     if (r->up) { /* shutting down is not Redis going down: no log line */
         r->up = false;
         gw_metrics_redis_up(-1);

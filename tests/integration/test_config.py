@@ -16,6 +16,8 @@ SECRETS = {
     "SETTLED_GOCARDLESS_WEBHOOK_SECRETS": "cfgtest-gocardless-DDDD4444",
     "SETTLED_GOCARDLESS_WEBHOOK_SECRETS__ACME": "cfgtest-gocardless-acme-EEEE5555",
     "SETTLED_DATABASE_URL": "postgresql://settled:cfgtest-pgpass-FFFF6666@127.0.0.1:1/nowhere",
+    "SETTLED_REDIS_URL": "redis://:cfgtest-redispass-GGGG7777@127.0.0.1:1/3",
+    "SETTLED_XERO_API_BASE": "http://apiuser:cfgtest-apipass-HHHH8888@127.0.0.1:1/xero",
 }
 SECRET_VALUES = [
     "whsec_cfgtest_stripe_AAAA1111",
@@ -24,6 +26,8 @@ SECRET_VALUES = [
     "cfgtest-gocardless-DDDD4444",
     "cfgtest-gocardless-acme-EEEE5555",
     "cfgtest-pgpass-FFFF6666",
+    "cfgtest-redispass-GGGG7777",
+    "cfgtest-apipass-HHHH8888",
 ]
 
 
@@ -48,6 +52,13 @@ def test_check_config_accepts_and_redacts():
     expect_no_secret(res, "check-config")
     expect_in("SETTLED_STRIPE_WEBHOOK_SECRETS=", res.stdout, "check-config lists the Stripe secrets setting")
     expect_in("SETTLED_GOCARDLESS_WEBHOOK_SECRETS__ACME=", res.stdout, "check-config lists the acme source")
+    # the passwords inside URLs show as ***, the rest of each URL as it is
+    for line in (
+        "SETTLED_DATABASE_URL=postgresql://settled:***@127.0.0.1:1/nowhere",
+        "SETTLED_REDIS_URL=redis://:***@127.0.0.1:1/3",
+        "SETTLED_XERO_API_BASE=http://apiuser:***@127.0.0.1:1/xero",
+    ):
+        expect_in(line, res.stdout.splitlines(), "check-config output")
 
 
 def test_bad_values_name_their_key():

@@ -4,7 +4,8 @@
  * through gw_quota_test_tune so nothing sleeps a minute: every limit denies exactly at its edge and frees
  * on time, two gw_quota_t stand for two instances sharing Redis, eight threads never hold more than the
  * concurrency limit, and the process goes on under the fallback limits while Redis is unreachable (a small
- * TCP proxy in this file makes Redis vanish and come back).
+ * TCP proxy in this file makes Redis vanish and come back), two instances' fallback limits together never
+ * exceed a provider's limit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -623,6 +624,168 @@ static void test_fallback_when_redis_is_unreachable(void **state)
     assert_false(gw_quota_fallback_active());
 }
 
+/* Each instance's share of every limit (SETTLED_INSTANCES), as gw_quota_limits_of computes it. */
+static void test_fallback_limits_are_shares(void **state)
+{
+    static const struct {
+        const char *provider;
+        int instances;
+        int concurrent, per_window, day, app; /* the fallback limits expected */
+    } cases[] = {
+        /* Xero's defaults: 5 in progress, 60 a minute, 5,000 a day, 10,000 a minute for the app; fallback 1 and 20 */
+        {"xero", 1, 1, 20, 5000, 10000},
+        {"xero", 2, 1, 20, 2500, 5000},
+        {"xero", 3, 1, 20, 1666, 3333},
+        {"xero", 4, 1, 15, 1250, 2500},
+        {"xero", 5, 1, 12, 1000, 2000},
+        {"xero", 6, 0, 10, 833, 1666}, /* 5 calls in progress cannot be shared by 6: no calls without Redis */
+        /* Stripe: 10 in progress, 25 a second; fallback 1 in progress and a quarter of the window */
+        {"stripe", 1, 1, 6, 0, 0},
+        {"stripe", 5, 1, 5, 0, 0},
+        {"stripe", 30, 0, 1, 0, 0}, /* 25 a second cannot be shared by 30 */
+        /* GoCardless: 10 in progress, 1,000 a minute */
+        {"gocardless", 1, 1, 250, 0, 0},
+        {"gocardless", 8, 1, 125, 0, 0},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        gw_config_t cfg = make_config(NULL);
+        cfg.stripe_limit_concurrent = 10;
+        cfg.stripe_limit_second = 25;
+        cfg.gocardless_limit_concurrent = 10;
+        cfg.gocardless_limit_minute = 1000;
+        cfg.instances = cases[i].instances;
+        gw_quota_limits_t l;
+        assert_int_equal(gw_quota_limits_of(&cfg, cases[i].provider, &l), 0);
+        if (l.fallback_concurrent != cases[i].concurrent || l.fallback_per_window != cases[i].per_window ||
+            l.fallback_day != cases[i].day || l.fallback_app_per_window != cases[i].app)
+            fail_msg("%s with %d instances: fallback %d/%d/%d/%d, expected %d/%d/%d/%d", cases[i].provider,
+                     cases[i].instances, l.fallback_concurrent, l.fallback_per_window, l.fallback_day,
+                     l.fallback_app_per_window, cases[i].concurrent, cases[i].per_window, cases[i].day, cases[i].app);
+    }
+}
+
+/* Takes call slots of tenant from q1 and q2 in turn, never giving one back, until both are denied; returns how many
+ * were granted and leaves them in slots (room for max). */
+static int take_all(gw_quota_t *q1, gw_quota_t *q2, const char *tenant, gw_quota_slot_t *slots, int max,
+                    gw_quota_t **owners, enum gw_quota_limit *why)
+{
+    int n = 0;
+    bool denied1 = false, denied2 = false;
+    uint64_t wait;
+    while (!(denied1 && denied2) && n != max) {
+        gw_quota_t *q = n % 2 == 0 && !denied1 ? q1 : !denied2 ? q2 : q1;
+        gw_quota_slot_t slot;
+        if (gw_quota_acquire(q, tenant, &slot, &wait) == 0) {
+            slots[n] = slot;
+            owners[n++] = q;
+        } else {
+            *why = slot.limit;
+            *(q == q1 ? &denied1 : &denied2) = true;
+        }
+    }
+    return n;
+}
+
+/* Acquires and releases at once on q1 and q2 in turn until both are denied; returns the calls made. */
+static int call_all(gw_quota_t *q1, gw_quota_t *q2, const char *tenant, int max, enum gw_quota_limit *why)
+{
+    int n = 0;
+    bool denied1 = false, denied2 = false;
+    gw_quota_slot_t slot;
+    uint64_t wait;
+    for (int i = 0; !(denied1 && denied2) && n != max; ++i) {
+        gw_quota_t *q = i % 2 == 0 && !denied1 ? q1 : !denied2 ? q2 : q1;
+        if (call_once(q, tenant, &slot, &wait) == 0) {
+            ++n;
+        } else {
+            *why = slot.limit;
+            *(q == q1 ? &denied1 : &denied2) = true;
+        }
+    }
+    return n;
+}
+
+/*
+ * Two gw_quota_t stand for the two instances of a fleet (SETTLED_INSTANCES=2) that cannot reach their Redis: alone,
+ * each keeps to half of every limit, so together they never exceed one: calls in progress, the window and the day
+ * of a tenant, and the app's window. The fallback limits are set as high as the provider's, so each instance on
+ * its own would take all of it.
+ */
+static void test_fallback_instances_never_exceed_the_limits_together(void **state)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", unused_port());
+    for (int with_url = 0; with_url != 2; ++with_url) {
+        gw_config_t cfg = make_config(with_url ? url : NULL); /* Redis down, or none at all */
+        cfg.instances = 2;
+        cfg.xero_limit_concurrent = 4;
+        cfg.xero_limit_minute = 6;
+        cfg.xero_limit_day = 10;
+        cfg.xero_limit_app_minute = 14;
+        cfg.quota_fallback_concurrent = 4;
+        cfg.quota_fallback_minute = 6;
+        gw_quota_t *q1 = make_quota(&cfg, 300, 0, NULL), *q2 = make_quota(&cfg, 300, 0, NULL);
+        gw_quota_slot_t slots[64];
+        gw_quota_t *owners[64];
+        enum gw_quota_limit why = GW_QUOTA_LIMIT_NONE;
+
+        /* calls in progress for one tenant: 4 in all, 2 each */
+        int held = take_all(q1, q2, "tenant-i", slots, 64, owners, &why);
+        assert_true(gw_quota_is_fallback(q1) && gw_quota_is_fallback(q2));
+        if (held != 4)
+            fail_msg("%d calls in progress for one tenant on two instances, the limit is 4", held);
+        assert_int_equal(why, GW_QUOTA_LIMIT_CONCURRENT);
+        for (int i = 0; i != held; ++i)
+            gw_quota_release(owners[i], &slots[i]);
+
+        /* the window of that tenant: those 4, and 2 more (6 in all, 3 each) */
+        int calls = call_all(q1, q2, "tenant-i", 64, &why);
+        if (held + calls != 6)
+            fail_msg("%d calls in one window for one tenant on two instances, the limit is 6", held + calls);
+        assert_int_equal(why, GW_QUOTA_LIMIT_MINUTE);
+
+        /* the next window: 4 more calls make the day's 10 (5 each) */
+        sleep_ms(320);
+        calls += call_all(q1, q2, "tenant-i", 64, &why);
+        if (held + calls != 10)
+            fail_msg("%d calls in one day for one tenant on two instances, the limit is 10", held + calls);
+        assert_int_equal(why, GW_QUOTA_LIMIT_DAY);
+
+        /* the app's window, over many tenants (each within its own limits): 14 in all, 7 each */
+        sleep_ms(320);
+        int app = 0, denied = 0;
+        for (int t = 0; t != 64 && denied != 3; ++t) {
+            char tenant[32];
+            snprintf(tenant, sizeof(tenant), "tenant-app-%d", t);
+            gw_quota_t *q = t % 2 == 0 && !(denied & 1) ? q1 : !(denied & 2) ? q2 : q1;
+            gw_quota_slot_t slot;
+            uint64_t wait;
+            if (call_once(q, tenant, &slot, &wait) == 0) {
+                ++app;
+            } else {
+                assert_int_equal(slot.limit, GW_QUOTA_LIMIT_APP_MINUTE);
+                denied |= q == q1 ? 1 : 2;
+            }
+        }
+        if (app != 14)
+            fail_msg("%d calls in one window for the app on two instances, the limit is 14", app);
+        gw_quota_destroy(q1);
+        gw_quota_destroy(q2);
+    }
+
+    /* more instances than the 4 calls in progress: none gets a share, and a denial says to ask again in a second */
+    gw_config_t many = make_config(NULL);
+    many.instances = 5;
+    many.xero_limit_concurrent = 4;
+    gw_quota_t *q = make_quota(&many, 300, 0, NULL);
+    gw_quota_slot_t slot;
+    uint64_t wait;
+    assert_int_equal(gw_quota_acquire(q, "tenant-none", &slot, &wait), 1);
+    assert_int_equal(slot.limit, GW_QUOTA_LIMIT_CONCURRENT);
+    assert_int_equal(wait, 1000);
+    gw_quota_destroy(q);
+}
+
 /* A TCP proxy to the test Redis that can be switched on and off, to make Redis vanish and come back. */
 typedef struct st_proxy_t {
     int port, upstream_port;
@@ -771,6 +934,8 @@ int main(void)
         cmocka_unit_test(test_threads_never_exceed_concurrency),
         cmocka_unit_test(test_fallback_when_redis_is_unreachable),
         cmocka_unit_test(test_fallback_and_back),
+        cmocka_unit_test(test_fallback_limits_are_shares),
+        cmocka_unit_test(test_fallback_instances_never_exceed_the_limits_together),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,7 +48,10 @@ static void env_fails(const char *kv, const char *expected)
     load_fails(NULL, ENV((char *)kv), expected);
 }
 
-/* Returns what gw_config_dump writes (malloc'd). */
+/* Returns what gw_config_dump writes (malloc'd). The text is returned in an allocation of its own, not in the
+ * memstream's: once the address of the stream's pointer variable has escaped, GCC's optimiser (-Wdangling-pointer,
+ * Release builds) cannot rule out that the variable ends up pointing at itself, and then takes every pointer into
+ * the result for one into this function's dead frame. */
 static char *dump(const gw_config_t *cfg)
 {
     char *buf = NULL;
@@ -57,7 +60,11 @@ static char *dump(const gw_config_t *cfg)
     assert_non_null(fp);
     gw_config_dump(cfg, fp);
     fclose(fp);
-    return buf;
+    char *text = malloc(len + 1);
+    assert_non_null(text);
+    memcpy(text, buf, len + 1);
+    free(buf);
+    return text;
 }
 
 /* Checks that the dump of the configuration loaded from KEY=value has the line expected. */
@@ -214,6 +221,7 @@ static void test_int_bounds(void **state)
         {"SETTLED_STRIPE_TOLERANCE", 0, 86400},
         {"SETTLED_RETRY_AFTER", 1, 3600},
         {"SETTLED_SHUTDOWN_TIMEOUT_MS", 0, 600000},
+        {"SETTLED_INSTANCES", 1, 1000},
     };
     static const char *const bad[] = {
         "abc", "1.5", "0x10", "1e3", "12abc", "+", "-", "--1", "1 2", "99999999999999999999", "-99999999999999999999"};
@@ -824,6 +832,7 @@ static void test_dump(void **state)
                            "SETTLED_GOCARDLESS_LIMIT_MINUTE=1000\n"
                            "SETTLED_QUOTA_FALLBACK_CONCURRENT=1\n"
                            "SETTLED_QUOTA_FALLBACK_MINUTE=20\n"
+                           "SETTLED_INSTANCES=1\n"
                            "SETTLED_HTTP_TIMEOUT_MS=30000\n"
                            "SETTLED_HTTP_CONNECT_TIMEOUT_MS=5000\n"
                            "SETTLED_HTTP_MAX_HOST_CONNECTIONS=16\n"
@@ -893,6 +902,41 @@ static void test_dump_redacts_database_password(void **state)
     }
 }
 
+/* The password of a Redis URL, and of the user info of any URL setting, is never printed (as the database's). */
+static void test_dump_redacts_url_passwords(void **state)
+{
+    static const struct {
+        const char *key, *url, *shown;
+    } cases[] = {
+        {"SETTLED_REDIS_URL", "redis://:PW_hunter2@cache.example:6379/2", "redis://:***@cache.example:6379/2"},
+        {"SETTLED_REDIS_URL", "redis://default:PW_hunter2@cache.example", "redis://default:***@cache.example"},
+        {"SETTLED_REDIS_URL", "redis://PW_bare@cache.example", "redis://***@cache.example"}, /* all password */
+        {"SETTLED_REDIS_URL", "redis://:PW_p@ss/w:rd@cache.example/0", "redis://:***@cache.example/0"},
+        {"SETTLED_REDIS_URL", "redis://:@cache.example", "redis://:***@cache.example"},
+        {"SETTLED_REDIS_URL", "redis://cache.example:6379/0", "redis://cache.example:6379/0"},
+        {"SETTLED_XERO_API_BASE", "https://user:PW_hunter2@xero.example/api", "https://user:***@xero.example/api"},
+        {"SETTLED_STRIPE_API_BASE", "http://PW_token@127.0.0.1:9001", "http://***@127.0.0.1:9001"},
+        {"SETTLED_GOCARDLESS_API_BASE", "http://:PW_x@[::1]:9003/", "http://:***@[::1]:9003/"},
+        {"SETTLED_XERO_IDENTITY_BASE", "http://localhost:9002/identity", "http://localhost:9002/identity"},
+        {"SETTLED_XERO_LOGIN_BASE", "https://u:PW_login@login.example", "https://u:***@login.example"},
+        {"SETTLED_XERO_REDIRECT_URI", "https://u:PW_cb@gw.example/v1/xero/callback",
+         "https://u:***@gw.example/v1/xero/callback"},
+    };
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        char kv[512], line[512];
+        snprintf(kv, sizeof(kv), "%s=%s", cases[i].key, cases[i].url);
+        gw_config_t cfg;
+        load_ok(&cfg, NULL, ENV(kv));
+        char *text = dump(&cfg);
+        snprintf(line, sizeof(line), "\n%s=%s\n", cases[i].key, cases[i].shown);
+        if (strstr(text, line) == NULL)
+            fail_msg("for %s expected the line \"%s\" in:\n%s", cases[i].url, line + 1, text);
+        assert_not_contains(text, "PW_");
+        free(text);
+        gw_config_free(&cfg);
+    }
+}
+
 static void test_list_keys(void **state)
 {
     char **keys = list_keys();
@@ -918,11 +962,12 @@ static void test_list_keys(void **state)
                                            "SETTLED_GOCARDLESS_ACCESS_TOKEN",
                                            "SETTLED_STRIPE_LIMIT_SECOND",
                                            "SETTLED_GOCARDLESS_LIMIT_MINUTE",
-                                           "SETTLED_BODY_LIMIT"};
+                                           "SETTLED_BODY_LIMIT",
+                                           "SETTLED_INSTANCES"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 59); /* 55 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 60); /* 56 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)
@@ -1058,6 +1103,7 @@ int main(void)
         cmocka_unit_test(test_source_errors),
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_dump_redacts_database_password),
+        cmocka_unit_test(test_dump_redacts_url_passwords),
         cmocka_unit_test(test_list_keys),
         cmocka_unit_test(test_docs_sync),
         cmocka_unit_test(test_sample_config_loads),

@@ -1,18 +1,102 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Tests of gateway/infra/db.c against a real PostgreSQL (SETTLED_TEST_PG_URL, started by deploy/test.sh):
- * group commit, result routing, and the rule that one failing job never fails its batch neighbours.
+ * group commit, result routing, the rule that one failing job never fails its batch neighbours, and host names
+ * in the URL: resolved off the loop (a slow DNS never stalls it), followed when they move, and a name that does
+ * not resolve leaves the pool down with one log line. For those this file defines getaddrinfo itself (libpq's and
+ * resolve.c's calls land here): it records on which thread each name was looked up, delays names, and answers
+ * names under .test itself; everything else goes to the C library.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 #include "db.h"
+
+/* --- getaddrinfo, watched ------------------------------------------------------------------------------------ */
+
+static pthread_t main_thread; /* the loop's */
+static atomic_int name_lookups, name_lookups_on_loop, name_delay_ms;
+static pthread_mutex_t fake_mutex = PTHREAD_MUTEX_INITIALIZER;
+static char fake_name[64], fake_addr[64]; /* one name under .test and its IPv4 address ("" : no such name) */
+static char fake_marker[] = "fake";       /* the ai_canonname of the answers made here */
+
+static bool is_numeric(const char *node)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, node, buf) == 1 || inet_pton(AF_INET6, node, buf) == 1;
+}
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
+{
+    if (node != NULL && !is_numeric(node)) {
+        atomic_fetch_add(&name_lookups, 1);
+        if (pthread_equal(pthread_self(), main_thread))
+            atomic_fetch_add(&name_lookups_on_loop, 1);
+        int ms = atomic_load(&name_delay_ms);
+        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+        size_t n = strlen(node);
+        if (n > 5 && strcmp(node + n - 5, ".test") == 0) {
+            char addr[64] = "";
+            pthread_mutex_lock(&fake_mutex);
+            if (strcmp(node, fake_name) == 0)
+                snprintf(addr, sizeof(addr), "%s", fake_addr);
+            pthread_mutex_unlock(&fake_mutex);
+            struct addrinfo *ai = calloc(1, sizeof(*ai) + sizeof(struct sockaddr_in));
+            struct sockaddr_in *sin = (struct sockaddr_in *)(ai + 1);
+            if (addr[0] == '\0' || inet_pton(AF_INET, addr, &sin->sin_addr) != 1) {
+                free(ai);
+                return EAI_NONAME;
+            }
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((uint16_t)(service != NULL ? atoi(service) : 0)); /* libpq passes the port */
+            *ai = (struct addrinfo){.ai_family = AF_INET,
+                                    .ai_socktype = SOCK_STREAM,
+                                    .ai_addrlen = sizeof(*sin),
+                                    .ai_addr = (struct sockaddr *)sin,
+                                    .ai_canonname = fake_marker};
+            *res = ai;
+            return 0;
+        }
+    }
+    int (*real)(const char *, const char *, const struct addrinfo *, struct addrinfo **) =
+        (int (*)(const char *, const char *, const struct addrinfo *, struct addrinfo **))dlsym(RTLD_NEXT,
+                                                                                                "getaddrinfo");
+    return real(node, service, hints, res);
+}
+
+void freeaddrinfo(struct addrinfo *res)
+{
+    if (res != NULL && res->ai_canonname == fake_marker) {
+        free(res);
+        return;
+    }
+    void (*real)(struct addrinfo *) = (void (*)(struct addrinfo *))dlsym(RTLD_NEXT, "freeaddrinfo");
+    real(res);
+}
+
+static void fake_dns(const char *name, const char *addr)
+{
+    pthread_mutex_lock(&fake_mutex);
+    snprintf(fake_name, sizeof(fake_name), "%s", name);
+    snprintf(fake_addr, sizeof(fake_addr), "%s", addr);
+    pthread_mutex_unlock(&fake_mutex);
+}
 
 static const gw_db_statement_t statements[] = {
     /* fails with division_by_zero when $2 is 0, so one job of a batch can be made to fail */
@@ -62,6 +146,7 @@ static int setup(void **state)
     if (base == NULL || *base == '\0')
         fail_msg("SETTLED_TEST_PG_URL is not set: run the tests through deploy/test.sh");
     snprintf(url, sizeof(url), "%s", base);
+    main_thread = pthread_self();
     exec_admin("DROP TABLE IF EXISTS t_db; CREATE TABLE t_db (k text PRIMARY KEY, v int)");
     exec_admin("DROP TABLE IF EXISTS t_db_bytes; CREATE TABLE t_db_bytes (b bytea)");
     loop = h2o_evloop_create();
@@ -373,6 +458,159 @@ static void test_queue_limit(void **state)
     gw_db_destroy(db);
 }
 
+/* SETTLED_TEST_PG_URL with its host replaced by host (its user, port and database kept). */
+static void url_with_host(char *buf, size_t len, const char *host)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &msg);
+    assert_non_null(opts);
+    const char *user = "", *port = "5432", *dbname = "postgres";
+    for (PQconninfoOption *o = opts; o->keyword != NULL; ++o) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            dbname = o->val;
+    }
+    snprintf(buf, len, "host=%s port=%s user=%s dbname=%s", host, port, user, dbname);
+    PQconninfoFree(opts);
+}
+
+/* Runs the loop for ms of the clock (h2o_evloop_run returns early whenever something happened). */
+static void run_for_ms(int ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        h2o_evloop_run(loop, 10);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
+/* A repeating 10 ms timer, to see the loop go round. */
+static h2o_timeout_t tick_timeout;
+static h2o_timeout_entry_t tick_entry;
+static int ticks;
+
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    ++ticks;
+    h2o_timeout_link(loop, &tick_timeout, &tick_entry);
+}
+
+/* The database given by a host name (localhost), with a DNS that takes 300 ms: the pool connects and commits,
+ * the name is never looked up on the loop's thread, and the loop goes round all the while. */
+static void test_host_name_resolved_off_the_loop(void **state)
+{
+    char named[512];
+    url_with_host(named, sizeof(named), "localhost");
+    gw_config_t c = cfg;
+    c.database_url = named;
+    atomic_store(&name_lookups, 0);
+    atomic_store(&name_lookups_on_loop, 0);
+    atomic_store(&name_delay_ms, 300);
+    h2o_timeout_init(loop, &tick_timeout, 10);
+    tick_entry = (h2o_timeout_entry_t){.cb = on_tick};
+    ticks = 0;
+    h2o_timeout_link(loop, &tick_timeout, &tick_entry);
+    gw_db_t *db = gw_db_create(loop, &c, stmts, 2);
+    result_t r = {0};
+    assert_non_null(submit_insert(db, "h1", "1", &r)); /* waits for the connection being made */
+    run_until(db, is_idle);
+    h2o_timeout_unlink(&tick_entry);
+    h2o_timeout_dispose(loop, &tick_timeout);
+    atomic_store(&name_delay_ms, 0);
+    assert_int_equal(r.fired, 1);
+    assert_string_equal(r.error, "");
+    assert_int_equal(query_int("SELECT count(*) FROM t_db WHERE k = 'h1'"), 1);
+    if (atomic_load(&name_lookups_on_loop) != 0)
+        fail_msg("%d of %d lookups of localhost ran on the loop's thread", atomic_load(&name_lookups_on_loop),
+                 atomic_load(&name_lookups));
+    assert_true(atomic_load(&name_lookups) >= 1);
+    if (ticks < 20)
+        fail_msg("the loop went round %d times in 10 ms steps while a 300 ms lookup ran", ticks);
+    gw_db_destroy(db);
+}
+
+/* A name that moves to the server's address (a failover, a DNS change) is followed on the next reconnect; a host
+ * list mixing a socket directory and a name connects through the name. */
+static void test_moved_name_is_followed(void **state)
+{
+    char named[512];
+    url_with_host(named, sizeof(named), "pg-moving.test");
+    fake_dns("pg-moving.test", "127.0.0.2"); /* nothing listens there */
+    gw_config_t c = cfg;
+    c.database_url = named;
+    gw_db_t *db = gw_db_create(loop, &c, stmts, 2);
+    run_for_ms(400);
+    assert_false(gw_db_is_up(db));
+    int before = atomic_load(&name_lookups);
+    fake_dns("pg-moving.test", "127.0.0.1");
+    run_until(db, is_up);
+    assert_true(atomic_load(&name_lookups) > before);
+    gw_db_destroy(db);
+
+    url_with_host(named, sizeof(named), "/nonexistent-socket-dir,localhost");
+    db = gw_db_create(loop, &c, stmts, 2);
+    run_until(db, is_up);
+    gw_db_destroy(db);
+}
+
+/* Captures stderr (the log) from capture_start to capture_stop, which returns how many lines contain needle. */
+static int capture_fd = -1, saved_stderr = -1;
+
+static void capture_start(void)
+{
+    char path[] = "/tmp/settled-db-log.XXXXXX";
+    capture_fd = mkstemp(path);
+    saved_stderr = dup(2);
+    assert_true(capture_fd >= 0 && saved_stderr >= 0);
+    unlink(path);
+    dup2(capture_fd, 2);
+}
+
+static int capture_stop(const char *needle)
+{
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    off_t len = lseek(capture_fd, 0, SEEK_END);
+    char *text = calloc(1, (size_t)len + 1);
+    assert_int_equal(pread(capture_fd, text, (size_t)len, 0), len);
+    close(capture_fd);
+    int n = 0;
+    for (char *save = NULL, *line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+        n += strstr(line, needle) != NULL;
+    free(text);
+    return n;
+}
+
+/* A host name that does not resolve: the pool stays down and refuses jobs (503s, as with a server that is
+ * down), and of all the retries of both connections one line is logged. */
+static void test_unresolvable_name_stays_down_and_logs_once(void **state)
+{
+    char named[512];
+    url_with_host(named, sizeof(named), "pg-nowhere.test");
+    fake_dns("pg-nowhere.test", "");
+    gw_config_t c = cfg;
+    c.database_url = named;
+    int before = atomic_load(&name_lookups);
+    capture_start();
+    gw_db_t *db = gw_db_create(loop, &c, stmts, 2);
+    run_for_ms(1500);
+    int lines = capture_stop("pg-nowhere.test"), lookups = atomic_load(&name_lookups) - before;
+    assert_false(gw_db_is_up(db));
+    if (lookups < 3)
+        fail_msg("only %d lookups in 1.5 s: the connections should retry", lookups);
+    if (lines != 1)
+        fail_msg("%d log lines name pg-nowhere.test over %d lookups, expected 1", lines, lookups);
+    result_t r = {0};
+    assert_null(submit_insert(db, "n1", "1", &r)); /* every connection down: refused at once */
+    gw_db_destroy(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +624,9 @@ int main(void)
         cmocka_unit_test(test_unreachable_store_refuses_jobs),
         cmocka_unit_test(test_jobs_wait_for_a_connection_being_made),
         cmocka_unit_test(test_queue_limit),
+        cmocka_unit_test(test_host_name_resolved_off_the_loop),
+        cmocka_unit_test(test_moved_name_is_followed),
+        cmocka_unit_test(test_unresolvable_name_stays_down_and_logs_once),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

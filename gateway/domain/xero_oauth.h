@@ -31,19 +31,42 @@
 /* gw_xero_access_token, gw_xero_check_token_set: the token set needs an administrator to connect Xero again. */
 #define GW_XERO_NEEDS_REAUTH (-2)
 
+/* A refresh lease lasts SETTLED_HTTP_TIMEOUT_MS plus this many seconds: the token call plus connecting and storing. */
+#define GW_XERO_LEASE_MARGIN 5
+/* A caller that finds the lease held polls the token set every GW_XERO_WAIT_POLL_MS, for at most the length of a
+ * lease plus GW_XERO_WAIT_MARGIN seconds. */
+#define GW_XERO_WAIT_POLL_MS 100
+#define GW_XERO_WAIT_MARGIN 2
+/* The rotated refresh token is stored in at most this many transactions, GW_XERO_STORE_BACKOFF_MS apart at first,
+ * doubling up to GW_XERO_STORE_BACKOFF_MAX_MS (about a minute in all). */
+#define GW_XERO_STORE_ATTEMPTS 12
+#define GW_XERO_STORE_BACKOFF_MS 250
+#define GW_XERO_STORE_BACKOFF_MAX_MS 8000
+
 /*
  * Returns in *token_out (malloc'd, the caller frees it) an access token of token set token_id (a row of
  * xero_tokens) that stays valid for at least GW_XERO_TOKEN_MIN_TTL seconds. When the stored one does
- * not, or force_refresh is set (Xero answered 401 to the current one), it refreshes the token set under
- * the row's lock (SELECT ... FOR UPDATE), so one refresh happens at a time across threads and
- * instances; a caller that waited for another's refresh uses its result. The rotated refresh token is
- * committed before the access token is returned.
+ * not, or force_refresh is set (Xero answered 401 to the current one), it refreshes the token set
+ * single-flight across threads and instances, without holding a transaction across the call to Xero:
+ *
+ * 1. the lease: one committed UPDATE sets refreshing_until (now + SETTLED_HTTP_TIMEOUT_MS +
+ *    GW_XERO_LEASE_MARGIN s) and refreshing_by, only where no live lease is held (an expired one, whose
+ *    holder died, is taken over);
+ * 2. the token call, with no transaction open;
+ * 3. the rotated refresh token stored in a new transaction that clears the lease, only if the row still
+ *    holds the refresh token that was used (a holder whose lease expired and was taken over never
+ *    overwrites a newer token), retried up to GW_XERO_STORE_ATTEMPTS times with backoff, each failure
+ *    logged: it is the only copy.
+ *
+ * A caller that finds the lease held waits (polling, see GW_XERO_WAIT_POLL_MS) and uses the holder's
+ * result; if the holder gave up, it takes the lease itself. A transient failure of the token call clears
+ * the lease at once.
  *
  * Returns 0; -1 with a message in err on a transient failure (database, network, timeout, Xero 5xx or
- * 429: the stored refresh token is kept, retry later); or GW_XERO_NEEDS_REAUTH (-2) when Xero rejected
- * the refresh token (invalid_grant) or the token set was already marked so: the token set is then
- * 'needs_reauth' (recorded, audited) and the caller stops using it until an administrator reconnects.
- * s must not be inside a transaction.
+ * 429, a lease held longer than the wait: the stored refresh token is kept, retry later); or
+ * GW_XERO_NEEDS_REAUTH (-2) when Xero rejected the refresh token (invalid_grant) or the token set was
+ * already marked so: the token set is then 'needs_reauth' (recorded, audited) and the caller stops using
+ * it until an administrator reconnects. s must not be inside a transaction.
  */
 GW_MUSTCHECK int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh,
                                       char **token_out, char *err, size_t errlen);

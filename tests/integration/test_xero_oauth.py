@@ -3,14 +3,18 @@
 (tests/mock/xero_api.py) and a real PostgreSQL: `settled connect xero --refresh-token` stores the
 rotated token set encrypted and the tenants; invalid_grant parks the token set as needs_reauth (and
 it stays parked without calling Xero again); concurrent refreshes of one token set from several
-processes never lose it (single-flight through the row lock); a lost token response recovers within
-Xero's grace period; the authorize URL and its callback connect an organisation, and a forged or
-reused callback does not (providers/PROVIDERS.md section 2.3; docs/operations.md)."""
+processes never lose it and refresh once (single-flight through the refresh lease); no transaction is
+held across the token call, so a server that ends idle transactions after 1 s does not cut a 2.5 s
+refresh in half; a lease whose holder died is taken over, and a stuck one is reported; storing the
+rotated token is retried; a lost token response recovers within Xero's grace period; the authorize
+URL and its callback connect an organisation, and a forged or reused callback does not
+(providers/PROVIDERS.md section 2.3; docs/operations.md)."""
 
 import base64
 import json
 import subprocess
 import threading
+import time
 import urllib.parse
 
 import harness as h
@@ -428,6 +432,154 @@ def test_callback_route_of_the_server():
         expect_not_in(cb["code"], body.decode(), "the reply")
     expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "2", "tenants stored")
     expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens WHERE status = 'active'"), "1", "token sets")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The refresh lease (gateway/domain/xero_oauth.c, access_token)
+
+
+def db_name(db):
+    return urllib.parse.urlsplit(db).path.lstrip("/")
+
+
+def expire_access_token(db):
+    """The stored access token no longer lives long enough: the next use must refresh."""
+    h.sql(db, "UPDATE xero_tokens SET access_expires_at = now() - interval '1 second'")
+
+
+def lease(db):
+    return h.sql_rows(db, "SELECT refreshing_until::text, refreshing_by FROM xero_tokens ORDER BY id")[0]
+
+
+def test_refresh_under_idle_in_transaction_timeout():
+    """PostgreSQL ends any session that sits idle in a transaction for 1 s, and Xero's token endpoint
+    takes 2.5 s. A refresh that kept a transaction open across the call (the row lock of old) loses
+    its session mid-refresh: the rotated refresh token is never stored, and with no grace period the
+    next refresh is invalid_grant, i.e. needs_reauth. With the lease, no transaction is open during the
+    call: every refresh succeeds, and two processes still refresh once."""
+    m = mock()
+    db = connected("RT-IDLE-1", grace=0)
+    h.sql(db, "ALTER DATABASE :\"p1\" SET idle_in_transaction_session_timeout = '1s'", db_name(db))
+    expect_eq(h.sql(db, "SHOW idle_in_transaction_session_timeout"), "1s", "the server-side timeout (new sessions)")
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 2500, "target": "token", "count": 0})
+    m.ctl("DELETE", "stats")
+    runs = [connect(db, "--check", "--force-refresh") for _ in range(2)]
+    # and once Xero answers fast again, the stored refresh token is still Xero's current one (a refresh whose
+    # rotated token was lost would now get invalid_grant, and park the token set as needs_reauth)
+    m.ctl("DELETE", "faults")
+    runs.append(connect(db, "--check", "--force-refresh"))
+    expect_eq(token_sets(db)[0][2], "active", "the token set's status after three refreshes (not needs_reauth)")
+    for i, res in enumerate(runs):
+        expect_eq(res.returncode, 0, f"refresh {i} under a 1 s idle-in-transaction timeout (stderr {res.stderr[-1500:]!r})")
+        expect_in("ok, 2 tenants", res.stdout, f"refresh {i}: a working access token")
+    # two processes at once, the access token expired: one refresh, both served
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 2500, "target": "token", "count": 0})
+    expire_access_token(db)
+    results = _parallel(2, lambda i: connect(db, "--check"))
+    for i, res in enumerate(results):
+        expect_eq(res.returncode, 0, f"concurrent process {i}: exit code (stderr {res.stderr[-1500:]!r})")
+    oauth = m.oauth()
+    expect_eq(oauth["token_refreshes"], 4, "refreshes at Xero (3 forced, then one for both processes)")
+    expect_eq(oauth["invalid_grant"], 0, "invalid_grant answers")
+    expect_eq(oauth["grace_replays"], 0, "no refresh token was used twice")
+    expect_eq(token_sets(db)[0][2], "active", "status")
+    expect_eq(lease(db), [None, None], "no lease is left behind")
+    expect_eq(h.sql(db, "SELECT count(*) FROM audit_log WHERE action = 'xero.needs_reauth'"), "0", "no needs_reauth")
+    m.ctl("DELETE", "faults")
+
+
+def test_two_refreshers_refresh_once():
+    """Two processes find the access token expired at the same moment: one takes the lease and refreshes, the
+    other waits for its result (a second refresh would use a retired refresh token: invalid_grant)."""
+    m = mock()
+    db = connected("RT-ONCE-1", grace=0)
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 800, "target": "token", "count": 0})
+    for round_ in range(2):
+        expire_access_token(db)
+        m.ctl("DELETE", "stats")
+        results = _parallel(2, lambda i: connect(db, "--check"))
+        for i, res in enumerate(results):
+            expect_eq(res.returncode, 0, f"round {round_}, process {i}: exit code (stderr {res.stderr[-1500:]!r})")
+            expect_in("ok, 2 tenants", res.stdout, f"round {round_}, process {i}")
+        oauth = m.oauth()
+        expect_eq(oauth["token_refreshes"], 1, f"round {round_}: refreshes at Xero")
+        expect_eq(oauth["invalid_grant"], 0, f"round {round_}: invalid_grant answers")
+        expect_eq(lease(db), [None, None], f"round {round_}: the lease is cleared with the stored token")
+    m.ctl("DELETE", "faults")
+
+
+def test_expired_lease_is_taken_over():
+    """A holder that died leaves its lease behind. While it lives, others wait (bounded by the HTTP timeout +
+    margin, then a clear error naming the holder, and no call to Xero); once it has expired, the next caller takes
+    it over and refreshes."""
+    m = mock()
+    db = connected("RT-LEASE-1", grace=0)
+    fast = {"SETTLED_HTTP_TIMEOUT_MS": "1000"}  # lease 1 s + 5 s margin; a waiter gives up 2 s after that
+    expire_access_token(db)
+    h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() + interval '1 hour', refreshing_by = 'dead-host:1:0bad'")
+    before = m.oauth()
+    t0 = time.monotonic()
+    res = connect(db, "--check", extra_env=fast)
+    waited = time.monotonic() - t0
+    expect(res.returncode != 0, "a lease held by someone else, for longer than the wait", res.returncode)
+    expect_in("taking too long", res.stderr, "the error says why")
+    expect_in("dead-host:1:0bad", res.stderr, "the error names the holder")
+    expect(6 <= waited < 30, "the waiter waited the lease's length and margin, no more", waited)
+    expect_eq(m.oauth()["token_requests"], before["token_requests"], "no token call while the lease is held")
+    expect_eq(lease(db)[1], "dead-host:1:0bad", "the live lease is left alone")
+
+    # the holder's lease runs out in 1.5 s: the caller waits for it, then takes it over
+    h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() + interval '1.5 seconds'")
+    m.ctl("DELETE", "stats")
+    res = connect(db, "--check", extra_env=fast)
+    expect_eq(res.returncode, 0, f"take-over exit code (stderr {res.stderr[-1500:]!r})")
+    expect_in("lease taken over", res.stderr, "the take-over is logged")
+    expect_in("dead-host:1:0bad", res.stderr, "with the previous holder")
+    oauth = m.oauth()
+    expect_eq((oauth["token_refreshes"], oauth["invalid_grant"]), (1, 0), "one refresh, no invalid_grant")
+    expect_eq(lease(db), [None, None], "the lease is cleared with the stored token")
+    expect_eq(token_sets(db)[0][2], "active", "status")
+
+    # an expired lease is taken over at once
+    expire_access_token(db)
+    h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() - interval '1 second', refreshing_by = 'gone:2:beef'")
+    t0 = time.monotonic()
+    res = connect(db, "--check", extra_env=fast)
+    expect_eq(res.returncode, 0, f"expired-lease exit code (stderr {res.stderr[-1500:]!r})")
+    expect(time.monotonic() - t0 < 5, "no wait for an expired lease", time.monotonic() - t0)
+    expect_eq(m.oauth()["token_refreshes"], 2, "refreshes")
+    expect_eq(lease(db), [None, None], "the lease is cleared")
+
+
+def test_store_is_retried_until_the_rotated_token_is_stored():
+    """Storing the rotated refresh token fails twice (a trigger raises): the refresh retries, logs each failure
+    and stores it; the stored token is Xero's current one (no grace period here, so a lost one would be
+    invalid_grant next time)."""
+    m = mock()
+    db = connected("RT-STORE-1", grace=0)
+    h.sql(
+        db,
+        """CREATE SEQUENCE test_store_failures;
+        CREATE FUNCTION test_fail_store() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('test_store_failures') <= 2 THEN
+                RAISE EXCEPTION 'injected failure of the token store';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_fail_store BEFORE UPDATE OF refresh_token ON xero_tokens
+            FOR EACH ROW EXECUTE FUNCTION test_fail_store();""",
+    )
+    m.ctl("DELETE", "stats")
+    res = connect(db, "--check", "--force-refresh")
+    expect_eq(res.returncode, 0, f"exit code (stderr {res.stderr[-2000:]!r})")
+    expect_eq(res.stderr.count("not stored yet; retrying"), 2, "each failed attempt is logged")
+    expect_in("injected failure of the token store", res.stderr, "with the database's reason")
+    expect_eq(lease(db), [None, None], "the lease is cleared with the stored token")
+    stored_ok = connect(db, "--check", "--force-refresh")
+    expect_eq(stored_ok.returncode, 0, f"the stored token refreshes again (stderr {stored_ok.stderr[-1500:]!r})")
+    oauth = m.oauth()
+    expect_eq((oauth["token_refreshes"], oauth["invalid_grant"]), (2, 0), "refreshes, invalid_grant")
 
 
 def test_missing_or_bad_settings_are_named():

@@ -163,7 +163,7 @@ static int state_key(const unsigned char key[GW_CRYPTO_KEY_LEN], unsigned char o
 }
 
 int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organisation_id, int64_t now, char *out,
-                       size_t outlen)
+                       size_t outlen, gw_xero_state_t *made)
 {
     unsigned char raw[STATE_RAW_LEN], mkey[32];
     if (outlen < GW_XERO_STATE_MAX || state_key(key, mkey) != 0)
@@ -178,11 +178,16 @@ int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organ
     if (ret != 0)
         return -1;
     gw_base64_encode(raw, sizeof(raw), GW_BASE64_URL | GW_BASE64_NOPAD, out);
+    if (made != NULL) {
+        made->organisation_id = organisation_id;
+        made->expires_at = now + GW_XERO_STATE_TTL;
+        gw_hex_encode(raw + 17, STATE_NONCE_LEN, made->nonce);
+    }
     return 0;
 }
 
 int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *state, int64_t now,
-                        int64_t *organisation_id)
+                        gw_xero_state_t *out)
 {
     unsigned char raw[STATE_RAW_LEN], mac[32], mkey[32];
     size_t rawlen = 0;
@@ -201,7 +206,9 @@ int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *
     int64_t org = (int64_t)get_be64(raw + 1), expires = (int64_t)get_be64(raw + 9);
     if (org <= 0 || now >= expires || expires - now > GW_XERO_STATE_TTL)
         return -1;
-    *organisation_id = org;
+    out->organisation_id = org;
+    out->expires_at = expires;
+    gw_hex_encode(raw + 17, STATE_NONCE_LEN, out->nonce);
     return 0;
 }
 
@@ -242,6 +249,19 @@ int gw_xero_settings_check(const gw_config_t *cfg, int needs, gw_err_t *err)
          need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
               "connect Xero (where Xero sends the administrator back)", err) != 0))
         return -1;
+    return 0;
+}
+
+int gw_xero_state_verify(const gw_config_t *cfg, const char *state, int64_t now, gw_xero_state_t *out, gw_err_t *err)
+{
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    if (load_key(cfg, false, key, err) != 0)
+        return -1;
+    int rc = gw_xero_state_check(key, state, now, out);
+    explicit_bzero(key, sizeof(key));
+    if (rc != 0)
+        return gw_err_set(err, gw_err_oauth_callback_invalid, 400,
+                          "The authorization request is invalid or has expired: start connecting Xero again.");
     return 0;
 }
 
@@ -1172,10 +1192,10 @@ static int store_token_set_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
  * stores its tenants. Returns 0 with the connection in *out, or -1 with err set.
  */
 static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned char *key, int64_t organisation_id,
-                             const token_set_t *fresh, const char *grant, const char *actor, gw_xero_connection_t *out,
-                             gw_err_t *err)
+                             const token_set_t *fresh, const char *grant, const char *actor, const char *corr,
+                             gw_xero_connection_t *out, gw_err_t *err)
 {
-    char org[24], id[24] = "", expires[24], corr[CORR_MAX];
+    char org[24], id[24] = "", expires[24];
     char *sealed_refresh = NULL, *sealed_access = NULL;
     gw_xero_tenants_t tenants = {0};
     gw_err_t e2 = GW_ERR_INIT;
@@ -1183,7 +1203,6 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
 
     snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
     snprintf(expires, sizeof(expires), "%ld", fresh->expires_in > 0 ? fresh->expires_in : 1);
-    new_correlation("xero-connect", corr);
     if (fresh->refresh_token == NULL) {
         fail(err, "Xero answered without a refresh token: is offline_access in SETTLED_XERO_SCOPES?");
         goto Exit;
@@ -1258,28 +1277,31 @@ int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t o
     buf_add_encoded(&form, refresh_token);
     enum token_outcome outcome = token_call(cfg, "refresh token", &form, 0, &fresh, err);
     buf_wipe(&form);
-    if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, organisation_id, &fresh, "refresh_token", "system:cli", out, err);
+    if (outcome == TOKEN_OK) {
+        char corr[CORR_MAX];
+        new_correlation("xero-connect", corr);
+        ret = connect_token_set(s, cfg, key, organisation_id, &fresh, "refresh_token", "system:cli", corr, out, err);
+    }
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));
     return ret;
 }
 
-char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err)
+/* The settings an authorize URL needs (before the key). */
+static int url_settings(const gw_config_t *cfg, gw_err_t *err)
 {
-    unsigned char key[GW_CRYPTO_KEY_LEN];
-    char state[GW_XERO_STATE_MAX];
     if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero (the client id of the Xero app)", err) != 0 ||
         need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
              "connect Xero (where Xero sends the administrator back: https://<host>/v1/xero/callback)", err) != 0 ||
-        need(cfg->xero_scopes, "SETTLED_XERO_SCOPES", "connect Xero", err) != 0 || load_key(cfg, false, key, err) != 0)
+        need(cfg->xero_scopes, "SETTLED_XERO_SCOPES", "connect Xero", err) != 0)
+        return -1;
+    return 0;
+}
+
+char *gw_xero_authorize_url_with(const gw_config_t *cfg, const char *state, gw_err_t *err)
+{
+    if (url_settings(cfg, err) != 0)
         return NULL;
-    int rc = gw_xero_state_make(key, organisation_id, (int64_t)time(NULL), state, sizeof(state));
-    explicit_bzero(key, sizeof(key));
-    if (rc != 0) {
-        fail(err, "cannot sign the authorization state");
-        return NULL;
-    }
     char *base = join_url(cfg->xero_login_base, DEFAULT_LOGIN_BASE, "/identity/connect/authorize");
     buf_t b = {0};
     buf_adds(&b, base);
@@ -1295,25 +1317,95 @@ char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_
     return b.base;
 }
 
+char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err)
+{
+    static const char sql_prune[] = "DELETE FROM xero_oauth_states WHERE expires_at < now() - interval '1 day'";
+    static const char sql_record[] =
+        "INSERT INTO xero_oauth_states (nonce, organisation_id, expires_at) VALUES ($1, $2, to_timestamp($3::bigint))";
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    char state[GW_XERO_STATE_MAX], org[24], expires[24];
+    gw_xero_state_t made;
+    if (url_settings(cfg, err) != 0 || load_key(cfg, false, key, err) != 0)
+        return NULL;
+    int rc = gw_xero_state_make(key, organisation_id, (int64_t)time(NULL), state, sizeof(state), &made);
+    explicit_bzero(key, sizeof(key));
+    if (rc != 0) {
+        fail(err, "cannot sign the authorization state");
+        return NULL;
+    }
+    /* the nonce is recorded before anyone can see the URL, so its callback always finds it */
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
+    snprintf(expires, sizeof(expires), "%lld", (long long)made.expires_at);
+    const char *p[] = {made.nonce, org, expires};
+    if (gw_dbs_exec(s, sql_prune, 0, NULL) < 0 || gw_dbs_exec(s, sql_record, 3, p) != 1) {
+        db_fail(s, "cannot record the authorization request", err);
+        return NULL;
+    }
+    return gw_xero_authorize_url_with(cfg, state, err);
+}
+
+/*
+ * Consumes the nonce of st once, for the callback correlation id corr: one UPDATE, so of two callbacks with the
+ * same state exactly one gets the row. Returns 0, or -1 with err set: oauth_state_used for a state already
+ * consumed, oauth_callback_invalid for one never recorded (or expired), gw_dbs_err's code when the database fails
+ * (its message is logged here, never put in err).
+ */
+static int consume_state(gw_dbs_t *s, const gw_xero_state_t *st, const char *corr, gw_err_t *err)
+{
+    static const char sql_consume[] =
+        "UPDATE xero_oauth_states SET used_at = now(), used_by = $3 WHERE nonce = $1 AND organisation_id = $2 "
+        "AND used_at IS NULL AND expires_at > now()";
+    static const char sql_why[] = "SELECT used_at IS NOT NULL FROM xero_oauth_states WHERE nonce = $1";
+    char org[24];
+    snprintf(org, sizeof(org), "%lld", (long long)st->organisation_id);
+    const char *p[] = {st->nonce, org, corr};
+    long long n = gw_dbs_exec(s, sql_consume, 3, p);
+    gw_dbs_result_t *r = NULL;
+    if (n == 1)
+        return 0;
+    if (n < 0 || (r = gw_dbs_query(s, sql_why, 1, p)) == NULL) {
+        char why[256];
+        gw_log(GW_LOG_WARN, "xero authorization %s: cannot consume its state: %s", corr,
+               gw_log_one_line(why, sizeof(why), gw_dbs_error(s)));
+        return gw_dbs_err(s, err);
+    }
+    bool used = gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 0) != NULL && strcmp(gw_dbs_value(r, 0, 0), "t") == 0;
+    gw_dbs_result_free(r);
+    if (used)
+        return gw_err_set(err, gw_err_oauth_state_used, 400,
+                          "This authorization request was already used: start connecting Xero again "
+                          "(`settled connect xero --authorize`).");
+    return gw_err_set(err, gw_err_oauth_callback_invalid, 400,
+                      "The authorization request is unknown or has expired: start connecting Xero again.");
+}
+
 int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const char *code, const char *state,
-                                   gw_xero_connection_t *out, gw_err_t *err)
+                                   const char *correlation_id, gw_xero_connection_t *out, gw_err_t *err)
 {
     unsigned char key[GW_CRYPTO_KEY_LEN];
     token_set_t fresh = {0};
-    int64_t org = 0;
+    gw_xero_state_t st;
+    char corr[CORR_MAX];
     int ret = -1;
     *out = (gw_xero_connection_t){0};
+    if (is_set(correlation_id))
+        snprintf(corr, sizeof(corr), "%s", correlation_id);
+    else
+        new_correlation("xero-connect", corr);
     if (load_key(cfg, true, key, err) != 0 ||
         need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI", "connect Xero", err) != 0)
         goto Exit;
-    if (gw_xero_state_check(key, state, (int64_t)time(NULL), &org) != 0) {
-        fail(err, "the authorization request is invalid or has expired: start connecting Xero again");
+    /* 1. signature and expiry: no database */
+    if (gw_xero_state_verify(cfg, state, (int64_t)time(NULL), &st, err) != 0)
         goto Exit;
-    }
     if (!is_set(code)) {
-        fail(err, "Xero sent no authorization code");
+        gw_err_set(err, gw_err_oauth_callback_invalid, 400, "Xero sent no authorization code.");
         goto Exit;
     }
+    /* 2. single use: the nonce is consumed before the code goes anywhere */
+    if (consume_state(s, &st, corr, err) != 0)
+        goto Exit;
+    /* 3. the code exchange, then the token set and its tenants */
     buf_t form = {0};
     buf_adds(&form, "grant_type=authorization_code&code=");
     buf_add_encoded(&form, code);
@@ -1322,7 +1414,8 @@ int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const ch
     enum token_outcome outcome = token_call(cfg, "authorization code", &form, 0, &fresh, err);
     buf_wipe(&form);
     if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, org, &fresh, "authorization_code", "system:oauth-callback", out, err);
+        ret = connect_token_set(s, cfg, key, st.organisation_id, &fresh, "authorization_code", "system:oauth-callback",
+                                corr, out, err);
 Exit:
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));

@@ -7,11 +7,16 @@ processes never lose it and refresh once (single-flight through the refresh leas
 held across the token call, so a server that ends idle transactions after 1 s does not cut a 2.5 s
 refresh in half; a lease whose holder died is taken over, and a stuck one is reported; storing the
 rotated token is retried; a lost token response recovers within Xero's grace period; the authorize
-URL and its callback connect an organisation, and a forged or reused callback does not
-(providers/PROVIDERS.md section 2.3; docs/operations.md)."""
+URL and its callback connect an organisation once (a replayed state is refused before Xero sees its
+code); a forged or expired state is refused on the loop, even with the database down; error replies
+carry no database detail; a full offload queue answers 503 (providers/PROVIDERS.md section 2.3;
+docs/operations.md)."""
 
 import base64
+import hashlib
+import hmac
 import json
+import os
 import subprocess
 import threading
 import time
@@ -418,9 +423,9 @@ def test_callback_route_of_the_server():
         h.expect_problem(s.get(path + "&extra=1"), 400, "oauth_callback_invalid", "unknown parameter")
         h.expect_problem(s.get("/v1/xero/callback?error=access_denied&state=x"), 400, "oauth_callback_invalid",
                          "declined consent")
-        # a forged state: 502 with the reason, and the code is not exchanged
+        # a forged state: 400, refused on the loop, and the code is not exchanged
         forged = dict(cb, state=cb["state"][:-2] + ("AA" if not cb["state"].endswith("AA") else "BA"))
-        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(forged)), 502, "xero_connect_failed",
+        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(forged)), 400, "oauth_callback_invalid",
                          "forged state")
         expect_eq(m.oauth()["code_exchanges"], 0, "the code was not exchanged for a forged state")
 
@@ -580,6 +585,169 @@ def test_store_is_retried_until_the_rotated_token_is_stored():
     expect_eq(stored_ok.returncode, 0, f"the stored token refreshes again (stderr {stored_ok.stderr[-1500:]!r})")
     oauth = m.oauth()
     expect_eq((oauth["token_refreshes"], oauth["invalid_grant"]), (2, 0), "refreshes, invalid_grant")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The callback: single-use states, checked on the loop, generic replies, a bounded offload queue
+
+
+def make_state(org, expires, nonce=None, key=SECRET_KEY):
+    """A state as gw_xero_state_make writes it (gateway/domain/xero_oauth.c): version 1, organisation and expiry
+    (big-endian 64-bit), a 16-byte nonce, then HMAC-SHA256 over those under HMAC-SHA256(key,
+    "settled/xero-oauth-state/v1"); base64url without padding. Such a state passes the signature check but its
+    nonce was never recorded."""
+    mkey = hmac.new(base64.b64decode(key), b"settled/xero-oauth-state/v1", hashlib.sha256).digest()
+    raw = b"\x01" + org.to_bytes(8, "big") + int(expires).to_bytes(8, "big") + (nonce or os.urandom(16))
+    raw += hmac.new(mkey, raw, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def authorize(server_env, m, port):
+    """`settled connect xero --authorize`, consented at the mock: the callback's path on the server."""
+    res = h.run_settled(["connect", "xero", "--authorize"], server_env, timeout=60)
+    expect_eq(res.returncode, 0, f"--authorize exit code (stderr {res.stderr[-800:]!r})")
+    url = res.stdout.strip().splitlines()[-1]
+    status, headers, _ = m.call("GET", url[len(m.base):])
+    expect_eq(status, 302, "authorize status")
+    return headers["location"][len(f"http://127.0.0.1:{port}"):]
+
+
+def server_setup(db_url=None, pg_url=None):
+    m = mock()
+    m.setup("RT-UNUSED")
+    db = db_url or h.new_database("xero_oauth", pg_url=pg_url)
+    port = h.free_port()
+    redirect = f"http://127.0.0.1:{port}/v1/xero/callback"
+    m.ctl("PUT", "app", {"redirect_uris": [redirect]})
+    return m, db, port, env(db, SETTLED_XERO_REDIRECT_URI=redirect, SETTLED_WORKERS=0)
+
+
+def org_id(db):
+    return int(h.sql(db, "SELECT id FROM organisations WHERE slug = 'default'"))
+
+
+def test_callback_state_is_single_use():
+    """The state of an authorize URL works once: of several callbacks with it at once exactly one connects, the
+    others (and any later replay, through the server or the command line) are refused with oauth_state_used, and
+    Xero sees the code once."""
+    m, db, port, server_env = server_setup()
+    with h.Settled(db, env=server_env, port=port) as s:
+        path = authorize(server_env, m, port)
+        state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))["state"]
+        results = _parallel(4, lambda i: s.get(path, headers={"X-Request-Id": f"replay-test-{i}"}))
+        statuses = sorted(r[0] for r in results)
+        expect_eq(statuses, [200, 400, 400, 400], "one callback connects, the replays are refused")
+        winner = [i for i, r in enumerate(results) if r[0] == 200][0]
+        for i, r in enumerate(results):
+            if r[0] == 400:
+                h.expect_problem(r, 400, "oauth_state_used", f"replay {i}")
+                expect_in("already used", json.loads(r[2])["detail"], f"replay {i}: a clear detail")
+        expect_eq(m.oauth()["code_exchanges"], 1, "Xero saw the code once")
+        used = h.sql_rows(db, "SELECT used_at IS NOT NULL, used_by FROM xero_oauth_states WHERE organisation_id = $1",
+                          org_id(db))
+        expect_eq(used, [["t", f"replay-test-{winner}"]], "the nonce is consumed, by the request that connected")
+        expect_eq(
+            h.sql(db, "SELECT correlation_id FROM audit_log WHERE action = 'xero.connect'"),
+            f"replay-test-{winner}",
+            "the connection's audit carries the callback's request id",
+        )
+        h.expect_problem(s.get(path), 400, "oauth_state_used", "a later replay")
+    res = connect(db, "--callback", f"http://127.0.0.1:{port}{path}")
+    expect(res.returncode != 0, "a replay through the command line is refused", res.returncode)
+    expect_in("already used", res.stderr, "the command line's error")
+    expect_eq(m.oauth()["code_exchanges"], 1, "Xero still saw the code once")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens"), "1", "one token set")
+    # a state whose nonce was never recorded (signed with the right key) is refused too
+    fresh = make_state(org_id(db), time.time() + 300)
+    res = connect(db, "--callback", f"http://127.0.0.1:{port}/v1/xero/callback?code=x&state={fresh}")
+    expect(res.returncode != 0, "an unrecorded state is refused", res.returncode)
+    expect_in("unknown or has expired", res.stderr, "the error")
+    expect_eq(m.oauth()["code_exchanges"], 1, "and never reaches Xero")
+    del state
+
+
+def test_callback_checks_state_without_the_database_and_replies_generically():
+    """The state's signature and expiry are checked on the event loop: with the database stopped, a forged or
+    expired state is still a 400 (not a 503), and a valid one a 503 with Retry-After whose detail names no
+    database, address or libpq message (the log has them, under the request id). Once the database is back,
+    the same state connects."""
+    pg = h.start_cluster()
+    m, db, port, server_env = server_setup(pg_url=pg.url())
+    with h.Settled(db, env=server_env, port=port) as s:
+        path = authorize(server_env, m, port)
+        cb = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
+        org = org_id(db)
+        # a state made here with the right key passes the signature check (its nonce is unknown): so the
+        # expired one below is refused for its expiry, not for its format
+        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(
+            {"code": "x", "state": make_state(org, time.time() + 300)})), 400, "oauth_callback_invalid", "unknown")
+        pg.stop()
+        forged = cb["state"][:-2] + ("AA" if not cb["state"].endswith("AA") else "BA")
+        expired = make_state(org, time.time() - 1)
+        for what, st in (("forged", forged), ("expired", expired), ("garbage", "not-a-state")):
+            r = s.get("/v1/xero/callback?" + urllib.parse.urlencode({"code": cb["code"], "state": st}))
+            h.expect_problem(r, 400, "oauth_callback_invalid", f"{what} state with the database stopped")
+            expect_in("invalid or has expired", json.loads(r[2])["detail"], f"{what}: the detail")
+        # a valid state needs the database: 503, generic
+        r = s.get(path, headers={"X-Request-Id": "db-down-1"})
+        h.expect_problem(r, 503, "store_unavailable", "a valid state with the database stopped")
+        expect("retry-after" in r[1], "Retry-After", r[1])
+        body = r[2].decode()
+        for leak in ("127.0.0.1", str(pg.port), "connection to server", "Connection refused", "libpq", "postgres",
+                     "SQLSTATE", "database_url"):
+            expect_not_in(leak, body, "the reply names no database detail")
+        log = s.log()
+        expect("db-down-1" in log and "connecting Xero failed" in log, "the log has the failure with its request id",
+               log[-2000:])
+        line = [ln for ln in log.splitlines() if "db-down-1" in ln and "connecting Xero failed" in ln]
+        expect(line and str(pg.port) in line[0], "the log line has the specifics", line)
+        expect_eq(m.oauth()["code_exchanges"], 0, "nothing reached Xero")
+        pg.start()
+        status, _, body = s.get(path)
+        expect_eq(status, 200, f"the same state once the database is back (body {body[:300]!r})")
+    pg.stop()
+
+
+def test_full_offload_queue_answers_503():
+    """Two callbacks occupy both offload threads (Xero's token endpoint takes 5 s for them); the queue then takes
+    GW_OFFLOAD_QUEUE_MAX (32) more and refuses the rest at once with 503 and Retry-After."""
+    queue_max = 32
+    m, db, port, server_env = server_setup()
+    with h.Settled(db, env=server_env, port=port) as s:
+        slow_paths = [authorize(server_env, m, port) for _ in range(2)]
+        m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 5000, "target": "token", "count": 2})
+        slow = [None, None]
+
+        def run_slow(i):
+            slow[i] = s.get(slow_paths[i], timeout=30)
+
+        threads = [threading.Thread(target=run_slow, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while m.oauth()["token_requests"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        expect_eq(m.oauth()["token_requests"], 2, "both offload threads are busy at Xero")
+        org = org_id(db)
+        extra = 6
+        queries = [urllib.parse.urlencode({"code": "x", "state": make_state(org, time.time() + 300)})
+                   for _ in range(queue_max + extra)]
+        results = _parallel(len(queries), lambda i: s.get("/v1/xero/callback?" + queries[i], timeout=30))
+        for t in threads:
+            t.join()
+        refused = [r for r in results if r[0] == 503]
+        expect_eq(len(refused), extra, f"refused at once (statuses {sorted(r[0] for r in results)})")
+        for r in refused:
+            h.expect_problem(r, 503, "store_unavailable", "a full queue")
+            expect("retry-after" in r[1], "Retry-After on a full queue", r[1])
+            expect_in("busy", json.loads(r[2])["detail"], "the detail")
+        queued = [r for r in results if r[0] != 503]
+        for r in queued:
+            h.expect_problem(r, 400, "oauth_callback_invalid", "a queued callback with an unrecorded state")
+        for i, r in enumerate(slow):
+            expect_eq(r[0], 200, f"slow callback {i} (body {r[2][:300]!r})")
+        # the queue is free again
+        h.expect_problem(s.get("/v1/xero/callback?" + queries[0]), 400, "oauth_callback_invalid", "after the burst")
 
 
 def test_missing_or_bad_settings_are_named():

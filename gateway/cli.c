@@ -84,7 +84,7 @@ static void connect_usage(FILE *out)
                  "\n"
                  "  --refresh-token  connect with an existing refresh token (it is used once and retired);\n"
                  "                   '-' reads it from standard input, which keeps it out of `ps` and shell history\n"
-                 "  --authorize      print the URL an administrator opens to connect Xero\n"
+                 "  --authorize      print the URL an administrator opens to connect Xero (it works once)\n"
                  "  --callback       finish that connection with the address Xero redirected the browser to\n"
                  "                   (for when SETTLED_XERO_REDIRECT_URI does not reach a running settled)\n"
                  "  --check          get a working access token for every Xero token set of the organisation\n"
@@ -131,7 +131,7 @@ static int connect_callback(gw_dbs_t *s, const gw_config_t *cfg, const char *url
     } else {
         gw_xero_connection_t c;
         gw_err_t err = GW_ERR_INIT;
-        if (gw_xero_complete_authorization(s, cfg, code, state, &c, &err) != 0) {
+        if (gw_xero_complete_authorization(s, cfg, code, state, NULL, &c, &err) != 0) {
             fprintf(stderr, "settled: %s\n", err.detail);
         } else {
             char summary[512];
@@ -249,13 +249,20 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
         return 1;
     }
     if (authorize) {
-        char *url = gw_xero_authorize_url(cfg, org_id, &err);
+        /* the state's nonce is recorded, so that its callback can be used once */
+        gw_dbs_t *s = gw_dbs_connect(cfg->database_url, msg, sizeof(msg));
+        if (s == NULL) {
+            fprintf(stderr, "settled: %s\n", msg);
+            return 1;
+        }
+        char *url = gw_xero_authorize_url(s, cfg, org_id, &err);
+        gw_dbs_close(s);
         if (url == NULL) {
             fprintf(stderr, "settled: %s\n", err.detail);
             return 1;
         }
         printf("Open this URL as an administrator of the Xero organisation to connect it to '%s' "
-               "(valid for %d minutes):\n%s\n",
+               "(valid for %d minutes, once):\n%s\n",
                slug, GW_XERO_STATE_TTL / 60, url);
         free(url);
         return 0;

@@ -1,8 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* xero_callback.c: the OAuth 2.0 redirect target for connecting Xero, answered without blocking the loop. */
+/*
+ * xero_callback.c: the OAuth 2.0 redirect target for connecting Xero, answered without blocking the loop. The
+ * state is checked on the loop (its signature and expiry need no database), so a forged or expired one costs
+ * nothing and is refused even while the database is down; only then does the work (consume the state's nonce,
+ * exchange the code, store the connection) go to the offload pool, whose bounded queue answers 503 when full.
+ * Replies to the browser carry generic details; the specifics (which may quote the database) go to the log
+ * with the request id.
+ */
 #include "xero_callback.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "crypto.h"
 #include "db.h"
 #include "log.h"
@@ -12,6 +21,7 @@
 #include "xero_oauth.h"
 
 #define PARAM_MAX 4096
+#define REQUEST_ID_MAX 136
 
 /* The parameters Xero may send; anything else is refused (declared inputs only). */
 static const char *const known_params[] = {"code", "state", "scope", "session_state", "error", "error_description"};
@@ -20,6 +30,7 @@ typedef struct st_callback_t {
     /* in */
     const gw_config_t *cfg;
     char *code, *state;
+    char request_id[REQUEST_ID_MAX];
     /* out */
     int rc;
     char summary[512];
@@ -60,10 +71,10 @@ static void on_work(void *arg)
     gw_xero_connection_t c;
     gw_dbs_t *s = gw_dbs_connect(cb->cfg->database_url, msg, sizeof(msg));
     if (s == NULL) {
-        cb->rc = gw_err_set(&cb->err, gw_err_xero_connect_failed, 502, "%s", msg);
+        cb->rc = gw_err_set(&cb->err, gw_err_store_unavailable, 503, "%s", msg);
         return;
     }
-    cb->rc = gw_xero_complete_authorization(s, cb->cfg, cb->code, cb->state, &c, &cb->err);
+    cb->rc = gw_xero_complete_authorization(s, cb->cfg, cb->code, cb->state, cb->request_id, &c, &cb->err);
     gw_dbs_close(s);
     if (cb->rc == 0) {
         gw_xero_connection_summary(&c, cb->summary, sizeof(cb->summary));
@@ -73,9 +84,63 @@ static void on_work(void *arg)
 
 static void free_callback(callback_t *cb)
 {
+    if (cb->code != NULL)
+        explicit_bzero(cb->code, strlen(cb->code));
     free(cb->code);
     free(cb->state);
     free(cb);
+}
+
+/* The request id the front door stamped on req ("" if none). */
+static h2o_iovec_t request_id_of(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+    return i != -1 ? req->res.headers.entries[i].value : h2o_iovec_init("", 0);
+}
+
+/* Logs a failure with its specifics (the detail may quote the database: never the browser's business). */
+static void log_failure(h2o_req_t *req, const gw_err_t *err)
+{
+    if (!gw_log_enabled(GW_LOG_WARN))
+        return;
+    h2o_iovec_t rid = request_id_of(req);
+    gw_logline_t line;
+    gw_log_begin(&line, GW_LOG_WARN, "connecting Xero failed");
+    gw_log_str(&line, "provider", "xero", 4);
+    gw_log_str(&line, "request_id", rid.base, rid.len);
+    gw_log_str(&line, "code", err->code != NULL ? err->code : "internal",
+               strlen(err->code != NULL ? err->code : "internal"));
+    gw_log_int(&line, "status", err->status);
+    gw_log_str(&line, "detail", err->detail, strlen(err->detail));
+    gw_log_end(&line);
+}
+
+void gw_xero_callback_public_err(const gw_err_t *err, bool own_detail, gw_err_t *out)
+{
+    *out = (gw_err_t)GW_ERR_INIT;
+    if (own_detail || err->code == gw_err_oauth_callback_invalid || err->code == gw_err_oauth_state_used) {
+        *out = *err;
+    } else if (err->code == gw_err_store_unavailable) {
+        gw_err_set(out, err->code, 503, "The database is unavailable; try again shortly.");
+    } else if (err->code == gw_err_xero_connect_failed) {
+        gw_err_set(out, err->code, 502,
+                   "Connecting Xero did not complete; the server log has the reason under this request id. Start "
+                   "connecting Xero again.");
+    } else {
+        gw_err_set(out, err->code != NULL ? err->code : gw_err_internal, err->status != 0 ? err->status : 500,
+                   "The connection could not be completed; the server log has the reason under this request id.");
+    }
+}
+
+/* Answers a failure (gw_xero_callback_public_err), after logging its specifics; a 503 carries Retry-After. */
+static void reply_failure(h2o_req_t *req, const gw_config_t *cfg, const gw_err_t *err, bool own_detail)
+{
+    log_failure(req, err);
+    gw_err_t out;
+    gw_xero_callback_public_err(err, own_detail, &out);
+    if (out.status == 503)
+        gw_reply_retry_after(req, cfg->retry_after > 0 ? cfg->retry_after : 5);
+    gw_reply_err(req, &out);
 }
 
 static void on_done(void *arg)
@@ -95,8 +160,7 @@ static void on_done(void *arg)
         n += (size_t)sprintf(body + n, "\"}");
         gw_reply_json(req, 200, body, n);
     } else {
-        gw_log(GW_LOG_WARN, "connecting Xero failed: %s", cb->err.detail);
-        gw_reply_err(req, &cb->err);
+        reply_failure(req, cb->cfg, &cb->err, false);
     }
     *cb->slot = NULL; /* the request's dispose hook must not see it any more */
     free_callback(cb);
@@ -147,24 +211,41 @@ int gw_xero_callback_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *r
         gw_reply_problem(req, 400, gw_err_oauth_callback_invalid, "The callback needs a code and a state.");
         return 0;
     }
+
+    /* the state's signature and expiry, here on the loop: no database, no thread */
+    gw_err_t err = GW_ERR_INIT;
+    gw_xero_state_t st;
+    char *state_z = h2o_mem_alloc_pool(&req->pool, state.len + 1);
+    memcpy(state_z, state.base, state.len);
+    state_z[state.len] = '\0';
+    if (gw_xero_state_verify(loop->cfg, state_z, (int64_t)time(NULL), &st, &err) != 0) {
+        reply_failure(req, loop->cfg, &err, false);
+        return 0;
+    }
+
     if (loop->offload == NULL) {
-        gw_reply_problem(req, 503, gw_err_store_unavailable, "The server is shutting down.");
+        gw_err_set(&err, gw_err_store_unavailable, 503, "The server is shutting down.");
+        reply_failure(req, loop->cfg, &err, true);
         return 0;
     }
     callback_t *cb = gw_xcalloc(1, sizeof(*cb));
     cb->code = gw_xstrndup(code.base, code.len);
-    cb->state = gw_xstrndup(state.base, state.len);
+    cb->state = gw_xstrdup(state_z);
+    h2o_iovec_t rid = request_id_of(req);
+    snprintf(cb->request_id, sizeof(cb->request_id), "%.*s",
+             (int)(rid.len < REQUEST_ID_MAX ? rid.len : REQUEST_ID_MAX - 1), rid.base);
     cb->err = (gw_err_t)GW_ERR_INIT;
     cb->cfg = loop->cfg;
     cb->req = req;
     callback_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), on_request_dispose);
     *slot = cb;
     cb->slot = slot;
-    cb->call = gw_offload_run(loop->offload, on_work, on_done, on_release, cb);
+    cb->call = gw_offload_run(loop->offload, on_work, on_done, on_release, cb, &err);
     if (cb->call == NULL) {
+        /* the pool is stopping, or its queue is full: nothing runs, the browser may retry */
         *slot = NULL;
         free_callback(cb);
-        gw_reply_problem(req, 503, gw_err_store_unavailable, "The server is shutting down.");
+        reply_failure(req, loop->cfg, &err, true);
     }
     return 0;
 }

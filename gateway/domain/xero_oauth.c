@@ -2,16 +2,18 @@
 /*
  * xero_oauth.c: Xero OAuth 2.0. Xero rotates refresh tokens (each refresh retires the one it used), so
  * a token set must be refreshed by one holder at a time and the new refresh token must be durable before
- * anything relies on it; this file owns that rule for every thread and instance, using the token set's
- * row lock in PostgreSQL as the single-flight lock (providers/PROVIDERS.md section 2.3).
+ * anything relies on it; this file owns that rule for every thread and instance (providers/PROVIDERS.md
+ * section 2.3). The single flight is a lease in the token set's row (refreshing_until, refreshing_by),
+ * taken and released by committed statements: no transaction is open while Xero is called, so a server
+ * that ends idle transactions (idle_in_transaction_session_timeout) or a pgbouncer in transaction mode
+ * never cuts a refresh in half.
  *
- * Residual risk, by design: the refresh call to Xero runs while the row lock is held, and its result is
- * written in the same transaction. If that COMMIT fails after Xero has rotated the token (the database
- * or the connection goes away at that instant), the new refresh token is lost and the stored one is
- * already retired; Xero still accepts the retired token for a grace period (30 minutes), so the next
- * attempt, which reads the stored (old) token again, recovers. Only a database outage longer than the
- * grace period turns this into invalid_grant, which marks the token set 'needs_reauth' (an administrator
- * reconnects); it never loops.
+ * Residual risk, by design: once Xero has rotated the token, the new refresh token exists only in this
+ * process until it is stored. Storing is retried (GW_XERO_STORE_ATTEMPTS, about a minute); if the database
+ * stays away longer, or the process dies in between, the stored (old) token is retired, and Xero still
+ * accepts it for its grace period, so the next refresh, which reads the old token again, recovers. Only an
+ * outage longer than the grace period turns this into invalid_grant, which marks the token set
+ * 'needs_reauth' (an administrator reconnects); it never loops.
  *
  * No token, code or secret is ever logged or put into an error message; token responses are never
  * logged, only their status and OAuth error code.
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "audit.h"
 #include "http_client.h"
 #include "log.h"
@@ -160,7 +163,7 @@ static int state_key(const unsigned char key[GW_CRYPTO_KEY_LEN], unsigned char o
 }
 
 int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organisation_id, int64_t now, char *out,
-                       size_t outlen)
+                       size_t outlen, gw_xero_state_t *made)
 {
     unsigned char raw[STATE_RAW_LEN], mkey[32];
     if (outlen < GW_XERO_STATE_MAX || state_key(key, mkey) != 0)
@@ -175,11 +178,16 @@ int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organ
     if (ret != 0)
         return -1;
     gw_base64_encode(raw, sizeof(raw), GW_BASE64_URL | GW_BASE64_NOPAD, out);
+    if (made != NULL) {
+        made->organisation_id = organisation_id;
+        made->expires_at = now + GW_XERO_STATE_TTL;
+        gw_hex_encode(raw + 17, STATE_NONCE_LEN, made->nonce);
+    }
     return 0;
 }
 
 int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *state, int64_t now,
-                        int64_t *organisation_id)
+                        gw_xero_state_t *out)
 {
     unsigned char raw[STATE_RAW_LEN], mac[32], mkey[32];
     size_t rawlen = 0;
@@ -198,7 +206,9 @@ int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *
     int64_t org = (int64_t)get_be64(raw + 1), expires = (int64_t)get_be64(raw + 9);
     if (org <= 0 || now >= expires || expires - now > GW_XERO_STATE_TTL)
         return -1;
-    *organisation_id = org;
+    out->organisation_id = org;
+    out->expires_at = expires;
+    gw_hex_encode(raw + 17, STATE_NONCE_LEN, out->nonce);
     return 0;
 }
 
@@ -239,6 +249,19 @@ int gw_xero_settings_check(const gw_config_t *cfg, int needs, gw_err_t *err)
          need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
               "connect Xero (where Xero sends the administrator back)", err) != 0))
         return -1;
+    return 0;
+}
+
+int gw_xero_state_verify(const gw_config_t *cfg, const char *state, int64_t now, gw_xero_state_t *out, gw_err_t *err)
+{
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    if (load_key(cfg, false, key, err) != 0)
+        return -1;
+    int rc = gw_xero_state_check(key, state, now, out);
+    explicit_bzero(key, sizeof(key));
+    if (rc != 0)
+        return gw_err_set(err, gw_err_oauth_callback_invalid, 400,
+                          "The authorization request is invalid or has expired: start connecting Xero again.");
     return 0;
 }
 
@@ -442,28 +465,40 @@ static enum token_outcome token_call(const gw_config_t *cfg, const char *grant, 
 
 /* ---- database ---- */
 
-static void rollback(gw_dbs_t *s)
-{
-    if (gw_dbs_exec(s, "ROLLBACK", 0, NULL) < 0) {
-        /* nothing to do: a broken connection has no transaction left */
-    }
-}
+/* Correlation ids: ours ("xero-refresh-<hex>") or a request id (at most 128 bytes). */
+#define CORR_MAX 136
 
 /* Fills err after a failed statement of s: what failed and the database's reason. Returns -1. */
 static int db_fail(gw_dbs_t *s, const char *what, gw_err_t *err)
 {
     const char *e = gw_dbs_error(s);
-    bool unmigrated = strstr(e, "does not exist") != NULL && strstr(e, "relation") != NULL;
+    bool unmigrated =
+        strstr(e, "does not exist") != NULL && (strstr(e, "relation") != NULL || strstr(e, "column") != NULL);
     return fail(err, "%s: %s%s", what, e, unmigrated ? " (run `settled migrate`)" : "");
 }
 
-static void new_correlation(const char *prefix, char out[48])
+static void new_correlation(const char *prefix, char out[CORR_MAX])
 {
     unsigned char r[8];
     gw_crypto_random(r, sizeof(r));
-    int n = snprintf(out, 48, "%s-", prefix);
-    if (n > 0 && (size_t)n + 2 * sizeof(r) < 48)
+    int n = snprintf(out, CORR_MAX, "%s-", prefix);
+    if (n > 0 && (size_t)n + 2 * sizeof(r) < CORR_MAX)
         gw_hex_encode(r, sizeof(r), out + n);
+}
+
+static double monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+        /* interrupted by a signal: sleep the rest */
+    }
 }
 
 /* One row of xero_tokens, as read for gw_xero_access_token. */
@@ -471,10 +506,13 @@ typedef struct st_token_row_t {
     int64_t organisation_id;
     bool needs_reauth;
     bool access_valid; /* an access token that lives at least GW_XERO_TOKEN_MIN_TTL more seconds */
+    bool leased;       /* a refresh lease that has not expired is held */
     char *access_hex;
-    char *refresh_hex; /* only when read for update */
+    char *refresh_hex; /* only when the lease was just taken */
     char *refreshed_at;
     char *last_error;
+    char *lease_until, *lease_by; /* the lease, expired or not; NULL when there is none */
+    char *taken_from;             /* only when the lease was just taken: the holder of the expired lease, or NULL */
 } token_row_t;
 
 static void token_row_free(token_row_t *r)
@@ -483,26 +521,32 @@ static void token_row_free(token_row_t *r)
     free(r->refresh_hex);
     free(r->refreshed_at);
     free(r->last_error);
+    free(r->lease_until);
+    free(r->lease_by);
+    free(r->taken_from);
     *r = (token_row_t){0};
 }
 
-/* Reads token set id (for update: locked, with its refresh token). Returns 0, 1 if there is no such
- * row, or -1 on a database error. */
-static int read_token_row(gw_dbs_t *s, const char *id, bool for_update, token_row_t *row)
+/* The columns of a token_row_t ($2: GW_XERO_TOKEN_MIN_TTL); then come the refresh token and the holder of the
+ * lease taken over (or NULLs). */
+#define TOKEN_COLUMNS                                                                                                  \
+    "organisation_id, status, encode(access_token, 'hex'), "                                                           \
+    "access_token IS NOT NULL AND access_expires_at > clock_timestamp() + make_interval(secs => $2::int), "            \
+    "refreshed_at::text, last_error, coalesce(refreshing_until >= clock_timestamp(), false), refreshing_until::text, " \
+    "refreshing_by"
+
+/* Runs sql (TOKEN_COLUMNS of token set id) with params id, GW_XERO_TOKEN_MIN_TTL and extra. Returns 0 with the row
+ * in *row, 1 if there is none, or -1 on a database error. */
+static int token_row_query(gw_dbs_t *s, const char *sql, const char *id, int nextra, const char *const *extra,
+                           token_row_t *row)
 {
-    static const char sql_read[] =
-        "SELECT organisation_id, status, encode(access_token, 'hex'), "
-        "access_token IS NOT NULL AND access_expires_at > clock_timestamp() + make_interval(secs => $2::int), "
-        "refreshed_at::text, last_error, NULL FROM xero_tokens WHERE id = $1";
-    static const char sql_lock[] =
-        "SELECT organisation_id, status, encode(access_token, 'hex'), "
-        "access_token IS NOT NULL AND access_expires_at > clock_timestamp() + make_interval(secs => $2::int), "
-        "refreshed_at::text, last_error, encode(refresh_token, 'hex') FROM xero_tokens WHERE id = $1 FOR UPDATE";
     char ttl[16];
     snprintf(ttl, sizeof(ttl), "%d", GW_XERO_TOKEN_MIN_TTL);
-    const char *p[] = {id, ttl};
+    const char *p[4] = {id, ttl};
+    for (int i = 0; i != nextra && i != 2; ++i)
+        p[2 + i] = extra[i];
     *row = (token_row_t){0};
-    gw_dbs_result_t *r = gw_dbs_query(s, for_update ? sql_lock : sql_read, 2, p);
+    gw_dbs_result_t *r = gw_dbs_query(s, sql, 2 + nextra, p);
     if (r == NULL)
         return -1;
     if (gw_dbs_nrows(r) != 1) {
@@ -515,9 +559,67 @@ static int read_token_row(gw_dbs_t *s, const char *id, bool for_update, token_ro
     row->access_valid = gw_dbs_value(r, 0, 3) != NULL && strcmp(gw_dbs_value(r, 0, 3), "t") == 0;
     row->refreshed_at = gw_xstrdup(gw_dbs_value(r, 0, 4) != NULL ? gw_dbs_value(r, 0, 4) : "");
     row->last_error = gw_xstrdup(gw_dbs_value(r, 0, 5));
-    row->refresh_hex = gw_xstrdup(gw_dbs_value(r, 0, 6));
+    row->leased = strcmp(gw_dbs_value(r, 0, 6), "t") == 0;
+    row->lease_until = gw_xstrdup(gw_dbs_value(r, 0, 7));
+    row->lease_by = gw_xstrdup(gw_dbs_value(r, 0, 8));
+    row->refresh_hex = gw_xstrdup(gw_dbs_value(r, 0, 9));
+    row->taken_from = gw_xstrdup(gw_dbs_value(r, 0, 10));
     gw_dbs_result_free(r);
     return 0;
+}
+
+/* Reads token set id, without any lock. */
+static int read_token_row(gw_dbs_t *s, const char *id, token_row_t *row)
+{
+    static const char sql[] = "SELECT " TOKEN_COLUMNS ", NULL, NULL FROM xero_tokens WHERE id = $1";
+    return token_row_query(s, sql, id, 0, NULL, row);
+}
+
+/*
+ * Takes the refresh lease of token set id for owner, for lease_ms milliseconds: one statement, committed on its
+ * own, that succeeds only for an active token set whose lease is free or expired (a holder that died is taken
+ * over). Returns 0 with the row, its refresh token and the holder of an expired lease it replaced (as the
+ * statement's snapshot saw it: for the log) in *row, 1 if the lease was not taken (held, or the token set is gone
+ * or needs_reauth: read it to know which), or -1 on a database error.
+ */
+static int take_lease(gw_dbs_t *s, const char *id, const char *lease_ms, const char *owner, token_row_t *row)
+{
+    static const char sql[] =
+        "WITH prev AS (SELECT refreshing_by FROM xero_tokens WHERE id = $1) "
+        "UPDATE xero_tokens SET refreshing_until = now() + make_interval(secs => $3::double precision / 1000), "
+        "refreshing_by = $4 WHERE id = $1 AND status = 'active' AND (refreshing_until IS NULL OR refreshing_until < "
+        "now()) RETURNING " TOKEN_COLUMNS ", encode(refresh_token, 'hex'), (SELECT refreshing_by FROM prev)";
+    const char *extra[] = {lease_ms, owner};
+    return token_row_query(s, sql, id, 2, extra, row);
+}
+
+static const char sql_release[] =
+    "UPDATE xero_tokens SET refreshing_until = NULL, refreshing_by = NULL WHERE id = $1 AND refreshing_by = $2";
+
+/* Gives the lease of owner back (a lease someone else has taken over is left alone). If the database cannot be
+ * reached, the lease expires by itself. */
+static void release_lease(gw_dbs_t *s, long long tid, const char *id, const char *owner)
+{
+    const char *p[] = {id, owner};
+    if (gw_dbs_exec(s, sql_release, 2, p) < 0) {
+        char why[256];
+        gw_log(GW_LOG_WARN, "xero token set %lld: cannot release the refresh lease (%s); it expires by itself", tid,
+               gw_log_one_line(why, sizeof(why), gw_dbs_error(s)));
+    }
+}
+
+/* A name for the holder of a lease, for operators: host:pid:random. */
+static void lease_owner(char *out, size_t len)
+{
+    char host[64] = "";
+    unsigned char r[4];
+    char hex[9];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "unknown");
+    host[sizeof(host) - 1] = '\0';
+    gw_crypto_random(r, sizeof(r));
+    gw_hex_encode(r, sizeof(r), hex);
+    snprintf(out, len, "%s:%ld:%s", host, (long)getpid(), hex);
 }
 
 static int needs_reauth_error(long long token_id, const token_row_t *row, gw_err_t *err)
@@ -537,32 +639,152 @@ static int use_stored(const unsigned char *key, long long token_id, const token_
     return 0;
 }
 
-/* gw_xero_access_token with a gw_err_t. */
-static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh, char **token_out,
-                        gw_err_t *err)
+/* The rotated token set, to be stored over the refresh token it replaces. */
+typedef struct st_store_refresh_t {
+    const char *id, *sealed_refresh, *sealed_access, *expires, *old_refresh_hex, *owner;
+    enum { STORE_STORED, STORE_ALREADY, STORE_SUPERSEDED } outcome; /* out */
+} store_refresh_t;
+
+/*
+ * The body of the transaction that stores a refresh: the new tokens replace the old only where the row still
+ * holds the refresh token that was used, and the lease of the owner is cleared with them. Safe to repeat: a
+ * previous attempt whose COMMIT's outcome was unknown is recognised by the new token being there already; a row
+ * that holds another token was refreshed by someone who took over an expired lease, and is left alone.
+ */
+static int store_refresh_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
 {
     static const char sql_store[] =
         "UPDATE xero_tokens SET refresh_token = $2::bytea, access_token = $3::bytea, "
         "access_expires_at = clock_timestamp() + make_interval(secs => $4::int), status = 'active', last_error = NULL, "
-        "refreshed_at = clock_timestamp(), updated_at = now() WHERE id = $1";
-    static const char sql_reauth[] = "UPDATE xero_tokens SET status = 'needs_reauth', last_error = $2, "
-                                     "access_token = NULL, access_expires_at = NULL, updated_at = now() WHERE id = $1";
+        "refreshed_at = clock_timestamp(), updated_at = now(), "
+        "refreshing_until = CASE WHEN refreshing_by = $6 THEN NULL ELSE refreshing_until END, "
+        "refreshing_by = CASE WHEN refreshing_by = $6 THEN NULL ELSE refreshing_by END "
+        "WHERE id = $1 AND refresh_token = decode($5, 'hex')";
+    static const char sql_check[] = "SELECT refresh_token = $2::bytea FROM xero_tokens WHERE id = $1";
+    store_refresh_t *a = arg;
+    const char *p[] = {a->id, a->sealed_refresh, a->sealed_access, a->expires, a->old_refresh_hex, a->owner};
+    long long n = gw_dbs_exec(s, sql_store, 6, p);
+    if (n < 0)
+        return gw_dbs_err(s, err);
+    if (n == 1) {
+        a->outcome = STORE_STORED;
+        return 0;
+    }
+    gw_dbs_result_t *r = gw_dbs_query(s, sql_check, 2, p);
+    if (r == NULL)
+        return gw_dbs_err(s, err);
+    bool ours = gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 0) != NULL && strcmp(gw_dbs_value(r, 0, 0), "t") == 0;
+    gw_dbs_result_free(r);
+    a->outcome = ours ? STORE_ALREADY : STORE_SUPERSEDED;
+    const char *pr[] = {a->id, a->owner};
+    if (!ours && gw_dbs_exec(s, sql_release, 2, pr) < 0)
+        return gw_dbs_err(s, err);
+    return 0;
+}
+
+/* Stores a refresh (store_refresh_tx), retrying until it is stored: the rotated refresh token exists nowhere else.
+ * Every failed attempt is logged. Returns 0, or -1 with err set after GW_XERO_STORE_ATTEMPTS attempts. */
+static int store_refresh(gw_dbs_t *s, long long tid, store_refresh_t *st, gw_err_t *err)
+{
+    long backoff = GW_XERO_STORE_BACKOFF_MS;
+    for (int attempt = 1;; ++attempt) {
+        gw_err_t e = GW_ERR_INIT;
+        if (gw_dbs_tx(s, store_refresh_tx, st, &e) == 0) {
+            if (attempt > 1)
+                gw_log(GW_LOG_WARN, "xero token set %lld: the rotated refresh token is stored (attempt %d)", tid,
+                       attempt);
+            return 0;
+        }
+        bool last = attempt == GW_XERO_STORE_ATTEMPTS;
+        enum gw_log_level level = last ? GW_LOG_ERROR : GW_LOG_WARN;
+        if (gw_log_enabled(level)) {
+            char why[256];
+            gw_log_one_line(why, sizeof(why), gw_dbs_error(s));
+            gw_logline_t line;
+            gw_log_begin(&line, level,
+                         last ? "xero rotated refresh token lost: it could not be stored"
+                              : "xero rotated refresh token not stored yet; retrying");
+            gw_log_str(&line, "provider", "xero", 4);
+            gw_log_int(&line, "token_id", tid);
+            gw_log_int(&line, "attempt", attempt);
+            gw_log_int(&line, "attempts", GW_XERO_STORE_ATTEMPTS);
+            gw_log_str(&line, "error", e.detail, strlen(e.detail));
+            if (why[0] != '\0')
+                gw_log_str(&line, "db_error", why, strlen(why));
+            if (!last)
+                gw_log_int(&line, "retry_in_ms", backoff);
+            gw_log_end(&line);
+        }
+        if (last)
+            return fail(err,
+                        "Xero token set %lld was refreshed, but the rotated refresh token could not be stored in %d "
+                        "attempts (%.80s); Xero accepts the previous one for its grace period",
+                        tid, GW_XERO_STORE_ATTEMPTS, e.detail);
+        sleep_ms(backoff);
+        backoff = backoff * 2 > GW_XERO_STORE_BACKOFF_MAX_MS ? GW_XERO_STORE_BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
+/* What Xero's invalid_grant does to a token set. */
+typedef struct st_mark_reauth_t {
+    const char *id, *reason, *old_refresh_hex, *owner, *corr;
+    int64_t organisation_id;
+    bool marked; /* out: false if the row no longer holds the refresh token that was refused */
+} mark_reauth_t;
+
+/* The body of the transaction that parks a token set as needs_reauth, with its audit (safe to repeat). */
+static int mark_reauth_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
+{
+    static const char sql_reauth[] =
+        "UPDATE xero_tokens SET status = 'needs_reauth', last_error = $2, access_token = NULL, access_expires_at = "
+        "NULL, refreshing_until = NULL, refreshing_by = NULL, updated_at = now() WHERE id = $1 AND status = 'active' "
+        "AND refresh_token = decode($3, 'hex')";
+    mark_reauth_t *a = arg;
+    const char *p[] = {a->id, a->reason, a->old_refresh_hex};
+    a->marked = false;
+    long long n = gw_dbs_exec(s, sql_reauth, 3, p);
+    if (n < 0)
+        return gw_dbs_err(s, err);
+    if (n == 0) {
+        /* refreshed (or parked) by someone who took over an expired lease: their outcome stands */
+        const char *pr[] = {a->id, a->owner};
+        return gw_dbs_exec(s, sql_release, 2, pr) < 0 ? gw_dbs_err(s, err) : 0;
+    }
+    json_t *before = json_pack("{s:s}", "status", "active");
+    json_t *after = json_pack("{s:s, s:s}", "status", "needs_reauth", "last_error", a->reason);
+    char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS), *af = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+    int rc = gw_audit_write(s, a->organisation_id, "system:xero", "xero.needs_reauth", "xero_tokens", a->id, b, af,
+                            a->corr, err);
+    free(b);
+    free(af);
+    json_decref(before);
+    json_decref(after);
+    if (rc != 0)
+        return -1;
+    a->marked = true;
+    return 0;
+}
+
+/* gw_xero_access_token with a gw_err_t. */
+static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh, char **token_out,
+                        gw_err_t *err)
+{
     unsigned char key[GW_CRYPTO_KEY_LEN];
     token_row_t row0 = {0}, row = {0};
     token_set_t fresh = {0};
     char *refresh = NULL, *sealed_refresh = NULL, *sealed_access = NULL;
-    char id[24], lock_timeout[48];
+    char id[24], lease_ms[24], owner[128];
     long long tid = (long long)token_id;
     int ret = -1, rc;
-    bool in_tx = false;
+    bool holding = false; /* this call holds the lease */
 
     *token_out = NULL;
     snprintf(id, sizeof(id), "%lld", tid);
     if (load_key(cfg, false, key, err) != 0)
         return -1;
 
-    /* 1. the common case: a stored access token that still lives long enough, read without a lock */
-    if ((rc = read_token_row(s, id, false, &row0)) != 0) {
+    /* 1. the common case: a stored access token that still lives long enough */
+    if ((rc = read_token_row(s, id, &row0)) != 0) {
         if (rc > 0)
             fail(err, "there is no Xero token set %lld", tid);
         else
@@ -581,34 +803,73 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
         need(cfg->xero_client_secret, "SETTLED_XERO_CLIENT_SECRET", "refresh Xero tokens", err) != 0)
         goto Exit;
 
-    /* 2. refresh single-flight: whoever holds the row lock refreshes; the others wait, then use its result */
-    if (gw_dbs_exec(s, "BEGIN", 0, NULL) < 0) {
-        db_fail(s, "cannot start a transaction", err);
-        goto Exit;
+    /* 2. the lease: whoever takes it refreshes; the others poll until its result is stored, or the lease is free
+     * again (the holder failed, or died and its lease expired), and then take it themselves */
+    long long lease =
+        (long long)(cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000) + GW_XERO_LEASE_MARGIN * 1000LL;
+    snprintf(lease_ms, sizeof(lease_ms), "%lld", lease);
+    lease_owner(owner, sizeof(owner));
+    double deadline = monotonic_ms() + (double)lease + GW_XERO_WAIT_MARGIN * 1000.0;
+    bool waiting_logged = false;
+    int free_retries = 0;
+    for (;;) {
+        if ((rc = take_lease(s, id, lease_ms, owner, &row)) < 0) {
+            db_fail(s, "cannot take the refresh lease of the Xero token set", err);
+            goto Exit;
+        }
+        if (rc == 0) {
+            holding = true;
+            break;
+        }
+        if ((rc = read_token_row(s, id, &row)) != 0) {
+            if (rc > 0)
+                fail(err, "there is no Xero token set %lld", tid);
+            else
+                db_fail(s, "cannot read the Xero token set", err);
+            goto Exit;
+        }
+        if (row.needs_reauth) {
+            ret = needs_reauth_error(tid, &row, err);
+            goto Exit;
+        }
+        bool refreshed_meanwhile = strcmp(row.refreshed_at, row0.refreshed_at) != 0;
+        if (row.access_valid && (!force_refresh || refreshed_meanwhile)) {
+            ret = use_stored(key, tid, &row, token_out, err); /* the holder's result */
+            goto Exit;
+        }
+        if (monotonic_ms() >= deadline) {
+            fail(err,
+                 "another refresh of Xero token set %lld is taking too long (lease held by %.100s until %.40s); "
+                 "try again later",
+                 tid, row.lease_by != NULL ? row.lease_by : "?", row.lease_until != NULL ? row.lease_until : "?");
+            gw_log(GW_LOG_WARN, "xero token set %lld: %s", tid, err != NULL ? err->detail : "lease held too long");
+            goto Exit;
+        }
+        if (row.leased) {
+            if (!waiting_logged && gw_log_enabled(GW_LOG_INFO)) {
+                gw_logline_t line;
+                gw_log_begin(&line, GW_LOG_INFO, "xero refresh lease held elsewhere; waiting for its result");
+                gw_log_str(&line, "provider", "xero", 4);
+                gw_log_int(&line, "token_id", tid);
+                gw_log_str(&line, "refreshing_by", row.lease_by, row.lease_by != NULL ? strlen(row.lease_by) : 0);
+                gw_log_str(&line, "refreshing_until", row.lease_until,
+                           row.lease_until != NULL ? strlen(row.lease_until) : 0);
+                gw_log_end(&line);
+                waiting_logged = true;
+            }
+            sleep_ms(GW_XERO_WAIT_POLL_MS);
+        } else if (free_retries++ != 0) {
+            sleep_ms(GW_XERO_WAIT_POLL_MS / 10); /* free, yet taken by someone else first: never spin */
+        }
+        token_row_free(&row);
     }
-    in_tx = true;
-    /* waiters give up a while after the holder's token call would have timed out */
-    snprintf(lock_timeout, sizeof(lock_timeout), "%d",
-             (cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000) + 15000);
-    const char *lp[] = {lock_timeout};
-    gw_dbs_result_t *lr = gw_dbs_query(s, "SELECT set_config('lock_timeout', $1, true)", 1, lp);
-    if (lr == NULL) {
-        db_fail(s, "cannot set lock_timeout", err);
-        goto Exit;
-    }
-    gw_dbs_result_free(lr);
-    if ((rc = read_token_row(s, id, true, &row)) != 0) {
-        if (rc > 0)
-            fail(err, "there is no Xero token set %lld", tid);
-        else if (strcmp(gw_dbs_sqlstate(s), "55P03") == 0)
-            fail(err, "another refresh of Xero token set %lld is taking too long; try again later", tid);
-        else
-            db_fail(s, "cannot lock the Xero token set", err);
-        goto Exit;
-    }
-    if (row.needs_reauth) {
-        ret = needs_reauth_error(tid, &row, err);
-        goto Exit;
+    if (row.taken_from != NULL && gw_log_enabled(GW_LOG_WARN)) {
+        gw_logline_t line;
+        gw_log_begin(&line, GW_LOG_WARN, "xero refresh lease taken over: its holder let it expire");
+        gw_log_str(&line, "provider", "xero", 4);
+        gw_log_int(&line, "token_id", tid);
+        gw_log_str(&line, "previous_holder", row.taken_from, strlen(row.taken_from));
+        gw_log_end(&line);
     }
     bool refreshed_meanwhile = strcmp(row.refreshed_at, row0.refreshed_at) != 0;
     if (row.access_valid && (!force_refresh || refreshed_meanwhile)) {
@@ -620,6 +881,7 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
         goto Exit;
     }
 
+    /* 3. the token call, with no transaction open */
     buf_t form = {0};
     buf_adds(&form, "grant_type=refresh_token&refresh_token=");
     buf_add_encoded(&form, refresh);
@@ -631,6 +893,7 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
 
     switch (outcome) {
     case TOKEN_OK: {
+        /* 4. the rotated refresh token, stored until it is */
         /* Xero always rotates; if an answer ever lacks a refresh token, the current one stays valid */
         const char *next_refresh = fresh.refresh_token != NULL ? fresh.refresh_token : refresh;
         char expires[24];
@@ -645,46 +908,36 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
                    tid);
             goto Exit;
         }
-        const char *p[] = {id, sealed_refresh, sealed_access, expires};
-        if (gw_dbs_exec(s, sql_store, 4, p) != 1 || gw_dbs_exec(s, "COMMIT", 0, NULL) < 0) {
-            db_fail(s, "cannot store the refreshed Xero token set", err);
-            gw_log(GW_LOG_ERROR,
-                   "xero token set %lld: the rotated refresh token could not be stored (%s); the old one stays usable "
-                   "during Xero's grace period",
-                   tid, gw_dbs_error(s));
-            goto Exit;
-        }
-        in_tx = false;
-        *token_out = fresh.access_token;
+        store_refresh_t st = {id, sealed_refresh, sealed_access, expires, row.refresh_hex, owner, STORE_STORED};
+        if (store_refresh(s, tid, &st, err) != 0)
+            goto Exit;   /* logged; the lease is given back below, or expires */
+        holding = false; /* cleared with the tokens, or given back */
+        if (st.outcome == STORE_SUPERSEDED)
+            gw_log(GW_LOG_WARN,
+                   "xero token set %lld: refreshed elsewhere meanwhile (an expired lease was taken over); the newer "
+                   "stored refresh token is kept",
+                   tid);
+        *token_out = fresh.access_token; /* valid either way: Xero keeps earlier access tokens until they expire */
         fresh.access_token = NULL;
         ret = 0;
         break;
     }
     case TOKEN_INVALID_GRANT: {
-        char corr[48];
-        const char *reason = terr.detail;
+        char corr[CORR_MAX];
         gw_err_t aerr = GW_ERR_INIT;
         new_correlation("xero-refresh", corr);
-        const char *p[] = {id, reason};
-        json_t *before = json_pack("{s:s}", "status", "active");
-        json_t *after = json_pack("{s:s, s:s}", "status", "needs_reauth", "last_error", reason);
-        char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS),
-             *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
-        int ok = gw_dbs_exec(s, sql_reauth, 2, p) == 1 &&
-                 gw_audit_write(s, row.organisation_id, "system:xero", "xero.needs_reauth", "xero_tokens", id, b, a,
-                                corr, &aerr) == 0 &&
-                 gw_dbs_exec(s, "COMMIT", 0, NULL) >= 0;
-        free(b);
-        free(a);
-        json_decref(before);
-        json_decref(after);
-        if (!ok) {
+        mark_reauth_t mr = {id, terr.detail, row.refresh_hex, owner, corr, row.organisation_id, false};
+        if (gw_dbs_tx(s, mark_reauth_tx, &mr, &aerr) != 0) {
             db_fail(s, "cannot mark the Xero token set needs_reauth", err);
             goto Exit;
         }
-        in_tx = false;
-        gw_logline_t line;
+        holding = false;
+        if (!mr.marked) {
+            fail(err, "Xero token set %lld was refreshed elsewhere meanwhile; try again", tid);
+            goto Exit;
+        }
         if (gw_log_enabled(GW_LOG_WARN)) {
+            gw_logline_t line;
             gw_log_begin(&line, GW_LOG_WARN, "xero token set needs reauthorisation");
             gw_log_str(&line, "provider", "xero", 4);
             gw_log_int(&line, "token_id", tid);
@@ -696,12 +949,12 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
         break;
     }
     default:
-        break; /* transient or failed: roll back, keep the stored refresh token */
+        break; /* transient or failed: the stored refresh token is kept, the lease given back */
     }
 
 Exit:
-    if (in_tx)
-        rollback(s);
+    if (holding)
+        release_lease(s, tid, id, owner);
     explicit_bzero(key, sizeof(key));
     free_secret(refresh);
     free(sealed_refresh);
@@ -939,10 +1192,10 @@ static int store_token_set_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
  * stores its tenants. Returns 0 with the connection in *out, or -1 with err set.
  */
 static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned char *key, int64_t organisation_id,
-                             const token_set_t *fresh, const char *grant, const char *actor, gw_xero_connection_t *out,
-                             gw_err_t *err)
+                             const token_set_t *fresh, const char *grant, const char *actor, const char *corr,
+                             gw_xero_connection_t *out, gw_err_t *err)
 {
-    char org[24], id[24] = "", expires[24], corr[48];
+    char org[24], id[24] = "", expires[24];
     char *sealed_refresh = NULL, *sealed_access = NULL;
     gw_xero_tenants_t tenants = {0};
     gw_err_t e2 = GW_ERR_INIT;
@@ -950,7 +1203,6 @@ static int connect_token_set(gw_dbs_t *s, const gw_config_t *cfg, const unsigned
 
     snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
     snprintf(expires, sizeof(expires), "%ld", fresh->expires_in > 0 ? fresh->expires_in : 1);
-    new_correlation("xero-connect", corr);
     if (fresh->refresh_token == NULL) {
         fail(err, "Xero answered without a refresh token: is offline_access in SETTLED_XERO_SCOPES?");
         goto Exit;
@@ -1025,28 +1277,31 @@ int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t o
     buf_add_encoded(&form, refresh_token);
     enum token_outcome outcome = token_call(cfg, "refresh token", &form, 0, &fresh, err);
     buf_wipe(&form);
-    if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, organisation_id, &fresh, "refresh_token", "system:cli", out, err);
+    if (outcome == TOKEN_OK) {
+        char corr[CORR_MAX];
+        new_correlation("xero-connect", corr);
+        ret = connect_token_set(s, cfg, key, organisation_id, &fresh, "refresh_token", "system:cli", corr, out, err);
+    }
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));
     return ret;
 }
 
-char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err)
+/* The settings an authorize URL needs (before the key). */
+static int url_settings(const gw_config_t *cfg, gw_err_t *err)
 {
-    unsigned char key[GW_CRYPTO_KEY_LEN];
-    char state[GW_XERO_STATE_MAX];
     if (need(cfg->xero_client_id, "SETTLED_XERO_CLIENT_ID", "connect Xero (the client id of the Xero app)", err) != 0 ||
         need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI",
              "connect Xero (where Xero sends the administrator back: https://<host>/v1/xero/callback)", err) != 0 ||
-        need(cfg->xero_scopes, "SETTLED_XERO_SCOPES", "connect Xero", err) != 0 || load_key(cfg, false, key, err) != 0)
+        need(cfg->xero_scopes, "SETTLED_XERO_SCOPES", "connect Xero", err) != 0)
+        return -1;
+    return 0;
+}
+
+char *gw_xero_authorize_url_with(const gw_config_t *cfg, const char *state, gw_err_t *err)
+{
+    if (url_settings(cfg, err) != 0)
         return NULL;
-    int rc = gw_xero_state_make(key, organisation_id, (int64_t)time(NULL), state, sizeof(state));
-    explicit_bzero(key, sizeof(key));
-    if (rc != 0) {
-        fail(err, "cannot sign the authorization state");
-        return NULL;
-    }
     char *base = join_url(cfg->xero_login_base, DEFAULT_LOGIN_BASE, "/identity/connect/authorize");
     buf_t b = {0};
     buf_adds(&b, base);
@@ -1062,25 +1317,95 @@ char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_
     return b.base;
 }
 
+char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err)
+{
+    static const char sql_prune[] = "DELETE FROM xero_oauth_states WHERE expires_at < now() - interval '1 day'";
+    static const char sql_record[] =
+        "INSERT INTO xero_oauth_states (nonce, organisation_id, expires_at) VALUES ($1, $2, to_timestamp($3::bigint))";
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    char state[GW_XERO_STATE_MAX], org[24], expires[24];
+    gw_xero_state_t made;
+    if (url_settings(cfg, err) != 0 || load_key(cfg, false, key, err) != 0)
+        return NULL;
+    int rc = gw_xero_state_make(key, organisation_id, (int64_t)time(NULL), state, sizeof(state), &made);
+    explicit_bzero(key, sizeof(key));
+    if (rc != 0) {
+        fail(err, "cannot sign the authorization state");
+        return NULL;
+    }
+    /* the nonce is recorded before anyone can see the URL, so its callback always finds it */
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
+    snprintf(expires, sizeof(expires), "%lld", (long long)made.expires_at);
+    const char *p[] = {made.nonce, org, expires};
+    if (gw_dbs_exec(s, sql_prune, 0, NULL) < 0 || gw_dbs_exec(s, sql_record, 3, p) != 1) {
+        db_fail(s, "cannot record the authorization request", err);
+        return NULL;
+    }
+    return gw_xero_authorize_url_with(cfg, state, err);
+}
+
+/*
+ * Consumes the nonce of st once, for the callback correlation id corr: one UPDATE, so of two callbacks with the
+ * same state exactly one gets the row. Returns 0, or -1 with err set: oauth_state_used for a state already
+ * consumed, oauth_callback_invalid for one never recorded (or expired), gw_dbs_err's code when the database fails
+ * (its message is logged here, never put in err).
+ */
+static int consume_state(gw_dbs_t *s, const gw_xero_state_t *st, const char *corr, gw_err_t *err)
+{
+    static const char sql_consume[] =
+        "UPDATE xero_oauth_states SET used_at = now(), used_by = $3 WHERE nonce = $1 AND organisation_id = $2 "
+        "AND used_at IS NULL AND expires_at > now()";
+    static const char sql_why[] = "SELECT used_at IS NOT NULL FROM xero_oauth_states WHERE nonce = $1";
+    char org[24];
+    snprintf(org, sizeof(org), "%lld", (long long)st->organisation_id);
+    const char *p[] = {st->nonce, org, corr};
+    long long n = gw_dbs_exec(s, sql_consume, 3, p);
+    gw_dbs_result_t *r = NULL;
+    if (n == 1)
+        return 0;
+    if (n < 0 || (r = gw_dbs_query(s, sql_why, 1, p)) == NULL) {
+        char why[256];
+        gw_log(GW_LOG_WARN, "xero authorization %s: cannot consume its state: %s", corr,
+               gw_log_one_line(why, sizeof(why), gw_dbs_error(s)));
+        return gw_dbs_err(s, err);
+    }
+    bool used = gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 0) != NULL && strcmp(gw_dbs_value(r, 0, 0), "t") == 0;
+    gw_dbs_result_free(r);
+    if (used)
+        return gw_err_set(err, gw_err_oauth_state_used, 400,
+                          "This authorization request was already used: start connecting Xero again "
+                          "(`settled connect xero --authorize`).");
+    return gw_err_set(err, gw_err_oauth_callback_invalid, 400,
+                      "The authorization request is unknown or has expired: start connecting Xero again.");
+}
+
 int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const char *code, const char *state,
-                                   gw_xero_connection_t *out, gw_err_t *err)
+                                   const char *correlation_id, gw_xero_connection_t *out, gw_err_t *err)
 {
     unsigned char key[GW_CRYPTO_KEY_LEN];
     token_set_t fresh = {0};
-    int64_t org = 0;
+    gw_xero_state_t st;
+    char corr[CORR_MAX];
     int ret = -1;
     *out = (gw_xero_connection_t){0};
+    if (is_set(correlation_id))
+        snprintf(corr, sizeof(corr), "%s", correlation_id);
+    else
+        new_correlation("xero-connect", corr);
     if (load_key(cfg, true, key, err) != 0 ||
         need(cfg->xero_redirect_uri, "SETTLED_XERO_REDIRECT_URI", "connect Xero", err) != 0)
         goto Exit;
-    if (gw_xero_state_check(key, state, (int64_t)time(NULL), &org) != 0) {
-        fail(err, "the authorization request is invalid or has expired: start connecting Xero again");
+    /* 1. signature and expiry: no database */
+    if (gw_xero_state_verify(cfg, state, (int64_t)time(NULL), &st, err) != 0)
         goto Exit;
-    }
     if (!is_set(code)) {
-        fail(err, "Xero sent no authorization code");
+        gw_err_set(err, gw_err_oauth_callback_invalid, 400, "Xero sent no authorization code.");
         goto Exit;
     }
+    /* 2. single use: the nonce is consumed before the code goes anywhere */
+    if (consume_state(s, &st, corr, err) != 0)
+        goto Exit;
+    /* 3. the code exchange, then the token set and its tenants */
     buf_t form = {0};
     buf_adds(&form, "grant_type=authorization_code&code=");
     buf_add_encoded(&form, code);
@@ -1089,7 +1414,8 @@ int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const ch
     enum token_outcome outcome = token_call(cfg, "authorization code", &form, 0, &fresh, err);
     buf_wipe(&form);
     if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, org, &fresh, "authorization_code", "system:oauth-callback", out, err);
+        ret = connect_token_set(s, cfg, key, st.organisation_id, &fresh, "authorization_code", "system:oauth-callback",
+                                corr, out, err);
 Exit:
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));
@@ -1148,7 +1474,7 @@ int gw_xero_check_token_set(gw_dbs_t *s, const gw_config_t *cfg, int64_t organis
         return fail(err, "xero token set %lld: %s", tid, e2.detail);
     if (set->stored_tenants == 0 && out->n != 0) {
         /* a connect whose tenant listing failed: store them now */
-        char id[24], corr[48];
+        char id[24], corr[CORR_MAX];
         snprintf(id, sizeof(id), "%lld", tid);
         new_correlation("xero-connect", corr);
         if (store_tenants(s, organisation_id, id, out, "system:cli", corr, &e2) != 0) {

@@ -31,19 +31,42 @@
 /* gw_xero_access_token, gw_xero_check_token_set: the token set needs an administrator to connect Xero again. */
 #define GW_XERO_NEEDS_REAUTH (-2)
 
+/* A refresh lease lasts SETTLED_HTTP_TIMEOUT_MS plus this many seconds: the token call plus connecting and storing. */
+#define GW_XERO_LEASE_MARGIN 5
+/* A caller that finds the lease held polls the token set every GW_XERO_WAIT_POLL_MS, for at most the length of a
+ * lease plus GW_XERO_WAIT_MARGIN seconds. */
+#define GW_XERO_WAIT_POLL_MS 100
+#define GW_XERO_WAIT_MARGIN 2
+/* The rotated refresh token is stored in at most this many transactions, GW_XERO_STORE_BACKOFF_MS apart at first,
+ * doubling up to GW_XERO_STORE_BACKOFF_MAX_MS (about a minute in all). */
+#define GW_XERO_STORE_ATTEMPTS 12
+#define GW_XERO_STORE_BACKOFF_MS 250
+#define GW_XERO_STORE_BACKOFF_MAX_MS 8000
+
 /*
  * Returns in *token_out (malloc'd, the caller frees it) an access token of token set token_id (a row of
  * xero_tokens) that stays valid for at least GW_XERO_TOKEN_MIN_TTL seconds. When the stored one does
- * not, or force_refresh is set (Xero answered 401 to the current one), it refreshes the token set under
- * the row's lock (SELECT ... FOR UPDATE), so one refresh happens at a time across threads and
- * instances; a caller that waited for another's refresh uses its result. The rotated refresh token is
- * committed before the access token is returned.
+ * not, or force_refresh is set (Xero answered 401 to the current one), it refreshes the token set
+ * single-flight across threads and instances, without holding a transaction across the call to Xero:
+ *
+ * 1. the lease: one committed UPDATE sets refreshing_until (now + SETTLED_HTTP_TIMEOUT_MS +
+ *    GW_XERO_LEASE_MARGIN s) and refreshing_by, only where no live lease is held (an expired one, whose
+ *    holder died, is taken over);
+ * 2. the token call, with no transaction open;
+ * 3. the rotated refresh token stored in a new transaction that clears the lease, only if the row still
+ *    holds the refresh token that was used (a holder whose lease expired and was taken over never
+ *    overwrites a newer token), retried up to GW_XERO_STORE_ATTEMPTS times with backoff, each failure
+ *    logged: it is the only copy.
+ *
+ * A caller that finds the lease held waits (polling, see GW_XERO_WAIT_POLL_MS) and uses the holder's
+ * result; if the holder gave up, it takes the lease itself. A transient failure of the token call clears
+ * the lease at once.
  *
  * Returns 0; -1 with a message in err on a transient failure (database, network, timeout, Xero 5xx or
- * 429: the stored refresh token is kept, retry later); or GW_XERO_NEEDS_REAUTH (-2) when Xero rejected
- * the refresh token (invalid_grant) or the token set was already marked so: the token set is then
- * 'needs_reauth' (recorded, audited) and the caller stops using it until an administrator reconnects.
- * s must not be inside a transaction.
+ * 429, a lease held longer than the wait: the stored refresh token is kept, retry later); or
+ * GW_XERO_NEEDS_REAUTH (-2) when Xero rejected the refresh token (invalid_grant) or the token set was
+ * already marked so: the token set is then 'needs_reauth' (recorded, audited) and the caller stops using
+ * it until an administrator reconnects. s must not be inside a transaction.
  */
 GW_MUSTCHECK int gw_xero_access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, bool force_refresh,
                                       char **token_out, char *err, size_t errlen);
@@ -100,20 +123,30 @@ GW_MUSTCHECK int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *c
 /*
  * The URL an administrator of organisation_id opens to connect Xero:
  * {login_base}/identity/connect/authorize?response_type=code&client_id=..&redirect_uri=..&scope=..&state=..
- * The state is signed with a key derived from SETTLED_SECRET_KEY and expires after GW_XERO_STATE_TTL
- * seconds, so the callback trusts it without storing anything. Returns the URL (malloc'd, the caller
- * frees it), or NULL with err naming the missing setting.
+ * The state is signed with a key derived from SETTLED_SECRET_KEY, expires after GW_XERO_STATE_TTL seconds and
+ * carries a random nonce, which is recorded in xero_oauth_states (on s) so that the callback can consume it
+ * once. The settings are checked before s is used. Returns the URL (malloc'd, the caller frees it), or NULL
+ * with err naming the missing setting or saying that the state could not be recorded.
  */
-GW_MUSTCHECK char *gw_xero_authorize_url(const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err);
+GW_MUSTCHECK char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err);
 
 /*
- * The callback of an authorization: checks state (signature, in constant time, and expiry), exchanges code for a
- * token set, stores it sealed, discovers and stores the tenants of the organisation the state names, and audits
- * 'xero.connect'. Returns 0 with the connection in *out (free it with gw_xero_connection_free), or -1 with err set
- * (gw_err_xero_connect_failed, 502, whatever failed: the detail is safe to show the administrator) and *out empty.
+ * The callback of an authorization: checks state (gw_xero_state_verify), consumes its nonce (one UPDATE of
+ * xero_oauth_states, so of two callbacks with the same state exactly one goes on), exchanges code for a token
+ * set, stores it sealed, discovers and stores the tenants of the organisation the state names, and audits
+ * 'xero.connect' with correlation_id (the request id of the callback; NULL: a new one). Nothing reaches Xero
+ * before the nonce is consumed. Returns 0 with the connection in *out (free it with gw_xero_connection_free), or
+ * -1 with err set and *out empty:
+ * - gw_err_oauth_callback_invalid (400): the state is forged, expired or unknown, or there is no code;
+ * - gw_err_oauth_state_used (400): the state was already used (a replay, or a second tab);
+ * - gw_err_store_unavailable (503) and the other codes of gw_dbs_err: the nonce could not be consumed (the
+ *   detail names the SQLSTATE only; the database's message is logged);
+ * - gw_err_xero_connect_failed (502): a setting is missing, Xero refused the code, or storing failed (the
+ *   detail says which step, and may quote the database's message: log it, do not show it to a browser).
  */
 GW_MUSTCHECK int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const char *code,
-                                                const char *state, gw_xero_connection_t *out, gw_err_t *err);
+                                                const char *state, const char *correlation_id,
+                                                gw_xero_connection_t *out, gw_err_t *err);
 
 /* ---- checking the token sets of an organisation ---- */
 
@@ -159,15 +192,35 @@ void gw_xero_stored_tenants_free(gw_xero_stored_tenant_t *list, size_t n);
 
 /* ---- building blocks, public for the tests ---- */
 
-/* Writes the state of an authorization for organisation_id, valid until now + GW_XERO_STATE_TTL, signed
- * with key (32 bytes, SETTLED_SECRET_KEY's), into out as base64url text. Returns 0, or -1 if outlen is
- * too small (GW_XERO_STATE_MAX bytes always suffice) or OpenSSL fails. */
+/* What a state says: the organisation, when it expires (Unix seconds) and its nonce as 32 hex digits. */
+#define GW_XERO_STATE_NONCE_HEX 33 /* NUL included */
+typedef struct st_gw_xero_state_t {
+    int64_t organisation_id;
+    int64_t expires_at;
+    char nonce[GW_XERO_STATE_NONCE_HEX];
+} gw_xero_state_t;
+
+/* Writes the state of an authorization for organisation_id, valid until now + GW_XERO_STATE_TTL, with a fresh
+ * random nonce, signed with key (32 bytes, SETTLED_SECRET_KEY's), into out as base64url text, and what it says
+ * into *made (may be NULL). Returns 0, or -1 if outlen is too small (GW_XERO_STATE_MAX bytes always suffice) or
+ * OpenSSL fails. */
 #define GW_XERO_STATE_MAX 96
 GW_MUSTCHECK int gw_xero_state_make(const unsigned char key[GW_CRYPTO_KEY_LEN], int64_t organisation_id, int64_t now,
-                                    char *out, size_t outlen);
+                                    char *out, size_t outlen, gw_xero_state_t *made);
 /* Checks a state made by gw_xero_state_make: well-formed, its MAC right (constant-time) and not expired
- * at now. Returns 0 with the organisation in *organisation_id, or -1. */
+ * at now. Returns 0 with what it says in *out, or -1 (*out untouched). Pure: no I/O. */
 GW_MUSTCHECK int gw_xero_state_check(const unsigned char key[GW_CRYPTO_KEY_LEN], const char *state, int64_t now,
-                                     int64_t *organisation_id);
+                                     gw_xero_state_t *out);
+/*
+ * gw_xero_state_check with the key of cfg (SETTLED_SECRET_KEY), for the callback's event loop: no database, no
+ * network. Returns 0 with what the state says in *out; or -1 with err set: gw_err_oauth_callback_invalid (400,
+ * "invalid or has expired") for a state that does not check, gw_err_xero_connect_failed (502, naming the setting)
+ * when SETTLED_SECRET_KEY is missing or malformed.
+ */
+GW_MUSTCHECK int gw_xero_state_verify(const gw_config_t *cfg, const char *state, int64_t now, gw_xero_state_t *out,
+                                      gw_err_t *err);
+/* The authorize URL for an already made state (what gw_xero_authorize_url returns once the state is recorded).
+ * Returns it malloc'd, or NULL with err naming the missing setting. */
+GW_MUSTCHECK char *gw_xero_authorize_url_with(const gw_config_t *cfg, const char *state, gw_err_t *err);
 
 #endif

@@ -11,6 +11,7 @@ const char gw_err_body_too_large[] = "body_too_large";
 const char gw_err_source_unknown[] = "source_unknown";
 const char gw_err_store_unavailable[] = "store_unavailable";
 const char gw_err_oauth_callback_invalid[] = "oauth_callback_invalid";
+const char gw_err_oauth_state_used[] = "oauth_state_used";
 const char gw_err_xero_connect_failed[] = "xero_connect_failed";
 const char gw_err_config_invalid[] = "config_invalid";
 const char gw_err_conflict[] = "conflict";
@@ -25,6 +26,7 @@ const gw_err_code_t gw_err_codes[] = {
     {gw_err_source_unknown, "No webhook source of that name is configured"},
     {gw_err_store_unavailable, "The event store is unavailable; retry later"},
     {gw_err_oauth_callback_invalid, "Not a valid authorisation callback"},
+    {gw_err_oauth_state_used, "This authorisation request was already used"},
     {gw_err_xero_connect_failed, "Connecting Xero failed"},
     {gw_err_config_invalid, "A required setting is missing or invalid"},
     {gw_err_conflict, "The change conflicts with the current state"},

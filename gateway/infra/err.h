@@ -34,6 +34,7 @@ extern const char gw_err_body_too_large[];         /* 413: the body exceeds SETT
 extern const char gw_err_source_unknown[];         /* 404: no webhook source of that name */
 extern const char gw_err_store_unavailable[];      /* 503: the store cannot take or commit the change now */
 extern const char gw_err_oauth_callback_invalid[]; /* 400: not a valid OAuth callback */
+extern const char gw_err_oauth_state_used[];       /* 400: the OAuth state was already used (a replay) */
 extern const char gw_err_xero_connect_failed[];    /* 502: connecting Xero failed */
 extern const char gw_err_config_invalid[];         /* 500: a setting the operation needs is missing or wrong */
 extern const char gw_err_conflict[];               /* 409: a concurrent change won, or a unique key is taken */

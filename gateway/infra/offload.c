@@ -9,6 +9,9 @@
  * the message is never linked twice and a burst of results costs one wake-up. The message is sent while
  * holding the mutex, so gw_offload_loop_destroy (which takes it) never frees a receiver a pool thread is
  * about to use.
+ *
+ * The queue is bounded: nqueued counts the calls in it, and gw_offload_run refuses a call that would
+ * exceed max_queued.
  */
 #include "offload.h"
 #include <assert.h>
@@ -25,6 +28,8 @@ struct st_gw_offload_t {
     pthread_cond_t work_cond; /* a call was queued, or the pool is stopping */
     pthread_cond_t idle_cond; /* a call of an attachment being destroyed has finished */
     h2o_linklist_t queue;     /* calls waiting for a thread, oldest first */
+    size_t nqueued;           /* how many */
+    size_t max_queued;
     bool stopping;
     size_t nloops;
     int nthreads;
@@ -75,6 +80,7 @@ static void *on_thread(void *data)
             break; /* stopping, and nothing left */
         gw_offload_call_t *call = H2O_STRUCT_FROM_MEMBER(gw_offload_call_t, link, pool->queue.next);
         h2o_linklist_unlink(&call->link);
+        --pool->nqueued;
         call->state = CALL_RUNNING;
         ++call->ol->running;
         pthread_mutex_unlock(&pool->mutex);
@@ -95,7 +101,13 @@ static void *on_thread(void *data)
 
 gw_offload_t *gw_offload_create(int nthreads)
 {
+    return gw_offload_create_bounded(nthreads, GW_OFFLOAD_QUEUE_MAX);
+}
+
+gw_offload_t *gw_offload_create_bounded(int nthreads, size_t max_queued)
+{
     gw_offload_t *pool = gw_xcalloc(1, sizeof(*pool));
+    pool->max_queued = max_queued > 0 ? max_queued : 1;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->work_cond, NULL);
     pthread_cond_init(&pool->idle_cond, NULL);
@@ -189,6 +201,7 @@ void gw_offload_loop_destroy(gw_offload_loop_t *ol)
         gw_offload_call_t *call = H2O_STRUCT_FROM_MEMBER(gw_offload_call_t, link, l);
         if (call->ol == ol) {
             h2o_linklist_unlink(&call->link);
+            --pool->nqueued;
             call->state = CALL_FINISHED;
             h2o_linklist_insert(&calls, &call->link);
         }
@@ -214,19 +227,27 @@ void gw_offload_loop_destroy(gw_offload_loop_t *ol)
 }
 
 gw_offload_call_t *gw_offload_run(gw_offload_loop_t *ol, gw_offload_cb work, gw_offload_cb done, gw_offload_cb release,
-                                  void *arg)
+                                  void *arg, gw_err_t *err)
 {
     gw_offload_t *pool = ol->pool;
-    gw_offload_call_t *call = gw_xcalloc(1, sizeof(*call));
-    *call = (gw_offload_call_t){.ol = ol, .work = work, .done = done, .release = release, .arg = arg};
     pthread_mutex_lock(&pool->mutex);
     if (pool->stopping || ol->destroying) {
         pthread_mutex_unlock(&pool->mutex);
-        free(call);
+        gw_err_set(err, gw_err_store_unavailable, 503, "The server is shutting down.");
         return NULL;
     }
+    if (pool->nqueued >= pool->max_queued) {
+        size_t max = pool->max_queued;
+        pthread_mutex_unlock(&pool->mutex);
+        gw_err_set(err, gw_err_store_unavailable, 503,
+                   "The server is busy (%zu tasks are waiting for a thread); try again shortly.", max);
+        return NULL;
+    }
+    gw_offload_call_t *call = gw_xcalloc(1, sizeof(*call));
+    *call = (gw_offload_call_t){.ol = ol, .work = work, .done = done, .release = release, .arg = arg};
     call->state = CALL_QUEUED;
     h2o_linklist_insert(&pool->queue, &call->link);
+    ++pool->nqueued;
     pthread_cond_signal(&pool->work_cond);
     pthread_mutex_unlock(&pool->mutex);
     return call;
@@ -240,6 +261,7 @@ void gw_offload_detach(gw_offload_call_t *call)
     if (call->state == CALL_QUEUED) {
         /* cancelled: release runs from the loop's next wake-up, never from inside this call */
         h2o_linklist_unlink(&call->link);
+        --pool->nqueued;
         finish_locked(call);
     }
     pthread_mutex_unlock(&pool->mutex);

@@ -7,6 +7,10 @@
  * Callback rule (STYLE.md): when gw_offload_run returns a call, exactly one of done and release runs,
  * exactly once, on the loop thread, after work has returned (or instead of work, for a call detached
  * before a pool thread took it). When it returns NULL, none of the callbacks ever runs.
+ *
+ * The queue of calls waiting for a thread is bounded (GW_OFFLOAD_QUEUE_MAX for the server's pool): a loop
+ * that would queue more is refused at once, so a burst of slow tasks (a slow Xero or database) costs a
+ * 503 instead of memory and minutes of waiting.
  */
 #ifndef GW_OFFLOAD_H
 #define GW_OFFLOAD_H
@@ -22,9 +26,15 @@ typedef struct st_gw_offload_call_t gw_offload_call_t;
 /* Called with the arg given to gw_offload_run. */
 typedef void (*gw_offload_cb)(void *arg);
 
-/* Starts a pool of nthreads threads (at least 1). Returns the pool, or NULL if a thread cannot be
- * started. */
+/* How many calls the pool of gw_offload_create keeps waiting for a thread, across all its loops (calls
+ * running on a thread are not counted). */
+#define GW_OFFLOAD_QUEUE_MAX 32
+
+/* Starts a pool of nthreads threads (at least 1) that queues at most GW_OFFLOAD_QUEUE_MAX calls. Returns the
+ * pool, or NULL if a thread cannot be started. */
 GW_MUSTCHECK gw_offload_t *gw_offload_create(int nthreads);
+/* gw_offload_create with a bound of max_queued waiting calls (at least 1). */
+GW_MUSTCHECK gw_offload_t *gw_offload_create_bounded(int nthreads, size_t max_queued);
 /* Stops the threads and frees the pool. Every loop attachment must have been destroyed first. */
 void gw_offload_destroy(gw_offload_t *pool);
 
@@ -40,11 +50,12 @@ void gw_offload_loop_destroy(gw_offload_loop_t *ol);
  * Runs work(arg) on a pool thread, then done(arg) on ol's loop. done must not be NULL; work and release
  * may be. release(arg) runs instead of done when the call was detached (gw_offload_detach, or
  * gw_offload_loop_destroy): that is where an arg owned by the call is freed, so detaching never leaks
- * it. Returns the call, a handle that is valid until done or release has started; or NULL if the pool
- * is stopping (then nothing runs and the caller keeps arg).
+ * it. Returns the call, a handle that is valid until done or release has started; or NULL with err set
+ * (then nothing runs and the caller keeps arg): gw_err_store_unavailable (503) when the pool is stopping or
+ * its queue already holds its maximum of waiting calls (the detail says which, in words fit for a reply).
  */
 GW_MUSTCHECK gw_offload_call_t *gw_offload_run(gw_offload_loop_t *ol, gw_offload_cb work, gw_offload_cb done,
-                                               gw_offload_cb release, void *arg);
+                                               gw_offload_cb release, void *arg, gw_err_t *err);
 /*
  * The caller no longer wants the result (e.g. its HTTP request went away). Loop thread only, and only
  * before done has run. done will not run; release(arg) will, later on the loop thread (never inside

@@ -3,14 +3,23 @@
 (tests/mock/xero_api.py) and a real PostgreSQL: `settled connect xero --refresh-token` stores the
 rotated token set encrypted and the tenants; invalid_grant parks the token set as needs_reauth (and
 it stays parked without calling Xero again); concurrent refreshes of one token set from several
-processes never lose it (single-flight through the row lock); a lost token response recovers within
-Xero's grace period; the authorize URL and its callback connect an organisation, and a forged or
-reused callback does not (providers/PROVIDERS.md section 2.3; docs/operations.md)."""
+processes never lose it and refresh once (single-flight through the refresh lease); no transaction is
+held across the token call, so a server that ends idle transactions after 1 s does not cut a 2.5 s
+refresh in half; a lease whose holder died is taken over, and a stuck one is reported; storing the
+rotated token is retried; a lost token response recovers within Xero's grace period; the authorize
+URL and its callback connect an organisation once (a replayed state is refused before Xero sees its
+code); a forged or expired state is refused on the loop, even with the database down; error replies
+carry no database detail; a full offload queue answers 503 (providers/PROVIDERS.md section 2.3;
+docs/operations.md)."""
 
 import base64
+import hashlib
+import hmac
 import json
+import os
 import subprocess
 import threading
+import time
 import urllib.parse
 
 import harness as h
@@ -414,9 +423,9 @@ def test_callback_route_of_the_server():
         h.expect_problem(s.get(path + "&extra=1"), 400, "oauth_callback_invalid", "unknown parameter")
         h.expect_problem(s.get("/v1/xero/callback?error=access_denied&state=x"), 400, "oauth_callback_invalid",
                          "declined consent")
-        # a forged state: 502 with the reason, and the code is not exchanged
+        # a forged state: 400, refused on the loop, and the code is not exchanged
         forged = dict(cb, state=cb["state"][:-2] + ("AA" if not cb["state"].endswith("AA") else "BA"))
-        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(forged)), 502, "xero_connect_failed",
+        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(forged)), 400, "oauth_callback_invalid",
                          "forged state")
         expect_eq(m.oauth()["code_exchanges"], 0, "the code was not exchanged for a forged state")
 
@@ -428,6 +437,317 @@ def test_callback_route_of_the_server():
         expect_not_in(cb["code"], body.decode(), "the reply")
     expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "2", "tenants stored")
     expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens WHERE status = 'active'"), "1", "token sets")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The refresh lease (gateway/domain/xero_oauth.c, access_token)
+
+
+def db_name(db):
+    return urllib.parse.urlsplit(db).path.lstrip("/")
+
+
+def expire_access_token(db):
+    """The stored access token no longer lives long enough: the next use must refresh."""
+    h.sql(db, "UPDATE xero_tokens SET access_expires_at = now() - interval '1 second'")
+
+
+def lease(db):
+    return h.sql_rows(db, "SELECT refreshing_until::text, refreshing_by FROM xero_tokens ORDER BY id")[0]
+
+
+def test_refresh_under_idle_in_transaction_timeout():
+    """PostgreSQL ends any session that sits idle in a transaction for 1 s, and Xero's token endpoint
+    takes 2.5 s. A refresh that kept a transaction open across the call (the row lock of old) loses
+    its session mid-refresh: the rotated refresh token is never stored, and with no grace period the
+    next refresh is invalid_grant, i.e. needs_reauth. With the lease, no transaction is open during the
+    call: every refresh succeeds, and two processes still refresh once."""
+    m = mock()
+    db = connected("RT-IDLE-1", grace=0)
+    h.sql(db, "ALTER DATABASE :\"p1\" SET idle_in_transaction_session_timeout = '1s'", db_name(db))
+    expect_eq(h.sql(db, "SHOW idle_in_transaction_session_timeout"), "1s", "the server-side timeout (new sessions)")
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 2500, "target": "token", "count": 0})
+    m.ctl("DELETE", "stats")
+    runs = [connect(db, "--check", "--force-refresh") for _ in range(2)]
+    # and once Xero answers fast again, the stored refresh token is still Xero's current one (a refresh whose
+    # rotated token was lost would now get invalid_grant, and park the token set as needs_reauth)
+    m.ctl("DELETE", "faults")
+    runs.append(connect(db, "--check", "--force-refresh"))
+    expect_eq(token_sets(db)[0][2], "active", "the token set's status after three refreshes (not needs_reauth)")
+    for i, res in enumerate(runs):
+        expect_eq(res.returncode, 0, f"refresh {i} under a 1 s idle-in-transaction timeout (stderr {res.stderr[-1500:]!r})")
+        expect_in("ok, 2 tenants", res.stdout, f"refresh {i}: a working access token")
+    # two processes at once, the access token expired: one refresh, both served
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 2500, "target": "token", "count": 0})
+    expire_access_token(db)
+    results = _parallel(2, lambda i: connect(db, "--check"))
+    for i, res in enumerate(results):
+        expect_eq(res.returncode, 0, f"concurrent process {i}: exit code (stderr {res.stderr[-1500:]!r})")
+    oauth = m.oauth()
+    expect_eq(oauth["token_refreshes"], 4, "refreshes at Xero (3 forced, then one for both processes)")
+    expect_eq(oauth["invalid_grant"], 0, "invalid_grant answers")
+    expect_eq(oauth["grace_replays"], 0, "no refresh token was used twice")
+    expect_eq(token_sets(db)[0][2], "active", "status")
+    expect_eq(lease(db), [None, None], "no lease is left behind")
+    expect_eq(h.sql(db, "SELECT count(*) FROM audit_log WHERE action = 'xero.needs_reauth'"), "0", "no needs_reauth")
+    m.ctl("DELETE", "faults")
+
+
+def test_two_refreshers_refresh_once():
+    """Two processes find the access token expired at the same moment: one takes the lease and refreshes, the
+    other waits for its result (a second refresh would use a retired refresh token: invalid_grant)."""
+    m = mock()
+    db = connected("RT-ONCE-1", grace=0)
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 800, "target": "token", "count": 0})
+    for round_ in range(2):
+        expire_access_token(db)
+        m.ctl("DELETE", "stats")
+        results = _parallel(2, lambda i: connect(db, "--check"))
+        for i, res in enumerate(results):
+            expect_eq(res.returncode, 0, f"round {round_}, process {i}: exit code (stderr {res.stderr[-1500:]!r})")
+            expect_in("ok, 2 tenants", res.stdout, f"round {round_}, process {i}")
+        oauth = m.oauth()
+        expect_eq(oauth["token_refreshes"], 1, f"round {round_}: refreshes at Xero")
+        expect_eq(oauth["invalid_grant"], 0, f"round {round_}: invalid_grant answers")
+        expect_eq(lease(db), [None, None], f"round {round_}: the lease is cleared with the stored token")
+    m.ctl("DELETE", "faults")
+
+
+def test_expired_lease_is_taken_over():
+    """A holder that died leaves its lease behind. While it lives, others wait (bounded by the HTTP timeout +
+    margin, then a clear error naming the holder, and no call to Xero); once it has expired, the next caller takes
+    it over and refreshes."""
+    m = mock()
+    db = connected("RT-LEASE-1", grace=0)
+    fast = {"SETTLED_HTTP_TIMEOUT_MS": "1000"}  # lease 1 s + 5 s margin; a waiter gives up 2 s after that
+    expire_access_token(db)
+    h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() + interval '1 hour', refreshing_by = 'dead-host:1:0bad'")
+    before = m.oauth()
+    t0 = time.monotonic()
+    res = connect(db, "--check", extra_env=fast)
+    waited = time.monotonic() - t0
+    expect(res.returncode != 0, "a lease held by someone else, for longer than the wait", res.returncode)
+    expect_in("taking too long", res.stderr, "the error says why")
+    expect_in("dead-host:1:0bad", res.stderr, "the error names the holder")
+    expect(6 <= waited < 30, "the waiter waited the lease's length and margin, no more", waited)
+    expect_eq(m.oauth()["token_requests"], before["token_requests"], "no token call while the lease is held")
+    expect_eq(lease(db)[1], "dead-host:1:0bad", "the live lease is left alone")
+
+    # the holder's lease runs out in 1.5 s: the caller waits for it, then takes it over
+    h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() + interval '1.5 seconds'")
+    m.ctl("DELETE", "stats")
+    res = connect(db, "--check", extra_env=fast)
+    expect_eq(res.returncode, 0, f"take-over exit code (stderr {res.stderr[-1500:]!r})")
+    expect_in("lease taken over", res.stderr, "the take-over is logged")
+    expect_in("dead-host:1:0bad", res.stderr, "with the previous holder")
+    oauth = m.oauth()
+    expect_eq((oauth["token_refreshes"], oauth["invalid_grant"]), (1, 0), "one refresh, no invalid_grant")
+    expect_eq(lease(db), [None, None], "the lease is cleared with the stored token")
+    expect_eq(token_sets(db)[0][2], "active", "status")
+
+    # an expired lease is taken over at once
+    expire_access_token(db)
+    h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() - interval '1 second', refreshing_by = 'gone:2:beef'")
+    t0 = time.monotonic()
+    res = connect(db, "--check", extra_env=fast)
+    expect_eq(res.returncode, 0, f"expired-lease exit code (stderr {res.stderr[-1500:]!r})")
+    expect(time.monotonic() - t0 < 5, "no wait for an expired lease", time.monotonic() - t0)
+    expect_eq(m.oauth()["token_refreshes"], 2, "refreshes")
+    expect_eq(lease(db), [None, None], "the lease is cleared")
+
+
+def test_store_is_retried_until_the_rotated_token_is_stored():
+    """Storing the rotated refresh token fails twice (a trigger raises): the refresh retries, logs each failure
+    and stores it; the stored token is Xero's current one (no grace period here, so a lost one would be
+    invalid_grant next time)."""
+    m = mock()
+    db = connected("RT-STORE-1", grace=0)
+    h.sql(
+        db,
+        """CREATE SEQUENCE test_store_failures;
+        CREATE FUNCTION test_fail_store() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('test_store_failures') <= 2 THEN
+                RAISE EXCEPTION 'injected failure of the token store';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_fail_store BEFORE UPDATE OF refresh_token ON xero_tokens
+            FOR EACH ROW EXECUTE FUNCTION test_fail_store();""",
+    )
+    m.ctl("DELETE", "stats")
+    res = connect(db, "--check", "--force-refresh")
+    expect_eq(res.returncode, 0, f"exit code (stderr {res.stderr[-2000:]!r})")
+    expect_eq(res.stderr.count("not stored yet; retrying"), 2, "each failed attempt is logged")
+    expect_in("injected failure of the token store", res.stderr, "with the database's reason")
+    expect_eq(lease(db), [None, None], "the lease is cleared with the stored token")
+    stored_ok = connect(db, "--check", "--force-refresh")
+    expect_eq(stored_ok.returncode, 0, f"the stored token refreshes again (stderr {stored_ok.stderr[-1500:]!r})")
+    oauth = m.oauth()
+    expect_eq((oauth["token_refreshes"], oauth["invalid_grant"]), (2, 0), "refreshes, invalid_grant")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The callback: single-use states, checked on the loop, generic replies, a bounded offload queue
+
+
+def make_state(org, expires, nonce=None, key=SECRET_KEY):
+    """A state as gw_xero_state_make writes it (gateway/domain/xero_oauth.c): version 1, organisation and expiry
+    (big-endian 64-bit), a 16-byte nonce, then HMAC-SHA256 over those under HMAC-SHA256(key,
+    "settled/xero-oauth-state/v1"); base64url without padding. Such a state passes the signature check but its
+    nonce was never recorded."""
+    mkey = hmac.new(base64.b64decode(key), b"settled/xero-oauth-state/v1", hashlib.sha256).digest()
+    raw = b"\x01" + org.to_bytes(8, "big") + int(expires).to_bytes(8, "big") + (nonce or os.urandom(16))
+    raw += hmac.new(mkey, raw, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def authorize(server_env, m, port):
+    """`settled connect xero --authorize`, consented at the mock: the callback's path on the server."""
+    res = h.run_settled(["connect", "xero", "--authorize"], server_env, timeout=60)
+    expect_eq(res.returncode, 0, f"--authorize exit code (stderr {res.stderr[-800:]!r})")
+    url = res.stdout.strip().splitlines()[-1]
+    status, headers, _ = m.call("GET", url[len(m.base):])
+    expect_eq(status, 302, "authorize status")
+    return headers["location"][len(f"http://127.0.0.1:{port}"):]
+
+
+def server_setup(db_url=None, pg_url=None):
+    m = mock()
+    m.setup("RT-UNUSED")
+    db = db_url or h.new_database("xero_oauth", pg_url=pg_url)
+    port = h.free_port()
+    redirect = f"http://127.0.0.1:{port}/v1/xero/callback"
+    m.ctl("PUT", "app", {"redirect_uris": [redirect]})
+    return m, db, port, env(db, SETTLED_XERO_REDIRECT_URI=redirect, SETTLED_WORKERS=0)
+
+
+def org_id(db):
+    return int(h.sql(db, "SELECT id FROM organisations WHERE slug = 'default'"))
+
+
+def test_callback_state_is_single_use():
+    """The state of an authorize URL works once: of several callbacks with it at once exactly one connects, the
+    others (and any later replay, through the server or the command line) are refused with oauth_state_used, and
+    Xero sees the code once."""
+    m, db, port, server_env = server_setup()
+    with h.Settled(db, env=server_env, port=port) as s:
+        path = authorize(server_env, m, port)
+        state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))["state"]
+        results = _parallel(4, lambda i: s.get(path, headers={"X-Request-Id": f"replay-test-{i}"}))
+        statuses = sorted(r[0] for r in results)
+        expect_eq(statuses, [200, 400, 400, 400], "one callback connects, the replays are refused")
+        winner = [i for i, r in enumerate(results) if r[0] == 200][0]
+        for i, r in enumerate(results):
+            if r[0] == 400:
+                h.expect_problem(r, 400, "oauth_state_used", f"replay {i}")
+                expect_in("already used", json.loads(r[2])["detail"], f"replay {i}: a clear detail")
+        expect_eq(m.oauth()["code_exchanges"], 1, "Xero saw the code once")
+        used = h.sql_rows(db, "SELECT used_at IS NOT NULL, used_by FROM xero_oauth_states WHERE organisation_id = $1",
+                          org_id(db))
+        expect_eq(used, [["t", f"replay-test-{winner}"]], "the nonce is consumed, by the request that connected")
+        expect_eq(
+            h.sql(db, "SELECT correlation_id FROM audit_log WHERE action = 'xero.connect'"),
+            f"replay-test-{winner}",
+            "the connection's audit carries the callback's request id",
+        )
+        h.expect_problem(s.get(path), 400, "oauth_state_used", "a later replay")
+    res = connect(db, "--callback", f"http://127.0.0.1:{port}{path}")
+    expect(res.returncode != 0, "a replay through the command line is refused", res.returncode)
+    expect_in("already used", res.stderr, "the command line's error")
+    expect_eq(m.oauth()["code_exchanges"], 1, "Xero still saw the code once")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens"), "1", "one token set")
+    # a state whose nonce was never recorded (signed with the right key) is refused too
+    fresh = make_state(org_id(db), time.time() + 300)
+    res = connect(db, "--callback", f"http://127.0.0.1:{port}/v1/xero/callback?code=x&state={fresh}")
+    expect(res.returncode != 0, "an unrecorded state is refused", res.returncode)
+    expect_in("unknown or has expired", res.stderr, "the error")
+    expect_eq(m.oauth()["code_exchanges"], 1, "and never reaches Xero")
+    del state
+
+
+def test_callback_checks_state_without_the_database_and_replies_generically():
+    """The state's signature and expiry are checked on the event loop: with the database stopped, a forged or
+    expired state is still a 400 (not a 503), and a valid one a 503 with Retry-After whose detail names no
+    database, address or libpq message (the log has them, under the request id). Once the database is back,
+    the same state connects."""
+    pg = h.start_cluster()
+    m, db, port, server_env = server_setup(pg_url=pg.url())
+    with h.Settled(db, env=server_env, port=port) as s:
+        path = authorize(server_env, m, port)
+        cb = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
+        org = org_id(db)
+        # a state made here with the right key passes the signature check (its nonce is unknown): so the
+        # expired one below is refused for its expiry, not for its format
+        h.expect_problem(s.get("/v1/xero/callback?" + urllib.parse.urlencode(
+            {"code": "x", "state": make_state(org, time.time() + 300)})), 400, "oauth_callback_invalid", "unknown")
+        pg.stop()
+        forged = cb["state"][:-2] + ("AA" if not cb["state"].endswith("AA") else "BA")
+        expired = make_state(org, time.time() - 1)
+        for what, st in (("forged", forged), ("expired", expired), ("garbage", "not-a-state")):
+            r = s.get("/v1/xero/callback?" + urllib.parse.urlencode({"code": cb["code"], "state": st}))
+            h.expect_problem(r, 400, "oauth_callback_invalid", f"{what} state with the database stopped")
+            expect_in("invalid or has expired", json.loads(r[2])["detail"], f"{what}: the detail")
+        # a valid state needs the database: 503, generic
+        r = s.get(path, headers={"X-Request-Id": "db-down-1"})
+        h.expect_problem(r, 503, "store_unavailable", "a valid state with the database stopped")
+        expect("retry-after" in r[1], "Retry-After", r[1])
+        body = r[2].decode()
+        for leak in ("127.0.0.1", str(pg.port), "connection to server", "Connection refused", "libpq", "postgres",
+                     "SQLSTATE", "database_url"):
+            expect_not_in(leak, body, "the reply names no database detail")
+        log = s.log()
+        expect("db-down-1" in log and "connecting Xero failed" in log, "the log has the failure with its request id",
+               log[-2000:])
+        line = [ln for ln in log.splitlines() if "db-down-1" in ln and "connecting Xero failed" in ln]
+        expect(line and str(pg.port) in line[0], "the log line has the specifics", line)
+        expect_eq(m.oauth()["code_exchanges"], 0, "nothing reached Xero")
+        pg.start()
+        status, _, body = s.get(path)
+        expect_eq(status, 200, f"the same state once the database is back (body {body[:300]!r})")
+    pg.stop()
+
+
+def test_full_offload_queue_answers_503():
+    """Two callbacks occupy both offload threads (Xero's token endpoint takes 5 s for them); the queue then takes
+    GW_OFFLOAD_QUEUE_MAX (32) more and refuses the rest at once with 503 and Retry-After."""
+    queue_max = 32
+    m, db, port, server_env = server_setup()
+    with h.Settled(db, env=server_env, port=port) as s:
+        slow_paths = [authorize(server_env, m, port) for _ in range(2)]
+        m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 5000, "target": "token", "count": 2})
+        slow = [None, None]
+
+        def run_slow(i):
+            slow[i] = s.get(slow_paths[i], timeout=30)
+
+        threads = [threading.Thread(target=run_slow, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while m.oauth()["token_requests"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        expect_eq(m.oauth()["token_requests"], 2, "both offload threads are busy at Xero")
+        org = org_id(db)
+        extra = 6
+        queries = [urllib.parse.urlencode({"code": "x", "state": make_state(org, time.time() + 300)})
+                   for _ in range(queue_max + extra)]
+        results = _parallel(len(queries), lambda i: s.get("/v1/xero/callback?" + queries[i], timeout=30))
+        for t in threads:
+            t.join()
+        refused = [r for r in results if r[0] == 503]
+        expect_eq(len(refused), extra, f"refused at once (statuses {sorted(r[0] for r in results)})")
+        for r in refused:
+            h.expect_problem(r, 503, "store_unavailable", "a full queue")
+            expect("retry-after" in r[1], "Retry-After on a full queue", r[1])
+            expect_in("busy", json.loads(r[2])["detail"], "the detail")
+        queued = [r for r in results if r[0] != 503]
+        for r in queued:
+            h.expect_problem(r, 400, "oauth_callback_invalid", "a queued callback with an unrecorded state")
+        for i, r in enumerate(slow):
+            expect_eq(r[0], 200, f"slow callback {i} (body {r[2][:300]!r})")
+        # the queue is free again
+        h.expect_problem(s.get("/v1/xero/callback?" + queries[0]), 400, "oauth_callback_invalid", "after the burst")
 
 
 def test_missing_or_bad_settings_are_named():

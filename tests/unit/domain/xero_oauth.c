@@ -2,10 +2,11 @@
 /*
  * Tests of gateway/domain/xero_oauth.c that need no network or database: the signed state of an authorization
  * request (round trip; refused when altered, expired, too far in the future, or signed with another
- * key), the authorize URL (percent-encoded by the codec of infra/crypto.c) with the settings it needs, the
- * settings check the command line runs first, the summary line of a connection, and the error every failure
- * carries (xero_connect_failed, 502: what the callback answers). The network and database paths are covered
- * end to end by tests/integration/test_xero_oauth.py.
+ * key), its nonce (the one the authorize URL records), the loop's check of it (a 400, no database), the authorize
+ * URL (percent-encoded by the codec of infra/crypto.c) with the settings it needs, the settings check the command
+ * line runs first, the summary line of a connection, and the error every failure carries (xero_connect_failed,
+ * 502, for a missing setting; oauth_callback_invalid, 400, for a bad state or no code). The network and database
+ * paths (the refresh lease, the single-use state) are covered end to end by tests/integration/test_xero_oauth.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,48 +28,99 @@ static const char key1_hex[] = "101112131415161718191a1b1c1d1e1f2021222324252627
 static void test_state_round_trip(void **state)
 {
     char st[GW_XERO_STATE_MAX];
-    int64_t org = 0;
+    gw_xero_state_t got = {0};
     const int64_t now = 1700000000;
-    assert_int_equal(gw_xero_state_make(key1, 42, now, st, sizeof(st)), 0);
+    assert_int_equal(gw_xero_state_make(key1, 42, now, st, sizeof(st), NULL), 0);
     assert_true(strlen(st) > 40);
     assert_int_equal(strspn(st, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), strlen(st));
-    assert_int_equal(gw_xero_state_check(key1, st, now, &org), 0);
-    assert_int_equal(org, 42);
-    org = 0;
-    assert_int_equal(gw_xero_state_check(key1, st, now + GW_XERO_STATE_TTL - 1, &org), 0);
-    assert_int_equal(org, 42);
+    assert_int_equal(gw_xero_state_check(key1, st, now, &got), 0);
+    assert_int_equal(got.organisation_id, 42);
+    got = (gw_xero_state_t){0};
+    assert_int_equal(gw_xero_state_check(key1, st, now + GW_XERO_STATE_TTL - 1, &got), 0);
+    assert_int_equal(got.organisation_id, 42);
     /* two states for the same organisation differ (a random nonce) */
     char st2[GW_XERO_STATE_MAX];
-    assert_int_equal(gw_xero_state_make(key1, 42, now, st2, sizeof(st2)), 0);
+    assert_int_equal(gw_xero_state_make(key1, 42, now, st2, sizeof(st2), NULL), 0);
     assert_string_not_equal(st, st2);
     /* a large organisation id survives */
-    assert_int_equal(gw_xero_state_make(key1, INT64_MAX, now, st, sizeof(st)), 0);
-    assert_int_equal(gw_xero_state_check(key1, st, now, &org), 0);
-    assert_int_equal(org, INT64_MAX);
+    assert_int_equal(gw_xero_state_make(key1, INT64_MAX, now, st, sizeof(st), NULL), 0);
+    assert_int_equal(gw_xero_state_check(key1, st, now, &got), 0);
+    assert_int_equal(got.organisation_id, INT64_MAX);
     /* too small a buffer */
-    assert_int_equal(gw_xero_state_make(key1, 1, now, st, 20), -1);
+    assert_int_equal(gw_xero_state_make(key1, 1, now, st, 20, NULL), -1);
+}
+
+/* What a state says is what it was made with: the nonce the callback consumes is the one --authorize recorded. */
+static void test_state_nonce(void **state)
+{
+    char st[GW_XERO_STATE_MAX], st2[GW_XERO_STATE_MAX];
+    gw_xero_state_t made = {0}, made2 = {0}, got = {0};
+    const int64_t now = 1700000000;
+    assert_int_equal(gw_xero_state_make(key1, 42, now, st, sizeof(st), &made), 0);
+    assert_int_equal(made.organisation_id, 42);
+    assert_int_equal(made.expires_at, now + GW_XERO_STATE_TTL);
+    assert_int_equal(strlen(made.nonce), 32);
+    assert_int_equal(strspn(made.nonce, "0123456789abcdef"), 32);
+    assert_int_equal(gw_xero_state_check(key1, st, now + 5, &got), 0);
+    assert_int_equal(got.organisation_id, 42);
+    assert_int_equal(got.expires_at, now + GW_XERO_STATE_TTL);
+    assert_string_equal(got.nonce, made.nonce);
+    assert_int_equal(gw_xero_state_make(key1, 42, now, st2, sizeof(st2), &made2), 0);
+    assert_string_not_equal(made.nonce, made2.nonce);
+}
+
+/* gw_xero_state_verify: what the callback's event loop runs, with the key of the configuration and no database:
+ * a forged or expired state is a 400 oauth_callback_invalid (not the 502 of a failed connection), a missing key
+ * names the setting. */
+static void test_state_verify(void **state)
+{
+    gw_config_t cfg = {.secret_key = (char *)key1_hex};
+    char st[GW_XERO_STATE_MAX];
+    gw_xero_state_t made, got = {0};
+    gw_err_t err = GW_ERR_INIT;
+    const int64_t now = (int64_t)time(NULL);
+    assert_int_equal(gw_xero_state_make(key1, 3, now, st, sizeof(st), &made), 0);
+    assert_int_equal(gw_xero_state_verify(&cfg, st, now, &got, &err), 0);
+    assert_null(err.code);
+    assert_int_equal(got.organisation_id, 3);
+    assert_string_equal(got.nonce, made.nonce);
+
+    assert_int_equal(gw_xero_state_verify(&cfg, st, now + GW_XERO_STATE_TTL, &got, &err), -1);
+    assert_ptr_equal(err.code, gw_err_oauth_callback_invalid);
+    assert_int_equal(err.status, 400);
+    assert_non_null(strstr(err.detail, "invalid or has expired"));
+    gw_err_clear(&err);
+    st[10] = st[10] == 'A' ? 'B' : 'A';
+    assert_int_equal(gw_xero_state_verify(&cfg, st, now, &got, &err), -1);
+    assert_ptr_equal(err.code, gw_err_oauth_callback_invalid);
+    assert_int_equal(err.status, 400);
+    gw_err_clear(&err);
+    cfg.secret_key = NULL;
+    assert_int_equal(gw_xero_state_verify(&cfg, st, now, &got, &err), -1);
+    assert_ptr_equal(err.code, gw_err_xero_connect_failed);
+    assert_non_null(strstr(err.detail, "SETTLED_SECRET_KEY"));
 }
 
 static void test_state_expires(void **state)
 {
     char st[GW_XERO_STATE_MAX];
-    int64_t org = 0;
+    gw_xero_state_t got = {0};
     const int64_t now = 1700000000;
-    assert_int_equal(gw_xero_state_make(key1, 7, now, st, sizeof(st)), 0);
-    assert_int_equal(gw_xero_state_check(key1, st, now + GW_XERO_STATE_TTL, &org), -1);
-    assert_int_equal(gw_xero_state_check(key1, st, now + 86400, &org), -1);
+    assert_int_equal(gw_xero_state_make(key1, 7, now, st, sizeof(st), NULL), 0);
+    assert_int_equal(gw_xero_state_check(key1, st, now + GW_XERO_STATE_TTL, &got), -1);
+    assert_int_equal(gw_xero_state_check(key1, st, now + 86400, &got), -1);
     /* a state from the future (a clock far behind) is refused too */
-    assert_int_equal(gw_xero_state_check(key1, st, now - 3600, &org), -1);
-    assert_int_equal(org, 0);
+    assert_int_equal(gw_xero_state_check(key1, st, now - 3600, &got), -1);
+    assert_int_equal(got.organisation_id, 0);
 }
 
 static void test_state_refuses_tampering(void **state)
 {
     static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     char st[GW_XERO_STATE_MAX], copy[GW_XERO_STATE_MAX + 2];
-    int64_t org = 0;
+    gw_xero_state_t got = {0};
     const int64_t now = 1700000000;
-    assert_int_equal(gw_xero_state_make(key1, 42, now, st, sizeof(st)), 0);
+    assert_int_equal(gw_xero_state_make(key1, 42, now, st, sizeof(st), NULL), 0);
     size_t len = strlen(st);
     /* every character changed to every other character of the alphabet */
     for (size_t i = 0; i != len; ++i) {
@@ -77,7 +129,7 @@ static void test_state_refuses_tampering(void **state)
                 continue;
             memcpy(copy, st, len + 1);
             copy[i] = *c;
-            if (gw_xero_state_check(key1, copy, now, &org) != -1)
+            if (gw_xero_state_check(key1, copy, now, &got) != -1)
                 fail_msg("state with character %zu changed to '%c' was accepted", i, *c);
         }
     }
@@ -85,30 +137,30 @@ static void test_state_refuses_tampering(void **state)
     for (size_t n = 0; n != len; ++n) {
         memcpy(copy, st, n);
         copy[n] = '\0';
-        assert_int_equal(gw_xero_state_check(key1, copy, now, &org), -1);
+        assert_int_equal(gw_xero_state_check(key1, copy, now, &got), -1);
     }
     snprintf(copy, sizeof(copy), "%sA", st);
-    assert_int_equal(gw_xero_state_check(key1, copy, now, &org), -1);
+    assert_int_equal(gw_xero_state_check(key1, copy, now, &got), -1);
     snprintf(copy, sizeof(copy), "%s=", st);
-    assert_int_equal(gw_xero_state_check(key1, copy, now, &org), -1);
-    assert_int_equal(gw_xero_state_check(key1, "", now, &org), -1);
-    assert_int_equal(gw_xero_state_check(key1, NULL, now, &org), -1);
-    assert_int_equal(gw_xero_state_check(key1, "not a state at all", now, &org), -1);
-    assert_int_equal(org, 0);
+    assert_int_equal(gw_xero_state_check(key1, copy, now, &got), -1);
+    assert_int_equal(gw_xero_state_check(key1, "", now, &got), -1);
+    assert_int_equal(gw_xero_state_check(key1, NULL, now, &got), -1);
+    assert_int_equal(gw_xero_state_check(key1, "not a state at all", now, &got), -1);
+    assert_int_equal(got.organisation_id, 0);
     /* the original still passes */
-    assert_int_equal(gw_xero_state_check(key1, st, now, &org), 0);
+    assert_int_equal(gw_xero_state_check(key1, st, now, &got), 0);
 }
 
 static void test_state_refuses_another_key(void **state)
 {
     unsigned char key2[32];
     char st[GW_XERO_STATE_MAX];
-    int64_t org = 0;
+    gw_xero_state_t got = {0};
     memcpy(key2, key1, 32);
     key2[0] ^= 0x80;
-    assert_int_equal(gw_xero_state_make(key2, 42, 1700000000, st, sizeof(st)), 0);
-    assert_int_equal(gw_xero_state_check(key1, st, 1700000000, &org), -1);
-    assert_int_equal(gw_xero_state_check(key2, st, 1700000000, &org), 0);
+    assert_int_equal(gw_xero_state_make(key2, 42, 1700000000, st, sizeof(st), NULL), 0);
+    assert_int_equal(gw_xero_state_check(key1, st, 1700000000, &got), -1);
+    assert_int_equal(gw_xero_state_check(key2, st, 1700000000, &got), 0);
 }
 
 /* The value of query parameter name in url, percent-decoded (malloc'd), or NULL. */
@@ -161,7 +213,10 @@ static void test_authorize_url(void **state)
 {
     gw_config_t cfg = url_config();
     gw_err_t err = GW_ERR_INIT;
-    char *url = gw_xero_authorize_url(&cfg, 9, &err);
+    char made[GW_XERO_STATE_MAX];
+    gw_xero_state_t ms;
+    assert_int_equal(gw_xero_state_make(key1, 9, (int64_t)time(NULL), made, sizeof(made), &ms), 0);
+    char *url = gw_xero_authorize_url_with(&cfg, made, &err);
     if (url == NULL)
         fail_msg("%s", err.detail);
     const char prefix[] = "https://login.xero.com/identity/connect/authorize?";
@@ -174,15 +229,17 @@ static void test_authorize_url(void **state)
     assert_non_null(strstr(url, "&scope=offline_access%20accounting.transactions%20accounting.contacts&"));
     char *st = query_param(url, "state");
     assert_non_null(st);
-    int64_t org = 0;
-    assert_int_equal(gw_xero_state_check(key1, st, (int64_t)time(NULL), &org), 0);
-    assert_int_equal(org, 9);
+    assert_string_equal(st, made);
+    gw_xero_state_t got = {0};
+    assert_int_equal(gw_xero_state_check(key1, st, (int64_t)time(NULL), &got), 0);
+    assert_int_equal(got.organisation_id, 9);
+    assert_string_equal(got.nonce, ms.nonce);
     free(st);
     free(url);
 
     /* a configured login base, with a trailing slash */
     cfg.xero_login_base = "http://127.0.0.1:9999/";
-    url = gw_xero_authorize_url(&cfg, 9, &err);
+    url = gw_xero_authorize_url_with(&cfg, made, &err);
     assert_non_null(url);
     const char mock[] = "http://127.0.0.1:9999/identity/connect/authorize?response_type=code&client_id=CLIENT-ID-1&";
     assert_memory_equal(url, mock, sizeof(mock) - 1);
@@ -203,7 +260,8 @@ static void expect_failure(const gw_err_t *err, const char *want)
 static void expect_url_error(gw_config_t cfg, const char *key_name)
 {
     gw_err_t err = GW_ERR_INIT;
-    char *url = gw_xero_authorize_url(&cfg, 1, &err);
+    /* the settings are checked before the session (NULL here) is used */
+    char *url = gw_xero_authorize_url(NULL, &cfg, 1, &err);
     if (url != NULL)
         fail_msg("a URL was built without %s: %s", key_name, url);
     expect_failure(&err, key_name);
@@ -227,11 +285,14 @@ static void test_authorize_url_names_missing_settings(void **state)
     cfg.secret_key = "too-short-secret-key-value";
     expect_url_error(cfg, "SETTLED_SECRET_KEY");
     gw_err_t err = GW_ERR_INIT;
-    assert_null(gw_xero_authorize_url(&cfg, 1, &err));
+    assert_null(gw_xero_authorize_url(NULL, &cfg, 1, &err));
     assert_null(strstr(err.detail, "too-short-secret-key-value"));
     cfg = url_config();
     cfg.xero_scopes = "";
     expect_url_error(cfg, "SETTLED_XERO_SCOPES");
+    gw_err_clear(&err);
+    assert_null(gw_xero_authorize_url_with(&cfg, "state", &err));
+    expect_failure(&err, "SETTLED_XERO_SCOPES");
 }
 
 /* The token calls refuse to run without their settings, before any network or database use. */
@@ -247,7 +308,7 @@ static void test_token_calls_name_missing_settings(void **state)
     assert_int_equal(c.tenants.n, 0);
     gw_xero_connection_free(&c);
     gw_err_clear(&err);
-    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "code", "state", &c, &err), -1);
+    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "code", "state", NULL, &c, &err), -1);
     expect_failure(&err, "SETTLED_XERO_CLIENT_SECRET");
     cfg = url_config();
     cfg.xero_client_secret = "s3cret";
@@ -262,17 +323,21 @@ static void test_token_calls_name_missing_settings(void **state)
     assert_int_equal(gw_xero_access_token(NULL, &cfg, 1, false, &token, msg, sizeof(msg)), -1);
     assert_null(token);
     assert_non_null(strstr(msg, "SETTLED_SECRET_KEY"));
-    /* a bad state is refused before the code is exchanged */
+    /* a bad state is refused (400) before the database (NULL here) or the code is used */
     cfg.secret_key = (char *)key1_hex;
     gw_err_clear(&err);
-    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "code", "forged", &c, &err), -1);
-    expect_failure(&err, "invalid or has expired");
+    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "code", "forged", "req-1", &c, &err), -1);
+    assert_ptr_equal(err.code, gw_err_oauth_callback_invalid);
+    assert_int_equal(err.status, 400);
+    assert_non_null(strstr(err.detail, "invalid or has expired"));
     /* so is a good state without a code */
     char st[GW_XERO_STATE_MAX];
-    assert_int_equal(gw_xero_state_make(key1, 5, (int64_t)time(NULL), st, sizeof(st)), 0);
+    assert_int_equal(gw_xero_state_make(key1, 5, (int64_t)time(NULL), st, sizeof(st), NULL), 0);
     gw_err_clear(&err);
-    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "", st, &c, &err), -1);
-    expect_failure(&err, "no authorization code");
+    assert_int_equal(gw_xero_complete_authorization(NULL, &cfg, "", st, NULL, &c, &err), -1);
+    assert_ptr_equal(err.code, gw_err_oauth_callback_invalid);
+    assert_int_equal(err.status, 400);
+    assert_non_null(strstr(err.detail, "no authorization code"));
 }
 
 /* The command line names the first missing setting of what it is about to do, in a fixed order. */
@@ -354,6 +419,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_state_round_trip),
+        cmocka_unit_test(test_state_nonce),
+        cmocka_unit_test(test_state_verify),
         cmocka_unit_test(test_state_expires),
         cmocka_unit_test(test_state_refuses_tampering),
         cmocka_unit_test(test_state_refuses_another_key),

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include "offload.h"
@@ -56,6 +57,13 @@ static void on_done_count(void *arg)
 {
     on_done(arg);
     ++done_total;
+}
+
+/* done for a task the call owns: counts, then frees it */
+static void on_done_count_free(void *arg)
+{
+    on_done_count(arg);
+    free(arg);
 }
 
 static void on_release(void *arg)
@@ -109,7 +117,7 @@ static void test_done_runs_on_the_loop_exactly_once(void **state)
     gw_offload_loop_t *ol = gw_offload_loop_create(pool, loop);
     task_t t = {0};
     done_total = 0;
-    assert_non_null(gw_offload_run(ol, on_work, on_done_count, NULL, &t));
+    assert_non_null(gw_offload_run(ol, on_work, on_done_count, NULL, &t, NULL));
     run_until(loop, &done_total, 1);
     /* more turns of the loop change nothing */
     for (int i = 0; i != 5; ++i)
@@ -127,13 +135,13 @@ static void test_hundred_tasks(void **state)
 {
     loop_thread = pthread_self();
     h2o_evloop_t *loop = h2o_evloop_create();
-    gw_offload_t *pool = gw_offload_create(4);
+    gw_offload_t *pool = gw_offload_create_bounded(4, 100); /* room for all of them at once */
     assert_non_null(pool);
     gw_offload_loop_t *ol = gw_offload_loop_create(pool, loop);
     task_t *tasks = calloc(100, sizeof(task_t));
     done_total = 0;
     for (int i = 0; i != 100; ++i)
-        assert_non_null(gw_offload_run(ol, on_work, on_done_count, NULL, &tasks[i]));
+        assert_non_null(gw_offload_run(ol, on_work, on_done_count, NULL, &tasks[i], NULL));
     run_until(loop, &done_total, 100);
     for (int i = 0; i != 5; ++i)
         h2o_evloop_run(loop, 5);
@@ -174,12 +182,12 @@ static void test_detach_releases_and_never_runs_done(void **state)
 
     /* a running call, blocked on the gate */
     task_t *running = new_task(&gate, &finished, &released);
-    gw_offload_call_t *running_call = gw_offload_run(ol, on_work, on_done_unexpected, on_release, running);
+    gw_offload_call_t *running_call = gw_offload_run(ol, on_work, on_done_unexpected, on_release, running, NULL);
     assert_non_null(running_call);
     wait_atomic(&running->started, 1); /* the thread has it */
     /* a queued call behind it */
     task_t *queued = new_task(NULL, &queued_work, &released);
-    gw_offload_call_t *queued_call = gw_offload_run(ol, on_work, on_done_unexpected, on_release, queued);
+    gw_offload_call_t *queued_call = gw_offload_run(ol, on_work, on_done_unexpected, on_release, queued, NULL);
     assert_non_null(queued_call);
 
     gw_offload_detach(queued_call);
@@ -196,7 +204,7 @@ static void test_detach_releases_and_never_runs_done(void **state)
 
     /* a call whose work has returned but whose done has not run yet */
     task_t *done_pending = new_task(NULL, &finished, &released);
-    gw_offload_call_t *pending_call = gw_offload_run(ol, on_work, on_done_unexpected, on_release, done_pending);
+    gw_offload_call_t *pending_call = gw_offload_run(ol, on_work, on_done_unexpected, on_release, done_pending, NULL);
     assert_non_null(pending_call);
     wait_atomic(&finished, 2);
     gw_offload_detach(pending_call);
@@ -204,7 +212,7 @@ static void test_detach_releases_and_never_runs_done(void **state)
 
     /* a detached call without release: nothing to free, nothing runs */
     task_t plain = {0};
-    gw_offload_call_t *plain_call = gw_offload_run(ol, on_work, on_done_unexpected, NULL, &plain);
+    gw_offload_call_t *plain_call = gw_offload_run(ol, on_work, on_done_unexpected, NULL, &plain, NULL);
     assert_non_null(plain_call);
     gw_offload_detach(plain_call);
     for (int i = 0; i != 20 && atomic_load(&plain.work_runs) == 0; ++i)
@@ -212,7 +220,7 @@ static void test_detach_releases_and_never_runs_done(void **state)
 
     /* and a normal call still works after all that */
     task_t normal = {0};
-    assert_non_null(gw_offload_run(ol, on_work, on_done_count, on_release, &normal));
+    assert_non_null(gw_offload_run(ol, on_work, on_done_count, on_release, &normal, NULL));
     run_until(loop, &done_total, 1);
     assert_int_equal(normal.done_runs, 1);
     assert_int_equal(released, 3);
@@ -241,15 +249,16 @@ static void test_loop_destroy_releases_pending_calls(void **state)
     int released = 0;
 
     /* finished, its wake-up message in flight */
-    assert_non_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, new_task(NULL, &finished, &released)));
+    assert_non_null(
+        gw_offload_run(ol, on_work, on_done_unexpected, on_release, new_task(NULL, &finished, &released), NULL));
     wait_atomic(&finished, 1);
     /* running, released once the gate opens */
     task_t *blocked = new_task(&gate, &finished, &released);
-    assert_non_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, blocked));
+    assert_non_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, blocked, NULL));
     /* queued behind it */
     for (int i = 0; i != 3; ++i)
         assert_non_null(
-            gw_offload_run(ol, on_work, on_done_unexpected, on_release, new_task(NULL, &finished, &released)));
+            gw_offload_run(ol, on_work, on_done_unexpected, on_release, new_task(NULL, &finished, &released), NULL));
     wait_atomic(&blocked->started, 1);
     pthread_t opener;
     assert_int_equal(pthread_create(&opener, NULL, open_gate_later, &gate), 0);
@@ -291,7 +300,7 @@ static void *run_second_loop(void *arg)
     for (int i = 0; i != 50; ++i) {
         owned_task_t *t = malloc(sizeof(*t));
         *t = (owned_task_t){ctx, pthread_self()};
-        if (gw_offload_run(ol, NULL, on_owned_done, free, t) == NULL)
+        if (gw_offload_run(ol, NULL, on_owned_done, free, t, NULL) == NULL)
             ctx->ok = false;
     }
     time_t deadline = time(NULL) + 10;
@@ -305,7 +314,7 @@ static void *run_second_loop(void *arg)
 
 static void test_two_loops_share_a_pool(void **state)
 {
-    gw_offload_t *pool = gw_offload_create(3);
+    gw_offload_t *pool = gw_offload_create_bounded(3, 100);
     assert_non_null(pool);
     loop_ctx_t a = {.pool = pool, .ok = true}, b = {.pool = pool, .ok = true};
     pthread_t ta, tb;
@@ -320,6 +329,95 @@ static void test_two_loops_share_a_pool(void **state)
     gw_offload_destroy(pool);
 }
 
+/* The queue is bounded: with the thread busy, max_queued calls wait and the next one is refused at once with a 503
+ * (and none of its callbacks ever runs); a slot comes back when a queued call is taken, cancelled or finished. The
+ * server's pool (gw_offload_create) holds GW_OFFLOAD_QUEUE_MAX. */
+static void test_queue_is_bounded(void **state)
+{
+    loop_thread = pthread_self();
+    h2o_evloop_t *loop = h2o_evloop_create();
+    gw_offload_t *pool = gw_offload_create_bounded(1, 3);
+    assert_non_null(pool);
+    gw_offload_loop_t *ol = gw_offload_loop_create(pool, loop);
+    atomic_int gate = 0, finished = 0;
+    int released = 0;
+    done_total = 0;
+
+    task_t *blocked = new_task(&gate, &finished, &released);
+    assert_non_null(gw_offload_run(ol, on_work, on_done_count_free, on_release, blocked, NULL));
+    wait_atomic(&blocked->started, 1); /* running: not counted */
+    gw_offload_call_t *queued[3];
+    task_t *qt[3];
+    for (int i = 0; i != 3; ++i) {
+        qt[i] = new_task(NULL, &finished, &released);
+        gw_err_t err = GW_ERR_INIT;
+        assert_non_null(queued[i] = gw_offload_run(ol, on_work, on_done_count_free, on_release, qt[i], &err));
+        assert_null(err.code);
+    }
+    task_t refused = {0};
+    gw_err_t err = GW_ERR_INIT;
+    assert_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, &refused, &err));
+    assert_ptr_equal(err.code, gw_err_store_unavailable);
+    assert_int_equal(err.status, 503);
+    assert_non_null(strstr(err.detail, "busy"));
+    /* a cancelled call gives its slot back */
+    gw_offload_detach(queued[0]);
+    run_until(loop, &released, 1);
+    task_t *again = new_task(NULL, &finished, &released);
+    gw_err_clear(&err);
+    assert_non_null(gw_offload_run(ol, on_work, on_done_count_free, on_release, again, &err));
+    gw_err_clear(&err);
+    assert_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, &refused, &err));
+    assert_ptr_equal(err.code, gw_err_store_unavailable);
+    /* the refused call never ran anything, on either side */
+    for (int i = 0; i != 5; ++i)
+        h2o_evloop_run(loop, 5);
+    assert_int_equal(atomic_load(&refused.work_runs), 0);
+    assert_int_equal(refused.done_runs + refused.release_runs, 0);
+
+    /* once the thread is free, the queue drains and takes calls again */
+    atomic_store(&gate, 1);
+    run_until(loop, &done_total, 4); /* blocked, queued[1], queued[2], again */
+    assert_int_equal(atomic_load(&finished), 4);
+    for (int i = 0; i != 3; ++i) {
+        task_t *t = new_task(NULL, &finished, &released);
+        assert_non_null(gw_offload_run(ol, on_work, on_done_count_free, on_release, t, NULL));
+    }
+    run_until(loop, &done_total, 7);
+    gw_offload_loop_destroy(ol);
+    gw_offload_destroy(pool);
+    finish_loop(loop);
+}
+
+/* The server's pool: GW_OFFLOAD_QUEUE_MAX calls wait behind a busy thread, the next is refused. */
+static void test_default_bound(void **state)
+{
+    loop_thread = pthread_self();
+    h2o_evloop_t *loop = h2o_evloop_create();
+    gw_offload_t *pool = gw_offload_create(1);
+    assert_non_null(pool);
+    gw_offload_loop_t *ol = gw_offload_loop_create(pool, loop);
+    atomic_int gate = 0, finished = 0;
+    int released = 0;
+    task_t *blocked = new_task(&gate, &finished, &released);
+    assert_non_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, blocked, NULL));
+    wait_atomic(&blocked->started, 1);
+    for (int i = 0; i != GW_OFFLOAD_QUEUE_MAX; ++i)
+        assert_non_null(
+            gw_offload_run(ol, on_work, on_done_unexpected, on_release, new_task(NULL, &finished, &released), NULL));
+    task_t refused = {0};
+    gw_err_t err = GW_ERR_INIT;
+    assert_null(gw_offload_run(ol, on_work, on_done_unexpected, on_release, &refused, &err));
+    assert_int_equal(err.status, 503);
+    pthread_t opener;
+    assert_int_equal(pthread_create(&opener, NULL, open_gate_later, &gate), 0);
+    gw_offload_loop_destroy(ol); /* releases every one of them */
+    pthread_join(opener, NULL);
+    assert_int_equal(released, GW_OFFLOAD_QUEUE_MAX + 1);
+    gw_offload_destroy(pool);
+    finish_loop(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +426,8 @@ int main(void)
         cmocka_unit_test(test_detach_releases_and_never_runs_done),
         cmocka_unit_test(test_loop_destroy_releases_pending_calls),
         cmocka_unit_test(test_two_loops_share_a_pool),
+        cmocka_unit_test(test_queue_is_bounded),
+        cmocka_unit_test(test_default_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

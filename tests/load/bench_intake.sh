@@ -262,8 +262,9 @@ pg_ticks() {
     # shellcheck disable=SC2046 # one word per pid
     echo $((t + $(cpu_ticks $(child_pids "$pm"))))
 }
-# pg_settle DB: waits (at most 10 s) until no backend of DB is left, reaped by the postmaster: a backend that ends
-# while pg_ticks runs could otherwise be missed both as a live child and in the postmaster's cutime
+# pg_settle DB: waits (at most 10 s) until no client backend of DB is left, reaped by the postmaster: a backend that
+# ends while pg_ticks runs could otherwise be missed both as a live child and in the postmaster's cutime. (Client
+# backends are titled "postgres: settled DB 127.0.0.1(port) ..."; an autovacuum worker on DB may go on working.)
 pg_settle() {
     local pm c busy
     pm=$(head -n 1 "$pgdata/postmaster.pid")
@@ -271,7 +272,7 @@ pg_settle() {
         busy=no
         for c in $(child_pids "$pm"); do
             if grep -q "^State:[[:space:]]*Z" "/proc/$c/status" 2>/dev/null ||
-                tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -q " $1 "; then
+                tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null | grep -q "^postgres: settled $1 "; then
                 busy=yes
                 break
             fi

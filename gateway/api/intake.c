@@ -31,13 +31,18 @@ static const gw_db_statement_t statements[STMT_MAX] = {
      "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8) "
      "ON CONFLICT (provider, source, event_id) DO NOTHING",
      12,
-     /* the single-event deliveries of a batch are one multi-row INSERT; each learns its row by its correlation id */
+     /* the single-event deliveries of a batch are one INSERT over arrays; each learns its row by its correlation id */
      "INSERT INTO inbox_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
-     "body, headers, verified_at, received_at, correlation_id) VALUES",
-     "($1::bigint, $2, $3, $9, $10, $11, $12, $4::bytea, $5::jsonb, "
-     "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
-     "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8)",
-     "ON CONFLICT (provider, source, event_id) DO NOTHING RETURNING correlation_id", 7},
+     "body, headers, verified_at, received_at, correlation_id) "
+     "SELECT u.org::bigint, u.provider, u.source, u.account, u.event_id, u.event_type, u.resource_id, u.body, "
+     "u.headers::jsonb, 'epoch'::timestamptz + u.verified::bigint * interval '1 microsecond', "
+     "'epoch'::timestamptz + u.received::bigint * interval '1 microsecond', u.correlation_id "
+     "FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::text[], "
+     "$9::text[], $10::text[], $11::text[], $12::text[]) "
+     "AS u(org, provider, source, body, headers, verified, received, correlation_id, account, event_id, event_type, "
+     "resource_id) "
+     "ON CONFLICT (provider, source, event_id) DO NOTHING RETURNING correlation_id",
+     7},
     {"intake_insert_events",
      "WITH e AS (SELECT * FROM jsonb_to_recordset($9::jsonb) "
      "             AS e(account text, event_id text, event_type text, resource_id text)), "

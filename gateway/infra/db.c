@@ -65,12 +65,11 @@ struct st_gw_db_conn_t {
     bool unresolved;          /* failing for want of an address: resolve.c logs that, once */
 };
 
-/* The merged variants of a mergeable statement: one prepared statement per size 2, 4, ... GW_DB_MERGE_MAX. */
-#define MERGE_SIZES 6       /* log2(GW_DB_MERGE_MAX) */
+/* The merged variant of a mergeable statement, prepared as <name>_m. */
 #define MERGE_PARAMS_MAX 16 /* parameters of one job of a mergeable statement */
 typedef struct st_merged_t {
     const gw_db_statement_t *stmt;
-    char *names[MERGE_SIZES], *sqls[MERGE_SIZES];
+    char *name;
 } merged_t;
 
 /* One host of the URL (libpq accepts a list: host=a,b port=5432,5433). */
@@ -457,12 +456,11 @@ static void start_prepare(gw_db_conn_t *c)
         }
     }
     for (size_t i = 0; i != db->nmerged; ++i)
-        for (size_t k = 0; k != MERGE_SIZES; ++k)
-            if (PQsendPrepare(c->pg, db->merged[i].names[k], db->merged[i].sqls[k],
-                              db->merged[i].stmt->nparams << (k + 1), NULL) != 1) {
-                disconnect(c, pq_error(c));
-                return;
-            }
+        if (PQsendPrepare(c->pg, db->merged[i].name, db->merged[i].stmt->merge_sql, db->merged[i].stmt->nparams,
+                          NULL) != 1) {
+            disconnect(c, pq_error(c));
+            return;
+        }
     if (PQpipelineSync(c->pg) != 1 || flush_out(c) != 0) {
         disconnect(c, pq_error(c));
         return;
@@ -501,11 +499,11 @@ static const merged_t *merged_of(const gw_db_t *db, const gw_db_statement_t *stm
     return NULL;
 }
 
-/* How many of the jobs at the head of the queue (at most max) run merged with the first: the largest power of two
- * of the run of queued jobs of its (mergeable) statement; 1 when it runs alone. */
+/* How many of the jobs at the head of the queue (at most max) run merged with the first: the run of queued jobs of its
+ * (mergeable) statement, up to GW_DB_MERGE_MAX; 1 when it runs alone. */
 static size_t merge_count(const gw_db_t *db, const gw_db_job_t *first, size_t max)
 {
-    if (first->isolate || first->stmt->merge_row == NULL || first->stmt->nparams > MERGE_PARAMS_MAX || max < 2)
+    if (first->isolate || first->stmt->merge_sql == NULL || first->stmt->nparams > MERGE_PARAMS_MAX || max < 2)
         return 1;
     size_t run = 0;
     for (const h2o_linklist_t *l = &first->_link; l != &db->queue && run != max && run != GW_DB_MERGE_MAX;
@@ -514,10 +512,7 @@ static size_t merge_count(const gw_db_t *db, const gw_db_job_t *first, size_t ma
         if (job->stmt != first->stmt || job->isolate)
             break;
     }
-    size_t n = 1;
-    while (n * 2 <= run)
-        n *= 2;
-    return n;
+    return run;
 }
 
 /* Moves job from the queue into c's batch. */
@@ -534,27 +529,74 @@ static void take_job(gw_db_conn_t *c, gw_db_job_t *job, size_t group)
     ++c->batch_size;
 }
 
-/* Sends the n jobs at the head of the queue as one merged statement. Returns 0, or -1 (the jobs stay queued). */
+static char *put_be32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24), p[1] = (char)(v >> 16), p[2] = (char)(v >> 8), p[3] = (char)v;
+    return p + 4;
+}
+
+#define OID_BYTEA 17
+#define OID_TEXT 25
+
+/*
+ * Sends the n jobs at the head of the queue as one merged statement: parameter k becomes a one-dimensional array of
+ * the n jobs' values of it, in PostgreSQL's binary array format (array_recv): ndim, has-nulls flag, element type,
+ * then the dimension's size and lower bound, then each element as its length (-1: NULL) and bytes. A text value's
+ * binary form is its bytes, as is a bytea's. Returns 0, or -1 (the jobs stay queued).
+ */
 static int send_merged(gw_db_conn_t *c, gw_db_job_t *first, size_t n)
 {
     gw_db_t *db = c->db;
     const merged_t *m = merged_of(db, first->stmt);
-    size_t k = 0, per = (size_t)first->stmt->nparams;
-    while (((size_t)2 << k) != n)
-        ++k;
+    int per = first->stmt->nparams;
     if (m == NULL || per > MERGE_PARAMS_MAX || n > GW_DB_MERGE_MAX)
         return -1;
-    /* zeroed: the compiler cannot see that the loop below fills the n * per entries PostgreSQL reads */
-    const char *values[GW_DB_MERGE_MAX * MERGE_PARAMS_MAX] = {NULL};
-    int lengths[GW_DB_MERGE_MAX * MERGE_PARAMS_MAX] = {0}, formats[GW_DB_MERGE_MAX * MERGE_PARAMS_MAX] = {0};
+    const char *values[MERGE_PARAMS_MAX];
+    int lengths[MERGE_PARAMS_MAX], formats[MERGE_PARAMS_MAX];
+    size_t size[MERGE_PARAMS_MAX], total = 0;
+    bool binary[MERGE_PARAMS_MAX], nulls[MERGE_PARAMS_MAX];
+    for (int k = 0; k != per; ++k) {
+        size[k] = 20 + 4 * n;
+        binary[k] = nulls[k] = false;
+    }
     h2o_linklist_t *l = &first->_link;
     for (size_t j = 0; j != n; ++j, l = l->next) {
-        gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
-        memcpy(values + j * per, job->values, per * sizeof(*values));
-        memcpy(lengths + j * per, job->lengths, per * sizeof(*lengths));
-        memcpy(formats + j * per, job->formats, per * sizeof(*formats));
+        const gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
+        for (int k = 0; k != per; ++k) {
+            if (job->values[k] == NULL)
+                nulls[k] = true;
+            else
+                size[k] += (size_t)job->lengths[k];
+            binary[k] |= job->formats[k] != 0;
+        }
     }
-    if (PQsendQueryPrepared(c->pg, m->names[k], (int)(n * per), values, lengths, formats, 0) != 1)
+    for (int k = 0; k != per; ++k)
+        total += size[k];
+    char *buf = gw_xmalloc(total), *p = buf;
+    for (int k = 0; k != per; ++k) {
+        values[k] = p;
+        lengths[k] = (int)size[k];
+        formats[k] = 1;
+        p = put_be32(p, 1);
+        p = put_be32(p, nulls[k] ? 1 : 0);
+        p = put_be32(p, binary[k] ? OID_BYTEA : OID_TEXT);
+        p = put_be32(p, (uint32_t)n);
+        p = put_be32(p, 1);
+        l = &first->_link;
+        for (size_t j = 0; j != n; ++j, l = l->next) {
+            const gw_db_job_t *job = H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, l);
+            if (job->values[k] == NULL) {
+                p = put_be32(p, UINT32_MAX); /* -1 */
+                continue;
+            }
+            p = put_be32(p, (uint32_t)job->lengths[k]);
+            memcpy(p, job->values[k], (size_t)job->lengths[k]);
+            p += job->lengths[k];
+        }
+    }
+    int sent = PQsendQueryPrepared(c->pg, m->name, per, values, lengths, formats, 0);
+    free(buf); /* libpq has copied the parameters into its output buffer */
+    if (sent != 1)
         return -1;
     for (size_t j = 0; j != n; ++j)
         take_job(c, H2O_STRUCT_FROM_MEMBER(gw_db_job_t, _link, db->queue.next), j == 0 ? n : 0);
@@ -838,26 +880,11 @@ static void on_tick(h2o_timeout_entry_t *entry)
     h2o_timeout_link(db->loop, &db->tick_timeout, &db->tick_entry);
 }
 
-/* Appends template with every $N renumbered to $N + offset. */
-static void append_renumbered(char **p, const char *template, int offset)
-{
-    for (const char *t = template; *t != '\0';) {
-        if (*t == '$' && t[1] >= '0' && t[1] <= '9') {
-            char *end;
-            long n = strtol(t + 1, &end, 10);
-            *p += sprintf(*p, "$%ld", n + offset);
-            t = end;
-        } else {
-            *(*p)++ = *t++;
-        }
-    }
-}
-
-/* The merged variants of every mergeable statement, named <name>_m<rows>. */
+/* The merged variant of every mergeable statement, named <name>_m. */
 static void build_merged(gw_db_t *db)
 {
     for (size_t i = 0; i != db->nstmts; ++i)
-        if (db->stmts[i]->merge_row != NULL)
+        if (db->stmts[i]->merge_sql != NULL)
             ++db->nmerged;
     if (db->nmerged == 0)
         return;
@@ -865,26 +892,12 @@ static void build_merged(gw_db_t *db)
     size_t m = 0;
     for (size_t i = 0; i != db->nstmts; ++i) {
         const gw_db_statement_t *st = db->stmts[i];
-        if (st->merge_row == NULL)
+        if (st->merge_sql == NULL)
             continue;
         merged_t *mg = &db->merged[m++];
         mg->stmt = st;
-        for (size_t k = 0; k != MERGE_SIZES; ++k) {
-            size_t rows = (size_t)2 << k;
-            size_t cap = strlen(st->merge_head) + strlen(st->merge_tail) + 16 +
-                         rows * (strlen(st->merge_row) + 2 + 4 * (size_t)st->nparams);
-            char *sql = gw_xmalloc(cap), *p = sql;
-            p += sprintf(p, "%s ", st->merge_head);
-            for (size_t r = 0; r != rows; ++r) {
-                if (r != 0)
-                    *p++ = ',';
-                append_renumbered(&p, st->merge_row, (int)r * st->nparams);
-            }
-            p += sprintf(p, " %s", st->merge_tail);
-            mg->sqls[k] = sql;
-            mg->names[k] = gw_xmalloc(strlen(st->name) + 16);
-            sprintf(mg->names[k], "%s_m%zu", st->name, rows);
-        }
+        mg->name = gw_xmalloc(strlen(st->name) + 3);
+        sprintf(mg->name, "%s_m", st->name);
     }
 }
 
@@ -935,10 +948,7 @@ void gw_db_destroy(gw_db_t *db)
     h2o_timeout_dispose(db->loop, &db->zero_timeout);
     h2o_timeout_dispose(db->loop, &db->tick_timeout);
     for (size_t i = 0; i != db->nmerged; ++i)
-        for (size_t k = 0; k != MERGE_SIZES; ++k) {
-            free(db->merged[i].names[k]);
-            free(db->merged[i].sqls[k]);
-        }
+        free(db->merged[i].name);
     free(db->merged);
     free(db->conns);
     free(db);

@@ -25,15 +25,16 @@ typedef struct st_gw_db_statement_t {
     const char *sql;
     int nparams;
     /*
-     * Optional, for an INSERT of at most one row per job: jobs of this statement that are queued together run as
-     * one multi-row statement (2, 4, ... up to GW_DB_MERGE_MAX rows), so PostgreSQL runs one executor per batch
-     * instead of one per job. The merged statement is merge_head, then merge_row once per job with its parameters
-     * renumbered ($1 of the second job becomes $<nparams + 1>, ...), then merge_tail, which must end with a
-     * RETURNING of the value that parameter merge_key (0-based) binds for each row inserted: that is how each
-     * job learns whether its row was inserted. A merged statement that fails runs again job by job, so one bad job
-     * never fails its neighbours. NULL merge_row: never merged.
+     * Optional, for an INSERT of at most one row per job: jobs of this statement that are queued together (up to
+     * GW_DB_MERGE_MAX) run as one statement, merge_sql, so PostgreSQL parses, plans and starts one executor per
+     * batch instead of one per job. merge_sql takes the same nparams parameters, each an array of that parameter's
+     * values, one element per job in queue order: $k is text[] when the jobs pass parameter k as text, bytea[] when
+     * they pass it binary (the arrays travel in binary, so a body is never hex-encoded). It typically reads them
+     * with unnest($1::text[], ...), and must end with a RETURNING of the value that parameter merge_key (0-based)
+     * binds for each row inserted: that is how each job learns whether its row was inserted. A merged statement
+     * that fails runs again job by job, so one bad job never fails its neighbours. NULL merge_sql: never merged.
      */
-    const char *merge_head, *merge_row, *merge_tail;
+    const char *merge_sql;
     int merge_key;
 } gw_db_statement_t;
 

@@ -100,13 +100,20 @@ static void fake_dns(const char *name, const char *addr)
 
 static const gw_db_statement_t statements[] = {
     /* fails with division_by_zero when $2 is 0, so one job of a batch can be made to fail */
-    /* merged when several are queued together: one multi-row INSERT, each job learning its row by its key */
+    /* merged when several are queued together: one INSERT over arrays, each job learning its row by its key */
     {"t_insert", "INSERT INTO t_db (k, v) VALUES ($1, 100 / $2::int) ON CONFLICT (k) DO NOTHING", 2,
-     "INSERT INTO t_db (k, v) VALUES", "($1, 100 / $2::int)", "ON CONFLICT (k) DO NOTHING RETURNING k", 0},
+     "INSERT INTO t_db (k, v) SELECT u.k, 100 / u.v::int FROM unnest($1::text[], $2::text[]) AS u(k, v) "
+     "ON CONFLICT (k) DO NOTHING RETURNING k",
+     0},
     {"t_bytes", "INSERT INTO t_db_bytes (b) VALUES ($1::bytea)", 1},
+    /* merged with a binary parameter and NULLs: the arrays must carry every byte and every NULL as sent */
+    {"t_merge_bytes", "INSERT INTO t_db_mb (k, b, note) VALUES ($1, $2::bytea, $3) ON CONFLICT (k) DO NOTHING", 3,
+     "INSERT INTO t_db_mb (k, b, note) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[]) "
+     "ON CONFLICT (k) DO NOTHING RETURNING k",
+     0},
 };
 /* as the server hands them over: one list of pointers into the modules' statement arrays */
-static const gw_db_statement_t *const stmts[] = {&statements[0], &statements[1]};
+static const gw_db_statement_t *const stmts[] = {&statements[0], &statements[1], &statements[2]};
 
 typedef struct st_result_t {
     int fired;
@@ -386,6 +393,70 @@ static void test_binary_params_are_byte_exact(void **state)
     gw_db_destroy(db);
 }
 
+/* Jobs merged into one statement over arrays store exactly what each passed: every byte value of a binary parameter,
+ * text that an array literal would have to quote ('"', '\\', ',', '{', NULL spelled out, UTF-8), and SQL NULLs. */
+static void test_merged_arrays_are_byte_exact(void **state)
+{
+    exec_admin("DROP TABLE IF EXISTS t_db_mb; CREATE TABLE t_db_mb (k text PRIMARY KEY, b bytea, note text);"
+               "DROP TABLE IF EXISTS t_db_statements; CREATE TABLE t_db_statements (n int);"
+               "CREATE OR REPLACE FUNCTION t_db_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO t_db_statements VALUES (1); RETURN NULL; END $$;"
+               "CREATE TRIGGER t_db_mb_count AFTER INSERT ON t_db_mb FOR EACH STATEMENT EXECUTE FUNCTION t_db_count()");
+    gw_config_t one = cfg;
+    one.db_connections = 1;
+    gw_db_t *db = gw_db_create(loop, &one, stmts, 3);
+    run_until(db, is_up);
+    static const char *const notes[] = {"plain", "a \"quoted\" word", "back\\slash", "{1,2}", "NULL", "caf\xc3\xa9",
+                                        ""};
+    enum { N = 12 };
+    unsigned char bytes[N][300];
+    result_t r[N] = {{0}};
+    char keys[N][16];
+    for (int i = 0; i != N; ++i) {
+        snprintf(keys[i], sizeof(keys[i]), "mb%d", i);
+        for (int j = 0; j != 300; ++j)
+            bytes[i][j] = (unsigned char)(i * 7 + j); /* every value, NUL and invalid UTF-8 among them */
+        const char *note = i % 4 == 3 ? NULL : notes[i % 7];
+        gw_db_param_t p[] = {{keys[i], strlen(keys[i]), false},
+                             {i == 5 ? NULL : bytes[i], i == 5 ? 0 : (size_t)(i * 25), true},
+                             {note, note != NULL ? strlen(note) : 0, false}};
+        assert_non_null(gw_db_submit(db, stmts[2], p, 3, on_done, &r[i]));
+    }
+    run_until(db, is_idle);
+    for (int i = 0; i != N; ++i) {
+        assert_string_equal(r[i].error, "");
+        assert_int_equal(r[i].rows, 1);
+    }
+    PGconn *pg = PQconnectdb(url);
+    for (int i = 0; i != N; ++i) {
+        const char *params[1] = {keys[i]};
+        PGresult *res = PQexecParams(pg, "SELECT b, note FROM t_db_mb WHERE k = $1", 1, NULL, params, NULL, NULL, 1);
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        assert_int_equal(PQntuples(res), 1);
+        if (i == 5) {
+            assert_true(PQgetisnull(res, 0, 0));
+        } else {
+            assert_false(PQgetisnull(res, 0, 0));
+            assert_int_equal(PQgetlength(res, 0, 0), i * 25);
+            assert_memory_equal(PQgetvalue(res, 0, 0), bytes[i], (size_t)(i * 25));
+        }
+        const char *note = i % 4 == 3 ? NULL : notes[i % 7];
+        if (note == NULL) {
+            assert_true(PQgetisnull(res, 0, 1));
+        } else {
+            assert_false(PQgetisnull(res, 0, 1));
+            assert_int_equal(PQgetlength(res, 0, 1), (int)strlen(note));
+            assert_memory_equal(PQgetvalue(res, 0, 1), note, strlen(note));
+        }
+        PQclear(res);
+    }
+    PQfinish(pg);
+    long long statements = query_int("SELECT count(*) FROM t_db_statements");
+    if (statements >= N)
+        fail_msg("%d jobs ran as %lld statements: they were not merged", N, statements);
+    gw_db_destroy(db);
+}
+
 static void test_detached_job_still_commits_without_callback(void **state)
 {
     gw_db_t *db = gw_db_create(loop, &cfg, stmts, 2);
@@ -617,6 +688,7 @@ int main(void)
         cmocka_unit_test(test_batch_commits_and_counts_rows),
         cmocka_unit_test(test_failing_job_does_not_fail_neighbours),
         cmocka_unit_test(test_merged_inserts_count_rows_per_job),
+        cmocka_unit_test(test_merged_arrays_are_byte_exact),
         cmocka_unit_test(test_commit_failure_fails_the_batch),
         cmocka_unit_test(test_one_deadline_for_queue_and_commit),
         cmocka_unit_test(test_binary_params_are_byte_exact),

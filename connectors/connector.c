@@ -2,8 +2,8 @@
 /* connector.c: what every connector shares: the error codes, the byte-level helpers (hex, base64, copying) and the
  * skeleton of parse() (JSON, envelope, one record per event). */
 #include "connector.h"
-#include <jansson.h>
 #include <string.h>
+#include "json_scan.h"
 
 const char cn_err_signature_missing[] = "signature_missing";
 const char cn_err_signature_malformed[] = "signature_malformed";
@@ -89,100 +89,77 @@ cn_str_t cn_strdup(const cn_alloc_t *alloc, const char *s, size_t len)
 
 /*
  * Every event object gets its record before the next is looked at, so the first bad event (in the order sent) is the
- * one the detail names. The records are allocated up front and published only on success: a refused body costs at
- * most the memory an accepted body of the same size would.
+ * one the detail names. The scan checks the whole text first, so a syntax error anywhere outranks a bad event, as
+ * it did when the body was parsed into a tree. The records are allocated up front and published only on success.
  */
-const char *cn_parse_events(cn_str_t body, const cn_alloc_t *alloc, cn_body_shape_t shape,
+const char *cn_parse_events(cn_str_t body, const cn_alloc_t *alloc, cn_body_shape_t shape, const cn_fields_t *fields,
                             cn_event_parser_t parse_event, cn_event_t **events, size_t *count, const char **detail)
 {
-    const char *err = cn_err_body_malformed, *why = NULL; /* what a goto Exit returns, until the events are looked at */
-    json_t *root = json_loadb(body.base != NULL ? body.base : "", body.len, JSON_REJECT_DUPLICATES, NULL), *list = NULL;
+    const char *err = cn_err_body_malformed, *why;
+    cn_scan_t scan;
     cn_event_t *evs = NULL;
-    size_t n = 1;
 
-    if (root == NULL) {
-        why = "The body is not valid JSON (or repeats a key).";
+    if ((why = cn_json_scan(body, shape, fields->paths, fields->count, alloc, &scan)) != NULL)
         goto Exit;
-    }
-    if (shape == CN_BODY_EVENT && !json_is_object(root)) {
-        why = "The body is not a JSON object.";
-        goto Exit;
-    }
-    if (shape == CN_BODY_EVENTS) {
-        if (!json_is_object(root) || !json_is_array(list = json_object_get(root, "events"))) {
-            why = "The body is not a JSON object with an \"events\" array.";
-            goto Exit;
-        }
-        n = json_array_size(list);
-    }
-
     err = cn_err_event_invalid;
-    if (n != 0)
-        evs = alloc->alloc(alloc->ctx, n * sizeof(*evs));
-    for (size_t i = 0; i != n; ++i) {
-        const json_t *event = list != NULL ? json_array_get(list, i) : root;
-        if (!json_is_object(event)) {
+    if (scan.nevents != 0)
+        evs = alloc->alloc(alloc->ctx, scan.nevents * sizeof(*evs));
+    for (size_t i = 0; i != scan.nevents; ++i) {
+        if (!scan.is_object[i]) {
             why = "An event is not a JSON object.";
             goto Exit;
         }
         evs[i] = (cn_event_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
-        if ((why = parse_event(event, alloc, &evs[i])) != NULL)
+        if ((why = parse_event(scan.fields + i * fields->count, alloc, &evs[i])) != NULL)
             goto Exit;
     }
     err = NULL;
     *events = evs;
-    *count = n;
+    *count = scan.nevents;
 
 Exit:
     if (detail != NULL)
         *detail = why;
-    json_decref(root);
     return err;
 }
 
-bool cn_json_is_nonempty_string(const json_t *v)
+bool cn_jv_is_nonempty_string(const cn_jv_t *v)
 {
-    return json_is_string(v) && json_string_length(v) != 0;
+    return v->kind == CN_JV_STRING && v->s.len != 0;
 }
 
-bool cn_json_is_token(const json_t *v)
+bool cn_jv_is_token(const cn_jv_t *v)
 {
-    if (!json_is_string(v))
+    if (v->kind != CN_JV_STRING)
         return false;
-    const char *s = json_string_value(v);
-    for (size_t i = 0, len = json_string_length(v); i != len; ++i)
-        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+    for (size_t i = 0; i != v->s.len; ++i)
+        if ((unsigned char)v->s.base[i] <= 0x20 || (unsigned char)v->s.base[i] >= 0x7f)
             return false;
     return true;
 }
 
-cn_str_t cn_json_copy(const cn_alloc_t *alloc, const json_t *v)
-{
-    return cn_strdup(alloc, json_string_value(v), json_string_length(v));
-}
-
-int cn_json_copy_optional(const cn_alloc_t *alloc, const json_t *v, cn_str_t *out)
+int cn_jv_optional(const cn_jv_t *v, cn_str_t *out)
 {
     *out = (cn_str_t){NULL, 0};
-    if (!cn_json_is_nonempty_string(v))
+    if (!cn_jv_is_nonempty_string(v))
         return 0;
-    if (json_string_length(v) > CN_MAX_FIELD)
+    if (v->s.len > CN_MAX_FIELD)
         return -1;
-    *out = cn_json_copy(alloc, v);
+    *out = v->s;
     return 0;
 }
 
-cn_str_t cn_json_join(const cn_alloc_t *alloc, const json_t *const *parts, size_t n, char sep, unsigned upper)
+cn_str_t cn_jv_join(const cn_alloc_t *alloc, const cn_jv_t *const *parts, size_t n, char sep, unsigned upper)
 {
     size_t len = n - 1;
     for (size_t i = 0; i != n; ++i)
-        len += json_string_length(parts[i]);
+        len += parts[i]->s.len;
     char *buf = alloc->alloc(alloc->ctx, len + 1), *p = buf;
     for (size_t i = 0; i != n; ++i) {
-        size_t partlen = json_string_length(parts[i]);
+        size_t partlen = parts[i]->s.len;
         if (i != 0)
             *p++ = sep;
-        memcpy(p, json_string_value(parts[i]), partlen);
+        memcpy(p, parts[i]->s.base, partlen);
         if ((upper >> i & 1) != 0)
             for (size_t j = 0; j != partlen; ++j)
                 if (p[j] >= 'a' && p[j] <= 'z')

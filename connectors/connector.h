@@ -132,9 +132,9 @@ cn_str_t cn_strdup(const cn_alloc_t *alloc, const char *s, size_t len);
 /*
  * Parsing shared by the connectors (connector.c). Every parse() is the same skeleton: the body is JSON (a repeated
  * key refuses it), it has the provider's envelope, and each event object in it becomes one cn_event_t. A connector
- * supplies only what is its own: which fields make an event, and how they are checked and combined.
+ * supplies only what is its own: which fields make an event (member paths), and how they are checked and combined.
+ * The body is checked whole but never built into a tree: only the asked-for strings are decoded (json_scan.h).
  */
-struct json_t; /* jansson's; only the connectors' .c files include <jansson.h> */
 
 /* What a delivery's body holds. */
 typedef enum en_cn_body_shape_t {
@@ -142,9 +142,30 @@ typedef enum en_cn_body_shape_t {
     CN_BODY_EVENTS, /* an object whose "events" member is an array of event objects, maybe empty (Xero, GoCardless) */
 } cn_body_shape_t;
 
-/* Turns one event object into *out, which arrives with every field absent (base NULL). Copies what it keeps into
- * alloc. Returns NULL, or a static sentence saying what is wrong with the event (it then refuses the delivery). */
-typedef const char *(*cn_event_parser_t)(const struct json_t *event, const cn_alloc_t *alloc, cn_event_t *out);
+/* One asked-for member of an event object. */
+typedef enum en_cn_jv_kind_t {
+    CN_JV_ABSENT, /* not there, or a step of its path is not an object (as a chain of json_object_get) */
+    CN_JV_NULL,
+    CN_JV_STRING,
+    CN_JV_OTHER, /* a number, a boolean, an object or an array */
+} cn_jv_kind_t;
+
+typedef struct st_cn_jv_t {
+    cn_jv_kind_t kind;
+    cn_str_t s; /* CN_JV_STRING: the decoded value, NUL-terminated, in the parse's allocator, with no NUL inside */
+} cn_jv_t;
+
+/* The fields of an event a connector asks for: member paths relative to the event object, dotted ("data.object.id");
+ * at most CN_SCAN_FIELDS_MAX of them. */
+typedef struct st_cn_fields_t {
+    const char *const *paths;
+    size_t count;
+} cn_fields_t;
+
+/* Turns one event's fields (fields[i] is paths[i] of the event) into *out, which arrives with every member absent
+ * (base NULL). The strings of fields already live in alloc, so *out may point into them. Returns NULL, or a static
+ * sentence saying what is wrong with the event (it then refuses the delivery). */
+typedef const char *(*cn_event_parser_t)(const cn_jv_t *fields, const cn_alloc_t *alloc, cn_event_t *out);
 
 /*
  * Parses a verified body of the given shape, calling parse_event on each event object in order until one is refused.
@@ -155,23 +176,20 @@ typedef const char *(*cn_event_parser_t)(const struct json_t *event, const cn_al
  * cn_connector_t, so a connector's parse() is one call to it.
  */
 __attribute__((warn_unused_result)) const char *cn_parse_events(cn_str_t body, const cn_alloc_t *alloc,
-                                                                cn_body_shape_t shape, cn_event_parser_t parse_event,
-                                                                cn_event_t **events, size_t *count,
-                                                                const char **detail);
+                                                                cn_body_shape_t shape, const cn_fields_t *fields,
+                                                                cn_event_parser_t parse_event, cn_event_t **events,
+                                                                size_t *count, const char **detail);
 
-/* Whether v is a JSON string of at least one byte. */
-bool cn_json_is_nonempty_string(const struct json_t *v);
-/* Whether v is a JSON string of printable ASCII only (no space, control or non-ASCII byte), so that it makes a clean
- * inbox key. The empty string is one; callers that need a value check cn_json_is_nonempty_string too. */
-bool cn_json_is_token(const struct json_t *v);
-/* Copies the JSON string v into alloc (see cn_strdup). v must be a string. */
-cn_str_t cn_json_copy(const cn_alloc_t *alloc, const struct json_t *v);
-/* Copies v into *out if it is a string of 1..CN_MAX_FIELD bytes; leaves *out absent (base NULL) when v is NULL, JSON
- * null, of another type or empty. Returns 0, or -1 (with *out absent) only when v is a longer string. */
-__attribute__((warn_unused_result)) int cn_json_copy_optional(const cn_alloc_t *alloc, const struct json_t *v,
-                                                              cn_str_t *out);
-/* Joins the JSON strings parts[0..n) (n >= 1) with sep into alloc, ASCII-upper-casing part i when bit i of upper is
+/* Whether v is a string of at least one byte. */
+bool cn_jv_is_nonempty_string(const cn_jv_t *v);
+/* Whether v is a string of printable ASCII only (no space, control or non-ASCII byte), so that it makes a clean
+ * inbox key. The empty string is one; callers that need a value check cn_jv_is_nonempty_string too. */
+bool cn_jv_is_token(const cn_jv_t *v);
+/* Sets *out to v if it is a string of 1..CN_MAX_FIELD bytes; leaves *out absent (base NULL) when v is absent, null,
+ * of another type or empty. Returns 0, or -1 (with *out absent) only when v is a longer string. */
+__attribute__((warn_unused_result)) int cn_jv_optional(const cn_jv_t *v, cn_str_t *out);
+/* Joins the strings parts[0..n) (n >= 1) with sep into alloc, ASCII-upper-casing part i when bit i of upper is
  * set, and returns the NUL-terminated result with its length. */
-cn_str_t cn_json_join(const cn_alloc_t *alloc, const struct json_t *const *parts, size_t n, char sep, unsigned upper);
+cn_str_t cn_jv_join(const cn_alloc_t *alloc, const cn_jv_t *const *parts, size_t n, char sep, unsigned upper);
 
 #endif

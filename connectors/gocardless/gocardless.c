@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* gocardless.c: checks GoCardless's hex `Webhook-Signature` and splits a GoCardless batch into one event each. */
 #include "connector.h"
-#include <jansson.h>
 #include <string.h>
 
 /*
@@ -37,26 +36,50 @@ static const char *cn_gocardless_verify(const cn_host_t *host, const cn_verify_i
     return matched ? NULL : cn_err_signature_mismatch;
 }
 
-/* The link naming the object an event is about, by resource_type. Types not listed here get no resource_id. */
-static const struct {
-    const char *resource_type, *link;
-} resource_links[] = {
-    {"payments", "payment"},
-    {"mandates", "mandate"},
-    {"refunds", "refund"},
-    {"payouts", "payout"},
-    {"subscriptions", "subscription"},
-    {"billing_requests", "billing_request"},
-    {"customers", "customer"},
-    {"instalment_schedules", "instalment_schedule"},
-    {"creditors", "creditor"},
+/* The fields an event is read for: its id, type and the links that name its account and its object. */
+enum {
+    F_ID,
+    F_RESOURCE_TYPE,
+    F_ACTION,
+    F_ORGANISATION,
+    F_CREDITOR, /* also the resource link of creditors */
+    F_LINKS,    /* the first resource link; resource_links[i] is F_LINKS + i */
 };
 
-static const char *resource_link(const json_t *resource_type)
+/* The link naming the object an event is about, by resource_type. Types not listed here get no resource_id. */
+static const struct {
+    const char *resource_type;
+    unsigned field;
+} resource_links[] = {
+    {"payments", F_LINKS + 0},      {"mandates", F_LINKS + 1},
+    {"refunds", F_LINKS + 2},       {"payouts", F_LINKS + 3},
+    {"subscriptions", F_LINKS + 4}, {"billing_requests", F_LINKS + 5},
+    {"customers", F_LINKS + 6},     {"instalment_schedules", F_LINKS + 7},
+    {"creditors", F_CREDITOR},
+};
+
+static const char *const paths[] = {
+    "id",
+    "resource_type",
+    "action",
+    "links.organisation",
+    "links.creditor",
+    "links.payment",
+    "links.mandate",
+    "links.refund",
+    "links.payout",
+    "links.subscription",
+    "links.billing_request",
+    "links.customer",
+    "links.instalment_schedule",
+};
+static const cn_fields_t fields = {paths, sizeof(paths) / sizeof(paths[0])};
+
+static const cn_jv_t *resource_link(const cn_jv_t *f)
 {
     for (size_t i = 0; i != sizeof(resource_links) / sizeof(resource_links[0]); ++i)
-        if (strcmp(json_string_value(resource_type), resource_links[i].resource_type) == 0)
-            return resource_links[i].link;
+        if (strcmp(f[F_RESOURCE_TYPE].s.base, resource_links[i].resource_type) == 0)
+            return &f[resource_links[i].field];
     return NULL;
 }
 
@@ -64,30 +87,26 @@ static const char *resource_link(const json_t *resource_type)
  * The event type is "<resource_type>.<action>". The account is the organisation link, else the creditor link; the
  * resource id is the link that resource_links names. Links that are absent, empty or not strings are left out.
  */
-static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_event_t *out)
+static const char *on_event(const cn_jv_t *f, const cn_alloc_t *alloc, cn_event_t *out)
 {
-    const json_t *id = json_object_get(event, "id"), *resource_type = json_object_get(event, "resource_type"),
-                 *action = json_object_get(event, "action");
-    if (!cn_json_is_nonempty_string(id) || !cn_json_is_nonempty_string(resource_type) ||
-        !cn_json_is_nonempty_string(action))
+    if (!cn_jv_is_nonempty_string(&f[F_ID]) || !cn_jv_is_nonempty_string(&f[F_RESOURCE_TYPE]) ||
+        !cn_jv_is_nonempty_string(&f[F_ACTION]))
         return "An event lacks one of the strings id, resource_type, action.";
     /* GoCardless ids (EV..., PM..., OR...) are upper-case ASCII */
-    if (json_string_length(id) > CN_MAX_EVENT_ID || !cn_json_is_token(id))
+    if (f[F_ID].s.len > CN_MAX_EVENT_ID || !cn_jv_is_token(&f[F_ID]))
         return "An event's \"id\" is longer than 255 bytes or not printable ASCII.";
-    if (json_string_length(resource_type) + 1 + json_string_length(action) > CN_MAX_FIELD)
+    if (f[F_RESOURCE_TYPE].s.len + 1 + f[F_ACTION].s.len > CN_MAX_FIELD)
         return "An event's resource_type.action is longer than 255 bytes.";
 
-    const json_t *links = json_object_get(event, "links");
-    const char *link = resource_link(resource_type);
-    if (cn_json_copy_optional(alloc, json_object_get(links, "organisation"), &out->account) != 0 ||
-        (out->account.base == NULL &&
-         cn_json_copy_optional(alloc, json_object_get(links, "creditor"), &out->account) != 0) ||
-        cn_json_copy_optional(alloc, link != NULL ? json_object_get(links, link) : NULL, &out->resource_id) != 0)
+    const cn_jv_t *link = resource_link(f), absent = {CN_JV_ABSENT, {NULL, 0}};
+    if (cn_jv_optional(&f[F_ORGANISATION], &out->account) != 0 ||
+        (out->account.base == NULL && cn_jv_optional(&f[F_CREDITOR], &out->account) != 0) ||
+        cn_jv_optional(link != NULL ? link : &absent, &out->resource_id) != 0)
         return "An event's organisation, creditor or resource link is longer than 255 bytes.";
 
-    const json_t *type[2] = {resource_type, action};
-    out->event_id = cn_json_copy(alloc, id);
-    out->event_type = cn_json_join(alloc, type, 2, '.', 0);
+    const cn_jv_t *type[2] = {&f[F_RESOURCE_TYPE], &f[F_ACTION]};
+    out->event_id = f[F_ID].s;
+    out->event_type = cn_jv_join(alloc, type, 2, '.', 0);
     return NULL;
 }
 
@@ -95,7 +114,7 @@ static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_eve
 static const char *cn_gocardless_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                                        const char **detail)
 {
-    return cn_parse_events(body, alloc, CN_BODY_EVENTS, on_event, events, count, detail);
+    return cn_parse_events(body, alloc, CN_BODY_EVENTS, &fields, on_event, events, count, detail);
 }
 
 const cn_connector_t cn_gocardless_connector = {

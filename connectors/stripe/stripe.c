@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* stripe.c: checks Stripe's `Stripe-Signature` (t=, v1=) header and turns a Stripe event into one normalised event. */
 #include "connector.h"
-#include <jansson.h>
 #include <string.h>
 
 /* Stripe's own headers are about 150 bytes (t plus one or two v1); anything beyond this is not Stripe. */
@@ -137,29 +136,32 @@ static const char *cn_stripe_verify(const cn_host_t *host, const cn_verify_input
 
 /* "id" and "type" are required, "object" must say "event" if present, "account" (Stripe Connect) and "data.object.id"
  * are optional. */
-static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_event_t *out)
+enum { F_ID, F_TYPE, F_OBJECT, F_ACCOUNT, F_RESOURCE, F_COUNT };
+static const char *const paths[F_COUNT] = {"id", "type", "object", "account", "data.object.id"};
+static const cn_fields_t fields = {paths, F_COUNT};
+
+static const char *on_event(const cn_jv_t *f, const cn_alloc_t *alloc, cn_event_t *out)
 {
-    const json_t *id = json_object_get(event, "id"), *type = json_object_get(event, "type"),
-                 *object = json_object_get(event, "object");
-    if (!cn_json_is_nonempty_string(id))
+    (void)alloc;
+    if (!cn_jv_is_nonempty_string(&f[F_ID]))
         return "The event has no string \"id\".";
     /* Stripe's ids are ASCII letters, digits and '_' */
-    if (json_string_length(id) > CN_MAX_EVENT_ID || !cn_json_is_token(id))
+    if (f[F_ID].s.len > CN_MAX_EVENT_ID || !cn_jv_is_token(&f[F_ID]))
         return "The event's \"id\" is longer than 255 bytes or not printable ASCII.";
-    if (!cn_json_is_nonempty_string(type))
+    if (!cn_jv_is_nonempty_string(&f[F_TYPE]))
         return "The event has no string \"type\".";
-    if (json_string_length(type) > CN_MAX_FIELD)
+    if (f[F_TYPE].s.len > CN_MAX_FIELD)
         return "The event's \"type\" is longer than 255 bytes.";
     /* thin (v2) event notifications say "v2.core.event" and carry no snapshot: not what this endpoint takes */
-    if (object != NULL && !(json_is_string(object) && strcmp(json_string_value(object), "event") == 0))
+    if (f[F_OBJECT].kind != CN_JV_ABSENT &&
+        !(f[F_OBJECT].kind == CN_JV_STRING && strcmp(f[F_OBJECT].s.base, "event") == 0))
         return "The payload's \"object\" is not \"event\".";
-    if (cn_json_copy_optional(alloc, json_object_get(event, "account"), &out->account) != 0)
+    if (cn_jv_optional(&f[F_ACCOUNT], &out->account) != 0)
         return "The event's \"account\" is longer than 255 bytes.";
-    if (cn_json_copy_optional(alloc, json_object_get(json_object_get(json_object_get(event, "data"), "object"), "id"),
-                              &out->resource_id) != 0)
+    if (cn_jv_optional(&f[F_RESOURCE], &out->resource_id) != 0)
         return "The event's \"data.object.id\" is longer than 255 bytes.";
-    out->event_id = cn_json_copy(alloc, id);
-    out->event_type = cn_json_copy(alloc, type);
+    out->event_id = f[F_ID].s;
+    out->event_type = f[F_TYPE].s;
     return NULL;
 }
 
@@ -167,7 +169,7 @@ static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_eve
 static const char *cn_stripe_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                                    const char **detail)
 {
-    return cn_parse_events(body, alloc, CN_BODY_EVENT, on_event, events, count, detail);
+    return cn_parse_events(body, alloc, CN_BODY_EVENT, &fields, on_event, events, count, detail);
 }
 
 const cn_connector_t cn_stripe_connector = {

@@ -42,50 +42,52 @@ static const char *cn_xero_verify(const cn_host_t *host, const cn_verify_input_t
     return matched ? NULL : cn_err_signature_mismatch;
 }
 
-static bool has_byte(const json_t *v, char c)
+static bool has_byte(const cn_jv_t *v, char c)
 {
-    return memchr(json_string_value(v), c, json_string_length(v)) != NULL;
+    return memchr(v->s.base, c, v->s.len) != NULL;
 }
+
+enum { F_TENANT, F_RESOURCE, F_CATEGORY, F_TYPE, F_DATE, F_COUNT };
+static const char *const paths[F_COUNT] = {"tenantId", "resourceId", "eventCategory", "eventType", "eventDateUtc"};
+static const cn_fields_t fields = {paths, F_COUNT};
 
 /*
  * The derived event id is "<tenantId>:<resourceId>:<EVENTCATEGORY>:<EVENTTYPE>:<eventDateUtc>", category and type
  * upper-cased because Xero's own pages show "Update" as well as "UPDATE". The sequence numbers and entropy are not
  * checked (intent-to-receive sends sequences of 0, below the schema's minimum of 1).
  */
-static const char *on_event(const json_t *event, const cn_alloc_t *alloc, cn_event_t *out)
+static const char *on_event(const cn_jv_t *f, const cn_alloc_t *alloc, cn_event_t *out)
 {
-    const json_t *tenant = json_object_get(event, "tenantId"), *resource = json_object_get(event, "resourceId"),
-                 *category = json_object_get(event, "eventCategory"), *type = json_object_get(event, "eventType"),
-                 *date = json_object_get(event, "eventDateUtc");
-    if (!cn_json_is_nonempty_string(tenant) || !cn_json_is_nonempty_string(resource) ||
-        !cn_json_is_nonempty_string(category) || !cn_json_is_nonempty_string(type) || !cn_json_is_nonempty_string(date))
+    const cn_jv_t *tenant = &f[F_TENANT], *resource = &f[F_RESOURCE], *category = &f[F_CATEGORY], *type = &f[F_TYPE],
+                  *date = &f[F_DATE];
+    if (!cn_jv_is_nonempty_string(tenant) || !cn_jv_is_nonempty_string(resource) ||
+        !cn_jv_is_nonempty_string(category) || !cn_jv_is_nonempty_string(type) || !cn_jv_is_nonempty_string(date))
         return "An event lacks one of the strings resourceId, tenantId, eventCategory, eventType, eventDateUtc.";
     /* only the last part of the key (the date) may contain ':', so that two different events never share a key */
     if (has_byte(tenant, ':') || has_byte(resource, ':') || has_byte(category, ':') || has_byte(type, ':'))
         return "An event's tenantId, resourceId, eventCategory or eventType contains ':'.";
-    size_t keylen = json_string_length(tenant) + json_string_length(resource) + json_string_length(category) +
-                    json_string_length(type) + json_string_length(date) + 4;
+    size_t keylen = tenant->s.len + resource->s.len + category->s.len + type->s.len + date->s.len + 4;
     if (keylen > CN_MAX_EVENT_ID)
         return "An event's derived id (tenantId:resourceId:category:type:date) is longer than 255 bytes.";
-    if (json_string_length(category) + json_string_length(type) + 1 > CN_MAX_FIELD)
+    if (category->s.len + type->s.len + 1 > CN_MAX_FIELD)
         return "An event's category and type are longer than 255 bytes.";
     /* Xero ids, enums and timestamps are printable ASCII; so must the derived key be, to be a clean inbox key */
-    if (!cn_json_is_token(tenant) || !cn_json_is_token(resource) || !cn_json_is_token(category) ||
-        !cn_json_is_token(type) || !cn_json_is_token(date))
+    if (!cn_jv_is_token(tenant) || !cn_jv_is_token(resource) || !cn_jv_is_token(category) || !cn_jv_is_token(type) ||
+        !cn_jv_is_token(date))
         return "An event's id fields are not printable ASCII.";
 
-    const json_t *key[5] = {tenant, resource, category, type, date}, *event_type[2] = {category, type};
-    out->event_id = cn_json_join(alloc, key, 5, ':', 1u << 2 | 1u << 3);
-    out->event_type = cn_json_join(alloc, event_type, 2, '.', 3u);
-    out->account = cn_json_copy(alloc, tenant);
-    out->resource_id = cn_json_copy(alloc, resource);
+    const cn_jv_t *key[5] = {tenant, resource, category, type, date}, *event_type[2] = {category, type};
+    out->event_id = cn_jv_join(alloc, key, 5, ':', 1u << 2 | 1u << 3);
+    out->event_type = cn_jv_join(alloc, event_type, 2, '.', 3u);
+    out->account = tenant->s;
+    out->resource_id = resource->s;
     return NULL;
 }
 
 static const char *cn_xero_parse(cn_str_t body, const cn_alloc_t *alloc, cn_event_t **events, size_t *count,
                                  const char **detail)
 {
-    return cn_parse_events(body, alloc, CN_BODY_EVENTS, on_event, events, count, detail);
+    return cn_parse_events(body, alloc, CN_BODY_EVENTS, &fields, on_event, events, count, detail);
 }
 
 /* The Xero accounting collections that events name, with the record kind the host applies. Invoices and credit

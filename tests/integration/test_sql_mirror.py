@@ -967,6 +967,44 @@ def test_inbox_rules_are_enforced():
               "a valid update")
 
 
+def test_inbox_references_checked_per_statement():
+    """0005: the inbox's organisation and delivery are checked once per INSERT statement (no per-row foreign key
+    trigger), and what the foreign keys also guaranteed still holds: a statement naming a missing organisation or
+    delivery stores nothing of itself, organisations are never deleted, a referenced delivery is kept, an event's
+    references never change."""
+    fks = rows("SELECT conname FROM pg_constraint WHERE conrelid = 'inbox_events'::regclass AND contype = 'f'")
+    expect_eq(fks, [], "no per-row foreign key on inbox_events")
+    org = new_org()
+    ins = ("INSERT INTO inbox_events (organisation_id, provider, source, event_id, event_type, body, verified_at,"
+           " received_at, correlation_id, delivery_id) SELECT o, 'stripe', 'default', e, 't', '\\x00', now(), now(),"
+           " 'c', d FROM (VALUES {}) AS v(o, e, d)")
+    # one bad row among good ones: the whole statement is refused
+    fails(ins.format("(:'o'::bigint, 'r1', NULL::bigint), (:'o'::bigint, 'r2', NULL), (-5, 'r3', NULL)"),
+          r"names an organisation that does not exist", o=org)
+    fails(ins.format("(:'o'::bigint, 'r4', NULL::bigint), (:'o'::bigint, 'r5', 987654321)"),
+          r"names a delivery that does not exist", o=org)
+    expect_eq(value("SELECT count(*) FROM inbox_events WHERE event_id IN ('r1','r2','r3','r4','r5')"), "0",
+              "nothing of a refused statement is stored")
+    did = value("INSERT INTO webhook_deliveries (organisation_id, provider, source, body, headers, verified_at,"
+                " received_at, correlation_id) VALUES (:'o', 'gocardless', 'default', '\\x00', '{}', now(), now(),"
+                " 'c') RETURNING id", o=org)
+    rows(ins.format("(:'o'::bigint, 'r6', :'d'::bigint), (:'o'::bigint, 'r7', NULL)"), o=org, d=did)
+    expect_eq(value("SELECT count(*) FROM inbox_events WHERE event_id IN ('r6', 'r7')"), "2", "good rows stored")
+    fails("DELETE FROM webhook_deliveries WHERE id = :'d'", r"is referred to by inbox events", d=did)
+    fails("DELETE FROM organisations WHERE id = :'o'", r"organisations are never deleted", o=org)
+    fails("TRUNCATE organisations CASCADE", r"organisations are never deleted")
+    other = new_org()
+    fails("UPDATE inbox_events SET organisation_id = :'x' WHERE event_id = 'r6'", r"never change", x=other)
+    fails("UPDATE inbox_events SET delivery_id = NULL WHERE event_id = 'r6'", r"never change")
+    rows("UPDATE inbox_events SET status = 'done' WHERE event_id = 'r6'")
+    expect_eq(value("SELECT status FROM webhook_events WHERE event_id = 'r6'"), "done", "other columns still update")
+    # a delivery no event refers to may go
+    lone = value("INSERT INTO webhook_deliveries (organisation_id, provider, source, body, headers, verified_at,"
+                 " received_at, correlation_id) VALUES (:'o', 'gocardless', 'default', '\\x00', '{}', now(), now(),"
+                 " 'c') RETURNING id", o=org)
+    rows("DELETE FROM webhook_deliveries WHERE id = :'d'", d=lone)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Runner
 

@@ -30,6 +30,7 @@ local nextidx = 1
 -- globals, so that done() can read them through thread:get()
 loaded, sent, fillers, exhausted, counted_ok, counted_bad = 0, 0, 0, 0, 0, 0
 local headers = {}
+local head
 local path
 
 local function read_template(file)
@@ -70,6 +71,16 @@ function init(args)
    headers["Content-Type"] = "application/json; charset=utf-8"
    headers["User-Agent"] = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
    headers["Host"] = wrk.headers["Host"] or wrk.host
+   -- every request but its signature and body is the same: format it once (wrk.format walks the header
+   -- table and builds the request piece by piece, which cost the load generator about a third of its CPU)
+   head = "POST " .. path .. " HTTP/1.1\r\n"
+   for name, value in pairs(headers) do
+      head = head .. name .. ": " .. value .. "\r\n"
+   end
+end
+
+local function format(sig, body)
+   return table.concat({head, "Content-Length: ", #body, "\r\nStripe-Signature: ", sig, "\r\n\r\n", body})
 end
 
 local function body_for(vals)
@@ -94,14 +105,12 @@ function request()
       end
       fillers = fillers + 1
       vals.TOKEN, vals.T, vals.AMOUNT = "filler", "0", "0"
-      headers["Stripe-Signature"] = "t=0,v1=" .. string.rep("0", 64)
-      return wrk.format("POST", path, headers, body_for(vals))
+      return format("t=0,v1=" .. string.rep("0", 64), body_for(vals))
    end
    nextidx = k + 1
    sent = k
    vals.TOKEN, vals.T, vals.AMOUNT = toks[k], ts[k], amounts[k]
-   headers["Stripe-Signature"] = "t=" .. ts[k] .. ",v1=" .. sigs[k]
-   return wrk.format("POST", path, headers, body_for(vals))
+   return format("t=" .. ts[k] .. ",v1=" .. sigs[k], body_for(vals))
 end
 
 if os.getenv("STRIPE_LUA_COUNT") == "1" then

@@ -11,7 +11,7 @@ SETTLED_PACKAGES=(
     build-essential cmake pkg-config
     libh2o-evloop-dev libpq-dev libjansson-dev libssl-dev libhiredis-dev libcurl4-openssl-dev libjwt-dev
     libcmocka-dev
-    postgresql-15 redis-server
+    postgresql-15 redis-server pgbouncer
     python3 curl openssl ca-certificates clang-format wrk git
 )
 SETTLED_PGBIN=/usr/lib/postgresql/15/bin

@@ -10,6 +10,7 @@
 #include "db.h"
 #include "http_client.h"
 #include "mem.h"
+#include "migrate.h"
 #include "orgs.h"
 #include "quota.h"
 #include "sync.h"
@@ -80,15 +81,17 @@ static void connect_usage(FILE *out)
     fprintf(out, "usage: settled connect xero --refresh-token TOKEN|- [--organisation SLUG]\n"
                  "       settled connect xero --authorize [--organisation SLUG]\n"
                  "       settled connect xero --callback URL\n"
-                 "       settled connect xero --check [--force-refresh] [--organisation SLUG]\n"
+                 "       settled connect xero --check [--refresh|--force-refresh] [--organisation SLUG]\n"
                  "\n"
                  "  --refresh-token  connect with an existing refresh token (it is used once and retired);\n"
                  "                   '-' reads it from standard input, which keeps it out of `ps` and shell history\n"
                  "  --authorize      print the URL an administrator opens to connect Xero (it works once)\n"
                  "  --callback       finish that connection with the address Xero redirected the browser to\n"
                  "                   (for when SETTLED_XERO_REDIRECT_URI does not reach a running settled)\n"
-                 "  --check          get a working access token for every Xero token set of the organisation\n"
-                 "                   (refreshing it when needed; --force-refresh always) and list its tenants\n"
+                 "  --check          list the tenants of every Xero token set of the organisation with its stored\n"
+                 "                   access token; writes nothing (an expired access token is reported unverified)\n"
+                 "  --refresh        with --check: refresh access tokens when needed (stores the rotated token)\n"
+                 "                   and store the tenants of a token set that has none; --force-refresh: always\n"
                  "  --organisation   the organisation's slug (default SETTLED_ORGANISATION); created if missing\n");
 }
 
@@ -147,8 +150,8 @@ static int connect_callback(gw_dbs_t *s, const gw_config_t *cfg, const char *url
     return ret;
 }
 
-/* --check: a working access token for each token set of the organisation, proven by GET /connections. */
-static int connect_check(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, bool force)
+/* --check: each token set of the organisation proven by GET /connections; mode GW_XERO_CHECK_READ writes nothing. */
+static int connect_check(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, int mode)
 {
     gw_xero_token_set_t *sets;
     size_t n;
@@ -166,7 +169,13 @@ static int connect_check(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, bo
     for (size_t i = 0; i != n; ++i) {
         gw_xero_tenants_t tenants;
         gw_err_clear(&err);
-        int rc = gw_xero_check_token_set(s, cfg, org_id, &sets[i], force, &tenants, &err);
+        int rc = gw_xero_check_token_set(s, cfg, org_id, &sets[i], mode, &tenants, &err);
+        if (rc == GW_XERO_UNVERIFIED) {
+            printf("xero token set %lld: unverified, %zu tenant%s stored\n", (long long)sets[i].id,
+                   sets[i].stored_tenants, sets[i].stored_tenants == 1 ? "" : "s");
+            fprintf(stderr, "settled: %s\n", err.detail);
+            continue;
+        }
         if (rc != 0) {
             printf("xero token set %lld: %s\n", (long long)sets[i].id,
                    rc == GW_XERO_NEEDS_REAUTH ? "needs_reauth" : "error");
@@ -176,16 +185,59 @@ static int connect_check(gw_dbs_t *s, const gw_config_t *cfg, int64_t org_id, bo
         }
         printf("xero token set %lld: ok, %zu tenant%s\n", (long long)sets[i].id, tenants.n, tenants.n == 1 ? "" : "s");
         print_tenants(&tenants);
+        if (mode == GW_XERO_CHECK_READ && sets[i].stored_tenants == 0 && tenants.n != 0) {
+            fprintf(stderr,
+                    "settled: xero token set %lld: none of these organisations is stored yet: "
+                    "`settled connect xero --check --refresh` stores them\n",
+                    (long long)sets[i].id);
+            ret = 1;
+        }
         gw_xero_tenants_free(&tenants);
     }
     free(sets);
     return ret;
 }
 
+/* --check without --refresh: reads only (the organisation is looked up, not created; nothing is refreshed). */
+static int connect_check_read_only(const gw_config_t *cfg, const char *slug)
+{
+    char msg[512];
+    gw_err_t err = GW_ERR_INIT;
+    int64_t org_id = 0;
+    gw_dbs_t *s = gw_dbs_connect(cfg->database_url, msg, sizeof(msg));
+    if (s == NULL) {
+        fprintf(stderr, "settled: %s\n", msg);
+        return 1;
+    }
+    int ret = 1, rc;
+    if (gw_migrate_check(s, msg, sizeof(msg)) != 0) {
+        fprintf(stderr, "settled: %s\n", msg);
+    } else if ((rc = gw_xero_find_organisation(s, slug, &org_id, &err)) != 0) {
+        if (rc > 0)
+            fprintf(stderr, "settled: organisation %s does not exist, so it has no Xero connection\n", slug);
+        else
+            fprintf(stderr, "settled: %s\n", err.detail);
+    } else {
+        gw_http_options_t opts = {.timeout_ms = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000,
+                                  .connect_timeout_ms =
+                                      cfg->http_connect_timeout_ms > 0 ? cfg->http_connect_timeout_ms : 5000,
+                                  .max_host_connections = 4,
+                                  .max_body = 1 << 20};
+        if (gw_http_init(&opts) != 0) {
+            fprintf(stderr, "settled: cannot start the HTTP client\n");
+        } else {
+            ret = connect_check(s, cfg, org_id, GW_XERO_CHECK_READ);
+            gw_http_shutdown();
+        }
+    }
+    gw_dbs_close(s);
+    return ret;
+}
+
 int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
 {
     const char *refresh_arg = NULL, *callback = NULL, *slug = cfg->organisation;
-    bool authorize = false, check = false, force = false;
+    bool authorize = false, check = false, force = false, refresh = false;
     if (argc < 1 || strcmp(argv[0], "xero") != 0) {
         fprintf(stderr, "settled: connect: unknown provider%s%s (only xero can be connected)\n", argc < 1 ? "" : ": ",
                 argc < 1 ? "" : argv[0]);
@@ -207,6 +259,8 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
             check = true;
         } else if (strcmp(argv[i], "--force-refresh") == 0) {
             force = true;
+        } else if (strcmp(argv[i], "--refresh") == 0) {
+            refresh = true;
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             connect_usage(stdout);
             return 0;
@@ -216,7 +270,7 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
             return 2;
         }
     }
-    if ((refresh_arg != NULL) + (callback != NULL) + authorize + check != 1 || (force && !check)) {
+    if ((refresh_arg != NULL) + (callback != NULL) + authorize + check != 1 || ((force || refresh) && !check)) {
         fprintf(stderr,
                 "settled: connect xero: give exactly one of --refresh-token, --authorize, --callback and --check\n");
         connect_usage(stderr);
@@ -243,6 +297,9 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
     char msg[512];
     int64_t org_id = 0;
     const char *slugs[] = {slug};
+    int check_mode = force ? GW_XERO_CHECK_FORCE : refresh ? GW_XERO_CHECK_REFRESH : GW_XERO_CHECK_READ;
+    if (check && check_mode == GW_XERO_CHECK_READ)
+        return connect_check_read_only(cfg, slug);
     /* (a callback's organisation is the one its state names) */
     if (gw_orgs_bootstrap(cfg, slugs, callback != NULL ? 0 : 1, &org_id, msg, sizeof(msg)) != 0) {
         fprintf(stderr, "settled: %s\n", msg);
@@ -296,7 +353,7 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
     }
     int ret;
     if (check)
-        ret = connect_check(s, cfg, org_id, force);
+        ret = connect_check(s, cfg, org_id, check_mode);
     else if (callback != NULL)
         ret = connect_callback(s, cfg, callback); /* the organisation is the one the state names */
     else

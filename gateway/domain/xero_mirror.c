@@ -10,6 +10,7 @@
 #include "mem.h"
 #include "metrics.h"
 #include "sync.h"
+#include "xero_oauth.h"
 
 gw_fetch_status_t gw_xero_mirror_fetch(gw_fetch_ctx_t *ctx, const char *tenant, int64_t token_id, const cn_fetch_t *f,
                                        const char *if_modified_since, gw_fetch_result_t *out)
@@ -374,13 +375,20 @@ static void gauges(gw_work_t *w)
 
 static void periodic(gw_work_t *w)
 {
-    gw_sync_sweep_due(&w->fetch, w->stop);
+    size_t removed;
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_xero_prune_retired(w->fetch.db, w->fetch.cfg->xero_retired_grace_hours, &removed, &err) != 0)
+        gw_log(GW_LOG_WARN, "removing retired xero token sets failed: %s", err.detail);
+    if (w->fetch.cfg->xero_sync_interval != 0)
+        gw_sync_sweep_due(&w->fetch, w->stop);
 }
 
-/* The sweep looks for due tenants every minute (each is swept every SETTLED_XERO_SYNC_INTERVAL seconds). */
+/* Every minute: retired token sets past their grace period are removed, and the sweep looks for due tenants (each
+ * is swept every SETTLED_XERO_SYNC_INTERVAL seconds). */
 static int periodic_ms(const gw_config_t *cfg)
 {
-    return cfg->xero_sync_interval != 0 ? 60000 : 0;
+    (void)cfg;
+    return 60000;
 }
 
 const gw_processor_t gw_xero_processor = {

@@ -505,6 +505,7 @@ static void sleep_ms(long ms)
 typedef struct st_token_row_t {
     int64_t organisation_id;
     bool needs_reauth;
+    bool retired;      /* replaced by a newer token set of the organisation: never used again */
     bool access_valid; /* an access token that lives at least GW_XERO_TOKEN_MIN_TTL more seconds */
     bool leased;       /* a refresh lease that has not expired is held */
     char *access_hex;
@@ -554,7 +555,8 @@ static int token_row_query(gw_dbs_t *s, const char *sql, const char *id, int nex
         return 1;
     }
     row->organisation_id = strtoll(gw_dbs_value(r, 0, 0), NULL, 10);
-    row->needs_reauth = strcmp(gw_dbs_value(r, 0, 1), "active") != 0;
+    row->needs_reauth = strcmp(gw_dbs_value(r, 0, 1), "needs_reauth") == 0;
+    row->retired = strcmp(gw_dbs_value(r, 0, 1), "retired") == 0;
     row->access_hex = gw_xstrdup(gw_dbs_value(r, 0, 2));
     row->access_valid = gw_dbs_value(r, 0, 3) != NULL && strcmp(gw_dbs_value(r, 0, 3), "t") == 0;
     row->refreshed_at = gw_xstrdup(gw_dbs_value(r, 0, 4) != NULL ? gw_dbs_value(r, 0, 4) : "");
@@ -629,6 +631,13 @@ static int needs_reauth_error(long long token_id, const token_row_t *row, gw_err
     return GW_XERO_NEEDS_REAUTH;
 }
 
+/* A token set replaced by a newer one: transient for the caller, whose next look at xero_tenants finds the newer. */
+static int retired_error(long long token_id, gw_err_t *err)
+{
+    return fail(err, "Xero token set %lld was replaced by a newer connection; try again with the newer token set",
+                token_id);
+}
+
 /* Hands out the stored access token of row. */
 static int use_stored(const unsigned char *key, long long token_id, const token_row_t *row, char **token_out,
                       gw_err_t *err)
@@ -655,7 +664,8 @@ static int store_refresh_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
 {
     static const char sql_store[] =
         "UPDATE xero_tokens SET refresh_token = $2::bytea, access_token = $3::bytea, "
-        "access_expires_at = clock_timestamp() + make_interval(secs => $4::int), status = 'active', last_error = NULL, "
+        "access_expires_at = clock_timestamp() + make_interval(secs => $4::int), "
+        "status = CASE status WHEN 'retired' THEN 'retired' ELSE 'active' END, last_error = NULL, "
         "refreshed_at = clock_timestamp(), updated_at = now(), "
         "refreshing_until = CASE WHEN refreshing_by = $6 THEN NULL ELSE refreshing_until END, "
         "refreshing_by = CASE WHEN refreshing_by = $6 THEN NULL ELSE refreshing_by END "
@@ -791,6 +801,10 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
             db_fail(s, "cannot read the Xero token set", err);
         goto Exit;
     }
+    if (row0.retired) {
+        ret = retired_error(tid, err);
+        goto Exit;
+    }
     if (row0.needs_reauth) {
         ret = needs_reauth_error(tid, &row0, err);
         goto Exit;
@@ -826,6 +840,10 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
                 fail(err, "there is no Xero token set %lld", tid);
             else
                 db_fail(s, "cannot read the Xero token set", err);
+            goto Exit;
+        }
+        if (row.retired) {
+            ret = retired_error(tid, err);
             goto Exit;
         }
         if (row.needs_reauth) {
@@ -1086,22 +1104,73 @@ typedef struct st_store_tenants_t {
     int64_t organisation_id;
     const char *id, *actor, *corr;
     const gw_xero_tenants_t *tenants;
+    size_t moved;        /* out: tenants stored for this token set (the others are served by a newer one) */
+    int64_t replaced_by; /* out: when this token set ended up retired, the newest token set of the organisation */
 } store_tenants_t;
+
+/* Retires, with their audit, the token sets of organisation org that serve no tenant while a newer one does (the
+ * newest serving one replaces them): they are never used again and their needs_reauth, if any, no longer counts. */
+static int retire_replaced(gw_dbs_t *s, int64_t organisation_id, const char *org, const char *actor, const char *corr)
+{
+    static const char sql_retire[] =
+        "WITH newest AS (SELECT max(token_id) AS id FROM xero_tenants WHERE organisation_id = $1), "
+        "stale AS (SELECT t.id, t.status FROM xero_tokens t, newest WHERE t.organisation_id = $1 AND t.id < newest.id "
+        "AND t.status <> 'retired' AND NOT EXISTS (SELECT 1 FROM xero_tenants x WHERE x.organisation_id = $1 AND "
+        "x.token_id = t.id)) "
+        "UPDATE xero_tokens t SET status = 'retired', retired_at = now(), replaced_by = newest.id, access_token = "
+        "NULL, access_expires_at = NULL, updated_at = now() FROM stale, newest WHERE t.id = stale.id "
+        "RETURNING t.id, stale.status, newest.id";
+    const char *p[] = {org};
+    gw_dbs_result_t *r = gw_dbs_query(s, sql_retire, 1, p);
+    if (r == NULL)
+        return -1;
+    int ret = 0;
+    for (size_t i = 0; i != gw_dbs_nrows(r) && ret == 0; ++i) {
+        json_t *before = json_pack("{s:s}", "status", gw_dbs_value(r, i, 1));
+        json_t *after = json_pack("{s:s, s:I}", "status", "retired", "replaced_by",
+                                  (json_int_t)strtoll(gw_dbs_value(r, i, 2), NULL, 10));
+        char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS),
+             *a = json_dumps(after, JSON_COMPACT | JSON_SORT_KEYS);
+        gw_err_t aerr = GW_ERR_INIT;
+        if (gw_audit_write(s, organisation_id, actor, "xero.token_set.retire", "xero_tokens", gw_dbs_value(r, i, 0), b,
+                           a, corr, &aerr) != 0)
+            ret = -1;
+        free(b);
+        free(a);
+        json_decref(before);
+        json_decref(after);
+    }
+    gw_dbs_result_free(r);
+    return ret;
+}
 
 /* The body of store_tenants' transaction (gw_dbs_tx may run it again after a deadlock). */
 static int store_tenants_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
 {
+    /* the token sets of the organisation, locked: connections of one organisation are stored one at a time */
+    static const char sql_lock[] =
+        "SELECT id, status FROM xero_tokens WHERE organisation_id = $1 ORDER BY id FOR UPDATE";
     static const char sql_event[] = "UPDATE xero_tokens SET auth_event_id = $2, updated_at = now() WHERE id = $1";
+    /* a tenant moves only to a newer token set (or stays on its own): never back to an older one */
     static const char sql_tenant[] =
         "INSERT INTO xero_tenants (organisation_id, tenant_id, token_id, tenant_name, tenant_type, connection_id) "
         "VALUES ($1, $2::uuid, $3, $4, 'ORGANISATION', $5) ON CONFLICT (organisation_id, tenant_id) DO UPDATE SET "
         "token_id = EXCLUDED.token_id, tenant_name = EXCLUDED.tenant_name, tenant_type = EXCLUDED.tenant_type, "
-        "connection_id = EXCLUDED.connection_id, updated_at = now()";
-    const store_tenants_t *a = arg;
+        "connection_id = EXCLUDED.connection_id, updated_at = now() WHERE xero_tenants.token_id <= EXCLUDED.token_id";
+    static const char sql_self[] = "SELECT status, replaced_by FROM xero_tokens WHERE id = $1";
+    store_tenants_t *a = arg;
     char org[24], *before = NULL, *after = NULL;
     gw_err_t aerr = GW_ERR_INIT;
+    gw_dbs_result_t *r = NULL;
     int ret = -1;
     snprintf(org, sizeof(org), "%lld", (long long)a->organisation_id);
+    a->moved = 0;
+    a->replaced_by = 0;
+    const char *po[] = {org};
+    if ((r = gw_dbs_query(s, sql_lock, 1, po)) == NULL)
+        goto Exit;
+    gw_dbs_result_free(r);
+    r = NULL;
     if ((before = tenants_json(s, org)) == NULL)
         goto Exit;
     if (a->tenants->auth_event_id != NULL) {
@@ -1112,9 +1181,18 @@ static int store_tenants_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
     for (size_t i = 0; i != a->tenants->n; ++i) {
         const gw_xero_tenant_t *t = &a->tenants->list[i];
         const char *pt[] = {org, t->tenant_id, a->id, t->name, t->connection_id};
-        if (gw_dbs_exec(s, sql_tenant, 5, pt) < 0)
+        long long n = gw_dbs_exec(s, sql_tenant, 5, pt);
+        if (n < 0)
             goto Exit;
+        a->moved += (size_t)n;
     }
+    if (retire_replaced(s, a->organisation_id, org, a->actor, a->corr) != 0)
+        goto Exit;
+    const char *ps[] = {a->id};
+    if ((r = gw_dbs_query(s, sql_self, 1, ps)) == NULL)
+        goto Exit;
+    if (gw_dbs_nrows(r) == 1 && strcmp(gw_dbs_value(r, 0, 0), "retired") == 0)
+        a->replaced_by = gw_dbs_value(r, 0, 1) != NULL ? strtoll(gw_dbs_value(r, 0, 1), NULL, 10) : -1;
     if ((after = tenants_json(s, org)) == NULL)
         goto Exit;
     if (gw_audit_write(s, a->organisation_id, a->actor, "xero.connect", "xero_tokens", a->id, before, after, a->corr,
@@ -1124,20 +1202,30 @@ static int store_tenants_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
 Exit:
     if (ret != 0)
         db_fail(s, "cannot store the Xero tenants", err);
+    gw_dbs_result_free(r);
     free(before);
     free(after);
     return ret;
 }
 
 /*
- * Stores the tenants of token set id for organisation_id, and audits the change, in one transaction. Returns 0, or
- * -1 with err set.
+ * Stores the tenants of token set id for organisation_id (each one that no newer token set serves), retires the
+ * token sets this replaces, and audits the change, in one transaction. Returns 0, or -1 with err set; when the
+ * token set itself ended up retired (a newer connection of the organisation serves all its tenants: an older
+ * authorisation completed late), -1 with a detail naming the newer one, and nothing moved.
  */
 static int store_tenants(gw_dbs_t *s, int64_t organisation_id, const char *id, const gw_xero_tenants_t *tenants,
                          const char *actor, const char *corr, gw_err_t *err)
 {
-    store_tenants_t arg = {organisation_id, id, actor, corr, tenants};
-    return gw_dbs_tx(s, store_tenants_tx, &arg, err);
+    store_tenants_t arg = {organisation_id, id, actor, corr, tenants, 0, 0};
+    if (gw_dbs_tx(s, store_tenants_tx, &arg, err) != 0)
+        return -1;
+    if (arg.replaced_by != 0)
+        return fail(err,
+                    "token set %s was replaced by a newer connection (token set %lld) before its organisations were "
+                    "stored; it is retired and the organisations stay with the newer one",
+                    id, (long long)arg.replaced_by);
+    return 0;
 }
 
 /* ---- connecting: store a new token set, discover its tenants ---- */
@@ -1449,14 +1537,76 @@ int gw_xero_token_sets(gw_dbs_t *s, int64_t organisation_id, gw_xero_token_set_t
     return 0;
 }
 
+/* --check that only reads: the stored access token, if it still lives, lists the tenants; nothing is refreshed,
+ * stored or marked (no write at all, in the database or at Xero). */
+static int check_read_only(gw_dbs_t *s, const gw_config_t *cfg, const gw_xero_token_set_t *set, gw_xero_tenants_t *out,
+                           gw_err_t *err)
+{
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    token_row_t row = {0};
+    char id[24], *token = NULL;
+    long long tid = (long long)set->id;
+    long status = 0;
+    gw_err_t e2 = GW_ERR_INIT;
+    int ret = -1, rc;
+    snprintf(id, sizeof(id), "%lld", tid);
+    if (load_key(cfg, false, key, err) != 0)
+        return -1;
+    if ((rc = read_token_row(s, id, &row)) != 0) {
+        if (rc > 0)
+            fail(err, "there is no Xero token set %lld", tid);
+        else
+            db_fail(s, "cannot read the Xero token set", err);
+        goto Exit;
+    }
+    if (row.retired) {
+        ret = retired_error(tid, err);
+        goto Exit;
+    }
+    if (row.needs_reauth) {
+        ret = needs_reauth_error(tid, &row, err);
+        goto Exit;
+    }
+    if (!row.access_valid) {
+        fail(err,
+             "xero token set %lld: its access token has expired (it is refreshed when next used); a check that only "
+             "reads cannot prove the refresh token: `settled connect xero --check --refresh` does, and stores the "
+             "rotated token",
+             tid);
+        ret = GW_XERO_UNVERIFIED;
+        goto Exit;
+    }
+    if (use_stored(key, tid, &row, &token, err) != 0)
+        goto Exit;
+    if (discover_tenants(cfg, token, out, &status, &e2) != 0) {
+        if (status == 401)
+            fail(err,
+                 "xero token set %lld: Xero refused the stored access token (401); `settled connect xero --check "
+                 "--refresh` gets a new one",
+                 tid);
+        else
+            fail(err, "xero token set %lld: %s", tid, e2.detail);
+        goto Exit;
+    }
+    ret = 0;
+Exit:
+    explicit_bzero(key, sizeof(key));
+    free_secret(token);
+    token_row_free(&row);
+    return ret;
+}
+
 int gw_xero_check_token_set(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id,
-                            const gw_xero_token_set_t *set, bool force_refresh, gw_xero_tenants_t *out, gw_err_t *err)
+                            const gw_xero_token_set_t *set, int mode, gw_xero_tenants_t *out, gw_err_t *err)
 {
     long long tid = (long long)set->id;
     char *token = NULL;
     long status = 0;
     gw_err_t e2 = GW_ERR_INIT;
     *out = (gw_xero_tenants_t){0};
+    if (mode == GW_XERO_CHECK_READ)
+        return check_read_only(s, cfg, set, out, err);
+    bool force_refresh = mode == GW_XERO_CHECK_FORCE;
     int rc = access_token(s, cfg, set->id, force_refresh, &token, err);
     if (rc != 0)
         return rc;
@@ -1483,6 +1633,83 @@ int gw_xero_check_token_set(gw_dbs_t *s, const gw_config_t *cfg, int64_t organis
         }
     }
     return 0;
+}
+
+int gw_xero_find_organisation(gw_dbs_t *s, const char *slug, int64_t *id, gw_err_t *err)
+{
+    static const char sql[] = "SELECT id FROM organisations WHERE slug = $1";
+    const char *p[] = {slug};
+    *id = 0;
+    gw_dbs_result_t *r = gw_dbs_query(s, sql, 1, p);
+    if (r == NULL)
+        return db_fail(s, "cannot look up the organisation", err);
+    if (gw_dbs_nrows(r) == 1)
+        *id = strtoll(gw_dbs_value(r, 0, 0), NULL, 10);
+    gw_dbs_result_free(r);
+    return *id != 0 ? 0 : 1;
+}
+
+/* ---- retired token sets: removed after their grace period ---- */
+
+typedef struct st_prune_t {
+    const char *hours, *corr;
+    size_t removed; /* out */
+} prune_t;
+
+static int prune_tx(gw_dbs_t *s, void *arg, gw_err_t *err)
+{
+    /* at most 100 at a time; a retired token set serves no tenant (never deleted while one points at it) */
+    static const char sql_prune[] =
+        "DELETE FROM xero_tokens t WHERE t.id IN (SELECT id FROM xero_tokens WHERE status = 'retired' AND "
+        "retired_at < now() - make_interval(hours => $1::int) ORDER BY retired_at LIMIT 100 FOR UPDATE SKIP LOCKED) "
+        "AND NOT EXISTS (SELECT 1 FROM xero_tenants x WHERE x.organisation_id = t.organisation_id AND x.token_id = "
+        "t.id) RETURNING t.id, t.organisation_id, t.retired_at::text, t.replaced_by";
+    prune_t *a = arg;
+    const char *p[] = {a->hours};
+    a->removed = 0;
+    gw_dbs_result_t *r = gw_dbs_query(s, sql_prune, 1, p);
+    if (r == NULL)
+        return gw_dbs_err(s, err);
+    int ret = 0;
+    for (size_t i = 0; i != gw_dbs_nrows(r) && ret == 0; ++i) {
+        const char *replaced = gw_dbs_value(r, i, 3);
+        json_t *before =
+            json_pack("{s:s, s:s, s:o}", "status", "retired", "retired_at", gw_dbs_value(r, i, 2), "replaced_by",
+                      replaced != NULL ? json_integer(strtoll(replaced, NULL, 10)) : json_null());
+        char *b = json_dumps(before, JSON_COMPACT | JSON_SORT_KEYS);
+        ret = gw_audit_write(s, strtoll(gw_dbs_value(r, i, 1), NULL, 10), "system:xero", "xero.token_set.delete",
+                             "xero_tokens", gw_dbs_value(r, i, 0), b, NULL, a->corr, err);
+        free(b);
+        json_decref(before);
+    }
+    a->removed = gw_dbs_nrows(r);
+    gw_dbs_result_free(r);
+    return ret;
+}
+
+int gw_xero_prune_retired(gw_dbs_t *s, int grace_hours, size_t *removed, gw_err_t *err)
+{
+    char hours[24], corr[CORR_MAX];
+    snprintf(hours, sizeof(hours), "%d", grace_hours);
+    new_correlation("xero-prune", corr);
+    *removed = 0;
+    for (;;) {
+        prune_t a = {hours, corr, 0};
+        if (gw_dbs_tx(s, prune_tx, &a, err) != 0)
+            return -1;
+        *removed += a.removed;
+        if (a.removed != 0 && gw_log_enabled(GW_LOG_INFO)) {
+            gw_logline_t line;
+            gw_log_begin(&line, GW_LOG_INFO, "retired xero token sets removed");
+            gw_log_str(&line, "provider", "xero", 4);
+            gw_log_int(&line, "removed", (long long)a.removed);
+            gw_log_int(&line, "grace_hours", grace_hours);
+            gw_log_str(&line, "correlation_id", corr, strlen(corr));
+            gw_log_end(&line);
+        }
+        if (a.removed < 100)
+            return 0;
+    }
 }
 
 /* ---- the stored tenants ---- */

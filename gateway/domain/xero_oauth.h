@@ -160,17 +160,40 @@ typedef struct st_gw_xero_token_set_t {
 GW_MUSTCHECK int gw_xero_token_sets(gw_dbs_t *s, int64_t organisation_id, gw_xero_token_set_t **out, size_t *n,
                                     gw_err_t *err);
 
+/* What gw_xero_check_token_set may do. */
+#define GW_XERO_CHECK_READ 0    /* only read: the stored access token, if it still lives, lists the tenants */
+#define GW_XERO_CHECK_REFRESH 1 /* refresh when needed (stores the rotated token), store missing tenants */
+#define GW_XERO_CHECK_FORCE 2   /* GW_XERO_CHECK_REFRESH, and always refresh */
+/* gw_xero_check_token_set with GW_XERO_CHECK_READ: the stored access token has expired, so nothing could be proven
+ * without a refresh (which writes). */
+#define GW_XERO_UNVERIFIED (-3)
+
 /*
- * Proves that token set set (of organisation_id) works: gets an access token (refreshing it when needed, always
- * when force_refresh is set) and lists its tenants with it; if Xero refuses that access token (401), refreshes once
- * and lists again. When the token set has no tenant stored yet (a connect whose listing failed), stores them, with
- * their audit. Returns 0 with the tenants in *out (free them with gw_xero_tenants_free); GW_XERO_NEEDS_REAUTH or
- * -1 with err set when no access token could be had; or -1 with err set (its detail starting "xero token set N: ")
- * when the tenants could not be listed or stored. s must not be inside a transaction.
+ * Proves that token set set (of organisation_id) works by listing its tenants at Xero (GET /connections).
+ * GW_XERO_CHECK_READ writes nothing anywhere: it uses the stored access token if it lives at least
+ * GW_XERO_TOKEN_MIN_TTL more seconds, and returns GW_XERO_UNVERIFIED (with err saying so) otherwise. The other
+ * modes get an access token (gw_xero_access_token: refreshing it when needed, always with GW_XERO_CHECK_FORCE) and,
+ * if Xero refuses it (401), refresh once and list again; when the token set has no tenant stored yet (a connect
+ * whose listing failed), they store them, with their audit. Returns 0 with the tenants in *out (free them with
+ * gw_xero_tenants_free); GW_XERO_NEEDS_REAUTH, GW_XERO_UNVERIFIED or -1 with err set when no access token could be
+ * had; or -1 with err set (its detail starting "xero token set N: ") when the tenants could not be listed or
+ * stored. s must not be inside a transaction.
  */
 GW_MUSTCHECK int gw_xero_check_token_set(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id,
-                                         const gw_xero_token_set_t *set, bool force_refresh, gw_xero_tenants_t *out,
+                                         const gw_xero_token_set_t *set, int mode, gw_xero_tenants_t *out,
                                          gw_err_t *err);
+
+/* The id of the organisation slug, without creating it (a read). Returns 0 with it in *id, 1 if there is none, or
+ * -1 with err set. */
+GW_MUSTCHECK int gw_xero_find_organisation(gw_dbs_t *s, const char *slug, int64_t *id, gw_err_t *err);
+
+/*
+ * Deletes the token sets retired for more than grace_hours (a token set is retired when a newer connection of its
+ * organisation took over all its tenants), in transactions of at most 100, each deletion audited
+ * ('xero.token_set.delete'). Run by the drift sweep's periodic thread. Returns 0 with how many went in *removed, or
+ * -1 with err set.
+ */
+GW_MUSTCHECK int gw_xero_prune_retired(gw_dbs_t *s, int grace_hours, size_t *removed, gw_err_t *err);
 
 /* ---- the stored tenants ---- */
 

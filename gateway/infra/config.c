@@ -164,6 +164,8 @@ static const setting_t settings[] = {
      "Create a portal customer for a contact that matches none, instead of queueing it."},
     {"SETTLED_XERO_SYNC_INTERVAL", T_INT, "3600", 0, 604800, 0, FIELD(xero_sync_interval), NULL,
      "Seconds between drift-repair sweeps; 0 disables them."},
+    {"SETTLED_XERO_RETIRED_GRACE_HOURS", T_INT, "168", 0, 87600, 0, FIELD(xero_retired_grace_hours), NULL,
+     "Hours a replaced (retired) Xero token set is kept before it is deleted."},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -13,6 +13,7 @@
 #include "db.h"
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
@@ -433,6 +434,23 @@ static void start_connect(gw_db_conn_t *c)
     /* else CONNECTING without a socket until on_resolved; the tick's connect deadline applies meanwhile */
 }
 
+/* A statement of this connection failed with res: if its SQLSTATE says that the prepared statements are not where
+ * they were made (42P05: already there on a fresh connection; 26000: gone from an old one), the connection is not
+ * a session of its own but a pooler's transaction: say so once per process, with what to do. */
+static void pooler_hint(const PGresult *res)
+{
+    static atomic_bool said;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (state == NULL || (strcmp(state, "42P05") != 0 && strcmp(state, "26000") != 0) || atomic_exchange(&said, true))
+        return;
+    gw_log(GW_LOG_ERROR,
+           "SETTLED_DATABASE_URL: the server lost or mixed up this connection's prepared statements (SQLSTATE %s): "
+           "it looks like a connection pooler in transaction mode (pgbouncer pool_mode = transaction). The event "
+           "loops prepare their statements once per connection and need session mode; webhooks that meet such a "
+           "connection are answered 503 (docs/operations.md, pgbouncer)",
+           state);
+}
+
 static void start_prepare(gw_db_conn_t *c)
 {
     gw_db_t *db = c->db;
@@ -750,6 +768,7 @@ static void drain_results(gw_db_conn_t *c)
         if (c->state == GW_DB_PREPARING) {
             if (!ok) {
                 gw_log(GW_LOG_ERROR, "preparing a statement failed: %s", PQresultErrorMessage(res));
+                pooler_hint(res);
                 c->batch_failed = true;
             }
         } else if (c->state == GW_DB_BUSY && c->awaiting != NULL && c->awaiting != &c->batch) {
@@ -761,10 +780,12 @@ static void drain_results(gw_db_conn_t *c)
                 job->rows = n != NULL && *n != '\0' ? strtoull(n, NULL, 10) : (uint64_t)PQntuples(res);
             } else if (job->group > 1) {
                 /* which job of the merged statement failed is unknown: they all run again alone */
+                pooler_hint(res);
                 c->batch_failed = true;
             } else {
                 c->batch_failed = true;
                 if (st != PGRES_PIPELINE_ABORTED) {
+                    pooler_hint(res);
                     job->failed = true;
                     gw_log_one_line(job->error, sizeof(job->error), PQresultErrorMessage(res));
                 }

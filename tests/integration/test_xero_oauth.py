@@ -206,6 +206,10 @@ def test_check_stores_tenants_a_failed_connect_could_not_list():
     expect_eq(len(token_sets(db)), 1, "the rotated token set is stored all the same")
     expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "0", "no tenants yet")
     res = connect(db, "--check")
+    expect_eq(res.returncode, 1, "a check that only reads reports the missing tenants")
+    expect_in("--check --refresh` stores them", res.stderr, "and says how to store them")
+    expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "0", "a check that only reads stores nothing")
+    res = connect(db, "--check", "--refresh")
     expect_eq(res.returncode, 0, f"--check exit code (stderr {res.stderr[-1500:]!r})")
     expect_eq(h.sql(db, "SELECT count(*) FROM xero_tenants"), "2", "--check stored the tenants")
     expect_eq(h.sql(db, "SELECT count(*) FROM audit_log WHERE action = 'xero.connect'"), "1", "audited")
@@ -218,7 +222,7 @@ def test_invalid_grant_marks_needs_reauth_and_stops_calling_xero():
     # expires too, so the next use must refresh)
     m.ctl("POST", "clock", {"advance": 61 * 86400})
     before = m.oauth()
-    res = connect(db, "--check")
+    res = connect(db, "--check", "--refresh")
     expect(res.returncode != 0, "exit code after invalid_grant", res.returncode)
     expect_in("needs_reauth", res.stdout, "--check reports the state")
     expect_in("invalid_grant", res.stderr, "the error names invalid_grant")
@@ -301,7 +305,7 @@ def test_concurrent_refreshes_never_lose_the_connection():
     expect_eq(res.returncode, 0, f"a refresh to a short-lived token (stderr {res.stderr[-1500:]!r})")
     m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 200, "target": "token", "count": 0})
     m.ctl("DELETE", "stats")
-    results = _parallel(5, lambda i: connect(db, "--check"))
+    results = _parallel(5, lambda i: connect(db, "--check", "--refresh"))
     for i, res in enumerate(results):
         expect_eq(res.returncode, 0, f"short-lived tokens, process {i}: exit code (stderr {res.stderr[-1500:]!r})")
     oauth = m.oauth()
@@ -480,7 +484,7 @@ def test_refresh_under_idle_in_transaction_timeout():
     # two processes at once, the access token expired: one refresh, both served
     m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 2500, "target": "token", "count": 0})
     expire_access_token(db)
-    results = _parallel(2, lambda i: connect(db, "--check"))
+    results = _parallel(2, lambda i: connect(db, "--check", "--refresh"))
     for i, res in enumerate(results):
         expect_eq(res.returncode, 0, f"concurrent process {i}: exit code (stderr {res.stderr[-1500:]!r})")
     oauth = m.oauth()
@@ -502,7 +506,7 @@ def test_two_refreshers_refresh_once():
     for round_ in range(2):
         expire_access_token(db)
         m.ctl("DELETE", "stats")
-        results = _parallel(2, lambda i: connect(db, "--check"))
+        results = _parallel(2, lambda i: connect(db, "--check", "--refresh"))
         for i, res in enumerate(results):
             expect_eq(res.returncode, 0, f"round {round_}, process {i}: exit code (stderr {res.stderr[-1500:]!r})")
             expect_in("ok, 2 tenants", res.stdout, f"round {round_}, process {i}")
@@ -524,7 +528,7 @@ def test_expired_lease_is_taken_over():
     h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() + interval '1 hour', refreshing_by = 'dead-host:1:0bad'")
     before = m.oauth()
     t0 = time.monotonic()
-    res = connect(db, "--check", extra_env=fast)
+    res = connect(db, "--check", "--refresh", extra_env=fast)
     waited = time.monotonic() - t0
     expect(res.returncode != 0, "a lease held by someone else, for longer than the wait", res.returncode)
     expect_in("taking too long", res.stderr, "the error says why")
@@ -536,7 +540,7 @@ def test_expired_lease_is_taken_over():
     # the holder's lease runs out in 1.5 s: the caller waits for it, then takes it over
     h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() + interval '1.5 seconds'")
     m.ctl("DELETE", "stats")
-    res = connect(db, "--check", extra_env=fast)
+    res = connect(db, "--check", "--refresh", extra_env=fast)
     expect_eq(res.returncode, 0, f"take-over exit code (stderr {res.stderr[-1500:]!r})")
     expect_in("lease taken over", res.stderr, "the take-over is logged")
     expect_in("dead-host:1:0bad", res.stderr, "with the previous holder")
@@ -549,7 +553,7 @@ def test_expired_lease_is_taken_over():
     expire_access_token(db)
     h.sql(db, "UPDATE xero_tokens SET refreshing_until = now() - interval '1 second', refreshing_by = 'gone:2:beef'")
     t0 = time.monotonic()
-    res = connect(db, "--check", extra_env=fast)
+    res = connect(db, "--check", "--refresh", extra_env=fast)
     expect_eq(res.returncode, 0, f"expired-lease exit code (stderr {res.stderr[-1500:]!r})")
     expect(time.monotonic() - t0 < 5, "no wait for an expired lease", time.monotonic() - t0)
     expect_eq(m.oauth()["token_refreshes"], 2, "refreshes")
@@ -769,6 +773,185 @@ def test_missing_or_bad_settings_are_named():
     expect_eq(res.returncode, 2, "a usage error")
     res = connect(db, "--refresh-token", "x", "--check")
     expect_eq(res.returncode, 2, "two actions at once")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Connection hygiene: a reconnect retires the token set it replaces, tenants never move back, --check only
+# reads, retired token sets are removed after their grace period
+
+
+def reauth_gauge(s):
+    return h.metric_sum(s.metrics(), "settled_xero_connections_needing_reauth")
+
+
+def park_needs_reauth(db):
+    """The connected token set's refresh token dies (unused past Xero's 60 days, no grace): needs_reauth."""
+    mock().ctl("POST", "clock", {"advance": 61 * 86400})
+    res = connect(db, "--check", "--refresh")
+    expect(res.returncode != 0, "the dead refresh token fails", res.returncode)
+    expect_eq([r[2] for r in token_sets(db)], ["needs_reauth"], "statuses after invalid_grant")
+
+
+def test_reconnect_retires_the_replaced_token_set_and_clears_the_alert():
+    """An organisation whose token set needs re-authorisation connects again: the old token set is retired (not
+    needs_reauth), every tenant is on the new one, the retirement is audited, and the re-authorisation gauge of
+    /metrics and /readyz drops back to 0. Before, the old row stayed needs_reauth forever and so did the alert."""
+    m = mock()
+    db = connected("RT-RC-1", grace=0)
+    park_needs_reauth(db)
+    old = int(token_sets(db)[0][0])
+    with h.Settled(db, env=env(db, SETTLED_WORKERS=1, SETTLED_XERO_SYNC_INTERVAL=0)) as s:
+        pl.wait_for(lambda: reauth_gauge(s) == 1, 15, "the gauge to count the token set that needs re-authorisation")
+        expect_in("needs_reauth", s.get("/readyz")[2].decode(), "/readyz before the reconnect")
+        m.ctl(
+            "POST",
+            "authorisations",
+            {"refresh_token": "RT-RC-2", "tenants": [{"tenantId": T1, "tenantName": "Org One"},
+                                                     {"tenantId": T2, "tenantName": "Org Two"}]},
+        )
+        res = connect(db, "--refresh-token", "RT-RC-2", secrets=("RT-RC-2",))
+        expect_eq(res.returncode, 0, f"reconnect exit code (stderr {res.stderr[-2000:]!r})")
+        rows = {int(r[0]): r[2] for r in token_sets(db)}
+        new = max(rows)
+        expect_eq(rows, {old: "retired", new: "active"}, "token sets after the reconnect")
+        expect_eq(h.sql(db, "SELECT count(*) FROM xero_tokens WHERE status = 'needs_reauth'"), "0", "needs_reauth rows")
+        expect_eq(
+            h.sql_rows(db, "SELECT replaced_by, retired_at IS NOT NULL, access_token IS NULL FROM xero_tokens"
+                           " WHERE id = $1", old),
+            [[str(new), "t", "t"]],
+            "the retired token set names its replacement and keeps no access token",
+        )
+        expect_eq(
+            h.sql_rows(db, "SELECT tenant_id::text, token_id FROM xero_tenants ORDER BY tenant_id"),
+            [[T1, str(new)], [T2, str(new)]],
+            "every tenant is on the new token set",
+        )
+        expect_eq(
+            h.sql(db, "SELECT before::text || ' ' || after::text FROM audit_log WHERE action = 'xero.token_set.retire'"),
+            '{"status": "needs_reauth"} {"status": "retired", "replaced_by": %d}' % new,
+            "the retirement is audited",
+        )
+        expect_eq(h.sql(db, "SELECT audit_verify(organisation_id) FROM xero_tokens LIMIT 1"), "", "the audit chain")
+        pl.wait_for(lambda: reauth_gauge(s) == 0, 15, "the re-authorisation gauge to drop to 0 after the reconnect")
+        ready = s.get("/readyz")[2].decode()
+        expect_not_in("needs_reauth", ready, "/readyz after the reconnect")
+    # a check lists only the working token set, and exits 0
+    res = connect(db, "--check")
+    expect_eq(res.returncode, 0, f"--check after the reconnect (stderr {res.stderr[-1500:]!r})")
+    expect_in(f"xero token set {new}: ok, 2 tenants", res.stdout, "--check output")
+    expect_not_in(f"xero token set {old}:", res.stdout, "the retired token set is not checked")
+
+
+def test_an_older_connection_never_takes_tenants_back():
+    """Two connections of one organisation race: A's token set is stored first (lower id) but its organisations
+    are listed late (a slow GET /connections), B's is stored and listed meanwhile. When A finally stores its
+    tenants they stay with B's newer token set; A's token set is retired, replaced by B's, and A's connect says so."""
+    m = mock()
+    m.setup("RT-RACE-A")
+    m.ctl("POST", "authorisations", {"refresh_token": "RT-RACE-B", "tenants": [{"tenantId": T1, "tenantName": "Org One"},
+                                                                                {"tenantId": T2, "tenantName": "Org Two"}]})
+    db = h.new_database("xero_oauth")
+    h.sql(db, "INSERT INTO organisations (slug, name) VALUES ('default', 'default')")
+    m.ctl("POST", "faults", {"mode": "slow", "delay_ms": 3000, "target": "api", "path_prefix": "/connections",
+                             "count": 1})
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("a", connect(db, "--refresh-token", "RT-RACE-A",
+                                                                    secrets=("RT-RACE-A",))))
+    t.start()
+    pl.wait_for(lambda: h.sql(db, "SELECT count(*) FROM xero_tokens") == "1", 20, "A's token set to be stored")
+    b = connect(db, "--refresh-token", "RT-RACE-B", secrets=("RT-RACE-B",))
+    expect_eq(b.returncode, 0, f"B's connect (stderr {b.stderr[-1500:]!r})")
+    t.join(60)
+    a = out["a"]
+    ids = [int(r[0]) for r in token_sets(db)]
+    expect_eq(len(ids), 2, "two token sets")
+    ta, tb = ids
+    expect(a.returncode != 0, "A's late connect fails", a.returncode)
+    expect_in(f"replaced by a newer connection (token set {tb})", a.stderr, "and says which connection replaced it")
+    expect_eq(
+        h.sql_rows(db, "SELECT tenant_id::text, token_id FROM xero_tenants ORDER BY tenant_id"),
+        [[T1, str(tb)], [T2, str(tb)]],
+        "the tenants stay with the newer token set",
+    )
+    expect_eq(
+        h.sql_rows(db, "SELECT id, status, replaced_by FROM xero_tokens ORDER BY id"),
+        [[str(ta), "retired", str(tb)], [str(tb), "active", None]],
+        "the older token set is retired, replaced by the newer",
+    )
+    m.ctl("DELETE", "faults")
+
+
+def db_dump(db):
+    """Every row and sequence of the database (pg_dump --data-only), for comparing before and after."""
+    pgbin = os.environ.get("SETTLED_TEST_PGBIN", "/usr/lib/postgresql/15/bin")
+    res = subprocess.run([os.path.join(pgbin, "pg_dump"), "--data-only", "--no-owner", "-d", db], capture_output=True,
+                         text=True, timeout=60)
+    expect_eq(res.returncode, 0, f"pg_dump ({res.stderr[-500:]!r})")
+    # (pg_dump's \restrict lines carry a random key of each run)
+    return "".join(line for line in res.stdout.splitlines(True) if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+def test_check_only_reads():
+    """`connect xero --check` writes nothing, in the database (a data dump, sequences included, is identical
+    before and after) or at Xero (no token call): with a live access token it lists the tenants; with an expired
+    one it says it cannot prove the refresh token without a refresh (before, it refreshed and stored the rotated
+    token); with a token set that needs re-authorisation it says so; for an unknown organisation it creates none."""
+    m = mock()
+    db = connected("RT-RO-1", grace=0)
+    cases = [
+        ("a live access token", None, 0, "ok, 2 tenants"),
+        ("an expired access token", lambda: expire_access_token(db), 0, "unverified, 2 tenants stored"),
+        ("an unknown organisation", None, 1, None),
+    ]
+    for what, prepare, code, out in cases:
+        if prepare:
+            prepare()
+        before, calls = db_dump(db), m.oauth()["token_requests"]
+        args = ["--check"] + (["--organisation", "nobody-here"] if "unknown" in what else [])
+        res = connect(db, *args)
+        expect_eq(res.returncode, code, f"{what}: exit code (stderr {res.stderr[-1500:]!r})")
+        if out:
+            expect_in(out, res.stdout, f"{what}: output")
+        after = db_dump(db)
+        if after != before:
+            import difflib
+            diff = "".join(list(difflib.unified_diff(before.splitlines(True), after.splitlines(True), n=0))[:20])
+            raise h.Failure(f"{what}: --check changed the database:\n{diff}")
+        expect_eq(m.oauth()["token_requests"], calls, f"{what}: token calls at Xero")
+    expect_in("cannot prove the refresh token", connect(db, "--check").stderr, "the unverified case says why")
+    park_needs_reauth(db)
+    before, calls = db_dump(db), m.oauth()["token_requests"]
+    res = connect(db, "--check")
+    expect_eq(res.returncode, 1, "needs_reauth: exit code")
+    expect_in("needs_reauth", res.stdout, "needs_reauth: output")
+    expect(db_dump(db) == before, "needs_reauth: the database is unchanged by --check")
+    expect_eq(m.oauth()["token_requests"], calls, "needs_reauth: token calls at Xero")
+
+
+def test_retired_token_sets_are_removed_after_the_grace_period():
+    """Token sets retired for longer than SETTLED_XERO_RETIRED_GRACE_HOURS are deleted by the workers' periodic
+    thread (at start, then every minute), audited; younger retired ones and working ones stay."""
+    m = mock()
+    db = connected("RT-GR-1")
+    for rt in ("RT-GR-2", "RT-GR-3"):
+        m.ctl("POST", "authorisations", {"refresh_token": rt, "tenants": [{"tenantId": T1}, {"tenantId": T2}]})
+        res = connect(db, "--refresh-token", rt, secrets=(rt,))
+        expect_eq(res.returncode, 0, f"reconnect with {rt} (stderr {res.stderr[-1500:]!r})")
+    s1, s2, s3 = [int(r[0]) for r in token_sets(db)]
+    expect_eq([r[2] for r in token_sets(db)], ["retired", "retired", "active"], "statuses after two reconnects")
+    h.sql(db, "UPDATE xero_tokens SET retired_at = now() - interval '3 hours' WHERE id = $1", s1)
+    h.sql(db, "UPDATE xero_tokens SET retired_at = now() - interval '30 minutes' WHERE id = $1", s2)
+    w = pl.Worker(pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_RETIRED_GRACE_HOURS=1))
+    try:
+        pl.wait_for(lambda: h.sql(db, "SELECT count(*) FROM xero_tokens") == "2", 20,
+                    "the token set retired 3 hours ago to be removed")
+        time.sleep(1)
+        expect_eq([int(r[0]) for r in token_sets(db)], [s2, s3], "what is left: the younger retired set, the active one")
+        expect_eq(h.sql(db, "SELECT entity_id FROM audit_log WHERE action = 'xero.token_set.delete'"), str(s1),
+                  "the removal is audited")
+        expect_eq(h.sql(db, "SELECT audit_verify(organisation_id) FROM xero_tokens LIMIT 1"), "", "the audit chain")
+    finally:
+        w.stop()
 
 
 try:

@@ -61,6 +61,9 @@ typedef struct st_worker_t {
 
 static const char *processed_providers[NPROCESSORS];
 
+/* While the database is down every worker fails every round: one warning, then a summary a minute. */
+static gw_log_limit_t claim_failed = GW_LOG_LIMIT_INIT(GW_LOG_WARN, 60000);
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -93,9 +96,10 @@ static int run_round(worker_t *w)
     gw_queue_batch_t batch;
     gw_err_t err = GW_ERR_INIT;
     if (gw_queue_claim(&w->work.queue, lanes, NPROCESSORS, &batch, &err) != 0) {
-        gw_log(GW_LOG_WARN, "worker %d: %s", w->index, err.detail);
+        gw_log_limited(&claim_failed, "worker %d: %s", w->index, err.detail);
         return -1;
     }
+    gw_log_limit_settle(&claim_failed);
     if (batch.n == 0)
         return 0;
     gw_queue_row_t **rows = gw_xcalloc(batch.n, sizeof(*rows));
@@ -127,6 +131,7 @@ static void wait_for_work(worker_t *w, int timeout_ms)
 {
     gw_dbs_t *db = w->work.fetch.db;
     if (gw_dbs_exec(db, "LISTEN settled_events", 0, NULL) < 0) {
+        gw_log_limited(&claim_failed, "worker %d: cannot LISTEN for new events: %s", w->index, gw_dbs_error(db));
         usleep(DB_RETRY_MS * 1000);
         return;
     }

@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "orgs.h"
 #include "processor.h"
+#include "retention.h"
 #include "xero_mirror.h"
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
@@ -49,6 +50,7 @@ struct st_gw_workers_t {
     gw_work_t periodic_work;
     pthread_mutex_t lock; /* with wake: the periodic thread's sleep, which gw_workers_stop cuts short */
     pthread_cond_t wake;
+    gw_retention_job_t *retention; /* the pruning job (SETTLED_RETENTION_DAYS), NULL when off */
 };
 
 typedef struct st_worker_t {
@@ -295,6 +297,7 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
             gw_log(GW_LOG_ERROR, "cannot start worker thread %d: %s", i, strerror(errno));
             abort();
         }
+    pool->retention = gw_retention_start(cfg);
     gw_log(GW_LOG_INFO, "%d queue worker%s started%s", nthreads, nthreads == 1 ? "" : "s",
            pool->periodic ? ", and the periodic thread (drift sweeps)" : "");
     return pool;
@@ -302,6 +305,7 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
 
 void gw_workers_stop(gw_workers_t *pool)
 {
+    gw_retention_stop(pool->retention);
     if (pool->periodic)
         pthread_mutex_lock(&pool->lock);
     atomic_store(&pool->stopping, true);

@@ -172,6 +172,8 @@ static const setting_t settings[] = {
      "Create a portal customer for a contact that matches none, instead of queueing it."},
     {"SETTLED_XERO_SYNC_INTERVAL", T_INT, "3600", 0, 604800, 0, FIELD(xero_sync_interval), NULL,
      "Seconds between drift-repair sweeps; 0 disables them."},
+    {"SETTLED_RETENTION_DAYS", T_INT, "0", 0, 36500, 0, FIELD(retention_days), NULL,
+     "Days after which done and ignored events are deleted by the workers' pruning job; 0 keeps every event."},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -78,6 +78,7 @@ typedef struct st_gw_config_t {
     int http_max_host_connections;   /* SETTLED_HTTP_MAX_HOST_CONNECTIONS */
     bool match_create_customers;     /* SETTLED_MATCH_CREATE_CUSTOMERS */
     int xero_sync_interval;          /* SETTLED_XERO_SYNC_INTERVAL */
+    int retention_days;              /* SETTLED_RETENTION_DAYS: 0 keeps every event */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

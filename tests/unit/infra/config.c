@@ -955,6 +955,7 @@ static void test_dump(void **state)
                            "SETTLED_HTTP_MAX_HOST_CONNECTIONS=16\n"
                            "SETTLED_MATCH_CREATE_CUSTOMERS=false\n"
                            "SETTLED_XERO_SYNC_INTERVAL=3600\n"
+                           "SETTLED_RETENTION_DAYS=0\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);

@@ -1080,11 +1080,12 @@ static void test_list_keys(void **state)
                                            "SETTLED_STRIPE_LIMIT_SECOND",
                                            "SETTLED_GOCARDLESS_LIMIT_MINUTE",
                                            "SETTLED_BODY_LIMIT",
-                                           "SETTLED_INSTANCES"};
+                                           "SETTLED_INSTANCES",
+                                           "SETTLED_RETENTION_DAYS"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 60); /* 56 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 61); /* 57 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

@@ -5,11 +5,15 @@
  * 413 into problem+json.
  */
 #include "routes.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include "intake.h"
 #include "log.h"
 #include "metrics.h"
+#include "notes.h"
 #include "ops.h"
 #include "reply.h"
 #include "xero_callback.h"
@@ -182,12 +186,14 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         const cn_connector_t *cn = route != NULL && route->provider != NULL ? route->data : NULL;
         if (cn == NULL || !cn->bare_replies) {
             ssize_t i = h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1);
+            gw_note(req, GW_NOTE_DETAIL, H2O_STRLIT("The request body exceeds SETTLED_BODY_LIMIT."));
             body = gw_reply_problem_body(&req->pool, 413, gw_err_body_too_large,
                                          "The request body exceeds SETTLED_BODY_LIMIT.",
                                          req->res.headers.entries[i].value);
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                            H2O_STRLIT("application/problem+json"));
         }
+        gw_note(req, GW_NOTE_PROBLEM, gw_err_body_too_large, strlen(gw_err_body_too_large));
         req->res.content_length = body.len;
         rewrite_ostream_t *os = (void *)h2o_add_ostream(req, sizeof(*os), slot);
         os->super.do_send = on_rewrite_send;
@@ -196,6 +202,45 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         slot = &os->super.next;
     }
     h2o_setup_next_ostream(req, slot);
+}
+
+/* Appends the peer's address ("client"), without the port. */
+static void log_client(gw_logline_t *line, h2o_req_t *req)
+{
+    struct sockaddr_storage ss;
+    if (req->conn == NULL || req->conn->callbacks->get_peername == NULL ||
+        req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) == 0)
+        return;
+    char addr[INET6_ADDRSTRLEN];
+    const void *a = ss.ss_family == AF_INET    ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                    : ss.ss_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr
+                                               : NULL;
+    if (a != NULL && inet_ntop(ss.ss_family, a, addr, sizeof(addr)) != NULL)
+        gw_log_str(line, "client", addr, strlen(addr));
+}
+
+/* Appends what the handler noted (notes.h): strings, two counts and a flag. */
+static void log_notes(gw_logline_t *line, h2o_req_t *req)
+{
+    static const char *const strings[] = {GW_NOTE_SOURCE, GW_NOTE_EVENT_ID, GW_NOTE_PROBLEM, GW_NOTE_DETAIL};
+    for (size_t i = 0; i != sizeof(strings) / sizeof(strings[0]); ++i) {
+        h2o_iovec_t v = gw_note_get(req, strings[i]);
+        if (v.base != NULL)
+            gw_log_str(line, strings[i], v.base, v.len);
+    }
+    static const char *const counts[] = {GW_NOTE_EVENTS, GW_NOTE_NEW_EVENTS};
+    for (size_t i = 0; i != sizeof(counts) / sizeof(counts[0]); ++i) {
+        h2o_iovec_t v = gw_note_get(req, counts[i]);
+        if (v.base != NULL) {
+            long long n = 0;
+            for (size_t k = 0; k != v.len && v.base[k] >= '0' && v.base[k] <= '9'; ++k)
+                n = n * 10 + (v.base[k] - '0');
+            gw_log_int(line, counts[i], n);
+        }
+    }
+    h2o_iovec_t dup = gw_note_get(req, GW_NOTE_DUPLICATE);
+    if (dup.base != NULL)
+        gw_log_bool(line, GW_NOTE_DUPLICATE, h2o_memis(dup.base, dup.len, H2O_STRLIT("true")));
 }
 
 static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
@@ -224,6 +269,8 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
     if (route != NULL && route->provider != NULL)
         gw_log_str(&line, "provider", route->provider, strlen(route->provider));
     gw_log_int(&line, "status", status);
+    log_notes(&line, req);
+    log_client(&line, req);
     gw_log_int(&line, "bytes_in", (long long)req->entity.len);
     gw_log_ms(&line, "duration_ms", (double)us / 1000.0);
     gw_log_end(&line);

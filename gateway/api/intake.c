@@ -13,6 +13,7 @@
 #include "crypto.h"
 #include "log.h"
 #include "mem.h"
+#include "notes.h"
 #include "reply.h"
 
 enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS, STMT_NOTIFY, STMT_MAX };
@@ -102,10 +103,26 @@ static void reply_accepted(h2o_req_t *req, const cn_connector_t *cn)
 /* Answers err: with its status alone on providers that mandate empty replies, as problem+json otherwise. */
 static void reply_err(h2o_req_t *req, const cn_connector_t *cn, const gw_err_t *err)
 {
-    if (cn->bare_replies)
+    if (cn->bare_replies) {
+        gw_reply_note_err(req, err);
         gw_reply_empty(req, err->status);
-    else
+    } else {
         gw_reply_err(req, err);
+    }
+}
+
+/* The detail sentence of a signature check's refusal: what exactly was wrong, never a secret or the signature. */
+static const char *signature_detail(const char *code)
+{
+    if (code == cn_err_signature_missing)
+        return "The request has no signature header for this provider.";
+    if (code == cn_err_signature_malformed)
+        return "The signature header cannot be parsed.";
+    if (code == cn_err_timestamp_stale)
+        return "The signature matches, but its timestamp is older than SETTLED_STRIPE_TOLERANCE allows.";
+    if (code == cn_err_no_secret)
+        return "The webhook source has no usable secret.";
+    return "No active secret of this source produces the signature of this body.";
 }
 
 /* Answers a failure of the store: 503 with Retry-After, so the provider delivers again. */
@@ -202,6 +219,8 @@ static void on_committed(void *data, const char *error, uint64_t rows)
         return;
     }
     gw_metrics_events(pending->route->id, pending->nevents, rows);
+    gw_note_int(req, GW_NOTE_NEW_EVENTS, (long long)rows);
+    gw_note(req, GW_NOTE_DUPLICATE, rows == 0 ? "true" : "false", rows == 0 ? 4 : 5);
     if (rows != 0)
         wake_workers(loop);
     reply_accepted(req, cn);
@@ -325,6 +344,7 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
         reply_err(req, cn, &err);
         return 0;
     }
+    gw_note(req, GW_NOTE_SOURCE, src->name, strlen(src->name));
 
     /* 1. the signature, on the raw bytes, before anything is parsed */
     cn_verify_input_t in = {.body = {req->entity.base, req->entity.len},
@@ -336,7 +356,7 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
         in.signature = (cn_str_t){req->headers.entries[at].value.base, req->headers.entries[at].value.len};
     const char *code = cn->verify(&gw_crypto_host, &in);
     if (code != NULL) {
-        gw_err_set(&err, code, cn->status_bad_signature, "The signature header does not verify this body.");
+        gw_err_set(&err, code, cn->status_bad_signature, "%s", signature_detail(code));
         reply_err(req, cn, &err);
         return 0;
     }
@@ -352,6 +372,9 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
         reply_err(req, cn, &err);
         return 0;
     }
+    gw_note(req, GW_NOTE_EVENT_ID, events != NULL && nevents != 0 ? events[0].event_id.base : NULL,
+            events != NULL && nevents != 0 ? events[0].event_id.len : 0);
+    gw_note_int(req, GW_NOTE_EVENTS, (long long)nevents);
     if (nevents == 0) { /* e.g. Xero's intent-to-receive: verified, nothing to store */
         reply_accepted(req, cn);
         return 0;

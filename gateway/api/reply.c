@@ -3,6 +3,7 @@
 #include "reply.h"
 #include <stdio.h>
 #include <string.h>
+#include "notes.h"
 
 const char *gw_reply_reason(int status)
 {
@@ -136,15 +137,27 @@ h2o_iovec_t gw_reply_err_body(h2o_mem_pool_t *pool, const gw_err_t *err, h2o_iov
     return gw_reply_problem_body(pool, *status, err->code, err->detail[0] != '\0' ? err->detail : NULL, request_id);
 }
 
+void gw_reply_note_err(h2o_req_t *req, const gw_err_t *err)
+{
+    const char *code = gw_err_is_set(err) ? err->code : gw_err_internal;
+    gw_note(req, GW_NOTE_PROBLEM, code, strlen(code));
+    if (gw_err_is_set(err) && err->detail[0] != '\0')
+        gw_note(req, GW_NOTE_DETAIL, err->detail, strlen(err->detail));
+}
+
 void gw_reply_err(h2o_req_t *req, const gw_err_t *err)
 {
     int status;
     h2o_iovec_t body = gw_reply_err_body(&req->pool, err, request_id_of(req), &status);
+    gw_reply_note_err(req, err);
     gw_reply_text(req, status, "application/problem+json", body.base, body.len);
 }
 
 void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail)
 {
     h2o_iovec_t body = gw_reply_problem_body(&req->pool, status, code, detail, request_id_of(req));
+    gw_note(req, GW_NOTE_PROBLEM, code, strlen(code));
+    if (detail != NULL)
+        gw_note(req, GW_NOTE_DETAIL, detail, strlen(detail));
     gw_reply_text(req, status, "application/problem+json", body.base, body.len);
 }

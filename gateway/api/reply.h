@@ -15,6 +15,9 @@
  * HTTP status answers its code with 500. The one way an error leaves settled, except the bare replies a provider
  * mandates (gw_reply_empty with err->status). */
 void gw_reply_err(h2o_req_t *req, const gw_err_t *err);
+/* Notes err's code and detail for the request's log line (notes.h); gw_reply_err and gw_reply_problem do it
+ * themselves, a handler that answers err with a bare status (a provider's mandate) calls it. */
+void gw_reply_note_err(h2o_req_t *req, const gw_err_t *err);
 /* Builds the problem+json body gw_reply_err sends for err into pool, and stores the status it answers with in
  * *status. */
 h2o_iovec_t gw_reply_err_body(h2o_mem_pool_t *pool, const gw_err_t *err, h2o_iovec_t request_id, int *status);

@@ -67,6 +67,27 @@ static const char sql_depth[] = "SELECT status, count(*) FROM inbox_events"
                                 " GROUP BY status"
                                 " UNION ALL SELECT 'dead', count(*) FROM inbox_events WHERE status = 'dead'";
 
+/* The writes that finish rows fail together while the database is down: one warning, then a summary a minute. */
+static gw_log_limit_t write_failed = GW_LOG_LIMIT_INIT(GW_LOG_WARN, 60000);
+
+/* A debug line about n rows (the first's correlation id) that a worker decided something about. */
+static void log_decision(const gw_queue_t *q, const char *msg, gw_queue_row_t *const *rows, size_t n, const char *key,
+                         const char *value)
+{
+    gw_logline_t line;
+    gw_log_begin(&line, GW_LOG_DEBUG, msg);
+    gw_log_int(&line, "worker", q->index);
+    if (n != 0) {
+        gw_log_str(&line, "provider", rows[0]->provider, strlen(rows[0]->provider));
+        gw_log_str(&line, "event", rows[0]->id, strlen(rows[0]->id));
+        gw_log_str(&line, "correlation_id", rows[0]->correlation, strlen(rows[0]->correlation));
+    }
+    gw_log_int(&line, "events", (long long)n);
+    if (value != NULL)
+        gw_log_str(&line, key, value, strlen(value));
+    gw_log_end(&line);
+}
+
 /* A PostgreSQL array literal of n strings: each element double-quoted, with '"' and '\' escaped. */
 static char *array_literal(const char *const *items, size_t n)
 {
@@ -152,6 +173,18 @@ int gw_queue_claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, g
         row->resource_id = gw_xstrdup(gw_dbs_value(r, i, 5));
         row->attempts = atoi(gw_dbs_value(r, i, 6));
         row->correlation = gw_xstrdup(gw_dbs_value(r, i, 7));
+        if (gw_log_enabled(GW_LOG_DEBUG)) {
+            gw_logline_t line;
+            gw_log_begin(&line, GW_LOG_DEBUG, "claimed");
+            gw_log_int(&line, "worker", q->index);
+            gw_log_str(&line, "event", row->id, strlen(row->id));
+            gw_log_str(&line, "provider", row->provider, strlen(row->provider));
+            gw_log_str(&line, "type", row->event_type, strlen(row->event_type));
+            gw_log_str(&line, "resource", row->resource_id, row->resource_id != NULL ? strlen(row->resource_id) : 0);
+            gw_log_int(&line, "attempt", row->attempts);
+            gw_log_str(&line, "correlation_id", row->correlation, strlen(row->correlation));
+            gw_log_end(&line);
+        }
     }
     gw_dbs_result_free(r);
     return 0;
@@ -175,8 +208,10 @@ void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum 
     char *ids = id_array(rows, n);
     const char *params[] = {ids, q->owner, end == GW_QUEUE_DONE ? "done" : "ignored"};
     gw_dbs_result_t *r = gw_dbs_query(q->db, sql_finish, 3, params);
+    if (gw_log_enabled(GW_LOG_DEBUG))
+        log_decision(q, end == GW_QUEUE_DONE ? "finished as done" : "finished as ignored", rows, n, NULL, NULL);
     if (r == NULL)
-        gw_log(GW_LOG_WARN, "worker %d: cannot finish events: %s", q->index, gw_dbs_error(q->db));
+        gw_log_limited(&write_failed, "worker %d: cannot finish events: %s", q->index, gw_dbs_error(q->db));
     else
         gw_metrics_worker_outcome(end == GW_QUEUE_DONE ? GW_OUTCOME_DONE : GW_OUTCOME_IGNORED, gw_dbs_nrows(r));
     record_lags(r);
@@ -194,7 +229,7 @@ void gw_queue_fail(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const c
     const char *params[] = {ids, error, max, base, cap, q->owner};
     gw_dbs_result_t *r = gw_dbs_query(q->db, sql_fail, 6, params);
     if (r == NULL) {
-        gw_log(GW_LOG_WARN, "worker %d: cannot record a failure: %s", q->index, gw_dbs_error(q->db));
+        gw_log_limited(&write_failed, "worker %d: cannot record a failure: %s", q->index, gw_dbs_error(q->db));
     } else if (gw_dbs_nrows(r) != 0) { /* none: the lease was lost, and the rows are another worker's now */
         for (size_t i = 0; i != gw_dbs_nrows(r); ++i) {
             bool dead = strcmp(gw_dbs_value(r, i, 0), "dead") == 0;
@@ -219,8 +254,13 @@ void gw_queue_reschedule(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, u
     snprintf(wait, sizeof(wait), "%llu", (unsigned long long)wait_ms);
     const char *params[] = {ids, wait, why, q->owner};
     long long done = gw_dbs_exec(q->db, sql_reschedule, 4, params);
+    if (gw_log_enabled(GW_LOG_DEBUG)) {
+        char detail[600];
+        snprintf(detail, sizeof(detail), "due again in %s ms: %s", wait, why != NULL ? why : "");
+        log_decision(q, "rescheduled without counting the attempt", rows, n, "why", detail);
+    }
     if (done < 0)
-        gw_log(GW_LOG_WARN, "worker %d: cannot reschedule events: %s", q->index, gw_dbs_error(q->db));
+        gw_log_limited(&write_failed, "worker %d: cannot reschedule events: %s", q->index, gw_dbs_error(q->db));
     else
         gw_metrics_worker_outcome(GW_OUTCOME_RESCHEDULED, (uint64_t)done);
     free(ids);
@@ -236,6 +276,17 @@ size_t gw_queue_cover(gw_queue_t *q, const gw_queue_row_t *like, const char *cat
     const char *params[] = {org, like->account, category, resources, before, like->provider};
     gw_dbs_result_t *r = gw_dbs_query(q->db, sql_cover, 6, params);
     size_t covered = r != NULL ? gw_dbs_nrows(r) : 0;
+    if (covered != 0 && gw_log_enabled(GW_LOG_DEBUG)) {
+        gw_logline_t line;
+        gw_log_begin(&line, GW_LOG_DEBUG, "coalesced: waiting events covered by the fetch just made");
+        gw_log_int(&line, "worker", q->index);
+        gw_log_str(&line, "provider", like->provider, strlen(like->provider));
+        gw_log_str(&line, "category", category, strlen(category));
+        gw_log_int(&line, "resources", (long long)nids);
+        gw_log_int(&line, "covered", (long long)covered);
+        gw_log_str(&line, "correlation_id", like->correlation, strlen(like->correlation));
+        gw_log_end(&line);
+    }
     if (r != NULL)
         gw_metrics_worker_outcome(GW_OUTCOME_COALESCED, covered);
     record_lags(r);

@@ -606,7 +606,7 @@ void gw_quota_destroy(gw_quota_t *q)
     free(q);
 }
 
-int gw_quota_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, uint64_t *wait_ms)
+static int quota_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, uint64_t *wait_ms)
 {
     slot->limit = GW_QUOTA_LIMIT_NONE;
     slot->_kind = KIND_NONE;
@@ -649,6 +649,26 @@ int gw_quota_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, u
     }
     int rc = local_acquire(q, tenant, slot, wait_ms);
     pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+int gw_quota_acquire(gw_quota_t *q, const char *tenant, gw_quota_slot_t *slot, uint64_t *wait_ms)
+{
+    int rc = quota_acquire(q, tenant, slot, wait_ms);
+    if (rc == 1 && gw_log_enabled(GW_LOG_DEBUG)) {
+        static const char *const limits[] = {"none", "tenant blocked", "concurrent", "minute",
+                                             "day",  "app blocked",    "app minute"};
+        const char *limit = (size_t)slot->limit < sizeof(limits) / sizeof(limits[0]) ? limits[slot->limit] : "?";
+        gw_logline_t line;
+        gw_log_begin(&line, GW_LOG_DEBUG, "quota wait: the call waits for its provider's limit");
+        gw_log_str(&line, "provider", q->label, strlen(q->label));
+        gw_log_str(&line, "tenant", tenant, strlen(tenant));
+        gw_log_str(&line, "limit", limit, strlen(limit));
+        gw_log_int(&line, "wait_ms", (long long)*wait_ms);
+        gw_log_str(&line, "counts", q->mode == MODE_REDIS ? "shared (Redis)" : "local (fallback)",
+                   q->mode == MODE_REDIS ? 14 : 16);
+        gw_log_end(&line);
+    }
     return rc;
 }
 

@@ -27,6 +27,7 @@
 #include "metrics.h"
 #include "orgs.h"
 #include "processor.h"
+#include "retention.h"
 #include "xero_mirror.h"
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
@@ -49,6 +50,7 @@ struct st_gw_workers_t {
     gw_work_t periodic_work;
     pthread_mutex_t lock; /* with wake: the periodic thread's sleep, which gw_workers_stop cuts short */
     pthread_cond_t wake;
+    gw_retention_job_t *retention; /* the pruning job (SETTLED_RETENTION_DAYS), NULL when off */
 };
 
 typedef struct st_worker_t {
@@ -60,6 +62,9 @@ typedef struct st_worker_t {
 } worker_t;
 
 static const char *processed_providers[NPROCESSORS];
+
+/* While the database is down every worker fails every round: one warning, then a summary a minute. */
+static gw_log_limit_t claim_failed = GW_LOG_LIMIT_INIT(GW_LOG_WARN, 60000);
 
 static uint64_t now_ms(void)
 {
@@ -93,9 +98,10 @@ static int run_round(worker_t *w)
     gw_queue_batch_t batch;
     gw_err_t err = GW_ERR_INIT;
     if (gw_queue_claim(&w->work.queue, lanes, NPROCESSORS, &batch, &err) != 0) {
-        gw_log(GW_LOG_WARN, "worker %d: %s", w->index, err.detail);
+        gw_log_limited(&claim_failed, "worker %d: %s", w->index, err.detail);
         return -1;
     }
+    gw_log_limit_settle(&claim_failed);
     if (batch.n == 0)
         return 0;
     gw_queue_row_t **rows = gw_xcalloc(batch.n, sizeof(*rows));
@@ -127,6 +133,7 @@ static void wait_for_work(worker_t *w, int timeout_ms)
 {
     gw_dbs_t *db = w->work.fetch.db;
     if (gw_dbs_exec(db, "LISTEN settled_events", 0, NULL) < 0) {
+        gw_log_limited(&claim_failed, "worker %d: cannot LISTEN for new events: %s", w->index, gw_dbs_error(db));
         usleep(DB_RETRY_MS * 1000);
         return;
     }
@@ -290,6 +297,7 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
             gw_log(GW_LOG_ERROR, "cannot start worker thread %d: %s", i, strerror(errno));
             abort();
         }
+    pool->retention = gw_retention_start(cfg);
     gw_log(GW_LOG_INFO, "%d queue worker%s started%s", nthreads, nthreads == 1 ? "" : "s",
            pool->periodic ? ", and the periodic thread (drift sweeps)" : "");
     return pool;
@@ -297,6 +305,7 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
 
 void gw_workers_stop(gw_workers_t *pool)
 {
+    gw_retention_stop(pool->retention);
     if (pool->periodic)
         pthread_mutex_lock(&pool->lock);
     atomic_store(&pool->stopping, true);

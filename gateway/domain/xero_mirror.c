@@ -254,6 +254,24 @@ static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, 
     int nfetch = plan_all(type, ids, n, &fetches);
     free(ids);
     route_t *routes = NULL;
+    if (gw_log_enabled(GW_LOG_DEBUG)) {
+        /* the refetch plan: how the group's events became calls (a burst for one object is one call) */
+        gw_logline_t line;
+        gw_log_begin(&line, GW_LOG_DEBUG, "refetch plan");
+        gw_log_int(&line, "worker", w->queue.index);
+        gw_log_str(&line, "tenant", tenant, tenant != NULL ? strlen(tenant) : 0);
+        gw_log_str(&line, "type", type, strlen(type));
+        gw_log_int(&line, "events", (long long)n);
+        gw_log_int(&line, "fetches", nfetch > 0 ? nfetch : 0);
+        for (int i = 0; i < nfetch && i < 3; ++i)
+            gw_log_str(&line,
+                       i == 0   ? "fetch_1"
+                       : i == 1 ? "fetch_2"
+                                : "fetch_3",
+                       fetches[i].path, strlen(fetches[i].path));
+        gw_log_str(&line, "correlation_id", group[0]->correlation, strlen(group[0]->correlation));
+        gw_log_end(&line);
+    }
 
     if (nfetch <= 0 || tenant == NULL || !is_uuid(tenant)) {
         /* nothing to fetch (e.g. SUBSCRIPTION events, or no well-formed id or tenant id): done as is */

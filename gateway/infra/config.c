@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include "crypto.h"
 #include "mem.h"
+#include "redis.h"
 
 enum setting_type {
     T_PATH,            /* SETTLED_CONFIG: the file itself; read from the environment only */
@@ -34,6 +35,7 @@ enum setting_type {
 
 #define F_SECRET 1u     /* the value is never printed or put into an error message */
 #define F_PER_SOURCE 2u /* also accepted as NAME__<SOURCE> for the webhook source <source> */
+#define F_UNUSED 4u     /* declared, but nothing in this version uses it yet: setting it is an error */
 
 #define GW_SECRET_MAX 1024 /* bytes per secret */
 #define GW_KEY_SHOWN 100   /* bytes of an offending key that an error message shows */
@@ -47,7 +49,13 @@ typedef struct st_setting_t {
     size_t offset;      /* where the value goes in gw_config_t; NO_FIELD for webhook secrets (they make sources) */
     const cn_connector_t *connector; /* T_WEBHOOK_*: the provider whose sources the setting defines */
     const char *doc; /* what it does in one line; docs/configuration.md says more (a test checks it is there) */
+    /* optional: a further check of a value that parsed, returning NULL when it is good, else why not (a sentence
+     * fragment that never quotes the value); see the checks under "Value checks" */
+    const char *(*check)(const char *value, char *why, size_t whylen);
 } setting_t;
+
+static const char *check_secret_key(const char *value, char *why, size_t whylen);
+static const char *check_xero_scopes(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -102,10 +110,10 @@ static const setting_t settings[] = {
      "Stripe secret or restricted API key (sk_... / rk_...) that workers call the Stripe API with."},
     {"SETTLED_GOCARDLESS_ACCESS_TOKEN", T_SECRET, "", 0, 0, F_SECRET, FIELD(gocardless_access_token), NULL,
      "GoCardless access token that workers call the GoCardless API with."},
-    {"SETTLED_JWT_SECRET", T_SECRET, "", 0, 0, F_SECRET, FIELD(jwt_secret), NULL,
-     "Key that signs and checks the portal's access tokens (HS256)."},
+    {"SETTLED_JWT_SECRET", T_SECRET, "", 0, 0, F_SECRET | F_UNUSED, FIELD(jwt_secret), NULL,
+     "Reserved for the portal's access tokens (HS256); the portal's sign-in is not built yet."},
     {"SETTLED_SECRET_KEY", T_SECRET, "", 0, 0, F_SECRET, FIELD(secret_key), NULL,
-     "Key that encrypts the provider OAuth tokens stored in PostgreSQL."},
+     "Key that encrypts the provider OAuth tokens stored in PostgreSQL.", check_secret_key},
     {"SETTLED_WORKERS", T_INT, "2", 0, 64, 0, FIELD(workers), NULL,
      "Queue worker threads inside serve; 0 leaves processing to `settled work`."},
     {"SETTLED_WORKER_BATCH", T_INT, "50", 1, 1000, 0, FIELD(worker_batch), NULL,
@@ -131,7 +139,7 @@ static const setting_t settings[] = {
     {"SETTLED_XERO_LOGIN_BASE", T_URL, "", 0, 0, 0, FIELD(xero_login_base), NULL,
      "Base URL of Xero's login (authorize) service; empty means https://login.xero.com."},
     {"SETTLED_XERO_SCOPES", T_STRING, "offline_access accounting.transactions accounting.contacts", 0, 0, 0,
-     FIELD(xero_scopes), NULL, "OAuth scopes requested when connecting Xero."},
+     FIELD(xero_scopes), NULL, "OAuth scopes requested when connecting Xero.", check_xero_scopes},
     {"SETTLED_XERO_LIMIT_CONCURRENT", T_INT, "5", 1, 100, 0, FIELD(xero_limit_concurrent), NULL,
      "Xero calls in progress at once per tenant, across all instances."},
     {"SETTLED_XERO_LIMIT_MINUTE", T_INT, "60", 1, 100000, 0, FIELD(xero_limit_minute), NULL,
@@ -166,6 +174,8 @@ static const setting_t settings[] = {
      "Seconds between drift-repair sweeps; 0 disables them."},
     {"SETTLED_XERO_RETIRED_GRACE_HOURS", T_INT, "168", 0, 87600, 0, FIELD(xero_retired_grace_hours), NULL,
      "Hours a replaced (retired) Xero token set is kept before it is deleted."},
+    {"SETTLED_RETENTION_DAYS", T_INT, "0", 0, 36500, 0, FIELD(retention_days), NULL,
+     "Days after which done and ignored events are deleted by the workers' pruning job; 0 keeps every event."},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -611,15 +621,103 @@ static bool valid_conninfo(const char *s)
     return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0 || strchr(s, '=') != NULL;
 }
 
-static bool valid_url(const char *s)
+/* Why s is not a usable http(s) URL, or NULL if it is: a scheme, a host (a name, an IPv4 address or an IPv6 one in
+ * brackets) with an optional port, and no fragment; a base URL (base) has no query either. Never quotes s. */
+static const char *url_problem(const char *s, bool base)
 {
+    for (const char *p = s; *p != '\0'; ++p)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return "must be an http:// or https:// URL without spaces";
     size_t n = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
-    if (n == 0 || s[n] == '\0' || s[n] == '/')
-        return false;
-    for (; *s != '\0'; ++s)
-        if ((unsigned char)*s <= ' ' || *s == 0x7f)
-            return false;
-    return true;
+    if (n == 0)
+        return "must be an http:// or https:// URL (e.g. https://api.example.com)";
+    const char *auth = s + n, *end = auth + strcspn(auth, "/?#"), *at = NULL;
+    for (const char *p = auth; p != end; ++p)
+        if (*p == '@')
+            at = p;
+    const char *host = at != NULL ? at + 1 : auth, *port = NULL;
+    size_t hlen;
+    char buf[INET6_ADDRSTRLEN + 1];
+    if (host[0] == '[') {
+        const char *close = memchr(host, ']', (size_t)(end - host));
+        if (close == NULL || (close + 1 != end && close[1] != ':'))
+            return "must have a host: the URL's IPv6 address is not closed with ']'";
+        hlen = (size_t)(close - host - 1);
+        struct in6_addr a6;
+        if (hlen == 0 || hlen >= sizeof(buf))
+            return "must have a host: the URL's bracketed host is not an IPv6 address";
+        memcpy(buf, host + 1, hlen);
+        buf[hlen] = '\0';
+        if (inet_pton(AF_INET6, buf, &a6) != 1)
+            return "must have a host: the URL's bracketed host is not an IPv6 address";
+        port = close + 1 != end ? close + 2 : NULL;
+    } else {
+        const char *colon = memchr(host, ':', (size_t)(end - host));
+        hlen = (size_t)((colon != NULL ? colon : end) - host);
+        if (hlen == 0)
+            return "must have a host after the scheme (e.g. https://api.example.com)";
+        struct in_addr a4;
+        bool ipv4 = false;
+        if (hlen < sizeof(buf)) {
+            memcpy(buf, host, hlen);
+            buf[hlen] = '\0';
+            ipv4 = inet_pton(AF_INET, buf, &a4) == 1;
+        }
+        if (!ipv4 && !valid_hostname(host, hlen))
+            return "must have a host: the URL's host is not a host name or an IP address";
+        port = colon != NULL ? colon + 1 : NULL;
+    }
+    if (port != NULL) {
+        long long v = 0;
+        size_t plen = (size_t)(end - port);
+        bool digits = plen != 0 && plen <= 5;
+        for (size_t i = 0; digits && i != plen; ++i)
+            digits = is_digit(port[i]), v = v * 10 + (port[i] - '0');
+        if (!digits || v < 1 || v > 65535)
+            return "must have a port from 1 to 65535 after the host's ':'";
+    }
+    if (strchr(end, '#') != NULL)
+        return "must not have a fragment ('#...')";
+    if (base && strchr(end, '?') != NULL)
+        return "must be a base URL without a query ('?...'): paths are appended to it";
+    return NULL;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Value checks: the further checks of the table's check column. Each returns NULL for a good value, else why it is
+ * not (never quoting it). */
+
+static const char *check_secret_key(const char *value, char *why, size_t whylen)
+{
+    unsigned char key[GW_CRYPTO_KEY_LEN];
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_crypto_key_from_setting(value, key, &err) == 0) {
+        explicit_bzero(key, sizeof(key));
+        return NULL;
+    }
+    static const char prefix[] = "SETTLED_SECRET_KEY: "; /* the loader names the key itself */
+    const char *d = strncmp(err.detail, prefix, sizeof(prefix) - 1) == 0 ? err.detail + sizeof(prefix) - 1 : err.detail;
+    snprintf(why, whylen, "%s", d);
+    return why;
+}
+
+static const char *check_xero_scopes(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    for (const char *p = value; *p != '\0';) {
+        size_t n = strcspn(p, " ");
+        if (n == 14 && strncmp(p, "offline_access", 14) == 0)
+            return NULL;
+        p += n;
+        p += strspn(p, " ");
+    }
+    return "must include offline_access: without it Xero issues no refresh token, and every connection stops working "
+           "when its first access token expires (after 30 minutes)";
 }
 
 /* Parses a webhook secret value into secrets: one key, or comma-separated keys (each trimmed, none empty). */
@@ -680,8 +778,21 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
             return fail(l, line, s->name, "must not contain control characters");
         if (s->type == T_CONNINFO && !valid_conninfo(text))
             return fail(l, line, s->name, "must be a postgresql:// URI or a key=value connection string");
-        if (s->type == T_URL && !valid_url(text))
-            return fail(l, line, s->name, "must be an http:// or https:// URL");
+        if (s->type == T_URL) {
+            const char *why = url_problem(text, ends_with(s->name, "_BASE"));
+            if (why != NULL)
+                return fail(l, line, s->name, "%s", why);
+        }
+        if (s->type == T_REDIS_URL) {
+            char *host, *password;
+            int port, db;
+            if (gw_redis_parse_url(text, &host, &port, &password, &db) != 0)
+                return fail(l, line, s->name,
+                            "must be redis://[[user]:password@]host[:port][/db] with a port from 1 to 65535 and a "
+                            "database from 0 to 1000 (TLS, rediss://, is not supported)");
+            free(host);
+            gw_free_secret(password);
+        }
         *(char **)field = gw_xstrndup(text, strlen(text));
         return 0;
     case T_INT:
@@ -729,6 +840,21 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
     case T_WEBHOOK_SECRETS:
         return 0; /* they define sources: see add_sources */
     }
+    return 0;
+}
+
+/* Refuses a setting that is set but used by nothing, and runs the table's further check of a value that was set. */
+static int check_setting(loader_t *l, const setting_t *s, const entry_t *e)
+{
+    if (e == NULL || e->value[0] == '\0')
+        return 0;
+    if (s->flags & F_UNUSED)
+        return fail(l, e->line, e->key,
+                    "is set, but nothing in this version of settled uses it yet (docs/configuration.md): remove it");
+    char why[512];
+    const char *problem = s->check != NULL ? s->check(e->value, why, sizeof(why)) : NULL;
+    if (problem != NULL)
+        return fail(l, e->line, e->key, "%s", problem);
     return 0;
 }
 
@@ -859,7 +985,8 @@ int gw_config_load(gw_config_t *cfg, const char *path, char *const *envp, char *
     }
 
     for (size_t i = 0; i != NSETTINGS; ++i)
-        if (parse_setting(&l, cfg, &settings[i], find_entry(&l, settings[i].name)) != 0)
+        if (parse_setting(&l, cfg, &settings[i], find_entry(&l, settings[i].name)) != 0 ||
+            check_setting(&l, &settings[i], find_entry(&l, settings[i].name)) != 0)
             goto Error;
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

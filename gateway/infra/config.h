@@ -47,7 +47,7 @@ typedef struct st_gw_config_t {
     char *gocardless_api_base;       /* SETTLED_GOCARDLESS_API_BASE, NULL when unset */
     char *stripe_secret_key;         /* SETTLED_STRIPE_SECRET_KEY, NULL when unset (a secret: never print it) */
     char *gocardless_access_token;   /* SETTLED_GOCARDLESS_ACCESS_TOKEN, NULL when unset (a secret: never print it) */
-    char *jwt_secret;                /* SETTLED_JWT_SECRET, NULL when unset (a secret: never print it) */
+    char *jwt_secret;                /* SETTLED_JWT_SECRET: reserved (F_UNUSED), so always NULL today */
     char *secret_key;                /* SETTLED_SECRET_KEY, NULL when unset (a secret: never print it) */
     int workers;                     /* SETTLED_WORKERS */
     int worker_batch;                /* SETTLED_WORKER_BATCH */
@@ -79,6 +79,7 @@ typedef struct st_gw_config_t {
     bool match_create_customers;     /* SETTLED_MATCH_CREATE_CUSTOMERS */
     int xero_sync_interval;          /* SETTLED_XERO_SYNC_INTERVAL */
     int xero_retired_grace_hours;    /* SETTLED_XERO_RETIRED_GRACE_HOURS */
+    int retention_days;              /* SETTLED_RETENTION_DAYS: 0 keeps every event */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

@@ -118,6 +118,28 @@ int gw_crypto_key_from_setting(const char *secret_key, unsigned char out[GW_CRYP
         return gw_err_set(err, gw_err_config_invalid, 500,
                           "SETTLED_SECRET_KEY: must be %s (the value has %zu characters)", help, len);
     }
+    /* 32 random bytes have about 30 different values, fewer than 16 with a probability of about 1e-11, and repeat
+     * with a period of at most 16 bytes with one of 2^-128: either is a made-up key (all zero, "aaaa...", a short
+     * pattern repeated), whatever its encoding */
+    bool seen[256] = {false};
+    size_t distinct = 0, period = 1;
+    for (size_t i = 0; i != sizeof(key); ++i)
+        if (!seen[key[i]])
+            seen[key[i]] = true, ++distinct;
+    for (; period <= 16; ++period) {
+        size_t i = period;
+        while (i != sizeof(key) && key[i] == key[i - period])
+            ++i;
+        if (i == sizeof(key))
+            break;
+    }
+    if (distinct < 16 || period <= 16) {
+        OPENSSL_cleanse(key, sizeof(key));
+        return gw_err_set(
+            err, gw_err_config_invalid, 500,
+            "SETTLED_SECRET_KEY: must be 32 random bytes, but its bytes repeat too much to be random (all "
+            "zero or a short pattern repeated); make one with `openssl rand -base64 32`");
+    }
     memcpy(out, key, sizeof(key));
     OPENSSL_cleanse(key, sizeof(key));
     return 0;

@@ -10,6 +10,15 @@
 
 enum gw_log_level gw_log_min_level = GW_LOG_INFO;
 
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t (*gw_log_clock)(void) = monotonic_ms;
+
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 static void append_raw(gw_logline_t *line, const char *s, size_t n)
@@ -75,6 +84,13 @@ void gw_log_int(gw_logline_t *line, const char *key, long long value)
     append_raw(line, num, (size_t)n);
 }
 
+void gw_log_bool(gw_logline_t *line, const char *key, bool value)
+{
+    append_raw(line, ",\"", 2);
+    append_raw(line, key, strlen(key));
+    append_raw(line, value ? "\":true" : "\":false", value ? 6 : 7);
+}
+
 void gw_log_ms(gw_logline_t *line, const char *key, double ms)
 {
     char num[32];
@@ -125,4 +141,60 @@ char *gw_log_one_line(char *dst, size_t cap, const char *src)
     if (cap != 0)
         dst[n] = '\0';
     return dst;
+}
+
+/* Rate-limited messages */
+
+/* Writes the summary of lim's repeats over elapsed ms; the caller holds lim->lock. */
+static void write_summary(gw_log_limit_t *lim, uint64_t elapsed_ms)
+{
+    char msg[700];
+    unsigned long long secs = (elapsed_ms + 500) / 1000;
+    snprintf(msg, sizeof(msg), "%s (repeated %llu time%s in the last %llu s)", lim->last, lim->repeats,
+             lim->repeats == 1 ? "" : "s", secs);
+    gw_logline_t line;
+    gw_log_begin(&line, lim->level, msg);
+    gw_log_int(&line, "repeated", (long long)lim->repeats);
+    gw_log_int(&line, "window_ms", (long long)elapsed_ms);
+    gw_log_end(&line);
+}
+
+void gw_log_limited_message(gw_log_limit_t *lim, const char *fmt, ...)
+{
+    char msg[sizeof(lim->last)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    uint64_t now = gw_log_clock();
+    bool write = false;
+    pthread_mutex_lock(&lim->lock);
+    if (!lim->active || (now - lim->since_ms >= lim->period_ms && lim->repeats == 0)) {
+        /* the first, or the first after a quiet period: written as it is */
+        lim->active = true;
+        lim->since_ms = now;
+        lim->repeats = 0;
+        write = true;
+    } else {
+        memcpy(lim->last, msg, sizeof(msg));
+        ++lim->repeats;
+        if (now - lim->since_ms >= lim->period_ms) {
+            write_summary(lim, now - lim->since_ms);
+            lim->since_ms = now;
+            lim->repeats = 0;
+        }
+    }
+    pthread_mutex_unlock(&lim->lock);
+    if (write)
+        gw_log_message(lim->level, "%s", msg);
+}
+
+void gw_log_limit_settle(gw_log_limit_t *lim)
+{
+    pthread_mutex_lock(&lim->lock);
+    if (lim->active && lim->repeats != 0)
+        write_summary(lim, gw_log_clock() - lim->since_ms);
+    lim->active = false;
+    lim->repeats = 0;
+    pthread_mutex_unlock(&lim->lock);
 }

@@ -151,5 +151,30 @@ def test_list_keys_are_documented():
     expect_eq(missing, [], "keys of --list-keys missing from docs/configuration.md")
 
 
+def test_run_time_failures_refused_at_start():
+    """check-config and serve refuse, at start and naming the key, what would only fail later: a secret key that
+    is not 32 random bytes, a URL without a usable host, Xero scopes without offline_access, a setting nothing
+    uses; the value is never echoed."""
+    cases = [
+        ("SETTLED_SECRET_KEY", "cfgtest-passphrase-IIII9999", "44 base64 characters or 64 hex digits"),
+        ("SETTLED_SECRET_KEY", "A" * 43 + "=", "repeat too much to be random"),
+        ("SETTLED_XERO_API_BASE", "http://cfgtest-JJJJ0000:99999/", "port from 1 to 65535"),
+        ("SETTLED_XERO_REDIRECT_URI", "https:///v1/xero/callback", "must have a host"),
+        ("SETTLED_REDIS_URL", "cache.example:6379", "redis://"),
+        ("SETTLED_XERO_SCOPES", "accounting.transactions accounting.contacts", "offline_access"),
+        ("SETTLED_JWT_SECRET", "cfgtest-jwt-KKKK1111", "nothing in this version of settled uses it"),
+    ]
+    for key, value, words in cases:
+        for cmd in (["check-config"], ["serve"]):
+            env = dict(SECRETS, SETTLED_LISTEN="127.0.0.1:1", **{key: value})
+            res = h.run_settled(cmd, env, timeout=30)
+            what = f"{cmd[0]} with a bad {key}"
+            expect_rejected(res, key, what)
+            expect_in(words, res.stderr, f"{what}: stderr")
+            expect_no_secret(res, what)
+            if key != "SETTLED_XERO_SCOPES":
+                expect_not_in(value, res.stderr, f"{what}: the value is not echoed")
+
+
 if __name__ == "__main__":
     h.run(globals())

@@ -18,6 +18,9 @@
 
 static char err[1024];
 
+/* A SETTLED_SECRET_KEY that passes: 32 different bytes, base64 (as `openssl rand -base64 32` writes them). */
+#define GOOD_KEY "yMnKy8zNzs/Q0dLT1NXW19jZ2tvc3d7f4OHi4+Tl5uc="
+
 /* Loads from env (and the file at path, if any) and fails the test, showing the error, unless it loads. */
 static void load_ok(gw_config_t *cfg, const char *path, char **env)
 {
@@ -411,20 +414,21 @@ static void test_organisation_slug(void **state)
 static void test_strings(void **state)
 {
     gw_config_t cfg;
-    load_ok(
-        &cfg, NULL,
-        ENV("SETTLED_DATABASE_URL=postgresql://settled@127.0.0.1:5432/settled",
-            "SETTLED_REDIS_URL=redis://127.0.0.1:6379/0", "SETTLED_STRIPE_API_BASE=http://127.0.0.1:9001",
-            "SETTLED_XERO_API_BASE=https://api.xero.com", "SETTLED_XERO_IDENTITY_BASE=http://localhost:9002/identity",
-            "SETTLED_GOCARDLESS_API_BASE=http://[::1]:9003/", "SETTLED_JWT_SECRET= jwt-key ", "SETTLED_SECRET_KEY=k"));
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_DATABASE_URL=postgresql://settled@127.0.0.1:5432/settled",
+                "SETTLED_REDIS_URL=redis://127.0.0.1:6379/0", "SETTLED_STRIPE_API_BASE=http://127.0.0.1:9001",
+                "SETTLED_XERO_API_BASE=https://api.xero.com",
+                "SETTLED_XERO_IDENTITY_BASE=http://localhost:9002/identity",
+                "SETTLED_GOCARDLESS_API_BASE=http://[::1]:9003/", "SETTLED_XERO_CLIENT_SECRET= xero-secret ",
+                "SETTLED_SECRET_KEY=" GOOD_KEY));
     assert_string_equal(cfg.database_url, "postgresql://settled@127.0.0.1:5432/settled");
     assert_string_equal(cfg.redis_url, "redis://127.0.0.1:6379/0");
     assert_string_equal(cfg.stripe_api_base, "http://127.0.0.1:9001");
     assert_string_equal(cfg.xero_api_base, "https://api.xero.com");
     assert_string_equal(cfg.xero_identity_base, "http://localhost:9002/identity");
     assert_string_equal(cfg.gocardless_api_base, "http://[::1]:9003/");
-    assert_string_equal(cfg.jwt_secret, "jwt-key");
-    assert_string_equal(cfg.secret_key, "k");
+    assert_string_equal(cfg.xero_client_secret, "xero-secret");
+    assert_string_equal(cfg.secret_key, GOOD_KEY);
     gw_config_free(&cfg);
 
     load_ok(&cfg, NULL, ENV("SETTLED_DATABASE_URL=host=/run/postgresql dbname=settled"));
@@ -437,20 +441,23 @@ static void test_strings(void **state)
               "SETTLED_DATABASE_URL: must be a postgresql:// URI or a key=value connection string");
     env_fails("SETTLED_DATABASE_URL=host=h\tpassword=hunter2\x01",
               "SETTLED_DATABASE_URL: must not contain control characters");
-    env_fails("SETTLED_STRIPE_API_BASE=api.stripe.com", "SETTLED_STRIPE_API_BASE: must be an http:// or https:// URL");
-    env_fails("SETTLED_XERO_API_BASE=ftp://x", "SETTLED_XERO_API_BASE: must be an http:// or https:// URL");
-    env_fails("SETTLED_XERO_IDENTITY_BASE=https://", "SETTLED_XERO_IDENTITY_BASE: must be an http:// or https:// URL");
+    env_fails("SETTLED_STRIPE_API_BASE=api.stripe.com",
+              "SETTLED_STRIPE_API_BASE: must be an http:// or https:// URL (e.g. https://api.example.com)");
+    env_fails("SETTLED_XERO_API_BASE=ftp://x",
+              "SETTLED_XERO_API_BASE: must be an http:// or https:// URL (e.g. https://api.example.com)");
+    env_fails("SETTLED_XERO_IDENTITY_BASE=https://",
+              "SETTLED_XERO_IDENTITY_BASE: must have a host after the scheme (e.g. https://api.example.com)");
     env_fails("SETTLED_GOCARDLESS_API_BASE=http://a b",
-              "SETTLED_GOCARDLESS_API_BASE: must be an http:// or https:// URL");
+              "SETTLED_GOCARDLESS_API_BASE: must be an http:// or https:// URL without spaces");
     env_fails("SETTLED_REDIS_URL=redis://x\x7f", "SETTLED_REDIS_URL: must not contain control characters");
 
     /* a secret that is too long is refused without being echoed */
-    char kv[1200] = "SETTLED_JWT_SECRET=";
+    char kv[1200] = "SETTLED_XERO_CLIENT_SECRET=";
     memset(kv + strlen(kv), 'S', 1025);
-    env_fails(kv, "SETTLED_JWT_SECRET: must be at most 1024 bytes");
+    env_fails(kv, "SETTLED_XERO_CLIENT_SECRET: must be at most 1024 bytes");
     kv[strlen(kv) - 1] = '\0';
     load_ok(&cfg, NULL, ENV(kv));
-    assert_int_equal(strlen(cfg.jwt_secret), 1024);
+    assert_int_equal(strlen(cfg.xero_client_secret), 1024);
     gw_config_free(&cfg);
 }
 
@@ -773,6 +780,116 @@ static void test_source_errors(void **state)
     assert_not_contains(err, "whsec_");
 }
 
+/* --- checks of values that parse: keys, URLs, scopes, settings nothing uses --------------------------------- */
+
+#define KEY_HELP                                                                                                       \
+    "32 random bytes written as 44 base64 characters or 64 hex digits, e.g. the output of `openssl rand -base64 32`"
+
+static void test_value_checks(void **state)
+{
+    gw_config_t cfg;
+    /* SETTLED_SECRET_KEY: 32 bytes, base64 (either alphabet) or hex */
+    static const char *const good_keys[] = {
+        "SETTLED_SECRET_KEY=" GOOD_KEY,
+        "SETTLED_SECRET_KEY=101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f",
+        "SETTLED_SECRET_KEY=-vv8_f7_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk=",
+    };
+    for (size_t i = 0; i != sizeof(good_keys) / sizeof(good_keys[0]); ++i) {
+        load_ok(&cfg, NULL, ENV((char *)good_keys[i]));
+        gw_config_free(&cfg);
+    }
+    static const struct {
+        const char *kv, *expected;
+    } bad[] = {
+        {"SETTLED_SECRET_KEY=k", "SETTLED_SECRET_KEY: must be " KEY_HELP " (the value has 1 characters)"},
+        {"SETTLED_SECRET_KEY=not-a-key-but-a-passphrase-0123",
+         "SETTLED_SECRET_KEY: must be " KEY_HELP " (the value has 31 characters)"},
+        /* 64 characters, not all hex */
+        {"SETTLED_SECRET_KEY=101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2eZZ",
+         "SETTLED_SECRET_KEY: must be " KEY_HELP " (the value has 64 characters, not all of them valid)"},
+        /* 44 characters with '=' but not base64 */
+        {"SETTLED_SECRET_KEY=yMnKy8zNzs/Q0dLT1NXW19jZ2tvc3d7f4OHi4+Tl5u!=",
+         "SETTLED_SECRET_KEY: must be " KEY_HELP " (the value has 44 characters, not all of them valid)"},
+        /* 32 bytes that are not random: all zero, one byte repeated, a pattern of 8 */
+        {"SETTLED_SECRET_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+         "SETTLED_SECRET_KEY: must be 32 random bytes, but its bytes repeat too much to be random (all zero or a short "
+         "pattern repeated); make one with `openssl rand -base64 32`"},
+        {"SETTLED_SECRET_KEY=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+         "SETTLED_SECRET_KEY: must be 32 random bytes, but its bytes repeat too much to be random (all zero or a short "
+         "pattern repeated); make one with `openssl rand -base64 32`"},
+        {"SETTLED_SECRET_KEY=AQIDBAUGBwgBAgMEBQYHCAECAwQFBgcIAQIDBAUGBwg=",
+         "SETTLED_SECRET_KEY: must be 32 random bytes, but its bytes repeat too much to be random (all zero or a short "
+         "pattern repeated); make one with `openssl rand -base64 32`"},
+        /* URLs: scheme, host, port, fragment, a base URL's query */
+        {"SETTLED_XERO_API_BASE=https://:8080/api",
+         "SETTLED_XERO_API_BASE: must have a host after the scheme (e.g. https://api.example.com)"},
+        {"SETTLED_XERO_API_BASE=https://user:pw@/api",
+         "SETTLED_XERO_API_BASE: must have a host after the scheme (e.g. https://api.example.com)"},
+        {"SETTLED_STRIPE_API_BASE=http://api_stripe.com",
+         "SETTLED_STRIPE_API_BASE: must have a host: the URL's host is not a host name or an IP address"},
+        {"SETTLED_STRIPE_API_BASE=http://999.1.1.1",
+         "SETTLED_STRIPE_API_BASE: must have a host: the URL's host is not a host name or an IP address"},
+        {"SETTLED_STRIPE_API_BASE=http://127.0.0.1:99999",
+         "SETTLED_STRIPE_API_BASE: must have a port from 1 to 65535 after the host's ':'"},
+        {"SETTLED_STRIPE_API_BASE=http://127.0.0.1:/",
+         "SETTLED_STRIPE_API_BASE: must have a port from 1 to 65535 after the host's ':'"},
+        {"SETTLED_GOCARDLESS_API_BASE=http://127.0.0.1:80x",
+         "SETTLED_GOCARDLESS_API_BASE: must have a port from 1 to 65535 after the host's ':'"},
+        {"SETTLED_GOCARDLESS_API_BASE=http://[::1/",
+         "SETTLED_GOCARDLESS_API_BASE: must have a host: the URL's IPv6 address is not closed with ']'"},
+        {"SETTLED_GOCARDLESS_API_BASE=http://[::g]/",
+         "SETTLED_GOCARDLESS_API_BASE: must have a host: the URL's bracketed host is not an IPv6 address"},
+        {"SETTLED_XERO_LOGIN_BASE=https://login.xero.com/?x=1",
+         "SETTLED_XERO_LOGIN_BASE: must be a base URL without a query ('?...'): paths are appended to it"},
+        {"SETTLED_XERO_REDIRECT_URI=https://gw.example/v1/xero/callback#top",
+         "SETTLED_XERO_REDIRECT_URI: must not have a fragment ('#...')"},
+        {"SETTLED_REDIS_URL=localhost:6379",
+         "SETTLED_REDIS_URL: must be redis://[[user]:password@]host[:port][/db] with a port from 1 to 65535 and a "
+         "database from 0 to 1000 (TLS, rediss://, is not supported)"},
+        {"SETTLED_REDIS_URL=redis://cache:0/1",
+         "SETTLED_REDIS_URL: must be redis://[[user]:password@]host[:port][/db] with a port from 1 to 65535 and a "
+         "database from 0 to 1000 (TLS, rediss://, is not supported)"},
+        {"SETTLED_REDIS_URL=rediss://:PW_secret@cache",
+         "SETTLED_REDIS_URL: must be redis://[[user]:password@]host[:port][/db] with a port from 1 to 65535 and a "
+         "database from 0 to 1000 (TLS, rediss://, is not supported)"},
+        /* Xero scopes without offline_access (a scope that merely contains the word does not count) */
+        {"SETTLED_XERO_SCOPES=accounting.transactions accounting.contacts",
+         "SETTLED_XERO_SCOPES: must include offline_access: without it Xero issues no refresh token, and every "
+         "connection stops working when its first access token expires (after 30 minutes)"},
+        {"SETTLED_XERO_SCOPES=offline_accessx accounting.contacts",
+         "SETTLED_XERO_SCOPES: must include offline_access: without it Xero issues no refresh token, and every "
+         "connection stops working when its first access token expires (after 30 minutes)"},
+        /* a setting that nothing uses */
+        {"SETTLED_JWT_SECRET=jwt_TOPSECRET",
+         "SETTLED_JWT_SECRET: is set, but nothing in this version of settled uses it yet (docs/configuration.md): "
+         "remove it"},
+    };
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        env_fails(bad[i].kv, bad[i].expected);
+        assert_not_contains(err, "PW_secret");
+        assert_not_contains(err, "TOPSECRET");
+    }
+
+    /* the same refusals from the file name the file and line */
+    char *path = write_temp("# keys\nSETTLED_SECRET_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n");
+    char expected[512];
+    snprintf(expected, sizeof(expected),
+             "%s:2: SETTLED_SECRET_KEY: must be 32 random bytes, but its bytes repeat too much to be random (all zero "
+             "or a short pattern repeated); make one with `openssl rand -base64 32`",
+             path);
+    load_fails(path, NULL, expected);
+    remove_temp(path);
+
+    /* good ones: offline_access anywhere in the list, an empty value (the default), hosts of every kind */
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_XERO_SCOPES=accounting.contacts  offline_access",
+                "SETTLED_JWT_SECRET=", "SETTLED_XERO_REDIRECT_URI=https://gw.example:8443/v1/xero/callback?from=xero",
+                "SETTLED_STRIPE_API_BASE=http://u:p@[::1]:9001/v1", "SETTLED_REDIS_URL=redis://:p@cache.example/3"));
+    assert_string_equal(cfg.xero_scopes, "accounting.contacts  offline_access");
+    assert_null(cfg.jwt_secret);
+    gw_config_free(&cfg);
+}
+
 /* --- printing ----------------------------------------------------------------------------------------------- */
 
 static void test_dump(void **state)
@@ -780,7 +897,7 @@ static void test_dump(void **state)
     gw_config_t cfg;
     load_ok(&cfg, NULL,
             ENV("SETTLED_THREADS=4", "SETTLED_BODY_LIMIT=2m", "SETTLED_ACCESS_LOG=no",
-                "SETTLED_JWT_SECRET=jwt_TOPSECRET", "SETTLED_XERO_API_BASE=http://127.0.0.1:9999"));
+                "SETTLED_XERO_CLIENT_SECRET=xero_TOPSECRET", "SETTLED_XERO_API_BASE=http://127.0.0.1:9999"));
     char *text = dump(&cfg);
     const char *expected = "SETTLED_CONFIG=\n"
                            "SETTLED_LISTEN=127.0.0.1:8080\n"
@@ -807,7 +924,7 @@ static void test_dump(void **state)
                            "SETTLED_GOCARDLESS_API_BASE=\n"
                            "SETTLED_STRIPE_SECRET_KEY=<unset>\n"
                            "SETTLED_GOCARDLESS_ACCESS_TOKEN=<unset>\n"
-                           "SETTLED_JWT_SECRET=<redacted: 1 value>\n"
+                           "SETTLED_JWT_SECRET=<unset>\n"
                            "SETTLED_SECRET_KEY=<unset>\n"
                            "SETTLED_WORKERS=2\n"
                            "SETTLED_WORKER_BATCH=50\n"
@@ -818,7 +935,7 @@ static void test_dump(void **state)
                            "SETTLED_WORKER_BACKOFF_MAX_MS=3600000\n"
                            "SETTLED_XERO_COALESCE_MS=500\n"
                            "SETTLED_XERO_CLIENT_ID=\n"
-                           "SETTLED_XERO_CLIENT_SECRET=<unset>\n"
+                           "SETTLED_XERO_CLIENT_SECRET=<redacted: 1 value>\n"
                            "SETTLED_XERO_REDIRECT_URI=\n"
                            "SETTLED_XERO_LOGIN_BASE=\n"
                            "SETTLED_XERO_SCOPES=offline_access accounting.transactions accounting.contacts\n"
@@ -839,6 +956,7 @@ static void test_dump(void **state)
                            "SETTLED_MATCH_CREATE_CUSTOMERS=false\n"
                            "SETTLED_XERO_SYNC_INTERVAL=3600\n"
                            "SETTLED_XERO_RETIRED_GRACE_HOURS=168\n"
+                           "SETTLED_RETENTION_DAYS=0\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -912,7 +1030,6 @@ static void test_dump_redacts_url_passwords(void **state)
         {"SETTLED_REDIS_URL", "redis://:PW_hunter2@cache.example:6379/2", "redis://:***@cache.example:6379/2"},
         {"SETTLED_REDIS_URL", "redis://default:PW_hunter2@cache.example", "redis://default:***@cache.example"},
         {"SETTLED_REDIS_URL", "redis://PW_bare@cache.example", "redis://***@cache.example"}, /* all password */
-        {"SETTLED_REDIS_URL", "redis://:PW_p@ss/w:rd@cache.example/0", "redis://:***@cache.example/0"},
         {"SETTLED_REDIS_URL", "redis://:@cache.example", "redis://:***@cache.example"},
         {"SETTLED_REDIS_URL", "redis://cache.example:6379/0", "redis://cache.example:6379/0"},
         {"SETTLED_XERO_API_BASE", "https://user:PW_hunter2@xero.example/api", "https://user:***@xero.example/api"},
@@ -964,11 +1081,12 @@ static void test_list_keys(void **state)
                                            "SETTLED_STRIPE_LIMIT_SECOND",
                                            "SETTLED_GOCARDLESS_LIMIT_MINUTE",
                                            "SETTLED_BODY_LIMIT",
-                                           "SETTLED_INSTANCES"};
+                                           "SETTLED_INSTANCES",
+                                           "SETTLED_RETENTION_DAYS"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 61); /* 57 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 62); /* 58 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)
@@ -1100,6 +1218,7 @@ int main(void)
         cmocka_unit_test(test_file),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_value_checks),
         cmocka_unit_test(test_sources),
         cmocka_unit_test(test_source_errors),
         cmocka_unit_test(test_dump),

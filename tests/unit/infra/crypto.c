@@ -143,17 +143,18 @@ static void test_key_from_setting_accepts_hex_and_base64(void **state)
     memset(key, 0, 32);
     assert_int_equal(gw_crypto_key_from_setting("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=", key, &err), 0);
     assert_memory_equal(key, key1, 32);
-    /* the URL-safe alphabet: 32 bytes of 0xfb encode with '+' and '/' in standard base64 */
-    unsigned char fb[32], key_std[32], key_url[32];
-    memset(fb, 0xfb, 32);
-    assert_int_equal(gw_crypto_key_from_setting("+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", key_std, &err), 0);
-    assert_int_equal(gw_crypto_key_from_setting("-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s=", key_url, &err), 0);
-    assert_memory_equal(key_std, fb, 32);
-    assert_memory_equal(key_url, fb, 32);
+    /* the URL-safe alphabet: the bytes 0xe0..0xff encode with '+' and '/' in standard base64 */
+    unsigned char hi[32], key_std[32], key_url[32];
+    for (int i = 0; i != 32; ++i)
+        hi[i] = (unsigned char)(0xe0 + i);
+    assert_int_equal(gw_crypto_key_from_setting("4OHi4+Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=", key_std, &err), 0);
+    assert_int_equal(gw_crypto_key_from_setting("4OHi4-Tl5ufo6err7O3u7_Dx8vP09fb3-Pn6-_z9_v8=", key_url, &err), 0);
+    assert_memory_equal(key_std, hi, 32);
+    assert_memory_equal(key_url, hi, 32);
     /* both alphabets in one value, as before the codec existed */
     memset(key, 0, 32);
-    assert_int_equal(gw_crypto_key_from_setting("+_v7-/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=", key, &err), 0);
-    assert_memory_equal(key, fb, 32);
+    assert_int_equal(gw_crypto_key_from_setting("4OHi4-Tl5ufo6err7O3u7/Dx8vP09fb3+Pn6+/z9/v8=", key, &err), 0);
+    assert_memory_equal(key, hi, 32);
     assert_null(err.code);
 }
 
@@ -183,6 +184,10 @@ static void test_key_from_setting_rejects_other_values(void **state)
 {
     expect_rejected(NULL);
     expect_rejected("");
+    /* well encoded, but not random: one byte repeated, a short pattern repeated */
+    expect_rejected("+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=");
+    expect_rejected("0000000000000000000000000000000000000000000000000000000000000000");
+    expect_rejected("0102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f00");
     expect_rejected("secretsecretsecretsecret");                                           /* a passphrase */
     expect_rejected("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA");                        /* 43: padding missing */
     expect_rejected("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA==");                      /* 45 */

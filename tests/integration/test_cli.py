@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: MIT
+"""test_cli.py: the command line's manners, on the real binary: every subcommand answers --help and -h
+with its usage on stdout and exit 0 (before any setting is read, so a broken configuration does not
+hide the help), `settled help CMD` says the same, an option without its value says "--X needs a
+value", an unknown option names itself, `--version` prints the CMake project's version, and
+`sync xero --tenant` with an id that is not a connected tenant says the tenant is unknown instead of
+showing PostgreSQL's error."""
+
+import os
+import re
+
+import harness as h
+from harness import expect, expect_eq, expect_in, expect_not_in
+
+# A configuration that cannot load: --help must not need it.
+BROKEN = {"SETTLED_THREADS": "many", "SETTLED_NO_SUCH_SETTING": "1"}
+
+
+def commands():
+    res = h.run_settled(["help", "--commands"])
+    expect_eq(res.returncode, 0, f"help --commands exit code (stderr {res.stderr!r})")
+    names = res.stdout.split()
+    expect(len(names) >= 8, "help --commands lists the commands", res.stdout)
+    return names
+
+
+def test_every_command_has_help():
+    names = commands()
+    for required in ("serve", "work", "migrate", "check-config", "connect", "sync", "version", "help"):
+        expect_in(required, names, "help --commands")
+    top = h.run_settled(["--help"], BROKEN)
+    expect_eq(top.returncode, 0, "settled --help exit code")
+    for name in names:
+        expect(re.search(r"^  " + re.escape(name) + r" ", top.stdout, re.M), f"settled --help lists {name}", top.stdout)
+        for flag in ("--help", "-h"):
+            for args in ([name, flag], [name, "xero", flag] if name in ("connect", "sync") else None):
+                if args is None:
+                    continue
+                res = h.run_settled(args, BROKEN)
+                what = "settled " + " ".join(args)
+                expect_eq(res.returncode, 0, f"{what}: exit code (stderr {res.stderr!r})")
+                expect(res.stdout.startswith("usage: settled " + name), f"{what}: usage on stdout", res.stdout)
+                expect_eq(res.stderr, "", f"{what}: stderr")
+        via_help = h.run_settled(["help", name])
+        expect_eq(via_help.returncode, 0, f"settled help {name}: exit code")
+        expect_eq(via_help.stdout, h.run_settled([name, "--help"]).stdout, f"settled help {name} = {name} --help")
+    res = h.run_settled(["help", "nonsense"])
+    expect_eq(res.returncode, 2, "help nonsense: exit code")
+    expect_in("unknown command nonsense", res.stderr, "help nonsense")
+
+
+def test_version_is_the_project_version():
+    cmake = open(os.path.join(h.source_dir(), "CMakeLists.txt"), encoding="utf-8").read()
+    m = re.search(r"project\(settled VERSION ([0-9.]+)", cmake)
+    expect(m, "CMakeLists.txt declares project(settled VERSION x.y.z)")
+    for args in (["--version"], ["version"]):
+        res = h.run_settled(args, BROKEN)
+        expect_eq(res.returncode, 0, f"settled {args[0]}: exit code")
+        expect_eq(res.stdout, f"settled {m.group(1)}\n", f"settled {args[0]}: output")
+
+
+def test_missing_values_and_unknown_options():
+    cases = [
+        (["serve", "--config"], "settled: serve: --config needs a value"),
+        (["check-config", "--config="], "settled: check-config: --config needs a value"),
+        (["sync", "xero", "--since"], "settled: sync xero: --since needs a value"),
+        (["sync", "xero", "--since", "--tenant", "x"], "settled: sync xero: --since needs a value"),
+        (["sync", "xero", "--tenant"], "settled: sync xero: --tenant needs a value"),
+        (["connect", "xero", "--refresh-token"], "settled: connect xero: --refresh-token needs a value"),
+        (["connect", "xero", "--callback"], "settled: connect xero: --callback needs a value"),
+        (["connect", "xero", "--check", "--organisation"], "settled: connect xero: --organisation needs a value"),
+        (["serve", "--bogus"], "settled: serve: unknown option --bogus"),
+        (["work", "extra"], "settled: work: unexpected argument extra"),
+        (["migrate", "--list-keys"], "settled: migrate: unknown option --list-keys"),
+        (["sync", "xero", "--bogus"], "settled: sync xero: unknown option --bogus"),
+        (["connect", "xero", "--bogus"], "settled: connect xero: unknown option --bogus"),
+        (["version", "--bogus"], "settled: version: unknown option --bogus"),
+        (["nonsense"], "settled: unknown command: nonsense"),
+    ]
+    for args, want in cases:
+        res = h.run_settled(args, {"SETTLED_DATABASE_URL": "postgresql://127.0.0.1:1/unreachable"})
+        what = "settled " + " ".join(args)
+        expect_eq(res.returncode, 2, f"{what}: exit code (stderr {res.stderr!r})")
+        expect_in(want, res.stderr, f"{what}: stderr")
+
+
+def test_sync_unknown_tenant():
+    url = h.new_database("cli")
+    env = {"SETTLED_DATABASE_URL": url, "SETTLED_REDIS_URL": h.redis_url()}
+    for tenant in ("nonsense", "0b5b8c4e-0000-4000-8000-00000000abcd", "'; DROP TABLE xero_tenants; --"):
+        res = h.run_settled(["sync", "xero", "--tenant", tenant], env)
+        what = f"sync xero --tenant {tenant!r}"
+        expect_eq(res.returncode, 1, f"{what}: exit code (stderr {res.stderr!r})")
+        expect_in(f"unknown tenant {tenant}", res.stderr, f"{what}: stderr")
+        for sql_noise in ("uuid", "invalid input syntax", "SELECT", "ERROR"):
+            expect_not_in(sql_noise, res.stderr.replace("UUIDs", ""), f"{what}: stderr shows no SQL")
+    expect_eq(h.sql_value(url, "SELECT count(*) FROM xero_tenants"), "0", "xero_tenants still there (and empty)")
+
+
+if __name__ == "__main__":
+    h.run(globals())

@@ -4,10 +4,13 @@ with its usage on stdout and exit 0 (before any setting is read, so a broken con
 hide the help), `settled help CMD` says the same, an option without its value says "--X needs a
 value", an unknown option names itself, `--version` prints the CMake project's version, and
 `sync xero --tenant` with an id that is not a connected tenant says the tenant is unknown instead of
-showing PostgreSQL's error."""
+showing PostgreSQL's error; `serve` and `work` tell systemd when they are ready (Type=notify)."""
 
 import os
 import re
+import signal
+import socket
+import subprocess
 
 import harness as h
 from harness import expect, expect_eq, expect_in, expect_not_in
@@ -95,6 +98,38 @@ def test_sync_unknown_tenant():
         for sql_noise in ("uuid", "invalid input syntax", "SELECT", "ERROR"):
             expect_not_in(sql_noise, res.stderr.replace("UUIDs", ""), f"{what}: stderr shows no SQL")
     expect_eq(h.sql_value(url, "SELECT count(*) FROM xero_tenants"), "0", "xero_tenants still there (and empty)")
+
+
+def notify_socket():
+    path = os.path.join(h.scratch_dir(), f"notify-{os.getpid()}-{os.urandom(3).hex()}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(30)
+    return sock, path
+
+
+def test_serve_and_work_notify_systemd():
+    url = h.new_database("notify")
+    sock, path = notify_socket()
+    with h.Settled(url, env={"NOTIFY_SOCKET": path}):
+        expect_eq(sock.recv(256), b"READY=1", "serve's message to NOTIFY_SOCKET")
+    env = {"SETTLED_DATABASE_URL": url, "SETTLED_WORKERS": "1", "NOTIFY_SOCKET": path}
+    if h.redis_url():
+        env["SETTLED_REDIS_URL"] = h.redis_url()
+    log_path = os.path.join(h.scratch_dir(), "work-notify.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [h.settled_bin(), "work"], env=h.settled_env(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    try:
+        expect_eq(sock.recv(256), b"READY=1", "work's message to NOTIFY_SOCKET")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    out = open(log_path, encoding="utf-8", errors="replace").read()
+    expect_eq(rc, 0, f"settled work exit code after SIGTERM (log {out[-2000:]!r})")
+    expect_eq(h.sanitizer_report(out), "", "settled work: sanitizer report")
+    sock.close()
 
 
 if __name__ == "__main__":

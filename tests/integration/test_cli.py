@@ -4,15 +4,20 @@ with its usage on stdout and exit 0 (before any setting is read, so a broken con
 hide the help), `settled help CMD` says the same, an option without its value says "--X needs a
 value", an unknown option names itself, `--version` prints the CMake project's version, and
 `sync xero --tenant` with an id that is not a connected tenant says the tenant is unknown instead of
-showing PostgreSQL's error; `serve` and `work` tell systemd when they are ready (Type=notify)."""
+showing PostgreSQL's error; sync's progress line is drawn once (in place on a terminal, where it is
+erased when done, so each kind's counts appear once, on stdout); `serve` and `work` tell systemd when they are ready (Type=notify)."""
 
 import os
+import pty
 import re
 import signal
 import socket
 import subprocess
+import time
+import uuid
 
 import harness as h
+import pipelinelib as pl
 from harness import expect, expect_eq, expect_in, expect_not_in
 
 # A configuration that cannot load: --help must not need it.
@@ -98,6 +103,56 @@ def test_sync_unknown_tenant():
         for sql_noise in ("uuid", "invalid input syntax", "SELECT", "ERROR"):
             expect_not_in(sql_noise, res.stderr.replace("UUIDs", ""), f"{what}: stderr shows no SQL")
     expect_eq(h.sql_value(url, "SELECT count(*) FROM xero_tenants"), "0", "xero_tenants still there (and empty)")
+
+
+SYNC_LINE = re.compile(r"^\s+(contacts|invoices|creditnotes)\s+fetched \d+, changed", re.M)
+
+
+def run_sync_on_pty(env):
+    """`settled sync xero` with stderr on a pseudo-terminal (stdout a pipe). Returns (exit code, stdout, the bytes
+    written to the terminal)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([h.settled_bin(), "sync", "xero"], env=h.settled_env(env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        tty += chunk
+    out = proc.stdout.read().decode()
+    rc = proc.wait(timeout=120)
+    os.close(master)
+    return rc, out, tty
+
+
+def test_sync_progress_is_drawn_once():
+    m = pl.Mock()
+    try:
+        t = pl.new_tenant()
+        db = pl.connected_db(m, [t], "cli_sync")
+        now = int(time.time() * 1000)
+        invoices = [pl.invoice(str(uuid.uuid4()), now - 600000 + k, "1.00") for k in range(150)]  # 2 pages
+        m.load('{"tenants": {"%s": {"invoices": [%s], "contacts": [], "creditnotes": []}}}' % (t, ", ".join(invoices)))
+        rc, out, tty = run_sync_on_pty(pl.settled_env(m, db))
+        expect_eq(rc, 0, f"sync on a terminal: exit code (terminal {tty[-2000:]!r})")
+        kinds = SYNC_LINE.findall(out)
+        expect_eq(sorted(kinds), ["contacts", "creditnotes", "invoices"], f"each kind's counts once on stdout ({out!r})")
+        expect(b"page 2" in tty and b"150 fetched" in tty, "the terminal saw the progress of both pages", tty)
+        # drawn in place: every redraw returns to the start of the line and clears it; no line is ended
+        expect_not_in(b"\n", tty.replace(b"\r\n", b"\n"), "the terminal's progress lines (no newline: drawn in place)")
+        expect(tty.endswith(b"\r\x1b[K"), "the progress line is erased when done", tty[-200:])
+        # not a terminal: no progress at all, the counts once
+        res = h.run_settled(["sync", "xero"], pl.settled_env(m, db), timeout=120)
+        expect_eq(res.returncode, 0, f"sync to a pipe: exit code (stderr {res.stderr!r})")
+        expect_eq(res.stderr, "", "sync to a pipe: nothing on stderr")
+        expect_eq(sorted(SYNC_LINE.findall(res.stdout)), ["contacts", "creditnotes", "invoices"], "counts once")
+    finally:
+        m.stop()
 
 
 def notify_socket():

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* cli.c: `settled connect` and `settled sync`: their flags, their output and their exit codes, over the domain. */
 #include "cli.h"
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "args.h"
 #include "crypto.h"
 #include "db.h"
 #include "http_client.h"
@@ -76,7 +78,7 @@ static int query_value(const char *url, const char *name, char **out)
 
 /* ---- settled connect ---- */
 
-static void connect_usage(FILE *out)
+void gw_cli_connect_usage(FILE *out)
 {
     fprintf(out, "usage: settled connect xero --refresh-token TOKEN|- [--organisation SLUG]\n"
                  "       settled connect xero --authorize [--organisation SLUG]\n"
@@ -92,7 +94,8 @@ static void connect_usage(FILE *out)
                  "                   access token; writes nothing (an expired access token is reported unverified)\n"
                  "  --refresh        with --check: refresh access tokens when needed (stores the rotated token)\n"
                  "                   and store the tenants of a token set that has none; --force-refresh: always\n"
-                 "  --organisation   the organisation's slug (default SETTLED_ORGANISATION); created if missing\n");
+                 "  --organisation   the organisation's slug (default SETTLED_ORGANISATION); created if missing\n"
+                 "  --config FILE    read settings from FILE as well as the environment\n");
 }
 
 static void print_tenants(const gw_xero_tenants_t *tenants)
@@ -241,18 +244,19 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
     if (argc < 1 || strcmp(argv[0], "xero") != 0) {
         fprintf(stderr, "settled: connect: unknown provider%s%s (only xero can be connected)\n", argc < 1 ? "" : ": ",
                 argc < 1 ? "" : argv[0]);
-        connect_usage(stderr);
+        gw_cli_connect_usage(stderr);
         return 2;
     }
+    static const char cmd[] = "connect xero";
     for (int i = 1; i < argc; ++i) {
-        if (strcmp(argv[i], "--refresh-token") == 0 && i + 1 < argc) {
-            refresh_arg = argv[++i];
-        } else if (strcmp(argv[i], "--callback") == 0 && i + 1 < argc) {
-            callback = argv[++i];
-        } else if (strcmp(argv[i], "--organisation") == 0 && i + 1 < argc) {
-            slug = argv[++i];
-        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            ++i; /* read by main */
+        const char *config;
+        int rc;
+        if ((rc = gw_args_value(cmd, argc, argv, &i, "--refresh-token", &refresh_arg)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--callback", &callback)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--organisation", &slug)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--config", &config)) != 0) { /* --config: read by main */
+            if (rc < 0)
+                return GW_ARGS_USAGE;
         } else if (strcmp(argv[i], "--authorize") == 0) {
             authorize = true;
         } else if (strcmp(argv[i], "--check") == 0) {
@@ -261,19 +265,19 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
             force = true;
         } else if (strcmp(argv[i], "--refresh") == 0) {
             refresh = true;
-        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            connect_usage(stdout);
+        } else if (gw_args_is_help(argv[i])) {
+            gw_cli_connect_usage(stdout);
             return 0;
         } else {
-            fprintf(stderr, "settled: connect xero: unknown or incomplete argument: %s\n", argv[i]);
-            connect_usage(stderr);
-            return 2;
+            gw_args_unknown(cmd, argv[i]);
+            gw_cli_connect_usage(stderr);
+            return GW_ARGS_USAGE;
         }
     }
     if ((refresh_arg != NULL) + (callback != NULL) + authorize + check != 1 || ((force || refresh) && !check)) {
         fprintf(stderr,
                 "settled: connect xero: give exactly one of --refresh-token, --authorize, --callback and --check\n");
-        connect_usage(stderr);
+        gw_cli_connect_usage(stderr);
         return 2;
     }
     if (!is_set(slug)) {
@@ -376,24 +380,63 @@ static const char *kind_name(const char *kind)
     return dot != NULL ? dot + 1 : kind;
 }
 
+void gw_cli_sync_usage(FILE *out)
+{
+    fprintf(out, "usage: settled sync xero [--since 2026-01-31T00:00:00Z] [--tenant TENANT_ID] [--config FILE]\n"
+                 "\n"
+                 "Bring the Xero mirror (invoices, contacts, credit notes) of every connected tenant up to date,\n"
+                 "fetching what changed since the last sync (or everything, the first time). A progress line\n"
+                 "is drawn in place on stderr when it is a terminal; the counts of each kind go to stdout.\n"
+                 "\n"
+                 "  --since   fetch what changed since this time instead (a timestamp PostgreSQL reads)\n"
+                 "  --tenant  only this tenant: its Xero tenant id, as `settled connect xero --check` lists it\n"
+                 "  --config  read settings from FILE as well as the environment\n");
+}
+
+/* Whether s has the shape of a UUID (8-4-4-4-12 hex digits), as every Xero tenant id does. */
+static bool is_uuid(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    if (strlen(s) != sizeof(shape) - 1)
+        return false;
+    for (size_t i = 0; shape[i] != '\0'; ++i)
+        if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
 int gw_cli_sync(const gw_config_t *cfg, int argc, char **argv)
 {
+    static const char cmd[] = "sync xero";
     const char *since = NULL, *only_tenant = NULL;
     if (argc < 1 || strcmp(argv[0], "xero") != 0) {
-        fprintf(stderr, "usage: settled sync xero [--since 2026-01-31T00:00:00Z] [--tenant TENANT_ID]\n");
-        return 2;
+        fprintf(stderr, "settled: sync: unknown provider%s%s (only xero can be synced)\n", argc < 1 ? "" : ": ",
+                argc < 1 ? "" : argv[0]);
+        gw_cli_sync_usage(stderr);
+        return GW_ARGS_USAGE;
     }
     for (int i = 1; i < argc; ++i) {
-        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
-            since = argv[++i];
-        } else if (strcmp(argv[i], "--tenant") == 0 && i + 1 < argc) {
-            only_tenant = argv[++i];
-        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            ++i; /* read by main */
+        const char *config;
+        int rc;
+        if ((rc = gw_args_value(cmd, argc, argv, &i, "--since", &since)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--tenant", &only_tenant)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--config", &config)) != 0) { /* --config: read by main */
+            if (rc < 0)
+                return GW_ARGS_USAGE;
+        } else if (gw_args_is_help(argv[i])) {
+            gw_cli_sync_usage(stdout);
+            return 0;
         } else {
-            fprintf(stderr, "settled: sync: unknown argument %s\n", argv[i]);
-            return 2;
+            return gw_args_unknown(cmd, argv[i]);
         }
+    }
+    /* a tenant id that cannot be one is unknown: said here, rather than as PostgreSQL's complaint about a uuid */
+    if (only_tenant != NULL && !is_uuid(only_tenant)) {
+        fprintf(stderr,
+                "settled: sync xero: unknown tenant %.80s: Xero tenant ids are UUIDs; "
+                "`settled connect xero --check` lists the connected ones\n",
+                only_tenant);
+        return 1;
     }
     if (!is_set(cfg->database_url)) {
         fprintf(stderr, "settled: SETTLED_DATABASE_URL: required by sync\n");
@@ -436,8 +479,13 @@ int gw_cli_sync(const gw_config_t *cfg, int argc, char **argv)
         fprintf(stderr, "settled: sync: %s\n", err.detail);
         ret = 1;
     } else if (n == 0) {
-        fprintf(stderr, "settled: sync: no connected Xero tenant%s (connect one with `settled connect xero`)\n",
-                only_tenant != NULL ? " with that id" : "");
+        if (only_tenant != NULL)
+            fprintf(stderr,
+                    "settled: sync xero: unknown tenant %s: no connected Xero tenant has that id "
+                    "(`settled connect xero --check` lists them)\n",
+                    only_tenant);
+        else
+            fprintf(stderr, "settled: sync xero: no connected Xero tenant (connect one with `settled connect xero`)\n");
         ret = 1;
     }
     bool tty = isatty(STDERR_FILENO);
@@ -448,7 +496,8 @@ int gw_cli_sync(const gw_config_t *cfg, int argc, char **argv)
         fflush(stdout);
         if (gw_sync_tenant(&ctx, t->organisation_id, t->tenant_id, t->token_id, since != NULL ? since_iso : NULL, tty,
                            counts, msg, sizeof(msg)) != 0) {
-            fprintf(stderr, "\nsettled: sync of tenant %s failed: %s\n", t->tenant_id, msg);
+            /* (on a terminal, after the progress line it interrupts) */
+            fprintf(stderr, "%ssettled: sync of tenant %s failed: %s\n", tty ? "\n" : "", t->tenant_id, msg);
             ret = 1;
             break;
         }

@@ -5,12 +5,14 @@
  * are parsed and their progress, results and errors printed; what they do lives in the domain.
  *
  * Each takes the loaded configuration and the arguments after its command word (argv[0] is the provider), skips
- * --config FILE (main.c reads it), starts and stops the HTTP client itself (so the caller must not have started
- * it), and returns the process's exit code: 0, 1 on a failure (a message on stderr), 2 on a usage error.
+ * --config FILE (main.c reads it), follows the option rules of args.h (--help, "--since needs a value"), starts and
+ * stops the HTTP client itself (so the caller must not have started it), and returns the process's exit code: 0, 1
+ * on a failure (a message on stderr), 2 on a usage error.
  */
 #ifndef GW_CLI_H
 #define GW_CLI_H
 
+#include <stdio.h>
 #include "config.h"
 
 /*
@@ -26,8 +28,14 @@
  */
 int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv);
 
+/* Prints the usage of `settled connect` (what --help shows) to out. */
+void gw_cli_connect_usage(FILE *out);
+
 /* `settled sync xero [--since T] [--tenant ID]`: brings the Xero mirror of every connected tenant (or of one) up to
  * date, with a progress line on stderr when it is a terminal and the counts of each kind on stdout. */
 int gw_cli_sync(const gw_config_t *cfg, int argc, char **argv);
+
+/* Prints the usage of `settled sync` (what --help shows) to out. */
+void gw_cli_sync_usage(FILE *out);
 
 #endif

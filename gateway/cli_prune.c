@@ -5,10 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "args.h"
 #include "db.h"
 #include "retention.h"
 
-static void prune_usage(FILE *out)
+void gw_cli_prune_usage(FILE *out)
 {
     fprintf(out, "usage: settled prune --older-than AGE [--dry-run]\n"
                  "\n"
@@ -55,33 +56,26 @@ static void on_progress(void *arg, const gw_retention_counts_t *so_far)
 
 int gw_cli_prune(const gw_config_t *cfg, int argc, char **argv)
 {
-    const char *age = NULL;
+    const char *age = NULL, *config = NULL; /* --config: main.c has read it */
     bool dry_run = false;
     for (int i = 0; i < argc; ++i) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            prune_usage(stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            ++i;
-        } else if (strcmp(argv[i], "--older-than") == 0) {
-            if (i + 1 == argc) {
-                fprintf(stderr, "settled: prune: --older-than needs a value (e.g. --older-than 90d)\n");
-                return 2;
-            }
-            age = argv[++i];
-        } else if (strcmp(argv[i], "--dry-run") == 0) {
+        int rc = gw_args_value("prune", argc, argv, &i, "--older-than", &age);
+        if (rc == 0)
+            rc = gw_args_value("prune", argc, argv, &i, "--config", &config);
+        if (rc < 0)
+            return GW_ARGS_USAGE;
+        if (rc > 0)
+            continue;
+        if (strcmp(argv[i], "--dry-run") == 0)
             dry_run = true;
-        } else {
-            fprintf(stderr, "settled: prune: unknown argument: %s\n", argv[i]);
-            prune_usage(stderr);
-            return 2;
-        }
+        else
+            return gw_args_unknown("prune", argv[i]);
     }
     int64_t seconds;
     char shown[64];
     if (age == NULL) {
         fprintf(stderr, "settled: prune: --older-than is required\n");
-        prune_usage(stderr);
+        gw_cli_prune_usage(stderr);
         return 2;
     }
     if (parse_age(age, &seconds, shown, sizeof(shown)) != 0) {

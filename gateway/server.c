@@ -24,6 +24,7 @@
 #include "mem.h"
 #include "orgs.h"
 #include "routes.h"
+#include "sdnotify.h"
 #include "worker.h"
 
 #define LOOP_WAIT_MS 100
@@ -232,6 +233,8 @@ int gw_server_run(gw_config_t *cfg)
             gw_log(GW_LOG_ERROR, "cannot start thread %d: %s", i, strerror(errno));
             abort();
         }
+    if (gw_sd_notify("READY=1") < 0) /* Type=notify: every listener is open and the loops run */
+        gw_log(GW_LOG_WARN, "NOTIFY_SOCKET: cannot tell systemd we are ready: %s", strerror(errno));
     for (int i = 0; i != nloops; ++i)
         pthread_join(loops[i].tid, NULL);
 

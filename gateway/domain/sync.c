@@ -75,12 +75,17 @@ static const char *short_kind(const char *kind)
     return strchr(kind, '.') + 1;
 }
 
+/* The progress line of a terminal, redrawn in place after each page. The final one erases it rather than ending it:
+ * the caller prints each kind's counts once, as the final line, so that they are not shown twice. */
 static void draw(bool progress, const char *tenant, const char *kind, const gw_sync_counts_t *c, bool final)
 {
     if (!progress)
         return;
-    fprintf(stderr, "\r%.8s %-12s page %-4ld %6ld fetched %6ld changed %6ld unchanged%s", tenant, short_kind(kind),
-            c->pages, c->fetched, c->changed, c->unchanged, final ? "\n" : "");
+    if (final)
+        fputs("\r\033[K", stderr);
+    else
+        fprintf(stderr, "\r\033[K%.8s %-12s page %-4ld %6ld fetched %6ld changed %6ld unchanged", tenant,
+                short_kind(kind), c->pages, c->fetched, c->changed, c->unchanged);
     fflush(stderr);
 }
 

@@ -28,6 +28,7 @@
 #include "orgs.h"
 #include "processor.h"
 #include "retention.h"
+#include "sdnotify.h"
 #include "xero_mirror.h"
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
@@ -364,6 +365,8 @@ int gw_worker_main(const gw_config_t *cfg)
         gw_http_shutdown();
         return 1;
     }
+    if (gw_sd_notify("READY=1") < 0) /* Type=notify */
+        gw_log(GW_LOG_WARN, "NOTIFY_SOCKET: cannot tell systemd we are ready: %s", strerror(errno));
     while (!atomic_load(&work_stop))
         usleep(100 * 1000);
     gw_workers_stop(pool);

@@ -102,7 +102,7 @@ def test_prune_usage_and_lock():
     seed(db)
     for args, words in ((["--older-than"], "needs a value"), ([], "--older-than is required"),
                         (["--older-than", "0d"], "at least 1 hour"), (["--older-than", "3w"], "number of days"),
-                        (["--bogus"], "unknown argument")):
+                        (["--bogus"], "unknown option --bogus")):
         res = prune(db, *args)
         expect_eq(res.returncode, 2, f"prune {args}: exit code")
         expect_in(words, res.stderr, f"prune {args}: stderr")

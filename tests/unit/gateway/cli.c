@@ -150,11 +150,19 @@ static void test_connect_usage(void **state)
     expect_run(gw_cli_connect, &cfg, 2, NULL, "settled: connect: unknown provider: stripe (only xero", "stripe", NULL);
     expect_run(gw_cli_connect, &cfg, 0, usage, NULL, "xero", "--help", NULL);
     expect_run(gw_cli_connect, &cfg, 0, usage, NULL, "xero", "-h", NULL);
-    expect_run(gw_cli_connect, &cfg, 2, NULL, "unknown or incomplete argument: --bogus", "xero", "--bogus", NULL);
-    expect_run(gw_cli_connect, &cfg, 2, NULL, "unknown or incomplete argument: --refresh-token", "xero",
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "settled: connect xero: unknown option --bogus", "xero", "--bogus", NULL);
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "settled: connect xero: unexpected argument extra", "xero", "extra",
+               NULL);
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "settled: connect xero: --refresh-token needs a value", "xero",
                "--refresh-token", NULL);
-    expect_run(gw_cli_connect, &cfg, 2, NULL, "unknown or incomplete argument: --organisation", "xero", "--check",
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "settled: connect xero: --organisation needs a value", "xero", "--check",
                "--organisation", NULL);
+    /* an option is not the value of the one before it; '-' is (standard input) */
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "settled: connect xero: --callback needs a value", "xero", "--callback",
+               "--check", NULL);
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "--organisation needs a value", "xero", "--check",
+               "--organisation=", NULL);
+    expect_run(gw_cli_connect, &cfg, 2, NULL, "SETTLED_ORGANISATION: required", "xero", "--refresh-token", "-", NULL);
     const char *one = "give exactly one of --refresh-token, --authorize, --callback and --check";
     expect_run(gw_cli_connect, &cfg, 2, NULL, one, "xero", NULL);
     expect_run(gw_cli_connect, &cfg, 2, NULL, one, "xero", "--authorize", "--check", NULL);
@@ -200,10 +208,24 @@ static void test_sync_usage(void **state)
 {
     gw_config_t cfg = {0};
     const char *usage = "usage: settled sync xero [--since 2026-01-31T00:00:00Z] [--tenant TENANT_ID]";
+    expect_run(gw_cli_sync, &cfg, 0, usage, NULL, "xero", "--help", NULL);
+    expect_run(gw_cli_sync, &cfg, 0, usage, NULL, "xero", "-h", NULL);
     expect_run(gw_cli_sync, &cfg, 2, NULL, usage, NULL);
     expect_run(gw_cli_sync, &cfg, 2, NULL, usage, "stripe", NULL);
-    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync: unknown argument --bogus", "xero", "--bogus", NULL);
-    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync: unknown argument --since", "xero", "--since", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync: unknown provider: stripe", "stripe", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: unknown option --bogus", "xero", "--bogus", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: --since needs a value", "xero", "--since", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: --since needs a value", "xero", "--since", "--tenant",
+               "0b5b8c4e-0000-4000-8000-000000000001", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: --tenant needs a value", "xero", "--tenant", NULL);
+    /* a tenant id that cannot be one is unknown, said before any database is needed */
+    expect_run(gw_cli_sync, &cfg, 1, NULL, "settled: sync xero: unknown tenant nonsense: Xero tenant ids are UUIDs",
+               "xero", "--tenant", "nonsense", NULL);
+    expect_run(gw_cli_sync, &cfg, 1, NULL, "unknown tenant 0b5b8c4e-0000-4000-8000-00000000000g", "xero",
+               "--tenant=0b5b8c4e-0000-4000-8000-00000000000g", NULL);
+    assert_true(is_uuid("0B5B8C4E-0000-4000-8000-000000000001"));
+    assert_false(is_uuid("0b5b8c4e00004000800000000000000001"));
+    assert_false(is_uuid("0b5b8c4e-0000-4000-8000-0000000000011"));
     expect_run(gw_cli_sync, &cfg, 1, NULL, "settled: SETTLED_DATABASE_URL: required by sync", "xero", NULL);
     expect_run(gw_cli_sync, &cfg, 1, NULL, "settled: SETTLED_DATABASE_URL: required by sync", "xero", "--config", "f",
                "--tenant", "0b5b8c4e-0000-4000-8000-000000000001", NULL);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "cli.h"
+#include "cli_events.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -32,6 +33,8 @@ static void usage(FILE *out)
                  "  connect xero   connect a Xero organisation: --authorize (prints the URL to open),\n"
                  "                 --refresh-token T|- (migrate an existing connection), --callback URL,\n"
                  "                 --check [--force-refresh]; --organisation SLUG\n"
+                 "  events         the stored webhook events: list [filters], show ID, forward ID --to URL --secret S\n"
+                 "  replay         process events again: ID... | --since T [filters] [--dry-run] (see replay --help)\n"
                  "  version        print the version\n"
                  "\n"
                  "Settings come from SETTLED_* environment variables and an optional KEY=value file;\n"
@@ -47,7 +50,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1], *config_path = NULL;
     int list_keys = 0;
     /* commands with arguments of their own get everything after the command; --config is theirs to skip */
-    bool own_args = strcmp(cmd, "connect") == 0 || strcmp(cmd, "sync") == 0;
+    bool own_args = strcmp(cmd, "connect") == 0 || strcmp(cmd, "sync") == 0 || strcmp(cmd, "events") == 0 ||
+                    strcmp(cmd, "replay") == 0;
     for (int i = 2; own_args && i < argc; ++i)
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config_path = argv[++i];
@@ -107,6 +111,10 @@ int main(int argc, char **argv)
         ret = gw_cli_connect(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "sync") == 0) {
         ret = gw_cli_sync(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "events") == 0) {
+        ret = gw_cli_events(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "replay") == 0) {
+        ret = gw_cli_replay(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "work") == 0) {
         ret = gw_worker_main(&cfg);
     } else {

@@ -61,6 +61,14 @@ typedef struct st_worker_t {
 
 static const char *processed_providers[NPROCESSORS];
 
+const gw_processor_t *gw_worker_processor(const char *provider)
+{
+    for (size_t i = 0; i != NPROCESSORS; ++i)
+        if (provider != NULL && strcmp(processors[i]->provider, provider) == 0)
+            return processors[i];
+    return NULL;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;

@@ -522,15 +522,6 @@ static void progress_clear(progress_t *p)
     }
 }
 
-static json_t *json_text_or_null(const char *text)
-{
-    if (text == NULL)
-        return json_null();
-    json_error_t jerr;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
-    return v != NULL ? v : json_string(text);
-}
-
 static void print_diff(const gw_replay_diff_t *d)
 {
     printf("event %" PRId64 ": would end %s%s%s; %zu audit row%s\n", d->id, d->outcome,
@@ -556,8 +547,9 @@ static json_t *diff_json(const gw_replay_diff_t *d)
         json_object_set_new(ch, "table", json_string(c->table));
         json_object_set_new(ch, "key", json_string(c->key));
         json_object_set_new(ch, "field", json_string(c->field));
-        json_object_set_new(ch, "before", json_text_or_null(c->before));
-        json_object_set_new(ch, "after", json_text_or_null(c->after));
+        /* JSON texts, as PostgreSQL wrote them: an amount never becomes a binary float on the way */
+        json_object_set_new(ch, "before", str_or_null(c->before));
+        json_object_set_new(ch, "after", str_or_null(c->after));
         json_array_append_new(changes, ch);
     }
     json_object_set_new(o, "changes", changes);

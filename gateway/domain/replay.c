@@ -63,7 +63,7 @@ static const char replay_after[] = "{\"status\": \"pending\", \"attempts\": 0, \
 
 static const char sql_audit_high[] = "SELECT coalesce(max(id), 0) FROM audit_log";
 static const char sql_dry_before[] =
-    "SELECT status, to_jsonb(attempts)::text, to_jsonb(last_error)::text FROM inbox_events"
+    "SELECT status, to_jsonb(attempts)::text, coalesce(to_jsonb(last_error), 'null')::text FROM inbox_events"
     " WHERE id = $2::bigint AND ($1::bigint = 0 OR organisation_id = $1::bigint) FOR UPDATE";
 /* as a replay leaves it (attempts 0), then claimed as a worker claims it (attempts 1, a lease) */
 static const char sql_dry_claim[] =
@@ -71,9 +71,9 @@ static const char sql_dry_claim[] =
     "       processed_at = NULL, next_attempt_at = now() + interval '10 minutes'"
     " WHERE id = $1::bigint AND status <> 'processing'"
     " RETURNING id, organisation_id, provider, account, event_type, resource_id, attempts, correlation_id, now()";
-static const char sql_dry_after[] =
-    "SELECT status, to_jsonb(attempts)::text, to_jsonb(last_error)::text, last_error FROM inbox_events"
-    " WHERE id = $1::bigint";
+static const char sql_dry_after[] = "SELECT status, to_jsonb(attempts)::text, coalesce(to_jsonb(last_error), "
+                                    "'null')::text, last_error FROM inbox_events"
+                                    " WHERE id = $1::bigint";
 /* The audit rows this transaction wrote (ids drawn after $1; xmin ours), folded per entity: the first row's before
  * against the last row's after, one line per field that differs. */
 static const char sql_dry_diff[] =

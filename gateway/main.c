@@ -13,6 +13,7 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_prune.h"
+#include "cli_events.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -135,6 +136,16 @@ static int connect_run(gw_config_t *cfg, int argc, char **argv)
     return gw_cli_connect(cfg, argc, argv);
 }
 
+static int events_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_events(cfg, argc, argv);
+}
+
+static int replay_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_replay(cfg, argc, argv);
+}
+
 static int prune_run(gw_config_t *cfg, int argc, char **argv)
 {
     return gw_cli_prune(cfg, argc, argv);
@@ -168,6 +179,10 @@ static const gw_command_t commands[] = {
      gw_cli_connect_usage, connect_run, true, true},
     {"sync", "bring the Xero mirror up to date (sync xero [--since T] [--tenant ID])", gw_cli_sync_usage, sync_run,
      true, true},
+    {"events", "the stored webhook events: list [filters], show ID, forward ID --to URL --secret S",
+     gw_cli_events_usage, events_run, true, true},
+    {"replay", "process events again: ID... | --since T [filters] [--dry-run]", gw_cli_replay_usage, replay_run, true,
+     true},
     {"prune", "delete done and ignored events older than --older-than AGE [--dry-run]", gw_cli_prune_usage, prune_run,
      true, true},
     {"version", "print the version", version_usage, version_run, false, false},

@@ -37,7 +37,8 @@ typedef struct st_provider_t {
 static int xero_credential(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, bool force, char **token, char *err,
                            size_t errlen)
 {
-    return gw_xero_access_token(ctx->db, ctx->cfg, call->token_id, force, token, err, errlen);
+    return gw_xero_access_token(ctx->token_db != NULL ? ctx->token_db : ctx->db, ctx->cfg, call->token_id, force, token,
+                                err, errlen);
 }
 
 static int static_credential(const char *value, const char *setting, char **token, char *err, size_t errlen)
@@ -210,6 +211,11 @@ gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_
         out->status = GW_FETCH_REJECTED;
         snprintf(out->error, sizeof(out->error), "not a call settled can make (provider %.32s)",
                  call->provider != NULL ? call->provider : "none");
+        return out->status;
+    }
+    if (ctx->read_only && call->method != NULL && strcmp(call->method, "GET") != 0) {
+        out->status = GW_FETCH_REJECTED;
+        snprintf(out->error, sizeof(out->error), "a dry run makes no %.8s call (%.200s)", call->method, call->path);
         return out->status;
     }
     const provider_t *p = &providers[pi];

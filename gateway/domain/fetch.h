@@ -29,6 +29,11 @@ typedef struct st_gw_fetch_ctx_t {
     const gw_config_t *cfg;
     gw_dbs_t *db; /* where Xero's token sets are */
     gw_quota_t *quota[GW_FETCH_NPROVIDERS];
+    /* A dry run (replay.h): db is inside a transaction that will be rolled back, so the token sets are read and
+     * refreshed through token_db (a session of their own, whose refreshes commit: a rotated refresh token must
+     * never be lost), and every call other than a GET is refused. NULL and false otherwise. */
+    gw_dbs_t *token_db;
+    bool read_only;
 } gw_fetch_ctx_t;
 
 /* Creates the quotas of every provider into ctx->quota (ctx->cfg must be set). Returns 0, or -1 with err when

@@ -67,6 +67,14 @@ static const char *processed_providers[NPROCESSORS];
 /* While the database is down every worker fails every round: one warning, then a summary a minute. */
 static gw_log_limit_t claim_failed = GW_LOG_LIMIT_INIT(GW_LOG_WARN, 60000);
 
+const gw_processor_t *gw_worker_processor(const char *provider)
+{
+    for (size_t i = 0; i != NPROCESSORS; ++i)
+        if (provider != NULL && strcmp(processors[i]->provider, provider) == 0)
+            return processors[i];
+    return NULL;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;

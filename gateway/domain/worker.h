@@ -24,6 +24,10 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
  * its next call to Xero, or at once if it is waiting), and waits for them all. */
 void gw_workers_stop(gw_workers_t *w);
 
+/* The processor of provider's events (worker.c's table), or NULL when its events are not processed (they wait as
+ * 'pending'). Used by the dry run of a replay (replay.h), which processes one event the way a worker would. */
+const struct st_gw_processor_t *gw_worker_processor(const char *provider);
+
 /* `settled work`: runs workers only, until SIGTERM or SIGINT. Returns the exit code. */
 int gw_worker_main(const gw_config_t *cfg);
 

@@ -17,6 +17,8 @@ const char gw_err_config_invalid[] = "config_invalid";
 const char gw_err_conflict[] = "conflict";
 const char gw_err_provider_unavailable[] = "provider_unavailable";
 const char gw_err_provider_rejected[] = "provider_rejected";
+const char gw_err_event_unknown[] = "event_unknown";
+const char gw_err_invalid_argument[] = "invalid_argument";
 const char gw_err_internal[] = "internal";
 
 const gw_err_code_t gw_err_codes[] = {
@@ -32,6 +34,8 @@ const gw_err_code_t gw_err_codes[] = {
     {gw_err_conflict, "The change conflicts with the current state"},
     {gw_err_provider_unavailable, "A provider API is unavailable"},
     {gw_err_provider_rejected, "A provider API refused the call"},
+    {gw_err_event_unknown, "No stored webhook event has that id"},
+    {gw_err_invalid_argument, "An argument is not valid"},
     {gw_err_internal, "Internal error"},
     {cn_err_signature_missing, "Signature header missing"},
     {cn_err_signature_malformed, "Signature header malformed"},

@@ -40,6 +40,8 @@ extern const char gw_err_config_invalid[];         /* 500: a setting the operati
 extern const char gw_err_conflict[];               /* 409: a concurrent change won, or a unique key is taken */
 extern const char gw_err_provider_unavailable[];   /* 502: a provider API failed or could not be reached */
 extern const char gw_err_provider_rejected[];      /* 502: a provider API refused the call (a 4xx) */
+extern const char gw_err_event_unknown[];          /* 404: no stored webhook event has that id */
+extern const char gw_err_invalid_argument[];       /* 400: a filter or option value is not valid */
 extern const char gw_err_internal[];               /* 500: a bug or an unexpected failure; the log says more */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */

@@ -224,6 +224,9 @@ static char *schedule_array(const gw_retry_schedule_t *rs)
 void gw_queue_dead_letter(const gw_queue_dead_t *d)
 {
     gw_metrics_dead_letter(d->provider);
+    gw_alert_dead(d);
+    if (!gw_log_enabled(GW_LOG_WARN))
+        return;
     gw_logline_t line;
     gw_log_begin(&line, GW_LOG_WARN, "event dead");
     gw_log_str(&line, "id", d->id, strlen(d->id));
@@ -234,7 +237,6 @@ void gw_queue_dead_letter(const gw_queue_dead_t *d)
     gw_log_str(&line, "error", d->error, d->error != NULL ? strlen(d->error) : 0);
     gw_log_str(&line, "correlation_id", d->correlation, d->correlation != NULL ? strlen(d->correlation) : 0);
     gw_log_end(&line);
-    gw_alert_dead(d);
 }
 
 /* Records a failure that counts an attempt: the next wait of the schedule, or dead (at once when permanent). */

@@ -9,7 +9,8 @@ the project's mock Xero and a local alert receiver (an HTTP server of this test 
   signs (the test checks the HMAC itself, and that a tampered body would not pass), retried after the receiver
   answered 503 once;
 - transient failures follow SETTLED_RETRY_SCHEDULE and the event goes dead after the last wait, with its log line
-  and alert too.
+  and alert too;
+- a Xero token set refused with invalid_grant raises a signed "connection.needs_reauth" alert naming it.
 
 Why these can fail: the old code retried a 403 SETTLED_WORKER_MAX_ATTEMPTS times, logged only "events failed",
 counted no dead letters and posted nothing; an alert signed over other bytes, or with another key, fails the HMAC
@@ -175,6 +176,40 @@ def test_transient_failures_follow_the_schedule_then_die_with_an_alert():
     finally:
         rx.close()
         m.clear_faults()
+
+
+def test_a_connection_needing_reauthorisation_is_alerted():
+    """The tenant's refresh token dies (the mock's clock moves past its 60 days): the worker's refresh gets
+    invalid_grant, the token set is parked needs_reauth, and a signed connection.needs_reauth alert names it.
+    Runs last: the mock keeps its clock offset across resets."""
+    m = mock()
+    t = pl.new_tenant()
+    db = pl.connected_db(m, [t], "dead_reauth", grace=0)
+    iid = str(uuid.uuid4())
+    m.put(t, "invoices", iid, pl.invoice(iid, pl.BASE_MS, "10.00"))
+    org, token_id = h.sql_rows(db, "SELECT organisation_id, token_id FROM xero_tenants")[0]
+    m.ctl("POST", "clock", {"advance": 61 * 86400})
+    rx = Receiver()
+    try:
+        env = pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_COALESCE_MS=0,
+                             SETTLED_ALERT_WEBHOOK_URL=rx.url, SETTLED_ALERT_WEBHOOK_SECRET=ALERT_SECRET)
+        with h.Settled(db, env=env) as s:
+            pl.post(s, pl.delivery([pl.xero_event(t, iid, "INVOICE")]))
+            pl.wait_for(lambda: rx.alerts("connection.needs_reauth"), 20, "the re-authorisation alert")
+            alert = rx.alerts("connection.needs_reauth")[0]
+            why = verify_stripe_signature(alert["headers"].get("stripe-signature", ""), alert["body"], ALERT_SECRET)
+            expect(why is None, "the alert's signature verifies", why)
+            data = alert["doc"]["data"]
+            expect_eq((data["provider"], str(data["organisation_id"]), str(data["token_id"])), ("xero", org, token_id),
+                      "the alert names the connection")
+            expect_in("invalid_grant", data["reason"], "the alert says why")
+            expect_eq(h.sql_value(db, "SELECT status FROM xero_tokens WHERE id = $1", token_id), "needs_reauth",
+                      "the token set is parked")
+            expect_eq(h.sql_value(db, "SELECT status FROM webhook_events"), "pending",
+                      "the event waits for the reconnection (not dead)")
+            expect_eq(len(rx.alerts("event.dead")), 0, "no dead-letter alert")
+    finally:
+        rx.close()
 
 
 try:

@@ -72,6 +72,9 @@ static const char sql_park_lost[] =
     " WHERE provider = ANY($2::text[]) AND status = 'processing' AND next_attempt_at <= now() AND attempts >= $1"
     " RETURNING id, provider, event_id, event_type, attempts, last_error, correlation_id";
 
+static const char sql_release_leases[] =
+    "UPDATE inbox_events SET next_attempt_at = now() WHERE lease_owner = $1 AND status = 'processing'";
+
 /* Counted through the partial indexes only (the due index, led by provider, and the dead index): the events of
  * providers that are not processed wait as 'pending' in unbounded numbers and must not be scanned every few
  * seconds. */
@@ -367,6 +370,15 @@ size_t gw_queue_park_lost(gw_queue_t *q, const char *const *providers, size_t np
     }
     gw_dbs_result_free(r);
     return parked;
+}
+
+size_t gw_queue_release_leases(gw_queue_t *q)
+{
+    const char *params[] = {q->owner};
+    long long n = gw_dbs_exec(q->db, sql_release_leases, 1, params);
+    if (n > 0)
+        gw_log(GW_LOG_INFO, "worker %d: the database is back: %lld events it held are due again now", q->index, n);
+    return n > 0 ? (size_t)n : 0;
 }
 
 void gw_queue_gauges(gw_queue_t *q, const char *const *providers, size_t nproviders)

@@ -107,6 +107,10 @@ size_t gw_queue_cover(gw_queue_t *q, const gw_queue_row_t *like, const char *cat
                       size_t nids, const char *before);
 /* Parks the rows of providers whose lease expired as many times as the schedule allows attempts. Returns how many. */
 size_t gw_queue_park_lost(gw_queue_t *q, const char *const *providers, size_t nproviders);
+/* Makes the rows still leased by q's owner due now: called between rounds (so none of them is in hand) after the
+ * database failed, whose finishing statements may have been lost with it; otherwise those rows would wait for their
+ * lease to expire. The attempt stays counted. Returns how many. */
+size_t gw_queue_release_leases(gw_queue_t *q);
 /* Sets the queue-depth gauges: rows pending, failed and processing of providers, and dead rows of any. */
 void gw_queue_gauges(gw_queue_t *q, const char *const *providers, size_t nproviders);
 

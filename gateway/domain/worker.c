@@ -189,7 +189,7 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     const gw_config_t *cfg = w->pool->cfg;
-    bool short_wait = false;
+    bool short_wait = false, db_failed = false;
     while (!atomic_load(&w->pool->stopping)) {
         uint64_t now = now_ms();
         if (w->index == 0 && now >= w->next_gauges) {
@@ -202,7 +202,13 @@ static void *worker_main(void *arg)
             continue;
         }
         if (n < 0) {
+            db_failed = true;
             usleep(DB_RETRY_MS * 1000);
+            continue;
+        }
+        if (db_failed) { /* the database is back: what this worker held when it broke is due now, not in a lease */
+            (void)gw_queue_release_leases(&w->work.queue);
+            db_failed = false;
             continue;
         }
         /* after a notification, fresh rows may still be inside a claim delay: look again soon */

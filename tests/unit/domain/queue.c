@@ -417,6 +417,30 @@ static void test_park_lost_and_gauges(void **state)
     gw_queue_gauges(&q, xero_only, 1); /* runs through the partial indexes; the metrics test checks rendering */
 }
 
+static void test_release_leases_after_a_database_failure(void **state)
+{
+    add("xero", "l-mine", "q", "T1", "INVOICE.UPDATE", "inv-1", 10000);
+    add("xero", "l-theirs", "q", "T2", "INVOICE.UPDATE", "inv-2", 9000);
+    gw_queue_t mine = queue_as("w1"), theirs = queue_as("w2"), other = queue_as("w3");
+    gw_queue_lane_t lanes[] = {{"xero", 0}};
+    gw_queue_batch_t b;
+    cfg.worker_batch = 1;
+    assert_int_equal(claim(&mine, lanes, 1, &b), 1);
+    gw_queue_batch_free(&b);
+    assert_int_equal(claim(&theirs, lanes, 1, &b), 1);
+    gw_queue_batch_free(&b);
+    cfg.worker_batch = 50;
+    assert_int_equal(claim(&other, lanes, 1, &b), 0); /* both leased for a minute */
+
+    assert_int_equal(gw_queue_release_leases(&mine), 1);
+    assert_string_equal(col("l-mine", "next_attempt_at <= now()"), "true");
+    assert_string_equal(col("l-theirs", "next_attempt_at > now() + interval '50 seconds'"), "true");
+    assert_int_equal(claim(&other, lanes, 1, &b), 1); /* due at once, not at the lease's end */
+    assert_string_equal(b.rows[0].id, col("l-mine", "id"));
+    assert_int_equal(b.rows[0].attempts, 2); /* the attempt that was under way stays counted */
+    gw_queue_batch_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +452,7 @@ int main(void)
         cmocka_unit_test_setup(test_reschedule_does_not_count, reset),
         cmocka_unit_test_setup(test_cover_finishes_exactly_the_waiting_rows_of_the_objects, reset),
         cmocka_unit_test_setup(test_park_lost_and_gauges, reset),
+        cmocka_unit_test_setup(test_release_leases_after_a_database_failure, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -193,11 +193,16 @@ static void classify(const provider_t *p, const char *account, gw_http_response_
         snprintf(out->error, sizeof(out->error), "%s rate limit (%s) for %s", p->label,
                  problem != NULL ? problem : "unknown", account);
     } else if (res->status == 0) {
-        out->status = GW_FETCH_FAILED;
+        out->status = GW_FETCH_FAILED; /* refused, timed out, TLS or DNS: the provider is unreachable */
+        out->outage = true;
         snprintf(out->error, sizeof(out->error), "%s API call failed: %s", p->label,
                  res->error != NULL ? res->error : "unknown error");
     } else {
-        out->status = res->status >= 500 || res->status == 408 ? GW_FETCH_FAILED : GW_FETCH_REJECTED;
+        /* 5xx, 408 (the request timed out there) and 409 (a conflicting request in flight) may pass on a later
+         * try; another 4xx says this call is wrong and will stay wrong */
+        bool transient = res->status >= 500 || res->status == 408 || res->status == 409;
+        out->status = transient ? GW_FETCH_FAILED : GW_FETCH_REJECTED;
+        out->outage = transient;
         snprintf(out->error, sizeof(out->error), "%s API answered %ld", p->label, res->status);
     }
     gw_http_response_free(res);

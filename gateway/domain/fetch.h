@@ -61,7 +61,7 @@ typedef struct st_gw_fetch_call_t {
 typedef enum {
     GW_FETCH_OK,         /* out->res holds the 2xx response */
     GW_FETCH_RESCHEDULE, /* a quota or a 429 says wait wait_ms: not a failure of the events */
-    GW_FETCH_FAILED,     /* a transient failure (no answer, 5xx, 408): retry with backoff (error says why) */
+    GW_FETCH_FAILED,     /* a transient failure (no answer, 5xx, 408, 409, no token): retry later (error says why) */
     GW_FETCH_REJECTED,   /* the provider refused the call (another 4xx): retrying the same call will not help */
     GW_FETCH_REAUTH,     /* the connection needs re-authorisation by an admin (Xero) */
 } gw_fetch_status_t;
@@ -70,6 +70,7 @@ typedef struct st_gw_fetch_result_t {
     gw_fetch_status_t status;
     uint64_t wait_ms; /* RESCHEDULE, REAUTH: when to try again */
     long http_status; /* the provider's status, 0 when no response arrived */
+    bool outage;      /* FAILED by the provider itself (no answer, 5xx, 408, 409): counted by its circuit */
     char error[300];  /* one line, no secret */
     gw_http_response_t res;
 } gw_fetch_result_t;

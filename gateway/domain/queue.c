@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * queue.c: claim, lease, finish, fail with backoff, reschedule, cover, park and the gauges of the work queue, as
- * SQL on the inbox table (inbox_events; operators read it through the view webhook_events). Every statement that
+ * queue.c: claim, lease, finish, fail on the retry schedule, reschedule, cover, park and the gauges of the work queue,
+ * as SQL on the inbox table (inbox_events; operators read it through the view webhook_events). Every statement that
  * finishes rows is fenced by the lease owner and the 'processing' status, so a worker that lost its lease (it was too
  * slow, and another took the rows) changes nothing.
  */
@@ -9,18 +9,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "alert.h"
+#include "circuit.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
 
-/* $1 providers and $2 their claim delays (ms, parallel arrays), $3 limit, $4 lease owner, $5 lease ms. The due
- * index (provider, next_attempt_at) serves each lane; the events of providers no lane names are never walked. */
+/* $1 providers and $2 their claim delays (ms, parallel arrays), $3 limit, $4 lease owner, $5 lease ms, $6 the account
+ * of a probe (NULL: an ordinary claim). The due index (provider, next_attempt_at) serves each lane; the events of
+ * providers no lane names are never walked. An ordinary claim skips the events of accounts whose circuit is not
+ * closed (provider_circuits, circuit.c: the provider is down for them, and their attempts are not burned); a probe
+ * claims only events of its account, whose circuit it holds half-open. */
 static const char sql_claim[] =
     "WITH lane AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS l(provider, delay_ms)),"
     " due AS ("
     " SELECT e.id FROM inbox_events e JOIN lane ON e.provider = lane.provider"
     "  WHERE e.status IN ('pending', 'failed', 'processing') AND e.next_attempt_at <= now()"
     "    AND e.stored_at <= now() - lane.delay_ms * interval '1 millisecond'"
+    "    AND CASE WHEN $6::text IS NULL THEN NOT EXISTS (SELECT 1 FROM provider_circuits c"
+    "              WHERE c.provider = e.provider AND c.account = coalesce(e.account, '') AND c.state <> 'closed')"
+    "        ELSE coalesce(e.account, '') = $6 END"
     "  ORDER BY e.next_attempt_at LIMIT $3 FOR UPDATE OF e SKIP LOCKED)"
     " UPDATE inbox_events e SET status = 'processing', attempts = e.attempts + 1, lease_owner = $4,"
     "        next_attempt_at = now() + $5::bigint * interval '1 millisecond'"
@@ -41,13 +49,17 @@ static const char sql_cover[] =
     "    AND stored_at <= $5::timestamptz FOR UPDATE SKIP LOCKED)"
     " RETURNING extract(epoch FROM now() - stored_at)::float8";
 
+/* $2 the error, $3 the schedule's waits (ms; wait k follows the failure of attempt k), $5 true for a permanent
+ * failure (dead at once). A row whose attempts are past the schedule is dead. The wait is lengthened by up to a
+ * fifth at random, so that events that failed together do not come back together. */
 static const char sql_fail[] =
-    "UPDATE inbox_events SET status = CASE WHEN attempts >= $3 THEN 'dead' ELSE 'failed' END,"
-    "       next_attempt_at = now() + least($5::float8, $4::float8 * power(2, least(attempts - 1, 40))"
-    "                                                 * (1 + random() * 0.5)) * interval '1 millisecond',"
+    "UPDATE inbox_events SET status = CASE WHEN $5::boolean OR attempts > cardinality($3::bigint[]) THEN 'dead'"
+    "                                      ELSE 'failed' END,"
+    "       next_attempt_at = now() + coalesce(($3::bigint[])[attempts], 0) * (1 + random() * 0.2)"
+    "                                * interval '1 millisecond',"
     "       last_error = $2, lease_owner = NULL"
-    " WHERE id = ANY($1::bigint[]) AND lease_owner = $6 AND status = 'processing'"
-    " RETURNING status";
+    " WHERE id = ANY($1::bigint[]) AND lease_owner = $4 AND status = 'processing'"
+    " RETURNING id, status, event_id, attempts";
 
 static const char sql_reschedule[] =
     "UPDATE inbox_events SET status = 'pending', attempts = greatest(attempts - 1, 0),"
@@ -57,7 +69,11 @@ static const char sql_reschedule[] =
 static const char sql_park_lost[] =
     "UPDATE inbox_events SET status = 'dead', lease_owner = NULL,"
     "       last_error = 'the worker processing it stopped before finishing, ' || attempts || ' times'"
-    " WHERE provider = ANY($2::text[]) AND status = 'processing' AND next_attempt_at <= now() AND attempts >= $1";
+    " WHERE provider = ANY($2::text[]) AND status = 'processing' AND next_attempt_at <= now() AND attempts >= $1"
+    " RETURNING id, provider, event_id, event_type, attempts, last_error, correlation_id";
+
+static const char sql_release_leases[] =
+    "UPDATE inbox_events SET next_attempt_at = now() WHERE lease_owner = $1 AND status = 'processing'";
 
 /* Counted through the partial indexes only (the due index, led by provider, and the dead index): the events of
  * providers that are not processed wait as 'pending' in unbounded numbers and must not be scanned every few
@@ -133,7 +149,8 @@ static void record_lags(gw_dbs_result_t *r)
     }
 }
 
-int gw_queue_claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, gw_queue_batch_t *out, gw_err_t *err)
+static int claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, const char *account, int limit,
+                 gw_queue_batch_t *out, gw_err_t *err)
 {
     memset(out, 0, sizeof(*out));
     const char **names = gw_xcalloc(nlanes, sizeof(*names));
@@ -145,10 +162,10 @@ int gw_queue_claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, g
     }
     char *providers = array_literal(names, nlanes), *delay = array_literal((const char *const *)delays, nlanes);
     char batch[16], lease[16];
-    snprintf(batch, sizeof(batch), "%d", q->cfg->worker_batch);
+    snprintf(batch, sizeof(batch), "%d", limit);
     snprintf(lease, sizeof(lease), "%d", q->cfg->worker_lease_ms);
-    const char *params[] = {providers, delay, batch, q->owner, lease};
-    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_claim, 5, params);
+    const char *params[] = {providers, delay, batch, q->owner, lease, account};
+    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_claim, 6, params);
     for (size_t i = 0; i != nlanes; ++i)
         free(delays[i]);
     free(delays);
@@ -190,6 +207,17 @@ int gw_queue_claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, g
     return 0;
 }
 
+int gw_queue_claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, gw_queue_batch_t *out, gw_err_t *err)
+{
+    return claim(q, lanes, nlanes, NULL, q->cfg->worker_batch, out, err);
+}
+
+int gw_queue_claim_probe(gw_queue_t *q, const gw_queue_lane_t *lane, const char *account, gw_queue_batch_t *out,
+                         gw_err_t *err)
+{
+    return claim(q, lane, 1, account, 1, out, err);
+}
+
 void gw_queue_batch_free(gw_queue_batch_t *b)
 {
     for (size_t i = 0; i != b->n; ++i) {
@@ -219,33 +247,105 @@ void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum 
     free(ids);
 }
 
-void gw_queue_fail(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const char *error)
+/* "{0,10000,...}": the waits of the schedule. */
+static char *schedule_array(const gw_retry_schedule_t *rs)
 {
-    const gw_config_t *cfg = q->cfg;
-    char *ids = id_array(rows, n), max[16], base[24], cap[24];
-    snprintf(max, sizeof(max), "%d", cfg->worker_max_attempts);
-    snprintf(base, sizeof(base), "%d", cfg->worker_backoff_ms);
-    snprintf(cap, sizeof(cap), "%d", cfg->worker_backoff_max_ms);
-    const char *params[] = {ids, error, max, base, cap, q->owner};
-    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_fail, 6, params);
+    size_t cap = 3 + rs->n * 22, len = 1;
+    char *s = gw_xmalloc(cap);
+    s[0] = '{';
+    for (size_t i = 0; i != rs->n; ++i)
+        len += (size_t)snprintf(s + len, cap - len, "%s%lld", i != 0 ? "," : "", (long long)rs->ms[i]);
+    snprintf(s + len, cap - len, "}");
+    return s;
+}
+
+void gw_queue_dead_letter(const gw_queue_dead_t *d)
+{
+    gw_metrics_dead_letter(d->provider);
+    gw_alert_dead(d);
+    if (!gw_log_enabled(GW_LOG_WARN))
+        return;
+    gw_logline_t line;
+    gw_log_begin(&line, GW_LOG_WARN, "event dead");
+    gw_log_str(&line, "id", d->id, strlen(d->id));
+    gw_log_str(&line, "provider", d->provider, strlen(d->provider));
+    gw_log_str(&line, "event_id", d->event_id, d->event_id != NULL ? strlen(d->event_id) : 0);
+    gw_log_str(&line, "type", d->event_type, d->event_type != NULL ? strlen(d->event_type) : 0);
+    gw_log_int(&line, "attempts", d->attempts);
+    gw_log_str(&line, "error", d->error, d->error != NULL ? strlen(d->error) : 0);
+    gw_log_str(&line, "correlation_id", d->correlation, d->correlation != NULL ? strlen(d->correlation) : 0);
+    gw_log_end(&line);
+}
+
+/* Records a failure that counts an attempt: the next wait of the schedule, or dead (at once when permanent). */
+static void record_failure(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, bool permanent, const char *error)
+{
+    char *ids = id_array(rows, n), *waits = schedule_array(&q->cfg->retry_schedule);
+    const char *params[] = {ids, error, waits, q->owner, permanent ? "true" : "false"};
+    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_fail, 5, params);
+    free(waits);
+    free(ids);
     if (r == NULL) {
         gw_log_limited(&write_failed, "worker %d: cannot record a failure: %s", q->index, gw_dbs_error(q->db));
-    } else if (gw_dbs_nrows(r) != 0) { /* none: the lease was lost, and the rows are another worker's now */
-        for (size_t i = 0; i != gw_dbs_nrows(r); ++i) {
-            bool dead = strcmp(gw_dbs_value(r, i, 0), "dead") == 0;
-            gw_metrics_worker_outcome(dead ? GW_OUTCOME_DEAD : GW_OUTCOME_FAILED, 1);
+        return;
+    }
+    size_t failed = 0;
+    for (size_t i = 0; i != gw_dbs_nrows(r); ++i) { /* none: the lease was lost, and the rows are another worker's */
+        if (strcmp(gw_dbs_value(r, i, 1), "dead") != 0) {
+            ++failed;
+            continue;
         }
+        const gw_queue_row_t *row = NULL;
+        for (size_t k = 0; k != n && row == NULL; ++k)
+            if (strcmp(rows[k]->id, gw_dbs_value(r, i, 0)) == 0)
+                row = rows[k];
+        gw_queue_dead_t d = {.id = gw_dbs_value(r, i, 0),
+                             .provider = row != NULL ? row->provider : rows[0]->provider,
+                             .event_id = gw_dbs_value(r, i, 2),
+                             .event_type = row != NULL ? row->event_type : NULL,
+                             .attempts = atoi(gw_dbs_value(r, i, 3)),
+                             .error = error,
+                             .correlation = row != NULL ? row->correlation : NULL};
+        gw_metrics_worker_outcome(GW_OUTCOME_DEAD, 1);
+        gw_queue_dead_letter(&d);
+    }
+    if (failed != 0) {
+        gw_metrics_worker_outcome(GW_OUTCOME_FAILED, failed);
         gw_logline_t line;
         gw_log_begin(&line, GW_LOG_WARN, "events failed");
         gw_log_int(&line, "worker", q->index);
         gw_log_str(&line, "provider", rows[0]->provider, strlen(rows[0]->provider));
-        gw_log_int(&line, "events", (long long)gw_dbs_nrows(r));
+        gw_log_int(&line, "events", (long long)failed);
         gw_log_str(&line, "error", error, strlen(error));
         gw_log_str(&line, "correlation_id", rows[0]->correlation, strlen(rows[0]->correlation));
         gw_log_end(&line);
     }
     gw_dbs_result_free(r);
-    free(ids);
+}
+
+void gw_queue_fail(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum gw_queue_failure kind, const char *error)
+{
+    if (n == 0)
+        return;
+    if (kind == GW_QUEUE_PERMANENT) {
+        char why[400];
+        snprintf(why, sizeof(why), "permanent failure, not retried: %.360s", error);
+        record_failure(q, rows, n, true, why);
+        return;
+    }
+    if (kind == GW_QUEUE_OUTAGE) {
+        /* the provider's failure, counted by its circuit; once that is open, the events wait for it to close
+         * without spending an attempt (they are rows of one account: a processor fails a group at a time) */
+        gw_circuit_result_t c;
+        if (gw_circuit_failure(q, rows[0]->provider, rows[0]->account, error, &c) == 0 &&
+            c.state != GW_CIRCUIT_CLOSED) {
+            char why[400];
+            snprintf(why, sizeof(why), "circuit open: %.370s", error);
+            gw_queue_reschedule(q, rows, n, c.wait_ms, why);
+            return;
+        }
+    }
+    record_failure(q, rows, n, false, error);
 }
 
 void gw_queue_reschedule(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, uint64_t wait_ms, const char *why)
@@ -300,14 +400,36 @@ size_t gw_queue_park_lost(gw_queue_t *q, const char *const *providers, size_t np
     char max[16], *list = array_literal(providers, nproviders);
     snprintf(max, sizeof(max), "%d", q->cfg->worker_max_attempts);
     const char *params[] = {max, list};
-    long long parked = gw_dbs_exec(q->db, sql_park_lost, 2, params);
+    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_park_lost, 2, params);
     free(list);
-    if (parked <= 0)
-        return 0;
-    gw_metrics_worker_outcome(GW_OUTCOME_DEAD, (uint64_t)parked);
-    gw_log(GW_LOG_WARN, "worker %d: parked %lld events as dead: their workers stopped before finishing them %s times",
-           q->index, parked, max);
-    return (size_t)parked;
+    size_t parked = r != NULL ? gw_dbs_nrows(r) : 0;
+    if (parked != 0) {
+        gw_metrics_worker_outcome(GW_OUTCOME_DEAD, (uint64_t)parked);
+        gw_log(GW_LOG_WARN,
+               "worker %d: parked %zu events as dead: their workers stopped before finishing them %s times", q->index,
+               parked, max);
+    }
+    for (size_t i = 0; i != parked; ++i) {
+        gw_queue_dead_t d = {.id = gw_dbs_value(r, i, 0),
+                             .provider = gw_dbs_value(r, i, 1),
+                             .event_id = gw_dbs_value(r, i, 2),
+                             .event_type = gw_dbs_value(r, i, 3),
+                             .attempts = atoi(gw_dbs_value(r, i, 4)),
+                             .error = gw_dbs_value(r, i, 5),
+                             .correlation = gw_dbs_value(r, i, 6)};
+        gw_queue_dead_letter(&d);
+    }
+    gw_dbs_result_free(r);
+    return parked;
+}
+
+size_t gw_queue_release_leases(gw_queue_t *q)
+{
+    const char *params[] = {q->owner};
+    long long n = gw_dbs_exec(q->db, sql_release_leases, 1, params);
+    if (n > 0)
+        gw_log(GW_LOG_INFO, "worker %d: the database is back: %lld events it held are due again now", q->index, n);
+    return n > 0 ? (size_t)n : 0;
 }
 
 void gw_queue_gauges(gw_queue_t *q, const char *const *providers, size_t nproviders)

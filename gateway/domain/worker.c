@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "alert.h"
+#include "circuit.h"
 #include "db.h"
 #include "http_client.h"
 #include "log.h"
@@ -94,16 +96,69 @@ static int max_claim_delay(const gw_config_t *cfg)
     return max;
 }
 
+/* Hands each processor its rows of batch. */
+static void dispatch(worker_t *w, gw_queue_batch_t *batch)
+{
+    gw_queue_row_t **rows = gw_xcalloc(batch->n, sizeof(*rows));
+    for (size_t p = 0; p != NPROCESSORS; ++p) {
+        size_t k = 0;
+        for (size_t i = 0; i != batch->n; ++i)
+            if (strcmp(batch->rows[i].provider, processors[p]->provider) == 0)
+                rows[k++] = &batch->rows[i];
+        if (k != 0)
+            processors[p]->process(&w->work, rows, k, batch->claimed_at);
+    }
+    free(rows);
+}
+
+static int lane_delay(const gw_processor_t *p, const gw_config_t *cfg)
+{
+    return p->claim_delay_ms != NULL ? p->claim_delay_ms(cfg) : 0;
+}
+
+/* Takes the probe of one open circuit whose wait is over, if any, and tries one event of its account. Returns the
+ * number of rows claimed (0 or 1), or -1 if the database failed. */
+static int run_probe(worker_t *w)
+{
+    const gw_config_t *cfg = w->pool->cfg;
+    char provider[32], account[128];
+    int got = gw_circuit_take_probe(&w->work.queue, processed_providers, NPROCESSORS, provider, sizeof(provider),
+                                    account, sizeof(account));
+    if (got <= 0)
+        return got;
+    gw_queue_lane_t lane = {NULL, 0};
+    for (size_t i = 0; i != NPROCESSORS; ++i)
+        if (strcmp(processors[i]->provider, provider) == 0)
+            lane = (gw_queue_lane_t){processors[i]->provider, lane_delay(processors[i], cfg)};
+    gw_queue_batch_t batch;
+    gw_err_t err = GW_ERR_INIT;
+    if (lane.provider == NULL || gw_queue_claim_probe(&w->work.queue, &lane, account, &batch, &err) != 0) {
+        if (lane.provider != NULL)
+            gw_log(GW_LOG_WARN, "worker %d: %s", w->index, err.detail);
+        gw_circuit_release_probe(&w->work.queue, provider, account);
+        return lane.provider == NULL ? 0 : -1;
+    }
+    if (batch.n == 0) {
+        gw_circuit_release_probe(&w->work.queue, provider, account); /* nothing to try it with yet */
+        return 0;
+    }
+    dispatch(w, &batch);
+    gw_queue_batch_free(&batch);
+    return 1;
+}
+
 /* Claims and processes one batch; returns the number of rows claimed, or -1 if the database failed. */
 static int run_round(worker_t *w)
 {
     const gw_config_t *cfg = w->pool->cfg;
     (void)gw_queue_park_lost(&w->work.queue, processed_providers, NPROCESSORS);
+    int probed = run_probe(w);
+    if (probed < 0)
+        return -1;
 
     gw_queue_lane_t lanes[NPROCESSORS];
     for (size_t i = 0; i != NPROCESSORS; ++i)
-        lanes[i] = (gw_queue_lane_t){processors[i]->provider,
-                                     processors[i]->claim_delay_ms != NULL ? processors[i]->claim_delay_ms(cfg) : 0};
+        lanes[i] = (gw_queue_lane_t){processors[i]->provider, lane_delay(processors[i], cfg)};
     gw_queue_batch_t batch;
     gw_err_t err = GW_ERR_INIT;
     if (gw_queue_claim(&w->work.queue, lanes, NPROCESSORS, &batch, &err) != 0) {
@@ -112,25 +167,17 @@ static int run_round(worker_t *w)
     }
     gw_log_limit_settle(&claim_failed);
     if (batch.n == 0)
-        return 0;
-    gw_queue_row_t **rows = gw_xcalloc(batch.n, sizeof(*rows));
-    for (size_t p = 0; p != NPROCESSORS; ++p) {
-        size_t k = 0;
-        for (size_t i = 0; i != batch.n; ++i)
-            if (strcmp(batch.rows[i].provider, processors[p]->provider) == 0)
-                rows[k++] = &batch.rows[i];
-        if (k != 0)
-            processors[p]->process(&w->work, rows, k, batch.claimed_at);
-    }
-    free(rows);
+        return probed;
+    dispatch(w, &batch);
     int n = (int)batch.n;
     gw_queue_batch_free(&batch);
-    return n;
+    return n + probed;
 }
 
 static void update_gauges(worker_t *w)
 {
     gw_queue_gauges(&w->work.queue, processed_providers, NPROCESSORS);
+    gw_circuit_gauges(&w->work.queue);
     for (size_t i = 0; i != NPROCESSORS; ++i)
         if (processors[i]->gauges != NULL)
             processors[i]->gauges(&w->work);
@@ -158,7 +205,7 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     const gw_config_t *cfg = w->pool->cfg;
-    bool short_wait = false;
+    bool short_wait = false, db_failed = false;
     while (!atomic_load(&w->pool->stopping)) {
         uint64_t now = now_ms();
         if (w->index == 0 && now >= w->next_gauges) {
@@ -171,7 +218,13 @@ static void *worker_main(void *arg)
             continue;
         }
         if (n < 0) {
+            db_failed = true;
             usleep(DB_RETRY_MS * 1000);
+            continue;
+        }
+        if (db_failed) { /* the database is back: what this worker held when it broke is due now, not in a lease */
+            (void)gw_queue_release_leases(&w->work.queue);
+            db_failed = false;
             continue;
         }
         /* after a notification, fresh rows may still be inside a claim delay: look again soon */
@@ -307,6 +360,7 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
             abort();
         }
     pool->retention = gw_retention_start(cfg);
+    gw_alert_start(cfg);
     gw_log(GW_LOG_INFO, "%d queue worker%s started%s", nthreads, nthreads == 1 ? "" : "s",
            pool->periodic ? ", and the periodic thread (drift sweeps)" : "");
     return pool;
@@ -332,6 +386,7 @@ void gw_workers_stop(gw_workers_t *pool)
     }
     for (int i = 0; i != pool->n; ++i)
         gw_dbs_close(pool->threads[i].work.fetch.db);
+    gw_alert_stop();
     gw_fetch_quotas_destroy(&pool->shared);
     free(pool->threads);
     free(pool);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * worker.h: the queue workers. The inbox table is the queue: each worker thread claims due rows with
- * FOR UPDATE SKIP LOCKED and a lease, processes them, and marks them done, failed (retried with exponential
- * backoff and jitter) or dead (after SETTLED_WORKER_MAX_ATTEMPTS). Any number of threads and processes share one
+ * FOR UPDATE SKIP LOCKED and a lease, processes them, and marks them done, failed (retried on SETTLED_RETRY_SCHEDULE)
+ * or dead (after its last wait, or at once for a permanent failure). Each round first takes the probe of one open
+ * circuit whose wait is over (circuit.h), if any. Any number of threads and processes share one
  * queue; a killed worker's lease expires and another takes its rows. Idle workers sleep on LISTEN settled_events
  * with a poll backstop. The processors' periodic work (the Xero drift sweep) runs on one more thread of the pool,
  * with its own session, so however long it takes, the workers go on claiming.

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "circuit.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
@@ -26,7 +27,7 @@ gw_fetch_status_t gw_xero_mirror_fetch(gw_fetch_ctx_t *ctx, const char *tenant, 
         cn_xero_connector.count_records(f->record_kind, (cn_str_t){out->res.body, out->res.body_len}) < 0) {
         gw_http_response_free(&out->res);
         memset(&out->res, 0, sizeof(out->res));
-        out->status = GW_FETCH_FAILED;
+        out->status = GW_FETCH_REJECTED; /* a malformed object: asking again brings the same */
         snprintf(out->error, sizeof(out->error), "Xero answered %ld without a %s list", out->http_status,
                  f->record_kind);
     }
@@ -283,7 +284,7 @@ static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, 
         char err[300];
         snprintf(err, sizeof(err), "looking up the organisations of Xero tenant %s failed: %s", tenant,
                  gw_dbs_error(w->fetch.db));
-        gw_queue_fail(&w->queue, group, n, err);
+        gw_queue_fail(&w->queue, group, n, GW_QUEUE_TRANSIENT, err);
         goto Exit;
     }
     if (nroutes == 0) {
@@ -338,6 +339,9 @@ static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, 
                        n == 1 ? "" : "s");
     }
     free(skipped);
+    /* Xero answered (whatever it said): it is up for this tenant, and an open circuit closes */
+    if (served != 0 || (outcome != GW_FETCH_OK && res.http_status != 0 && !res.outage))
+        gw_circuit_success(&w->queue, "xero", tenant);
     switch (outcome) {
     case GW_FETCH_OK:
         gw_queue_finish(&w->queue, group, n, GW_QUEUE_DONE);
@@ -348,8 +352,10 @@ static void process_group(gw_work_t *w, gw_queue_row_t *const *group, size_t n, 
         gw_queue_reschedule(&w->queue, group, n, res.wait_ms, res.error);
         break;
     case GW_FETCH_FAILED:
+        gw_queue_fail(&w->queue, group, n, res.outage ? GW_QUEUE_OUTAGE : GW_QUEUE_TRANSIENT, res.error);
+        break;
     case GW_FETCH_REJECTED:
-        gw_queue_fail(&w->queue, group, n, res.error);
+        gw_queue_fail(&w->queue, group, n, GW_QUEUE_PERMANENT, res.error);
         break;
     }
 Exit:

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "alert.h"
 #include "audit.h"
 #include "http_client.h"
 #include "log.h"
@@ -963,6 +964,7 @@ static int access_token(gw_dbs_t *s, const gw_config_t *cfg, int64_t token_id, b
             gw_log_str(&line, "correlation_id", corr, strlen(corr));
             gw_log_end(&line);
         }
+        gw_alert_reauth("xero", row.organisation_id, (int64_t)tid, terr.detail, corr);
         ret = GW_XERO_NEEDS_REAUTH;
         break;
     }

@@ -15,6 +15,7 @@
 #include "crypto.h"
 #include "mem.h"
 #include "redis.h"
+#include "retry_schedule.h"
 
 enum setting_type {
     T_PATH,            /* SETTLED_CONFIG: the file itself; read from the environment only */
@@ -31,6 +32,7 @@ enum setting_type {
     T_SECRET,          /* one secret of at most GW_SECRET_MAX bytes */
     T_WEBHOOK_KEY,     /* one webhook signing key: the default source of a provider */
     T_WEBHOOK_SECRETS, /* comma-separated webhook secrets: the default source of a provider */
+    T_SCHEDULE,        /* a retry schedule: comma-separated waits (retry_schedule.h) */
 };
 
 #define F_SECRET 1u     /* the value is never printed or put into an error message */
@@ -122,12 +124,24 @@ static const setting_t settings[] = {
      "How long a claimed row stays with its worker before another may take it."},
     {"SETTLED_WORKER_POLL_MS", T_INT, "5000", 100, 600000, 0, FIELD(worker_poll_ms), NULL,
      "Poll interval of an idle worker, the backstop to LISTEN/NOTIFY."},
+    {"SETTLED_RETRY_SCHEDULE", T_SCHEDULE, "0s,10s,1m,5m,30m,2h,5h,10h,10h", 0, 0, 0, FIELD(retry_schedule), NULL,
+     "Waits between the attempts of an event that failed transiently; dead after the last."},
     {"SETTLED_WORKER_MAX_ATTEMPTS", T_INT, "10", 1, 100, 0, FIELD(worker_max_attempts), NULL,
-     "Attempts after which a failing event is parked as dead."},
+     "Deprecated (use SETTLED_RETRY_SCHEDULE): attempts before a failing event is dead."},
     {"SETTLED_WORKER_BACKOFF_MS", T_INT, "1000", 10, 3600000, 0, FIELD(worker_backoff_ms), NULL,
-     "First retry delay; doubled per attempt, with jitter."},
+     "Deprecated (use SETTLED_RETRY_SCHEDULE): first retry delay, doubled per attempt."},
     {"SETTLED_WORKER_BACKOFF_MAX_MS", T_INT, "3600000", 10, 86400000, 0, FIELD(worker_backoff_max_ms), NULL,
-     "Longest retry delay."},
+     "Deprecated (use SETTLED_RETRY_SCHEDULE): longest retry delay."},
+    {"SETTLED_CIRCUIT_FAILURES", T_INT, "5", 1, 1000, 0, FIELD(circuit_failures), NULL,
+     "Consecutive transient failures of a provider account that open its circuit."},
+    {"SETTLED_CIRCUIT_COOLDOWN_MS", T_INT, "30000", 100, 3600000, 0, FIELD(circuit_cooldown_ms), NULL,
+     "How long an open circuit waits before its first probe."},
+    {"SETTLED_CIRCUIT_COOLDOWN_MAX_MS", T_INT, "600000", 100, 86400000, 0, FIELD(circuit_cooldown_max_ms), NULL,
+     "Longest wait between two probes of an open circuit (the wait doubles per failed probe)."},
+    {"SETTLED_ALERT_WEBHOOK_URL", T_URL, "", 0, 0, 0, FIELD(alert_webhook_url), NULL,
+     "Where operational alerts (dead events, re-authorisation) are posted; empty: none."},
+    {"SETTLED_ALERT_WEBHOOK_SECRET", T_SECRET, "", 0, 0, F_SECRET, FIELD(alert_webhook_secret), NULL,
+     "Key that signs the alerts (Stripe-Signature scheme); required with SETTLED_ALERT_WEBHOOK_URL."},
     {"SETTLED_XERO_COALESCE_MS", T_INT, "500", 0, 60000, 0, FIELD(xero_coalesce_ms), NULL,
      "How long a Xero event waits so a burst for one resource becomes one fetch."},
     {"SETTLED_XERO_CLIENT_ID", T_STRING, "", 0, 0, 0, FIELD(xero_client_id), NULL,
@@ -839,6 +853,57 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
     case T_WEBHOOK_KEY:
     case T_WEBHOOK_SECRETS:
         return 0; /* they define sources: see add_sources */
+    case T_SCHEDULE: {
+        char why[200];
+        if (gw_retry_schedule_parse(text, (gw_retry_schedule_t *)field, why, sizeof(why)) != 0)
+            return fail(l, line, s->name, "%s", why);
+        return 0;
+    }
+    }
+    return 0;
+}
+
+/* The retry settings: SETTLED_RETRY_SCHEDULE, or the deprecated exponential backoff it replaces (translated into a
+ * schedule when only the old settings are given, refused when both are), and the alert webhook's pair. */
+static int resolve_retry(loader_t *l, gw_config_t *cfg)
+{
+    static const char *const legacy[] = {"SETTLED_WORKER_MAX_ATTEMPTS", "SETTLED_WORKER_BACKOFF_MS",
+                                         "SETTLED_WORKER_BACKOFF_MAX_MS"};
+    const entry_t *schedule = find_entry(l, "SETTLED_RETRY_SCHEDULE");
+    bool old = false;
+    for (size_t i = 0; i != sizeof(legacy) / sizeof(legacy[0]); ++i) {
+        const entry_t *e = find_entry(l, legacy[i]);
+        if (e == NULL || e->value[0] == '\0')
+            continue;
+        if (schedule != NULL && schedule->value[0] != '\0')
+            return fail(l, e->line, e->key,
+                        "deprecated, and contradicts SETTLED_RETRY_SCHEDULE, which sets every attempt and wait: "
+                        "remove it");
+        old = true;
+    }
+    if (old) {
+        gw_retry_schedule_t *rs = &cfg->retry_schedule;
+        rs->n = (size_t)cfg->worker_max_attempts - 1;
+        if (rs->n > GW_RETRY_SCHEDULE_MAX)
+            rs->n = GW_RETRY_SCHEDULE_MAX;
+        int64_t wait = cfg->worker_backoff_ms;
+        for (size_t i = 0; i != rs->n; ++i) {
+            rs->ms[i] = wait < cfg->worker_backoff_max_ms ? wait : cfg->worker_backoff_max_ms;
+            wait = wait > INT32_MAX ? wait : wait * 2;
+        }
+    }
+    cfg->worker_max_attempts = (int)cfg->retry_schedule.n + 1; /* attempts in all, also of lost leases */
+    if (cfg->circuit_cooldown_max_ms < cfg->circuit_cooldown_ms) {
+        const entry_t *e = find_entry(l, "SETTLED_CIRCUIT_COOLDOWN_MAX_MS");
+        return fail(l, e != NULL ? e->line : 0, "SETTLED_CIRCUIT_COOLDOWN_MAX_MS",
+                    "must be at least SETTLED_CIRCUIT_COOLDOWN_MS (%d)", cfg->circuit_cooldown_ms);
+    }
+    if ((cfg->alert_webhook_url != NULL) != (cfg->alert_webhook_secret != NULL)) {
+        const char *key = cfg->alert_webhook_url != NULL ? "SETTLED_ALERT_WEBHOOK_SECRET" : "SETTLED_ALERT_WEBHOOK_URL";
+        const entry_t *e = find_entry(l, cfg->alert_webhook_url != NULL ? "SETTLED_ALERT_WEBHOOK_URL"
+                                                                        : "SETTLED_ALERT_WEBHOOK_SECRET");
+        return fail(l, e != NULL ? e->line : 0, key, "required with %s",
+                    cfg->alert_webhook_url != NULL ? "SETTLED_ALERT_WEBHOOK_URL" : "SETTLED_ALERT_WEBHOOK_SECRET");
     }
     return 0;
 }
@@ -992,7 +1057,7 @@ int gw_config_load(gw_config_t *cfg, const char *path, char *const *envp, char *
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = n < 1 ? 1 : n > 64 ? 64 : (int)n;
     }
-    if (add_sources(&l, cfg) != 0)
+    if (add_sources(&l, cfg) != 0 || resolve_retry(&l, cfg) != 0)
         goto Error;
 
     loader_free(&l);
@@ -1241,6 +1306,11 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
         case T_WEBHOOK_KEY:
         case T_WEBHOOK_SECRETS:
             break; /* secrets by type: flagged F_SECRET in the table, printed above */
+        case T_SCHEDULE: {
+            char buf[GW_RETRY_SCHEDULE_MAX * 12];
+            fputs(gw_retry_schedule_format((const gw_retry_schedule_t *)field, buf, sizeof(buf)), out);
+            break;
+        }
         }
         fputc('\n', out);
     }

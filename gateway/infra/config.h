@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include "connector.h"
 #include "log.h"
+#include "retry_schedule.h"
 
 /* One webhook source: a provider account with its own secrets, served at /webhooks/<provider>[/<name>]. */
 typedef struct st_gw_source_t {
@@ -24,62 +25,68 @@ typedef struct st_gw_source_t {
 } gw_source_t;
 
 typedef struct st_gw_config_t {
-    char *listen_host;               /* SETTLED_LISTEN host part */
-    uint16_t listen_port;            /* SETTLED_LISTEN port part */
-    int threads;                     /* SETTLED_THREADS, resolved: 0 becomes the number of cores */
-    char *database_url;              /* SETTLED_DATABASE_URL (may contain a password: never print it) */
-    int db_connections;              /* SETTLED_DB_CONNECTIONS per event loop */
-    int db_max_batch;                /* SETTLED_DB_MAX_BATCH requests per commit */
-    int db_commit_timeout_ms;        /* SETTLED_DB_COMMIT_TIMEOUT_MS */
-    int db_queue_limit;              /* SETTLED_DB_QUEUE_LIMIT requests waiting per loop */
-    char *redis_url;                 /* SETTLED_REDIS_URL, NULL when unset */
-    size_t body_limit;               /* SETTLED_BODY_LIMIT bytes */
-    int stripe_tolerance;            /* SETTLED_STRIPE_TOLERANCE seconds, 0 disables */
-    int retry_after;                 /* SETTLED_RETRY_AFTER seconds in 503 replies */
-    int shutdown_timeout_ms;         /* SETTLED_SHUTDOWN_TIMEOUT_MS */
-    enum gw_log_level log_level;     /* SETTLED_LOG_LEVEL */
-    bool access_log;                 /* SETTLED_ACCESS_LOG */
-    char *config_path;               /* the config file that was read (path argument or SETTLED_CONFIG), NULL if none */
-    char *organisation;              /* SETTLED_ORGANISATION: slug of the organisation the default sources belong to */
-    char *stripe_api_base;           /* SETTLED_STRIPE_API_BASE, NULL when unset */
-    char *xero_api_base;             /* SETTLED_XERO_API_BASE, NULL when unset */
-    char *xero_identity_base;        /* SETTLED_XERO_IDENTITY_BASE, NULL when unset */
-    char *gocardless_api_base;       /* SETTLED_GOCARDLESS_API_BASE, NULL when unset */
-    char *stripe_secret_key;         /* SETTLED_STRIPE_SECRET_KEY, NULL when unset (a secret: never print it) */
-    char *gocardless_access_token;   /* SETTLED_GOCARDLESS_ACCESS_TOKEN, NULL when unset (a secret: never print it) */
-    char *jwt_secret;                /* SETTLED_JWT_SECRET: reserved (F_UNUSED), so always NULL today */
-    char *secret_key;                /* SETTLED_SECRET_KEY, NULL when unset (a secret: never print it) */
-    int workers;                     /* SETTLED_WORKERS */
-    int worker_batch;                /* SETTLED_WORKER_BATCH */
-    int worker_lease_ms;             /* SETTLED_WORKER_LEASE_MS */
-    int worker_poll_ms;              /* SETTLED_WORKER_POLL_MS */
-    int worker_max_attempts;         /* SETTLED_WORKER_MAX_ATTEMPTS */
-    int worker_backoff_ms;           /* SETTLED_WORKER_BACKOFF_MS */
-    int worker_backoff_max_ms;       /* SETTLED_WORKER_BACKOFF_MAX_MS */
-    int xero_coalesce_ms;            /* SETTLED_XERO_COALESCE_MS */
-    char *xero_client_id;            /* SETTLED_XERO_CLIENT_ID */
-    char *xero_client_secret;        /* SETTLED_XERO_CLIENT_SECRET */
-    char *xero_redirect_uri;         /* SETTLED_XERO_REDIRECT_URI */
-    char *xero_login_base;           /* SETTLED_XERO_LOGIN_BASE */
-    char *xero_scopes;               /* SETTLED_XERO_SCOPES */
-    int xero_limit_concurrent;       /* SETTLED_XERO_LIMIT_CONCURRENT */
-    int xero_limit_minute;           /* SETTLED_XERO_LIMIT_MINUTE */
-    int xero_limit_day;              /* SETTLED_XERO_LIMIT_DAY */
-    int xero_limit_app_minute;       /* SETTLED_XERO_LIMIT_APP_MINUTE */
-    int stripe_limit_concurrent;     /* SETTLED_STRIPE_LIMIT_CONCURRENT */
-    int stripe_limit_second;         /* SETTLED_STRIPE_LIMIT_SECOND */
-    int gocardless_limit_concurrent; /* SETTLED_GOCARDLESS_LIMIT_CONCURRENT */
-    int gocardless_limit_minute;     /* SETTLED_GOCARDLESS_LIMIT_MINUTE */
-    int quota_fallback_concurrent;   /* SETTLED_QUOTA_FALLBACK_CONCURRENT */
-    int quota_fallback_minute;       /* SETTLED_QUOTA_FALLBACK_MINUTE */
-    int instances;                   /* SETTLED_INSTANCES: how many instances share the providers' limits */
-    int http_timeout_ms;             /* SETTLED_HTTP_TIMEOUT_MS */
-    int http_connect_timeout_ms;     /* SETTLED_HTTP_CONNECT_TIMEOUT_MS */
-    int http_max_host_connections;   /* SETTLED_HTTP_MAX_HOST_CONNECTIONS */
-    bool match_create_customers;     /* SETTLED_MATCH_CREATE_CUSTOMERS */
-    int xero_sync_interval;          /* SETTLED_XERO_SYNC_INTERVAL */
-    int xero_retired_grace_hours;    /* SETTLED_XERO_RETIRED_GRACE_HOURS */
-    int retention_days;              /* SETTLED_RETENTION_DAYS: 0 keeps every event */
+    char *listen_host;             /* SETTLED_LISTEN host part */
+    uint16_t listen_port;          /* SETTLED_LISTEN port part */
+    int threads;                   /* SETTLED_THREADS, resolved: 0 becomes the number of cores */
+    char *database_url;            /* SETTLED_DATABASE_URL (may contain a password: never print it) */
+    int db_connections;            /* SETTLED_DB_CONNECTIONS per event loop */
+    int db_max_batch;              /* SETTLED_DB_MAX_BATCH requests per commit */
+    int db_commit_timeout_ms;      /* SETTLED_DB_COMMIT_TIMEOUT_MS */
+    int db_queue_limit;            /* SETTLED_DB_QUEUE_LIMIT requests waiting per loop */
+    char *redis_url;               /* SETTLED_REDIS_URL, NULL when unset */
+    size_t body_limit;             /* SETTLED_BODY_LIMIT bytes */
+    int stripe_tolerance;          /* SETTLED_STRIPE_TOLERANCE seconds, 0 disables */
+    int retry_after;               /* SETTLED_RETRY_AFTER seconds in 503 replies */
+    int shutdown_timeout_ms;       /* SETTLED_SHUTDOWN_TIMEOUT_MS */
+    enum gw_log_level log_level;   /* SETTLED_LOG_LEVEL */
+    bool access_log;               /* SETTLED_ACCESS_LOG */
+    char *config_path;             /* the config file that was read (path argument or SETTLED_CONFIG), NULL if none */
+    char *organisation;            /* SETTLED_ORGANISATION: slug of the organisation the default sources belong to */
+    char *stripe_api_base;         /* SETTLED_STRIPE_API_BASE, NULL when unset */
+    char *xero_api_base;           /* SETTLED_XERO_API_BASE, NULL when unset */
+    char *xero_identity_base;      /* SETTLED_XERO_IDENTITY_BASE, NULL when unset */
+    char *gocardless_api_base;     /* SETTLED_GOCARDLESS_API_BASE, NULL when unset */
+    char *stripe_secret_key;       /* SETTLED_STRIPE_SECRET_KEY, NULL when unset (a secret: never print it) */
+    char *gocardless_access_token; /* SETTLED_GOCARDLESS_ACCESS_TOKEN, NULL when unset (a secret: never print it) */
+    char *jwt_secret;              /* SETTLED_JWT_SECRET: reserved (F_UNUSED), so always NULL today */
+    char *secret_key;              /* SETTLED_SECRET_KEY, NULL when unset (a secret: never print it) */
+    int workers;                   /* SETTLED_WORKERS */
+    int worker_batch;              /* SETTLED_WORKER_BATCH */
+    int worker_lease_ms;           /* SETTLED_WORKER_LEASE_MS */
+    int worker_poll_ms;            /* SETTLED_WORKER_POLL_MS */
+    int worker_max_attempts;       /* attempts in all: retry_schedule.n + 1 (SETTLED_WORKER_MAX_ATTEMPTS) */
+    int worker_backoff_ms;         /* SETTLED_WORKER_BACKOFF_MS */
+    int worker_backoff_max_ms;     /* SETTLED_WORKER_BACKOFF_MAX_MS */
+    gw_retry_schedule_t retry_schedule; /* SETTLED_RETRY_SCHEDULE (or translated from the deprecated backoff) */
+    int circuit_failures;               /* SETTLED_CIRCUIT_FAILURES */
+    int circuit_cooldown_ms;            /* SETTLED_CIRCUIT_COOLDOWN_MS */
+    int circuit_cooldown_max_ms;        /* SETTLED_CIRCUIT_COOLDOWN_MAX_MS */
+    char *alert_webhook_url;            /* SETTLED_ALERT_WEBHOOK_URL, NULL when unset */
+    char *alert_webhook_secret;         /* SETTLED_ALERT_WEBHOOK_SECRET, NULL when unset (a secret: never print it) */
+    int xero_coalesce_ms;               /* SETTLED_XERO_COALESCE_MS */
+    char *xero_client_id;               /* SETTLED_XERO_CLIENT_ID */
+    char *xero_client_secret;           /* SETTLED_XERO_CLIENT_SECRET */
+    char *xero_redirect_uri;            /* SETTLED_XERO_REDIRECT_URI */
+    char *xero_login_base;              /* SETTLED_XERO_LOGIN_BASE */
+    char *xero_scopes;                  /* SETTLED_XERO_SCOPES */
+    int xero_limit_concurrent;          /* SETTLED_XERO_LIMIT_CONCURRENT */
+    int xero_limit_minute;              /* SETTLED_XERO_LIMIT_MINUTE */
+    int xero_limit_day;                 /* SETTLED_XERO_LIMIT_DAY */
+    int xero_limit_app_minute;          /* SETTLED_XERO_LIMIT_APP_MINUTE */
+    int stripe_limit_concurrent;        /* SETTLED_STRIPE_LIMIT_CONCURRENT */
+    int stripe_limit_second;            /* SETTLED_STRIPE_LIMIT_SECOND */
+    int gocardless_limit_concurrent;    /* SETTLED_GOCARDLESS_LIMIT_CONCURRENT */
+    int gocardless_limit_minute;        /* SETTLED_GOCARDLESS_LIMIT_MINUTE */
+    int quota_fallback_concurrent;      /* SETTLED_QUOTA_FALLBACK_CONCURRENT */
+    int quota_fallback_minute;          /* SETTLED_QUOTA_FALLBACK_MINUTE */
+    int instances;                      /* SETTLED_INSTANCES: how many instances share the providers' limits */
+    int http_timeout_ms;                /* SETTLED_HTTP_TIMEOUT_MS */
+    int http_connect_timeout_ms;        /* SETTLED_HTTP_CONNECT_TIMEOUT_MS */
+    int http_max_host_connections;      /* SETTLED_HTTP_MAX_HOST_CONNECTIONS */
+    bool match_create_customers;        /* SETTLED_MATCH_CREATE_CUSTOMERS */
+    int xero_sync_interval;             /* SETTLED_XERO_SYNC_INTERVAL */
+    int xero_retired_grace_hours;       /* SETTLED_XERO_RETIRED_GRACE_HOURS */
+    int retention_days;                 /* SETTLED_RETENTION_DAYS: 0 keeps every event */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* metrics.c: lock-free metric storage and its Prometheus text rendering. */
 #include "metrics.h"
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,6 +29,18 @@ static const double lag_bounds[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 
 static const int call_statuses[] = {0, 200, 400, 401, 403, 404, 429, 500, 502, 503, 504};
 #define NCALL (sizeof(call_statuses) / sizeof(call_statuses[0]))
 
+static const char *const dead_providers[] = {"stripe", "xero", "gocardless", "other"};
+#define NDEAD (sizeof(dead_providers) / sizeof(dead_providers[0]))
+static const char *const alert_results[] = {"sent", "failed", "dropped"};
+#define NALERT (sizeof(alert_results) / sizeof(alert_results[0]))
+static const char *const circuit_states[] = {"closed", "open", "half_open"};
+#define NCIRCUIT_STATES (sizeof(circuit_states) / sizeof(circuit_states[0]))
+
+/* The circuits, replaced as a whole by whichever worker last read them. */
+static pthread_mutex_t circuits_lock = PTHREAD_MUTEX_INITIALIZER;
+static gw_metrics_circuit_t circuits[GW_METRICS_MAX_CIRCUITS];
+static size_t ncircuits;
+
 /* The routes, as named by gw_metrics_routes (set once before any request, then only read). */
 static const char *route_names[GW_METRICS_MAX_ROUTES] = {"other"}, *route_providers[GW_METRICS_MAX_ROUTES];
 static size_t nroutes; /* index nroutes is "other" */
@@ -47,7 +60,48 @@ static struct {
     atomic_uint_fast64_t drift_changed[NKINDS], drift_unchanged[NKINDS];
     atomic_uint_fast64_t xero_calls[NCALL + 1];
     atomic_int_fast64_t quota_fallback;
+    atomic_uint_fast64_t dead_letters[NDEAD];
+    atomic_uint_fast64_t alerts[NALERT];
 } m;
+
+void gw_metrics_circuits(const gw_metrics_circuit_t *c, size_t n)
+{
+    if (n > GW_METRICS_MAX_CIRCUITS)
+        n = GW_METRICS_MAX_CIRCUITS;
+    pthread_mutex_lock(&circuits_lock);
+    memcpy(circuits, c, n * sizeof(*c));
+    ncircuits = n;
+    pthread_mutex_unlock(&circuits_lock);
+}
+
+size_t gw_metrics_circuits_open(gw_metrics_circuit_t *out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&circuits_lock);
+    for (size_t i = 0; i != ncircuits; ++i)
+        if (strcmp(circuits[i].state, "closed") != 0) {
+            if (n < cap)
+                out[n] = circuits[i];
+            ++n;
+        }
+    pthread_mutex_unlock(&circuits_lock);
+    return n;
+}
+
+void gw_metrics_dead_letter(const char *provider)
+{
+    size_t i = 0;
+    while (i != NDEAD - 1 && (provider == NULL || strcmp(dead_providers[i], provider) != 0))
+        ++i;
+    atomic_fetch_add_explicit(&m.dead_letters[i], 1, memory_order_relaxed);
+}
+
+void gw_metrics_alert(const char *result)
+{
+    for (size_t i = 0; i != NALERT; ++i)
+        if (strcmp(alert_results[i], result) == 0)
+            atomic_fetch_add_explicit(&m.alerts[i], 1, memory_order_relaxed);
+}
 
 void gw_metrics_worker_outcome(enum gw_worker_outcome outcome, uint64_t n)
 {
@@ -311,6 +365,33 @@ char *gw_metrics_render(size_t *len)
         "# HELP settled_quota_fallback_active 1 while quotas run on local limits because Redis is unreachable.\n"
         "# TYPE settled_quota_fallback_active gauge\nsettled_quota_fallback_active %lld\n",
         (long long)atomic_load_explicit(&m.quota_fallback, memory_order_relaxed));
+
+    out(&o, "# HELP settled_dead_letters_total Inbox events that went dead (retries exhausted, a permanent failure, "
+            "or workers that kept dying), by provider.\n# TYPE settled_dead_letters_total counter\n");
+    for (size_t i = 0; i != NDEAD; ++i)
+        out(&o, "settled_dead_letters_total{provider=\"%s\"} %llu\n", dead_providers[i],
+            (unsigned long long)atomic_load_explicit(&m.dead_letters[i], memory_order_relaxed));
+    out(&o, "# HELP settled_alerts_total Operational alerts posted to SETTLED_ALERT_WEBHOOK_URL, by result.\n"
+            "# TYPE settled_alerts_total counter\n");
+    for (size_t i = 0; i != NALERT; ++i)
+        out(&o, "settled_alerts_total{result=\"%s\"} %llu\n", alert_results[i],
+            (unsigned long long)atomic_load_explicit(&m.alerts[i], memory_order_relaxed));
+    out(&o, "# HELP settled_provider_circuit State of the circuit of each provider account that ever failed (1 for "
+            "its state), as last read by a worker.\n# TYPE settled_provider_circuit gauge\n");
+    size_t nopen = 0;
+    pthread_mutex_lock(&circuits_lock);
+    for (size_t i = 0; i != ncircuits; ++i) {
+        const gw_metrics_circuit_t *c = &circuits[i];
+        nopen += strcmp(c->state, "closed") != 0;
+        for (size_t k = 0; k != NCIRCUIT_STATES; ++k)
+            out(&o, "settled_provider_circuit{provider=\"%s\",account=\"%s\",state=\"%s\"} %d\n", c->provider,
+                c->account, circuit_states[k], strcmp(c->state, circuit_states[k]) == 0);
+    }
+    pthread_mutex_unlock(&circuits_lock);
+    out(&o,
+        "# HELP settled_provider_circuits_open Provider accounts whose circuit is open or half-open.\n"
+        "# TYPE settled_provider_circuits_open gauge\nsettled_provider_circuits_open %zu\n",
+        nopen);
 
     *len = o.len;
     return o.buf;

@@ -68,6 +68,24 @@ void gw_metrics_xero_call(long status);
 /* Sets whether quotas run on local fallback limits (Redis unreachable). */
 void gw_metrics_quota_fallback(bool active);
 
+/* The circuits of the provider accounts (domain/circuit.h), as last read from PostgreSQL by a worker. */
+#define GW_METRICS_MAX_CIRCUITS 256
+typedef struct st_gw_metrics_circuit_t {
+    char provider[16];
+    char account[72];
+    char state[12];      /* closed, open, half_open */
+    int failures;        /* consecutive transient failures */
+    int64_t retry_in_ms; /* open, half_open: until the next probe (or the end of the probe's lease) */
+} gw_metrics_circuit_t;
+/* Replaces the circuits shown (n at most GW_METRICS_MAX_CIRCUITS; the rest are left out). Thread-safe. */
+void gw_metrics_circuits(const gw_metrics_circuit_t *c, size_t n);
+/* Copies up to cap circuits that are not closed into out; returns how many are not closed in all. */
+size_t gw_metrics_circuits_open(gw_metrics_circuit_t *out, size_t cap);
+/* Counts one event that went dead (of provider: stripe, xero, gocardless; others count as "other"). */
+void gw_metrics_dead_letter(const char *provider);
+/* Counts an operational alert by result: "sent", "failed" (every try failed) or "dropped" (the queue was full). */
+void gw_metrics_alert(const char *result);
+
 /* Renders every metric; returns a malloc'd buffer of *len bytes that the caller frees. */
 char *gw_metrics_render(size_t *len);
 

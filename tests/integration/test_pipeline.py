@@ -8,7 +8,7 @@ SQL upserts (docs/data-model.md, gateway/domain/worker.c, gateway/domain/xero_mi
   the mirror ends with the newest version, and never holds an older one after a newer one;
 - coalescing: a burst of events for one invoice becomes at most two API calls;
 - exact money: amounts go from the wire to numeric(19,4) without passing through a float;
-- dead-lettering after SETTLED_WORKER_MAX_ATTEMPTS, and the operator's replay of a dead row:
+- dead-lettering after the last wait of SETTLED_RETRY_SCHEDULE, and the operator's replay of a dead row:
 
       UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
        WHERE id = <id> AND status = 'dead';
@@ -251,7 +251,7 @@ def test_money_is_exact_from_the_wire_to_the_mirror():
 
 
 def test_event_whose_workers_keep_dying_is_parked():
-    """An event whose worker stops before finishing it (a lease that expired) SETTLED_WORKER_MAX_ATTEMPTS
+    """An event whose worker stops before finishing it (a lease that expired) as many times as the schedule allows attempts
     times is parked as dead instead of being claimed again, so an event that crashes workers cannot do so
     forever. The crashes are staged in SQL: a row left 'processing' with an expired lease and its attempts
     used up, beside one that still has an attempt left."""
@@ -260,7 +260,7 @@ def test_event_whose_workers_keep_dying_is_parked():
     db = pl.connected_db(m, [t], "pipe_poison")
     poison, retry = str(uuid.uuid4()), str(uuid.uuid4())
     m.put(t, "invoices", retry, pl.invoice(retry, pl.BASE_MS, "7.00"))
-    env = pl.settled_env(m, db, SETTLED_WORKERS=0, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_MAX_ATTEMPTS=3)
+    env = pl.settled_env(m, db, SETTLED_WORKERS=0, SETTLED_XERO_COALESCE_MS=0, SETTLED_RETRY_SCHEDULE="1s,1s")
     with h.Settled(db, env=env) as s:
         pl.post(s, pl.delivery([pl.xero_event(t, poison, "INVOICE"), pl.xero_event(t, retry, "INVOICE")]))
     h.sql(db, "UPDATE webhook_events SET status = 'processing', lease_owner = 'gone:1:0',"
@@ -281,7 +281,7 @@ def test_event_whose_workers_keep_dying_is_parked():
 
 
 def test_failing_event_is_parked_dead_and_an_operator_can_replay_it():
-    """Every call answers 500: after SETTLED_WORKER_MAX_ATTEMPTS (3) attempts, with backoff, the row is
+    """Every call answers 500: after the 3 attempts SETTLED_RETRY_SCHEDULE="50ms,100ms" allows, the row is
     'dead' with attempts 3 and the 500 in last_error, and exactly 3 calls were made. Once Xero is healthy
     again nothing happens to the dead row by itself; the operator's replay (status pending, attempts 0,
     due now) processes it."""
@@ -292,8 +292,7 @@ def test_failing_event_is_parked_dead_and_an_operator_can_replay_it():
     m.put(t, "invoices", iid, pl.invoice(iid, pl.BASE_MS, "10.00"))
     m.faults({"mode": "500", "count": 0, "tenant": t})
     m.ctl("DELETE", "requests")
-    env = pl.settled_env(m, db, SETTLED_WORKERS=2, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_MAX_ATTEMPTS=3,
-                         SETTLED_WORKER_BACKOFF_MS=50, SETTLED_WORKER_BACKOFF_MAX_MS=200)
+    env = pl.settled_env(m, db, SETTLED_WORKERS=2, SETTLED_XERO_COALESCE_MS=0, SETTLED_RETRY_SCHEDULE="50ms,100ms")
     with h.Settled(db, env=env) as s:
         pl.post(s, pl.delivery([pl.xero_event(t, iid, "INVOICE")]))
         pl.wait_for(lambda: h.sql_value(db, "SELECT status FROM webhook_events") == "dead", 30,
@@ -330,20 +329,22 @@ def test_failing_event_is_parked_dead_and_an_operator_can_replay_it():
     expect_eq(len(m.api_calls("Invoices", iid)), 4, "one more call, for the replay")
 
 
-def test_retry_delay_never_exceeds_the_backoff_max():
-    """docs/configuration.md: SETTLED_WORKER_BACKOFF_MAX_MS is the 'longest delay between two attempts of
-    one event'. With a base of 400 ms and a cap of 800 ms, every failed attempt must be due again at most
-    800 ms after it failed. The row is watched as it fails: the time left until next_attempt_at, seen
-    right after the failure was committed, can only be smaller than the delay the worker chose, so any
-    value above 800 ms proves a longer delay (jitter applied on top of the cap would give up to 1200)."""
+def test_retry_waits_follow_the_schedule():
+    """docs/configuration.md: SETTLED_RETRY_SCHEDULE lists the waits between attempts, each lengthened by at most a
+    fifth, and the event is dead when the attempt after the last wait fails. With waits of 400, 800, 400, 800 and
+    400 ms, every failed attempt must be due again at most its wait + 20% after it failed. The row is watched as it
+    fails: the time left until next_attempt_at, seen right after the failure was committed, can only be smaller
+    than the wait the worker chose, so a value above wait x 1.2 proves a wrong one (the old doubling backoff gives
+    400, 800, 1600, 3200 ms)."""
     m = mock()
     t = pl.new_tenant()
     db = pl.connected_db(m, [t], "pipe_backoff")
     iid = str(uuid.uuid4())
     m.put(t, "invoices", iid, pl.invoice(iid, pl.BASE_MS, "10.00"))
     m.faults({"mode": "500", "count": 0, "tenant": t})
-    env = pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_MAX_ATTEMPTS=6,
-                         SETTLED_WORKER_BACKOFF_MS=400, SETTLED_WORKER_BACKOFF_MAX_MS=800, SETTLED_WORKER_POLL_MS=100)
+    waits = {"1": 400, "2": 800, "3": 400, "4": 800, "5": 400}
+    env = pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_POLL_MS=100,
+                         SETTLED_RETRY_SCHEDULE="400ms,800ms,400ms,800ms,400ms", SETTLED_CIRCUIT_FAILURES=100)
     left = {}  # attempts -> ms until next_attempt_at when first seen failed
     with h.Settled(db, env=env) as s:
         pl.post(s, pl.delivery([pl.xero_event(t, iid, "INVOICE")]))
@@ -357,9 +358,10 @@ def test_retry_delay_never_exceeds_the_backoff_max():
                 break
             expect(time.monotonic() < deadline, "the row reached dead within 40 s", (row, left))
     expect_eq(sorted(left), ["1", "2", "3", "4", "5"], "failed attempts observed before the row was parked")
-    expect(left["1"] <= 600, "the first retry is due within the base delay plus half", left)
-    over = {k: v for k, v in left.items() if v > 800}
-    expect(not over, "attempts due again later than SETTLED_WORKER_BACKOFF_MAX_MS (800 ms) after failing", left)
+    over = {k: v for k, v in left.items() if v > waits[k] * 1.2}
+    expect(not over, "attempts due again later than their wait of the schedule + 20%", (left, waits))
+    expect(left["2"] > 400 * 1.2, "the second wait is the schedule's 800 ms, not the first's again", left)
+    expect_eq(h.sql_value(db, "SELECT attempts FROM webhook_events"), "6", "attempts: one, then one per wait")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -474,8 +476,8 @@ def test_event_of_a_tenant_no_organisation_connected_is_ignored():
     good, orphan = str(uuid.uuid4()), str(uuid.uuid4())
     m.put(t, "invoices", good, pl.invoice(good, pl.BASE_MS, "1.00"))
     m.put(unknown, "invoices", orphan, pl.invoice(orphan, pl.BASE_MS, "2.00"))
-    env = pl.settled_env(m, db, SETTLED_WORKERS=2, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_BACKOFF_MS=100,
-                         SETTLED_WORKER_BACKOFF_MAX_MS=400)
+    env = pl.settled_env(m, db, SETTLED_WORKERS=2, SETTLED_XERO_COALESCE_MS=0,
+                         SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms,400ms,400ms,400ms,400ms,400ms,400ms")
     with h.Settled(db, env=env) as s:
         pl.post(s, pl.delivery([pl.xero_event(unknown, orphan, "INVOICE"), pl.xero_event(t, good, "INVOICE")]))
         expect_eq(pl.wait_drained(db, 30, expect_rows=2), {"done": 1, "ignored": 1}, "inbox rows")

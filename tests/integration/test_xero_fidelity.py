@@ -174,8 +174,7 @@ def test_allocated_invoices_are_all_refetched_when_a_batch_fails_and_the_event_i
     # the first matching rule applies: two invoice calls pass untouched, the third gets a 500
     m.faults([{"mode": "slow", "delay_ms": 0, "count": 2, "tenant": t, "path_prefix": "/api.xro/2.0/Invoices"},
               {"mode": "500", "count": 1, "tenant": t, "path_prefix": "/api.xro/2.0/Invoices"}])
-    env = pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_COALESCE_MS=0, SETTLED_WORKER_BACKOFF_MS=100,
-                         SETTLED_WORKER_BACKOFF_MAX_MS=200)
+    env = pl.settled_env(m, db, SETTLED_WORKERS=1, SETTLED_XERO_COALESCE_MS=0, SETTLED_RETRY_SCHEDULE="100ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms")
     with h.Settled(db, env=env) as s:
         pl.post(s, pl.delivery([pl.xero_event(t, cnid, "CREDITNOTE")]))
         expect_eq(pl.wait_drained(db, 60, expect_rows=1), {"done": 1}, "inbox rows")

@@ -735,7 +735,7 @@ class MockState:
         return auth, None
 
     # faults -----------------------------------------------------------------------------------
-    FAULT_MODES = ("none", "401", "429", "500", "503", "slow", "drop")
+    FAULT_MODES = ("none", "401", "403", "429", "500", "503", "slow", "drop")
 
     def set_faults(self, spec):
         rules = spec if isinstance(spec, list) else [spec]
@@ -1294,6 +1294,12 @@ class Handler(BaseHTTPRequestHandler):
                     st.end_call(tk, 401)
                 return self.reply(401, jdump({"Type": None, "Title": "Unauthorized", "Status": 401,
                                               "Detail": "TokenExpired", "Instance": str(uuid.uuid4()),
+                                              "Extensions": {}}), headers=headers)
+            if f["mode"] == "403":  # e.g. a scope the connection lacks: retrying the same call cannot help
+                with st.lock:
+                    st.end_call(tk, 403)
+                return self.reply(403, jdump({"Type": None, "Title": "Forbidden", "Status": 403,
+                                              "Detail": "AuthorizationUnsuccessful", "Instance": str(uuid.uuid4()),
                                               "Extensions": {}}), headers=headers)
         with st.lock:
             try:

@@ -152,11 +152,25 @@ static void test_statuses(void **state)
     assert_non_null(strstr(out.error, "Stripe API answered 503"));
     assert_null(out.res.body);
 
-    call.path = "/status/408";
-    assert_int_equal(gw_fetch(&ctx, &call, &out), GW_FETCH_FAILED);
-    call.path = "/status/404";
-    assert_int_equal(gw_fetch(&ctx, &call, &out), GW_FETCH_REJECTED);
-    assert_int_equal(out.http_status, 404);
+    assert_true(out.outage); /* the provider's own failure: its circuit counts it */
+
+    /* transient: 408 and 409 as well as 5xx; permanent: any other 4xx */
+    static const struct {
+        int status;
+        gw_fetch_status_t want;
+    } cases[] = {{408, GW_FETCH_FAILED},   {409, GW_FETCH_FAILED},   {500, GW_FETCH_FAILED},
+                 {502, GW_FETCH_FAILED},   {400, GW_FETCH_REJECTED}, {403, GW_FETCH_REJECTED},
+                 {404, GW_FETCH_REJECTED}, {422, GW_FETCH_REJECTED}};
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        char path[32];
+        snprintf(path, sizeof(path), "/status/%d", cases[i].status);
+        call.path = path;
+        gw_fetch_status_t got = gw_fetch(&ctx, &call, &out);
+        if (got != cases[i].want || out.outage != (cases[i].want == GW_FETCH_FAILED))
+            fail_msg("HTTP %d: status %d outage %d, expected %d outage %d", cases[i].status, (int)got, out.outage,
+                     (int)cases[i].want, cases[i].want == GW_FETCH_FAILED);
+        assert_int_equal(out.http_status, cases[i].status);
+    }
     call.path = "/status/204";
     assert_int_equal(gw_fetch(&ctx, &call, &out), GW_FETCH_OK);
     gw_http_response_free(&out.res);
@@ -166,6 +180,7 @@ static void test_statuses(void **state)
     assert_int_equal(gw_fetch(&ctx, &call, &out), GW_FETCH_FAILED);
     assert_int_equal(out.http_status, 0);
     assert_non_null(strstr(out.error, "Stripe API call failed"));
+    assert_true(out.outage);
 }
 
 /* A static key that Stripe refuses is not retried: only Xero's credential can be refreshed. */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include "db.h"
 #include "migrate.h"
+#include "circuit.h"
 #include "queue.h"
 
 static char dbname[64], dburl[512];
@@ -59,8 +60,10 @@ static int setup(void **state)
     cfg = (gw_config_t){.worker_batch = 50,
                         .worker_lease_ms = 60000,
                         .worker_max_attempts = 3,
-                        .worker_backoff_ms = 1000,
-                        .worker_backoff_max_ms = 3600000};
+                        .retry_schedule = {.n = 2, .ms = {1000, 2000}},
+                        .circuit_failures = 2,
+                        .circuit_cooldown_ms = 30000,
+                        .circuit_cooldown_max_ms = 600000};
     return gw_dbs_exec(s, "INSERT INTO organisations (slug, name) VALUES ('q', 'q'), ('r', 'r')", 0, NULL) == 2 ? 0
                                                                                                                 : -1;
 }
@@ -173,7 +176,7 @@ static void test_finish_is_fenced_by_the_lease(void **state)
     gw_queue_row_t *rows[] = {&b.rows[0]};
 
     gw_queue_finish(&other, rows, 1, GW_QUEUE_DONE); /* lost its lease, or never had it: changes nothing */
-    gw_queue_fail(&other, rows, 1, "late");
+    gw_queue_fail(&other, rows, 1, GW_QUEUE_TRANSIENT, "late");
     gw_queue_reschedule(&other, rows, 1, 1000, "late");
     assert_string_equal(col("f-1", "status"), "processing");
     assert_string_equal(col("f-1", "last_error"), "<null>");
@@ -187,7 +190,7 @@ static void test_finish_is_fenced_by_the_lease(void **state)
     gw_queue_batch_free(&b);
 }
 
-static void test_fail_backs_off_then_dies(void **state)
+static void test_fail_follows_the_schedule_then_dies(void **state)
 {
     add("stripe", "d-1", "q", "acct", "charge.refunded", "ch_9", 10000);
     gw_queue_t q = queue_as("w1");
@@ -200,18 +203,144 @@ static void test_fail_backs_off_then_dies(void **state)
         assert_int_equal(claim(&q, lanes, 1, &b), 1);
         assert_int_equal(b.rows[0].attempts, attempt);
         gw_queue_row_t *rows[] = {&b.rows[0]};
-        gw_queue_fail(&q, rows, 1, "Stripe API answered 503");
+        gw_queue_fail(&q, rows, 1, GW_QUEUE_TRANSIENT, "Stripe API answered 503");
         gw_queue_batch_free(&b);
         assert_string_equal(col("d-1", "last_error"), "Stripe API answered 503");
         if (attempt < 3) {
             assert_string_equal(col("d-1", "status"), "failed");
-            /* backoff: base * 2^(attempt-1), up to half again as jitter */
+            /* the schedule's wait after this attempt (1 s, then 2 s), lengthened by at most a fifth */
             double wait = atof(col("d-1", "extract(epoch FROM next_attempt_at - now())"));
-            double base = (double)(1 << (attempt - 1));
-            assert_true(wait > base - 0.5 && wait <= base * 1.5 + 0.5);
+            double step = (double)cfg.retry_schedule.ms[attempt - 1] / 1000;
+            if (!(wait > step - 0.5 && wait <= step * 1.2 + 0.05))
+                fail_msg("attempt %d: due again in %.3f s, the schedule says %.3f s (+20%%)", attempt, wait, step);
         }
     }
     assert_string_equal(col("d-1", "status"), "dead");
+    assert_string_equal(col("d-1", "attempts"), "3");
+}
+
+static void test_permanent_failure_is_dead_at_once(void **state)
+{
+    add("xero", "p-1", "q", "T1", "INVOICE.UPDATE", "inv-1", 10000);
+    gw_queue_t q = queue_as("w1");
+    gw_queue_lane_t lanes[] = {{"xero", 0}};
+    gw_queue_batch_t b;
+    assert_int_equal(claim(&q, lanes, 1, &b), 1);
+    gw_queue_row_t *rows[] = {&b.rows[0]};
+    gw_queue_fail(&q, rows, 1, GW_QUEUE_PERMANENT, "Xero API answered 404");
+    gw_queue_batch_free(&b);
+    assert_string_equal(col("p-1", "status"), "dead");
+    assert_string_equal(col("p-1", "attempts"), "1");
+    assert_string_equal(col("p-1", "last_error"), "permanent failure, not retried: Xero API answered 404");
+}
+
+/* The state of the circuit of (xero, account), or "<none>". */
+static const char *circuit(const char *account)
+{
+    static char buf[32];
+    const char *params[] = {account};
+    gw_dbs_result_t *r =
+        gw_dbs_query(s, "SELECT state FROM provider_circuits WHERE provider = 'xero' AND account = $1", 1, params);
+    snprintf(buf, sizeof(buf), "%s", r != NULL && gw_dbs_nrows(r) == 1 ? gw_dbs_value(r, 0, 0) : "<none>");
+    gw_dbs_result_free(r);
+    return buf;
+}
+
+static void test_outage_opens_the_circuit_without_burning_attempts(void **state)
+{
+    assert_true(gw_dbs_exec(s, "DELETE FROM provider_circuits", 0, NULL) >= 0);
+    add("xero", "o-1", "q", "T1", "INVOICE.UPDATE", "inv-1", 10000);
+    add("xero", "o-2", "q", "T1", "INVOICE.UPDATE", "inv-2", 9000);
+    add("xero", "o-other", "q", "T2", "INVOICE.UPDATE", "inv-3", 8000);
+    gw_queue_t q = queue_as("w1");
+    gw_queue_batch_t b;
+    gw_queue_lane_t lanes[] = {{"xero", 0}};
+
+    /* the first outage failure is an ordinary attempt: the circuit counts it, still closed */
+    cfg.worker_batch = 1;
+    assert_int_equal(claim(&q, lanes, 1, &b), 1);
+    assert_string_equal(b.rows[0].id, col("o-1", "id"));
+    gw_queue_row_t *rows[] = {&b.rows[0]};
+    gw_queue_fail(&q, rows, 1, GW_QUEUE_OUTAGE, "Xero API answered 503");
+    gw_queue_batch_free(&b);
+    assert_string_equal(col("o-1", "status"), "failed");
+    assert_string_equal(col("o-1", "attempts"), "1");
+    assert_string_equal(circuit("T1"), "closed");
+
+    /* the second (SETTLED_CIRCUIT_FAILURES = 2) opens it: that row waits for the probe without spending an attempt */
+    assert_int_equal(claim(&q, lanes, 1, &b), 1);
+    assert_string_equal(b.rows[0].id, col("o-2", "id"));
+    rows[0] = &b.rows[0];
+    gw_queue_fail(&q, rows, 1, GW_QUEUE_OUTAGE, "Xero API call failed: Connection refused");
+    gw_queue_batch_free(&b);
+    cfg.worker_batch = 50;
+    assert_string_equal(circuit("T1"), "open");
+    assert_string_equal(col("o-2", "status"), "pending");
+    assert_string_equal(col("o-2", "attempts"), "0");
+    assert_non_null(strstr(col("o-2", "last_error"), "circuit open"));
+    double wait = atof(col("o-2", "extract(epoch FROM next_attempt_at - now())"));
+    assert_true(wait > 29 && wait <= 30);
+
+    /* while open, the tenant's events are not claimed, even when due; another tenant's are */
+    assert_true(gw_dbs_exec(s, "UPDATE webhook_events SET next_attempt_at = now()", 0, NULL) == 3);
+    assert_int_equal(claim(&q, lanes, 1, &b), 1);
+    assert_string_equal(b.rows[0].account, "T2");
+    gw_queue_row_t *other[] = {&b.rows[0]};
+    gw_queue_finish(&q, other, 1, GW_QUEUE_DONE);
+    gw_queue_batch_free(&b);
+    assert_int_equal(claim(&q, lanes, 1, &b), 0);
+
+    /* no probe before the cool-down; then one, and only one, with one row */
+    const char *providers[] = {"xero"};
+    char provider[32], account[128];
+    assert_int_equal(gw_circuit_take_probe(&q, providers, 1, provider, sizeof(provider), account, sizeof(account)), 0);
+    assert_true(gw_dbs_exec(s, "UPDATE provider_circuits SET retry_at = now() - interval '1 second'", 0, NULL) == 1);
+    assert_int_equal(gw_circuit_take_probe(&q, providers, 1, provider, sizeof(provider), account, sizeof(account)), 1);
+    assert_string_equal(provider, "xero");
+    assert_string_equal(account, "T1");
+    assert_string_equal(circuit("T1"), "half_open");
+    gw_queue_t q2 = queue_as("w2");
+    assert_int_equal(gw_circuit_take_probe(&q2, providers, 1, provider, sizeof(provider), account, sizeof(account)), 0);
+    gw_err_t err = GW_ERR_INIT;
+    assert_int_equal(gw_queue_claim_probe(&q, lanes, "T1", &b, &err), 0);
+    assert_int_equal(b.n, 1);
+    gw_queue_batch_t b2;
+    assert_int_equal(claim(&q2, lanes, 1, &b2), 0); /* the tenant's other row waits for the probe */
+
+    /* the probe fails: open again, for twice the cool-down (+ up to a fifth), and its attempt is not counted */
+    rows[0] = &b.rows[0];
+    gw_queue_fail(&q, rows, 1, GW_QUEUE_OUTAGE, "Xero API answered 503");
+    const char *probed = b.rows[0].id;
+    assert_string_equal(circuit("T1"), "open");
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT attempts FROM webhook_events WHERE id = %s", probed);
+    gw_dbs_result_t *r = gw_dbs_query(s, sql, 0, NULL);
+    assert_non_null(r);
+    int attempts_after = atoi(gw_dbs_value(r, 0, 0));
+    gw_dbs_result_free(r);
+    assert_true(attempts_after <= 1);
+    gw_queue_batch_free(&b);
+    wait = atof(col("o-2", "(SELECT extract(epoch FROM retry_at - now()) FROM provider_circuits)"));
+    if (!(wait > 59 && wait <= 72.1))
+        fail_msg("the second wait is %.3f s, expected 60 s to 72 s", wait);
+
+    /* the next probe succeeds: closed, and the tenant's waiting rows are due at once */
+    assert_true(gw_dbs_exec(s, "UPDATE provider_circuits SET retry_at = now() - interval '1 second'", 0, NULL) == 1);
+    assert_true(gw_dbs_exec(s,
+                            "UPDATE webhook_events SET next_attempt_at = now() + interval '1 hour'"
+                            " WHERE account = 'T1'",
+                            0, NULL) == 2);
+    assert_int_equal(gw_circuit_take_probe(&q, providers, 1, provider, sizeof(provider), account, sizeof(account)), 1);
+    gw_circuit_success(&q, "xero", "T1");
+    assert_string_equal(circuit("T1"), "closed");
+    assert_string_equal(col("o-1", "next_attempt_at <= now()"), "true");
+    assert_string_equal(col("o-2", "next_attempt_at <= now()"), "true");
+    assert_int_equal(claim(&q, lanes, 1, &b), 2);
+    gw_queue_batch_free(&b);
+
+    /* a success with nothing to close writes nothing */
+    gw_circuit_success(&q, "xero", "T9");
+    assert_string_equal(circuit("T9"), "<none>");
 }
 
 static void test_reschedule_does_not_count(void **state)
@@ -288,15 +417,42 @@ static void test_park_lost_and_gauges(void **state)
     gw_queue_gauges(&q, xero_only, 1); /* runs through the partial indexes; the metrics test checks rendering */
 }
 
+static void test_release_leases_after_a_database_failure(void **state)
+{
+    add("xero", "l-mine", "q", "T1", "INVOICE.UPDATE", "inv-1", 10000);
+    add("xero", "l-theirs", "q", "T2", "INVOICE.UPDATE", "inv-2", 9000);
+    gw_queue_t mine = queue_as("w1"), theirs = queue_as("w2"), other = queue_as("w3");
+    gw_queue_lane_t lanes[] = {{"xero", 0}};
+    gw_queue_batch_t b;
+    cfg.worker_batch = 1;
+    assert_int_equal(claim(&mine, lanes, 1, &b), 1);
+    gw_queue_batch_free(&b);
+    assert_int_equal(claim(&theirs, lanes, 1, &b), 1);
+    gw_queue_batch_free(&b);
+    cfg.worker_batch = 50;
+    assert_int_equal(claim(&other, lanes, 1, &b), 0); /* both leased for a minute */
+
+    assert_int_equal(gw_queue_release_leases(&mine), 1);
+    assert_string_equal(col("l-mine", "next_attempt_at <= now()"), "true");
+    assert_string_equal(col("l-theirs", "next_attempt_at > now() + interval '50 seconds'"), "true");
+    assert_int_equal(claim(&other, lanes, 1, &b), 1); /* due at once, not at the lease's end */
+    assert_string_equal(b.rows[0].id, col("l-mine", "id"));
+    assert_int_equal(b.rows[0].attempts, 2); /* the attempt that was under way stays counted */
+    gw_queue_batch_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_claim_lanes_and_delays, reset),
         cmocka_unit_test_setup(test_finish_is_fenced_by_the_lease, reset),
-        cmocka_unit_test_setup(test_fail_backs_off_then_dies, reset),
+        cmocka_unit_test_setup(test_fail_follows_the_schedule_then_dies, reset),
+        cmocka_unit_test_setup(test_permanent_failure_is_dead_at_once, reset),
+        cmocka_unit_test_setup(test_outage_opens_the_circuit_without_burning_attempts, reset),
         cmocka_unit_test_setup(test_reschedule_does_not_count, reset),
         cmocka_unit_test_setup(test_cover_finishes_exactly_the_waiting_rows_of_the_objects, reset),
         cmocka_unit_test_setup(test_park_lost_and_gauges, reset),
+        cmocka_unit_test_setup(test_release_leases_after_a_database_failure, reset),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -930,9 +930,15 @@ static void test_dump(void **state)
                            "SETTLED_WORKER_BATCH=50\n"
                            "SETTLED_WORKER_LEASE_MS=60000\n"
                            "SETTLED_WORKER_POLL_MS=5000\n"
+                           "SETTLED_RETRY_SCHEDULE=0s,10s,1m,5m,30m,2h,5h,10h,10h\n"
                            "SETTLED_WORKER_MAX_ATTEMPTS=10\n"
                            "SETTLED_WORKER_BACKOFF_MS=1000\n"
                            "SETTLED_WORKER_BACKOFF_MAX_MS=3600000\n"
+                           "SETTLED_CIRCUIT_FAILURES=5\n"
+                           "SETTLED_CIRCUIT_COOLDOWN_MS=30000\n"
+                           "SETTLED_CIRCUIT_COOLDOWN_MAX_MS=600000\n"
+                           "SETTLED_ALERT_WEBHOOK_URL=\n"
+                           "SETTLED_ALERT_WEBHOOK_SECRET=<unset>\n"
                            "SETTLED_XERO_COALESCE_MS=500\n"
                            "SETTLED_XERO_CLIENT_ID=\n"
                            "SETTLED_XERO_CLIENT_SECRET=<redacted: 1 value>\n"
@@ -1055,6 +1061,49 @@ static void test_dump_redacts_url_passwords(void **state)
     }
 }
 
+static void test_retry_settings(void **state)
+{
+    gw_config_t cfg;
+    /* the default schedule: 9 waits, 10 attempts, at least a day */
+    load_ok(&cfg, NULL, ENV("SETTLED_LISTEN=127.0.0.1:1"));
+    assert_int_equal(cfg.retry_schedule.n, 9);
+    assert_int_equal(cfg.worker_max_attempts, 10);
+    assert_true(gw_retry_schedule_span_ms(&cfg.retry_schedule) >= 24LL * 3600 * 1000);
+    gw_config_free(&cfg);
+
+    load_ok(&cfg, NULL, ENV("SETTLED_RETRY_SCHEDULE=1s, 2m"));
+    assert_int_equal(cfg.retry_schedule.n, 2);
+    assert_int_equal(cfg.retry_schedule.ms[1], 120000);
+    assert_int_equal(cfg.worker_max_attempts, 3);
+    gw_config_free(&cfg);
+
+    /* the deprecated backoff alone still works: translated into a schedule, doubling up to the cap */
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_WORKER_MAX_ATTEMPTS=5", "SETTLED_WORKER_BACKOFF_MS=100", "SETTLED_WORKER_BACKOFF_MAX_MS=300"));
+    assert_int_equal(cfg.retry_schedule.n, 4);
+    assert_int_equal(cfg.retry_schedule.ms[0], 100);
+    assert_int_equal(cfg.retry_schedule.ms[1], 200);
+    assert_int_equal(cfg.retry_schedule.ms[2], 300);
+    assert_int_equal(cfg.retry_schedule.ms[3], 300);
+    assert_int_equal(cfg.worker_max_attempts, 5);
+    gw_config_free(&cfg);
+
+    /* contradictions and mistakes, each naming the key */
+    load_fails(NULL, ENV("SETTLED_RETRY_SCHEDULE=1s", "SETTLED_WORKER_BACKOFF_MS=100"),
+               "SETTLED_WORKER_BACKOFF_MS: deprecated, and contradicts SETTLED_RETRY_SCHEDULE, which sets every "
+               "attempt and wait: remove it");
+    env_fails("SETTLED_RETRY_SCHEDULE=1s,10", "SETTLED_RETRY_SCHEDULE: wait 2 (\"10\") needs a unit: ms, s, m, h or d "
+                                              "(e.g. 10s, 5m, 2h)");
+    load_fails(NULL, ENV("SETTLED_ALERT_WEBHOOK_URL=http://127.0.0.1:9/alerts"),
+               "SETTLED_ALERT_WEBHOOK_SECRET: required with SETTLED_ALERT_WEBHOOK_URL");
+    load_fails(NULL, ENV("SETTLED_ALERT_WEBHOOK_SECRET=s3cret"),
+               "SETTLED_ALERT_WEBHOOK_URL: required with SETTLED_ALERT_WEBHOOK_SECRET");
+    env_fails("SETTLED_ALERT_WEBHOOK_URL=alerts.example.com",
+              "SETTLED_ALERT_WEBHOOK_URL: must be an http:// or https:// URL (e.g. https://api.example.com)");
+    load_fails(NULL, ENV("SETTLED_CIRCUIT_COOLDOWN_MS=5000", "SETTLED_CIRCUIT_COOLDOWN_MAX_MS=1000"),
+               "SETTLED_CIRCUIT_COOLDOWN_MAX_MS: must be at least SETTLED_CIRCUIT_COOLDOWN_MS (5000)");
+}
+
 static void test_list_keys(void **state)
 {
     char **keys = list_keys();
@@ -1086,7 +1135,7 @@ static void test_list_keys(void **state)
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 62); /* 58 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 68); /* 64 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)
@@ -1224,6 +1273,7 @@ int main(void)
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_dump_redacts_database_password),
         cmocka_unit_test(test_dump_redacts_url_passwords),
+        cmocka_unit_test(test_retry_settings),
         cmocka_unit_test(test_list_keys),
         cmocka_unit_test(test_docs_sync),
         cmocka_unit_test(test_sample_config_loads),

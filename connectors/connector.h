@@ -109,6 +109,9 @@ typedef struct st_cn_connector_t {
      * left out. Returns the number of fetches written to out (at most nout), 0 when the event type needs no
      * fetch (it is done as is), or -1 when there is nothing to plan for this provider. May be NULL. */
     int (*plan_fetches)(cn_str_t event_type, const cn_str_t *ids, size_t nids, cn_fetch_t *out, size_t nout);
+    /* Why events of event_type are not processed (a static sentence, stored as the event's reason when it is marked
+     * ignored), or NULL when the connector processes them. May be NULL: every type is processed. */
+    const char *(*ignore_reason)(cn_str_t event_type);
     /* Plans page (from 1) of a list of every record of record_kind; the host adds If-Modified-Since. Returns 0,
      * or -1 for an unknown kind. May be NULL. */
     int (*plan_sync_page)(const char *record_kind, int page, cn_fetch_t *out);

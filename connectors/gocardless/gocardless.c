@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* gocardless.c: checks GoCardless's hex `Webhook-Signature` and splits a GoCardless batch into one event each. */
 #include "connector.h"
+#include <stdio.h>
 #include <string.h>
 
 /*
@@ -117,6 +118,94 @@ static const char *cn_gocardless_parse(cn_str_t body, const cn_alloc_t *alloc, c
     return cn_parse_events(body, alloc, CN_BODY_EVENTS, &fields, on_event, events, count, detail);
 }
 
+/* The event types settled processes ("<resource_type>.<action>", PROVIDERS.md 3.8), and the object each names. */
+static const struct {
+    const char *resource_type;
+    const char *actions; /* space-separated; "*" for every action */
+    const char *record_kind;
+} cn_gocardless_handled[] = {
+    {"payments",
+     "created customer_approval_granted customer_approval_denied submitted confirmed paid_out failed cancelled "
+     "charged_back chargeback_cancelled chargeback_settled late_failure_settled resubmission_requested",
+     "gocardless.payment"},
+    {"refunds", "created paid failed refund_settled", "gocardless.refund"},
+    {"mandates", "created submitted active reinstated transferred cancelled failed expired consumed replaced",
+     "gocardless.mandate"},
+    {"customers", "*", "gocardless.customer"},
+    {"billing_requests", "fulfilled", "gocardless.billing_request"},
+};
+#define CN_GOCARDLESS_NHANDLED (sizeof(cn_gocardless_handled) / sizeof(cn_gocardless_handled[0]))
+
+static bool word_in(const char *words, const char *w, size_t len)
+{
+    if (strcmp(words, "*") == 0)
+        return len != 0;
+    for (const char *p = words; *p != '\0';) {
+        const char *end = strchr(p, ' ');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n == len && memcmp(p, w, len) == 0)
+            return true;
+        p += n + (end != NULL);
+    }
+    return false;
+}
+
+static int cn_gocardless_handled_index(cn_str_t type)
+{
+    const char *dot = type.base != NULL ? memchr(type.base, '.', type.len) : NULL;
+    if (dot == NULL)
+        return -1;
+    size_t rlen = (size_t)(dot - type.base);
+    for (size_t i = 0; i != CN_GOCARDLESS_NHANDLED; ++i)
+        if (strlen(cn_gocardless_handled[i].resource_type) == rlen &&
+            memcmp(cn_gocardless_handled[i].resource_type, type.base, rlen) == 0 &&
+            word_in(cn_gocardless_handled[i].actions, dot + 1, type.len - rlen - 1))
+            return (int)i;
+    return -1;
+}
+
+static const char *cn_gocardless_ignore_reason(cn_str_t event_type)
+{
+    return cn_gocardless_handled_index(event_type) >= 0
+               ? NULL
+               : "settled does not use this GoCardless event type (docs/providers.md)";
+}
+
+/* A GoCardless id: upper-case letters and digits (PM0001..., MD..., CU...), at most 64 bytes. */
+static bool cn_gocardless_is_id(cn_str_t s)
+{
+    if (s.base == NULL || s.len == 0 || s.len > 64)
+        return false;
+    for (size_t i = 0; i != s.len; ++i)
+        if (!((s.base[i] >= '0' && s.base[i] <= '9') || (s.base[i] >= 'A' && s.base[i] <= 'Z')))
+            return false;
+    return true;
+}
+
+/* One GET per distinct id: GoCardless reads objects by id one at a time. */
+static int cn_gocardless_plan_fetches(cn_str_t event_type, const cn_str_t *ids, size_t nids, cn_fetch_t *out,
+                                      size_t nout)
+{
+    int k = cn_gocardless_handled_index(event_type);
+    if (k < 0)
+        return 0;
+    size_t nfetch = 0;
+    for (size_t i = 0; i != nids && nfetch != nout; ++i) {
+        if (!cn_gocardless_is_id(ids[i]))
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j != i && !seen; ++j)
+            seen = ids[j].len == ids[i].len && memcmp(ids[j].base, ids[i].base, ids[i].len) == 0;
+        if (seen)
+            continue;
+        cn_fetch_t *f = &out[nfetch++];
+        f->record_kind = cn_gocardless_handled[k].record_kind;
+        snprintf(f->path, sizeof(f->path), "/%s/%.*s", cn_gocardless_handled[k].resource_type, (int)ids[i].len,
+                 ids[i].base);
+    }
+    return (int)nfetch;
+}
+
 const cn_connector_t cn_gocardless_connector = {
     .name = "gocardless",
     .signature_header = "webhook-signature",
@@ -125,4 +214,6 @@ const cn_connector_t cn_gocardless_connector = {
     .bare_replies = false,
     .verify = cn_gocardless_verify,
     .parse = cn_gocardless_parse,
+    .plan_fetches = cn_gocardless_plan_fetches,
+    .ignore_reason = cn_gocardless_ignore_reason,
 };

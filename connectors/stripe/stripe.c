@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* stripe.c: checks Stripe's `Stripe-Signature` (t=, v1=) header and turns a Stripe event into one normalised event. */
 #include "connector.h"
+#include <stdio.h>
 #include <string.h>
 
 /* Stripe's own headers are about 150 bytes (t plus one or two v1); anything beyond this is not Stripe. */
@@ -172,6 +173,96 @@ static const char *cn_stripe_parse(cn_str_t body, const cn_alloc_t *alloc, cn_ev
     return cn_parse_events(body, alloc, CN_BODY_EVENT, &fields, on_event, events, count, detail);
 }
 
+/* The event types settled processes, and the object each one names (its data.object, the event's resource id):
+ * the object is refetched, never taken from the event's snapshot, so that a late or reordered delivery cannot
+ * roll its state back (DESIGN.md 1, convergence). */
+static const struct {
+    const char *type;
+    const char *collection; /* the API path: /v1/<collection>/<id> */
+    const char *record_kind;
+} cn_stripe_handled[] = {
+    {"payment_intent.succeeded", "payment_intents", "stripe.payment_intent"},
+    {"payment_intent.processing", "payment_intents", "stripe.payment_intent"},
+    {"payment_intent.payment_failed", "payment_intents", "stripe.payment_intent"},
+    {"payment_intent.canceled", "payment_intents", "stripe.payment_intent"},
+    {"payment_intent.requires_action", "payment_intents", "stripe.payment_intent"},
+    {"charge.succeeded", "charges", "stripe.charge"},
+    {"charge.failed", "charges", "stripe.charge"},
+    {"charge.captured", "charges", "stripe.charge"},
+    {"charge.refunded", "charges", "stripe.charge"},
+    {"charge.refund.updated", "refunds", "stripe.refund"},
+    {"refund.created", "refunds", "stripe.refund"},
+    {"refund.updated", "refunds", "stripe.refund"},
+    {"refund.failed", "refunds", "stripe.refund"},
+    {"charge.dispute.created", "disputes", "stripe.dispute"},
+    {"charge.dispute.updated", "disputes", "stripe.dispute"},
+    {"charge.dispute.closed", "disputes", "stripe.dispute"},
+    {"charge.dispute.funds_withdrawn", "disputes", "stripe.dispute"},
+    {"charge.dispute.funds_reinstated", "disputes", "stripe.dispute"},
+    {"checkout.session.completed", "checkout/sessions", "stripe.checkout_session"},
+    {"checkout.session.async_payment_succeeded", "checkout/sessions", "stripe.checkout_session"},
+    {"checkout.session.async_payment_failed", "checkout/sessions", "stripe.checkout_session"},
+    {"setup_intent.succeeded", "setup_intents", "stripe.setup_intent"},
+    {"payment_method.attached", "payment_methods", "stripe.payment_method"},
+    {"payment_method.detached", "payment_methods", "stripe.payment_method"},
+    {"payment_method.updated", "payment_methods", "stripe.payment_method"},
+    {"payment_method.automatically_updated", "payment_methods", "stripe.payment_method"},
+    {"customer.created", "customers", "stripe.customer"},
+    {"customer.updated", "customers", "stripe.customer"},
+};
+#define CN_STRIPE_NHANDLED (sizeof(cn_stripe_handled) / sizeof(cn_stripe_handled[0]))
+
+static int cn_stripe_handled_index(cn_str_t type)
+{
+    for (size_t i = 0; i != CN_STRIPE_NHANDLED; ++i)
+        if (str_is(type, cn_stripe_handled[i].type))
+            return (int)i;
+    return -1;
+}
+
+static const char *cn_stripe_ignore_reason(cn_str_t event_type)
+{
+    return cn_stripe_handled_index(event_type) >= 0 ? NULL
+                                                    : "settled does not use this Stripe event type (docs/providers.md)";
+}
+
+/* A Stripe object id: letters, digits and '_' (pi_3Mt..., ch_..., seti_...), at most 255 bytes; nothing else goes
+ * into a URL. */
+static bool cn_stripe_is_id(cn_str_t s)
+{
+    if (s.base == NULL || s.len == 0 || s.len > 255)
+        return false;
+    for (size_t i = 0; i != s.len; ++i) {
+        char c = s.base[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Stripe has no call that reads several objects by id: one GET per distinct id. */
+static int cn_stripe_plan_fetches(cn_str_t event_type, const cn_str_t *ids, size_t nids, cn_fetch_t *out, size_t nout)
+{
+    int k = cn_stripe_handled_index(event_type);
+    if (k < 0)
+        return 0;
+    size_t nfetch = 0;
+    for (size_t i = 0; i != nids && nfetch != nout; ++i) {
+        if (!cn_stripe_is_id(ids[i]))
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j != i && !seen; ++j)
+            seen = ids[j].len == ids[i].len && memcmp(ids[j].base, ids[i].base, ids[i].len) == 0;
+        if (seen)
+            continue;
+        cn_fetch_t *f = &out[nfetch++];
+        f->record_kind = cn_stripe_handled[k].record_kind;
+        snprintf(f->path, sizeof(f->path), "/v1/%s/%.*s", cn_stripe_handled[k].collection, (int)ids[i].len,
+                 ids[i].base);
+    }
+    return (int)nfetch;
+}
+
 const cn_connector_t cn_stripe_connector = {
     .name = "stripe",
     .signature_header = "stripe-signature",
@@ -180,4 +271,6 @@ const cn_connector_t cn_stripe_connector = {
     .bare_replies = false,
     .verify = cn_stripe_verify,
     .parse = cn_stripe_parse,
+    .plan_fetches = cn_stripe_plan_fetches,
+    .ignore_reason = cn_stripe_ignore_reason,
 };

@@ -1005,6 +1005,45 @@ def test_inbox_references_checked_per_statement():
     rows("DELETE FROM webhook_deliveries WHERE id = :'d'", d=lone)
 
 
+def test_ledger_facts_once_and_append_only():
+    """0011: a fact (object, state, amount) is recorded once however often it is seen; the ledger refuses UPDATE,
+    DELETE and TRUNCATE; money is bigint minor units of a well-formed currency code; payment methods keep at most
+    one default per customer and never more than the last four digits."""
+    org = new_org()
+    rec = ("SELECT ledger_record(:'o', 'stripe', 'payment', 'pi_1', :'s', :'a', 'gbp', NULL, 'c')")
+    expect_eq(value(rec, o=org, s="processing", a="5000"), "t", "a new fact")
+    expect_eq(value(rec, o=org, s="processing", a="5000"), "f", "the same fact again adds nothing")
+    expect_eq(value(rec, o=org, s="succeeded", a="5000"), "t", "the next state is a new fact")
+    expect_eq(value(rec, o=org, s="succeeded", a="4000"), "t", "a different amount is a new fact")
+    expect_eq(rows("SELECT state, amount_minor, currency FROM ledger_entries WHERE organisation_id = :'o' ORDER BY id",
+                   o=org),
+              [["processing", "5000", "GBP"], ["succeeded", "5000", "GBP"], ["succeeded", "4000", "GBP"]],
+              "three facts, currency upper-cased")
+    fails("UPDATE ledger_entries SET amount_minor = 1 WHERE organisation_id = :'o'", r"append-only", o=org)
+    fails("DELETE FROM ledger_entries WHERE organisation_id = :'o'", r"append-only", o=org)
+    fails("TRUNCATE ledger_entries", r"append-only")
+    fails(rec.replace("'gbp'", "'pounds'"), r"currency_code", o=org, s="x", a="1")
+    fails(rec, r"violates check constraint", o=org, s="y", a="-1")
+    # concurrent recorders of one fact: exactly one of them records it
+    procs = [psql_popen("SELECT ledger_record(:'o', 'gocardless', 'payment', 'PM1', 'confirmed', 700, 'EUR', NULL, "
+                        "'c')", o=org) for _ in range(6)]
+    outs = []
+    for p in procs:
+        p.wait(timeout=60)
+        expect_eq(p.returncode, 0, f"racing recorder: {p.stderr.read().decode()}")
+        outs.append(p.stdout.read().decode().strip())
+    expect_eq(sorted(outs), ["f"] * 5 + ["t"], "six racing recorders: one new fact")
+    # payments: one row per provider object; payment methods: one default per customer, last4 only
+    cust = value("INSERT INTO customers (organisation_id, name) VALUES (:'o', 'Ada') RETURNING id", o=org)
+    pm = ("INSERT INTO payment_methods (organisation_id, provider, object_id, customer_id, kind, last4, status,"
+          " is_default, raw) VALUES (:'o', 'stripe', :'id', :'c', 'card', :'l', 'active', :'d', '{}')")
+    rows(pm, o=org, id="pm_1", c=cust, l="4242", d="true")
+    fails(pm, r"payment_methods_default_key", o=org, id="pm_2", c=cust, l="1881", d="true")
+    fails(pm, r"violates check constraint", o=org, id="pm_3", c=cust, l="4242424242424242", d="false")
+    other = new_org()
+    fails(pm, r"payment_methods_customer_fkey", o=other, id="pm_4", c=cust, l="1111", d="false")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Runner
 

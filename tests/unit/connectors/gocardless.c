@@ -482,9 +482,58 @@ static void test_parse_overlong_and_unprintable(void **state)
 
 #define TEST(f) cmocka_unit_test_teardown(f, pool_release)
 
+static cn_str_t g_(const char *s)
+{
+    return (cn_str_t){s, strlen(s)};
+}
+
+static void test_plan_fetches_per_event_type(void **state)
+{
+    static const struct {
+        const char *type, *path_prefix, *kind;
+    } cases[] = {
+        {"payments.confirmed", "/payments/", "gocardless.payment"},
+        {"payments.late_failure_settled", "/payments/", "gocardless.payment"},
+        {"payments.chargeback_cancelled", "/payments/", "gocardless.payment"},
+        {"payments.resubmission_requested", "/payments/", "gocardless.payment"},
+        {"refunds.refund_settled", "/refunds/", "gocardless.refund"},
+        {"mandates.replaced", "/mandates/", "gocardless.mandate"},
+        {"mandates.active", "/mandates/", "gocardless.mandate"},
+        {"customers.created", "/customers/", "gocardless.customer"},
+        {"billing_requests.fulfilled", "/billing_requests/", "gocardless.billing_request"},
+    };
+    const cn_str_t ids[] = {g_("PM123"), g_("PM123"), g_("pm_lower"), g_("PM/../X"), g_("MD9")};
+    cn_fetch_t out[8];
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        assert_null(cn_gocardless_connector.ignore_reason(g_(cases[i].type)));
+        assert_int_equal(cn_gocardless_connector.plan_fetches(g_(cases[i].type), ids, 5, out, 8), 2);
+        char path[200];
+        snprintf(path, sizeof(path), "%sPM123", cases[i].path_prefix);
+        assert_string_equal(out[0].path, path);
+        snprintf(path, sizeof(path), "%sMD9", cases[i].path_prefix);
+        assert_string_equal(out[1].path, path);
+        assert_string_equal(out[1].record_kind, cases[i].kind);
+    }
+    static const char *const ignored[] = {"payouts.paid",
+                                          "payments.",
+                                          "payments.paid",
+                                          "subscriptions.created",
+                                          "billing_requests.created",
+                                          "creditors.updated",
+                                          "payments",
+                                          ""};
+    for (size_t i = 0; i != sizeof(ignored) / sizeof(ignored[0]); ++i) {
+        const char *why = cn_gocardless_connector.ignore_reason(g_(ignored[i]));
+        if (why == NULL)
+            fail_msg("%s is not ignored", ignored[i]);
+        assert_int_equal(cn_gocardless_connector.plan_fetches(g_(ignored[i]), ids, 5, out, 8), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        TEST(test_plan_fetches_per_event_type),
         TEST(test_description),
         TEST(test_official_vector),
         TEST(test_trailing_newline_matters),

@@ -622,9 +622,59 @@ static void test_parse_detail_may_be_null(void **state)
 
 #define TEST(f) cmocka_unit_test_teardown(f, pool_release)
 
+static cn_str_t s_(const char *s)
+{
+    return (cn_str_t){s, strlen(s)};
+}
+
+/* Each processed event type refetches the object it names, one GET per distinct well-formed id; every other type is
+ * ignored with a reason and fetches nothing. */
+static void test_plan_fetches_per_event_type(void **state)
+{
+    static const struct {
+        const char *type, *path_prefix, *kind;
+    } cases[] = {
+        {"payment_intent.succeeded", "/v1/payment_intents/", "stripe.payment_intent"},
+        {"payment_intent.processing", "/v1/payment_intents/", "stripe.payment_intent"},
+        {"charge.refunded", "/v1/charges/", "stripe.charge"},
+        {"charge.refund.updated", "/v1/refunds/", "stripe.refund"},
+        {"refund.failed", "/v1/refunds/", "stripe.refund"},
+        {"charge.dispute.funds_withdrawn", "/v1/disputes/", "stripe.dispute"},
+        {"checkout.session.async_payment_failed", "/v1/checkout/sessions/", "stripe.checkout_session"},
+        {"setup_intent.succeeded", "/v1/setup_intents/", "stripe.setup_intent"},
+        {"payment_method.automatically_updated", "/v1/payment_methods/", "stripe.payment_method"},
+        {"customer.updated", "/v1/customers/", "stripe.customer"},
+    };
+    const cn_str_t ids[] = {s_("obj_1"), s_("obj_2"), s_("obj_1"), s_("../admin"), s_("a b"), {NULL, 0}, s_("obj_3")};
+    cn_fetch_t out[8];
+    for (size_t i = 0; i != sizeof(cases) / sizeof(cases[0]); ++i) {
+        assert_null(cn_stripe_connector.ignore_reason(s_(cases[i].type)));
+        int n = cn_stripe_connector.plan_fetches(s_(cases[i].type), ids, 7, out, 8);
+        assert_int_equal(n, 3); /* obj_1 once, obj_2, obj_3; nothing that is not an id */
+        const char *want[3] = {"obj_1", "obj_2", "obj_3"};
+        for (int k = 0; k != 3; ++k) {
+            char path[200];
+            snprintf(path, sizeof(path), "%s%s", cases[i].path_prefix, want[k]);
+            assert_string_equal(out[k].path, path);
+            assert_string_equal(out[k].record_kind, cases[i].kind);
+        }
+    }
+    assert_int_equal(cn_stripe_connector.plan_fetches(s_("payment_intent.succeeded"), ids, 7, out, 2), 2);
+    static const char *const ignored[] = {"invoice.paid",     "payment_intent.created", "charge.pending",
+                                          "customer.deleted", "v2.core.event",          "",
+                                          "payment_intent"};
+    for (size_t i = 0; i != sizeof(ignored) / sizeof(ignored[0]); ++i) {
+        const char *why = cn_stripe_connector.ignore_reason(s_(ignored[i]));
+        assert_non_null(why);
+        assert_true(strstr(why, "Stripe") != NULL);
+        assert_int_equal(cn_stripe_connector.plan_fetches(s_(ignored[i]), ids, 7, out, 8), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        TEST(test_plan_fetches_per_event_type),
         TEST(test_description),
         TEST(test_vector_over_fixture),
         TEST(test_vector_short_body),

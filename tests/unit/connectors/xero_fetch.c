@@ -85,12 +85,6 @@ static void test_sync_pages_and_count(void **state)
     assert_int_equal(cn_xero_connector.count_records("xero.contacts", str("{\"Contacts\":[]}")), 0);
 }
 
-static void test_other_connectors_plan_nothing_yet(void **state)
-{
-    assert_null(cn_stripe_connector.plan_fetches);
-    assert_null(cn_gocardless_connector.plan_fetches);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -99,7 +93,6 @@ int main(void)
         cmocka_unit_test(test_malformed_ids_never_reach_a_url),
         cmocka_unit_test(test_many_ids_split_into_calls_of_fifty),
         cmocka_unit_test(test_sync_pages_and_count),
-        cmocka_unit_test(test_other_connectors_plan_nothing_yet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
-#include "worker.h"
+#include "work.h"
 
 extern char **environ;
 
@@ -27,7 +27,8 @@ static void usage(FILE *out)
                  "  migrate        apply the database migrations compiled into this binary\n"
                  "  check-config   validate the configuration and print it, secrets redacted\n"
                  "                 (--list-keys: print the name of every setting)\n"
-                 "  work           run queue workers only (SETTLED_WORKERS of them, at least one)\n"
+                 "  work           run queue workers only (SETTLED_WORKERS of them, at least one); serves\n"
+                 "                 /healthz, /readyz and /metrics on SETTLED_OPS_LISTEN (default 127.0.0.1:9464)\n"
                  "  sync xero      bring the Xero mirror up to date: [--since 2026-01-31T00:00:00Z] [--tenant ID]\n"
                  "  connect xero   connect a Xero organisation: --authorize (prints the URL to open),\n"
                  "                 --refresh-token T|- (migrate an existing connection), --callback URL,\n"
@@ -88,6 +89,7 @@ int main(int argc, char **argv)
         return 1;
     }
     gw_log_min_level = cfg.log_level;
+    gw_log_set_instance(cfg.instance_id);
 
     int ret;
     if (strcmp(cmd, "check-config") == 0) {
@@ -108,7 +110,7 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "sync") == 0) {
         ret = gw_cli_sync(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "work") == 0) {
-        ret = gw_worker_main(&cfg);
+        ret = gw_work_run(&cfg);
     } else {
         ret = gw_server_run(&cfg);
     }

@@ -376,6 +376,31 @@ static void test_listen(void **state)
     }
 }
 
+/* SETTLED_OPS_LISTEN: an address as SETTLED_LISTEN, or off; its default is 127.0.0.1:9464. */
+static void test_ops_listen(void **state)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL, ENV("SETTLED_THREADS=1"));
+    assert_string_equal(cfg.ops_listen_host, "127.0.0.1");
+    assert_int_equal(cfg.ops_listen_port, 9464);
+    gw_config_free(&cfg);
+    load_ok(&cfg, NULL, ENV("SETTLED_OPS_LISTEN=[::1]:9999"));
+    assert_string_equal(cfg.ops_listen_host, "::1");
+    assert_int_equal(cfg.ops_listen_port, 9999);
+    gw_config_free(&cfg);
+    load_ok(&cfg, NULL, ENV("SETTLED_OPS_LISTEN=off"));
+    assert_null(cfg.ops_listen_host);
+    gw_config_free(&cfg);
+    env_dumps("SETTLED_OPS_LISTEN=off", "SETTLED_OPS_LISTEN=off");
+    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:0", "OFF", "none", "::1:80"};
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        char kv[128];
+        snprintf(kv, sizeof(kv), "SETTLED_OPS_LISTEN=%s", bad[i]);
+        env_fails(kv, "SETTLED_OPS_LISTEN: must be off or host:port with a port from 1 to 65535 and an IPv4 address, "
+                      "a host name or an IPv6 address in brackets (e.g. 127.0.0.1:9464)");
+    }
+}
+
 static void test_organisation_slug(void **state)
 {
     static const char *const good[] = {"a",
@@ -797,6 +822,9 @@ static void test_dump(void **state)
                            "SETTLED_SHUTDOWN_TIMEOUT_MS=10000\n"
                            "SETTLED_LOG_LEVEL=info\n"
                            "SETTLED_ACCESS_LOG=false\n"
+                           "SETTLED_OPS_LISTEN=127.0.0.1:9464\n"
+                           "SETTLED_INSTANCE_ID=\n"
+                           "SETTLED_REUSEPORT_GROUP=\n"
                            "SETTLED_ORGANISATION=default\n"
                            "SETTLED_STRIPE_WEBHOOK_SECRETS=<unset>\n"
                            "SETTLED_XERO_WEBHOOK_KEY=<unset>\n"
@@ -967,7 +995,7 @@ static void test_list_keys(void **state)
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 60); /* 56 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 63); /* 59 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)
@@ -1093,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_bool),
         cmocka_unit_test(test_log_level),
         cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_ops_listen),
         cmocka_unit_test(test_organisation_slug),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_secret_lists),

@@ -109,7 +109,7 @@ const char *cn_parse_events(cn_str_t body, const cn_alloc_t *alloc, cn_body_shap
             why = "An event is not a JSON object.";
             goto Exit;
         }
-        evs[i] = (cn_event_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}};
+        evs[i] = (cn_event_t){{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}, NULL};
         if ((why = parse_event(scan.fields + i * fields->count, alloc, &evs[i])) != NULL)
             goto Exit;
     }

@@ -59,6 +59,10 @@ typedef struct st_cn_event_t {
     cn_str_t event_type;  /* e.g. "payment_intent.succeeded", "INVOICE.UPDATE", "payments.confirmed" */
     cn_str_t account;     /* Stripe Connect account, Xero tenantId, GoCardless organisation or creditor */
     cn_str_t resource_id; /* the id of the object the event is about, when the payload names it */
+    /* NULL for an event to process; else a static sentence saying why it is stored but not processed: the intake
+     * stores it as 'ignored' with this reason (e.g. a Stripe thin event). Honoured for deliveries of one event (every
+     * Stripe delivery); a connector that parses batches leaves it NULL */
+    const char *ignore_reason;
 } cn_event_t;
 
 /* Limits on the normalised fields; parse() rejects an event whose field exceeds them. */
@@ -95,6 +99,10 @@ typedef struct st_cn_connector_t {
     int status_accepted;          /* what a stored (or duplicate) delivery is answered with: 200 or 204 */
     int status_bad_signature;     /* what a failed signature check is answered with: 400, 401 or 498 */
     bool bare_replies;            /* replies carry no body at all (Xero's intent-to-receive rules) */
+    /* a correctly signed body that parse() refuses is still stored (as one 'ignored' event whose id is derived from
+     * the body's SHA-256, with parse's reason) and answered status_accepted, never 400: for providers that disable
+     * an endpoint that refuses a correctly signed payload (Xero's intent-to-receive) */
+    bool store_unparsable;
     /* Checks in->signature against in->body with each of in->secrets, in constant time, before anything
      * is parsed. Returns NULL when one secret matches, else one of the cn_err_* constants. */
     const char *(*verify)(const cn_host_t *host, const cn_verify_input_t *in);

@@ -18,7 +18,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "server.h"
-#include "worker.h"
+#include "work.h"
 
 extern char **environ;
 
@@ -68,13 +68,14 @@ static void work_usage(FILE *out)
             "\n"
             "Run queue workers only (SETTLED_WORKERS of them, at least one), to scale processing out\n"
             "beyond the workers of `settled serve`. Any number of them may share one database.\n"
-            "Stops on SIGTERM or SIGINT after the batch in hand. Tells systemd when it is ready.\n%s",
+            "Serves /healthz, /readyz and /metrics on SETTLED_OPS_LISTEN (default 127.0.0.1:9464; off to\n"
+            "disable). Stops on SIGTERM or SIGINT after the batch in hand. Tells systemd when it is ready.\n%s",
             settings_note);
 }
 
 static int work_run(gw_config_t *cfg, int argc, char **argv)
 {
-    return gw_worker_main(cfg);
+    return gw_work_run(cfg);
 }
 
 static void migrate_usage(FILE *out)
@@ -171,7 +172,8 @@ static int help_run(gw_config_t *cfg, int argc, char **argv);
 static const gw_command_t commands[] = {
     {"serve", "receive webhooks and serve the API (SETTLED_LISTEN, default 127.0.0.1:8080)", serve_usage, serve_run,
      true, false},
-    {"work", "run queue workers only (SETTLED_WORKERS of them, at least one)", work_usage, work_run, true, false},
+    {"work", "run queue workers only (SETTLED_WORKERS of them); /healthz, /readyz, /metrics on SETTLED_OPS_LISTEN",
+     work_usage, work_run, true, false},
     {"migrate", "apply the database migrations compiled into this binary", migrate_usage, migrate_run, true, false},
     {"check-config", "validate the configuration and print it, secrets redacted", check_config_usage, check_config_run,
      true, false},
@@ -288,6 +290,7 @@ int main(int argc, char **argv)
         return 1;
     }
     gw_log_min_level = cfg.log_level;
+    gw_log_set_instance(cfg.instance_id);
     int ret = cmd->run(&cfg, cargc, cargv);
     gw_config_free(&cfg);
     return ret;

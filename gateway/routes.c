@@ -16,6 +16,7 @@
 #include "notes.h"
 #include "ops.h"
 #include "reply.h"
+#include "server.h"
 #include "xero_callback.h"
 
 #define REQUEST_ID_MAX 128
@@ -31,9 +32,9 @@ gw_route_t gw_routes[] = {
     WEBHOOK_ROUTE(stripe),
     WEBHOOK_ROUTE(xero),
     WEBHOOK_ROUTE(gocardless),
-    {.name = "healthz", .method = "GET", .path = "/healthz", .handler = gw_ops_healthz},
-    {.name = "readyz", .method = "GET", .path = "/readyz", .handler = gw_ops_readyz},
-    {.name = "metrics", .method = "GET", .path = "/metrics", .handler = gw_ops_metrics},
+    {.name = "healthz", .method = "GET", .path = "/healthz", .handler = gw_ops_healthz, .ops = true, .head = true},
+    {.name = "readyz", .method = "GET", .path = "/readyz", .handler = gw_ops_readyz, .ops = true, .head = true},
+    {.name = "metrics", .method = "GET", .path = "/metrics", .handler = gw_ops_metrics, .ops = true},
     {.name = "xero_callback", .method = "GET", .path = "/v1/xero/callback", .handler = gw_xero_callback_handle},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
@@ -116,8 +117,15 @@ static int refuse_while_flushing(gw_loop_t *loop, h2o_req_t *req)
     return 0;
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+/* The route handler: every route, or (ops_only) the operator endpoints alone, on settled work's ops listener. */
+typedef struct st_route_handler_t {
+    h2o_handler_t super;
+    bool ops_only;
+} route_handler_t;
+
+static int on_req(h2o_handler_t *_self, h2o_req_t *req)
 {
+    route_handler_t *self = (void *)_self;
     gw_loop_t *loop = gw_loop_of(req);
     stamp_request_id(loop, req);
     if (loop->state == GW_LOOP_FLUSHING)
@@ -128,9 +136,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     for (size_t i = 0; i != gw_nroutes; ++i) {
         const gw_route_t *route = &gw_routes[i];
         h2o_iovec_t source;
-        if (!match_path(route, req->path_normalized, &source))
+        if ((self->ops_only && !route->ops) || !match_path(route, req->path_normalized, &source))
             continue;
-        if (h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)))
+        if (h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)) ||
+            (route->head && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
             return route->handler(loop, req, route, source);
         size_t mlen = strlen(route->method);
         if (allow_len + mlen + 2 < sizeof(allow)) {
@@ -138,6 +147,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                 allow[allow_len++] = ',', allow[allow_len++] = ' ';
             memcpy(allow + allow_len, route->method, mlen);
             allow_len += mlen;
+            if (route->head && allow_len + 6 < sizeof(allow)) {
+                memcpy(allow + allow_len, ", HEAD", 6);
+                allow_len += 6;
+            }
         }
     }
     if (allow_len != 0) {
@@ -252,6 +265,7 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
                  (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
     if (req->timestamps.request_begin_at.tv_sec == 0 || us < 0)
         us = 0;
+    gw_server_request_done(req);
     const gw_route_t *route = gw_routes_classify(req->path_normalized);
     int status = req->res.status;
     gw_metrics_request(metrics_route(route), status, (uint64_t)us);
@@ -276,7 +290,7 @@ static void on_log_access(h2o_logger_t *self, h2o_req_t *req)
     gw_log_end(&line);
 }
 
-void gw_routes_register(h2o_hostconf_t *host)
+static void register_routes(h2o_hostconf_t *host, bool ops_only)
 {
     const char *names[GW_METRICS_MAX_ROUTES], *providers[GW_METRICS_MAX_ROUTES];
     for (size_t i = 0; i != gw_nroutes; ++i) {
@@ -287,11 +301,23 @@ void gw_routes_register(h2o_hostconf_t *host)
     gw_metrics_routes(names, providers, gw_nroutes);
 
     h2o_pathconf_t *pathconf = h2o_config_register_path(host, "/", 0);
-    h2o_create_handler(pathconf, sizeof(h2o_handler_t))->on_req = on_req;
+    route_handler_t *handler = (void *)h2o_create_handler(pathconf, sizeof(route_handler_t));
+    handler->super.on_req = on_req;
+    handler->ops_only = ops_only;
     /* requests h2o answers before routing (413) run on the host's fallback path */
     h2o_pathconf_t *paths[] = {pathconf, &host->fallback_path};
     for (size_t i = 0; i != 2; ++i) {
         h2o_create_filter(paths[i], sizeof(h2o_filter_t))->on_setup_ostream = on_setup_ostream;
         h2o_create_logger(paths[i], sizeof(h2o_logger_t))->log_access = on_log_access;
     }
+}
+
+void gw_routes_register(h2o_hostconf_t *host)
+{
+    register_routes(host, false);
+}
+
+void gw_routes_register_ops(h2o_hostconf_t *host)
+{
+    register_routes(host, true);
 }

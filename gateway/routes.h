@@ -21,6 +21,9 @@ extern const size_t gw_nmodules;
 /* Numbers the routes, gives their names to the metrics, and registers the dispatcher, the access logger and the
  * reply filter on host. Call once, before any loop runs. */
 void gw_routes_register(h2o_hostconf_t *host);
+/* As gw_routes_register, but only the operator endpoints (rows with ops set) are served; every other path is 404.
+ * For settled work's SETTLED_OPS_LISTEN. */
+void gw_routes_register_ops(h2o_hostconf_t *host);
 /* The route a path belongs to, or NULL (for requests h2o answered before any handler ran). */
 const gw_route_t *gw_routes_classify(h2o_iovec_t path);
 

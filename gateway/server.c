@@ -19,9 +19,11 @@
 #include <unistd.h>
 #include "crypto.h"
 #include "http_client.h"
+#include "listen_lock.h"
 #include "log.h"
 #include "loop.h"
 #include "mem.h"
+#include "ops.h"
 #include "orgs.h"
 #include "routes.h"
 #include "sdnotify.h"
@@ -37,7 +39,7 @@ static h2o_globalconf_t conf;
 
 /* h2o 2.2 caches freed socket buffers per thread with no call to release the cache; give them back before the
  * thread ends (a chunk's first word links to the next, as in h2o's lib/common/memory.c). */
-static void release_buffer_cache(void)
+void gw_server_release_buffer_cache(void)
 {
     struct chunk {
         struct chunk *next;
@@ -86,6 +88,39 @@ static int open_listener(const gw_config_t *cfg)
     return fd;
 }
 
+/* One accepted connection, until its socket closes. idle_bytes: how much of it had been read when its last request
+ * finished; more than that means a request is being uploaded or handled. */
+typedef struct st_conn_t {
+    h2o_linklist_t link; /* in gw_loop_t.conns */
+    h2o_socket_t *sock;
+    size_t idle_bytes;
+} conn_t;
+
+static void on_conn_close(void *data)
+{
+    conn_t *c = data;
+    h2o_linklist_unlink(&c->link);
+    free(c);
+}
+
+void gw_server_request_done(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (sock != NULL && sock->on_close.cb == on_conn_close)
+        ((conn_t *)sock->on_close.data)->idle_bytes = sock->bytes_read;
+}
+
+/* Whether a connection of loop has a request that is still arriving or not yet answered. */
+static bool requests_in_progress(gw_loop_t *loop)
+{
+    for (h2o_linklist_t *l = loop->conns.next; l != &loop->conns; l = l->next) {
+        conn_t *c = H2O_STRUCT_FROM_MEMBER(conn_t, link, l);
+        if (c->sock->bytes_read > c->idle_bytes)
+            return true;
+    }
+    return false;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     gw_loop_t *loop = listener->data;
@@ -96,6 +131,11 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
+        conn_t *c = gw_xcalloc(1, sizeof(*c));
+        c->sock = sock;
+        h2o_linklist_insert(&loop->conns, &c->link);
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = c;
         h2o_accept(&loop->accept_ctx, sock);
     }
 }
@@ -118,18 +158,23 @@ static void *run_loop(void *arg)
     h2o_socket_read_stop(loop->listener);
     h2o_socket_close(loop->listener);
     loop->listener = NULL;
+    /* requests still being uploaded (h2o 2.2 hands a request over only once its body is complete) or handled are
+     * finished too, within the same deadline */
     uint64_t deadline = h2o_now(loop->evloop) + (uint64_t)cfg->shutdown_timeout_ms;
-    while (!gw_db_is_idle(loop->db) && h2o_now(loop->evloop) < deadline)
+    while ((!gw_db_is_idle(loop->db) || requests_in_progress(loop)) && h2o_now(loop->evloop) < deadline)
         h2o_evloop_run(loop->evloop, 10);
     if (!gw_db_is_idle(loop->db))
         gw_log(GW_LOG_WARN, "loop %d: shutdown timeout with database work in flight (nothing was acknowledged)",
+               loop->index);
+    else if (requests_in_progress(loop))
+        gw_log(GW_LOG_WARN, "loop %d: shutdown timeout with requests still arriving (they are not acknowledged)",
                loop->index);
     /* let the last replies reach their sockets; a request read meanwhile is refused before any commit starts */
     loop->state = GW_LOOP_FLUSHING;
     uint64_t flush_until = h2o_now(loop->evloop) + FLUSH_GRACE_MS;
     while (h2o_now(loop->evloop) < flush_until)
         h2o_evloop_run(loop->evloop, 10);
-    release_buffer_cache();
+    gw_server_release_buffer_cache();
     return NULL;
 }
 
@@ -156,6 +201,11 @@ int gw_server_run(gw_config_t *cfg)
         gw_log(GW_LOG_ERROR, "%s", err);
         return 1;
     }
+
+    /* one settled serve per address, unless a SETTLED_REUSEPORT_GROUP says otherwise (listen_lock.h) */
+    gw_listen_lock_t *lock = gw_listen_lock_acquire(cfg);
+    if (lock == NULL)
+        return 1;
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -198,6 +248,7 @@ int gw_server_run(gw_config_t *cfg)
         gw_loop_t *loop = &loops[i];
         loop->index = i;
         loop->cfg = cfg;
+        h2o_linklist_init_anchor(&loop->conns);
         if ((loop->listen_fd = open_listener(cfg)) < 0)
             return 1;
         unsigned char rnd[8];
@@ -253,7 +304,9 @@ int gw_server_run(gw_config_t *cfg)
     if (workers != NULL)
         gw_workers_stop(workers); /* they finish the batch in hand */
     gw_offload_destroy(offload);
+    gw_ops_gauges_shutdown();
     gw_http_shutdown();
+    gw_listen_lock_release(lock);
     free(stmts);
     gw_log(GW_LOG_INFO, "stopped");
     /* the loops and contexts stay allocated: live keep-alive connections still point into them */

@@ -135,10 +135,14 @@ static const char *cn_stripe_verify(const cn_host_t *host, const cn_verify_input
     return NULL;
 }
 
-/* "id" and "type" are required, "object" must say "event" if present, "account" (Stripe Connect) and "data.object.id"
- * are optional. */
-enum { F_ID, F_TYPE, F_OBJECT, F_ACCOUNT, F_RESOURCE, F_COUNT };
-static const char *const paths[F_COUNT] = {"id", "type", "object", "account", "data.object.id"};
+/* "id" and "type" are required, "object" must say "event" (a snapshot event) or "v2.core.event" (a thin event) if
+ * present, "account" (Stripe Connect) and "data.object.id" (or a thin event's "related_object.id") are optional. */
+enum { F_ID, F_TYPE, F_OBJECT, F_ACCOUNT, F_RESOURCE, F_RELATED, F_COUNT };
+static const char *const paths[F_COUNT] = {"id", "type", "object", "account", "data.object.id", "related_object.id"};
+
+/* Why a thin event is stored but not processed (docs/providers.md). */
+static const char thin_reason[] =
+    "thin event (v2.core.event): stored, not processed; this release acts on snapshot events (object \"event\") only";
 static const cn_fields_t fields = {paths, F_COUNT};
 
 static const char *on_event(const cn_jv_t *f, const cn_alloc_t *alloc, cn_event_t *out)
@@ -153,14 +157,19 @@ static const char *on_event(const cn_jv_t *f, const cn_alloc_t *alloc, cn_event_
         return "The event has no string \"type\".";
     if (f[F_TYPE].s.len > CN_MAX_FIELD)
         return "The event's \"type\" is longer than 255 bytes.";
-    /* thin (v2) event notifications say "v2.core.event" and carry no snapshot: not what this endpoint takes */
-    if (f[F_OBJECT].kind != CN_JV_ABSENT &&
+    /* thin (v2) event notifications (sent by event destinations) say "v2.core.event" and carry no snapshot: they are
+     * verified and stored like any event, as ignored, so Stripe sees them delivered */
+    bool thin = f[F_OBJECT].kind == CN_JV_STRING && strcmp(f[F_OBJECT].s.base, "v2.core.event") == 0;
+    if (f[F_OBJECT].kind != CN_JV_ABSENT && !thin &&
         !(f[F_OBJECT].kind == CN_JV_STRING && strcmp(f[F_OBJECT].s.base, "event") == 0))
-        return "The payload's \"object\" is not \"event\".";
+        return "The payload's \"object\" is neither \"event\" nor \"v2.core.event\".";
     if (cn_jv_optional(&f[F_ACCOUNT], &out->account) != 0)
         return "The event's \"account\" is longer than 255 bytes.";
-    if (cn_jv_optional(&f[F_RESOURCE], &out->resource_id) != 0)
-        return "The event's \"data.object.id\" is longer than 255 bytes.";
+    if (cn_jv_optional(&f[thin ? F_RELATED : F_RESOURCE], &out->resource_id) != 0)
+        return thin ? "The event's \"related_object.id\" is longer than 255 bytes."
+                    : "The event's \"data.object.id\" is longer than 255 bytes.";
+    if (thin)
+        out->ignore_reason = thin_reason;
     out->event_id = f[F_ID].s;
     out->event_type = f[F_TYPE].s;
     return NULL;

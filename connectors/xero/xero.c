@@ -191,6 +191,7 @@ const cn_connector_t cn_xero_connector = {
     .status_accepted = 200,
     .status_bad_signature = 401,
     .bare_replies = true,
+    .store_unparsable = true,
     .verify = cn_xero_verify,
     .parse = cn_xero_parse,
     .plan_fetches = cn_xero_plan_fetches,

@@ -29,6 +29,8 @@ struct st_gw_route_t {
     gw_handler_cb handler;
     const void *data;     /* the handler's own: for webhook routes, the connector */
     const char *provider; /* for webhook routes, the provider (intake latency and events are counted by it) */
+    bool ops;             /* an operator endpoint: also served on settled work's SETTLED_OPS_LISTEN */
+    bool head;            /* a GET route that also answers HEAD (the same status and headers, no body) */
     size_t id;            /* the row's position in the route table, set when the table is registered */
 };
 

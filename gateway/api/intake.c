@@ -16,7 +16,7 @@
 #include "notes.h"
 #include "reply.h"
 
-enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS, STMT_NOTIFY, STMT_MAX };
+enum { STMT_INSERT_EVENT, STMT_INSERT_EVENTS, STMT_NOTIFY, STMT_INSERT_IGNORED, STMT_MAX };
 
 /* $1 organisation, $2 provider, $3 source, $4 raw body (binary), $5 headers, $6 verified_at and $7
  * received_at (unix microseconds), $8 correlation id; then the event(s). A delivery of one event (every
@@ -64,6 +64,16 @@ static const gw_db_statement_t statements[STMT_MAX] = {
      "ON CONFLICT (provider, source, event_id) DO NOTHING",
      9},
     {"intake_notify", "SELECT pg_notify('settled_events', '')", 0},
+    /* a delivery of one event that is stored but not processed (connector.h: ignore_reason, store_unparsable): the
+     * parameters of intake_insert_event, and $13 the reason */
+    {"intake_insert_ignored",
+     "INSERT INTO inbox_events (organisation_id, provider, source, account, event_id, event_type, resource_id, "
+     "body, headers, verified_at, received_at, correlation_id, status, last_error, processed_at) "
+     "VALUES ($1::bigint, $2, $3, $9, $10, $11, $12, $4::bytea, $5::jsonb, "
+     "'epoch'::timestamptz + $6::bigint * interval '1 microsecond', "
+     "'epoch'::timestamptz + $7::bigint * interval '1 microsecond', $8, 'ignored', $13, now()) "
+     "ON CONFLICT (provider, source, event_id) DO NOTHING",
+     13},
 };
 
 /* Request headers worth keeping beside the body. Signatures are left out: they are not secrets, but
@@ -367,10 +377,25 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     cn_event_t *events = NULL;
     size_t nevents = 0;
     const char *detail = NULL;
+    cn_event_t unparsable;
     if ((code = cn->parse(in.body, &alloc, &events, &nevents, &detail)) != NULL) {
-        gw_err_set(&err, code, 400, "%s", detail != NULL ? detail : ""); /* "": no detail */
-        reply_err(req, cn, &err);
-        return 0;
+        if (!cn->store_unparsable) {
+            gw_err_set(&err, code, 400, "%s", detail != NULL ? detail : ""); /* "": no detail */
+            reply_err(req, cn, &err);
+            return 0;
+        }
+        /* correctly signed but not the provider's payload: kept (a 2xx only after commit) as one ignored event whose
+         * id is the body's digest, so a retry of the same bytes is a duplicate */
+        char *id = h2o_mem_alloc_pool(&req->pool, sizeof("unparsable:") + 64);
+        memcpy(id, "unparsable:", sizeof("unparsable:") - 1);
+        gw_crypto_sha256_hex(in.body.base != NULL ? in.body.base : "", in.body.len, id + sizeof("unparsable:") - 1);
+        char *why = h2o_mem_alloc_pool(&req->pool, 300);
+        snprintf(why, 300, "unparsable body (%s): stored, not processed%s%s", code, detail != NULL ? ": " : "",
+                 detail != NULL ? detail : "");
+        unparsable =
+            (cn_event_t){.event_id = {id, strlen(id)}, .event_type = CN_STR_LIT("unparsable"), .ignore_reason = why};
+        events = &unparsable;
+        nevents = 1;
     }
     gw_note(req, GW_NOTE_EVENT_ID, events != NULL && nevents != 0 ? events[0].event_id.base : NULL,
             events != NULL && nevents != 0 ? events[0].event_id.len : 0);
@@ -389,7 +414,7 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     h2o_iovec_t correlation = req->res.headers.entries[rid].value;
     h2o_iovec_t headers = headers_json(req);
     const char *body = req->entity.base != NULL ? req->entity.base : "";
-    gw_db_param_t params[12] = {
+    gw_db_param_t params[13] = {
         {org, strlen(org), false},
         {cn->name, strlen(cn->name), false},
         {src->name, strlen(src->name), false},
@@ -400,11 +425,17 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
         {correlation.base, correlation.len, false},
     };
     size_t nparams;
+    const gw_db_statement_t *stmt = &statements[nevents == 1 ? STMT_INSERT_EVENT : STMT_INSERT_EVENTS];
     if (nevents == 1) {
         cn_str_t fields[] = {events[0].account, events[0].event_id, events[0].event_type, events[0].resource_id};
         for (size_t i = 0; i != 4; ++i)
             params[8 + i] = (gw_db_param_t){fields[i].base, fields[i].len, false}; /* base NULL: SQL NULL */
         nparams = 12;
+        if (events[0].ignore_reason != NULL) {
+            params[12] = (gw_db_param_t){events[0].ignore_reason, strlen(events[0].ignore_reason), false};
+            nparams = 13;
+            stmt = &statements[STMT_INSERT_IGNORED];
+        }
     } else {
         h2o_iovec_t evjson = events_json(req, events, nevents);
         params[8] = (gw_db_param_t){evjson.base, evjson.len, false};
@@ -412,8 +443,7 @@ int gw_intake_handle(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, h
     }
     pending_t *pending = h2o_mem_alloc_shared(&req->pool, sizeof(*pending), on_pending_dispose);
     *pending = (pending_t){.req = req, .route = route, .nevents = nevents};
-    pending->job = gw_db_submit(loop->db, &statements[nevents == 1 ? STMT_INSERT_EVENT : STMT_INSERT_EVENTS], params,
-                                nparams, on_committed, pending);
+    pending->job = gw_db_submit(loop->db, stmt, params, nparams, on_committed, pending);
     if (pending->job == NULL)
         reply_unavailable(req, loop, cn);
     return 0;

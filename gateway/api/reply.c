@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* reply.c: problem+json and the other reply shapes, so no handler formats a response by hand. */
 #include "reply.h"
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include "notes.h"
@@ -109,7 +110,9 @@ void gw_reply_empty(h2o_req_t *req, int status)
 {
     req->res.status = status;
     req->res.reason = gw_reply_reason(status);
-    req->res.content_length = 0;
+    /* a 204 (or 304) has no body by definition and must not carry Content-Length (RFC 9110 8.6); with the length
+     * unknown h2o writes neither it nor chunked framing for these statuses */
+    req->res.content_length = status == 204 || status == 304 ? SIZE_MAX : 0;
     h2o_send_inline(req, "", 0);
 }
 

@@ -28,6 +28,7 @@ enum setting_type {
     T_BOOL,            /* true/false, 1/0, yes/no, on/off */
     T_LOG_LEVEL,       /* debug, info, warn or error */
     T_LISTEN,          /* host:port, IPv6 hosts in brackets */
+    T_OPS_LISTEN,      /* as T_LISTEN, or "off"; into ops_listen_host (NULL when off) and ops_listen_port */
     T_SLUG,            /* ^[a-z0-9][a-z0-9_-]{0,62}$ */
     T_SECRET,          /* one secret of at most GW_SECRET_MAX bytes */
     T_WEBHOOK_KEY,     /* one webhook signing key: the default source of a provider */
@@ -58,6 +59,7 @@ typedef struct st_setting_t {
 
 static const char *check_secret_key(const char *value, char *why, size_t whylen);
 static const char *check_xero_scopes(const char *value, char *why, size_t whylen);
+static const char *check_name(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -92,6 +94,13 @@ static const setting_t settings[] = {
      "How long a stopping server waits for requests in flight."},
     {"SETTLED_LOG_LEVEL", T_LOG_LEVEL, "info", 0, 0, 0, FIELD(log_level), NULL, "Least severe level that is logged."},
     {"SETTLED_ACCESS_LOG", T_BOOL, "true", 0, 0, 0, FIELD(access_log), NULL, "Whether to log one line per request."},
+    {"SETTLED_OPS_LISTEN", T_OPS_LISTEN, "127.0.0.1:9464", 0, 0, 0, FIELD(ops_listen_host), NULL,
+     "Address settled work serves /healthz, /readyz and /metrics on, host:port; off for none."},
+    {"SETTLED_INSTANCE_ID", T_STRING, "", 0, 0, 0, FIELD(instance_id), NULL,
+     "This process's name in every log line and metric; default host:pid.", check_name},
+    {"SETTLED_REUSEPORT_GROUP", T_STRING, "", 0, 0, 0, FIELD(reuseport_group), NULL,
+     "Lets serve processes of the same group share SETTLED_LISTEN (a handover); unset, a second one refuses.",
+     check_name},
     {"SETTLED_ORGANISATION", T_SLUG, "default", 0, 0, F_PER_SOURCE, FIELD(organisation), NULL,
      "Slug of the organisation a webhook source's events belong to."},
     {"SETTLED_STRIPE_WEBHOOK_SECRETS", T_WEBHOOK_SECRETS, "", 0, 0, F_SECRET | F_PER_SOURCE, NO_FIELD,
@@ -720,6 +729,16 @@ static const char *check_secret_key(const char *value, char *why, size_t whylen)
     return why;
 }
 
+/* A name that goes into log lines, metric labels and JSON as it is: 1 to 64 letters, digits and . _ - : @ */
+static const char *check_name(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    size_t n = strlen(value);
+    if (n > 64 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") != n)
+        return "must be at most 64 letters, digits and . _ - : @";
+    return NULL;
+}
+
 static const char *check_xero_scopes(const char *value, char *why, size_t whylen)
 {
     (void)why, (void)whylen;
@@ -836,6 +855,14 @@ static int parse_setting(loader_t *l, gw_config_t *cfg, const setting_t *s, cons
             return fail(l, line, s->name,
                         "must be host:port with a port from 1 to 65535 and an IPv4 address, a host name or an IPv6 "
                         "address in brackets (e.g. 127.0.0.1:8080, [::1]:8080)");
+        return 0;
+    case T_OPS_LISTEN:
+        if (strcmp(text, "off") == 0)
+            return 0;
+        if (parse_listen(text, &cfg->ops_listen_host, &cfg->ops_listen_port) != 0)
+            return fail(l, line, s->name,
+                        "must be off or host:port with a port from 1 to 65535 and an IPv4 address, a host name or an "
+                        "IPv6 address in brackets (e.g. 127.0.0.1:9464)");
         return 0;
     case T_SLUG:
         if (!valid_slug(text, strlen(text)))
@@ -1081,6 +1108,7 @@ void gw_config_free(gw_config_t *cfg)
         case T_SLUG:
         case T_SECRET:
         case T_LISTEN:
+        case T_OPS_LISTEN:
             gw_free_secret(*(char **)((char *)cfg + s->offset));
             break;
         default:
@@ -1301,6 +1329,13 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
             if (cfg->listen_host != NULL)
                 fprintf(out, strchr(cfg->listen_host, ':') != NULL ? "[%s]:%u" : "%s:%u", cfg->listen_host,
                         (unsigned)cfg->listen_port);
+            break;
+        case T_OPS_LISTEN:
+            if (cfg->ops_listen_host == NULL)
+                fputs("off", out);
+            else
+                fprintf(out, strchr(cfg->ops_listen_host, ':') != NULL ? "[%s]:%u" : "%s:%u", cfg->ops_listen_host,
+                        (unsigned)cfg->ops_listen_port);
             break;
         case T_SECRET:
         case T_WEBHOOK_KEY:

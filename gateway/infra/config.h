@@ -40,6 +40,10 @@ typedef struct st_gw_config_t {
     int shutdown_timeout_ms;       /* SETTLED_SHUTDOWN_TIMEOUT_MS */
     enum gw_log_level log_level;   /* SETTLED_LOG_LEVEL */
     bool access_log;               /* SETTLED_ACCESS_LOG */
+    char *ops_listen_host;         /* SETTLED_OPS_LISTEN host part, NULL when off (settled work's ops listener) */
+    uint16_t ops_listen_port;      /* SETTLED_OPS_LISTEN port part */
+    char *instance_id;             /* SETTLED_INSTANCE_ID, NULL when unset (then host:pid) */
+    char *reuseport_group;         /* SETTLED_REUSEPORT_GROUP, NULL when unset */
     char *config_path;             /* the config file that was read (path argument or SETTLED_CONFIG), NULL if none */
     char *organisation;            /* SETTLED_ORGANISATION: slug of the organisation the default sources belong to */
     char *stripe_api_base;         /* SETTLED_STRIPE_API_BASE, NULL when unset */

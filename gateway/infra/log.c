@@ -2,6 +2,7 @@
 /* log.c: structured JSON log lines for operators, cheap enough for one line per request. */
 #include "log.h"
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -20,6 +21,32 @@ static uint64_t monotonic_ms(void)
 uint64_t (*gw_log_clock)(void) = monotonic_ms;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static char instance[GW_LOG_INSTANCE_MAX + 1];
+
+void gw_log_set_instance(const char *id)
+{
+    char buf[96];
+    if (id == NULL || id[0] == '\0') {
+        char host[64] = "unknown";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(buf, sizeof(buf), "%s:%d", host, (int)getpid());
+        id = buf;
+    }
+    size_t n = 0;
+    for (; id[n] != '\0' && n != GW_LOG_INSTANCE_MAX; ++n) {
+        char c = id[n];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                  c == ':' || c == '-';
+        instance[n] = ok ? c : '_';
+    }
+    instance[n] = '\0';
+}
+
+const char *gw_log_instance(void)
+{
+    return instance;
+}
 
 static void append_raw(gw_logline_t *line, const char *s, size_t n)
 {
@@ -61,6 +88,11 @@ void gw_log_begin(gw_logline_t *line, enum gw_log_level level, const char *msg)
                                  (int)(tv.tv_usec / 1000), level_names[level]);
     append_escaped(line, msg, strlen(msg));
     append_raw(line, "\"", 1);
+    if (instance[0] != '\0') {
+        append_raw(line, ",\"instance\":\"", 13);
+        append_raw(line, instance, strlen(instance));
+        append_raw(line, "\"", 1);
+    }
 }
 
 void gw_log_str(gw_logline_t *line, const char *key, const char *value, size_t len)

@@ -38,7 +38,15 @@ void gw_log_message(enum gw_log_level level, const char *fmt, ...) __attribute__
  * libpq's and Redis's multi-line messages. Returns dst. */
 char *gw_log_one_line(char *dst, size_t cap, const char *src);
 
-/* Starts a line with time, level and msg. */
+/* Names this process in every line ("instance"): id when it is not NULL or empty, else host:pid. Characters other
+ * than A-Z a-z 0-9 . _ : - become '_', and at most GW_LOG_INSTANCE_MAX of them are kept. Call once, before any
+ * thread starts. */
+#define GW_LOG_INSTANCE_MAX 64
+void gw_log_set_instance(const char *id);
+/* The instance id (NUL-terminated, only the characters above); "" before gw_log_set_instance. */
+const char *gw_log_instance(void);
+
+/* Starts a line with time, level, the instance id and msg. */
 void gw_log_begin(gw_logline_t *line, enum gw_log_level level, const char *msg);
 /* Appends "key":"value" (value JSON-escaped; len bytes, not NUL-terminated). A NULL value is skipped. */
 void gw_log_str(gw_logline_t *line, const char *key, const char *value, size_t len);

@@ -39,6 +39,9 @@ typedef struct st_gw_loop_t {
     /* GW_LOOP_SERVING; GW_LOOP_STOPPING once SIGTERM came (replies close their connection); GW_LOOP_FLUSHING once
      * the database work is done and the last replies are flushed (new requests are refused with 503) */
     int state;
+    /* the connections accepted and not yet closed (server.c's conn trackers), so that a stop waits for the requests
+     * still being uploaded */
+    h2o_linklist_t conns;
     /* per-loop state of the modules (api.h), in the order of the module list */
     struct {
         const void *module;

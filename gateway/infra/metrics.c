@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include "log.h"
 
 const char *const gw_db_state_names[GW_DB_STATE_MAX] = {"disconnected", "connecting", "preparing", "idle", "busy"};
 
@@ -101,6 +103,40 @@ void gw_metrics_alert(const char *result)
     for (size_t i = 0; i != NALERT; ++i)
         if (strcmp(alert_results[i], result) == 0)
             atomic_fetch_add_explicit(&m.alerts[i], 1, memory_order_relaxed);
+}
+
+/* The shared gauges (gw_metrics_shared_set), under their lock. */
+static const char *const shared_providers[] = {"stripe", "xero", "gocardless"};
+#define NSHARED_PROVIDERS (sizeof(shared_providers) / sizeof(shared_providers[0]))
+static struct {
+    pthread_mutex_t lock;
+    bool read;
+    int64_t read_at;
+    int64_t depth[NSHARED_PROVIDERS][NQUEUE];
+    int64_t oldest[NSHARED_PROVIDERS]; /* of the rows still to do: pending and failed */
+    int64_t xero_reauth;
+} shared = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void gw_metrics_shared_set(const gw_metrics_queue_row_t *rows, size_t n, int64_t xero_reauth, int64_t read_at)
+{
+    pthread_mutex_lock(&shared.lock);
+    memset(shared.depth, 0, sizeof(shared.depth));
+    memset(shared.oldest, 0, sizeof(shared.oldest));
+    for (size_t i = 0; i != n; ++i)
+        for (size_t p = 0; p != NSHARED_PROVIDERS; ++p)
+            for (size_t q = 0; q != NQUEUE; ++q)
+                if (strcmp(rows[i].provider, shared_providers[p]) == 0 &&
+                    strcmp(rows[i].status, queue_statuses[q]) == 0) {
+                    shared.depth[p][q] = rows[i].count;
+                    bool to_do = strcmp(queue_statuses[q], "pending") == 0 || strcmp(queue_statuses[q], "failed") == 0;
+                    if (to_do && rows[i].count != 0 && rows[i].oldest_seconds > shared.oldest[p])
+                        shared.oldest[p] = rows[i].oldest_seconds;
+                }
+    shared.xero_reauth = xero_reauth;
+    shared.read = true;
+    shared.read_at = read_at;
+    pthread_mutex_unlock(&shared.lock);
+    gw_metrics_xero_reauth(xero_reauth);
 }
 
 void gw_metrics_worker_outcome(enum gw_worker_outcome outcome, uint64_t n)
@@ -239,6 +275,72 @@ __attribute__((format(printf, 2, 3))) static void out(out_t *o, const char *fmt,
     }
 }
 
+/* o's samples with instance_id="<id>" as their first label, and the settled_instance_info sample (o as it is when
+ * gw_log_set_instance was never called). */
+static out_t relabel(const out_t *o)
+{
+    const char *id = gw_log_instance(); /* only [A-Za-z0-9._:-]: nothing to escape in a label */
+    out_t r = {malloc(o->len * 3 / 2 + 256), 0, o->len * 3 / 2 + 256};
+    if (r.buf == NULL)
+        abort();
+    if (id[0] == '\0') { /* no instance id was set (unit tests): the samples as they are */
+        memcpy(r.buf, o->buf, o->len);
+        r.len = o->len;
+        return r;
+    }
+    out(&r,
+        "# HELP settled_instance_info This process; its instance_id labels every per-process metric.\n"
+        "# TYPE settled_instance_info gauge\nsettled_instance_info{instance_id=\"%s\"} 1\n",
+        id);
+    for (size_t at = 0; at < o->len;) {
+        const char *line = o->buf + at, *nl = memchr(line, '\n', o->len - at);
+        size_t n = nl != NULL ? (size_t)(nl - line) + 1 : o->len - at;
+        if (line[0] == '#') {
+            out(&r, "%.*s", (int)n, line);
+        } else {
+            size_t name = strcspn(line, "{ ");
+            if (line[name] == '{')
+                out(&r, "%.*s{instance_id=\"%s\",%.*s", (int)name, line, id, (int)(n - name - 1), line + name + 1);
+            else
+                out(&r, "%.*s{instance_id=\"%s\"}%.*s", (int)name, line, id, (int)(n - name), line + name);
+        }
+        at += n;
+    }
+    return r;
+}
+
+/* The gauges of shared state, unlabelled by instance: every process reports the same. */
+static void render_shared(out_t *o)
+{
+    pthread_mutex_lock(&shared.lock);
+    out(o, "# HELP settled_queue_depth Inbox rows by provider and work status, read from PostgreSQL (shared state, "
+           "at most a few seconds old).\n# TYPE settled_queue_depth gauge\n");
+    for (size_t p = 0; p != NSHARED_PROVIDERS; ++p)
+        for (size_t q = 0; q != NQUEUE; ++q)
+            out(o, "settled_queue_depth{provider=\"%s\",status=\"%s\"} %lld\n", shared_providers[p], queue_statuses[q],
+                (long long)shared.depth[p][q]);
+    out(o, "# HELP settled_dead_letters Inbox rows parked as dead (given up on), by provider.\n"
+           "# TYPE settled_dead_letters gauge\n");
+    for (size_t p = 0; p != NSHARED_PROVIDERS; ++p)
+        out(o, "settled_dead_letters{provider=\"%s\"} %lld\n", shared_providers[p],
+            (long long)shared.depth[p][NQUEUE - 1]);
+    out(o, "# HELP settled_oldest_pending_seconds Age of the oldest inbox row still to do (pending or failed), by "
+           "provider; 0 when there is none.\n# TYPE settled_oldest_pending_seconds gauge\n");
+    for (size_t p = 0; p != NSHARED_PROVIDERS; ++p)
+        out(o, "settled_oldest_pending_seconds{provider=\"%s\"} %lld\n", shared_providers[p],
+            (long long)shared.oldest[p]);
+    out(o,
+        "# HELP settled_xero_connections_needing_reauth Xero token sets that an admin must re-authorise.\n"
+        "# TYPE settled_xero_connections_needing_reauth gauge\nsettled_xero_connections_needing_reauth %lld\n",
+        (long long)shared.xero_reauth);
+    out(o,
+        "# HELP settled_shared_gauges_age_seconds Seconds since the shared gauges were read from PostgreSQL; -1 if "
+        "they never were (the database is unreachable).\n# TYPE settled_shared_gauges_age_seconds gauge\n"
+        "settled_shared_gauges_age_seconds %lld\n",
+        shared.read ? (long long)(time(NULL) - shared.read_at) : -1LL);
+    pthread_mutex_unlock(&shared.lock);
+}
+
 char *gw_metrics_render(size_t *len)
 {
     out_t o = {malloc(16384), 0, 16384};
@@ -333,15 +435,6 @@ char *gw_metrics_render(size_t *len)
     out(&o, "settled_processing_lag_seconds_sum %llu.%03llu\nsettled_processing_lag_seconds_count %llu\n",
         (unsigned long long)(lag_ms / 1000), (unsigned long long)(lag_ms % 1000),
         (unsigned long long)atomic_load_explicit(&m.lag_count, memory_order_relaxed));
-    out(&o, "# HELP settled_queue_depth Inbox rows by work status, as last counted by a worker.\n"
-            "# TYPE settled_queue_depth gauge\n");
-    for (size_t i = 0; i != NQUEUE; ++i)
-        out(&o, "settled_queue_depth{status=\"%s\"} %lld\n", queue_statuses[i],
-            (long long)atomic_load_explicit(&m.queue[i], memory_order_relaxed));
-    out(&o,
-        "# HELP settled_xero_connections_needing_reauth Xero token sets that an admin must re-authorise.\n"
-        "# TYPE settled_xero_connections_needing_reauth gauge\nsettled_xero_connections_needing_reauth %lld\n",
-        (long long)atomic_load_explicit(&m.xero_reauth, memory_order_relaxed));
     out(&o, "# HELP settled_xero_drift_total Records a drift-repair sweep found changed (missed by webhooks) or "
             "unchanged.\n# TYPE settled_xero_drift_total counter\n");
     for (size_t i = 0; i != NKINDS; ++i) {
@@ -393,6 +486,9 @@ char *gw_metrics_render(size_t *len)
         "# TYPE settled_provider_circuits_open gauge\nsettled_provider_circuits_open %zu\n",
         nopen);
 
-    *len = o.len;
-    return o.buf;
+    out_t r = relabel(&o);
+    free(o.buf);
+    render_shared(&r);
+    *len = r.len;
+    return r.buf;
 }

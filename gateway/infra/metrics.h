@@ -86,7 +86,21 @@ void gw_metrics_dead_letter(const char *provider);
 /* Counts an operational alert by result: "sent", "failed" (every try failed) or "dropped" (the queue was full). */
 void gw_metrics_alert(const char *result);
 
-/* Renders every metric; returns a malloc'd buffer of *len bytes that the caller frees. */
+/* Gauges of shared state, read from PostgreSQL by whichever process serves /metrics (api/ops.c), so that they are
+ * right whatever runs the workers. One row: the inbox rows of provider in status, and the age in seconds of the
+ * oldest of them (by received_at). */
+typedef struct st_gw_metrics_queue_row_t {
+    const char *provider, *status;
+    int64_t count;
+    int64_t oldest_seconds;
+} gw_metrics_queue_row_t;
+/* Replaces the shared gauges with rows[0..n) (providers and statuses the metrics do not know are skipped; the
+ * others not in rows become 0) and the count of Xero token sets needing re-authorisation (also what /readyz
+ * reports); read_at is the unix time of the read. */
+void gw_metrics_shared_set(const gw_metrics_queue_row_t *rows, size_t n, int64_t xero_reauth, int64_t read_at);
+
+/* Renders every metric; the per-process ones carry the label instance_id (log.h's instance id), the shared gauges
+ * none (they are the same in every process). Returns a malloc'd buffer of *len bytes that the caller frees. */
 char *gw_metrics_render(size_t *len);
 
 #endif

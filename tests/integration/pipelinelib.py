@@ -212,6 +212,11 @@ class Worker(h.LoggedProcess):
 
     def __init__(self, env, start=True):
         self.env = dict(env)
+        # each its own ops listener (SETTLED_OPS_LISTEN, default 127.0.0.1:9464), so that several can run at once
+        if "SETTLED_OPS_LISTEN" not in self.env:
+            self.env["SETTLED_OPS_LISTEN"] = f"127.0.0.1:{h.free_port()}"
+        listen = self.env["SETTLED_OPS_LISTEN"]
+        self.ops_port = int(listen.rsplit(":", 1)[1]) if listen != "off" else None
         self.proc = None
         self.log_path = None
         if start:

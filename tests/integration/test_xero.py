@@ -143,7 +143,7 @@ def test_duplicates_and_mixed_case():
     )
 
 
-def test_bad_signature_or_bad_body_stores_nothing():
+def test_bad_signature_stores_nothing_and_an_unparsable_body_is_kept_ignored():
     db = h.new_database("xero_bad")
     good = delivery([event(TENANT_A, INVOICE, "INVOICE", "UPDATE", "2024-06-21T01:15:39.902")])
     with h.Settled(db) as s:
@@ -152,10 +152,14 @@ def test_bad_signature_or_bad_body_stores_nothing():
         expect_bare(
             s.post("/webhooks/xero", good, {"x-xero-signature": h.sign_xero(good) + "x"}), 401, "signature + junk"
         )
-        # a good signature over a body that is not Xero's envelope: 400, still no body
-        for bad in (b'{"events": [', b"[]", b'{"events": {}}', b"", b'{"events":[{"resourceId":"x"}]}'):
-            expect_bare(s.post_xero(bad), 400, f"signed body {bad!r}")
     expect_eq(rows(db), [], "rows")
+    with h.Settled(db) as s:
+        # a good signature over a body that is not Xero's envelope: 200 as intent-to-receive requires, no body, and
+        # the delivery is kept as one ignored row (never processed)
+        for bad in (b'{"events": [', b"[]", b'{"events": {}}', b"", b'{"events":[{"resourceId":"x"}]}'):
+            expect_bare(s.post_xero(bad), 200, f"signed body {bad!r}")
+    expect_eq(h.sql_value(db, "SELECT count(*) FROM webhook_events WHERE status = 'ignored' AND event_type = "
+                              "'unparsable'"), "5", "the unparsable deliveries, kept as ignored")
 
 
 if __name__ == "__main__":

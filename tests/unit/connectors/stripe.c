@@ -507,6 +507,32 @@ static void test_parse_connect_account(void **state)
                      &want);
 }
 
+/* Thin events (v2.core.event, from event destinations) parse, with the related object as the resource, and are
+ * marked to be stored as ignored; snapshot events never are. */
+static void test_parse_thin_event(void **state)
+{
+    static const expected_event_t ping = {NULL, "evt_test_789", "v2.core.event_destination.ping", NULL, NULL};
+    cn_str_t body = read_fixture("stripe/thin_event_v2_core_event_destination_ping.json");
+    assert_parses_to(body, &ping);
+    cn_event_t *events = NULL;
+    size_t count = 0;
+    assert_err(conn->parse(body, &test_alloc, &events, &count, NULL), NULL);
+    assert_non_null(events[0].ignore_reason);
+    assert_non_null(strstr(events[0].ignore_reason, "v2.core.event"));
+
+    static const expected_event_t meter = {NULL, "evt_2", "v1.billing.meter.error_report_triggered", NULL, "bm_123"};
+    cn_str_t related = str("{\"id\":\"evt_2\",\"object\":\"v2.core.event\",\"type\":"
+                           "\"v1.billing.meter.error_report_triggered\",\"created\":\"2024-03-07T18:27:56.000Z\","
+                           "\"related_object\":{\"id\":\"bm_123\",\"type\":\"billing.meter\","
+                           "\"url\":\"/v1/billing/meters/bm_123\"}}");
+    assert_parses_to(related, &meter);
+
+    assert_err(conn->parse(str("{\"id\":\"evt_1\",\"object\":\"event\",\"type\":\"x.y\"}"), &test_alloc, &events,
+                           &count, NULL),
+               NULL);
+    assert_null(events[0].ignore_reason);
+}
+
 static void test_parse_optional_fields(void **state)
 {
     static const expected_event_t minimal = {NULL, "evt_1", "x.y", NULL, NULL};
@@ -570,8 +596,7 @@ static void test_parse_missing_fields(void **state)
     PARSE_FAILS("{\"id\":\"evt_1\",\"type\":null}", cn_err_event_invalid);
     PARSE_FAILS("{\"id\":\"evt_1\",\"type\":[\"x.y\"]}", cn_err_event_invalid);
     PARSE_FAILS("{\"id\":\"evt_1\",\"type\":\"\"}", cn_err_event_invalid);
-    /* thin events and other objects */
-    PARSE_FAILS("{\"id\":\"evt_1\",\"type\":\"x.y\",\"object\":\"v2.core.event\"}", cn_err_event_invalid);
+    /* objects other than events (thin events parse: test_parse_thin_event) */
     PARSE_FAILS("{\"id\":\"evt_1\",\"type\":\"x.y\",\"object\":\"charge\"}", cn_err_event_invalid);
     PARSE_FAILS("{\"id\":\"evt_1\",\"type\":\"x.y\",\"object\":null}", cn_err_event_invalid);
 }
@@ -705,6 +730,7 @@ int main(void)
         TEST(test_parse_every_fixture),
         TEST(test_parse_connect_account),
         TEST(test_parse_optional_fields),
+        TEST(test_parse_thin_event),
         TEST(test_parse_malformed),
         TEST(test_parse_missing_fields),
         TEST(test_parse_overlong_and_unprintable),

@@ -379,6 +379,31 @@ static void test_listen(void **state)
     }
 }
 
+/* SETTLED_OPS_LISTEN: an address as SETTLED_LISTEN, or off; its default is 127.0.0.1:9464. */
+static void test_ops_listen(void **state)
+{
+    gw_config_t cfg;
+    load_ok(&cfg, NULL, ENV("SETTLED_THREADS=1"));
+    assert_string_equal(cfg.ops_listen_host, "127.0.0.1");
+    assert_int_equal(cfg.ops_listen_port, 9464);
+    gw_config_free(&cfg);
+    load_ok(&cfg, NULL, ENV("SETTLED_OPS_LISTEN=[::1]:9999"));
+    assert_string_equal(cfg.ops_listen_host, "::1");
+    assert_int_equal(cfg.ops_listen_port, 9999);
+    gw_config_free(&cfg);
+    load_ok(&cfg, NULL, ENV("SETTLED_OPS_LISTEN=off"));
+    assert_null(cfg.ops_listen_host);
+    gw_config_free(&cfg);
+    env_dumps("SETTLED_OPS_LISTEN=off", "SETTLED_OPS_LISTEN=off");
+    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:0", "OFF", "none", "::1:80"};
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        char kv[128];
+        snprintf(kv, sizeof(kv), "SETTLED_OPS_LISTEN=%s", bad[i]);
+        env_fails(kv, "SETTLED_OPS_LISTEN: must be off or host:port with a port from 1 to 65535 and an IPv4 address, "
+                      "a host name or an IPv6 address in brackets (e.g. 127.0.0.1:9464)");
+    }
+}
+
 static void test_organisation_slug(void **state)
 {
     static const char *const good[] = {"a",
@@ -859,6 +884,10 @@ static void test_value_checks(void **state)
         {"SETTLED_XERO_SCOPES=offline_accessx accounting.contacts",
          "SETTLED_XERO_SCOPES: must include offline_access: without it Xero issues no refresh token, and every "
          "connection stops working when its first access token expires (after 30 minutes)"},
+        /* names that go into log lines, metric labels and JSON unescaped */
+        {"SETTLED_INSTANCE_ID=web \"1\"", "SETTLED_INSTANCE_ID: must be at most 64 letters, digits and . _ - : @"},
+        {"SETTLED_REUSEPORT_GROUP=blue/green",
+         "SETTLED_REUSEPORT_GROUP: must be at most 64 letters, digits and . _ - : @"},
         /* a setting that nothing uses */
         {"SETTLED_JWT_SECRET=jwt_TOPSECRET",
          "SETTLED_JWT_SECRET: is set, but nothing in this version of settled uses it yet (docs/configuration.md): "
@@ -914,6 +943,9 @@ static void test_dump(void **state)
                            "SETTLED_SHUTDOWN_TIMEOUT_MS=10000\n"
                            "SETTLED_LOG_LEVEL=info\n"
                            "SETTLED_ACCESS_LOG=false\n"
+                           "SETTLED_OPS_LISTEN=127.0.0.1:9464\n"
+                           "SETTLED_INSTANCE_ID=\n"
+                           "SETTLED_REUSEPORT_GROUP=\n"
                            "SETTLED_ORGANISATION=default\n"
                            "SETTLED_STRIPE_WEBHOOK_SECRETS=<unset>\n"
                            "SETTLED_XERO_WEBHOOK_KEY=<unset>\n"
@@ -1135,7 +1167,7 @@ static void test_list_keys(void **state)
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 68); /* 64 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 71); /* 67 settings, 4 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)
@@ -1261,6 +1293,7 @@ int main(void)
         cmocka_unit_test(test_bool),
         cmocka_unit_test(test_log_level),
         cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_ops_listen),
         cmocka_unit_test(test_organisation_slug),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_secret_lists),

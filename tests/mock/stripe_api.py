@@ -229,6 +229,7 @@ class State:
 
     def reset_stats(self):
         with self.lock:
+            self.generation = getattr(self, "generation", 0) + 1
             self.stats = CallStats()
             self.acct_stats = {}
             self.limiter = {}  # (account, "read"|"write") -> Window(1 s) of admitted calls
@@ -475,7 +476,9 @@ class State:
         self.acct_inflight[account] = self.acct_inflight.get(account, 0) + 1
         return None
 
-    def end(self, account, status, admitted):
+    def end(self, account, status, admitted, generation):
+        if generation != self.generation:  # the stats were reset while this call ran
+            return
         self.stats.end(status)
         self.acct_stats[account or "platform"].end(status)
         if admitted:
@@ -631,6 +634,7 @@ class Handler(BaseHandler):
         try:
             with st.lock:
                 st.log.append(entry)
+                generation = st.generation
                 key = self.api_key()
                 if key is None:
                     st.unauth["401"] += 1
@@ -657,12 +661,14 @@ class Handler(BaseHandler):
                                       "https://stripe.com/docs/rate-limits.", "rate_limit")
                 admitted = True
                 fault = st.faults.take(method, path, account)
+            delay = 0.0
             if fault:
                 entry["fault"] = fault["mode"]
-                if fault["delay_ms"]:
-                    time.sleep(fault["delay_ms"] / 1000.0)
-                self.raise_fault(fault, st)
-            status, obj, extra = self.handle_write(method, path, query, body, account, req_id, entry)
+                delay = fault["delay_ms"] / 1000.0
+                if fault["mode"] not in ("slow", "drop"):
+                    time.sleep(delay)
+                    self.raise_fault(fault, st)
+            status, obj, extra = self.handle_write(method, path, query, body, account, req_id, entry, delay)
             hdrs.update(extra)
             if fault and fault["mode"] == "drop":
                 status = "drop"
@@ -678,7 +684,7 @@ class Handler(BaseHandler):
             with st.lock:
                 entry["status"] = status
                 if counted:
-                    st.end(account, status, admitted)
+                    st.end(account, status, admitted, generation)
 
     def render(self, obj):
         return json.dumps(obj, indent=2) + "\n" if STATE.config["pretty"] else jdump(obj) + "\n"
@@ -730,13 +736,17 @@ class Handler(BaseHandler):
             raise StripeError(int(mode), "api_error", "An unknown error occurred", headers=h)
 
     # POST with Idempotency-Key (P1.7) -----------------------------------------------------------
-    def handle_write(self, method, path, query, body, account, req_id, entry):
+    def handle_write(self, method, path, query, body, account, req_id, entry, delay=0.0):
+        """Runs the call; a slow/drop fault's delay is spent during execution, after an idempotency key
+        has been marked in flight, so a concurrent twin sees idempotency_key_in_use."""
         st = STATE
+        key = (self.headers.get("Idempotency-Key") or "").strip() or None
+        if method == "GET" or key is None or method not in ("POST", "DELETE"):
+            time.sleep(delay)
         if method == "GET":
             with st.lock:
                 return (*self.route(method, path, self.params(method, query, body), account, None), {})
         params = self.params(method, query, body)
-        key = (self.headers.get("Idempotency-Key") or "").strip() or None
         if key is None or method not in ("POST", "DELETE"):
             with st.lock:
                 return (*self.route(method, path, params, account, {"id": req_id, "idempotency_key": None}), {})
@@ -778,6 +788,7 @@ class Handler(BaseHandler):
                 return e["status"], e["body"], h
             e = st.idem[k] = {"in_flight": True, "endpoint": f"{method} {path}", "fp": fp, "t": st.now(),
                               "request_id": req_id}
+        time.sleep(delay)
         try:
             with st.lock:
                 status, obj = self.route(method, path, params, account, {"id": req_id, "idempotency_key": key})

@@ -135,6 +135,10 @@ def raw(port, request):
 def test_head_on_healthz_and_readyz():
     db = h.new_database("ops_head")
     with h.Settled(db, env={"SETTLED_WORKERS": 0}) as s:
+        # readiness needs the loop's database connection, which may still be opening when /healthz first answers
+        deadline = time.monotonic() + 10
+        while s.request("GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         for path in ("/healthz", "/readyz"):
             reply = raw(s.port, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
             head, _, body = reply.partition(b"\r\n\r\n")

@@ -748,8 +748,15 @@ def test_full_offload_queue_answers_503():
         queued = [r for r in results if r[0] != 503]
         for r in queued:
             h.expect_problem(r, 400, "oauth_callback_invalid", "a queued callback with an unrecorded state")
-        for i, r in enumerate(slow):
-            expect_eq(r[0], 200, f"slow callback {i} (body {r[2][:300]!r})")
+        # the two slow callbacks connect the same organisation at once: connections of one organisation are stored
+        # one at a time, and one that completes after a newer one is retired and refused (test_an_older_connection_
+        # never_takes_tenants_back), so which of them succeeds depends on the order they reach the database
+        statuses = sorted(r[0] for r in slow)
+        expect(statuses in ([200, 200], [200, 502]), "the slow callbacks: one connects, the other connects too or is "
+               "refused as replaced", [(r[0], r[2][:300]) for r in slow])
+        for r in slow:
+            if r[0] == 502:
+                h.expect_problem(r, 502, "xero_connect_failed", "the connection a newer one replaced")
         # the queue is free again
         h.expect_problem(s.get("/v1/xero/callback?" + queries[0]), 400, "oauth_callback_invalid", "after the burst")
 

@@ -197,7 +197,7 @@ def test_two_serves_and_a_worker_one_killed_mid_load():
 class Pgbouncer:
     """Debian's pgbouncer on a free loopback port in front of the test PostgreSQL (trust auth), in one pool mode."""
 
-    def __init__(self, pg_url, mode):
+    def __init__(self, pg_url, mode, pool_size=10, server_lifetime=3600):
         exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not os.path.exists(exe):
             raise h.Failure("pgbouncer is not installed: deploy/lib.sh installs it (Debian package pgbouncer)")
@@ -220,7 +220,8 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {self.dir}/users.txt
 pool_mode = {mode}
-default_pool_size = 10
+default_pool_size = {pool_size}
+server_lifetime = {server_lifetime}
 max_client_conn = 200
 ignore_startup_parameters = extra_float_digits,options
 logfile = {self.dir}/pgbouncer.log
@@ -302,7 +303,11 @@ def test_transaction_mode_is_refused_clearly_and_loses_nothing():
     logs what that means (a pooler in transaction mode; use session mode), answers 503 with Retry-After to what
     it could not store, and every event it answered 200 is stored."""
     m, t, db, ids = _setup("scale_pgbt")
-    bouncer = Pgbouncer(os.environ["SETTLED_TEST_PG_URL"], "transaction")
+    # Two server connections for settled's eight, each closed after a second: transactions must move between
+    # server connections, and new ones keep arriving that never saw settled's PREPARE, so the failure is
+    # certain. (With ten long-lived ones, a quiet run could pin each client to one server connection, or end
+    # with every server connection holding the statements, and see nothing wrong.)
+    bouncer = Pgbouncer(os.environ["SETTLED_TEST_PG_URL"], "transaction", pool_size=2, server_lifetime=1)
     try:
         via = bouncer.url(_dbname(db))
         # two loops, four connections each: the statements are prepared on whichever server connections

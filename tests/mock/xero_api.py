@@ -27,6 +27,13 @@ Design points a client author must know (details in the README):
     24 h) and per app (10000 per rolling 60 s). Only admitted calls consume quota; every
     authenticated attempt is counted in /_mock/stats, so a test can assert that a client never went
     over a limit.
+  * Payments (P2.5): PUT/POST /Payments validate like Xero (AUTHORISED invoice, AmountDue, a bank or
+    payments-enabled account, lock dates) and update the invoice's stored text (AmountPaid, AmountDue,
+    Status, Payments[], FullyPaidOnDate, UpdatedDateUTC) and nothing else in it; POST /Payments/{id}
+    deletes and reverts. Without summarizeErrors=false a failing element makes the call a 400, and the
+    valid elements are still made, as observed of Xero (summarize_errors_atomic switches that off).
+    Idempotency-Key answers are replayed byte for byte; fail_after_commit loses the answer of a write
+    that committed.
 """
 
 import argparse
@@ -48,7 +55,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
 
@@ -70,6 +77,41 @@ KINDS = {
     "creditnotes": {"collection": "CreditNotes", "id": "CreditNoteID", "number": "CreditNoteNumber", "lines": True},
 }
 COLLECTIONS = {v["collection"].lower(): k for k, v in KINDS.items()}
+
+# Scopes (P2.3). Only the routes below check them (the record GETs above do not, as before). A call whose token
+# lacks every scope of its route gets 401 "AuthorizationUnsuccessful", as Xero answers a missing scope
+# (XeroAPI/Xero-NetStandard #178: GET /Accounts without accounting.settings; #298). The granular scopes of
+# apps created after 2 March 2026 (accounting.payments[.read]) are accepted beside the broad ones.
+SCOPES_PAYMENTS_WRITE = ("accounting.transactions", "accounting.payments")
+SCOPES_PAYMENTS_READ = SCOPES_PAYMENTS_WRITE + ("accounting.transactions.read", "accounting.payments.read")
+SCOPES_SETTINGS_READ = ("accounting.settings", "accounting.settings.read")
+
+# Xero's AccountType enum (xero_accounting.yaml, schema AccountType) and the Class each type belongs to.
+ACCOUNT_CLASSES = {
+    "BANK": "ASSET", "CURRENT": "ASSET", "FIXED": "ASSET", "INVENTORY": "ASSET", "NONCURRENT": "ASSET",
+    "PREPAYMENT": "ASSET", "EQUITY": "EQUITY", "DEPRECIATN": "EXPENSE", "DIRECTCOSTS": "EXPENSE",
+    "EXPENSE": "EXPENSE", "OVERHEADS": "EXPENSE", "SUPERANNUATIONEXPENSE": "EXPENSE", "WAGESEXPENSE": "EXPENSE",
+    "CURRLIAB": "LIABILITY", "LIABILITY": "LIABILITY", "TERMLIAB": "LIABILITY", "PAYGLIABILITY": "LIABILITY",
+    "SUPERANNUATIONLIABILITY": "LIABILITY", "OTHERINCOME": "REVENUE", "REVENUE": "REVENUE", "SALES": "REVENUE",
+}
+ACCOUNT_FIELDS = ("AccountID", "Code", "Name", "Type", "Status", "EnablePaymentsToAccount", "TaxType",
+                  "BankAccountNumber", "CurrencyCode", "Description")
+# The chart of accounts every tenant starts with. 090 and 200 are the usual bank and sales accounts; 970 is the
+# equity account of the spec's own payment example (fixtures/xero/api_put_payments_request.json), which can
+# take payments only because payments are enabled on it.
+DEFAULT_ACCOUNTS = (
+    {"Code": "090", "Name": "Business Bank Account", "Type": "BANK", "TaxType": "NONE",
+     "BankAccountNumber": "0000000000"},
+    {"Code": "200", "Name": "Sales", "Type": "REVENUE", "TaxType": "OUTPUT2"},
+    {"Code": "970", "Name": "Owner A Funds Introduced", "Type": "EQUITY", "TaxType": "NONE",
+     "EnablePaymentsToAccount": True},
+)
+
+# What Xero puts where an element that failed validation would have its id (the 400 fixture
+# api_400_validation_error_contacts_put.json; XeroAPI/Xero-Net #354: "All Payment Ids are empty if one fails").
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+IDEMPOTENCY_KEY_MAX = 128  # P2.5: "128 character max"
+PAYMENT_WRITE_ROUTES = ("PUT /Payments", "POST /Payments", "POST /Payments/{PaymentID}")
 
 # The 429 body of fixtures/xero/api_429_rate_limited_day.http (P2.4: do not depend on it).
 RATE_LIMIT_BODY = (
@@ -99,6 +141,12 @@ def default_app():
         "strip_lineitems_unpaged": True,  # list calls without page= carry no LineItems
         "provider_name": "settled xero-mock",
         "page_size": 100,  # P2.2: up to 100 per page
+        # payments (P2.5)
+        "idempotency_ttl": 3600,  # seconds a stored Idempotency-Key answer is replayed ([unverified]: 6 min?)
+        "summarize_errors_default": True,  # summarizeErrors when the query has none (see the README)
+        "summarize_errors_atomic": False,  # True: a summarised 400 creates nothing (False: the valid ones are made)
+        "fail_after_commit": 0,  # the next N payment writes that commit lose their answer
+        "fail_after_commit_mode": "drop",  # how: "drop" (close without a reply) or "500"
     }
 
 
@@ -341,11 +389,158 @@ class BadRequest(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Payments (P2.5): money, dates, array edits and where filters
+
+
+def xero_num(d):
+    """A money amount or rate as Xero's JSON writes it (fixtures/xero: 1.0, 46.0, 229.0, 148062.76): the
+    shortest decimal text, with ".0" on a whole number. Computed from a Decimal, never through a float."""
+    d = decimal.Decimal(d)
+    if d == 0:
+        return "0.0"
+    if d == d.to_integral_value():
+        return format(d.quantize(decimal.Decimal(1)), "f") + ".0"
+    return format(d.normalize(), "f")
+
+
+def money(value):
+    """The Decimal of a JSON number or numeric string, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, decimal.Decimal)):
+        return decimal.Decimal(value)
+    if isinstance(value, str):
+        try:
+            d = decimal.Decimal(value.strip())
+        except decimal.InvalidOperation:
+            return None
+        return d if d.is_finite() else None
+    return None
+
+
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+
+
+def parse_day(value):
+    """The date of a request field: "YYYY-MM-DD" (P2.2), the same with a time of day, or /Date(ms+0000)/.
+    Raises ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    v = value.strip().replace("\\/", "/")
+    m = _MS_DATE.match(v)
+    if m:
+        return (EPOCH + timedelta(milliseconds=int(m.group(1)))).date()
+    m = _DAY.match(v)
+    if not m:
+        raise ValueError(f"not a date: {value!r}")
+    return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+
+
+def day_ms(d):
+    """Milliseconds of midnight UTC of date d, as Xero dates are sent (2019-03-12 -> /Date(1552348800000+0000)/)."""
+    return (datetime(d.year, d.month, d.day, tzinfo=timezone.utc) - EPOCH) // timedelta(milliseconds=1)
+
+
+def lock_text(d):
+    """A lock date as Xero's message writes it: 30-Nov-2018 (P2.5)."""
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[d.month - 1]
+    return f"{d.day:02d}-{month}-{d.year}"
+
+
+def edit_array(raw, key, drop=None, add=None):
+    """raw with its top-level array member key rebuilt from its own elements (each kept verbatim), minus those
+    for which drop(decoded element) is true, plus the JSON text add at the end. A missing member, or one that is
+    not an array, counts as an empty array."""
+    spans = whole_object(raw)
+    texts = []
+    if key in spans:
+        try:
+            items, _ = array_spans(raw, spans[key][0])
+        except ValueError:  # null (or anything but an array): replaced by an array
+            items = []
+        texts = [raw[s:e] for s, e in items]
+    if drop is not None:
+        texts = [t for t in texts if not drop(_DEC.decode(t))]
+    if add is not None:
+        texts.append(add)
+    return set_top_key(raw, key, "[" + ",".join(texts) + "]")
+
+
+_WHERE_TERM = re.compile(
+    r'\s*([A-Za-z][A-Za-z0-9_.]*)\s*(==|!=)\s*'
+    r'(?:"((?:[^"\\]|\\.)*)"|Guid\(\s*"([^"]*)"\s*\)|(true|false)\b|(-?\d+(?:\.\d+)?))\s*', re.I)
+_WHERE_AND = re.compile(r"(?:AND|&&)", re.I)
+
+
+def parse_where(text):
+    """The terms of a where filter: [(path, op, value)]. Only Field=="text", Field==Guid("..."), Field==true
+    and Field==12.50 (or !=) joined by AND or && are understood; anything else is refused with a 400 that
+    says so, so that a client never mistakes an ignored filter for a match."""
+    terms, i = [], 0
+    while True:
+        m = _WHERE_TERM.match(text, i)
+        if not m:
+            raise BadRequest(f'xero-mock: where supports only Field=="value" terms joined by AND, not {text!r}')
+        path, op, s, g, b, num = m.groups()
+        if s is not None:
+            val = re.sub(r"\\(.)", r"\1", s)
+        elif g is not None:
+            val = g
+        elif b is not None:
+            val = b.lower() == "true"
+        else:
+            val = decimal.Decimal(num)
+        terms.append((path.split("."), op, val))
+        i = m.end()
+        if i >= len(text):
+            return terms
+        m = _WHERE_AND.match(text, i)
+        if not m:
+            raise BadRequest(f'xero-mock: where supports only Field=="value" terms joined by AND, not {text!r}')
+        i = m.end()
+
+
+def canonical_body(body):
+    """The bytes an Idempotency-Key is matched on: the body's JSON with sorted keys (numbers as written), or
+    the raw bytes if it is not JSON."""
+    try:
+        obj = json.loads(body.decode("utf-8").lstrip("\ufeff"), parse_float=decimal.Decimal)
+    except (ValueError, UnicodeDecodeError):
+        return bytes(body)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def where_match(obj, terms):
+    """Whether the decoded object obj satisfies every term (field names and text compared case-insensitively)."""
+    for path, op, val in terms:
+        cur = obj
+        for seg in path:
+            cur = next((v for k, v in cur.items() if k.lower() == seg.lower()), None) if isinstance(cur, dict) else None
+        if isinstance(val, bool):
+            eq = cur is val
+        elif isinstance(val, str):
+            eq = isinstance(cur, str) and cur.lower() == val.lower()
+        else:
+            eq = money(cur) == val if not isinstance(cur, (str, bool)) else False
+        if eq != (op == "=="):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
 # State
 
 
 class Record:
     __slots__ = ("id", "key", "raw", "updated_ms", "number", "seq")
+
+
+class Payment:
+    """A payment made through the API (P2.5). Its JSON is built when served (MockState.payment_text)."""
+
+    __slots__ = ("id", "invoice_key", "invoice_id", "invoice_number", "invoice_snapshot", "account", "day",
+                 "amount", "bank_amount", "rate", "reference", "ptype", "status", "created_ms", "updated_ms",
+                 "seq", "idempotency_key", "route")
 
 
 class Tenant:
@@ -355,6 +550,21 @@ class Tenant:
         self.connection_id = connection_id or str(uuid.uuid5(uuid.NAMESPACE_URL, "xero-mock-connection:" + tid.lower()))
         self.created = datetime.now(timezone.utc)
         self.records = {k: {} for k in KINDS}
+        # payments (P2.5): the chart of accounts (lower-case Code -> account), the organisation's lock dates
+        # and extra fields, the payments (lower-case PaymentID -> Payment) and the Idempotency-Key answers
+        ms = int(time.time() * 1000)
+        self.accounts = {}
+        for a in DEFAULT_ACCOUNTS:
+            acct = {"AccountID": self.account_id(a["Code"]), "Status": "ACTIVE", "EnablePaymentsToAccount": False,
+                    **a, "updated_ms": ms}
+            self.accounts[a["Code"].lower()] = acct
+        self.org = {"PeriodLockDate": None, "EndOfYearLockDate": None}
+        self.org_extra = {}
+        self.payments = {}
+        self.idem = {}
+
+    def account_id(self, code):
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"xero-mock-account:{self.id.lower()}:{code.lower()}"))
 
 
 class Auth:
@@ -474,6 +684,17 @@ class MockState:
                 "revocations": 0,
             }
             self.unauthorised = {"401": 0, "403": 0}
+            self.missing_scope = 0  # of the 401s: a token without the route's scope
+            self.pay = {
+                "writes_by_route": {r: 0 for r in PAYMENT_WRITE_ROUTES},  # every authenticated attempt
+                "executed": 0,  # write calls that ran (not replayed, not refused before running)
+                "created": 0,
+                "deleted": 0,
+                "element_errors": 0,  # payments refused with ValidationErrors
+                "rejected_400": 0,  # write calls answered 400
+                "idempotency": {"saved": 0, "replayed": 0, "mismatch": 0, "expired": 0, "too_long": 0},
+                "fail_after_commit": 0,
+            }
             self.log = deque(maxlen=5000)
 
     # tenants and records ----------------------------------------------------------------------
@@ -542,6 +763,300 @@ class MockState:
         table[r.key] = r
         return r, old is None
 
+    # accounts, organisation and payments (P2.5) ------------------------------------------------
+    def put_accounts(self, tenant, specs):
+        """Adds or changes accounts of tenant's chart (matched by AccountID, else by Code). Returns the chart."""
+        if isinstance(specs, dict):
+            specs = [specs]
+        if not isinstance(specs, list):
+            raise BadRequest("accounts: an account object or a list of them")
+        for spec in specs:
+            if not isinstance(spec, dict):
+                raise BadRequest("an account is a JSON object")
+            unknown = set(spec) - set(ACCOUNT_FIELDS)
+            if unknown:
+                raise BadRequest(f"unknown account fields {sorted(unknown)} (known: {', '.join(ACCOUNT_FIELDS)})")
+            old = None
+            if spec.get("AccountID"):
+                aid = str(spec["AccountID"]).lower()
+                old = next((a for a in tenant.accounts.values() if a["AccountID"].lower() == aid), None)
+            if old is None and isinstance(spec.get("Code"), str):
+                old = tenant.accounts.get(spec["Code"].lower())
+            if old is None and not (isinstance(spec.get("Code"), str) and spec["Code"] and spec.get("Type")):
+                raise BadRequest("a new account needs a Code and a Type")
+            acct = dict(old) if old else {"Status": "ACTIVE", "EnablePaymentsToAccount": False, "TaxType": "NONE"}
+            acct.update(spec)
+            if not isinstance(acct.get("Code"), str) or not acct["Code"]:
+                raise BadRequest("Code must be a non-empty string")
+            acct.setdefault("Name", acct["Code"])
+            acct.setdefault("AccountID", tenant.account_id(acct["Code"]))
+            if acct["Type"] not in ACCOUNT_CLASSES:
+                raise BadRequest(f"Type must be one of {', '.join(sorted(ACCOUNT_CLASSES))}")
+            if acct["Status"] not in ("ACTIVE", "ARCHIVED"):
+                raise BadRequest("Status must be ACTIVE or ARCHIVED")
+            if not isinstance(acct["EnablePaymentsToAccount"], bool):
+                raise BadRequest("EnablePaymentsToAccount must be true or false")
+            clash = tenant.accounts.get(acct["Code"].lower())
+            if clash is not None and clash is not old and clash["AccountID"] != acct["AccountID"]:
+                raise BadRequest(f"account code {acct['Code']!r} is taken by another account", 409)
+            if old is not None:
+                tenant.accounts.pop(old["Code"].lower(), None)
+            acct["updated_ms"] = self.now_ms()
+            tenant.accounts[acct["Code"].lower()] = acct
+        return [self.account_json(a) for a in tenant.accounts.values()]
+
+    @staticmethod
+    def account_json(a):
+        """An account as GET /Accounts shows it (schema Account)."""
+        out = {"AccountID": a["AccountID"], "Code": a["Code"], "Name": a["Name"], "Status": a["Status"],
+               "Type": a["Type"], "TaxType": a.get("TaxType", "NONE"), "Class": ACCOUNT_CLASSES[a["Type"]],
+               "EnablePaymentsToAccount": a["EnablePaymentsToAccount"], "ShowInExpenseClaims": False}
+        if a.get("Description"):
+            out["Description"] = a["Description"]
+        if a["Type"] == "BANK":
+            out["BankAccountNumber"] = a.get("BankAccountNumber", "")
+            out["BankAccountType"] = "BANK"
+            out["CurrencyCode"] = a.get("CurrencyCode", "NZD")
+        out["HasAttachments"] = False
+        out["UpdatedDateUTC"] = ms_date(a["updated_ms"])
+        return out
+
+    def put_organisation(self, tenant, spec):
+        """Sets the lock dates ("YYYY-MM-DD", /Date(ms)/ or null to clear) and any other field that GET
+        /Organisation should show (null removes it)."""
+        if not isinstance(spec, dict):
+            raise BadRequest("the organisation is a JSON object")
+        org = dict(tenant.org)
+        extra = dict(tenant.org_extra)
+        for k, v in spec.items():
+            if k in ("PeriodLockDate", "EndOfYearLockDate"):
+                try:
+                    org[k] = None if v is None else parse_day(v)
+                except ValueError as e:
+                    raise BadRequest(f"{k}: {e}") from None
+            elif k in ("OrganisationID", "Name"):
+                raise BadRequest(f"{k} is the tenant's (rename it with PUT /_mock/tenants/{{tenantId}})")
+            elif v is None:
+                extra.pop(k, None)
+            else:
+                extra[k] = v
+        if org["PeriodLockDate"] and org["EndOfYearLockDate"] and org["EndOfYearLockDate"] > org["PeriodLockDate"]:
+            raise BadRequest("EndOfYearLockDate (all users) cannot be after PeriodLockDate (all but advisers)")
+        tenant.org, tenant.org_extra = org, extra
+        return self.organisation_view(tenant)
+
+    @staticmethod
+    def organisation_view(tenant):
+        out = {k: (v.isoformat() if v else None) for k, v in tenant.org.items()}
+        out.update(tenant.org_extra)
+        return out
+
+    @staticmethod
+    def organisation_json(tenant):
+        """GET /Organisation's element: a minimal organisation (P2.7) with the lock dates if set ("Shown if
+        set", as /Date(ms+0000)/ like the recorded response of the xero-python cassette)."""
+        org = {"Name": tenant.name, "LegalName": tenant.name, "OrganisationID": tenant.id,
+               "OrganisationStatus": "ACTIVE", "BaseCurrency": "NZD", "CountryCode": "NZ", "Version": "NZ",
+               "IsDemoCompany": True}
+        for k in ("PeriodLockDate", "EndOfYearLockDate"):
+            if tenant.org[k]:
+                org[k] = ms_date(day_ms(tenant.org[k]))
+        org.update(tenant.org_extra)
+        return org
+
+    @staticmethod
+    def lock_error(tenant, day):
+        """The validation message for a document dated day in a locked period, or None. Xero locks the lock
+        date itself and everything before it (P2.5; the wording is that integrators report). Which message
+        wins when the date is before both lock dates is [unverified]: the end-of-year one here."""
+        eoy, per = tenant.org["EndOfYearLockDate"], tenant.org["PeriodLockDate"]
+        if eoy and day <= eoy:
+            return f"The document date cannot be before the end of year lock date, currently set at {lock_text(eoy)}"
+        if per and day <= per:
+            return f"The document date cannot be before the period lock date, currently set at {lock_text(per)}"
+        return None
+
+    @staticmethod
+    def invoice_amounts(inv):
+        """(AmountPaid, AmountDue) of a decoded invoice; AmountDue missing is Total - AmountPaid - AmountCredited."""
+        paid = money(inv.get("AmountPaid")) or decimal.Decimal(0)
+        due = money(inv.get("AmountDue"))
+        if due is None:
+            due = (money(inv.get("Total")) or 0) - paid - (money(inv.get("AmountCredited")) or 0)
+        return paid, due
+
+    def check_payment(self, tenant, elem):
+        """Validates one element of PUT/POST /Payments as Xero does (P2.5, P2.8). Returns (messages, context)."""
+        errs = []
+        for k in ("CreditNote", "CreditNoteNumber", "Prepayment", "Overpayment"):
+            if elem.get(k):
+                errs.append(f"xero-mock: payments on a {k} are not implemented, only on invoices")
+        ref = elem.get("Invoice") if isinstance(elem.get("Invoice"), dict) else {}
+        inv_id, inv_no = ref.get("InvoiceID"), ref.get("InvoiceNumber") or elem.get("InvoiceNumber")
+        table = tenant.records["invoices"]
+        rec = inv = None
+        given = True
+        if isinstance(inv_id, str) and inv_id and inv_id != ZERO_GUID:
+            rec = table.get(inv_id.lower())
+        elif isinstance(inv_no, str) and inv_no:
+            rec = next((r for r in table.values() if r.number == inv_no), None)
+        else:
+            given = False
+        if not given:
+            if not errs:
+                errs.append("You must specify an InvoiceID or InvoiceNumber for the payment")  # [unverified] wording
+        elif rec is None:
+            errs.append("Invoice could not be found")  # [unverified] wording
+        if rec is not None:
+            inv = _DEC.decode(rec.raw)
+            if inv.get("Status") != "AUTHORISED":  # P2.8; integrators report this wording
+                errs.append("Payments can only be made against Authorised documents")
+        amount = money(elem.get("Amount"))
+        if amount is None:
+            errs.append("Payment amount must be a number")  # [unverified] wording
+        elif amount <= 0:
+            errs.append("Payment amount must be greater than zero")  # [unverified] wording
+        elif amount != amount.quantize(decimal.Decimal("0.01")):
+            errs.append("Payment amount cannot have more than 2 decimal places")  # [unverified]: Xero may round
+        elif inv is not None and amount > self.invoice_amounts(inv)[1]:
+            errs.append("Payment amount exceeds the amount outstanding on this document")  # the spec's example
+        aref = elem.get("Account") if isinstance(elem.get("Account"), dict) else {}
+        code, aid = aref.get("Code"), aref.get("AccountID")
+        acct = None
+        if isinstance(aid, str) and aid and aid != ZERO_GUID:
+            acct = next((a for a in tenant.accounts.values() if a["AccountID"].lower() == aid.lower()), None)
+        elif isinstance(code, str) and code:
+            acct = tenant.accounts.get(code.lower())
+        else:  # wording reported by integrators (Bill.com KB)
+            errs.append("You must specify an Account code or Account ID for the payment")
+            aid = code = None
+        if (aid or code) and (acct is None or acct["Status"] != "ACTIVE"):  # unknown or archived
+            errs.append("Account must be valid.")  # [unverified] wording
+        elif acct is not None and acct["Type"] != "BANK" and not acct["EnablePaymentsToAccount"]:
+            errs.append("Account type is invalid for making a payment to/from")  # [unverified] wording
+        day = None
+        try:
+            day = parse_day(elem.get("Date"))
+        except ValueError:
+            errs.append("A valid date must be supplied for the payment")  # [unverified]: Xero may default it
+        if day is not None:
+            lock = self.lock_error(tenant, day)
+            if lock:
+                errs.append(lock)
+        rate = decimal.Decimal(1)
+        if elem.get("CurrencyRate") is not None:
+            rate = money(elem.get("CurrencyRate"))
+            if rate is None or rate <= 0:
+                errs.append("Currency rate must be greater than zero")  # [unverified] wording
+        elif inv is not None and (money(inv.get("CurrencyRate")) or 0) > 0:
+            rate = money(inv.get("CurrencyRate"))
+        reference = elem.get("Reference")
+        if reference is not None and not isinstance(reference, str):
+            reference = str(reference)
+        return errs, {"invoice": rec, "decoded": inv, "amount": amount, "account": acct, "day": day,
+                      "rate": rate, "reference": reference}
+
+    def move_invoice(self, tenant, rec, delta, add=None, drop_id=None, paid_day=None):
+        """Applies a payment of delta (negative: a deleted one) to the invoice record rec like Xero (P2.5):
+        AmountPaid and AmountDue, Status PAID at AmountDue 0 (with FullyPaidOnDate) and back to AUTHORISED,
+        the entry in Payments[], and a later UpdatedDateUTC. Every other byte of the record stays as it was."""
+        inv = _DEC.decode(rec.raw)
+        paid, due = self.invoice_amounts(inv)
+        paid, due = paid + delta, due - delta
+        raw = set_top_key(rec.raw, "AmountPaid", xero_num(paid))
+        raw = set_top_key(raw, "AmountDue", xero_num(due))
+        if delta > 0 and due == 0 and inv.get("Status") == "AUTHORISED":
+            raw = set_top_key(raw, "Status", '"PAID"')
+            days = [p.day for p in tenant.payments.values() if p.invoice_key == rec.key and p.status == "AUTHORISED"]
+            raw = set_top_key(raw, "FullyPaidOnDate", json.dumps(ms_date(day_ms(max(days + [paid_day])))))
+        elif delta < 0 and due > 0 and inv.get("Status") == "PAID":
+            raw = set_top_key(raw, "Status", '"AUTHORISED"')
+            raw = remove_top_key(raw, "FullyPaidOnDate")
+        drop = None
+        if drop_id is not None:
+            def drop(e):
+                return isinstance(e, dict) and str(e.get("PaymentID", "")).lower() == drop_id.lower()
+        raw = edit_array(raw, "Payments", drop=drop, add=add)
+        upd = max(self.now_ms(), rec.updated_ms + 1)  # so that an If-Modified-Since GET sees the change
+        raw = set_top_key(raw, "UpdatedDateUTC", json.dumps(ms_date(upd)))
+        if "UpdatedDateUTCString" in whole_object(raw):
+            raw = set_top_key(raw, "UpdatedDateUTCString", json.dumps(iso_from_ms(upd)))
+        rec.raw, rec.updated_ms = raw, upd
+
+    def add_payment(self, tenant, ctx, key, route):
+        """Creates the payment that check_payment accepted and applies it to its invoice. Returns the payment."""
+        rec, inv = ctx["invoice"], ctx["decoded"]
+        p = Payment()
+        p.id = str(uuid.uuid4())
+        p.invoice_key, p.invoice_id, p.invoice_number = rec.key, rec.id, rec.number
+        p.account, p.day, p.amount = ctx["account"], ctx["day"], ctx["amount"]
+        p.rate, p.reference = ctx["rate"], ctx["reference"]
+        p.bank_amount = p.amount if p.rate == 1 else (p.amount / p.rate).quantize(decimal.Decimal("0.01"),
+                                                                                  rounding=decimal.ROUND_HALF_UP)
+        p.ptype = "ACCPAYPAYMENT" if inv.get("Type") == "ACCPAY" else "ACCRECPAYMENT"
+        p.status = "AUTHORISED"
+        p.created_ms = p.updated_ms = self.now_ms()
+        self.seq += 1
+        p.seq, p.idempotency_key, p.route = self.seq, key, route
+        entry = {"PaymentID": p.id, "Date": ms_date(day_ms(p.day))}
+        entry_text = jdump(entry)[:-1] + ',"Amount":' + xero_num(p.amount)
+        if p.reference is not None:
+            entry_text += ',"Reference":' + jdump(p.reference)
+        entry_text += ',"CurrencyRate":' + xero_num(p.rate) + ',"HasAccount":false,"HasValidationErrors":false}'
+        self.move_invoice(tenant, rec, p.amount, add=entry_text, paid_day=p.day)
+        p.invoice_snapshot = rec.raw
+        tenant.payments[p.id.lower()] = p
+        return p
+
+    def remove_payment(self, tenant, p):
+        """Marks p DELETED and takes it off its invoice (P2.5)."""
+        rec = tenant.records["invoices"].get(p.invoice_key)
+        p.status = "DELETED"
+        if rec is not None:
+            self.move_invoice(tenant, rec, -p.amount, drop_id=p.id)
+            p.invoice_snapshot = rec.raw
+        p.updated_ms = max(self.now_ms(), p.updated_ms + 1)
+
+    def payment_text(self, tenant, p, places, invoice_raw=None, status_attr=None):
+        """A payment's JSON (the shape of fixtures/xero/api_get_payment_by_id_response.json), with its invoice
+        (invoice_raw, or the invoice as it is now) embedded verbatim."""
+        if invoice_raw is None:
+            rec = tenant.records["invoices"].get(p.invoice_key)
+            invoice_raw = rec.raw if rec is not None else p.invoice_snapshot
+        a = p.account
+        parts = [f'"PaymentID":{jdump(p.id)}', f'"Date":{jdump(ms_date(day_ms(p.day)))}',
+                 f'"BankAmount":{xero_num(p.bank_amount)}', f'"Amount":{xero_num(p.amount)}']
+        if p.reference is not None:
+            parts.append(f'"Reference":{jdump(p.reference)}')
+        parts += [f'"CurrencyRate":{xero_num(p.rate)}', f'"PaymentType":{jdump(p.ptype)}',
+                  f'"Status":{jdump(p.status)}',
+                  f'"UpdatedDateUTC":{jdump(ms_date(p.updated_ms))}',
+                  f'"UpdatedDateUTCString":{jdump(iso_from_ms(p.updated_ms))}',
+                  '"HasAccount":true', '"IsReconciled":false',
+                  '"Account":' + jdump({"AccountID": a["AccountID"], "Code": a["Code"], "Name": a["Name"]}),
+                  '"Invoice":' + round_unit_amounts(invoice_raw, places)]
+        if status_attr:
+            parts.append(f'"StatusAttributeString":{jdump(status_attr)}')
+        parts.append('"HasValidationErrors":false')
+        return "{" + ",".join(parts) + "}"
+
+    @staticmethod
+    def payment_fields(p):
+        """The fields of a payment that a where filter can test."""
+        return {"PaymentID": p.id, "Status": p.status, "PaymentType": p.ptype, "Reference": p.reference,
+                "Amount": p.amount, "CurrencyRate": p.rate, "IsReconciled": False,
+                "Invoice": {"InvoiceID": p.invoice_id, "InvoiceNumber": p.invoice_number},
+                "Account": {"AccountID": p.account["AccountID"], "Code": p.account["Code"]}}
+
+    @staticmethod
+    def payment_view(p):
+        """A payment as GET /_mock/tenants/{id}/payments lists it (amounts as strings: exact)."""
+        return {"PaymentID": p.id, "Status": p.status, "InvoiceID": p.invoice_id, "InvoiceNumber": p.invoice_number,
+                "Amount": xero_num(p.amount), "CurrencyRate": xero_num(p.rate), "Date": p.day.isoformat(),
+                "Reference": p.reference, "Account": p.account["Code"], "PaymentType": p.ptype,
+                "created_ms": p.created_ms, "updated_ms": p.updated_ms, "idempotency_key": p.idempotency_key,
+                "route": p.route}
+
     # load documents (POST /_mock/load, --state, --demo) ---------------------------------------
     def load(self, text):
         """Applies a load document, keeping every record's raw text. Returns a summary."""
@@ -579,8 +1094,12 @@ class MockState:
                     conn = None
                     if "connectionId" in body:
                         conn = json.loads(text[body["connectionId"][0] : body["connectionId"][1]])
-                    self.tenant(tid, name, connection_id=conn)
+                    t = self.tenant(tid, name, connection_id=conn)
                     summary["tenants"] += 1
+                    if "organisation" in body:
+                        self.put_organisation(t, json.loads(text[body["organisation"][0] : body["organisation"][1]]))
+                    if "accounts" in body:
+                        self.put_accounts(t, json.loads(text[body["accounts"][0] : body["accounts"][1]]))
                     for kind in KINDS:
                         if kind not in body:
                             continue
@@ -623,6 +1142,10 @@ class MockState:
                     app["limits"][lk] = lv
                 continue
             cur = app[k]
+            if k == "fail_after_commit" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise BadRequest("fail_after_commit must be a non-negative integer (a count of write calls)")
+            if k == "fail_after_commit_mode" and v not in ("drop", "500"):
+                raise BadRequest('fail_after_commit_mode must be "drop" or "500"')
             if isinstance(cur, bool):
                 if not isinstance(v, bool):
                     raise BadRequest(f"{k} must be true or false")
@@ -881,6 +1404,8 @@ class MockState:
             "app": app,
             "oauth": dict(self.oauth),
             "unauthorised": dict(self.unauthorised),
+            "missing_scope": self.missing_scope,
+            "payments": json.loads(jdump(self.pay)),
             "faults_pending": [dict(f) for f in self.faults],
         }
 
@@ -1054,7 +1579,7 @@ class Handler(BaseHTTPRequestHandler):
             elif low == "/identity/connect/authorize" and method == "GET":
                 self.authorize(url.query)
             elif low == "/connections" or low.startswith("/connections/") or low.startswith("/api.xro/2.0/"):
-                self.api(method, path, url.query)
+                self.api(method, path, url.query, body)
             else:
                 self.reply(404, "The resource you're looking for cannot be found\n", "text/plain; charset=utf-8")
         except BadRequest as e:
@@ -1236,7 +1761,27 @@ class Handler(BaseHTTPRequestHandler):
             "Detail": detail, "Instance": str(uuid.uuid4()), "Extensions": {},
         }, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else None)
 
-    def api(self, method, path, query):
+    @staticmethod
+    def route_of(method, path):
+        """(scopes the route needs or None, the payment write route or None) of an API path."""
+        parts = [p for p in path.lower().split("/") if p]
+        if len(parts) < 3 or parts[0] != "api.xro":
+            return None, None
+        res = parts[2]
+        if res == "payments":
+            if method == "GET":
+                return SCOPES_PAYMENTS_READ, None
+            write = None
+            if len(parts) == 3 and method in ("PUT", "POST"):
+                write = f"{method} /Payments"
+            elif len(parts) == 4 and method == "POST":
+                write = "POST /Payments/{PaymentID}"
+            return SCOPES_PAYMENTS_WRITE, write
+        if res in ("accounts", "organisation"):
+            return SCOPES_SETTINGS_READ, None
+        return None, None
+
+    def api(self, method, path, query, body=b""):
         st = STATE
         low = path.lower()
         ims = self.headers.get("If-Modified-Since")
@@ -1253,7 +1798,16 @@ class Handler(BaseHTTPRequestHandler):
                     st.unauthorised["403"] += 1
                     return self.api_error(403, "AuthenticationUnsuccessful")
                 tenant_id = st.tenants[hdr].id
+            scopes, write = self.route_of(method, path)
+            if scopes and not set(scopes) & set(auth.scope.split()):  # P2.3: the token lacks the scope
+                st.unauthorised["401"] += 1
+                st.missing_scope += 1
+                return self.reply_json(401, {"Type": None, "Title": "Unauthorized", "Status": 401,
+                                             "Detail": "AuthorizationUnsuccessful", "Instance": str(uuid.uuid4()),
+                                             "Extensions": {}})
             tk = st.begin_call(tenant_id, method, path, query, ims, auth.id)
+            if write:
+                st.pay["writes_by_route"][write] += 1
             if tk.admitted:
                 tk.fault = st.take_fault("api", tenant_id, path)
         headers = {k: v for k, v in tk.headers.items()}
@@ -1302,16 +1856,28 @@ class Handler(BaseHTTPRequestHandler):
                                               "Detail": "AuthorizationUnsuccessful", "Instance": str(uuid.uuid4()),
                                               "Extensions": {}}), headers=headers)
         with st.lock:
+            self.after_commit, self.extra_headers, self.call_note = None, {}, None
             try:
-                status, body, ctype = self.api_response(method, path, query, auth, tenant_id, ims)
+                status, out, ctype = self.api_response(method, path, query, auth, tenant_id, ims, body)
             except BadRequest as e:
                 status, ctype = e.status, "application/json; charset=utf-8"
-                body = jdump({"ErrorNumber": 10, "Type": "ValidationException", "Message": str(e)})
+                out = jdump({"ErrorNumber": 10, "Type": "ValidationException", "Message": str(e)})
             except Exception:
                 st.end_call(tk, 500, "internal")
                 raise
-            st.end_call(tk, status)
-        self.reply(status, body, ctype, headers)
+            if write and status == 400:
+                st.pay["rejected_400"] += 1
+            lost = self.after_commit
+            st.end_call(tk, {"drop": "drop", "500": 500}.get(lost, status),
+                        "fail_after_commit" if lost else self.call_note)
+        headers.update(self.extra_headers)
+        if lost == "drop":  # committed, and the answer is lost: the client must retry with its Idempotency-Key
+            return self.drop()
+        if lost == "500":
+            headers["X-Mock-Fault"] = "fail_after_commit"
+            return self.reply(500, jdump({"ErrorNumber": 500, "Type": "InternalServerError", "Message": "mock fault"}),
+                              headers=headers)
+        self.reply(status, out, ctype, headers)
 
     def envelope(self, collection, records, pagination=None):
         st = STATE
@@ -1321,14 +1887,19 @@ class Handler(BaseHTTPRequestHandler):
                 f'"DateTimeUTC":{json.dumps(ms)}')
         if pagination:
             head += ',"pagination":' + jdump(pagination)
-        text = head + f',"{collection}":[' + ",".join(records) + "]}"
+        return self.finish(head + f',"{collection}":[' + ",".join(records) + "]}")
+
+    @staticmethod
+    def finish(text):
+        """An API body as it goes on the wire: \\/Date escaped and, if asked, pretty with CRLF (P2.2)."""
+        app = STATE.app
         if app["escape_slashes"]:
             text = escape_dates(text)
         if app["pretty"]:
             text = pretty_crlf(text)
         return text
 
-    def api_response(self, method, path, query, auth, tenant_id, ims):
+    def api_response(self, method, path, query, auth, tenant_id, ims, body=b""):
         """(status, body, content type) of an admitted API call; runs under the lock."""
         st = STATE
         parts = [unquote(p) for p in path.split("/") if p]
@@ -1350,10 +1921,12 @@ class Handler(BaseHTTPRequestHandler):
         rest = parts[2:]
         tenant = st.tenant(tenant_id)
         if rest and rest[0].lower() == "organisation" and len(rest) == 1 and method == "GET":
-            org = jdump({"Name": tenant.name, "LegalName": tenant.name, "OrganisationID": tenant.id,
-                         "OrganisationStatus": "ACTIVE", "BaseCurrency": "NZD", "CountryCode": "NZ",
-                         "Version": "NZ", "IsDemoCompany": True})
+            org = jdump(st.organisation_json(tenant))
             return 200, self.envelope("Organisations", [org]), "application/json; charset=utf-8"
+        if rest and rest[0].lower() == "payments" and len(rest) <= 2:
+            return self.api_payments(method, rest, query, tenant, ims, body)
+        if rest and rest[0].lower() == "accounts" and len(rest) <= 2:
+            return self.api_accounts(method, rest, query, tenant)
         kind = COLLECTIONS.get(rest[0].lower()) if rest else None
         if kind is None or len(rest) > 2:
             return (404,) + text_404
@@ -1412,6 +1985,252 @@ class Handler(BaseHTTPRequestHandler):
             if spec["lines"] and app["strip_lineitems_unpaged"]:
                 raws = [remove_top_key(x, "LineItems") for x in raws]
         return 200, self.envelope(spec["collection"], raws, pagination), "application/json; charset=utf-8"
+
+    # api: /Payments and /Accounts (P2.5) -------------------------------------------------------
+    JS = "application/json; charset=utf-8"
+    NOT_FOUND = (404, "The resource you're looking for cannot be found\n", "text/plain; charset=utf-8")
+
+    @staticmethod
+    def query_dict(query):
+        q = {}
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            q.setdefault(k.lower(), []).append(v)
+        return q
+
+    def api_payments(self, method, rest, query, tenant, ims, body):
+        st = STATE
+        q = self.query_dict(query)
+        places = 4 if (q.get("unitdp") or [""])[-1].strip() == "4" else 2
+        if method == "GET":
+            if len(rest) == 2:
+                p = tenant.payments.get(rest[1].lower())
+                if p is None:
+                    return self.NOT_FOUND
+                return 200, self.envelope("Payments", [st.payment_text(tenant, p, places)]), self.JS
+            pays = list(tenant.payments.values())
+            if (q.get("where") or [""])[-1].strip():
+                terms = parse_where(q["where"][-1])
+                pays = [p for p in pays if where_match(st.payment_fields(p), terms)]
+            if ims:
+                try:
+                    since = parse_when(ims)
+                except ValueError as e:
+                    raise BadRequest(f"If-Modified-Since: {e}") from None
+                pays = [p for p in pays if p.updated_ms > since]
+            order = (q.get("order") or [""])[-1].strip().lower()
+            desc = order.startswith("updateddateutc") and order.endswith("desc")
+            pays.sort(key=lambda p: (p.updated_ms, p.seq), reverse=desc)
+            pagination = None
+            if "page" in q:
+                try:
+                    page = int(q["page"][-1])
+                    size = int(q["pagesize"][-1]) if "pagesize" in q else st.app["page_size"]
+                except ValueError:
+                    raise BadRequest("page and pageSize must be integers") from None
+                if page < 1 or size < 1 or size > 1000:
+                    raise BadRequest("page must be >= 1 and pageSize between 1 and 1000")
+                pagination = {"page": page, "pageSize": size, "pageCount": math.ceil(len(pays) / size),
+                              "itemCount": len(pays)}
+                pays = pays[(page - 1) * size : page * size]
+            texts = [st.payment_text(tenant, p, places) for p in pays]
+            return 200, self.envelope("Payments", texts, pagination), self.JS
+        if len(rest) == 1 and method in ("PUT", "POST"):
+            route = f"{method} /Payments"
+            sv = (q.get("summarizeerrors") or [None])[-1]
+            summarize = st.app["summarize_errors_default"] if sv is None else sv.strip().lower() != "false"
+            return self.idempotent(tenant, route, f"{route}?summarizeErrors={summarize}", body,
+                                   lambda key: self.payments_create(tenant, route, body, summarize, places, key))
+        if len(rest) == 2 and method == "POST":
+            return self.idempotent(tenant, "POST /Payments/{PaymentID}", f"POST /Payments/{rest[1].lower()}", body,
+                                   lambda key: self.payment_delete(tenant, rest[1], body, places))
+        # [unverified] what Xero answers; it has no DELETE on payments (XeroAPI/Xero-NetStandard #113)
+        return 405, f"xero-mock: no {method} on /Payments{'/{PaymentID}' if len(rest) == 2 else ''}\n", \
+            "text/plain; charset=utf-8"
+
+    def idempotent(self, tenant, route, what, body, run):
+        """Runs run(key) under the call's Idempotency-Key (P2.5): the first answer is kept for idempotency_ttl
+        seconds and replayed, byte for byte, to the same request; the same key on another request gets a 400."""
+        st = STATE
+        key = self.headers.get("Idempotency-Key")
+        if not key:
+            return run(None)
+        stats = st.pay["idempotency"]
+        if len(key) > IDEMPOTENCY_KEY_MAX:  # [unverified] wording and status
+            stats["too_long"] += 1
+            return self.validation_message(f"The Idempotency-Key must be {IDEMPOTENCY_KEY_MAX} characters or fewer")
+        now = st.now()
+        saved = tenant.idem.get(key)
+        if saved is not None and now - saved["t"] >= st.app["idempotency_ttl"]:
+            del tenant.idem[key]
+            stats["expired"] += 1
+            saved = None
+        fp = hashlib.sha256(what.encode() + b"\n" + canonical_body(body)).hexdigest()
+        if saved is not None:
+            if saved["fp"] == fp:
+                stats["replayed"] += 1
+                self.extra_headers["X-Mock-Idempotent-Replay"] = "true"
+                self.call_note = "idempotent_replay"
+                return saved["status"], saved["body"], saved["ctype"]
+            stats["mismatch"] += 1  # [unverified] wording and status
+            self.call_note = "idempotency_mismatch"
+            return self.validation_message("The Idempotency-Key has already been used for a different request")
+        status, out, ctype = run(key)
+        tenant.idem[key] = {"fp": fp, "status": status, "body": out, "ctype": ctype, "t": now, "route": route}
+        stats["saved"] += 1
+        return status, out, ctype
+
+    def commit_fault(self):
+        """After a write that committed: the fail_after_commit switch loses its answer."""
+        app = STATE.app
+        if app["fail_after_commit"] > 0:
+            app["fail_after_commit"] -= 1
+            STATE.pay["fail_after_commit"] += 1
+            self.after_commit = app["fail_after_commit_mode"]
+
+    def post_data_invalid(self, detail):
+        """Xero's answer to a body it cannot read (XeroAPI/xero-php-oauth2 #39: ErrorNumber 14)."""
+        return 400, self.finish(jdump({"ErrorNumber": 14, "Type": "PostDataInvalidException",
+                                       "Message": "JSON for post data was invalid," + detail})), self.JS
+
+    def validation_message(self, message):
+        """A 400 ValidationException without elements."""
+        return 400, self.finish(jdump({"ErrorNumber": 10, "Type": "ValidationException", "Message": message})), self.JS
+
+    def validation_body(self, elements):
+        """The 400 of fixtures/xero/api_400_validation_error_contacts_put.json around elements (JSON texts)."""
+        return self.finish('{"ErrorNumber":10,"Type":"ValidationException","Message":"A validation exception occurred",'
+                           '"Elements":[' + ",".join(elements) + "]}")
+
+    @staticmethod
+    def error_element(raw, errs, status_attr=None, pid=ZERO_GUID):
+        """A request element echoed verbatim with its validation result, as Xero returns elements it did not
+        make (PaymentID all zeros, as in the 400 fixture)."""
+        raw = set_top_key(raw, "PaymentID", jdump(pid))
+        if status_attr:
+            raw = set_top_key(raw, "StatusAttributeString", jdump(status_attr))
+        raw = set_top_key(raw, "HasValidationErrors", "true" if errs else "false")
+        return set_top_key(raw, "ValidationErrors", jdump([{"Message": m} for m in errs]))
+
+    def body_elements(self, body):
+        """The raw text of each payment in a body ({"Payments":[...]}, or one payment without the envelope), or
+        a 400 (status, body, type) for a body that is not that."""
+        try:
+            text = body.decode("utf-8").lstrip("\ufeff").strip()
+            top = whole_object(text)
+        except (UnicodeDecodeError, ValueError) as e:
+            return self.post_data_invalid(f" {e}")
+        if "Payments" in top:
+            try:
+                items, _ = array_spans(text, top["Payments"][0])
+            except ValueError:
+                return self.post_data_invalid(" Payments must be an array")
+            elems = [text[s:e] for s, e in items]
+        else:
+            elems = [text]
+        if not elems:
+            return self.post_data_invalid(" no payment was given")
+        if not all(e.startswith("{") for e in elems):
+            return self.post_data_invalid(" each payment must be an object")
+        return elems
+
+    def payments_create(self, tenant, route, body, summarize, places, key):
+        """PUT/POST /Payments (P2.5). Elements are applied in order, so two payments of one invoice in one call
+        see each other. summarizeErrors=false: 200 with each element made or carrying its ValidationErrors.
+        summarizeErrors=true and an element failed: 400 ValidationException; the valid elements are still made
+        (as observed of Xero, see the README) unless summarize_errors_atomic is set."""
+        st = STATE
+        st.pay["executed"] += 1
+        elems = self.body_elements(body)
+        if isinstance(elems, tuple):
+            return elems
+        table = tenant.records["invoices"]
+        before = {}  # invoice key -> (raw, updated_ms) before this call: the atomic rollback
+        results = []  # (raw element, messages, payment, the invoice's text right after it)
+        for raw in elems:
+            errs, ctx = st.check_payment(tenant, _DEC.decode(raw))
+            if errs:
+                results.append((raw, errs, None, None))
+                continue
+            rec = ctx["invoice"]
+            before.setdefault(rec.key, (rec.raw, rec.updated_ms))
+            p = st.add_payment(tenant, ctx, key, route)
+            results.append((raw, [], p, rec.raw))
+        made = [r[2] for r in results if r[2] is not None]
+        failed = sum(1 for r in results if r[1])
+        st.pay["element_errors"] += failed
+        if summarize and failed:
+            if st.app["summarize_errors_atomic"]:
+                for k, (raw, upd) in before.items():
+                    if k in table:
+                        table[k].raw, table[k].updated_ms = raw, upd
+                for p in made:
+                    tenant.payments.pop(p.id.lower(), None)
+                made = []
+            st.pay["created"] += len(made)
+            if made:
+                self.commit_fault()
+            return 400, self.validation_body([self.error_element(raw, errs) for raw, errs, _, _ in results]), self.JS
+        st.pay["created"] += len(made)
+        if made:
+            self.commit_fault()
+        out = []
+        for raw, errs, p, inv_raw in results:
+            if errs:
+                out.append(self.error_element(raw, errs, "ERROR"))
+            else:  # [unverified] that made elements say OK when summarizeErrors=false
+                out.append(st.payment_text(tenant, p, places, inv_raw, None if summarize else "OK"))
+        return 200, self.envelope("Payments", out), self.JS
+
+    def payment_delete(self, tenant, pid, body, places):
+        """POST /Payments/{PaymentID} with {"Payments":[{"Status":"DELETED"}]} (or the bare {"Status":"DELETED"}
+        of the spec's PaymentDelete) (P2.5)."""
+        st = STATE
+        st.pay["executed"] += 1
+        p = tenant.payments.get(pid.lower())
+        if p is None:
+            return self.NOT_FOUND
+        elems = self.body_elements(body)
+        if isinstance(elems, tuple):
+            return elems
+        if len(elems) != 1:
+            return self.post_data_invalid(" delete one payment per call")
+        raw = elems[0]
+        elem = _DEC.decode(raw)
+        errs = []
+        if set(elem) - {"Status", "PaymentID"} or str(elem.get("PaymentID") or p.id).lower() != p.id.lower():
+            errs.append("Only Status accepted for updates.")  # Xero's answer (xero-node #178, xero-php #250)
+        elif elem.get("Status") != "DELETED":
+            errs.append("Payment Status can only be changed to DELETED")  # [unverified] wording
+        if p.status == "DELETED":
+            errs.append("Payment has already been deleted")  # [unverified] wording
+        lock = st.lock_error(tenant, p.day)
+        if lock:
+            errs.append(lock)
+        if errs:
+            st.pay["element_errors"] += 1
+            return 400, self.validation_body([self.error_element(raw, errs, pid=p.id)]), self.JS
+        st.remove_payment(tenant, p)
+        st.pay["deleted"] += 1
+        self.commit_fault()
+        return 200, self.envelope("Payments", [st.payment_text(tenant, p, places)]), self.JS
+
+    def api_accounts(self, method, rest, query, tenant):
+        """GET /Accounts[/{AccountID}] (scope accounting.settings or .read) with where filters."""
+        st = STATE
+        if method != "GET":
+            return 501, jdump({"ErrorNumber": 501, "Type": "NotImplemented",
+                               "Message": "xero-mock serves only GET on Accounts"}), self.JS
+        accts = [st.account_json(a) for a in tenant.accounts.values()]
+        if len(rest) == 2:
+            accts = [a for a in accts if a["AccountID"].lower() == rest[1].lower()]
+            if not accts:
+                return self.NOT_FOUND
+        else:
+            q = self.query_dict(query)
+            if (q.get("where") or [""])[-1].strip():
+                terms = parse_where(q["where"][-1])
+                accts = [a for a in accts if where_match(a, terms)]
+        return 200, self.envelope("Accounts", [jdump(a) for a in accts]), self.JS
 
     # control: /_mock/... ------------------------------------------------------------------------
     def control(self, method, path, query, body):
@@ -1498,7 +2317,8 @@ class Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 raise BadRequest("GET /_mock/tenants", 405)
             return self.reply_json(200, {t.id: {"tenantName": t.name, "connectionId": t.connection_id,
-                                                **{k: len(v) for k, v in t.records.items()}}
+                                                **{k: len(v) for k, v in t.records.items()},
+                                                "payments": len(t.payments)}
                                          for t in st.tenants.values()})
         tid = parts[0]
         if len(parts) == 1:
@@ -1507,6 +2327,9 @@ class Handler(BaseHTTPRequestHandler):
                 t = st.tenant(tid, spec.get("tenantName"), connection_id=spec.get("connectionId"))
                 return self.reply_json(200, {"tenantId": t.id, "tenantName": t.name})
             raise BadRequest("PUT /_mock/tenants/{tenantId}", 405)
+        sub = parts[1].lower()
+        if sub in ("organisation", "accounts", "payments") and len(parts) == 2:
+            return self.control_tenant_books(method, sub, tid, body)
         kind = parts[1].lower()
         if kind not in KINDS:
             raise BadRequest(f"unknown resource {parts[1]!r} (invoices, contacts, creditnotes)", 404)
@@ -1540,6 +2363,29 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET":
             return self.reply(200, r.raw)
         raise BadRequest("GET, PUT or DELETE a record", 405)
+
+
+    def control_tenant_books(self, method, sub, tid, body):
+        """/_mock/tenants/{tenantId}/organisation|accounts|payments (P2.5)."""
+        st = STATE
+        t = st.tenant(tid, create=(method == "PUT"))
+        if method == "PUT" and sub != "payments":
+            try:
+                spec = json.loads(body.decode("utf-8") or "{}")
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadRequest(f"the body is not JSON: {e}") from None
+            if sub == "organisation":
+                return self.reply_json(200, st.put_organisation(t, spec))
+            return self.reply_json(200, st.put_accounts(t, spec))
+        if method != "GET":
+            raise BadRequest(f"GET{'' if sub == 'payments' else ' or PUT'} /_mock/tenants/{{tenantId}}/{sub}", 405)
+        if t is None:
+            return self.reply_json(404, {"error": "no such tenant"})
+        if sub == "organisation":
+            return self.reply_json(200, st.organisation_view(t))
+        if sub == "accounts":
+            return self.reply_json(200, [st.account_json(a) for a in t.accounts.values()])
+        return self.reply_json(200, [st.payment_view(p) for p in sorted(t.payments.values(), key=lambda p: p.seq)])
 
 
 class Server(ThreadingHTTPServer):

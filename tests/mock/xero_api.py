@@ -1492,6 +1492,33 @@ def demo_document(fixtures):
 # HTTP
 
 
+def list_window(items, q, ims, default_size):
+    """What a list GET returns of items (records or payments, each with updated_ms and seq): those changed after
+    If-Modified-Since, in UpdatedDateUTC order (order=UpdatedDateUTC DESC reverses it), and one page of them when
+    the query asks for page (P2.2). q is a query_dict. Returns (items, pagination or None)."""
+    if ims:
+        try:
+            since = parse_when(ims)
+        except ValueError as e:
+            raise BadRequest(f"If-Modified-Since: {e}") from None
+        items = [x for x in items if x.updated_ms > since]
+    order = (q.get("order") or [""])[-1].strip().lower()
+    desc = order.startswith("updateddateutc") and order.endswith("desc")
+    items = sorted(items, key=lambda x: (x.updated_ms, x.seq), reverse=desc)
+    if "page" not in q:
+        return items, None
+    try:
+        page = int(q["page"][-1])
+        size = int(q["pagesize"][-1]) if "pagesize" in q else default_size
+    except ValueError:
+        raise BadRequest("page and pageSize must be integers") from None
+    if page < 1 or size < 1 or size > 1000:
+        raise BadRequest("page must be >= 1 and pageSize between 1 and 1000")
+    total = len(items)
+    pagination = {"page": page, "pageSize": size, "pageCount": math.ceil(total / size), "itemCount": total}
+    return items[(page - 1) * size : page * size], pagination
+
+
 def is_loopback(addr):
     return addr.startswith("127.") or addr in ("::1", "::ffff:127.0.0.1") or addr.startswith("::ffff:127.")
 
@@ -1937,9 +1964,7 @@ class Handler(BaseHTTPRequestHandler):
         spec = KINDS[kind]
         table = tenant.records[kind]
         app = st.app
-        q = {}
-        for k, v in parse_qsl(query, keep_blank_values=True):
-            q.setdefault(k.lower(), []).append(v)
+        q = self.query_dict(query)
         # P2.5: unit amounts have 2 decimals unless the call asks for unitdp=4
         places = 4 if (q.get("unitdp") or [""])[-1].strip() == "4" else 2
 
@@ -1958,32 +1983,10 @@ class Handler(BaseHTTPRequestHandler):
         if "ids" in q:
             wanted = {x.strip().lower() for v in q["ids"] for x in v.split(",") if x.strip()}
             recs = [r for r in recs if r.key in wanted]
-        if ims:
-            try:
-                since = parse_when(ims)
-            except ValueError as e:
-                raise BadRequest(f"If-Modified-Since: {e}") from None
-            recs = [r for r in recs if r.updated_ms > since]
-        order = (q.get("order") or [""])[-1].strip().lower()
-        desc = order.startswith("updateddateutc") and order.endswith("desc")
-        recs.sort(key=lambda r: (r.updated_ms, r.seq), reverse=desc)
-        pagination = None
-        if "page" in q:
-            try:
-                page = int(q["page"][-1])
-                size = int(q["pagesize"][-1]) if "pagesize" in q else app["page_size"]
-            except ValueError:
-                raise BadRequest("page and pageSize must be integers") from None
-            if page < 1 or size < 1 or size > 1000:
-                raise BadRequest("page must be >= 1 and pageSize between 1 and 1000")
-            total = len(recs)
-            pagination = {"page": page, "pageSize": size, "pageCount": math.ceil(total / size), "itemCount": total}
-            recs = recs[(page - 1) * size : page * size]
-            raws = [served(r.raw) for r in recs]
-        else:
-            raws = [served(r.raw) for r in recs]
-            if spec["lines"] and app["strip_lineitems_unpaged"]:
-                raws = [remove_top_key(x, "LineItems") for x in raws]
+        recs, pagination = list_window(recs, q, ims, app["page_size"])
+        raws = [served(r.raw) for r in recs]
+        if pagination is None and spec["lines"] and app["strip_lineitems_unpaged"]:
+            raws = [remove_top_key(x, "LineItems") for x in raws]
         return 200, self.envelope(spec["collection"], raws, pagination), "application/json; charset=utf-8"
 
     # api: /Payments and /Accounts (P2.5) -------------------------------------------------------
@@ -2011,27 +2014,7 @@ class Handler(BaseHTTPRequestHandler):
             if (q.get("where") or [""])[-1].strip():
                 terms = parse_where(q["where"][-1])
                 pays = [p for p in pays if where_match(st.payment_fields(p), terms)]
-            if ims:
-                try:
-                    since = parse_when(ims)
-                except ValueError as e:
-                    raise BadRequest(f"If-Modified-Since: {e}") from None
-                pays = [p for p in pays if p.updated_ms > since]
-            order = (q.get("order") or [""])[-1].strip().lower()
-            desc = order.startswith("updateddateutc") and order.endswith("desc")
-            pays.sort(key=lambda p: (p.updated_ms, p.seq), reverse=desc)
-            pagination = None
-            if "page" in q:
-                try:
-                    page = int(q["page"][-1])
-                    size = int(q["pagesize"][-1]) if "pagesize" in q else st.app["page_size"]
-                except ValueError:
-                    raise BadRequest("page and pageSize must be integers") from None
-                if page < 1 or size < 1 or size > 1000:
-                    raise BadRequest("page must be >= 1 and pageSize between 1 and 1000")
-                pagination = {"page": page, "pageSize": size, "pageCount": math.ceil(len(pays) / size),
-                              "itemCount": len(pays)}
-                pays = pays[(page - 1) * size : page * size]
+            pays, pagination = list_window(pays, q, ims, st.app["page_size"])
             texts = [st.payment_text(tenant, p, places) for p in pays]
             return 200, self.envelope("Payments", texts, pagination), self.JS
         if len(rest) == 1 and method in ("PUT", "POST"):

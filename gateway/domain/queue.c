@@ -37,7 +37,7 @@ static const char sql_claim[] =
     "           e.correlation_id, now()";
 
 static const char sql_finish[] =
-    "UPDATE inbox_events SET status = $3, processed_at = now(), lease_owner = NULL, last_error = NULL"
+    "UPDATE inbox_events SET status = $3, processed_at = now(), lease_owner = NULL, last_error = $4"
     " WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND status = 'processing'"
     " RETURNING extract(epoch FROM now() - stored_at)::float8";
 
@@ -231,11 +231,11 @@ void gw_queue_batch_free(gw_queue_batch_t *b)
     memset(b, 0, sizeof(*b));
 }
 
-void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum gw_queue_end end)
+static void finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum gw_queue_end end, const char *reason)
 {
     char *ids = id_array(rows, n);
-    const char *params[] = {ids, q->owner, end == GW_QUEUE_DONE ? "done" : "ignored"};
-    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_finish, 3, params);
+    const char *params[] = {ids, q->owner, end == GW_QUEUE_DONE ? "done" : "ignored", reason};
+    gw_dbs_result_t *r = gw_dbs_query(q->db, sql_finish, 4, params);
     if (gw_log_enabled(GW_LOG_DEBUG))
         log_decision(q, end == GW_QUEUE_DONE ? "finished as done" : "finished as ignored", rows, n, NULL, NULL);
     if (r == NULL)
@@ -245,6 +245,16 @@ void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum 
     record_lags(r);
     gw_dbs_result_free(r);
     free(ids);
+}
+
+void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum gw_queue_end end)
+{
+    finish(q, rows, n, end, NULL);
+}
+
+void gw_queue_ignore(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const char *reason)
+{
+    finish(q, rows, n, GW_QUEUE_IGNORED, reason);
 }
 
 /* "{0,10000,...}": the waits of the schedule. */

@@ -75,6 +75,8 @@ enum gw_queue_end { GW_QUEUE_DONE, GW_QUEUE_IGNORED };
 
 /* Finishes rows as done, or as ignored (there is nothing to do for such an event). */
 void gw_queue_finish(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, enum gw_queue_end end);
+/* Finishes rows as ignored, with the reason (one line, no secret) kept in their last_error for operators. */
+void gw_queue_ignore(gw_queue_t *q, gw_queue_row_t *const *rows, size_t n, const char *reason);
 /* What kind of failure an attempt met. */
 enum gw_queue_failure {
     GW_QUEUE_TRANSIENT, /* it may work later (e.g. our database failed): the next wait of the schedule */

@@ -100,6 +100,7 @@ static const char *table_of(const char *entity_type)
         {"customer", "customers"},
         {"matching_queue", "matching_queue"},
         {"webhook_event", "webhook_events"},
+        {"invoice_payment_state", "invoice_payment_states"},
     };
     for (size_t i = 0; i != sizeof(map) / sizeof(map[0]); ++i)
         if (strcmp(map[i][0], entity_type) == 0)

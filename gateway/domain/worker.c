@@ -31,14 +31,15 @@
 #include "processor.h"
 #include "retention.h"
 #include "sdnotify.h"
+#include "payments.h"
 #include "xero_mirror.h"
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
 #define GAUGES_EVERY_MS 5000 /* queue depth and the processors' gauges */
 #define DB_RETRY_MS 1000
 
-/* The providers whose events are processed, one row each; the events of the others wait as 'pending'. */
-static const gw_processor_t *const processors[] = {&gw_xero_processor};
+/* The providers whose events are processed, one row each. */
+static const gw_processor_t *const processors[] = {&gw_xero_processor, &gw_stripe_processor, &gw_gocardless_processor};
 #define NPROCESSORS (sizeof(processors) / sizeof(processors[0]))
 
 struct st_gw_workers_t {

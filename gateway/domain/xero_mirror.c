@@ -10,6 +10,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "payments.h"
 #include "sync.h"
 #include "xero_oauth.h"
 
@@ -68,6 +69,65 @@ static void append_uuid_array(const char *text, char ***list, size_t *n)
     }
 }
 
+/* One response applied: the upsert, and for invoices the payments that waited for them linked and the payment
+ * state of every invoice that changed reconciled (payments.h), in one transaction. */
+typedef struct st_mirror_apply_t {
+    int64_t organisation_id;
+    const char *tenant, *sql, *correlation;
+    const char *const *params;
+    int nparams;
+    bool invoices, credit_notes;
+    gw_apply_counts_t counts;
+    char **refetch;
+    size_t nrefetch;
+} mirror_apply_t;
+
+static int mirror_apply_body(gw_dbs_t *s, void *arg, gw_err_t *err)
+{
+    mirror_apply_t *a = arg;
+    a->counts = (gw_apply_counts_t){0};
+    for (size_t k = 0; k != a->nrefetch; ++k)
+        free(a->refetch[k]);
+    free(a->refetch);
+    a->refetch = NULL;
+    a->nrefetch = 0;
+    gw_dbs_result_t *r = gw_dbs_query(s, a->sql, a->nparams, a->params);
+    if (r == NULL)
+        return gw_dbs_err(s, err);
+    size_t n = gw_dbs_nrows(r), nrefs = 0;
+    gw_invoice_ref_t *refs = a->invoices && n != 0 ? gw_xcalloc(n, sizeof(*refs)) : NULL;
+    for (size_t i = 0; i != n; ++i) {
+        const char *outcome = gw_dbs_value(r, i, 1);
+        count_outcome(&a->counts, outcome);
+        if (a->credit_notes)
+            append_uuid_array(gw_dbs_value(r, i, 2), &a->refetch, &a->nrefetch);
+        if (refs != NULL && outcome != NULL && (strcmp(outcome, "inserted") == 0 || strcmp(outcome, "updated") == 0)) {
+            snprintf(refs[nrefs].tenant, sizeof(refs[nrefs].tenant), "%s", a->tenant);
+            snprintf(refs[nrefs].invoice, sizeof(refs[nrefs].invoice), "%s", gw_dbs_value(r, i, 0));
+            ++nrefs;
+        }
+    }
+    gw_dbs_result_free(r);
+    int rc = 0;
+    if (nrefs != 0) {
+        /* payments that named these invoices before they were mirrored are theirs now */
+        char org[24], *ids = gw_xmalloc(3 + nrefs * 37);
+        size_t len = 0;
+        ids[len++] = '{';
+        for (size_t i = 0; i != nrefs; ++i)
+            len += (size_t)sprintf(ids + len, "%s%s", i != 0 ? "," : "", refs[i].invoice);
+        snprintf(ids + len, 2, "}");
+        snprintf(org, sizeof(org), "%lld", (long long)a->organisation_id);
+        const char *lp[] = {org, a->tenant, ids};
+        rc = gw_dbs_exec(s, "SELECT pay_link_waiting($1::bigint, $2::uuid, $3::uuid[])", 3, lp) < 0
+                 ? gw_dbs_err(s, err)
+                 : gw_payments_reconcile(s, a->organisation_id, refs, nrefs, NULL, a->correlation, err);
+        free(ids);
+    }
+    free(refs);
+    return rc;
+}
+
 int gw_xero_mirror_apply(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant, const char *record_kind,
                          const char *body, const char *correlation, gw_apply_counts_t *counts, char ***refetch,
                          size_t *nrefetch, char *err, size_t errlen)
@@ -81,33 +141,47 @@ int gw_xero_mirror_apply(gw_fetch_ctx_t *ctx, int64_t organisation_id, const cha
     char org[24];
     snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
     const char *params[] = {org, tenant, body, correlation, ctx->cfg->match_create_customers ? "true" : "false"};
-    const char *sql;
-    int nparams = 4;
-    bool credit_notes = false;
+    mirror_apply_t a = {.organisation_id = organisation_id,
+                        .tenant = tenant,
+                        .correlation = correlation,
+                        .params = params,
+                        .nparams = 4};
     if (strcmp(record_kind, "xero.invoices") == 0) {
-        sql = sql_invoices;
+        a.sql = sql_invoices;
+        a.invoices = true;
     } else if (strcmp(record_kind, "xero.contacts") == 0) {
-        sql = sql_contacts;
-        nparams = 5;
+        a.sql = sql_contacts;
+        a.nparams = 5;
     } else if (strcmp(record_kind, "xero.creditnotes") == 0) {
-        sql = sql_credit_notes;
-        credit_notes = true;
+        a.sql = sql_credit_notes;
+        a.credit_notes = true;
     } else {
         snprintf(err, errlen, "unknown record kind %s", record_kind);
         return -1;
     }
-    /* one statement is one transaction: the records of a response are applied together or not at all */
-    gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql, nparams, params);
-    if (r == NULL) {
-        snprintf(err, errlen, "applying %s failed: %s", record_kind, gw_dbs_error(ctx->db));
+    gw_err_t e = GW_ERR_INIT;
+    if (gw_payments_tx(ctx, mirror_apply_body, &a, &e) != 0) {
+        snprintf(err, errlen, "applying %s failed: %s", record_kind,
+                 *gw_dbs_error(ctx->db) != '\0' ? gw_dbs_error(ctx->db) : e.detail);
+        for (size_t k = 0; k != a.nrefetch; ++k)
+            free(a.refetch[k]);
+        free(a.refetch);
         return -1;
     }
-    for (size_t i = 0; i != gw_dbs_nrows(r); ++i) {
-        count_outcome(counts, gw_dbs_value(r, i, 1));
-        if (credit_notes && refetch != NULL)
-            append_uuid_array(gw_dbs_value(r, i, 2), refetch, nrefetch);
+    counts->inserted += a.counts.inserted;
+    counts->updated += a.counts.updated;
+    counts->unchanged += a.counts.unchanged;
+    counts->stale += a.counts.stale;
+    if (refetch != NULL) {
+        for (size_t k = 0; k != a.nrefetch; ++k) {
+            *refetch = gw_xrealloc(*refetch, sizeof(**refetch) * (*nrefetch + 1));
+            (*refetch)[(*nrefetch)++] = a.refetch[k];
+        }
+    } else {
+        for (size_t k = 0; k != a.nrefetch; ++k)
+            free(a.refetch[k]);
     }
-    gw_dbs_result_free(r);
+    free(a.refetch);
     return 0;
 }
 
@@ -180,6 +254,47 @@ static int plan_all(const char *type, const cn_str_t *ids, size_t nids, cn_fetch
     size_t room = nids / CN_FETCH_MAX_IDS + 1; /* duplicates and malformed ids only make fewer */
     *out = gw_xcalloc(room, sizeof(**out));
     return cn_xero_connector.plan_fetches((cn_str_t){type, strlen(type)}, ids, nids, *out, room);
+}
+
+int gw_xero_mirror_fetch_invoices(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *const *ids, size_t n,
+                                  const char *correlation, char *err, size_t errlen)
+{
+    char org[24];
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
+    const char *params[] = {org};
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db,
+                                      "SELECT tenant_id, token_id FROM xero_tenants WHERE organisation_id = $1::bigint"
+                                      " ORDER BY tenant_id",
+                                      1, params);
+    if (r == NULL) {
+        snprintf(err, errlen, "listing the organisation's Xero tenants failed: %s", gw_dbs_error(ctx->db));
+        return -1;
+    }
+    cn_str_t *want = gw_xcalloc(n + 1, sizeof(*want));
+    for (size_t i = 0; i != n; ++i)
+        want[i] = (cn_str_t){ids[i], strlen(ids[i])};
+    cn_fetch_t *fetches;
+    int nfetch = plan_all("INVOICE.UPDATE", want, n, &fetches), rc = 0;
+    free(want);
+    for (size_t t = 0; t != gw_dbs_nrows(r) && rc == 0; ++t) {
+        const char *tenant = gw_dbs_value(r, t, 0);
+        int64_t token_id = strtoll(gw_dbs_value(r, t, 1), NULL, 10);
+        for (int i = 0; i < nfetch && rc == 0; ++i) {
+            gw_fetch_result_t res = {0};
+            if (gw_xero_mirror_fetch(ctx, tenant, token_id, &fetches[i], NULL, &res) != GW_FETCH_OK) {
+                snprintf(err, errlen, "tenant %s: %s", tenant, res.error);
+                rc = -1;
+                break;
+            }
+            gw_apply_counts_t counts = {0};
+            rc = gw_xero_mirror_apply(ctx, organisation_id, tenant, fetches[i].record_kind, res.res.body, correlation,
+                                      &counts, NULL, NULL, err, errlen);
+            gw_http_response_free(&res.res);
+        }
+    }
+    free(fetches);
+    gw_dbs_result_free(r);
+    return rc;
 }
 
 /* Fetches, for the organisation and with the token set of route, every planned call of group and applies it; for

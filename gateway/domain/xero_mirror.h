@@ -43,4 +43,10 @@ GW_MUSTCHECK int gw_xero_mirror_apply(gw_fetch_ctx_t *ctx, int64_t organisation_
                                       gw_apply_counts_t *counts, char ***refetch, size_t *nrefetch, char *err,
                                       size_t errlen);
 
+/* Fetches the invoices ids (Xero InvoiceIDs) from every Xero tenant connected to the organisation and applies
+ * them (payments that wait for them are linked): for payments that name an invoice the mirror does not have yet.
+ * Returns 0 (also when no tenant is connected), or -1 with err at the first call or apply that failed. */
+GW_MUSTCHECK int gw_xero_mirror_fetch_invoices(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *const *ids,
+                                               size_t n, const char *correlation, char *err, size_t errlen);
+
 #endif

@@ -57,11 +57,12 @@ def new_tenant():
 
 
 class Mock:
-    """tests/mock/xero_api.py on a free loopback port (stopped by its PID: stop(), or at exit)."""
+    """tests/mock/xero_api.py (or another mock of tests/mock, by its script and the name of its ready line) on a
+    free loopback port (stopped by its PID: stop(), or at exit)."""
 
-    def __init__(self):
-        script = os.path.join(h.source_dir(), "tests", "mock", "xero_api.py")
-        self.log_path = os.path.join(h.scratch_dir(), f"xero-mock-{os.getpid()}-{random.randrange(1 << 30)}.log")
+    def __init__(self, script="xero_api.py", name="xero-mock"):
+        script = os.path.join(h.source_dir(), "tests", "mock", script)
+        self.log_path = os.path.join(h.scratch_dir(), f"{name}-{os.getpid()}-{random.randrange(1 << 30)}.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, script, "--port", "0", "--quiet"],
@@ -72,9 +73,9 @@ class Mock:
         )
         ready, _, _ = select.select([self.proc.stdout], [], [], 20)
         line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("xero-mock listening on http://127.0.0.1:"):
+        if not line.startswith(f"{name} listening on http://127.0.0.1:"):
             self.stop()
-            raise h.Failure(f"the mock Xero did not start: {line!r}")
+            raise h.Failure(f"the {name} did not start: {line!r}")
         self.port = int(line.strip().rsplit(":", 1)[1])
         self.base = f"http://127.0.0.1:{self.port}"
 

@@ -281,6 +281,12 @@ def invoice_json(db, iid):
     return dec(v)
 
 
+def payment_state_json(db, iid):
+    """The invoice's payment state as its audit rows record it (pay_state_audit)."""
+    v = h.sql_value(db, "SELECT pay_state_audit(s)::text FROM invoice_payment_states s WHERE invoice_id = $1", iid)
+    return dec(v)
+
+
 def dec(text):
     """A JSON text decoded with every number exact (Decimal); None stays None."""
     return json.loads(text, parse_float=decimal.Decimal) if text is not None else None
@@ -331,12 +337,15 @@ def test_dry_run_changes_nothing_and_predicts_the_replay():
         expect(all(r.get("method", "GET") == "GET" for r in m.api_calls()), "only GETs were made")
         expect_eq(len(dry["events"]), 1, "one event in the dry run")
         d = dry["events"][0]
-        expect_eq((d["id"], d["outcome"], d["last_error"], d["audit_rows"]), (ea, "done", None, 1),
-                  "the dry run's outcome")
+        expect_eq((d["id"], d["outcome"], d["last_error"], d["audit_rows"]), (ea, "done", None, 2),
+                  "the dry run's outcome (the invoice's audit row and its payment state's)")
         predicted = {}
         for c in d["changes"]:
             predicted.setdefault((c["table"], c["key"]), {})[c["field"]] = (dec(c["before"]), dec(c["after"]))
-        expect_eq(set(predicted), {("xero_invoices", a), ("webhook_events", str(ea))}, "the rows the diff names")
+        expect_eq(set(predicted), {("xero_invoices", a), ("invoice_payment_states", a), ("webhook_events", str(ea))},
+                  "the rows the diff names")
+        expect_eq(predicted[("invoice_payment_states", a)]["state"], ("unpaid", "paid"),
+                  "the invoice paid in Xero would be paid")
         expect_eq(predicted[("xero_invoices", a)]["total"], (decimal.Decimal("10.0000"), decimal.Decimal("20.0000")),
                   "the total would go from 10 to 20")
         expect_eq(predicted[("webhook_events", str(ea))]["status"], ("dead", "done"), "the event would be done")
@@ -348,18 +357,21 @@ def test_dry_run_changes_nothing_and_predicts_the_replay():
 
         # the real replay changes exactly what the dry run said, and nothing else but the audit log
         inv_before, inbox_before = invoice_json(db, a), inbox_state(db, ea)
+        state_before = payment_state_json(db, a)
         res = settled_json(["replay", str(ea), "--actor", "tester"], db, env)
         expect_eq((res["reset"], res["busy"], res["unknown"], res["actor"]), (1, 0, 0, "cli:tester"), "the replay")
         pl.wait_for(lambda: h.sql_value(db, "SELECT status FROM webhook_events WHERE id = $1", str(ea)) == "done", 30,
                     "the replayed event to be done")
         real = {("xero_invoices", a): field_diff(inv_before, invoice_json(db, a)),
+                ("invoice_payment_states", a): field_diff(state_before, payment_state_json(db, a)),
                 ("webhook_events", str(ea)): field_diff(inbox_before, inbox_state(db, ea))}
         expect_eq(real, predicted, "what the replay changed = what the dry run printed")
         after = checksums(db)
         # provider_circuits is the workers' operational state (a success closes or refreshes the account's
         # circuit), not an effect of the event: the dry run's diff rightly leaves it out
         changed = {tname for tname in sums if sums[tname] != after[tname]} - {"provider_circuits"}
-        expect_eq(changed, {"xero_invoices", "inbox_events", "audit_log"}, "the tables the replay changed")
+        expect_eq(changed, {"xero_invoices", "invoice_payment_states", "inbox_events", "audit_log"},
+                  "the tables the replay changed")
         audit = h.sql_rows(db, "SELECT actor, before ->> 'status', after ->> 'status', after ->> 'attempts'"
                                " FROM audit_log WHERE action = 'event.replay' AND entity_id = $1", str(ea))
         expect_eq(audit, [["cli:tester", "dead", "pending", "0"]], "the replay's audit row")

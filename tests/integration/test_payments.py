@@ -1,0 +1,264 @@
+# SPDX-License-Identifier: MIT
+"""test_payments.py: Stripe and GoCardless payments end to end through the real binary, the mock
+Stripe, GoCardless and Xero APIs (tests/mock/) and a real PostgreSQL: signed webhooks from the mocks,
+refetch, the ledger, the invoice link by metadata, and each invoice's payment state in the view
+invoice_payment_state (docs/reconciliation.md).
+
+Python 3 standard library only; every wait is bounded and every process is stopped by its PID.
+``python3 test_payments.py test_a test_b`` runs only the named tests.
+"""
+
+import time
+import uuid
+
+import harness as h
+import pipelinelib as pl
+from harness import expect, expect_eq, expect_in
+
+STRIPE_KEY = "sk_test_mock"  # the mocks' default credentials (tests/mock/README.md)
+GC_TOKEN = "gc_sandbox_mock_token"
+
+
+_mocks = {}
+
+
+def mocks():
+    if not _mocks:
+        _mocks["xero"] = pl.Mock()
+        _mocks["stripe"] = pl.Mock("stripe_api.py", "stripe-mock")
+        _mocks["gocardless"] = pl.Mock("gocardless_api.py", "gocardless-mock")
+    return _mocks["xero"], _mocks["stripe"], _mocks["gocardless"]
+
+
+class World:
+    """A fresh database with one connected Xero tenant holding invoices, the three mocks reset, and one
+    `settled serve` (with its queue workers) pointed at them, whose webhook endpoints the Stripe and
+    GoCardless mocks post to."""
+
+    def __init__(self, invoices, workers=2, mirror=True, **env):
+        self.xero, self.stripe, self.gc = mocks()
+        self.tenant = pl.new_tenant()
+        self.db = pl.connected_db(self.xero, [self.tenant], "pay")
+        self.invoices = {}
+        for iid, total in invoices.items():
+            self.put_invoice(iid, total)
+        self.env = pl.settled_env(self.xero, self.db, SETTLED_STRIPE_API_BASE=self.stripe.base,
+                                  SETTLED_STRIPE_SECRET_KEY=STRIPE_KEY, SETTLED_GOCARDLESS_API_BASE=self.gc.base,
+                                  SETTLED_GOCARDLESS_ACCESS_TOKEN=GC_TOKEN, SETTLED_PAYMENTS_COALESCE_MS=50,
+                                  SETTLED_WORKERS=workers, SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms",
+                                  **env)
+        if mirror and invoices:
+            res = h.run_settled(["sync", "xero"], self.env, timeout=120)
+            expect_eq(res.returncode, 0, f"settled sync xero (stderr {res.stderr[-1500:]!r})")
+        for m in (self.stripe, self.gc):
+            m.ctl("POST", "reset")
+        self.server = h.Settled(self.db, env=self.env)
+        self.stripe.ctl("PUT", "webhook", {"url": self.server.url("/webhooks/stripe"), "secret": h.STRIPE_SECRET})
+        self.gc.ctl("PUT", "webhook", {"url": self.server.url("/webhooks/gocardless"),
+                                       "secret": h.GOCARDLESS_SECRET})
+        self.org = h.sql_value(self.db, "SELECT organisation_id FROM xero_tenants LIMIT 1")
+
+    def put_invoice(self, iid, total, status="AUTHORISED", currency="GBP"):
+        text = pl.invoice(iid, int(time.time() * 1000), total, status=status).replace('"GBP"', f'"{currency}"')
+        self.xero.put(self.tenant, "invoices", iid, text)
+        self.invoices[iid] = total
+
+    def settle(self, timeout=30):
+        """Waits until both mocks delivered everything and the inbox is drained."""
+        for m in (self.stripe, self.gc):
+            m.ctl("POST", "webhook/drain", {"timeout_s": timeout})
+        pl.wait_drained(self.db, timeout)
+
+    def state(self, iid):
+        rows = h.sql_rows(self.db, "SELECT state, due_minor, paid_minor, pending_minor, refunded_minor,"
+                                   " charged_back_minor, late_failed_minor, disputed_minor, net_paid_minor,"
+                                   " outstanding_minor, array_to_string(flags, ',') FROM invoice_payment_state"
+                                   " WHERE invoice_id = $1", iid)
+        expect_eq(len(rows), 1, f"one invoice_payment_state row for {iid}")
+        r = rows[0]
+        keys = ["state", "due", "paid", "pending", "refunded", "charged_back", "late_failed", "disputed",
+                "net_paid", "outstanding", "flags"]
+        return {k: (v if k in ("state", "flags") or v is None else int(v)) for k, v in zip(keys, r)}
+
+    def close(self):
+        self.server.stop()
+
+
+def amounts(st, **want):
+    """The subset of st (a state) named by want, for one comparison."""
+    return {k: st[k] for k in want}
+
+
+def stripe_pi(w, pid, amount, currency="gbp", **metadata):
+    w.stripe.ctl("PUT", f"objects/payment_intents/{pid}", {"amount": amount, "currency": currency,
+                                                           "metadata": metadata})
+
+
+def gc_payment(w, pid, amount, currency="GBP", **metadata):
+    mandate = "MD" + pid[2:]
+    w.gc.ctl("PUT", f"objects/mandates/{mandate}", {"status": "active"})
+    w.gc.ctl("PUT", f"objects/payments/{pid}", {"amount": amount, "currency": currency, "status": "pending_submission",
+                                               "links": {"mandate": mandate}, "metadata": metadata})
+
+
+def test_stripe_payment_pays_its_invoice():
+    inv = str(uuid.uuid4())
+    w = World({inv: "100.00"})
+    try:
+        expect_eq(w.state(inv)["state"], "unpaid", "a mirrored invoice without payments is reconciled as unpaid")
+        expect_eq(w.state(inv)["outstanding"], 10000, "its outstanding amount is its total")
+        stripe_pi(w, "pi_full1", 10000, xero_invoice_id=inv)
+        w.stripe.ctl("POST", "payment_intents/pi_full1/processing", {})
+        w.settle()
+        expect_eq(amounts(w.state(inv), state=1, pending=1, outstanding=1),
+                  {"state": "pending", "pending": 10000, "outstanding": 10000}, "processing is pending")
+        w.stripe.ctl("POST", "payment_intents/pi_full1/succeed", {})
+        w.settle()
+        expect_eq(amounts(w.state(inv), state=1, paid=1, pending=1, outstanding=1),
+                  {"state": "paid", "paid": 10000, "pending": 0, "outstanding": 0}, "succeeded pays the invoice")
+        # the ledger holds each fact once, whatever the number of events
+        facts = h.sql_rows(w.db, "SELECT object_type, state, amount_minor FROM ledger_entries"
+                                 " WHERE object_id = 'pi_full1' ORDER BY id")
+        expect_eq(facts, [["payment", "processing", "10000"], ["payment", "succeeded", "10000"]], "ledger facts")
+        row = h.sql_rows(w.db, "SELECT provider, currency, status, received_minor, link_key, xero_invoice_id::text"
+                               " FROM payments WHERE object_id = 'pi_full1'")
+        expect_eq(row, [["stripe", "GBP", "succeeded", "10000", "xero_invoice_id", inv]], "the payments row")
+        audit = h.sql_rows(w.db, "SELECT after ->> 'state' FROM audit_log WHERE action = 'invoice.payment_state'"
+                                 " AND entity_id = $1 ORDER BY id", inv)
+        expect_eq([a[0] for a in audit], ["unpaid", "pending", "paid"], "each state change is audited once")
+        # replaying the events changes nothing
+        n = h.sql_value(w.db, "SELECT count(*) FROM ledger_entries")
+        res = h.run_settled(["replay", "--since", "2000-01-01T00:00:00Z", "--provider", "stripe"], w.env)
+        expect_eq(res.returncode, 0, f"settled replay (stderr {res.stderr[-800:]!r})")
+        pl.wait_drained(w.db, 30)
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM ledger_entries"), n, "a replay adds no fact")
+        expect_eq(w.state(inv)["state"], "paid", "and the state holds")
+    finally:
+        w.close()
+
+
+def test_partial_payment_refund_and_settled_invoice_id():
+    inv = str(uuid.uuid4())
+    w = World({inv: "250.00"})
+    try:
+        sid = h.sql_value(w.db, "SELECT settled_invoice_id FROM xero_invoices WHERE invoice_id = $1", inv)
+        expect(sid.startswith("inv_") and len(sid) == 36, f"a settled invoice id: {sid!r}")
+        stripe_pi(w, "pi_part1", 10000, settled_invoice_id=sid)
+        w.stripe.ctl("POST", "payment_intents/pi_part1/succeed", {})
+        w.settle()
+        expect_eq(amounts(w.state(inv), state=1, paid=1, outstanding=1),
+                  {"state": "partially_paid", "paid": 10000, "outstanding": 15000}, "a partial payment is recorded")
+        ch = w.stripe.ctl("GET", "objects/payment_intents/pi_part1")["latest_charge"]
+        w.stripe.ctl("POST", f"charges/{ch}/refund", {"amount": 2500})
+        w.settle()
+        expect_eq(amounts(w.state(inv), state=1, paid=1, refunded=1, net_paid=1, outstanding=1),
+                  {"state": "partially_refunded", "paid": 10000, "refunded": 2500, "net_paid": 7500,
+                   "outstanding": 17500}, "a partial refund")
+        expect_eq(h.sql_rows(w.db, "SELECT status, amount_minor FROM refunds"), [["succeeded", "2500"]], "refunds row")
+    finally:
+        w.close()
+
+
+def test_gocardless_payment_and_late_failure():
+    inv = str(uuid.uuid4())
+    w = World({inv: "40.00"})
+    try:
+        gc_payment(w, "PM0001LATE", 4000, xero_invoice_id=inv)
+        for action in ("submitted", "confirmed"):
+            w.gc.ctl("POST", f"payments/PM0001LATE/{action}", {})
+        w.settle()
+        expect_eq(amounts(w.state(inv), state=1, paid=1, outstanding=1),
+                  {"state": "paid", "paid": 4000, "outstanding": 0}, "a confirmed direct debit pays the invoice")
+        w.gc.ctl("POST", "payments/PM0001LATE/paid_out", {})
+        w.gc.ctl("POST", "payments/PM0001LATE/late_failure", {})
+        w.settle()
+        st = w.state(inv)
+        expect_eq(amounts(st, state=1, paid=1, late_failed=1, net_paid=1, outstanding=1),
+                  {"state": "unpaid", "paid": 4000, "late_failed": 4000, "net_paid": 0, "outstanding": 4000},
+                  "a late failure takes the money back")
+        expect_in("late_failure", st["flags"], "and is flagged")
+    finally:
+        w.close()
+
+
+def test_payment_before_its_invoice_waits_and_asks_the_mirror():
+    inv = str(uuid.uuid4())
+    w = World({inv: "30.00"}, mirror=False)
+    try:
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM xero_invoices"), "0", "the invoice is not mirrored")
+        stripe_pi(w, "pi_early1", 3000, xero_invoice_id=inv)
+        w.stripe.ctl("POST", "payment_intents/pi_early1/succeed", {})
+        w.settle()
+        pl.wait_for(lambda: h.sql_value(w.db, "SELECT count(*) FROM xero_invoices WHERE invoice_id = $1", inv) == "1",
+                    15, "the mirror to fetch the invoice the payment named")
+        expect_eq(amounts(w.state(inv), state=1, outstanding=1), {"state": "paid", "outstanding": 0},
+                  "the waiting payment is applied once the invoice is mirrored")
+        expect_eq(h.sql_value(w.db, "SELECT link_wanted FROM payments WHERE object_id = 'pi_early1'"), None,
+                  "it waits no more")
+    finally:
+        w.close()
+
+
+def test_unapplied_payment_and_ignored_events():
+    inv = str(uuid.uuid4())
+    w = World({inv: "10.00"})
+    try:
+        stripe_pi(w, "pi_none1", 1000)
+        w.stripe.ctl("POST", "payment_intents/pi_none1/succeed", {})
+        stripe_pi(w, "pi_bad1", 1000, xero_invoice_id="not-a-uuid")
+        w.stripe.ctl("POST", "payment_intents/pi_bad1/succeed", {})
+        w.settle()
+        rows = h.sql_rows(w.db, "SELECT object_id, link_error IS NOT NULL FROM unapplied_payments ORDER BY object_id")
+        expect_eq(rows, [["pi_bad1", "t"], ["pi_none1", "f"]], "payments naming no usable invoice are unapplied")
+        expect_eq(w.state(inv)["state"], "unpaid", "and change no invoice")
+        # an event of a type settled does not use is stored as ignored with the reason
+        ignored = h.sql_rows(w.db, "SELECT event_type, last_error FROM webhook_events WHERE status = 'ignored'")
+        expect(all(r[1] for r in ignored), f"every ignored event has a reason: {ignored}")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM webhook_events WHERE status = 'dead'"), "0", "none dead")
+    finally:
+        w.close()
+
+
+def test_shuffled_duplicated_deliveries_converge():
+    invs = [str(uuid.uuid4()) for _ in range(3)]
+    w = World({invs[0]: "50.00", invs[1]: "80.00", invs[2]: "20.00"}, workers=2)
+    try:
+        for m in (w.stripe, w.gc):
+            m.ctl("PUT", "webhook", {"hold": True, "duplicate": 1})
+        stripe_pi(w, "pi_mix1", 2000, xero_invoice_id=invs[0])
+        stripe_pi(w, "pi_mix2", 3000, xero_invoice_id=invs[0])
+        for p in ("pi_mix1", "pi_mix2"):
+            w.stripe.ctl("POST", f"payment_intents/{p}/processing", {})
+            w.stripe.ctl("POST", f"payment_intents/{p}/succeed", {})
+        stripe_pi(w, "pi_mix3", 8000, xero_invoice_id=invs[1])
+        w.stripe.ctl("POST", "payment_intents/pi_mix3/succeed", {})
+        ch = w.stripe.ctl("GET", "objects/payment_intents/pi_mix3")["latest_charge"]
+        w.stripe.ctl("POST", f"charges/{ch}/dispute", {})
+        disputes = w.stripe.ctl("GET", "objects/disputes")
+        did = [d["id"] for d in (disputes.get("data") if isinstance(disputes, dict) else disputes)][0]
+        w.stripe.ctl("POST", f"disputes/{did}/close", {"status": "lost"})
+        gc_payment(w, "PM0001MIX", 2000, xero_invoice_id=invs[2])
+        for action in ("submitted", "confirmed", "paid_out", "charged_back", "chargeback_cancelled"):
+            w.gc.ctl("POST", f"payments/PM0001MIX/{action}", {})
+        for m in (w.stripe, w.gc):
+            m.ctl("POST", "webhook/flush", {"order": "shuffle", "seed": 7})
+        w.settle(60)
+        expect_eq(amounts(w.state(invs[0]), state=1, paid=1, outstanding=1),
+                  {"state": "paid", "paid": 5000, "outstanding": 0}, "two payments of one invoice")
+        expect_eq(amounts(w.state(invs[1]), state=1, paid=1, charged_back=1, outstanding=1),
+                  {"state": "charged_back", "paid": 8000, "charged_back": 8000, "outstanding": 8000},
+                  "a lost dispute")
+        st = w.state(invs[2])
+        expect_eq(amounts(st, state=1, paid=1, outstanding=1), {"state": "paid", "paid": 2000, "outstanding": 0},
+                  "a cancelled chargeback")
+        expect_in("chargeback_reversed", st["flags"], "flagged")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM payments"), "4", "one payments row per provider payment")
+    finally:
+        w.close()
+
+
+try:
+    h.run(globals())
+finally:
+    for m in _mocks.values():
+        m.stop()

@@ -14,6 +14,8 @@
 #   SETTLED_DEV_REDIS_PORT  port of the local Redis (default 56380)
 #   SETTLED_DEV_XERO_PORT   port of the offline mock Xero API (default 57080); it is started (demo mode)
 #                           unless SETTLED_XERO_API_BASE points at a Xero of your own
+#   SETTLED_DEV_STRIPE_PORT, SETTLED_DEV_GOCARDLESS_PORT  ports of the mock Stripe and GoCardless APIs
+#                           (57081, 57082), started unless SETTLED_STRIPE_API_BASE / _GOCARDLESS_API_BASE are set
 # Any SETTLED_* setting of settled itself (docs/configuration.md) is passed through; SETTLED_LISTEN
 # defaults to 127.0.0.1:8080 and SETTLED_ORGANISATION to "demo".
 set -euo pipefail
@@ -27,13 +29,37 @@ state=$(realpath -m "${SETTLED_DEV_DIR:-$top/.settled}")
 pg_port=${SETTLED_DEV_PG_PORT:-55433}
 redis_port=${SETTLED_DEV_REDIS_PORT:-56380}
 xero_port=${SETTLED_DEV_XERO_PORT:-57080}
-unset SETTLED_DEV_DIR SETTLED_DEV_PG_PORT SETTLED_DEV_REDIS_PORT SETTLED_DEV_XERO_PORT
+stripe_port=${SETTLED_DEV_STRIPE_PORT:-57081}
+gocardless_port=${SETTLED_DEV_GOCARDLESS_PORT:-57082}
+unset SETTLED_DEV_DIR SETTLED_DEV_PG_PORT SETTLED_DEV_REDIS_PORT SETTLED_DEV_XERO_PORT SETTLED_DEV_STRIPE_PORT \
+    SETTLED_DEV_GOCARDLESS_PORT
 
-# The offline mock Xero API (tests/mock/xero_api.py --demo), kept running across runs like PostgreSQL.
-xero_mock_pid() {
+# The offline mock provider APIs (tests/mock/<name>_api.py --demo), kept running across runs like PostgreSQL.
+mock_pid() { # NAME (xero, stripe, gocardless)
     local pid
-    pid=$(cat "$state/xero-mock.pid" 2>/dev/null) || return 1
-    kill -0 "$pid" 2>/dev/null && grep -q xero_api.py "/proc/$pid/cmdline" 2>/dev/null && printf '%s\n' "$pid"
+    pid=$(cat "$state/$1-mock.pid" 2>/dev/null) || return 1
+    kill -0 "$pid" 2>/dev/null && grep -q "$1_api.py" "/proc/$pid/cmdline" 2>/dev/null && printf '%s\n' "$pid"
+}
+
+# Starts mock NAME on PORT unless it runs; sets fresh_mock=yes when it was started now.
+start_mock() { # NAME PORT
+    local name=$1 port=$2 pid
+    fresh_mock=no
+    if pid=$(mock_pid "$name"); then
+        step "reusing the running mock $name API (pid $pid, 127.0.0.1:$port)"
+        return 0
+    fi
+    port_in_use "$port" && die "port $port is taken; set SETTLED_DEV_${name^^}_PORT to move the mock $name API"
+    step "starting the mock $name API (demo mode, 127.0.0.1:$port)"
+    nohup python3 "$top/tests/mock/${name}_api.py" --port "$port" --demo -q >"$state/$name-mock.log" 2>&1 &
+    echo $! >"$state/$name-mock.pid"
+    for _ in $(seq 50); do
+        curl -fs "http://127.0.0.1:$port/_mock/health" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fs "http://127.0.0.1:$port/_mock/health" >/dev/null 2>&1 ||
+        die "the mock $name API did not start (see $state/$name-mock.log)"
+    fresh_mock=yes
 }
 
 # Where PostgreSQL's and Redis's files live. Normally $state; when we run as root and the service user
@@ -56,10 +82,12 @@ if [ "${1:-}" = "--stop" ]; then
     step "stopping the local PostgreSQL and Redis in $root"
     pg_stop "$root/pg"
     redis_stop "$root/redis"
-    if pid=$(xero_mock_pid); then
-        step "stopping the mock Xero API (pid $pid)"
-        kill "$pid"
-    fi
+    for name in xero stripe gocardless; do
+        if pid=$(mock_pid "$name"); then
+            step "stopping the mock $name API (pid $pid)"
+            kill "$pid"
+        fi
+    done
     exit 0
 elif [ $# -gt 0 ]; then
     die "usage: deploy/run.sh [--stop]"
@@ -162,22 +190,7 @@ export SETTLED_ORGANISATION=${SETTLED_ORGANISATION:-demo}
 # so webhooks posted with demo-post.sh are fetched, mirrored and matched like real ones.
 xero_shown="from SETTLED_XERO_API_BASE"
 if [ -z "${SETTLED_XERO_API_BASE:-}" ]; then
-    fresh_mock=no
-    if pid=$(xero_mock_pid); then
-        step "reusing the running mock Xero API (pid $pid, 127.0.0.1:$xero_port)"
-    else
-        port_in_use "$xero_port" && die "port $xero_port is taken; set SETTLED_DEV_XERO_PORT to move the mock Xero API"
-        step "starting the mock Xero API (demo mode, 127.0.0.1:$xero_port)"
-        nohup python3 "$top/tests/mock/xero_api.py" --port "$xero_port" --demo -q >"$state/xero-mock.log" 2>&1 &
-        echo $! >"$state/xero-mock.pid"
-        for _ in $(seq 50); do
-            curl -fs "http://127.0.0.1:$xero_port/_mock/health" >/dev/null 2>&1 && break
-            sleep 0.1
-        done
-        curl -fs "http://127.0.0.1:$xero_port/_mock/health" >/dev/null 2>&1 ||
-            die "the mock Xero API did not start (see $state/xero-mock.log)"
-        fresh_mock=yes
-    fi
+    start_mock xero "$xero_port"
     export SETTLED_XERO_API_BASE=http://127.0.0.1:$xero_port SETTLED_XERO_IDENTITY_BASE=http://127.0.0.1:$xero_port \
         SETTLED_XERO_LOGIN_BASE=http://127.0.0.1:$xero_port SETTLED_XERO_CLIENT_ID=${SETTLED_XERO_CLIENT_ID:-demo-client} \
         SETTLED_XERO_CLIENT_SECRET=${SETTLED_XERO_CLIENT_SECRET:-demo-secret}
@@ -191,6 +204,29 @@ fi
 
 export SETTLED_LISTEN=${SETTLED_LISTEN:-127.0.0.1:8080}
 listen_port=${SETTLED_LISTEN##*:}
+
+# Stripe and GoCardless, offline: the mocks post their signed webhooks to this server and answer its
+# refetches, so deploy/demo-pay.sh can move demo invoices to paid end to end.
+stripe_shown="from SETTLED_STRIPE_API_BASE"
+if [ -z "${SETTLED_STRIPE_API_BASE:-}" ]; then
+    start_mock stripe "$stripe_port"
+    export SETTLED_STRIPE_API_BASE=http://127.0.0.1:$stripe_port SETTLED_STRIPE_SECRET_KEY=${SETTLED_STRIPE_SECRET_KEY:-sk_test_demo}
+    printf '{"url":"http://%s/webhooks/stripe","secret":"%s"}' "$SETTLED_LISTEN" "${SETTLED_STRIPE_WEBHOOK_SECRETS%%,*}" |
+        curl -fs -X PUT -H 'Content-Type: application/json' --data-binary @- \
+            "http://127.0.0.1:$stripe_port/_mock/webhook" >/dev/null || die "configuring the mock Stripe's webhook failed"
+    stripe_shown="mock Stripe API on http://127.0.0.1:$stripe_port"
+fi
+gocardless_shown="from SETTLED_GOCARDLESS_API_BASE"
+if [ -z "${SETTLED_GOCARDLESS_API_BASE:-}" ]; then
+    start_mock gocardless "$gocardless_port"
+    export SETTLED_GOCARDLESS_API_BASE=http://127.0.0.1:$gocardless_port \
+        SETTLED_GOCARDLESS_ACCESS_TOKEN=${SETTLED_GOCARDLESS_ACCESS_TOKEN:-gc_sandbox_demo_token}
+    printf '{"url":"http://%s/webhooks/gocardless","secret":"%s"}' "$SETTLED_LISTEN" "${SETTLED_GOCARDLESS_WEBHOOK_SECRETS%%,*}" |
+        curl -fs -X PUT -H 'Content-Type: application/json' --data-binary @- \
+            "http://127.0.0.1:$gocardless_port/_mock/webhook" >/dev/null || die "configuring the mock GoCardless's webhook failed"
+    gocardless_shown="mock GoCardless API on http://127.0.0.1:$gocardless_port"
+fi
+printf 'SETTLED_DEV_STRIPE_PORT=%s\nSETTLED_DEV_GOCARDLESS_PORT=%s\n' "$stripe_port" "$gocardless_port" >"$state/mock_ports"
 if port_in_use "$listen_port"; then
     die "something already listens on port $listen_port (another settled?); stop it or set SETTLED_LISTEN=127.0.0.1:PORT"
 fi
@@ -201,6 +237,8 @@ cat <<EOF
   database:  $db_shown
   redis:     $SETTLED_REDIS_URL
   xero:      $xero_shown
+  stripe:    $stripe_shown
+  gocardless: $gocardless_shown
 
   Demo webhook secrets (generated once, kept in $demo_env):
     SETTLED_STRIPE_WEBHOOK_SECRETS=$SETTLED_STRIPE_WEBHOOK_SECRETS
@@ -217,6 +255,10 @@ cat <<EOF
     deploy/demo-post.sh --psql -c 'SELECT name, email, customer_id FROM xero_contacts'
     deploy/demo-post.sh --psql -c 'SELECT invoice_number, status, total, amount_due FROM xero_invoices'
     deploy/demo-post.sh --psql -c 'SELECT external_name, reasons FROM matching_queue'
+
+  A card payment and a direct debit, end to end through the mocks (webhooks, refetch, ledger, state):
+    deploy/demo-pay.sh
+    deploy/demo-post.sh --psql -c 'SELECT invoice_id, currency, outstanding_minor, state FROM invoice_payment_state'
 
   Ctrl-C stops the server; 'deploy/run.sh --stop' also stops the local PostgreSQL and Redis.
 

@@ -15,6 +15,8 @@
 #include "migrate.h"
 #include "orgs.h"
 #include "quota.h"
+#include "orgs.h"
+#include "payments.h"
 #include "sync.h"
 #include "xero_oauth.h"
 
@@ -383,6 +385,7 @@ static const char *kind_name(const char *kind)
 void gw_cli_sync_usage(FILE *out)
 {
     fprintf(out, "usage: settled sync xero [--since 2026-01-31T00:00:00Z] [--tenant TENANT_ID] [--config FILE]\n"
+                 "       settled sync stripe|gocardless [--since T] [--source NAME] [--config FILE]\n"
                  "\n"
                  "Bring the Xero mirror (invoices, contacts, credit notes) of every connected tenant up to date,\n"
                  "fetching what changed since the last sync (or everything, the first time). A progress line\n"
@@ -390,7 +393,84 @@ void gw_cli_sync_usage(FILE *out)
                  "\n"
                  "  --since   fetch what changed since this time instead (a timestamp PostgreSQL reads)\n"
                  "  --tenant  only this tenant: its Xero tenant id, as `settled connect xero --check` lists it\n"
-                 "  --config  read settings from FILE as well as the environment\n");
+                 "  --config  read settings from FILE as well as the environment\n"
+                 "\n"
+                 "sync stripe|gocardless lists the provider's payments, refunds, disputes (and, through the events\n"
+                 "since T, every object that changed) and applies them like webhooks do, for the organisation of\n"
+                 "the webhook source NAME (default: the default source). --since (a timestamp or an age: 90s, 30m,\n"
+                 "2h, 7d) defaults to 30d.\n");
+}
+
+/* settled sync stripe|gocardless */
+static int sync_payments(const gw_config_t *cfg, const char *provider, int argc, char **argv)
+{
+    char cmd[32];
+    snprintf(cmd, sizeof(cmd), "sync %s", provider);
+    const char *since = "30d", *source = NULL;
+    for (int i = 1; i < argc; ++i) {
+        const char *config;
+        int rc;
+        if ((rc = gw_args_value(cmd, argc, argv, &i, "--since", &since)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--source", &source)) != 0 ||
+            (rc = gw_args_value(cmd, argc, argv, &i, "--config", &config)) != 0) { /* --config: read by main */
+            if (rc < 0)
+                return GW_ARGS_USAGE;
+        } else if (gw_args_is_help(argv[i])) {
+            gw_cli_sync_usage(stdout);
+            return 0;
+        } else {
+            return gw_args_unknown(cmd, argv[i]);
+        }
+    }
+    const gw_source_t *src = gw_config_find_source(cfg, provider, source, source != NULL ? strlen(source) : 0);
+    if (src == NULL) {
+        fprintf(stderr, "settled: %s: no %s webhook source named %s is configured\n", cmd, provider,
+                source != NULL ? source : "default");
+        return 1;
+    }
+    bool stripe = strcmp(provider, "stripe") == 0;
+    if (!is_set(stripe ? cfg->stripe_secret_key : cfg->gocardless_access_token)) {
+        fprintf(stderr, "settled: %s: %s is required to read the provider's objects\n", cmd,
+                stripe ? "SETTLED_STRIPE_SECRET_KEY" : "SETTLED_GOCARDLESS_ACCESS_TOKEN");
+        return 1;
+    }
+    if (!is_set(cfg->database_url)) {
+        fprintf(stderr, "settled: SETTLED_DATABASE_URL: required by sync\n");
+        return 1;
+    }
+    char msg[512];
+    int64_t org;
+    const char *slug = src->organisation;
+    if (gw_orgs_bootstrap(cfg, &slug, 1, &org, msg, sizeof(msg)) != 0) {
+        fprintf(stderr, "settled: %s: %s\n", cmd, msg);
+        return 1;
+    }
+    gw_fetch_ctx_t ctx = {.cfg = cfg};
+    if ((ctx.db = gw_dbs_connect(cfg->database_url, msg, sizeof(msg))) == NULL) {
+        fprintf(stderr, "settled: %s\n", msg);
+        return 1;
+    }
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_http_init_config(cfg) != 0 || gw_fetch_quotas_create(&ctx, &err) != 0) {
+        fprintf(stderr, "settled: %s: %s\n", cmd, err.detail[0] != '\0' ? err.detail : "cannot start the HTTP client");
+        gw_http_shutdown();
+        gw_dbs_close(ctx.db);
+        return 1;
+    }
+    printf("%s: organisation %s, objects since %s\n", provider, slug, since);
+    fflush(stdout);
+    gw_payments_sync_counts_t counts;
+    int ret = gw_payments_sync(&ctx, provider, org, since, isatty(STDERR_FILENO), NULL, &counts, msg, sizeof(msg));
+    if (ret != 0) {
+        fprintf(stderr, "settled: %s failed after %ld of %ld objects: %s\n", cmd, counts.applied, counts.listed, msg);
+        ret = strncmp(msg, "--since", 7) == 0 ? 2 : 1;
+    } else {
+        printf("  listed %ld objects, applied %ld\n", counts.listed, counts.applied);
+    }
+    gw_fetch_quotas_destroy(&ctx);
+    gw_http_shutdown();
+    gw_dbs_close(ctx.db);
+    return ret;
 }
 
 /* Whether s has the shape of a UUID (8-4-4-4-12 hex digits), as every Xero tenant id does. */
@@ -409,8 +489,10 @@ int gw_cli_sync(const gw_config_t *cfg, int argc, char **argv)
 {
     static const char cmd[] = "sync xero";
     const char *since = NULL, *only_tenant = NULL;
+    if (argc >= 1 && (strcmp(argv[0], "stripe") == 0 || strcmp(argv[0], "gocardless") == 0))
+        return sync_payments(cfg, argv[0], argc, argv);
     if (argc < 1 || strcmp(argv[0], "xero") != 0) {
-        fprintf(stderr, "settled: sync: unknown provider%s%s (only xero can be synced)\n", argc < 1 ? "" : ": ",
+        fprintf(stderr, "settled: sync: unknown provider%s%s (xero, stripe or gocardless)\n", argc < 1 ? "" : ": ",
                 argc < 1 ? "" : argv[0]);
         gw_cli_sync_usage(stderr);
         return GW_ARGS_USAGE;

@@ -179,7 +179,7 @@ static const gw_command_t commands[] = {
      true, false},
     {"connect", "connect a Xero organisation (connect xero --authorize | --refresh-token | --callback | --check)",
      gw_cli_connect_usage, connect_run, true, true},
-    {"sync", "bring the Xero mirror up to date (sync xero [--since T] [--tenant ID])", gw_cli_sync_usage, sync_run,
+    {"sync", "repair drift: sync xero [--since T] [--tenant ID] | sync stripe|gocardless [--since T] [--source S]", gw_cli_sync_usage, sync_run,
      true, true},
     {"events", "the stored webhook events: list [filters], show ID, forward ID --to URL --secret S",
      gw_cli_events_usage, events_run, true, true},

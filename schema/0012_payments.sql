@@ -70,5 +70,15 @@ SELECT p.organisation_id, p.id AS payment_id, p.provider, p.account, p.object_id
 FROM payments p
 WHERE p.xero_invoice_id IS NULL AND p.provider <> 'xero';
 
+-- The scheduled drift repair of Stripe and GoCardless (payments.c): up to when each organisation's objects were
+-- listed and applied.
+CREATE TABLE payments_sync_state (
+    organisation_id  bigint NOT NULL REFERENCES organisations (id),
+    provider         ledger_provider NOT NULL,
+    synced_until     timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (organisation_id, provider)
+);
+
 COMMENT ON VIEW invoice_payment_state IS
     'Each mirrored invoice''s payment state, derived by gateway/domain/reconcile.c (docs/reconciliation.md).';

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "circuit.h"
 #include "log.h"
 #include "mem.h"
 #include "money.h"
 #include "reconcile.h"
+#include "replay.h"
 #include "xero_mirror.h"
 
 #define MAX_LIST_PAGES 50 /* a payment with more than 5000 refunds or events is not one settled can reconcile */
@@ -355,6 +357,11 @@ typedef struct st_run_t {
     bool failed;
     gw_fetch_result_t fail; /* the first failure (res empty) */
     idset_t wanted;         /* Xero InvoiceIDs the payments named that are not mirrored */
+    /* settled sync: a progress line on stderr, and how many objects were applied of how many */
+    bool progress;
+    size_t total, applied;
+    int max_pages;  /* of one list (0: MAX_LIST_PAGES) */
+    bool stoppable; /* *w->stop ends the run between two objects */
 } run_t;
 
 static void run_fail(run_t *r, const gw_fetch_result_t *res)
@@ -371,6 +378,22 @@ static void run_fail_db(run_t *r, const char *what, const gw_err_t *err)
     gw_fetch_result_t res = {.status = GW_FETCH_FAILED};
     snprintf(res.error, sizeof(res.error), "%s failed: %s", what, err->detail);
     run_fail(r, &res);
+}
+
+/* One object applied (or tried). */
+static void tick(run_t *r)
+{
+    if (r->failed)
+        return;
+    if (r->stoppable && *r->w->stop) {
+        gw_fetch_result_t res = {.status = GW_FETCH_RESCHEDULE};
+        snprintf(res.error, sizeof(res.error), "stopped");
+        run_fail(r, &res);
+        return;
+    }
+    ++r->applied;
+    if (r->progress && (r->applied % 10 == 0 || r->applied == r->total))
+        fprintf(stderr, "\r  %s: applied %zu of %zu objects", r->provider, r->applied, r->total);
 }
 
 /* GET path of the run's provider as a JSON object (the caller json_decrefs it), or NULL with the failure
@@ -426,7 +449,8 @@ static json_t *get_list(run_t *r, const char *collection, const char *query)
     bool stripe = strcmp(r->provider, "stripe") == 0;
     json_t *all = json_array();
     char cursor[256] = "";
-    for (int page = 0; page != MAX_LIST_PAGES; ++page) {
+    int max_pages = r->max_pages > 0 ? r->max_pages : MAX_LIST_PAGES;
+    for (int page = 0; page != max_pages; ++page) {
         char path[768];
         snprintf(path, sizeof(path), "%s/%s?%s&limit=%d%s%s", stripe ? "/v1" : "", collection, query,
                  stripe ? 100 : 500, *cursor == '\0' ? "" : stripe ? "&starting_after=" : "&after=", cursor);
@@ -458,7 +482,7 @@ static json_t *get_list(run_t *r, const char *collection, const char *query)
     }
     json_decref(all);
     gw_fetch_result_t res = {.status = GW_FETCH_REJECTED, .http_status = 200};
-    snprintf(res.error, sizeof(res.error), "%s: more than %d pages of %s for %s", r->provider, MAX_LIST_PAGES,
+    snprintf(res.error, sizeof(res.error), "%s: more than %d pages of %s for %.100s", r->provider, max_pages,
              collection, query);
     run_fail(r, &res);
     return NULL;
@@ -715,29 +739,56 @@ static void stripe_apply_one(run_t *r, const char *collection, const char *id, c
     json_decref(o);
 }
 
+/* Fetches and applies every object of s, payments first; then frees s. */
+static void stripe_apply_sets(run_t *r, stripe_sets_t *s)
+{
+    /* charges that belong to no PaymentIntent are payments of their own */
+    for (size_t i = 0; i != s->charges.n && !r->failed; ++i, tick(r))
+        stripe_payment(r, s->charges.v[i], true);
+    for (size_t i = 0; i != s->pis.n && !r->failed; ++i, tick(r))
+        stripe_payment(r, s->pis.v[i], false);
+    for (size_t i = 0; i != s->customers.n && !r->failed; ++i, tick(r))
+        stripe_apply_one(r, "customers", s->customers.v[i], NULL, sql_stripe_customer, "applying a Stripe customer");
+    for (size_t i = 0; i != s->setups.n && !r->failed; ++i, tick(r))
+        stripe_apply_one(r, "setup_intents", s->setups.v[i], "expand%5B%5D=payment_method", sql_stripe_setup,
+                         "applying a Stripe SetupIntent");
+    for (size_t i = 0; i != s->pms.n && !r->failed; ++i, tick(r))
+        stripe_apply_one(r, "payment_methods", s->pms.v[i], "expand%5B%5D=customer", sql_stripe_pm,
+                         "applying a Stripe PaymentMethod");
+    idset_free(&s->pis);
+    idset_free(&s->charges);
+    idset_free(&s->setups);
+    idset_free(&s->pms);
+    idset_free(&s->customers);
+}
+
 static void stripe_group(run_t *r, gw_queue_row_t *const *rows, size_t n)
 {
     stripe_sets_t s = {0};
     for (size_t i = 0; i != n && !r->failed; ++i)
         stripe_resolve(r, &s, rows[i], i);
-    /* charges that belong to no PaymentIntent are payments of their own */
-    for (size_t i = 0; i != s.charges.n && !r->failed; ++i)
-        stripe_payment(r, s.charges.v[i], true);
-    for (size_t i = 0; i != s.pis.n && !r->failed; ++i)
-        stripe_payment(r, s.pis.v[i], false);
-    for (size_t i = 0; i != s.customers.n && !r->failed; ++i)
-        stripe_apply_one(r, "customers", s.customers.v[i], NULL, sql_stripe_customer, "applying a Stripe customer");
-    for (size_t i = 0; i != s.setups.n && !r->failed; ++i)
-        stripe_apply_one(r, "setup_intents", s.setups.v[i], "expand%5B%5D=payment_method", sql_stripe_setup,
-                         "applying a Stripe SetupIntent");
-    for (size_t i = 0; i != s.pms.n && !r->failed; ++i)
-        stripe_apply_one(r, "payment_methods", s.pms.v[i], "expand%5B%5D=customer", sql_stripe_pm,
-                         "applying a Stripe PaymentMethod");
-    idset_free(&s.pis);
-    idset_free(&s.charges);
-    idset_free(&s.setups);
-    idset_free(&s.pms);
-    idset_free(&s.customers);
+    stripe_apply_sets(r, &s);
+}
+
+/* Where a listed object (or an event's snapshot of one) leads, without fetching it again. */
+static void stripe_note(stripe_sets_t *s, json_t *o)
+{
+    const char *kind = json_string_value(json_object_get(o, "object")), *id = ref_id(o);
+    if (kind == NULL || !is_id(id))
+        return;
+    if (strcmp(kind, "payment_intent") == 0)
+        idset_add(&s->pis, id);
+    else if (strcmp(kind, "charge") == 0 || strcmp(kind, "refund") == 0 || strcmp(kind, "dispute") == 0)
+        stripe_follow(s, o, strcmp(kind, "charge") == 0);
+    else if (strcmp(kind, "checkout.session") == 0) {
+        idset_add(&s->pis, ref_id(json_object_get(o, "payment_intent")));
+        idset_add(&s->setups, ref_id(json_object_get(o, "setup_intent")));
+    } else if (strcmp(kind, "setup_intent") == 0)
+        idset_add(&s->setups, id);
+    else if (strcmp(kind, "payment_method") == 0)
+        idset_add(&s->pms, id);
+    else if (strcmp(kind, "customer") == 0)
+        idset_add(&s->customers, id);
 }
 
 /* ---- GoCardless ---- */
@@ -815,25 +866,30 @@ static void gc_mandate(run_t *r, const char *id)
         json_decref(docs[i]);
 }
 
-static void gc_group(run_t *r, gw_queue_row_t *const *rows, size_t n)
+static void gc_apply_sets(run_t *r, gc_sets_t *s)
 {
-    gc_sets_t s = {0};
-    for (size_t i = 0; i != n && !r->failed; ++i)
-        gc_resolve(r, &s, rows[i], i);
-    for (size_t i = 0; i != s.customers.n && !r->failed; ++i) {
-        json_t *o = get_object(r, "customers", s.customers.v[i], NULL);
+    for (size_t i = 0; i != s->customers.n && !r->failed; ++i, tick(r)) {
+        json_t *o = get_object(r, "customers", s->customers.v[i], NULL);
         if (o != NULL)
             apply_json(r, sql_gc_customer, &o, 1, false, "applying a GoCardless customer");
         json_decref(o);
     }
     /* mandates before payments: a payment's customer is its mandate's */
-    for (size_t i = 0; i != s.mandates.n && !r->failed; ++i)
-        gc_mandate(r, s.mandates.v[i]);
-    for (size_t i = 0; i != s.payments.n && !r->failed; ++i)
-        gc_payment(r, s.payments.v[i]);
-    idset_free(&s.payments);
-    idset_free(&s.mandates);
-    idset_free(&s.customers);
+    for (size_t i = 0; i != s->mandates.n && !r->failed; ++i, tick(r))
+        gc_mandate(r, s->mandates.v[i]);
+    for (size_t i = 0; i != s->payments.n && !r->failed; ++i, tick(r))
+        gc_payment(r, s->payments.v[i]);
+    idset_free(&s->payments);
+    idset_free(&s->mandates);
+    idset_free(&s->customers);
+}
+
+static void gc_group(run_t *r, gw_queue_row_t *const *rows, size_t n)
+{
+    gc_sets_t s = {0};
+    for (size_t i = 0; i != n && !r->failed; ++i)
+        gc_resolve(r, &s, rows[i], i);
+    gc_apply_sets(r, &s);
 }
 
 /* ---- the processors ---- */
@@ -898,6 +954,130 @@ static void process_gocardless(gw_work_t *w, gw_queue_row_t *const *rows, size_t
 static int claim_delay_ms(const gw_config_t *cfg)
 {
     return cfg->payments_coalesce_ms;
+}
+
+/* ---- drift repair: settled sync stripe|gocardless ---- */
+
+#define SYNC_MAX_PAGES 1000 /* of one list: 100000 Stripe objects, 500000 GoCardless ones */
+
+/* Stripe's events are kept 30 days: changes to objects created earlier are looked for there. */
+static void stripe_sync_lists(run_t *r, stripe_sets_t *s, long long since)
+{
+    static const char *const lists[] = {"payment_intents", "charges", "refunds", "disputes", "checkout/sessions"};
+    char q[128];
+    snprintf(q, sizeof(q), "created%%5Bgte%%5D=%lld", since);
+    for (size_t k = 0; k != sizeof(lists) / sizeof(lists[0]) && !r->failed; ++k) {
+        json_t *items = get_list(r, lists[k], q);
+        for (size_t i = 0; i != json_array_size(items); ++i)
+            stripe_note(s, json_array_get(items, i));
+        json_decref(items);
+    }
+    long long month = (long long)time(NULL) - 30LL * 86400;
+    snprintf(q, sizeof(q), "created%%5Bgte%%5D=%lld", since > month ? since : month);
+    json_t *events = r->failed ? NULL : get_list(r, "events", q);
+    for (size_t i = 0; i != json_array_size(events); ++i)
+        stripe_note(s, json_object_get(json_object_get(json_array_get(events, i), "data"), "object"));
+    json_decref(events);
+}
+
+static void gc_sync_lists(run_t *r, gc_sets_t *s, const char *since_iso)
+{
+    char q[128];
+    snprintf(q, sizeof(q), "created_at%%5Bgte%%5D=%s", since_iso);
+    json_t *payments = get_list(r, "payments", q);
+    for (size_t i = 0; i != json_array_size(payments); ++i)
+        idset_add(&s->payments, ref_id(json_array_get(payments, i)));
+    json_decref(payments);
+    /* what changed since: every event names its object by a link, resolved like a webhook's */
+    json_t *events = r->failed ? NULL : get_list(r, "events", q);
+    const char *scratch[1];
+    const char **ignore = r->ignore;
+    r->ignore = scratch;
+    for (size_t i = 0; i != json_array_size(events) && !r->failed; ++i) {
+        json_t *e = json_array_get(events, i);
+        const char *rt = json_string_value(json_object_get(e, "resource_type"));
+        static const struct {
+            const char *resource_type, *link;
+        } links[] = {{"payments", "payment"},
+                     {"refunds", "refund"},
+                     {"mandates", "mandate"},
+                     {"customers", "customer"},
+                     {"billing_requests", "billing_request"}};
+        for (size_t k = 0; rt != NULL && k != sizeof(links) / sizeof(links[0]); ++k) {
+            if (strcmp(rt, links[k].resource_type) != 0)
+                continue;
+            char type[64];
+            snprintf(type, sizeof(type), "%s.sync", rt);
+            gw_queue_row_t row = {.event_type = type,
+                                  .resource_id = (char *)json_string_value(
+                                      json_object_get(json_object_get(e, "links"), links[k].link))};
+            gc_resolve(r, s, &row, 0);
+        }
+    }
+    r->ignore = ignore;
+    json_decref(events);
+}
+
+int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, const char *since, bool progress,
+                     const atomic_bool *stop, gw_payments_sync_counts_t *counts, char *err, size_t errlen)
+{
+    *counts = (gw_payments_sync_counts_t){0};
+    /* the claim time of the fetches (convergence: payments.sql), and since as both forms the providers take */
+    char *resolved = NULL;
+    gw_err_t e = GW_ERR_INIT;
+    if (gw_since_resolve(ctx->db, since, &resolved, &e) != 0) {
+        snprintf(err, errlen, "%s", e.detail);
+        return -1;
+    }
+    const char *p[] = {resolved};
+    gw_dbs_result_t *t = gw_dbs_query(ctx->db,
+                                      "SELECT now(), extract(epoch FROM $1::timestamptz)::bigint,"
+                                      " to_char($1::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                                      1, p);
+    free(resolved);
+    if (t == NULL) {
+        snprintf(err, errlen, "reading the time failed: %s", gw_dbs_error(ctx->db));
+        return -1;
+    }
+    static const atomic_bool never = false;
+    gw_work_t w = {.fetch = *ctx, .stop = stop != NULL ? stop : &never};
+    w.queue = (gw_queue_t){.cfg = ctx->cfg, .db = ctx->db, .index = -1};
+    char observed[64], correlation[64];
+    snprintf(observed, sizeof(observed), "%s", gw_dbs_value(t, 0, 0));
+    snprintf(correlation, sizeof(correlation), "sync:%s", provider);
+    run_t r = {.w = &w,
+               .provider = strcmp(provider, "stripe") == 0 ? "stripe" : "gocardless",
+               .org = org,
+               .correlation = correlation,
+               .observed_at = observed,
+               .progress = progress,
+               .max_pages = SYNC_MAX_PAGES,
+               .stoppable = true};
+    snprintf(r.orgs, sizeof(r.orgs), "%lld", (long long)org);
+    if (strcmp(r.provider, "stripe") == 0) {
+        stripe_sets_t s = {0};
+        stripe_sync_lists(&r, &s, strtoll(gw_dbs_value(t, 0, 1), NULL, 10));
+        r.total = s.pis.n + s.charges.n + s.setups.n + s.pms.n + s.customers.n;
+        counts->listed = (long)r.total;
+        stripe_apply_sets(&r, &s);
+    } else {
+        gc_sets_t s = {0};
+        gc_sync_lists(&r, &s, gw_dbs_value(t, 0, 2));
+        r.total = s.payments.n + s.mandates.n + s.customers.n;
+        counts->listed = (long)r.total;
+        gc_apply_sets(&r, &s);
+    }
+    gw_dbs_result_free(t);
+    if (progress && r.total != 0)
+        fputc('\n', stderr);
+    counts->applied = (long)r.applied;
+    fetch_wanted(&r);
+    idset_free(&r.wanted);
+    if (r.failed) {
+        snprintf(err, errlen, "%s", r.fail.error);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the sweep ---- */
@@ -979,6 +1159,62 @@ static void sweep(gw_work_t *w)
     gw_dbs_result_free(r);
 }
 
+/* The scheduled drift repair of one provider, for the organisation of its default source, when due. */
+static void sync_due(gw_work_t *w, const char *provider)
+{
+    const gw_config_t *cfg = w->fetch.cfg;
+    bool stripe = strcmp(provider, "stripe") == 0;
+    const gw_source_t *src = gw_config_find_source(cfg, provider, NULL, 0);
+    const char *key = stripe ? cfg->stripe_secret_key : cfg->gocardless_access_token;
+    if (cfg->payments_sync_interval == 0 || src == NULL || key == NULL || *key == '\0')
+        return;
+    char interval[24];
+    snprintf(interval, sizeof(interval), "%d", cfg->payments_sync_interval);
+    const char *p[] = {src->organisation, provider, interval};
+    /* due: never synced (look a day back), or the last one ended more than the interval ago (five minutes of
+     * overlap, so an object changed while the last one listed is not missed) */
+    gw_dbs_result_t *r = gw_dbs_query(
+        w->fetch.db,
+        "SELECT o.id, coalesce(s.synced_until - interval '5 minutes', now() - interval '1 day')::text, now()::text"
+        " FROM organisations o LEFT JOIN payments_sync_state s ON s.organisation_id = o.id AND s.provider = $2"
+        " WHERE o.slug = $1 AND (s.synced_until IS NULL OR s.synced_until < now() - $3::int * interval '1 second')",
+        3, p);
+    if (r == NULL || gw_dbs_nrows(r) != 1) {
+        gw_dbs_result_free(r);
+        return;
+    }
+    int64_t org = strtoll(gw_dbs_value(r, 0, 0), NULL, 10);
+    char since[64], started[64], err[300];
+    snprintf(since, sizeof(since), "%s", gw_dbs_value(r, 0, 1));
+    snprintf(started, sizeof(started), "%s", gw_dbs_value(r, 0, 2));
+    gw_dbs_result_free(r);
+    gw_payments_sync_counts_t counts;
+    if (gw_payments_sync(&w->fetch, provider, org, since, false, w->stop, &counts, err, sizeof(err)) != 0) {
+        gw_log(GW_LOG_WARN, "%s drift repair of organisation %lld failed after %ld of %ld objects: %s", provider,
+               (long long)org, counts.applied, counts.listed, err);
+        return;
+    }
+    char orgs[24];
+    snprintf(orgs, sizeof(orgs), "%lld", (long long)org);
+    const char *sp[] = {orgs, provider, started};
+    if (gw_dbs_exec(w->fetch.db,
+                    "INSERT INTO payments_sync_state (organisation_id, provider, synced_until) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (organisation_id, provider) DO UPDATE SET synced_until = EXCLUDED.synced_until,"
+                    " updated_at = now()",
+                    3, sp) < 0)
+        gw_log(GW_LOG_WARN, "recording the %s drift repair failed: %s", provider, gw_dbs_error(w->fetch.db));
+    else if (counts.listed != 0)
+        gw_log(GW_LOG_INFO, "%s drift repair of organisation %lld: %ld objects listed and applied", provider,
+               (long long)org, counts.applied);
+}
+
+static void periodic(gw_work_t *w)
+{
+    sweep(w);
+    sync_due(w, "stripe");
+    sync_due(w, "gocardless");
+}
+
 static int periodic_ms(const gw_config_t *cfg)
 {
     (void)cfg;
@@ -989,8 +1225,9 @@ const gw_processor_t gw_stripe_processor = {
     .provider = "stripe",
     .claim_delay_ms = claim_delay_ms,
     .process = process_stripe,
-    /* the payments sweep (both providers' payments and every invoice's state) runs once, with Stripe's */
-    .periodic = sweep,
+    /* the payments sweep (every invoice's state, waiting payments) and both providers' scheduled drift repair
+     * run once, with Stripe's */
+    .periodic = periodic,
     .periodic_ms = periodic_ms,
 };
 

@@ -16,6 +16,8 @@
 #ifndef GW_PAYMENTS_H
 #define GW_PAYMENTS_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "db.h"
@@ -42,5 +44,20 @@ GW_MUSTCHECK int gw_payments_reconcile(gw_dbs_t *db, int64_t org, const gw_invoi
 /* Runs body in a transaction of ctx->db; in a dry run (ctx->read_only), whose session is already inside the
  * transaction that will be rolled back, in that transaction. */
 GW_MUSTCHECK int gw_payments_tx(gw_fetch_ctx_t *ctx, gw_dbs_tx_cb body, void *arg, gw_err_t *err);
+
+typedef struct st_gw_payments_sync_counts_t {
+    long listed;  /* distinct objects found (payments, mandates, payment methods, customers) */
+    long applied; /* of them, fetched and applied */
+} gw_payments_sync_counts_t;
+
+/* Drift repair for one organisation: lists the provider's payment objects (Stripe: PaymentIntents, Charges,
+ * Refunds, Disputes and Checkout Sessions created since since, and the objects of the events since then, which
+ * Stripe keeps 30 days; GoCardless: payments created since, and the objects every event since names) with the
+ * provider's pagination, and applies each like a webhook's refetch. since is a timestamp PostgreSQL reads.
+ * progress draws a progress line on stderr; stop (may be NULL) is looked at between objects. Returns 0, or -1
+ * with err at the first failure (what was applied stays applied: it is idempotent). */
+GW_MUSTCHECK int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, const char *since,
+                                  bool progress, const atomic_bool *stop, gw_payments_sync_counts_t *counts, char *err,
+                                  size_t errlen);
 
 #endif

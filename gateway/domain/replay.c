@@ -171,8 +171,7 @@ static long long age_seconds(const char *since)
     }
 }
 
-/* The filter's since as a timestamptz text PostgreSQL wrote (*out malloc'd, NULL without one). */
-static int resolve_since(gw_dbs_t *s, const char *since, char **out, gw_err_t *err)
+int gw_since_resolve(gw_dbs_t *s, const char *since, char **out, gw_err_t *err)
 {
     *out = NULL;
     if (since == NULL)
@@ -202,7 +201,7 @@ static gw_dbs_result_t *query_filter(gw_dbs_t *s, const char *sql, const gw_even
     if (gw_events_filter_check(f, err) != 0)
         return NULL;
     char *since, org[24], lim[24], *status_array = NULL;
-    if (resolve_since(s, f->since, &since, err) != 0)
+    if (gw_since_resolve(s, f->since, &since, err) != 0)
         return NULL;
     snprintf(org, sizeof(org), "%" PRId64, f->organisation_id);
     if (limit > 0)

@@ -134,4 +134,9 @@ void gw_replay_diff_free(gw_replay_diff_t *d);
 GW_MUSTCHECK int gw_replay_sign(const char *provider, const char *secret, const unsigned char *body, size_t body_len,
                                 int64_t now, char *out, size_t outlen);
 
+/* A --since (a timestamp PostgreSQL reads, or an age such as 90s, 30m, 2h, 7d) as a timestamptz text PostgreSQL
+ * wrote (*out malloc'd; NULL when since is NULL). Returns 0, or -1 with err (gw_err_invalid_argument for a since
+ * that is neither). Used by replay and by settled sync stripe|gocardless. */
+GW_MUSTCHECK int gw_since_resolve(gw_dbs_t *s, const char *since, char **out, gw_err_t *err);
+
 #endif

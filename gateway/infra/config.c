@@ -155,6 +155,8 @@ static const setting_t settings[] = {
      "How long a Xero event waits so a burst for one resource becomes one fetch."},
     {"SETTLED_PAYMENTS_COALESCE_MS", T_INT, "500", 0, 60000, 0, FIELD(payments_coalesce_ms), NULL,
      "How long a Stripe or GoCardless event waits so a burst for one payment becomes one fetch."},
+    {"SETTLED_PAYMENTS_SYNC_INTERVAL", T_INT, "3600", 0, 604800, 0, FIELD(payments_sync_interval), NULL,
+     "Seconds between scheduled drift repairs of Stripe and GoCardless payments; 0: none."},
     {"SETTLED_XERO_CLIENT_ID", T_STRING, "", 0, 0, 0, FIELD(xero_client_id), NULL,
      "Client id of the Xero app (OAuth 2.0)."},
     {"SETTLED_XERO_CLIENT_SECRET", T_SECRET, "", 0, 0, F_SECRET, FIELD(xero_client_secret), NULL,

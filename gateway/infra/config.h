@@ -69,6 +69,7 @@ typedef struct st_gw_config_t {
     char *alert_webhook_secret;         /* SETTLED_ALERT_WEBHOOK_SECRET, NULL when unset (a secret: never print it) */
     int xero_coalesce_ms;               /* SETTLED_XERO_COALESCE_MS */
     int payments_coalesce_ms;           /* SETTLED_PAYMENTS_COALESCE_MS */
+    int payments_sync_interval;         /* SETTLED_PAYMENTS_SYNC_INTERVAL, seconds; 0: off */
     char *xero_client_id;               /* SETTLED_XERO_CLIENT_ID */
     char *xero_client_secret;           /* SETTLED_XERO_CLIENT_SECRET */
     char *xero_redirect_uri;            /* SETTLED_XERO_REDIRECT_URI */

@@ -42,11 +42,12 @@ class World:
         self.invoices = {}
         for iid, total in invoices.items():
             self.put_invoice(iid, total)
-        self.env = pl.settled_env(self.xero, self.db, SETTLED_STRIPE_API_BASE=self.stripe.base,
-                                  SETTLED_STRIPE_SECRET_KEY=STRIPE_KEY, SETTLED_GOCARDLESS_API_BASE=self.gc.base,
-                                  SETTLED_GOCARDLESS_ACCESS_TOKEN=GC_TOKEN, SETTLED_PAYMENTS_COALESCE_MS=50,
-                                  SETTLED_WORKERS=workers, SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms",
-                                  **env)
+        settings = dict(SETTLED_STRIPE_API_BASE=self.stripe.base, SETTLED_STRIPE_SECRET_KEY=STRIPE_KEY,
+                        SETTLED_GOCARDLESS_API_BASE=self.gc.base, SETTLED_GOCARDLESS_ACCESS_TOKEN=GC_TOKEN,
+                        SETTLED_PAYMENTS_COALESCE_MS=50, SETTLED_WORKERS=workers,
+                        SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms", SETTLED_PAYMENTS_SYNC_INTERVAL=0)
+        settings.update(env)
+        self.env = pl.settled_env(self.xero, self.db, **settings)
         if mirror and invoices:
             res = h.run_settled(["sync", "xero"], self.env, timeout=120)
             expect_eq(res.returncode, 0, f"settled sync xero (stderr {res.stderr[-1500:]!r})")
@@ -253,6 +254,95 @@ def test_shuffled_duplicated_deliveries_converge():
                   "a cancelled chargeback")
         expect_in("chargeback_reversed", st["flags"], "flagged")
         expect_eq(h.sql_value(w.db, "SELECT count(*) FROM payments"), "4", "one payments row per provider payment")
+    finally:
+        w.close()
+
+
+def test_regressions_races_other_systems_shipped():
+    """Two events for one invoice in the same instant left a paid invoice open; two racing events for one
+    payment created two payments. Four workers, no coalescing, every delivery sent four times."""
+    inv = str(uuid.uuid4())
+    w = World({inv: "60.00"}, workers=4, SETTLED_PAYMENTS_COALESCE_MS=0)
+    try:
+        w.stripe.ctl("PUT", "webhook", {"hold": True, "duplicate": 3})
+        for p, amount in (("pi_race1", 2500), ("pi_race2", 3500)):
+            stripe_pi(w, p, amount, xero_invoice_id=inv)
+            w.stripe.ctl("POST", f"payment_intents/{p}/succeed", {})
+        w.stripe.ctl("POST", "webhook/flush", {"order": "fifo"})
+        w.settle(60)
+        expect_eq(amounts(w.state(inv), state=1, paid=1, outstanding=1),
+                  {"state": "paid", "paid": 6000, "outstanding": 0}, "both payments counted")
+        expect_eq(h.sql_rows(w.db, "SELECT object_id, count(*) FROM payments GROUP BY 1 ORDER BY 1"),
+                  [["pi_race1", "1"], ["pi_race2", "1"]], "one payments row each")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM (SELECT object_id, state FROM ledger_entries"
+                                    " GROUP BY 1, 2 HAVING count(*) > 1) d"), "0", "no fact twice")
+        sent = w.stripe.ctl("GET", "deliveries")
+        sent = sent.get("deliveries", sent) if isinstance(sent, dict) else sent
+        stored = int(h.sql_value(w.db, "SELECT count(*) FROM webhook_events WHERE provider = 'stripe'"))
+        expect(len(sent) >= 4 * stored and stored >= 4, f"{len(sent)} deliveries of {stored} distinct events")
+    finally:
+        w.close()
+
+
+def test_sync_repairs_missed_webhooks():
+    inv_s, inv_g = str(uuid.uuid4()), str(uuid.uuid4())
+    w = World({inv_s: "12.00", inv_g: "34.00"})
+    try:
+        for m in (w.stripe, w.gc):
+            m.ctl("PUT", "webhook", {"enabled": False})  # every webhook is lost
+        stripe_pi(w, "pi_sync1", 1200, xero_invoice_id=inv_s)
+        w.stripe.ctl("POST", "payment_intents/pi_sync1/succeed", {})
+        ch = w.stripe.ctl("GET", "objects/payment_intents/pi_sync1")["latest_charge"]
+        w.stripe.ctl("POST", f"charges/{ch}/refund", {"amount": 200})
+        gc_payment(w, "PM0001SYNC", 3400, xero_invoice_id=inv_g)
+        for action in ("submitted", "confirmed"):
+            w.gc.ctl("POST", f"payments/PM0001SYNC/{action}", {})
+        time.sleep(0.5)
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM payments"), "0", "no webhook arrived")
+        env = dict(w.env, SETTLED_STRIPE_WEBHOOK_SECRETS=h.STRIPE_SECRET,
+                   SETTLED_GOCARDLESS_WEBHOOK_SECRETS=h.GOCARDLESS_SECRET)
+        res = h.run_settled(["sync", "stripe", "--since", "1h"], env, timeout=120)
+        expect_eq(res.returncode, 0, f"sync stripe (stderr {res.stderr[-800:]!r})")
+        expect_in("listed 1 objects, applied 1", res.stdout, "the summary")
+        res = h.run_settled(["sync", "gocardless"], env, timeout=120)
+        expect_eq(res.returncode, 0, f"sync gocardless (stderr {res.stderr[-800:]!r})")
+        expect_eq(amounts(w.state(inv_s), state=1, refunded=1, outstanding=1),
+                  {"state": "partially_refunded", "refunded": 200, "outstanding": 200}, "stripe repaired")
+        expect_eq(amounts(w.state(inv_g), state=1, outstanding=1), {"state": "paid", "outstanding": 0},
+                  "gocardless repaired")
+        n = h.sql_value(w.db, "SELECT count(*) FROM ledger_entries")
+        res = h.run_settled(["sync", "stripe", "--since", "1h"], env, timeout=120)
+        expect_eq((res.returncode, h.sql_value(w.db, "SELECT count(*) FROM ledger_entries")), (0, n),
+                  "a second sync adds no fact")
+        # bad input: clear errors, nothing written
+        res = h.run_settled(["sync", "stripe", "--since", "not a time"], env)
+        expect_eq(res.returncode, 2, "a bad --since is a usage error")
+        expect_in("--since: not a timestamp", res.stderr, "names the flag")
+        res = h.run_settled(["sync", "stripe", "--source", "nope"], env)
+        expect_eq(res.returncode, 1, "an unknown source")
+        expect_in("no stripe webhook source named nope", res.stderr, "names the source")
+        res = h.run_settled(["sync", "stripe"], dict(env, SETTLED_STRIPE_SECRET_KEY=None))
+        expect_in("SETTLED_STRIPE_SECRET_KEY is required", res.stderr, "no key")
+        expect(STRIPE_KEY not in res.stdout + res.stderr, "the key is never printed")
+    finally:
+        w.close()
+
+
+def test_scheduled_drift_repair():
+    inv = str(uuid.uuid4())
+    w = World({inv: "15.00"}, SETTLED_PAYMENTS_SYNC_INTERVAL=1)
+    try:
+        w.stripe.ctl("PUT", "webhook", {"enabled": False})
+        stripe_pi(w, "pi_sched1", 1500, xero_invoice_id=inv)
+        w.stripe.ctl("POST", "payment_intents/pi_sched1/succeed", {})
+        w.server.stop()
+        w.server.start()  # the workers' periodic thread runs at once when the pool starts
+        pl.wait_for(lambda: h.sql_value(w.db, "SELECT state FROM invoice_payment_state WHERE invoice_id = $1",
+                                        inv) == "paid", 30, "the scheduled repair to apply the missed payment")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM payments_sync_state WHERE provider = 'stripe'"), "1",
+                  "its high-water mark is kept")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM payments_sync_state WHERE provider = 'gocardless'"), "1",
+                  "and GoCardless's")
     finally:
         w.close()
 

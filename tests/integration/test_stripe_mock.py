@@ -463,6 +463,200 @@ def test_demo_seed_and_sigterm():
     expect(time.monotonic() - t0 < 3, "and promptly")
 
 
+def checkout(mode="payment", **extra):
+    p = {"mode": mode, "success_url": "https://portal.example/paid?cs={CHECKOUT_SESSION_ID}",
+         "customer": "cus_A", "metadata[settled_invoice_id]": "inv_1"}
+    if mode == "payment":
+        p.update({"line_items[0][price_data][currency]": "GBP", "line_items[0][price_data][unit_amount]": 1250,
+                  "line_items[0][price_data][product_data][name]": "INV-1", "line_items[0][quantity]": 2,
+                  "line_items[1][price_data][currency]": "gbp", "line_items[1][price_data][unit_amount]": 500,
+                  "line_items[1][price_data][product_data][name]": "Fee", "line_items[1][quantity]": 1,
+                  "payment_intent_data[metadata][xero_invoice_id]": "X-1"})
+    p.update(extra)
+    return api("POST", "/v1/checkout/sessions", {k: v for k, v in p.items() if v is not None})
+
+
+def events(types_prefix=""):
+    return [json.loads(d["body"]) for d in R.got if json.loads(d["body"])["type"].startswith(types_prefix)]
+
+
+def test_checkout_create_retrieve_and_validation():
+    setup()
+    r = checkout()
+    expect_eq(r.status, 200, f"create {r}")
+    cs = r.json()
+    expect(cs["id"].startswith("cs_test_"), cs["id"])
+    expect_eq((cs["object"], cs["mode"], cs["status"], cs["payment_status"], cs["amount_total"], cs["currency"],
+               cs["customer"], cs["payment_intent"], cs["setup_intent"], cs["livemode"]),
+              ("checkout.session", "payment", "open", "unpaid", 3000, "gbp", "cus_A", None, None, False),
+              "an open session: 2 x 1250 + 500 minor units, no PaymentIntent before completion (API 2022-08-01)")
+    expect_eq(cs["metadata"], {"settled_invoice_id": "inv_1"}, "session metadata")
+    expect_eq(cs["url"], "https://checkout.stripe.com/c/pay/" + cs["id"], "hosted url")
+    expect(isinstance(cs["created"], int) and cs["expires_at"] == cs["created"] + 86400, "expires in 24 h")
+    got = api("GET", f"/v1/checkout/sessions/{cs['id']}", {"expand[]": ["customer", "line_items"]}).json()
+    expect_eq(got["customer"]["email"], "a@example.com", "expand customer")
+    expect_eq([(li["quantity"], li["amount_total"], li["price"]["unit_amount"]) for li in got["line_items"]["data"]],
+              [(2, 2500, 1250), (1, 500, 500)], "expand line_items")
+    expect_eq(len(api("GET", f"/v1/checkout/sessions/{cs['id']}/line_items").json()["data"]), 2, "GET line_items")
+    r = api("GET", "/v1/checkout/sessions/cs_test_nope")
+    expect_eq((r.status, r.json()["error"]["message"]), (404, "No such checkout.session: 'cs_test_nope'"), "404")
+    expect_eq(api("GET", "/v1/checkout_sessions").status, 404, "only the real path")
+    jpy = checkout(**{"line_items[0][price_data][currency]": "jpy", "line_items[1][price_data][currency]": "jpy",
+                      "line_items[0][price_data][unit_amount]": 1500}).json()
+    expect_eq((jpy["amount_total"], jpy["currency"]), (3500, "jpy"), "JPY is zero-decimal: whole yen")
+    bad_cases = [
+        ({"mode": None}, "mode", "parameter_missing"),
+        ({"mode": "subscription"}, "mode", None),
+        ({"success_url": None}, "success_url", "parameter_missing"),
+        ({"line_items[1][price_data][currency]": "eur"}, "line_items[1][price_data][currency]", None),
+        ({"line_items[0][quantity]": None}, "line_items[0][quantity]", "parameter_missing"),
+        ({"line_items[0][price]": "price_x"}, "line_items[0][price]", "resource_missing"),
+        ({"line_items[0][colour]": "red"}, "line_items[0][colour]", "parameter_unknown"),
+        ({"customer": "cus_nope"}, "customer", "resource_missing"),
+        ({"ui_mode": "embedded"}, "ui_mode", None),
+        ({"payment_intent_data[colour]": "red"}, "payment_intent_data[colour]", "parameter_unknown"),
+        ({"setup_intent_data[metadata][a]": "b"}, "setup_intent_data", None),
+        ({"line_items[0][price_data][currency]": "kwd", "line_items[1][price_data][currency]": "kwd",
+          "line_items[0][price_data][unit_amount]": 1255, "line_items[0][quantity]": 1}, "line_items",
+         "invalid_amount"),
+    ]
+    for change, param, code in bad_cases:
+        r = checkout(**change)
+        e = r.json().get("error", {})
+        expect_eq((r.status, e.get("param"), e.get("code")), (400, param, code), f"refused: {change}")
+    r = checkout("setup", success_url=None, ui_mode="embedded_page", return_url="https://portal.example/r",
+                 currency="gbp")
+    cs = r.json()
+    expect_eq((r.status, cs["mode"], cs["payment_status"], cs["amount_total"], cs["url"], cs["ui_mode"]),
+              (200, "setup", "no_payment_required", None, None, "embedded_page"), f"setup, embedded {r}")
+    expect(cs["client_secret"].startswith(cs["id"] + "_secret_"), "embedded sessions carry a client_secret")
+    r = checkout("setup")
+    expect_eq((r.status, r.json()["error"]["param"]), (400, "currency"), "setup needs currency without pm types")
+    r = checkout("setup", currency="gbp", **{"line_items[0][quantity]": 1})
+    expect_eq((r.status, r.json()["error"]["param"]), (400, "line_items"), "no line_items in setup mode")
+    expect_eq(len(R.got), 0, "creating a session emits nothing (no checkout.session.created)")
+
+
+def test_checkout_card_completion_creates_succeeded_payment_intent():
+    setup()
+    hook()
+    cs = checkout().json()
+    done = M.ctl("POST", f"checkout_sessions/{cs['id']}/complete", {"method": "card"})
+    expect_eq((done["status"], done["payment_status"], done["url"]), ("complete", "paid", None), "complete, paid")
+    pi = api("GET", f"/v1/payment_intents/{done['payment_intent']}").json()
+    expect_eq((pi["status"], pi["amount"], pi["amount_received"], pi["currency"], pi["customer"]),
+              ("succeeded", 3000, 3000, "gbp", "cus_A"), "the PI carries the session's amount")
+    expect_eq(pi["metadata"], {"xero_invoice_id": "X-1"},
+              "the PI has payment_intent_data.metadata only; the session's metadata stays on the session")
+    ch = api("GET", f"/v1/charges/{pi['latest_charge']}").json()
+    expect_eq((ch["status"], ch["metadata"]), ("succeeded", {"xero_invoice_id": "X-1"}), "charge")
+    got = R.wait(4)
+    ev = [json.loads(d["body"]) for d in got]
+    expect_eq([e["type"] for e in ev], ["payment_intent.created", "charge.succeeded", "payment_intent.succeeded",
+                                        "checkout.session.completed"], "events")
+    expect(all(verify(d)[0] for d in got), "every delivery is signed")
+    snap = ev[-1]["data"]["object"]
+    expect_eq((snap["object"], snap["payment_intent"], snap["payment_status"], snap["metadata"]),
+              ("checkout.session", pi["id"], "paid", {"settled_invoice_id": "inv_1"}), "completed snapshot")
+    x = api("GET", f"/v1/checkout/sessions/{cs['id']}", {"expand[]": "payment_intent"}).json()
+    expect_eq((x["payment_intent"]["id"], x["payment_intent"]["status"]), (pi["id"], "succeeded"), "expand PI")
+    lst = api("GET", "/v1/checkout/sessions", {"payment_intent": pi["id"]}).json()
+    expect_eq([o["id"] for o in lst["data"]], [cs["id"]], "list by payment_intent")
+    r = M.call("POST", f"/_mock/checkout_sessions/{cs['id']}/complete", "{}", {"Content-Type": "application/json"})
+    expect_eq((r.status, r.json()["error"]), (409, "mock_bad_request"), "a complete session cannot complete again")
+    r = api("POST", f"/v1/checkout/sessions/{cs['id']}/expire")
+    expect_eq(r.status, 400, "a complete session cannot expire")
+    ev = M.ctl("POST", "events", {"type": "checkout.session.completed", "id": cs["id"]})
+    expect_eq(ev["data"]["object"]["id"], cs["id"], "control events know checkout sessions")
+
+
+def test_checkout_delayed_payment_succeeds_or_fails_later():
+    setup()
+    hook()
+    a, b = checkout().json(), checkout().json()
+    for cs in (a, b):
+        done = M.ctl("POST", f"checkout_sessions/{cs['id']}/complete", {"method": "delayed"})
+        expect_eq((done["status"], done["payment_status"]), ("complete", "unpaid"), "complete but unpaid")
+        pi = api("GET", f"/v1/payment_intents/{done['payment_intent']}").json()
+        expect_eq((pi["status"], pi["payment_method_types"]), ("processing", ["bacs_debit"]), "GBP debit processing")
+    R.wait(8)
+    expect_eq([e["type"] for e in events()][:4], ["payment_intent.created", "charge.pending",
+                                                  "payment_intent.processing", "checkout.session.completed"],
+              "delayed completion events")
+    R.clear()
+    ok = M.ctl("POST", f"checkout_sessions/{a['id']}/async_succeed")
+    expect_eq(ok["payment_status"], "paid", "paid later")
+    expect_eq(api("GET", f"/v1/payment_intents/{ok['payment_intent']}").json()["status"], "succeeded", "PI")
+    types = [json.loads(d["body"])["type"] for d in R.wait(3)]
+    expect_eq(types, ["charge.succeeded", "payment_intent.succeeded", "checkout.session.async_payment_succeeded"],
+              "async success events")
+    R.clear()
+    ko = M.ctl("POST", f"checkout_sessions/{b['id']}/async_fail")
+    expect_eq((ko["status"], ko["payment_status"]), ("complete", "unpaid"), "failed: still unpaid")
+    pi = api("GET", f"/v1/payment_intents/{ko['payment_intent']}").json()
+    expect_eq((pi["status"], pi["last_payment_error"]["decline_code"]), ("requires_payment_method",
+                                                                          "insufficient_funds"), "PI failed")
+    expect_eq(api("GET", f"/v1/charges/{pi['latest_charge']}").json()["status"], "failed", "the pending charge fails")
+    types = [json.loads(d["body"])["type"] for d in R.wait(3)]
+    expect_eq(types, ["charge.failed", "payment_intent.payment_failed", "checkout.session.async_payment_failed"],
+              "async failure events")
+    r = M.call("POST", f"/_mock/checkout_sessions/{a['id']}/async_fail", "{}", {"Content-Type": "application/json"})
+    expect_eq(r.status, 409, "nothing in progress any more")
+
+
+def test_checkout_setup_mode_and_expiry():
+    setup()
+    hook()
+    cs = checkout("setup", currency="gbp", **{"setup_intent_data[metadata][purpose]": "autopay"}).json()
+    done = M.ctl("POST", f"checkout_sessions/{cs['id']}/complete")
+    expect_eq((done["status"], done["payment_status"], done["payment_intent"]), ("complete", "no_payment_required",
+                                                                                   None), "setup complete")
+    si = api("GET", f"/v1/setup_intents/{done['setup_intent']}").json()
+    expect_eq((si["status"], si["customer"], si["metadata"]), ("succeeded", "cus_A", {"purpose": "autopay"}), "seti")
+    expect_eq(api("GET", f"/v1/payment_methods/{si['payment_method']}").json()["customer"], "cus_A", "attached")
+    x = api("GET", f"/v1/checkout/sessions/{cs['id']}", {"expand[]": "setup_intent"}).json()
+    expect_eq(x["setup_intent"]["id"], si["id"], "expand setup_intent")
+    types = [json.loads(d["body"])["type"] for d in R.wait(4)]
+    expect_eq(types, ["setup_intent.created", "setup_intent.succeeded", "payment_method.attached",
+                      "checkout.session.completed"], "setup events")
+    R.clear()
+    e1, e2 = checkout().json(), checkout().json()
+    r = api("POST", f"/v1/checkout/sessions/{e1['id']}/expire", headers={"Idempotency-Key": "exp-1"})
+    expect_eq((r.status, r.json()["status"], r.json()["url"]), (200, "expired", None), "API expire")
+    again = api("POST", f"/v1/checkout/sessions/{e1['id']}/expire", headers={"Idempotency-Key": "exp-1"})
+    expect_eq(again.headers.get("idempotent-replayed"), "true", "expire replays under its key")
+    expect_eq(M.ctl("POST", f"checkout_sessions/{e2['id']}/expire")["status"], "expired", "control expire")
+    ev = [json.loads(d["body"]) for d in R.wait(2)]
+    expect_eq([(e["type"], e["data"]["object"]["id"]) for e in ev],
+              [("checkout.session.expired", e1["id"]), ("checkout.session.expired", e2["id"])], "expired events")
+    expect(ev[0]["request"]["idempotency_key"] == "exp-1" and ev[1]["request"]["id"] is None, "request of each")
+    r = M.call("POST", f"/_mock/checkout_sessions/{e1['id']}/complete", "{}", {"Content-Type": "application/json"})
+    expect_eq(r.status, 409, "an expired session cannot complete")
+    expect_eq(len(api("GET", "/v1/checkout/sessions", {"status": "expired"}).json()["data"]), 2, "list by status")
+
+
+def test_checkout_list_created_filter_and_pagination():
+    setup()
+    ids = []
+    for i in range(12):
+        ids.append(M.ctl("PUT", f"objects/checkout_sessions/cs_test_{i:03d}",
+                         {"amount_total": 100 + i, "currency": "gbp", "created": 1700000000 + i})["id"])
+    seen, after = [], None
+    while True:
+        p = {"created[gte]": 1700000003, "limit": 4, **({"starting_after": after} if after else {})}
+        page = api("GET", "/v1/checkout/sessions", p).json()
+        expect_eq(page["url"], "/v1/checkout/sessions", "list url")
+        seen += [o["id"] for o in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    expect_eq(seen, list(reversed(ids[3:])), "created[gte] over pages, newest first, each once")
+    r = api("GET", "/v1/checkout/sessions", {"limit": 101})
+    expect_eq(r.status, 400, "limit 101")
+    s = M.ctl("GET", "stats")["calls"]["calls_by_path"]
+    expect("GET /v1/checkout/sessions" in s, f"the list counts as one path: {sorted(s)}")
+
+
 def start():
     global M, R
     M = Mock(MOCK, "stripe-mock")

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from collections import deque
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mock_common import (BadRequest, BaseHandler, CallStats, Faults, WebhookSender, Window,  # noqa: E402
@@ -58,9 +58,10 @@ KINDS = {  # control/API name -> (id prefix, object name)
     "customers": ("cus_", "customer"),
     "payment_methods": ("pm_", "payment_method"),
     "setup_intents": ("seti_", "setup_intent"),
+    "checkout_sessions": ("cs_test_", "checkout.session"),  # served at /v1/checkout/sessions
     "events": ("evt_", "event"),
 }
-OBJECT_KIND = {v[1]: k for k, v in KINDS.items()}
+OBJECT_KIND = {v[1].split(".")[0]: k for k, v in KINDS.items()}  # event type prefix -> kind ("checkout" too)
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
                 "xof", "xpf"}  # P1.12
 THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}  # P1.12
@@ -221,6 +222,7 @@ class State:
             self.config = default_config()
             self.accounts = {None: Store()}
             self.outcomes = {}  # (account, pm id) -> outcome of confirming with it
+            self.cs_extra = {}  # (account, cs id) -> {line_items, payment_intent_data, setup_intent_data}: not served
             self.idem = {}  # (account, key) -> entry
             self.faults.rules = []
             self.webhook.clear()
@@ -309,6 +311,14 @@ class State:
                 "card": {"brand": "visa", "display_brand": "visa", "last4": "4242", "exp_month": 12,
                          "exp_year": 2034, "funding": "credit", "country": "US", "fingerprint": rand_id("", 16),
                          "wallet": None}})
+        elif kind == "checkout_sessions":
+            o.update({"mode": "payment", "status": "open", "payment_status": "unpaid", "amount_subtotal": amount,
+                      "amount_total": amount, "currency": cur, "customer": None, "customer_email": None,
+                      "customer_creation": "if_required", "customer_details": None, "client_reference_id": None,
+                      "payment_intent": None, "setup_intent": None, "subscription": None, "invoice": None,
+                      "metadata": {}, "expires_at": int(self.now()) + 86400, "ui_mode": "hosted_page",
+                      "success_url": None, "cancel_url": None, "return_url": None, "client_secret": None,
+                      "payment_method_types": ["card"], "url": None})
         elif kind == "setup_intents":
             o.update({"status": "requires_payment_method", "usage": "off_session", "customer": None,
                       "payment_method": None, "last_setup_error": None, "latest_attempt": None, "mandate": None,
@@ -323,6 +333,8 @@ class State:
             o["currency"] = o["currency"].lower()
         if kind in ("payment_intents", "setup_intents") and not o.get("client_secret"):
             o["client_secret"] = o["id"] + "_secret_" + rand_id("", 24)
+        if kind == "checkout_sessions" and o["ui_mode"] == "hosted_page" and o["status"] == "open" and not o["url"]:
+            o["url"] = "https://checkout.stripe.com/c/pay/" + o["id"]  # null once complete or expired
         if kind == "charges" and o.get("refunds") is None:
             o["refunds"] = {"object": "list", "data": [], "has_more": False, "total_count": 0,
                             "url": f"/v1/charges/{o['id']}/refunds"}
@@ -397,7 +409,12 @@ class State:
         d = DECLINES.get(outcome) or DECLINES["card_declined"]
         if message:
             d = (d[0], d[1], message)
-        ch = self.new_charge(account, pi, "failed", d)
+        ch = self.get(account, "charges", pi["latest_charge"]) if pi["latest_charge"] else None
+        if ch is not None and ch["status"] == "pending":  # a delayed method's charge fails in place
+            ch.update(status="failed", paid=False, failure_code=d[0], failure_message=d[2],
+                      outcome={"network_status": "declined_by_network", "type": "issuer_declined", "reason": d[1]})
+        else:
+            ch = self.new_charge(account, pi, "failed", d)
         pi.update(status="requires_payment_method", amount_received=0, next_action=None)
         pi["last_payment_error"] = {"type": "card_error", "code": d[0], "decline_code": d[1], "message": d[2],
                                     "doc_url": DOC + d[0].replace("_", "-"), "charge": ch["id"],
@@ -405,6 +422,88 @@ class State:
         self.emit(account, "charge.failed", ch, request=request)
         self.emit(account, "payment_intent.payment_failed", pi, request=request)
         return ch, d
+
+    # Checkout Sessions ------------------------------------------------------------------------
+    def cs_complete(self, account, cs, method="card", pmid=None):
+        """The customer pays (or saves a card) on the session's page. Since API 2022-08-01 the PaymentIntent is
+        created only now, with payment_intent_data; the session's own metadata stays on the session (real
+        Stripe copies it nowhere). method "delayed": a bank debit, so the PI is processing and the session
+        completes unpaid until async_succeed / async_fail."""
+        if cs["status"] != "open":
+            raise BadRequest(f"checkout session {cs['id']} is {cs['status']}", 409)
+        if cs["mode"] == "setup" and method != "card":
+            raise BadRequest("setup mode completes with a card only", 409)
+        extra = self.cs_extra.get((account, cs["id"]), {})
+        pm = self.cs_payment_method(account, cs, method, pmid)
+        if cs["mode"] == "setup":
+            si = self.put(account, "setup_intents", self.new_object("setup_intents", {
+                "customer": cs["customer"], "payment_method": pm["id"], "status": "succeeded",
+                "latest_attempt": rand_id("setatt_"),
+                "metadata": dict(extra.get("setup_intent_data", {}).get("metadata", {}))}))
+            cs.update(setup_intent=si["id"], payment_status="no_payment_required")
+            self.emit(account, "setup_intent.created", si)
+            self.emit(account, "setup_intent.succeeded", si)
+            if cs["customer"]:
+                pm["customer"] = cs["customer"]
+                self.emit(account, "payment_method.attached", pm)
+        else:
+            pid = extra.get("payment_intent_data", {})
+            pi = self.put(account, "payment_intents", self.new_object("payment_intents", {
+                "amount": cs["amount_total"], "currency": cs["currency"], "customer": cs["customer"],
+                "payment_method": pm["id"], "payment_method_types": [pm["type"]],
+                "metadata": dict(pid.get("metadata", {})), "description": pid.get("description"),
+                "status": "requires_confirmation"}))
+            cs["payment_intent"] = pi["id"]
+            self.emit(account, "payment_intent.created", pi)
+            if method == "card":
+                self.pi_succeed(account, pi)
+                cs["payment_status"] = "paid"
+            else:
+                pi["status"] = "processing"
+                self.emit(account, "charge.pending", self.new_charge(account, pi, "pending"))
+                self.emit(account, "payment_intent.processing", pi)
+        cust = self.get(account, "customers", cs["customer"]) if cs["customer"] else None
+        cs.update(status="complete", url=None, customer_details={
+            "email": (cust or {}).get("email") or cs["customer_email"], "name": (cust or {}).get("name"),
+            "address": None, "phone": None, "tax_exempt": "none", "tax_ids": []})
+        self.emit(account, "checkout.session.completed", cs)
+        return cs
+
+    def cs_payment_method(self, account, cs, method, pmid):
+        if method not in ("card", "delayed"):
+            raise BadRequest("method is card or delayed")
+        if pmid:
+            pm = self.get(account, "payment_methods", pmid)
+            if pm is None:
+                raise BadRequest(f"no payment_method {pmid!r}", 404)
+            return pm
+        if method == "card":
+            return self.put(account, "payment_methods", self.new_object("payment_methods", {}))
+        kind = {"gbp": "bacs_debit", "eur": "sepa_debit"}.get(cs["currency"], "us_bank_account")
+        return self.put(account, "payment_methods", self.new_object("payment_methods", {
+            "type": kind, "card": None, kind: {"last4": "2345", "fingerprint": rand_id("", 16)}}))
+
+    def cs_async(self, account, cs, succeed, outcome="insufficient_funds"):
+        """The delayed payment of a completed, unpaid session settles or fails."""
+        pi = self.get(account, "payment_intents", cs["payment_intent"] or "")
+        if cs["status"] != "complete" or cs["payment_status"] != "unpaid" or pi is None or pi["status"] != "processing":
+            raise BadRequest(f"checkout session {cs['id']} has no delayed payment in progress", 409)
+        if succeed:
+            self.pi_succeed(account, pi)
+            cs["payment_status"] = "paid"
+            self.emit(account, "checkout.session.async_payment_succeeded", cs)
+        else:
+            self.pi_fail(account, pi, outcome)
+            self.emit(account, "checkout.session.async_payment_failed", cs)
+        return cs
+
+    def cs_expire(self, account, cs, request=None):
+        if cs["status"] != "open":
+            raise bad(f"Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session "
+                      f"has a status of \"{cs['status']}\".", None)  # [unverified] wording
+        cs.update(status="expired", url=None)
+        self.emit(account, "checkout.session.expired", cs, request=request)
+        return cs
 
     def pm_view(self, account, pmid):
         if not pmid:
@@ -596,6 +695,27 @@ def match_created(created, f):
     return created == to_int(f, "created")
 
 
+INDEXED_HASH = re.compile(r"^(\w+)\[(\d+)\]\[(.+)$")
+
+
+def parse_stripe_form(text):
+    """parse_form, plus lists of hashes such as line_items[0][price_data][currency]=gbp (parse_form keeps lists
+    to scalars, enough for expand[]): each index's keys are parsed as a form of their own."""
+    flat, lists = [], {}
+    for k, v in parse_qsl(text, keep_blank_values=True):
+        m = INDEXED_HASH.match(k)
+        if m:
+            lists.setdefault(m[1], {}).setdefault(int(m[2]), []).append((m[3].replace("]", "", 1), v))
+        else:
+            flat.append((k, v))
+    out = parse_form(urlencode(flat))
+    for name, items in lists.items():
+        if name in out:
+            raise ValueError(f"parameter {name!r} mixes a list and a hash")
+        out[name] = [parse_form(urlencode(items[i])) for i in sorted(items)]
+    return out
+
+
 def type_match(pattern, t):
     if "*" in pattern:
         return re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), t) is not None
@@ -609,9 +729,10 @@ LIST_FILTERS = {  # kind -> equality filters besides created/limit/cursors/expan
     "disputes": {"charge", "payment_intent"},
     "events": {"type", "types", "delivery_success"},
     "customers": {"email"},
+    "checkout_sessions": {"customer", "payment_intent", "status"},
 }
 EXPANDABLE = {"latest_charge": "charges", "payment_intent": "payment_intents", "charge": "charges",
-              "customer": "customers", "payment_method": "payment_methods"}
+              "customer": "customers", "payment_method": "payment_methods", "setup_intent": "setup_intents"}
 
 
 class Handler(BaseHandler):
@@ -651,7 +772,8 @@ class Handler(BaseHandler):
                                       f"'{account}' (or that account does not exist). Application access may have "
                                       "been revoked.", "account_invalid")
                 segs = path.split("/")
-                path_key = method + " " + "/".join("ID" if i >= 3 else s for i, s in enumerate(segs))
+                fixed = 4 if path.startswith("/v1/checkout/") else 3  # /v1/checkout/sessions is one resource
+                path_key = method + " " + "/".join("ID" if i >= fixed else s for i, s in enumerate(segs))
                 counted = True
                 limit = st.begin(account, method, path_key)
                 if limit:
@@ -808,12 +930,12 @@ class Handler(BaseHandler):
     def params(self, method, query, body):
         try:
             if method == "GET" or not body:
-                return parse_form(query) if method == "GET" else (parse_form(query) if query else {})
+                return parse_stripe_form(query) if query else {}
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype == "application/json":
                 raise bad("Invalid request: v1 API requests must be form-encoded "
                           "(Content-Type: application/x-www-form-urlencoded).")
-            return parse_form(body.decode("utf-8"))
+            return parse_stripe_form(body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise bad(f"Invalid request: {e}") from None
 
@@ -821,6 +943,10 @@ class Handler(BaseHandler):
     def route(self, method, path, params, account, request):
         st = STATE
         segs = [s for s in path.split("/") if s]
+        if segs[:3] == ["v1", "checkout", "sessions"]:
+            segs = ["v1", "checkout_sessions"] + segs[3:]
+        elif len(segs) >= 2 and segs[1] == "checkout_sessions":
+            segs = []  # only /v1/checkout/sessions is the real path
         if len(segs) >= 2 and segs[0] == "v1" and segs[1] in KINDS:
             kind = segs[1]
             if len(segs) == 2 and method == "GET" and kind in LIST_FILTERS:
@@ -832,6 +958,8 @@ class Handler(BaseHandler):
                 return self.create_payment_intent(params, account, request)
             if len(segs) == 2 and method == "POST" and kind == "refunds":
                 return self.create_refund(params, account, request)
+            if kind == "checkout_sessions":
+                return self.route_checkout(method, segs[2:], params, account, request)
         raise StripeError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}). Please see "
                           "https://stripe.com/docs or we can help at https://support.stripe.com/.")
 
@@ -841,7 +969,9 @@ class Handler(BaseHandler):
             if prefix and not e.startswith(prefix):
                 continue
             f = e[len(prefix):]
-            if f in EXPANDABLE and isinstance(obj.get(f), str):
+            if f == "line_items" and obj.get("object") == "checkout.session":
+                obj[f] = self.line_items(obj, {}, account)
+            elif f in EXPANDABLE and isinstance(obj.get(f), str):
                 o = STATE.get(account, EXPANDABLE[f], obj[f])
                 if o:
                     obj[f] = copy.deepcopy(o)
@@ -903,7 +1033,8 @@ class Handler(BaseHandler):
             has_more = len(items) > limit
         exp = params.get("expand") or []
         data = [self.expand(o, exp, account, "data.") for o in page]
-        return {"object": "list", "data": data, "has_more": has_more, "url": f"/v1/{kind}"}
+        url = "/v1/checkout/sessions" if kind == "checkout_sessions" else f"/v1/{kind}"
+        return {"object": "list", "data": data, "has_more": has_more, "url": url}
 
     def create_payment_intent(self, p, account, request):
         """P1.11: create, and with confirm=true confirm at once (off_session with a saved payment method)."""
@@ -976,6 +1107,174 @@ class Handler(BaseHandler):
         raise StripeError(402, "card_error", d[2], d[0], saved=True, decline_code=d[1], charge=ch["id"],
                           payment_intent=copy.deepcopy(pi), payment_method=st.pm_view(account, pmid),
                           request_log_url=f"https://dashboard.stripe.com/test/logs/{request['id']}")
+
+    def route_checkout(self, method, rest, params, account, request):
+        """/v1/checkout/sessions beyond list and retrieve: create, expire, line_items."""
+        st = STATE
+        if not rest and method == "POST":
+            return self.create_checkout_session(params, account, request)
+        if len(rest) == 2 and rest[1] == "expire" and method == "POST":
+            check_params(params, {"expand"})
+            cs = st.cs_expire(account, st.must(account, "checkout_sessions", rest[0], "session"), request)
+            return 200, self.expand(cs, params.get("expand"), account)
+        if len(rest) == 2 and rest[1] == "line_items" and method == "GET":
+            cs = st.must(account, "checkout_sessions", rest[0], "session")
+            return 200, self.line_items(cs, params, account)
+        raise StripeError(404, "invalid_request_error", f"Unrecognized request URL ({method}: /v1/checkout/sessions/"
+                          f"{'/'.join(rest)}). Please see https://stripe.com/docs or we can help at "
+                          "https://support.stripe.com/.")
+
+    def line_items(self, cs, params, account):
+        """GET /v1/checkout/sessions/{id}/line_items, and expand[]=line_items: a list object (one page)."""
+        check_params(params, {"limit", "starting_after", "ending_before", "expand"})
+        items = STATE.cs_extra.get((account, cs["id"]), {}).get("line_items", [])
+        return {"object": "list", "data": copy.deepcopy(items), "has_more": False,
+                "url": f"/v1/checkout/sessions/{cs['id']}/line_items"}
+
+    def create_checkout_session(self, p, account, request):
+        """POST /v1/checkout/sessions, modes payment and setup. No event: Stripe has no checkout.session.created.
+        The PaymentIntent / SetupIntent is created when the session completes (API 2022-08-01)."""
+        st = STATE
+        check_params(p, {"mode", "line_items", "currency", "customer", "customer_email", "customer_creation",
+                         "client_reference_id", "metadata", "payment_intent_data", "setup_intent_data", "success_url",
+                         "cancel_url", "return_url", "ui_mode", "payment_method_types", "expires_at", "expand",
+                         "locale", "submit_type", "billing_address_collection", "allow_promotion_codes"})
+        mode = p.get("mode") or None
+        if mode is None:
+            raise bad("Missing required param: mode.", "mode", "parameter_missing")
+        if mode not in ("payment", "setup", "subscription"):
+            raise bad("Invalid mode: must be one of payment, setup, or subscription", "mode")
+        if mode == "subscription":
+            raise bad("The mock does not implement subscription mode.", "mode")
+        fields = {"mode": mode, **self.cs_ui(p), **self.cs_customer(p, account), "expires_at": self.cs_expiry(p),
+                  "metadata": check_metadata(p.get("metadata")), "client_reference_id": p.get("client_reference_id")
+                  or None}
+        if p.get("payment_method_types") not in (None, ""):
+            pmt = p["payment_method_types"]
+            fields["payment_method_types"] = pmt if isinstance(pmt, list) else [pmt]
+        extra = {"line_items": [], "payment_intent_data": {}, "setup_intent_data": {}}
+        cur = check_currency(p["currency"]) if p.get("currency") not in (None, "") else None
+        if mode == "payment":
+            if p.get("setup_intent_data"):
+                raise bad("You can not pass `setup_intent_data` in `payment` mode.", "setup_intent_data")
+            extra["line_items"], cur = self.cs_line_items(p.get("line_items"), cur)
+            total = sum(li["amount_total"] for li in extra["line_items"])
+            check_amount(total, cur, "line_items")
+            extra["payment_intent_data"] = self.cs_intent_data(p, "payment_intent_data", {
+                "metadata", "description", "setup_future_usage", "capture_method", "statement_descriptor",
+                "statement_descriptor_suffix", "receipt_email"})
+            fields.update(amount_subtotal=total, amount_total=total, currency=cur, payment_status="unpaid")
+        else:
+            for name in ("line_items", "payment_intent_data"):
+                if p.get(name) not in (None, ""):
+                    raise bad(f"You can not pass `{name}` in `setup` mode.", name)  # [unverified] wording
+            if cur is None and "payment_method_types" not in fields:
+                raise bad("currency is required in setup mode when payment_method_types is not set.", "currency",
+                          "parameter_missing")
+            extra["setup_intent_data"] = self.cs_intent_data(p, "setup_intent_data", {"metadata", "description"})
+            fields.update(amount_subtotal=None, amount_total=None, currency=cur, payment_status="no_payment_required")
+        cs = st.put(account, "checkout_sessions", st.new_object("checkout_sessions", fields))
+        if cs["ui_mode"] != "hosted_page":
+            cs["client_secret"] = cs["id"] + "_secret_" + rand_id("", 24)
+        st.cs_extra[(account, cs["id"])] = extra
+        return 200, self.expand(cs, p.get("expand"), account)
+
+    @staticmethod
+    def cs_ui(p):
+        """ui_mode (the names of API 2026-03-25.dahlia) and its URLs: a hosted page needs success_url
+        ([unverified] that current versions still require it), embedded forms take return_url instead."""
+        ui = p.get("ui_mode") or "hosted_page"
+        if ui not in ("hosted_page", "embedded_page", "elements"):
+            raise bad("Invalid ui_mode: must be one of hosted_page, embedded_page, or elements", "ui_mode")
+        urls = {k: p.get(k) or None for k in ("success_url", "cancel_url", "return_url")}
+        if ui == "hosted_page":
+            if not urls["success_url"]:
+                raise bad("Missing required param: success_url.", "success_url", "parameter_missing")
+            if urls["return_url"]:
+                raise bad("You can only pass `return_url` when `ui_mode` is embedded_page or elements.", "return_url")
+        else:
+            for k in ("success_url", "cancel_url"):
+                if urls[k]:
+                    raise bad(f"You can not pass `{k}` when `ui_mode` is {ui}.", k)  # [unverified] wording
+        return {"ui_mode": ui, **urls}
+
+    @staticmethod
+    def cs_customer(p, account):
+        cust, email = p.get("customer") or None, p.get("customer_email") or None
+        if cust and email:
+            raise bad("You may only specify one of these parameters: customer, customer_email.", "customer_email")
+        if cust and STATE.get(account, "customers", cust) is None:
+            raise bad(f"No such customer: '{cust}'", "customer", "resource_missing")
+        creation = p.get("customer_creation") or "if_required"
+        if creation not in ("if_required", "always"):
+            raise bad("Invalid customer_creation: must be one of if_required or always", "customer_creation")
+        return {"customer": cust, "customer_email": email, "customer_creation": creation}
+
+    @staticmethod
+    def cs_expiry(p):
+        now = int(STATE.now())
+        if p.get("expires_at") in (None, ""):
+            return now + 86400  # 24 h by default
+        t = to_int(p["expires_at"], "expires_at")
+        if not now + 1800 <= t <= now + 86400:
+            raise bad("The `expires_at` timestamp must be between 30 minutes and 24 hours from now.", "expires_at")
+        return t
+
+    @staticmethod
+    def cs_intent_data(p, name, allowed):
+        d = p.get(name)
+        if d in (None, ""):
+            return {}
+        if not isinstance(d, dict):
+            raise bad("Invalid hash", name)
+        for k in d:
+            if k not in allowed:
+                raise bad(f"Received unknown parameter: {name}[{k}]", f"{name}[{k}]", "parameter_unknown")
+        return {**d, "metadata": check_metadata(d.get("metadata"))}
+
+    @staticmethod
+    def cs_line_items(raw, cur):
+        """line_items[N][price_data][currency|unit_amount|product_data][name]] and [quantity]: the mock has no
+        Price objects, so line_items[N][price] gets resource_missing. One currency for all (and for currency)."""
+        if not raw:
+            raise bad("`line_items` is required in `payment` mode.", "line_items", "parameter_missing")  # [unverified]
+        if not isinstance(raw, list) or not all(isinstance(li, dict) for li in raw):
+            raise bad("Invalid array", "line_items")
+        out = []
+        for n, li in enumerate(raw):
+            param = f"line_items[{n}]"
+            check_params({f"{param}[{k}]": v for k, v in li.items()},
+                         {f"{param}[{k}]" for k in ("price", "price_data", "quantity")})
+            if li.get("price"):
+                raise bad(f"No such price: '{li['price']}'", f"{param}[price]", "resource_missing")
+            pd = li.get("price_data")
+            if not isinstance(pd, dict):
+                raise bad(f"Missing required param: {param}[price_data].", f"{param}[price_data]", "parameter_missing")
+            c = check_currency(pd.get("currency"), f"{param}[price_data][currency]")
+            if cur is not None and c != cur:
+                raise bad("All line items must use the same currency as the Checkout Session.",  # [unverified]
+                          f"{param}[price_data][currency]")
+            cur = c
+            if pd.get("unit_amount") in (None, ""):
+                raise bad(f"Missing required param: {param}[price_data][unit_amount].",
+                          f"{param}[price_data][unit_amount]", "parameter_missing")
+            unit = to_int(pd["unit_amount"], f"{param}[price_data][unit_amount]")
+            name = (pd.get("product_data") or {}).get("name") if isinstance(pd.get("product_data"), dict) else None
+            if not name and not pd.get("product"):
+                raise bad(f"Missing required param: {param}[price_data][product_data].",
+                          f"{param}[price_data][product_data]", "parameter_missing")
+            if li.get("quantity") in (None, ""):
+                raise bad(f"Missing required param: {param}[quantity].", f"{param}[quantity]", "parameter_missing")
+            qty = to_int(li["quantity"], f"{param}[quantity]")
+            if unit < 0 or qty < 1:
+                raise bad("This value must be greater than or equal to 1.", f"{param}[quantity]" if qty < 1 else
+                          f"{param}[price_data][unit_amount]")
+            out.append({"id": rand_id("li_"), "object": "item", "amount_discount": 0, "amount_subtotal": unit * qty,
+                        "amount_tax": 0, "amount_total": unit * qty, "currency": c, "description": name,
+                        "quantity": qty, "price": {"id": rand_id("price_"), "object": "price", "currency": c,
+                                                   "unit_amount": unit, "product": pd.get("product")
+                                                   or rand_id("prod_"), "type": "one_time", "active": False}})
+        return out, cur
 
     def create_refund(self, p, account, request):
         st = STATE
@@ -1077,7 +1376,8 @@ class Handler(BaseHandler):
                 return self.reply_json(200, list(st.webhook.log))
             if head == "events" and method == "POST":
                 return self.control_event(parts[1:], q, body)
-            if head in ("payment_intents", "charges", "refunds", "disputes", "setup_intents", "customers") \
+            if head in ("payment_intents", "charges", "refunds", "disputes", "setup_intents", "customers",
+                        "checkout_sessions") \
                     and method == "POST" and len(parts) == 3:
                 spec = self.body_json(body, {}) or {}
                 account = spec.pop("account", None) or q.get("account") or None
@@ -1262,12 +1562,30 @@ class Handler(BaseHandler):
                 pm["customer"] = o["customer"]  # attached on success (P1.10)
                 st.emit(account, "payment_method.attached", pm)
             return o
+        if kind == "checkout_sessions":
+            return self.transition_checkout(o, action, spec, account)
         if kind == "customers" and action == "update":
             prev = {k: copy.deepcopy(o.get(k)) for k in spec}
             o.update(spec)
             st.emit(account, "customer.updated", o, prev)
             return o
         raise BadRequest(f"no transition {action!r} for {kind}", 404)
+
+
+    @staticmethod
+    def transition_checkout(cs, action, spec, account):
+        """complete {method: card|delayed, payment_method?}, async_succeed, async_fail {outcome?}, expire."""
+        st = STATE
+        if action == "complete":
+            return st.cs_complete(account, cs, spec.get("method", "card"), spec.get("payment_method"))
+        if action in ("async_succeed", "async_fail"):
+            return st.cs_async(account, cs, action == "async_succeed", spec.get("outcome", "insufficient_funds"))
+        if action == "expire":
+            try:
+                return st.cs_expire(account, cs)
+            except StripeError as e:
+                raise BadRequest(e.body["error"]["message"], 409) from None
+        raise BadRequest("checkout_sessions: complete, async_succeed, async_fail, expire", 404)
 
 
 def main(argv=None):

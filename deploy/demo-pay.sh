@@ -21,7 +21,7 @@ case $amount in '' | *[!0-9]*) echo "usage: deploy/demo-pay.sh [AMOUNT in pence]
 [ -r "$state/mock_ports" ] || { echo "error: no $state/mock_ports: start the demo with deploy/run.sh first" >&2; exit 1; }
 # shellcheck disable=SC1091
 . "$state/mock_ports"
-xero=http://127.0.0.1:${SETTLED_DEV_XERO_PORT:-57080}
+xero=http://127.0.0.1:$SETTLED_DEV_XERO_PORT
 stripe=http://127.0.0.1:$SETTLED_DEV_STRIPE_PORT
 gc=http://127.0.0.1:$SETTLED_DEV_GOCARDLESS_PORT
 psql_demo() { "$top/deploy/demo-post.sh" --psql -qAt -c "$1"; }

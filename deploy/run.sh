@@ -226,7 +226,7 @@ if [ -z "${SETTLED_GOCARDLESS_API_BASE:-}" ]; then
             "http://127.0.0.1:$gocardless_port/_mock/webhook" >/dev/null || die "configuring the mock GoCardless's webhook failed"
     gocardless_shown="mock GoCardless API on http://127.0.0.1:$gocardless_port"
 fi
-printf 'SETTLED_DEV_STRIPE_PORT=%s\nSETTLED_DEV_GOCARDLESS_PORT=%s\n' "$stripe_port" "$gocardless_port" >"$state/mock_ports"
+printf 'SETTLED_DEV_XERO_PORT=%s\nSETTLED_DEV_STRIPE_PORT=%s\nSETTLED_DEV_GOCARDLESS_PORT=%s\n' "$xero_port" "$stripe_port" "$gocardless_port" >"$state/mock_ports"
 if port_in_use "$listen_port"; then
     die "something already listens on port $listen_port (another settled?); stop it or set SETTLED_LISTEN=127.0.0.1:PORT"
 fi

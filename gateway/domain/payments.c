@@ -219,11 +219,12 @@ static json_t *state_json(const inv_t *v)
 {
     json_t *o = json_pack("{s:s, s:s}", "tenant_id", v->tenant, "invoice_id", v->invoice);
     gw_reconciled_t rc;
-    if (v->problem == NULL && gw_reconcile(&v->facts, v->pays, v->npays, &rc) != 0)
-        v = &(inv_t){.tenant = v->tenant, .invoice = v->invoice, .problem = "the amounts do not fit 64-bit minor units"};
-    if (v->problem != NULL) {
+    const char *problem = v->problem;
+    if (problem == NULL && gw_reconcile(&v->facts, v->pays, v->npays, &rc) != 0)
+        problem = "the amounts do not fit 64-bit minor units";
+    if (problem != NULL) {
         json_object_set_new(o, "state", json_string("not_reconcilable"));
-        json_object_set_new(o, "problem", json_string(v->problem));
+        json_object_set_new(o, "problem", json_string(problem));
         if (v->facts.currency[0] != '\0')
             json_object_set_new(o, "currency", json_string(v->facts.currency));
         return o;

@@ -60,6 +60,8 @@ def test_workers_only_process_serves_ops_and_shared_gauges():
     db = h.new_database("ops_work")
     post_stripe_events(db, 5, "w")
     h.sql(db, "UPDATE inbox_events SET status = 'dead', last_error = 'test' WHERE event_id IN ('evt_w_0', 'evt_w_1')")
+    # the workers process Stripe events: these wait, not due for an hour, so the gauges see them pending
+    h.sql(db, "UPDATE inbox_events SET next_attempt_at = now() + interval '1 hour'")
     w = pl.Worker({"SETTLED_DATABASE_URL": db, "SETTLED_INSTANCE_ID": "work-test-1"})
     try:
         status, _, body = get(w.ops_port, "/healthz")

@@ -211,8 +211,20 @@ static void test_sync_usage(void **state)
     expect_run(gw_cli_sync, &cfg, 0, usage, NULL, "xero", "--help", NULL);
     expect_run(gw_cli_sync, &cfg, 0, usage, NULL, "xero", "-h", NULL);
     expect_run(gw_cli_sync, &cfg, 2, NULL, usage, NULL);
-    expect_run(gw_cli_sync, &cfg, 2, NULL, usage, "stripe", NULL);
-    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync: unknown provider: stripe", "stripe", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, usage, "paypal", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync: unknown provider: paypal (xero, stripe or gocardless)",
+               "paypal", NULL);
+    /* stripe and gocardless: their own options, and a source that must be configured */
+    expect_run(gw_cli_sync, &cfg, 0, "settled sync stripe|gocardless [--since T] [--source NAME]", NULL, "stripe",
+               "--help", NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync stripe: unknown option --tenant", "stripe", "--tenant", "x",
+               NULL);
+    expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync gocardless: --since needs a value", "gocardless", "--since",
+               NULL);
+    expect_run(gw_cli_sync, &cfg, 1, NULL, "settled: sync stripe: no stripe webhook source named default", "stripe",
+               NULL);
+    expect_run(gw_cli_sync, &cfg, 1, NULL, "settled: sync gocardless: no gocardless webhook source named eu",
+               "gocardless", "--source", "eu", NULL);
     expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: unknown option --bogus", "xero", "--bogus", NULL);
     expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: --since needs a value", "xero", "--since", NULL);
     expect_run(gw_cli_sync, &cfg, 2, NULL, "settled: sync xero: --since needs a value", "xero", "--since", "--tenant",

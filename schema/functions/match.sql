@@ -1,9 +1,10 @@
 -- SPDX-License-Identifier: MIT
 -- match.sql: matching provider customers to portal customers (DESIGN.md section 3.4): the normalisation of emails,
--- names and tax or account numbers, linking, the admins' matching queue, and the rules that match a mirrored Xero
--- contact. The tables (customers, customer_links, matching_queue) are in 0002_pipeline.sql. Today its caller is
--- SQL: xero_upsert_contacts in xero_mirror.sql runs match_contact; its C room, gateway/domain/match.c, arrives with
--- the matching API.
+-- names and tax or account numbers, linking, the admins' matching queue, and the rules (match_rules) that match a
+-- mirrored Xero contact (match_contact) or a Stripe or GoCardless customer (pm_match_customer, payment_methods.sql).
+-- The tables (customers, customer_links, matching_queue) are in 0002_pipeline.sql. Today its callers are SQL:
+-- xero_upsert_contacts in xero_mirror.sql runs match_contact, the payment-method functions run match_rules; its C
+-- room, gateway/domain/match.c, arrives with the matching API.
 --
 -- norm_email, norm_name and norm_ident are IMMUTABLE and computed into STORED generated columns of customers and
 -- xero_contacts: replacing one here does not recompute the stored values. A change of what they return needs a
@@ -133,52 +134,35 @@ BEGIN
 END
 $$;
 
--- Matches a mirrored Xero contact to a portal customer of its organisation. In order: an existing link
--- ('existing'); exact normalised email, then tax number, then account number, then name: one customer
--- links ('email', 'tax_number', 'account_number', 'name'), several queue the contact ('ambiguous') and
--- stop; no rule matches: with p_create a customer is created from the contact and linked ('created'),
--- otherwise the contact is queued ('none'). Contacts Xero flags as suppliers only, and archived
--- contacts, are never created as customers (queued 'none'). Every decision is audited; running it
--- again changes nothing and writes nothing.
-CREATE OR REPLACE FUNCTION match_contact(p_org bigint, p_tenant uuid, p_contact_id uuid, p_correlation text, p_create boolean)
-RETURNS text
+-- The matching rules every provider customer goes through, in order: an existing link of (p_provider,
+-- p_external_id) ('existing'); then exact normalised email, tax number, account number and name, each
+-- skipped when its value is NULL: one customer links (through match_link, rule = the rule's name),
+-- several queue the external id as ambiguous (match_enqueue, the reasons p_reasons plus kind, rule and
+-- value) and stop. Returns the rule and the customer: ('existing' | 'email' | 'tax_number' |
+-- 'account_number' | 'name', id), ('ambiguous', NULL), or (NULL, NULL) when no rule matched: the caller
+-- then creates or queues. Running it again changes nothing and writes nothing.
+CREATE OR REPLACE FUNCTION match_rules(p_org bigint, p_provider text, p_external_id text, p_external_name text,
+                                       p_email text, p_tax_number text, p_account_number text, p_name text,
+                                       p_reasons jsonb, p_correlation text, OUT rule text, OUT customer_id bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    c xero_contacts;
-    v_ext text := p_contact_id::text;
-    v_link bigint;
     v_rule text;
     v_value text;
     v_ids bigint[];
-    v_customer customers;
-    v_why text;
 BEGIN
-    -- one matcher per organisation at a time (two contacts with one new email must not both create),
-    -- and the organisation's lock before any row lock (see audit_lock)
     PERFORM audit_lock(p_org);
-    SELECT * INTO c FROM xero_contacts x
-    WHERE x.organisation_id = p_org AND x.tenant_id = p_tenant AND x.contact_id = p_contact_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'match_contact: organisation % has no Xero contact % in tenant %', p_org, p_contact_id, p_tenant
-            USING ERRCODE = 'no_data_found';
-    END IF;
-
-    SELECT l.customer_id INTO v_link FROM customer_links l
-    WHERE l.organisation_id = p_org AND l.provider = 'xero' AND l.external_id = v_ext;
+    SELECT l.customer_id INTO customer_id FROM customer_links l
+    WHERE l.organisation_id = p_org AND l.provider = p_provider AND l.external_id = p_external_id;
     IF FOUND THEN
-        IF c.customer_id IS DISTINCT FROM v_link THEN
-            UPDATE xero_contacts x SET customer_id = v_link
-            WHERE x.organisation_id = p_org AND x.contact_id = p_contact_id;
-        END IF;
-        RETURN 'existing';
+        rule := 'existing';
+        RETURN;
     END IF;
-
     FOREACH v_rule IN ARRAY ARRAY['email', 'tax_number', 'account_number', 'name'] LOOP
         v_value := CASE v_rule
-            WHEN 'email' THEN norm_email(c.email)
-            WHEN 'tax_number' THEN norm_ident(c.tax_number)
-            WHEN 'account_number' THEN norm_ident(c.account_number)
-            ELSE norm_name(c.name) END;
+            WHEN 'email' THEN norm_email(p_email)
+            WHEN 'tax_number' THEN norm_ident(p_tax_number)
+            WHEN 'account_number' THEN norm_ident(p_account_number)
+            ELSE norm_name(p_name) END;
         CONTINUE WHEN v_value IS NULL;
         -- one query per rule, so that each uses its index
         IF v_rule = 'email' THEN
@@ -195,16 +179,59 @@ BEGIN
             WHERE k.organisation_id = p_org AND k.name_normalised = v_value;
         END IF;
         IF cardinality(v_ids) = 1 THEN
-            PERFORM match_link(p_org, 'xero', v_ext, v_ids[1], v_rule, 'system:matching', p_correlation);
-            RETURN v_rule;
+            PERFORM match_link(p_org, p_provider, p_external_id, v_ids[1], v_rule, 'system:matching', p_correlation);
+            rule := v_rule;
+            customer_id := v_ids[1];
+            RETURN;
         ELSIF cardinality(v_ids) > 1 THEN
-            PERFORM match_enqueue(p_org, 'xero', v_ext, c.name,
-                jsonb_build_object('kind', 'ambiguous', 'rule', v_rule, 'value', v_value, 'tenant_id', p_tenant),
+            PERFORM match_enqueue(p_org, p_provider, p_external_id, p_external_name,
+                coalesce(p_reasons, '{}') || jsonb_build_object('kind', 'ambiguous', 'rule', v_rule, 'value', v_value),
                 v_ids, p_correlation);
-            RETURN 'ambiguous';
+            rule := 'ambiguous';
+            RETURN;
         END IF;
     END LOOP;
+END
+$$;
 
+-- Matches a mirrored Xero contact to a portal customer of its organisation. In order: an existing link
+-- ('existing'); exact normalised email, then tax number, then account number, then name: one customer
+-- links ('email', 'tax_number', 'account_number', 'name'), several queue the contact ('ambiguous') and
+-- stop (match_rules); no rule matches: with p_create a customer is created from the contact and linked
+-- ('created'), otherwise the contact is queued ('none'). Contacts Xero flags as suppliers only, and archived
+-- contacts, are never created as customers (queued 'none'). Every decision is audited; running it
+-- again changes nothing and writes nothing.
+CREATE OR REPLACE FUNCTION match_contact(p_org bigint, p_tenant uuid, p_contact_id uuid, p_correlation text, p_create boolean)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    c xero_contacts;
+    v_ext text := p_contact_id::text;
+    m record;
+    v_customer customers;
+    v_why text;
+BEGIN
+    -- one matcher per organisation at a time (two contacts with one new email must not both create),
+    -- and the organisation's lock before any row lock (see audit_lock)
+    PERFORM audit_lock(p_org);
+    SELECT * INTO c FROM xero_contacts x
+    WHERE x.organisation_id = p_org AND x.tenant_id = p_tenant AND x.contact_id = p_contact_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'match_contact: organisation % has no Xero contact % in tenant %', p_org, p_contact_id, p_tenant
+            USING ERRCODE = 'no_data_found';
+    END IF;
+
+    SELECT * INTO m FROM match_rules(p_org, 'xero', v_ext, c.name, c.email, c.tax_number, c.account_number, c.name,
+                                     jsonb_build_object('tenant_id', p_tenant), p_correlation);
+    IF m.rule = 'existing' THEN
+        IF c.customer_id IS DISTINCT FROM m.customer_id THEN
+            UPDATE xero_contacts x SET customer_id = m.customer_id
+            WHERE x.organisation_id = p_org AND x.contact_id = p_contact_id;
+        END IF;
+    END IF;
+    IF m.rule IS NOT NULL THEN
+        RETURN m.rule;
+    END IF;
     v_why := CASE
         WHEN NOT coalesce(p_create, false) THEN NULL
         WHEN c.contact_status = 'ARCHIVED' THEN 'archived'

@@ -1049,6 +1049,13 @@ def test_ledger_facts_once_and_append_only():
 
 
 def main():
+    run(globals(), "sql_mirror", "xero_upsert_invoices", "schema/0002_pipeline.sql")
+
+
+def run(namespace, prefix, required_function, schema_file):
+    """Runs the test_* functions of namespace (a module's globals()) on a fresh database named after prefix,
+    migrated by the real `settled migrate` and holding required_function (else: rebuild, so that schema_file
+    is embedded); prints the report and exits. Other SQL test modules import it with these psql helpers."""
     global DB_URL
     missing = [k for k in ("SETTLED_TEST_PG_URL", "SETTLED_BIN") if not os.environ.get(k)]
     if missing or not os.access(os.environ.get("SETTLED_BIN", ""), os.X_OK):
@@ -1059,7 +1066,7 @@ def main():
         print("0 passed, 1 failed")
         sys.exit(1)
     base = os.environ["SETTLED_TEST_PG_URL"]
-    tests = [(n, f) for n, f in globals().items() if n.startswith("test_") and callable(f)]
+    tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f)]
     wanted = sys.argv[1:]
     if wanted:
         unknown = set(wanted) - {n for n, _ in tests}
@@ -1067,7 +1074,7 @@ def main():
             print(f"unknown tests: {', '.join(sorted(unknown))}")
             sys.exit(2)
         tests = [(n, f) for n, f in tests if n in wanted]
-    dbname = f"sql_mirror_{os.getpid()}_{os.urandom(3).hex()}"
+    dbname = f"{prefix}_{os.getpid()}_{os.urandom(3).hex()}"
     passed = failed = 0
     created = False
     try:
@@ -1078,9 +1085,9 @@ def main():
                              env=settled_env({"SETTLED_DATABASE_URL": DB_URL}), capture_output=True, timeout=120)
         if res.returncode != 0:
             raise Failure(f"settled migrate exited {res.returncode}: {res.stderr.decode(errors='replace')[-3000:]}")
-        if value("SELECT to_regproc('xero_upsert_invoices') IS NOT NULL") != "t":
-            raise Failure("the migrated database has no xero_upsert_invoices: rebuild settled so that "
-                          "schema/0002_pipeline.sql is embedded (cmake --build)")
+        if value("SELECT to_regproc(:'f') IS NOT NULL", f=required_function) != "t":
+            raise Failure(f"the migrated database has no {required_function}: rebuild settled so that "
+                          f"{schema_file} is embedded (cmake --build)")
     except Exception as e:  # noqa: BLE001
         print(f"not ok - setup\n      {e}")
         failed += 1

@@ -309,6 +309,34 @@ def test_regressions_races_other_systems_shipped():
         w.close()
 
 
+def test_payment_methods_from_events():
+    w = World({})
+    try:
+        w.stripe.ctl("PUT", "objects/customers/cus_pm1", {"email": "Pay.Methods@example.com", "name": "PM Ltd"})
+        w.stripe.ctl("PUT", "objects/payment_methods/pm_card1", {})
+        w.stripe.ctl("PUT", "objects/setup_intents/seti_pm1", {"customer": "cus_pm1"})
+        w.stripe.ctl("POST", "setup_intents/seti_pm1/succeed", {"payment_method": "pm_card1"})
+        w.gc.ctl("PUT", "objects/customers/CU0001PM", {"email": "dd@example.com", "company_name": "DD Ltd"})
+        w.gc.ctl("PUT", "objects/customer_bank_accounts/BA0001PM", {"links": {"customer": "CU0001PM"}})
+        w.gc.ctl("PUT", "objects/mandates/MD0001PM", {"status": "submitted", "scheme": "bacs", "links": {
+            "customer": "CU0001PM", "customer_bank_account": "BA0001PM"}})
+        w.gc.ctl("POST", "mandates/MD0001PM/active", {})
+        w.settle()
+        rows = h.sql_rows(w.db, "SELECT provider, object_id, kind, status, coalesce(last4 ~ '^[0-9]{4}$', false)"
+                                " FROM payment_methods"
+                                " ORDER BY object_id")
+        expect_eq(rows, [["gocardless", "MD0001PM", "direct_debit", "active", "f"],
+                         ["stripe", "pm_card1", "card", "active", "t"]],
+                  "the mandate from mandates.active, the card from setup_intent.succeeded")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM matching_queue WHERE provider = 'stripe'"
+                                    " AND external_id = 'cus_pm1'"), "1",
+                  "its customer matches no portal customer: it waits in the matching queue")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM webhook_events WHERE status IN ('dead', 'failed')"), "0",
+                  "no payment-method event failed")
+    finally:
+        w.close()
+
+
 def test_sync_repairs_missed_webhooks():
     inv_s, inv_g = str(uuid.uuid4()), str(uuid.uuid4())
     w = World({inv_s: "12.00", inv_g: "34.00"})

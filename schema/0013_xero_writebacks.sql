@@ -30,6 +30,9 @@ CREATE TABLE xero_writebacks (
     status              text NOT NULL DEFAULT 'pending'
         CHECK (status IN ('in_sync', 'pending', 'refused', 'dead', 'unconfigured')),
     attempts            integer NOT NULL DEFAULT 0 CHECK (attempts >= 0), -- claims since the last step that worked
+    -- a call may have reached Xero without its outcome being recorded (a crash, a lost answer): before creating a
+    -- payment, look in Xero for one of ours first
+    unsure              boolean NOT NULL DEFAULT false,
     next_attempt_at     timestamptz NOT NULL DEFAULT now(),
     lease_owner         text,                    -- the sender holding it; NULL when nobody does
     lease_until         timestamptz,

@@ -24,7 +24,6 @@
 
 #define WAIT_SLICE_MS 250     /* how often an idle sender looks at the stop flag */
 #define DB_RETRY_MS 1000      /* after the database failed */
-#define NO_ACCOUNT_WAIT_MS 60000
 #define REASON_MAX 300
 
 static const char sql_accounts[] = "SELECT unconfigured, revived FROM xero_writeback_accounts($1)";
@@ -33,7 +32,7 @@ static const char sql_park_lost[] = "SELECT id, organisation_id, payment_id, att
 static const char sql_claim[] =
     "SELECT id, organisation_id, payment_id, provider, object_id, tenant_id, invoice_id, currency, target_minor,"
     "       generation, written_minor, xero_payment_id, written_tenant_id, written_invoice_id, account_code, paid_on,"
-    "       attempts, token_id, written_token_id"
+    "       attempts, unsure, token_id, written_token_id"
     "  FROM xero_writeback_claim($1, $2::bigint, $3::integer, $4)";
 static const char sql_renew[] = "SELECT xero_writeback_renew($1::bigint, $2, $3::bigint)";
 static const char sql_step[] = "SELECT xero_writeback_step($1::bigint, $2, $3::integer, $4, $5::uuid, $6::bigint,"
@@ -55,6 +54,7 @@ typedef struct st_row_t {
     int64_t target, written;
     char xero_payment[40], written_tenant[40], written_invoice[40], account[16], paid_on[16];
     int attempts;
+    bool unsure; /* a call may have reached Xero without its outcome being recorded */
     int64_t token_id, written_token_id; /* 0: the organisation has not connected that tenant */
     char correlation[64];
 } row_t;
@@ -69,8 +69,8 @@ typedef struct st_sender_t {
 int gw_writeback_lease_ms(const gw_config_t *cfg)
 {
     /* gw_fetch may refresh the token (a call, or a wait for another refresher's), wait for a quota (up to 5 s)
-     * and make the call, and once more after a 401 */
-    long long floor = 4LL * cfg->http_timeout_ms + 15000;
+     * and make the call, and the call once more after a 401 */
+    long long floor = 3LL * cfg->http_timeout_ms + 10000;
     long long lease = cfg->worker_lease_ms > floor ? cfg->worker_lease_ms : floor;
     return lease > 86400000 ? 86400000 : (int)lease;
 }
@@ -100,7 +100,8 @@ static void read_row(gw_dbs_result_t *r, size_t i, row_t *row)
     copy(row->account, sizeof(row->account), gw_dbs_value(r, i, 14));
     copy(row->paid_on, sizeof(row->paid_on), gw_dbs_value(r, i, 15));
     row->attempts = atoi(gw_dbs_value(r, i, 16));
-    const char *t = gw_dbs_value(r, i, 17), *wt = gw_dbs_value(r, i, 18);
+    row->unsure = strcmp(gw_dbs_value(r, i, 17), "t") == 0;
+    const char *t = gw_dbs_value(r, i, 18), *wt = gw_dbs_value(r, i, 19);
     row->token_id = t != NULL ? strtoll(t, NULL, 10) : 0;
     row->written_token_id = wt != NULL ? strtoll(wt, NULL, 10) : 0;
     snprintf(row->correlation, sizeof(row->correlation), "writeback:%s:g%s", row->id, row->generation);
@@ -404,8 +405,8 @@ static int find_ours(sender_t *s, const row_t *row, char pid[40], bool *exact)
 static void create_payment(sender_t *s, const row_t *row)
 {
     char reason[REASON_MAX + 40];
-    if (row->account[0] == '\0') { /* the account went away since the claim: xero_writeback_accounts marks it */
-        fail(s, row, "wait", "no Xero account to pay into", NO_ACCOUNT_WAIT_MS);
+    if (row->account[0] == '\0') { /* the claim takes none such: given back, xero_writeback_accounts marks it */
+        fail(s, row, "wait", "no Xero account to pay into", 0);
         return;
     }
     if (row->token_id == 0) {
@@ -421,9 +422,9 @@ static void create_payment(sender_t *s, const row_t *row)
         fail(s, row, "refused", reason, 0);
         return;
     }
-    if (row->attempts > 1) {
-        /* an earlier attempt may have created it and lost the answer (a crash, a timeout), and its key may be
-         * forgotten by now: find it by its Reference rather than make a second one */
+    if (row->unsure) {
+        /* an earlier call may have created it and lost the answer (a crash, a timeout), perhaps for an older
+         * target, and its key may be forgotten by now: find it by its Reference rather than make a second one */
         char pid[40];
         bool exact = false;
         int found = find_ours(s, row, pid, &exact);

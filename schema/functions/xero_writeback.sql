@@ -133,12 +133,16 @@ CREATE OR REPLACE FUNCTION xero_writeback_claim(p_owner text, p_lease_ms bigint,
 RETURNS TABLE (id bigint, organisation_id bigint, payment_id bigint, provider text, object_id text, tenant_id uuid,
                invoice_id uuid, currency text, target_minor bigint, generation integer, written_minor bigint,
                xero_payment_id uuid, written_tenant_id uuid, written_invoice_id uuid, written_generation integer,
-               account_code text, paid_on text, attempts integer, token_id bigint, written_token_id bigint)
+               account_code text, paid_on text, attempts integer, unsure boolean, token_id bigint,
+               written_token_id bigint)
 LANGUAGE sql AS $$
     WITH due AS (
-        SELECT w.id FROM xero_writebacks w
+        SELECT w.id FROM xero_writebacks w JOIN organisations o ON o.id = w.organisation_id
         WHERE w.status = 'pending' AND w.next_attempt_at <= now() AND (w.lease_until IS NULL OR w.lease_until <= now())
-        ORDER BY w.next_attempt_at LIMIT p_limit FOR UPDATE SKIP LOCKED),
+          -- a payment to create needs an account: without one, xero_writeback_accounts makes the row unconfigured
+          AND (w.target_minor = 0 OR w.xero_payment_id IS NOT NULL
+               OR coalesce(o.xero_payment_account, nullif(p_default_account, '')) IS NOT NULL)
+        ORDER BY w.next_attempt_at LIMIT p_limit FOR UPDATE OF w SKIP LOCKED),
     claimed AS (
         UPDATE xero_writebacks w
         SET attempts = w.attempts + 1, lease_owner = p_owner,
@@ -149,7 +153,7 @@ LANGUAGE sql AS $$
     SELECT c.id, c.organisation_id, c.payment_id, p.provider, p.object_id, c.tenant_id, c.invoice_id, c.currency,
            c.target_minor, c.generation, c.written_minor, c.xero_payment_id, c.written_tenant_id, c.written_invoice_id,
            c.written_generation, coalesce(o.xero_payment_account, nullif(p_default_account, '')), to_char(c.paid_on, 'YYYY-MM-DD'),
-           c.attempts, t.token_id, wt.token_id
+           c.attempts, c.unsure, t.token_id, wt.token_id
     FROM claimed c
     JOIN payments p ON p.id = c.payment_id
     JOIN organisations o ON o.id = c.organisation_id
@@ -159,13 +163,14 @@ LANGUAGE sql AS $$
 $$;
 
 -- Extends p_owner's lease on row p_id to p_lease_ms from now, before each Xero call, so that the lease covers the
--- call. Returns false when the lease is no longer p_owner's (the call must not be made).
+-- call, and notes that a call is about to be made whose outcome is not yet recorded (unsure, cleared by
+-- xero_writeback_step). Returns false when the lease is no longer p_owner's (the call must not be made).
 CREATE OR REPLACE FUNCTION xero_writeback_renew(p_id bigint, p_owner text, p_lease_ms bigint) RETURNS boolean
 LANGUAGE sql AS $$
     WITH r AS (
         UPDATE xero_writebacks
         SET lease_until = now() + p_lease_ms * interval '1 millisecond',
-            next_attempt_at = now() + p_lease_ms * interval '1 millisecond'
+            next_attempt_at = now() + p_lease_ms * interval '1 millisecond', unsure = true
         WHERE id = p_id AND lease_owner = p_owner AND status = 'pending'
         RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM r)
@@ -232,8 +237,8 @@ BEGIN
         written_tenant_id = v_new.written_tenant_id, written_invoice_id = v_new.written_invoice_id,
         written_generation = v_new.written_generation, account_code = v_new.account_code,
         status = CASE WHEN xero_writeback_matches(v_new) THEN 'in_sync' ELSE 'pending' END,
-        attempts = 0, next_attempt_at = now(), lease_owner = NULL, lease_until = NULL, last_error = NULL,
-        updated_at = now()
+        attempts = 0, unsure = false, next_attempt_at = now(), lease_owner = NULL, lease_until = NULL,
+        last_error = NULL, updated_at = now()
     WHERE w.id = p_id
     RETURNING * INTO v_new;
     IF p_action <> 'checked' THEN
@@ -327,8 +332,9 @@ END
 $$;
 
 -- An admin's "try again" for a row of organisation p_org that is refused, dead or unconfigured (once the cause is
--- fixed: the lock date moved, the account restored): due now with its attempts reset, audited with p_actor.
--- Returns false when the row is not the organisation's or is in no such state.
+-- fixed: the lock date moved, the account restored): due now with its attempts reset, audited with p_actor. It
+-- gets a new generation, so that its calls carry new Idempotency-Keys (Xero would replay the refusal stored under
+-- the old ones). Returns false when the row is not the organisation's or is in no such state.
 CREATE OR REPLACE FUNCTION xero_writeback_retry(p_org bigint, p_id bigint, p_actor text, p_correlation text)
 RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -344,7 +350,8 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE xero_writebacks
-    SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, updated_at = now()
+    SET status = 'pending', generation = generation + 1, attempts = 0, next_attempt_at = now(), last_error = NULL,
+        updated_at = now()
     WHERE id = p_id
     RETURNING * INTO v_new;
     PERFORM audit_write(p_org, p_actor, 'xero.writeback.retry', 'xero_writeback', p_id::text,

@@ -224,6 +224,23 @@ def test_claims_are_leased_and_fenced():
     expect_eq(row(db, pid)["owner"], "D", "the row is D's")
 
 
+def test_an_unrecorded_call_is_remembered_across_new_targets():
+    db, pid = setup("wb_unsure")
+    plan(db, pid, 1000)
+    wid = row(db, pid)["id"]
+    got = h.sql_rows(db, "SELECT attempts, unsure FROM xero_writeback_claim('A', 1, 10, '090')")
+    expect_eq(got, [["1", "f"]], "the first claim: nothing was ever sent")
+    expect_eq(h.sql_value(db, "SELECT xero_writeback_renew($1::bigint, 'A', 1)", wid), "t", "A is about to call")
+    # A dies with its call in flight; a refund replans the row meanwhile
+    h.sql(db, "SELECT pg_sleep(0.05)")
+    expect_eq(plan(db, pid, 400), "planned", "a new target")
+    got = h.sql_rows(db, "SELECT attempts, unsure, generation FROM xero_writeback_claim('B', 60000, 10, '090')")
+    expect_eq(got, [["1", "t", "2"]], "B's claim: a fresh attempt count, but A's call is still unaccounted for")
+    expect_eq(step(db, wid, "B", 2, "checked"), "pending", "B finds nothing of ours in Xero")
+    got = h.sql_rows(db, "SELECT unsure FROM xero_writeback_claim('B', 60000, 10, '090')")
+    expect_eq(got, [["f"]], "a recorded step clears it")
+
+
 def test_transient_failures_follow_the_schedule_then_dead():
     db, pid = setup("wb_retry")
     plan(db, pid, 1000)
@@ -276,19 +293,21 @@ def test_refused_rows_wait_for_an_admin_or_a_new_target():
     expect_eq(h.sql_value(db, "SELECT xero_writeback_retry(1, $1::bigint, 'cli:admin', 'x')", wid), "t",
               "the admin retries it")
     r = row(db, pid)
-    expect_eq((r["status"], r["attempts"], r["error"]), ("pending", "0", None), "due again")
+    expect_eq((r["status"], r["generation"], r["attempts"], r["error"]), ("pending", "2", "0", None),
+              "due again, with new keys (generation 2)")
     expect_eq([x[:2] for x in audit(db, wid)][-2:], [("system:writeback", "xero.writeback.refused"),
                                                     ("cli:admin", "xero.writeback.retry")], "audited")
     claim(db, "A")
-    fail(db, wid, "A", 1, "refused", reason)
+    fail(db, wid, "A", 2, "refused", reason)
     expect_eq(plan(db, pid, 900), "planned", "a new target")
-    expect_eq((row(db, pid)["status"], row(db, pid)["generation"]), ("pending", "2"), "due again at generation 2")
+    expect_eq((row(db, pid)["status"], row(db, pid)["generation"]), ("pending", "3"), "due again at generation 3")
 
 
 def test_unconfigured_until_an_account_is_known():
     db, pid = setup("wb_account")
     plan(db, pid, 1000)
     wid = row(db, pid)["id"]
+    expect_eq(claim(db, "A", account=""), [], "a payment to create is not claimed without an account")
     expect_eq(h.sql_rows(db, "SELECT * FROM xero_writeback_accounts('')"), [["1", "0"]], "marked unconfigured")
     r = row(db, pid)
     expect_eq(r["status"], "unconfigured", "status")

@@ -208,6 +208,18 @@ void gw_alert_dead(const gw_queue_dead_t *d)
     raise_alert("event.dead", data);
 }
 
+void gw_alert_writeback(const char *status, const char *id, int64_t organisation_id, const char *payment_id,
+                        int attempts, const char *reason)
+{
+    json_t *data = json_object();
+    json_object_set_new(data, "id", str_or_null(id));
+    json_object_set_new(data, "organisation_id", json_integer((json_int_t)organisation_id));
+    json_object_set_new(data, "payment_id", str_or_null(payment_id));
+    json_object_set_new(data, "attempts", json_integer(attempts));
+    json_object_set_new(data, "reason", str_or_null(reason));
+    raise_alert(strcmp(status, "dead") == 0 ? "writeback.dead" : "writeback.refused", data);
+}
+
 void gw_alert_reauth(const char *provider, int64_t organisation_id, int64_t token_id, const char *reason,
                      const char *correlation)
 {

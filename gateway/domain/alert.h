@@ -34,6 +34,10 @@ void gw_alert_dead(const gw_queue_dead_t *d);
  * line, no secret). */
 void gw_alert_reauth(const char *provider, int64_t organisation_id, int64_t token_id, const char *reason,
                      const char *correlation);
+/* Raises "writeback.refused" or "writeback.dead" (status) for the write-back row id of organisation_id, for the
+ * provider payment payment_id (payments.id), with the reason (one line, no secret). */
+void gw_alert_writeback(const char *status, const char *id, int64_t organisation_id, const char *payment_id,
+                        int attempts, const char *reason);
 /* Raises "circuit.open" or "circuit.closed" (state) for provider's account; error is the failure that opened it. */
 void gw_alert_circuit(const char *provider, const char *account, const char *state, const char *error);
 

@@ -56,6 +56,9 @@ typedef struct st_gw_fetch_call_t {
     size_t body_len;
     const char *idempotency_key; /* sent as Idempotency-Key; NULL: none */
     const char *accept;          /* the media type asked for (e.g. "application/pdf"); NULL: application/json */
+    /* true: a GW_FETCH_REJECTED result keeps the provider's answer in out->res (the caller frees it), so that
+     * the reason of a refusal (Xero's ValidationErrors) can be read */
+    bool keep_rejected_body;
 } gw_fetch_call_t;
 
 typedef enum {
@@ -75,8 +78,8 @@ typedef struct st_gw_fetch_result_t {
     gw_http_response_t res;
 } gw_fetch_result_t;
 
-/* Makes call. On GW_FETCH_OK the caller frees out->res with gw_http_response_free; otherwise out->res is empty.
- * Returns out->status. */
+/* Makes call. On GW_FETCH_OK (and on GW_FETCH_REJECTED with call->keep_rejected_body) the caller frees out->res
+ * with gw_http_response_free; otherwise out->res is empty. Returns out->status. */
 gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_fetch_result_t *out);
 
 /* The API base in use for provider: SETTLED_<PROVIDER>_API_BASE or the provider's own host; NULL if unknown. */

@@ -33,6 +33,7 @@
 #include "sdnotify.h"
 #include "payments.h"
 #include "xero_mirror.h"
+#include "xero_writeback.h"
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
 #define GAUGES_EVERY_MS 5000 /* queue depth and the processors' gauges */
@@ -55,6 +56,7 @@ struct st_gw_workers_t {
     pthread_mutex_t lock; /* with wake: the periodic thread's sleep, which gw_workers_stop cuts short */
     pthread_cond_t wake;
     gw_retention_job_t *retention; /* the pruning job (SETTLED_RETENTION_DAYS), NULL when off */
+    gw_writeback_t *writeback;     /* the sender of the payment write-back to Xero (xero_writeback.h) */
 };
 
 typedef struct st_worker_t {
@@ -347,7 +349,15 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
         snprintf(w->work.queue.owner, sizeof(w->work.queue.owner), "%s:%d:%d", host, (int)getpid(), i);
         w->work.stop = &pool->stopping;
     }
-    if (start_periodic(pool, host, err, errlen) != 0) {
+    /* the write-back sender is a thread of its own, woken by its own channel: a write-back goes out within a
+     * moment of being planned, whatever the queue workers and the periodic thread are busy with */
+    if (start_periodic(pool, host, err, errlen) != 0 ||
+        (pool->writeback = gw_writeback_start(cfg, &pool->shared, &pool->stopping, host, err, errlen)) == NULL) {
+        if (pool->periodic) {
+            atomic_store(&pool->stopping, true);
+            pthread_join(pool->periodic_tid, NULL);
+            gw_dbs_close(pool->periodic_work.fetch.db);
+        }
         for (int j = 0; j != nthreads; ++j)
             gw_dbs_close(pool->threads[j].work.fetch.db);
         gw_fetch_quotas_destroy(&pool->shared);
@@ -362,8 +372,8 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
         }
     pool->retention = gw_retention_start(cfg);
     gw_alert_start(cfg);
-    gw_log(GW_LOG_INFO, "%d queue worker%s started%s", nthreads, nthreads == 1 ? "" : "s",
-           pool->periodic ? ", and the periodic thread (drift sweeps)" : "");
+    gw_log(GW_LOG_INFO, "%d queue worker%s started%s, and the Xero write-back sender", nthreads,
+           nthreads == 1 ? "" : "s", pool->periodic ? ", the periodic thread (drift sweeps)" : "");
     return pool;
 }
 
@@ -379,6 +389,7 @@ void gw_workers_stop(gw_workers_t *pool)
     }
     for (int i = 0; i != pool->n; ++i)
         pthread_join(pool->threads[i].tid, NULL);
+    gw_writeback_stop(pool->writeback);
     if (pool->periodic) {
         pthread_join(pool->periodic_tid, NULL);
         gw_dbs_close(pool->periodic_work.fetch.db);

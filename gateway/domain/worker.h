@@ -17,9 +17,10 @@
 
 typedef struct st_gw_workers_t gw_workers_t;
 
-/* Starts nthreads worker threads, and the periodic thread when a processor has periodic work with cfg (e.g.
- * SETTLED_XERO_SYNC_INTERVAL is not 0); gw_http_init must have been called. Returns NULL with err if the database
- * cannot be reached. */
+/* Starts nthreads worker threads, the periodic thread when a processor has periodic work with cfg (e.g.
+ * SETTLED_XERO_SYNC_INTERVAL is not 0), and the Xero write-back sender (xero_writeback.h: a thread of its own with
+ * its own session, woken on its own channel); gw_http_init must have been called. Returns NULL with err if the
+ * database cannot be reached. */
 gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, size_t errlen);
 /* Asks every worker to stop after the batch in hand, and the periodic thread at its next step (a sweep stops before
  * its next call to Xero, or at once if it is waiting), and waits for them all. */

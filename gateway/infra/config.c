@@ -60,6 +60,7 @@ typedef struct st_setting_t {
 static const char *check_secret_key(const char *value, char *why, size_t whylen);
 static const char *check_xero_scopes(const char *value, char *why, size_t whylen);
 static const char *check_name(const char *value, char *why, size_t whylen);
+static const char *check_account_code(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -201,6 +202,9 @@ static const setting_t settings[] = {
      "Seconds between drift-repair sweeps; 0 disables them."},
     {"SETTLED_XERO_RETIRED_GRACE_HOURS", T_INT, "168", 0, 87600, 0, FIELD(xero_retired_grace_hours), NULL,
      "Hours a replaced (retired) Xero token set is kept before it is deleted."},
+    {"SETTLED_XERO_PAYMENT_ACCOUNT", T_STRING, "", 0, 0, 0, FIELD(xero_payment_account), NULL,
+     "Code of the Xero account payments are written back into, unless the organisation names its own.",
+     check_account_code},
     {"SETTLED_RETENTION_DAYS", T_INT, "0", 0, 36500, 0, FIELD(retention_days), NULL,
      "Days after which done and ignored events are deleted by the workers' pruning job; 0 keeps every event."},
 };
@@ -734,6 +738,16 @@ static const char *check_secret_key(const char *value, char *why, size_t whylen)
 }
 
 /* A name that goes into log lines, metric labels and JSON as it is: 1 to 64 letters, digits and . _ - : @ */
+/* A Xero account Code: what organisations.xero_payment_account accepts too (0013_xero_writebacks.sql). */
+static const char *check_account_code(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    size_t n = strlen(value);
+    if (n > 10 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n)
+        return "must be a Xero account code: at most 10 letters, digits and . _ -";
+    return NULL;
+}
+
 static const char *check_name(const char *value, char *why, size_t whylen)
 {
     (void)why, (void)whylen;

@@ -92,6 +92,7 @@ typedef struct st_gw_config_t {
     bool match_create_customers;        /* SETTLED_MATCH_CREATE_CUSTOMERS */
     int xero_sync_interval;             /* SETTLED_XERO_SYNC_INTERVAL */
     int xero_retired_grace_hours;       /* SETTLED_XERO_RETIRED_GRACE_HOURS */
+    char *xero_payment_account;         /* SETTLED_XERO_PAYMENT_ACCOUNT, NULL when unset */
     int retention_days;                 /* SETTLED_RETENTION_DAYS: 0 keeps every event */
     gw_source_t *sources;
     size_t nsources;

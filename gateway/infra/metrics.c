@@ -33,6 +33,9 @@ static const int call_statuses[] = {0, 200, 400, 401, 403, 404, 429, 500, 502, 5
 
 static const char *const dead_providers[] = {"stripe", "xero", "gocardless", "other"};
 #define NDEAD (sizeof(dead_providers) / sizeof(dead_providers[0]))
+static const char *const writeback_outcomes[] = {"written", "deleted", "in_sync", "refused", "retried", "waited",
+                                                  "dead", "unconfigured"};
+#define NWRITEBACK (sizeof(writeback_outcomes) / sizeof(writeback_outcomes[0]))
 static const char *const alert_results[] = {"sent", "failed", "dropped"};
 #define NALERT (sizeof(alert_results) / sizeof(alert_results[0]))
 static const char *const circuit_states[] = {"closed", "open", "half_open"};
@@ -64,6 +67,7 @@ static struct {
     atomic_int_fast64_t quota_fallback;
     atomic_uint_fast64_t dead_letters[NDEAD];
     atomic_uint_fast64_t alerts[NALERT];
+    atomic_uint_fast64_t writebacks[NWRITEBACK];
 } m;
 
 void gw_metrics_circuits(const gw_metrics_circuit_t *c, size_t n)
@@ -96,6 +100,13 @@ void gw_metrics_dead_letter(const char *provider)
     while (i != NDEAD - 1 && (provider == NULL || strcmp(dead_providers[i], provider) != 0))
         ++i;
     atomic_fetch_add_explicit(&m.dead_letters[i], 1, memory_order_relaxed);
+}
+
+void gw_metrics_writeback(const char *outcome, uint64_t n)
+{
+    for (size_t i = 0; i != NWRITEBACK; ++i)
+        if (strcmp(writeback_outcomes[i], outcome) == 0)
+            atomic_fetch_add_explicit(&m.writebacks[i], n, memory_order_relaxed);
 }
 
 void gw_metrics_alert(const char *result)
@@ -464,6 +475,11 @@ char *gw_metrics_render(size_t *len)
     for (size_t i = 0; i != NDEAD; ++i)
         out(&o, "settled_dead_letters_total{provider=\"%s\"} %llu\n", dead_providers[i],
             (unsigned long long)atomic_load_explicit(&m.dead_letters[i], memory_order_relaxed));
+    out(&o, "# HELP settled_xero_writebacks_total Steps of the payment write-back to Xero, by outcome (dead: given up "
+            "after the retry schedule, refused: for an admin).\n# TYPE settled_xero_writebacks_total counter\n");
+    for (size_t i = 0; i != NWRITEBACK; ++i)
+        out(&o, "settled_xero_writebacks_total{outcome=\"%s\"} %llu\n", writeback_outcomes[i],
+            (unsigned long long)atomic_load_explicit(&m.writebacks[i], memory_order_relaxed));
     out(&o, "# HELP settled_alerts_total Operational alerts posted to SETTLED_ALERT_WEBHOOK_URL, by result.\n"
             "# TYPE settled_alerts_total counter\n");
     for (size_t i = 0; i != NALERT; ++i)

@@ -83,6 +83,9 @@ void gw_metrics_circuits(const gw_metrics_circuit_t *c, size_t n);
 size_t gw_metrics_circuits_open(gw_metrics_circuit_t *out, size_t cap);
 /* Counts one event that went dead (of provider: stripe, xero, gocardless; others count as "other"). */
 void gw_metrics_dead_letter(const char *provider);
+/* Counts n steps of the payment write-back to Xero by outcome: written, deleted, in_sync, refused, retried, waited,
+ * dead or unconfigured (others are not counted). */
+void gw_metrics_writeback(const char *outcome, uint64_t n);
 /* Counts an operational alert by result: "sent", "failed" (every try failed) or "dropped" (the queue was full). */
 void gw_metrics_alert(const char *result);
 

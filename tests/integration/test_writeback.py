@@ -1,0 +1,336 @@
+# SPDX-License-Identifier: MIT
+"""test_writeback.py: the payment write-back to Xero end to end: the real binary (`settled work`), real
+PostgreSQL, the shared Redis and the project's mock Xero (tests/mock/xero_api.py, its Payments section). A
+provider payment is inserted into `payments` with SQL (the processors are not under test here) and planned with
+xero_writeback_plan, as the processors do; the assertions are on the mock: each payment made once with the
+exact amount (GBP, JPY, KWD), the invoice's AmountDue = total - target after each new target (a refund deletes
+and rewrites, 0 deletes), refusals (a lock date, three decimals) parked as 'refused' without a retry loop, 5xx
+retried to in sync, lost answers (fail_after_commit) and kill -9 at random instants during a burst never making
+a second payment, no account configured: 'unconfigured' and nothing sent. Every wait is bounded; loopback only.
+"""
+
+import decimal
+import json
+import os
+import random
+import time
+import urllib.request
+import uuid
+
+import harness as h
+import pipelinelib as pl
+from harness import expect, expect_eq
+
+D = decimal.Decimal
+PAID_ON = "2026-02-10"
+SCHEDULE = "0s,1s,1s,2s"  # four retries: a test of 5xx does not wait for the default 10 s
+
+
+class Scene:
+    """A mock Xero with one connected tenant, a migrated database, and `settled work` running."""
+
+    def __init__(self, prefix, account="090", start=True, **extra):
+        pl.require("SETTLED_TEST_PG_URL", "SETTLED_BIN")
+        self.mock = pl.Mock()
+        self.tenant = pl.new_tenant()
+        self.db = pl.connected_db(self.mock, [self.tenant], prefix)
+        self.org = h.sql_value(self.db, "SELECT organisation_id FROM xero_tenants")
+        env = dict(SETTLED_RETRY_SCHEDULE=SCHEDULE, SETTLED_HTTP_TIMEOUT_MS=1000, SETTLED_WORKER_LEASE_MS=1000,
+                   SETTLED_LOG_LEVEL="debug")
+        if account is not None:
+            env["SETTLED_XERO_PAYMENT_ACCOUNT"] = account
+        env.update(extra)
+        self.env = pl.settled_env(self.mock, self.db, **env)
+        self.worker = pl.Worker(self.env, start=start)
+        self.n = 0
+
+    def close(self):
+        try:
+            self.worker.stop()
+        finally:
+            self.mock.stop()
+
+    def invoice(self, total, currency="GBP"):
+        """An AUTHORISED invoice of total (decimal text) in the mock; returns its InvoiceID."""
+        iid = str(uuid.uuid4())
+        text = pl.invoice(iid, pl.BASE_MS, total).replace('"CurrencyCode": "GBP"', f'"CurrencyCode": "{currency}"')
+        self.mock.put(self.tenant, "invoices", iid, text)
+        return iid
+
+    def payment(self, iid, currency="GBP", amount=1000):
+        """A Stripe payment row linked to invoice iid; returns (payments.id, object id)."""
+        self.n += 1
+        obj = f"pi_{uuid.uuid4().hex[:16]}"
+        pid = h.sql_value(
+            self.db,
+            "WITH i AS (INSERT INTO payments (organisation_id, provider, object_id, xero_tenant_id, xero_invoice_id,"
+            " amount_minor, received_minor, currency, status, raw) VALUES ($1::bigint, 'stripe', $2, $3, $4::uuid,"
+            " $5::bigint, $5::bigint, $6, 'succeeded', '{}') RETURNING id) SELECT id FROM i",
+            self.org, obj, self.tenant, iid, str(amount), currency,
+        )
+        return pid, obj
+
+    def plan(self, pid, iid, target, currency="GBP", paid_on=PAID_ON):
+        return h.sql_value(
+            self.db,
+            "SELECT xero_writeback_plan($1::bigint, $2::bigint, $3::uuid, $4::uuid, $5, $6::bigint, $7::date, 'test')",
+            self.org, pid, self.tenant, iid, currency, str(target), paid_on,
+        )
+
+    def row(self, pid):
+        r = h.sql_rows(self.db, "SELECT status, target_minor, written_minor, xero_payment_id, last_error, generation,"
+                                " attempts FROM xero_writebacks WHERE payment_id = $1::bigint", pid)
+        return dict(zip(["status", "target", "written", "xero_payment", "error", "generation", "attempts"], r[0]))
+
+    def wait_status(self, pid, status, timeout=20):
+        def ok():
+            r = self.row(pid)
+            return r if r["status"] == status and (status != "in_sync" or r["written"] == r["target"]) else None
+        try:
+            return pl.wait_for(ok, timeout, f"write-back of payment {pid} to be {status}", interval=0.05)
+        except h.Failure as e:
+            raise h.Failure(f"{e}: row {self.row(pid)}\n{self.worker.log_tail(30)}")
+
+    def payments(self, iid=None):
+        """The mock's record of every payment made through the API (deleted included)."""
+        got = self.mock.ctl("GET", f"tenants/{self.tenant}/payments")
+        return [p for p in got if iid is None or p["InvoiceID"].lower() == iid.lower()]
+
+    def authorised(self, iid):
+        return [p for p in self.payments(iid) if p["Status"] == "AUTHORISED"]
+
+    def amount_due(self, iid):
+        status, _, body = self.mock.call("GET", f"/_mock/tenants/{self.tenant}/invoices/{iid}")
+        expect_eq(status, 200, "the mock's invoice")
+        return D(str(json.loads(body, parse_float=D)["AmountDue"]))
+
+    def payment_calls(self, method=None):
+        return [r for r in self.mock.api_calls("Payments", tenant=self.tenant)
+                if method is None or r.get("method") == method]
+
+    def metric(self, outcome):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.worker.ops_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return h.metric_sum(h.parse_metrics(text), "settled_xero_writebacks_total", outcome=outcome)
+
+
+def scene(prefix, fn, **kw):
+    s = Scene(prefix, **kw)
+    try:
+        fn(s)
+    finally:
+        s.close()
+
+
+def test_written_once_then_follows_a_refund_and_a_full_refund():
+    def body(s):
+        iid = s.invoice("100.00")
+        pid, obj = s.payment(iid, amount=10000)
+        started = time.monotonic()
+        expect_eq(s.plan(pid, iid, 10000), "planned", "plan")
+        r = s.wait_status(pid, "in_sync")
+        took = time.monotonic() - started
+        print(f"# planned -> in sync through the mock in {took * 1000:.0f} ms")
+        expect(took < 2.0, "sent within about a second of being planned", f"{took:.2f}s")
+        pays = s.authorised(iid)
+        expect_eq([(D(p["Amount"]), p["Date"], p["Account"]) for p in pays], [(D("100.00"), PAID_ON, "090")],
+                  "one payment of 100.00 on the day paid into the account")
+        expect_eq(pays[0]["Reference"], f"settled:stripe:{obj}:g1", "the Reference names the provider payment")
+        expect_eq(pays[0]["PaymentID"], r["xero_payment"], "the row holds the Xero PaymentID")
+        expect_eq(s.amount_due(iid), D("0"), "AmountDue after the payment")
+        expect_eq(s.plan(pid, iid, 10000), "unchanged", "the same target again")
+        time.sleep(0.5)
+        expect_eq(len(s.payment_calls("PUT")), 1, "PUT /Payments calls")
+
+        # a partial refund of 40.00: the old payment is deleted and the net 60.00 written
+        expect_eq(s.plan(pid, iid, 6000), "planned", "refund")
+        s.wait_status(pid, "in_sync")
+        all_pays = s.payments(iid)
+        expect_eq([(p["Status"], D(p["Amount"])) for p in all_pays],
+                  [("DELETED", D("100.00")), ("AUTHORISED", D("60.00"))], "the first deleted, the net written")
+        expect_eq(all_pays[1]["Reference"], f"settled:stripe:{obj}:g2", "the new payment's Reference")
+        expect_eq(s.amount_due(iid), D("40.00"), "AmountDue = total - target after the refund")
+        deletes = [r for r in s.payment_calls("POST") if r["path"].lower().endswith(all_pays[0]["PaymentID"].lower())]
+        expect_eq(len(deletes), 1, "one delete call")
+
+        # refunded in full: target 0 deletes what is there
+        expect_eq(s.plan(pid, iid, 0), "planned", "full refund")
+        r = s.wait_status(pid, "in_sync")
+        expect_eq((r["written"], r["xero_payment"]), ("0", None), "nothing written any more")
+        expect_eq(s.authorised(iid), [], "no payment left on the invoice")
+        expect_eq(s.amount_due(iid), D("100.00"), "AmountDue back to the total")
+        expect_eq(len(s.payment_calls("PUT")), 2, "PUT calls in all")
+        expect_eq(s.metric("written"), 2, "settled_xero_writebacks_total{outcome=written}")
+        expect_eq(s.metric("deleted"), 2, "settled_xero_writebacks_total{outcome=deleted}")
+        audit = h.sql_rows(s.db, "SELECT action FROM audit_log WHERE entity_type = 'xero_writeback' ORDER BY id")
+        expect_eq([a[0] for a in audit], ["xero.writeback.plan", "xero.writeback.written", "xero.writeback.plan",
+                                          "xero.writeback.deleted", "xero.writeback.written", "xero.writeback.plan",
+                                          "xero.writeback.deleted"], "the audit trail")
+        stats = s.mock.stats()
+        expect_eq(stats.get("violations", 0), 0, "no rate-limit violations at the mock")
+
+    scene("wb_refund", body)
+
+
+def test_currency_exponents():
+    def body(s):
+        jpy = s.invoice("8000", "JPY")
+        kwd = s.invoice("20.000", "KWD")
+        kwd3 = s.invoice("20.000", "KWD")
+        p1, _ = s.payment(jpy, "JPY", 5000)
+        p2, _ = s.payment(kwd, "KWD", 12340)
+        p3, _ = s.payment(kwd3, "KWD", 12345)
+        s.plan(p1, jpy, 5000, "JPY")
+        s.plan(p2, kwd, 12340, "KWD")
+        s.plan(p3, kwd3, 12345, "KWD")
+        s.wait_status(p1, "in_sync")
+        s.wait_status(p2, "in_sync")
+        expect_eq([D(p["Amount"]) for p in s.authorised(jpy)], [D("5000")], "JPY 5000 (exponent 0)")
+        expect_eq(s.amount_due(jpy), D("3000"), "JPY AmountDue")
+        expect_eq([D(p["Amount"]) for p in s.authorised(kwd)], [D("12.34")], "KWD 12.340 (exponent 3)")
+        expect_eq(s.amount_due(kwd), D("7.66"), "KWD AmountDue")
+        # 12.345 KWD: Xero holds two decimals only, so it is refused (for an admin), never rounded
+        r = s.wait_status(p3, "refused")
+        expect("more than 2 decimal places" in r["error"], "the reason of the refusal", r["error"])
+        expect_eq(s.payments(kwd3), [], "nothing made for 12.345 KWD")
+
+    scene("wb_currency", body)
+
+
+def test_lock_date_is_refused_without_a_retry_loop():
+    def body(s):
+        s.mock.ctl("PUT", f"tenants/{s.tenant}/organisation", {"PeriodLockDate": "2026-02-28"})
+        iid = s.invoice("50.00")
+        pid, _ = s.payment(iid, amount=5000)
+        s.plan(pid, iid, 5000)
+        r = s.wait_status(pid, "refused")
+        expect("period lock date" in r["error"], "the reason names the lock date", r["error"])
+        time.sleep(3)  # longer than the whole retry schedule
+        expect_eq(len(s.payment_calls("PUT")), 1, "PUT calls: one, no retry loop")
+        expect_eq(s.row(pid)["status"], "refused", "still refused")
+        expect_eq(s.metric("refused"), 1, "settled_xero_writebacks_total{outcome=refused}")
+        expect("write-back refused by Xero" in s.worker.log(), "a log line", s.worker.log_tail(10))
+        queue = h.sql_rows(s.db, "SELECT id, status, last_error FROM xero_writebacks"
+                                 " WHERE status IN ('refused', 'dead', 'unconfigured')")
+        expect_eq(len(queue), 1, "the admins' queue (docs/reconciliation.md)")
+        # the admin moves the lock date and retries
+        s.mock.ctl("PUT", f"tenants/{s.tenant}/organisation", {"PeriodLockDate": None})
+        expect_eq(h.sql_value(s.db, "SELECT xero_writeback_retry($1::bigint, $2::bigint, 'cli:admin', 'x')",
+                              s.org, queue[0][0]), "t", "retry")
+        s.wait_status(pid, "in_sync")
+        expect_eq([D(p["Amount"]) for p in s.authorised(iid)], [D("50.00")], "written after the retry")
+
+    scene("wb_lock", body)
+
+
+def test_5xx_is_retried_until_in_sync():
+    def body(s):
+        s.mock.faults([{"mode": "503", "count": 2, "path_prefix": "/api.xro/2.0/Payments", "tenant": s.tenant}])
+        iid = s.invoice("30.00")
+        pid, _ = s.payment(iid, amount=3000)
+        s.plan(pid, iid, 3000)
+        s.wait_status(pid, "in_sync", timeout=30)
+        expect_eq([D(p["Amount"]) for p in s.authorised(iid)], [D("30.00")], "one payment")
+        expect_eq(len(s.payments(iid)), 1, "and no other")
+        statuses = [r["status"] for r in s.payment_calls()]
+        expect_eq(statuses.count(503), 2, f"two 503s answered (calls {statuses})")
+        expect(s.metric("retried") >= 1, "retries counted", s.metric("retried"))
+
+    scene("wb_5xx", body)
+
+
+def test_a_lost_answer_makes_no_second_payment():
+    def body(s):
+        s.mock.ctl("PUT", "app", {"fail_after_commit": 2, "fail_after_commit_mode": "drop"})
+        iid = s.invoice("80.00")
+        pid, _ = s.payment(iid, amount=8000)
+        s.plan(pid, iid, 8000)
+        s.wait_status(pid, "in_sync", timeout=30)
+        expect_eq([D(p["Amount"]) for p in s.payments(iid)], [D("80.00")], "one payment made, though its answer "
+                                                                            "was lost")
+        s.plan(pid, iid, 2000)  # and the delete's answer is lost too
+        s.wait_status(pid, "in_sync", timeout=30)
+        expect_eq([(p["Status"], D(p["Amount"])) for p in s.payments(iid)],
+                  [("DELETED", D("80.00")), ("AUTHORISED", D("20.00"))], "deleted once, written once")
+        expect_eq(s.amount_due(iid), D("60.00"), "AmountDue")
+        expect_eq(s.mock.ctl("GET", "app")["fail_after_commit"], 0, "both lost answers were used")
+
+    scene("wb_lost", body)
+
+
+def test_kill9_at_random_instants_during_a_burst():
+    def body(s):
+        rnd = random.Random(int(os.environ.get("SETTLED_TEST_SEED", "0")) or None)
+        s.mock.ctl("PUT", "app", {"fail_after_commit": 3, "fail_after_commit_mode": "500"})
+        # each payment call takes 120 ms, so that the burst lasts and the kills land with calls in flight
+        s.mock.faults([{"mode": "slow", "delay_ms": 120, "count": 0, "path_prefix": "/api.xro/2.0/Payments"}])
+        invoices = []
+        for i in range(12):
+            iid = s.invoice("100.00")
+            pid, _ = s.payment(iid, amount=10000)
+            invoices.append([iid, pid, 10000 - 500 * i])
+        for iid, pid, target in invoices:
+            s.plan(pid, iid, target)
+        kills, in_flight = 0, 0
+        for round_ in range(3):
+            time.sleep(rnd.uniform(0.05, 0.6))
+            s.worker.kill9()
+            kills += 1
+            # rows a killed sender held: their calls' outcome is unknown to the database
+            in_flight += int(h.sql_value(s.db, "SELECT count(*) FROM xero_writebacks WHERE lease_owner IS NOT NULL"))
+            if round_ == 1:  # refunds arrive while the sender is down
+                for k in range(0, len(invoices), 3):
+                    invoices[k][2] -= 1000
+                    s.plan(invoices[k][1], invoices[k][0], invoices[k][2])
+            s.worker.start()
+        for iid, pid, target in invoices:
+            s.wait_status(pid, "in_sync", timeout=90)
+        for iid, pid, target in invoices:
+            live = s.authorised(iid)
+            expect_eq([D(p["Amount"]) for p in live], [D(target) / 100],
+                      f"invoice {iid}: exactly one payment of the final target")
+            expect_eq(s.amount_due(iid), D("100.00") - D(target) / 100, f"invoice {iid}: AmountDue")
+            made = s.payments(iid)
+            expect(len(made) <= 3, f"invoice {iid}: at most the first, a refund's rewrite and one cleanup", made)
+        print(f"# {kills} kills with {in_flight} rows held, {len(s.payments())} payments made in all for "
+              f"{len(invoices)} invoices")
+        expect(in_flight >= 1, "at least one kill landed while the sender held a row", in_flight)
+
+    scene("wb_kill", body)
+
+
+def test_unconfigured_account_sends_nothing():
+    def body(s):
+        iid = s.invoice("10.00")
+        pid, _ = s.payment(iid, amount=1000)
+        s.plan(pid, iid, 1000)
+        r = s.wait_status(pid, "unconfigured")
+        expect("SETTLED_XERO_PAYMENT_ACCOUNT" in r["error"], "the reason", r["error"])
+        time.sleep(1)
+        expect_eq(s.payment_calls(), [], "no call to /Payments")
+        expect("wait as unconfigured" in s.worker.log(), "a warning in the log", s.worker.log_tail(10))
+        expect_eq(s.metric("unconfigured"), 1, "settled_xero_writebacks_total{outcome=unconfigured}")
+        h.sql(s.db, "UPDATE organisations SET xero_payment_account = '970' WHERE id = $1::bigint", s.org)
+        s.wait_status(pid, "in_sync")
+        expect_eq([(D(p["Amount"]), p["Account"]) for p in s.authorised(iid)], [(D("10.00"), "970")],
+                  "sent into the organisation's own account once it has one")
+
+    scene("wb_unconf", body, account=None)
+
+
+def test_sigterm_stops_promptly():
+    def body(s):
+        iid = s.invoice("10.00")
+        pid, _ = s.payment(iid, amount=1000)
+        s.plan(pid, iid, 1000)
+        s.wait_status(pid, "in_sync")
+        started = time.monotonic()
+        s.worker.stop()
+        took = time.monotonic() - started
+        expect(took < 3.0, "settled work (with the sender) exits soon after SIGTERM", f"{took:.2f}s")
+
+    scene("wb_term", body)
+
+
+if __name__ == "__main__":
+    h.run(globals())

@@ -33,7 +33,7 @@ int gw_payments_tx(gw_fetch_ctx_t *ctx, gw_dbs_tx_cb body, void *arg, gw_err_t *
 /* The invoices, locked so that two transactions reconciling one invoice run one after the other (the second reads
  * the payments the first committed), with the payments recorded in Xero that are not settled's own write-backs
  * (whose Reference starts with "settled:"), as a list of amounts: from the invoice's Payments when Xero sent them,
- * else its AmountPaid as one payment. */
+ * else its AmountPaid less what settled's write-backs hold there, as one payment. */
 static const char sql_invoices[] =
     "SELECT i.tenant_id, i.invoice_id, upper(coalesce(i.currency_code, '')), coalesce(i.total, 0)::text,"
     "       coalesce(i.amount_credited, 0)::text, coalesce(i.status, ''),"
@@ -41,7 +41,11 @@ static const char sql_invoices[] =
     "            coalesce((SELECT string_agg(p ->> 'Amount', ' ') FROM jsonb_array_elements(i.raw -> 'Payments') AS p"
     "                      WHERE coalesce(p ->> 'Reference', '') NOT LIKE 'settled:%'"
     "                        AND coalesce(p ->> 'Status', '') <> 'DELETED'), '')"
-    "            WHEN i.amount_paid > 0 THEN i.amount_paid::text ELSE '' END"
+    "            WHEN i.amount_paid > 0 THEN i.amount_paid::text ELSE '' END,"
+    "       jsonb_typeof(i.raw -> 'Payments') = 'array',"
+    "       coalesce((SELECT sum(w.written_minor) FROM xero_writebacks w WHERE w.organisation_id = i.organisation_id"
+    "                 AND w.written_tenant_id = i.tenant_id AND w.written_invoice_id = i.invoice_id"
+    "                 AND w.xero_payment_id IS NOT NULL), 0)"
     " FROM xero_invoices i"
     " WHERE i.organisation_id = $1::bigint"
     "   AND (i.tenant_id, i.invoice_id) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"
@@ -54,7 +58,8 @@ static const char sql_payments[] =
     "       coalesce((SELECT string_agg(r.status || ' ' || r.amount_minor, ' ' ORDER BY r.id) FROM refunds r"
     "                 WHERE r.payment_id = p.id AND r.currency = p.currency), ''),"
     "       coalesce((SELECT string_agg(d.status || ' ' || d.amount_minor, ' ' ORDER BY d.id) FROM disputes d"
-    "                 WHERE d.payment_id = p.id AND d.currency = p.currency), '')"
+    "                 WHERE d.payment_id = p.id AND d.currency = p.currency), ''),"
+    "       p.id, coalesce(p.paid_on::text, '')"
     " FROM payments p"
     " WHERE p.organisation_id = $1::bigint AND p.provider IN ('stripe', 'gocardless')"
     "   AND (p.xero_tenant_id, p.xero_invoice_id) IN"
@@ -62,6 +67,10 @@ static const char sql_payments[] =
     " ORDER BY p.xero_tenant_id, p.xero_invoice_id, p.id";
 
 static const char sql_store[] = "SELECT pay_store_states($1::bigint, $2::jsonb, $3::bigint, $4)";
+static const char sql_plan[] =
+    "SELECT xero_writeback_plan($1::bigint, (e ->> 'payment_id')::bigint, (e ->> 'tenant')::uuid,"
+    " (e ->> 'invoice')::uuid, e ->> 'currency', (e ->> 'target')::bigint, nullif(e ->> 'paid_on', '')::date, $3)"
+    " FROM jsonb_array_elements($2::jsonb) AS e";
 
 static int word_index(const char *word, const char *const *words, size_t n)
 {
@@ -122,6 +131,8 @@ typedef struct st_inv_t {
     const char *problem; /* set: not reconcilable */
     gw_pay_facts_t *pays;
     size_t npays;
+    size_t nxero; /* pays[0..nxero) are Xero's own, the others Stripe's and GoCardless's */
+    size_t *prow; /* for those: their row of sql_payments */
     void **owned; /* what the facts point into */
     size_t nowned;
 } inv_t;
@@ -129,6 +140,7 @@ typedef struct st_inv_t {
 static void inv_free(inv_t *v)
 {
     free(v->pays);
+    free(v->prow);
     for (size_t i = 0; i != v->nowned; ++i)
         free(v->owned[i]);
     free(v->owned);
@@ -174,6 +186,10 @@ static void load_invoice(inv_t *v, gw_dbs_result_t *r, size_t row)
             v->problem = "a payment recorded in Xero is not an exact amount of the invoice's currency";
             return;
         }
+        if (strcmp(gw_dbs_value(r, row, 7), "t") != 0) { /* AmountPaid: without what settled wrote back */
+            int64_t ours = strtoll(gw_dbs_value(r, row, 8), NULL, 10);
+            p->amount = p->amount > ours ? p->amount - ours : 0;
+        }
         ++v->npays;
     }
 }
@@ -212,7 +228,31 @@ static void load_payment(inv_t *v, gw_dbs_result_t *r, size_t row)
         p.u.gc.chargeback_cancelled = strcmp(gw_dbs_value(r, row, 9), "t") == 0;
     }
     v->pays = gw_xrealloc(v->pays, sizeof(*v->pays) * (v->npays + 1));
+    v->prow = gw_xrealloc(v->prow, sizeof(*v->prow) * (v->npays + 1 - v->nxero));
+    v->prow[v->npays - v->nxero] = row;
     v->pays[v->npays++] = p;
+}
+
+/* What Xero should hold for each Stripe and GoCardless payment of v (docs/reconciliation.md, Write-back): its own
+ * net contribution (paid - refunded - charged back - late failed, never below 0) when it is in the invoice's
+ * currency and the invoice is open, else nothing. Appended to plans. */
+static void writeback_targets(const inv_t *v, gw_dbs_result_t *rp, json_t *plans)
+{
+    for (size_t i = v->nxero; i != v->npays; ++i) {
+        const gw_pay_facts_t *p = &v->pays[i];
+        int64_t target = 0;
+        gw_invoice_facts_t alone = {.status = GW_INVOICE_OPEN};
+        memcpy(alone.currency, v->facts.currency, sizeof(alone.currency));
+        gw_reconciled_t rc;
+        if (v->problem == NULL && v->facts.status == GW_INVOICE_OPEN && strcmp(p->currency, v->facts.currency) == 0 &&
+            gw_reconcile(&alone, p, 1, &rc) == 0 && rc.net_paid > 0)
+            target = rc.net_paid;
+        size_t row = v->prow[i - v->nxero];
+        json_array_append_new(plans, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "payment_id",
+                                               gw_dbs_value(rp, row, 12), "tenant", v->tenant, "invoice", v->invoice,
+                                               "currency", p->currency, "target", (json_int_t)target, "paid_on",
+                                               gw_dbs_value(rp, row, 13)));
+    }
 }
 
 static json_t *state_json(const inv_t *v)
@@ -283,10 +323,11 @@ int gw_payments_reconcile(gw_dbs_t *db, int64_t org, const gw_invoice_ref_t *ref
         goto Exit;
     }
     size_t ninv = gw_dbs_nrows(ri), np = gw_dbs_nrows(rp), k = 0;
-    json_t *states = json_array();
+    json_t *states = json_array(), *plans = json_array();
     for (size_t i = 0; i != ninv; ++i) {
         inv_t v = {0};
         load_invoice(&v, ri, i);
+        v.nxero = v.npays;
         /* both queries are ordered by (tenant, invoice) */
         for (; k != np; ++k) {
             int c = strcmp(gw_dbs_value(rp, k, 0), v.tenant);
@@ -298,12 +339,25 @@ int gw_payments_reconcile(gw_dbs_t *db, int64_t org, const gw_invoice_ref_t *ref
                 load_payment(&v, rp, k);
         }
         json_array_append_new(states, state_json(&v));
+        writeback_targets(&v, rp, plans);
         inv_free(&v);
     }
     char *doc = json_dumps(states, JSON_COMPACT);
     json_decref(states);
     const char *sp[] = {orgs, doc, event_id, correlation};
     gw_dbs_result_t *rs = gw_dbs_query(db, sql_store, 4, sp);
+    free(doc);
+    if (rs == NULL) {
+        json_decref(plans);
+        rc = gw_dbs_err(db, err);
+        goto Exit;
+    }
+    gw_dbs_result_free(rs);
+    /* the write-back outbox, in the same transaction as the facts (xero_writeback.h sends it) */
+    doc = json_dumps(plans, JSON_COMPACT);
+    json_decref(plans);
+    const char *wp[] = {orgs, doc, correlation};
+    rs = gw_dbs_query(db, sql_plan, 3, wp);
     free(doc);
     if (rs == NULL) {
         rc = gw_dbs_err(db, err);

@@ -8,6 +8,8 @@ Python 3 standard library only; every wait is bounded and every process is stopp
 ``python3 test_payments.py test_a test_b`` runs only the named tests.
 """
 
+import decimal
+import json
 import time
 import uuid
 
@@ -45,7 +47,8 @@ class World:
         settings = dict(SETTLED_STRIPE_API_BASE=self.stripe.base, SETTLED_STRIPE_SECRET_KEY=STRIPE_KEY,
                         SETTLED_GOCARDLESS_API_BASE=self.gc.base, SETTLED_GOCARDLESS_ACCESS_TOKEN=GC_TOKEN,
                         SETTLED_PAYMENTS_COALESCE_MS=50, SETTLED_WORKERS=workers,
-                        SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms", SETTLED_PAYMENTS_SYNC_INTERVAL=0)
+                        SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms", SETTLED_PAYMENTS_SYNC_INTERVAL=0,
+                        SETTLED_XERO_PAYMENT_ACCOUNT="090")
         settings.update(env)
         self.env = pl.settled_env(self.xero, self.db, **settings)
         if mirror and invoices:
@@ -80,6 +83,18 @@ class World:
         keys = ["state", "due", "paid", "pending", "refunded", "charged_back", "late_failed", "disputed",
                 "net_paid", "outstanding", "flags"]
         return {k: (v if k in ("state", "flags") or v is None else int(v)) for k, v in zip(keys, r)}
+
+    def xero_amount_due(self, iid):
+        """The invoice's AmountDue in the mock Xero, as a minor-unit integer (GBP)."""
+        status, _, body = self.xero.call("GET", f"/_mock/tenants/{self.tenant}/invoices/{iid}")
+        expect_eq(status, 200, "the mock Xero's invoice")
+        return int(decimal.Decimal(str(json.loads(body, parse_float=decimal.Decimal)["AmountDue"])) * 100)
+
+    def wait_written_back(self, iid, what):
+        """Waits until every write-back of the invoice is in sync, then returns the mock Xero's AmountDue."""
+        pl.wait_for(lambda: h.sql_value(self.db, "SELECT count(*) FILTER (WHERE status <> 'in_sync') = 0 AND count(*) > 0"
+                                                 " FROM xero_writebacks WHERE invoice_id = $1", iid) == "t", 30, what)
+        return self.xero_amount_due(iid)
 
     def close(self):
         self.server.stop()
@@ -156,6 +171,13 @@ def test_partial_payment_refund_and_settled_invoice_id():
                   {"state": "partially_refunded", "paid": 10000, "refunded": 2500, "net_paid": 7500,
                    "outstanding": 17500}, "a partial refund")
         expect_eq(h.sql_rows(w.db, "SELECT status, amount_minor FROM refunds"), [["succeeded", "2500"]], "refunds row")
+        # written back to Xero: its AmountDue equals settled's outstanding, with one live Xero payment of ours
+        expect_eq(w.wait_written_back(inv, "the write-back of the net payment"), 17500, "Xero's AmountDue = outstanding")
+        live = [p for p in w.xero.ctl("GET", f"tenants/{w.tenant}/payments")
+                if p["InvoiceID"].lower() == inv and p["Status"] == "AUTHORISED"]
+        expect_eq([(decimal.Decimal(str(p["Amount"])), p["Reference"].startswith("settled:stripe:pi_part1:"))
+                   for p in live], [(decimal.Decimal("75.00"), True)],
+                  "one Xero payment of the net amount, referenced as settled's")
     finally:
         w.close()
 

@@ -33,7 +33,8 @@ int gw_payments_tx(gw_fetch_ctx_t *ctx, gw_dbs_tx_cb body, void *arg, gw_err_t *
 /* The invoices, locked so that two transactions reconciling one invoice run one after the other (the second reads
  * the payments the first committed), with the payments recorded in Xero that are not settled's own write-backs
  * (whose Reference starts with "settled:"), as a list of amounts: from the invoice's Payments when Xero sent them,
- * else its AmountPaid less what settled's write-backs hold there, as one payment. */
+ * else its AmountPaid less what settled's write-backs had written there when the invoice was fetched, as one
+ * payment. */
 static const char sql_invoices[] =
     "SELECT i.tenant_id, i.invoice_id, upper(coalesce(i.currency_code, '')), coalesce(i.total, 0)::text,"
     "       coalesce(i.amount_credited, 0)::text, coalesce(i.status, ''),"
@@ -42,10 +43,10 @@ static const char sql_invoices[] =
     "                      WHERE coalesce(p ->> 'Reference', '') NOT LIKE 'settled:%'"
     "                        AND coalesce(p ->> 'Status', '') <> 'DELETED'), '')"
     "            WHEN i.amount_paid > 0 THEN i.amount_paid::text ELSE '' END,"
-    "       jsonb_typeof(i.raw -> 'Payments') = 'array',"
+    "       coalesce(jsonb_typeof(i.raw -> 'Payments') = 'array', false),"
     "       coalesce((SELECT sum(w.written_minor) FROM xero_writebacks w WHERE w.organisation_id = i.organisation_id"
     "                 AND w.written_tenant_id = i.tenant_id AND w.written_invoice_id = i.invoice_id"
-    "                 AND w.xero_payment_id IS NOT NULL), 0)"
+    "                 AND w.xero_payment_id IS NOT NULL AND w.updated_at < i.fetched_at), 0)"
     " FROM xero_invoices i"
     " WHERE i.organisation_id = $1::bigint"
     "   AND (i.tenant_id, i.invoice_id) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"

@@ -84,13 +84,30 @@ static int word_index(const char *word, const char *const *words, size_t n)
 #define WORD_INDEX(w, words) word_index((w), (words), sizeof(words) / sizeof((words)[0]))
 
 /* The enums of reconcile.h, in their order, by the providers' own words. */
-static const char *const stripe_pi_words[] = {"requires_payment_method", "requires_confirmation", "requires_action",
-                                              "processing", "requires_capture", "canceled", "succeeded"};
+static const char *const stripe_pi_words[] = {"requires_payment_method",
+                                              "requires_confirmation",
+                                              "requires_action",
+                                              "processing",
+                                              "requires_capture",
+                                              "canceled",
+                                              "succeeded"};
 static const char *const stripe_refund_words[] = {"pending", "requires_action", "succeeded", "failed", "canceled"};
-static const char *const stripe_dispute_words[] = {"warning_needs_response", "warning_under_review",
-                                                   "warning_closed", "needs_response", "under_review", "won", "lost"};
-static const char *const gc_words[] = {"pending_customer_approval", "pending_submission", "submitted", "confirmed",
-                                       "paid_out", "cancelled", "customer_approval_denied", "failed", "charged_back"};
+static const char *const stripe_dispute_words[] = {"warning_needs_response",
+                                                   "warning_under_review",
+                                                   "warning_closed",
+                                                   "needs_response",
+                                                   "under_review",
+                                                   "won",
+                                                   "lost"};
+static const char *const gc_words[] = {"pending_customer_approval",
+                                       "pending_submission",
+                                       "submitted",
+                                       "confirmed",
+                                       "paid_out",
+                                       "cancelled",
+                                       "customer_approval_denied",
+                                       "failed",
+                                       "charged_back"};
 
 /* A "status amount status amount ..." list into refunds or disputes (one of them non-NULL), up to cap. Unknown
  * statuses are left out (they count nowhere). Returns how many. */
@@ -249,10 +266,10 @@ static void writeback_targets(const inv_t *v, gw_dbs_result_t *rp, json_t *plans
             gw_reconcile(&alone, p, 1, &rc) == 0 && rc.net_paid > 0)
             target = rc.net_paid;
         size_t row = v->prow[i - v->nxero];
-        json_array_append_new(plans, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "payment_id",
-                                               gw_dbs_value(rp, row, 12), "tenant", v->tenant, "invoice", v->invoice,
-                                               "currency", p->currency, "target", (json_int_t)target, "paid_on",
-                                               gw_dbs_value(rp, row, 13)));
+        json_array_append_new(plans,
+                              json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "payment_id", gw_dbs_value(rp, row, 12),
+                                        "tenant", v->tenant, "invoice", v->invoice, "currency", p->currency, "target",
+                                        (json_int_t)target, "paid_on", gw_dbs_value(rp, row, 13)));
     }
 }
 
@@ -319,7 +336,8 @@ int gw_payments_reconcile(gw_dbs_t *db, int64_t org, const gw_invoice_ref_t *ref
     /* the organisation's audit lock before any row lock, as every writer of the organisation takes them */
     gw_dbs_result_t *ri = NULL, *rp = NULL;
     if (gw_dbs_exec(db, "SELECT audit_lock($1::bigint)", 1, params) < 0 ||
-        (ri = gw_dbs_query(db, sql_invoices, 3, params)) == NULL || (rp = gw_dbs_query(db, sql_payments, 3, params)) == NULL) {
+        (ri = gw_dbs_query(db, sql_invoices, 3, params)) == NULL ||
+        (rp = gw_dbs_query(db, sql_payments, 3, params)) == NULL) {
         rc = gw_dbs_err(db, err);
         goto Exit;
     }
@@ -509,7 +527,11 @@ static json_t *get_list(run_t *r, const char *collection, const char *query)
     for (int page = 0; page != max_pages; ++page) {
         char path[768];
         snprintf(path, sizeof(path), "%s/%s?%s&limit=%d%s%s", stripe ? "/v1" : "", collection, query,
-                 stripe ? 100 : 500, *cursor == '\0' ? "" : stripe ? "&starting_after=" : "&after=", cursor);
+                 stripe ? 100 : 500,
+                 *cursor == '\0' ? ""
+                 : stripe        ? "&starting_after="
+                                 : "&after=",
+                 cursor);
         json_t *doc = get_json(r, path);
         if (doc == NULL) {
             json_decref(all);
@@ -529,8 +551,8 @@ static json_t *get_list(run_t *r, const char *collection, const char *query)
         if (stripe && json_is_true(json_object_get(doc, "has_more")) && json_array_size(items) != 0)
             next = json_string_value(json_object_get(json_array_get(items, json_array_size(items) - 1), "id"));
         else if (!stripe)
-            next = json_string_value(json_object_get(json_object_get(json_object_get(doc, "meta"), "cursors"),
-                                                     "after"));
+            next =
+                json_string_value(json_object_get(json_object_get(json_object_get(doc, "meta"), "cursors"), "after"));
         snprintf(cursor, sizeof(cursor), "%s", next != NULL ? next : "");
         json_decref(doc);
         if (*cursor == '\0')
@@ -630,7 +652,8 @@ static void fetch_wanted(run_t *r)
     char err[300];
     if (gw_xero_mirror_fetch_invoices(&r->w->fetch, r->org, (const char *const *)r->wanted.v, r->wanted.n,
                                       r->correlation, err, sizeof(err)) != 0)
-        gw_log(GW_LOG_WARN, "organisation %lld: fetching %zu invoice%s named by %s payments failed: %s (correlation %s)",
+        gw_log(GW_LOG_WARN,
+               "organisation %lld: fetching %zu invoice%s named by %s payments failed: %s (correlation %s)",
                (long long)r->org, r->wanted.n, r->wanted.n == 1 ? "" : "s", r->provider, err, r->correlation);
 }
 
@@ -675,8 +698,7 @@ static void finish(run_t *r, gw_queue_row_t *const *rows, size_t n, const char *
             gw_queue_fail(&r->w->queue, keep, k, GW_QUEUE_PERMANENT, r->fail.error);
             break;
         default:
-            gw_queue_fail(&r->w->queue, keep, k, r->fail.outage ? GW_QUEUE_OUTAGE : GW_QUEUE_TRANSIENT,
-                          r->fail.error);
+            gw_queue_fail(&r->w->queue, keep, k, r->fail.outage ? GW_QUEUE_OUTAGE : GW_QUEUE_TRANSIENT, r->fail.error);
             break;
         }
     }
@@ -1064,9 +1086,9 @@ static void gc_sync_lists(run_t *r, gc_sets_t *s, const char *since_iso)
                 continue;
             char type[64];
             snprintf(type, sizeof(type), "%s.sync", rt);
-            gw_queue_row_t row = {.event_type = type,
-                                  .resource_id = (char *)json_string_value(
-                                      json_object_get(json_object_get(e, "links"), links[k].link))};
+            gw_queue_row_t row = {
+                .event_type = type,
+                .resource_id = (char *)json_string_value(json_object_get(json_object_get(e, "links"), links[k].link))};
             gc_resolve(r, s, &row, 0);
         }
     }
@@ -1086,10 +1108,11 @@ int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, con
         return -1;
     }
     const char *p[] = {resolved};
-    gw_dbs_result_t *t = gw_dbs_query(ctx->db,
-                                      "SELECT now(), extract(epoch FROM $1::timestamptz)::bigint,"
-                                      " to_char($1::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-                                      1, p);
+    gw_dbs_result_t *t =
+        gw_dbs_query(ctx->db,
+                     "SELECT now(), extract(epoch FROM $1::timestamptz)::bigint,"
+                     " to_char($1::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+                     1, p);
     free(resolved);
     if (t == NULL) {
         snprintf(err, errlen, "reading the time failed: %s", gw_dbs_error(ctx->db));
@@ -1176,7 +1199,8 @@ static void sweep(gw_work_t *w)
         size_t n = gw_dbs_nrows(r), done = 0;
         bool failed = false;
         for (size_t i = 0; i != n && !failed;) {
-            sweep_t x = {.org = strtoll(gw_dbs_value(r, i, 0), NULL, 10), .refs = gw_xcalloc(n, sizeof(gw_invoice_ref_t))};
+            sweep_t x = {.org = strtoll(gw_dbs_value(r, i, 0), NULL, 10),
+                         .refs = gw_xcalloc(n, sizeof(gw_invoice_ref_t))};
             for (; i != n && strtoll(gw_dbs_value(r, i, 0), NULL, 10) == x.org; ++i, ++x.n) {
                 snprintf(x.refs[x.n].tenant, sizeof(x.refs[x.n].tenant), "%s", gw_dbs_value(r, i, 1));
                 snprintf(x.refs[x.n].invoice, sizeof(x.refs[x.n].invoice), "%s", gw_dbs_value(r, i, 2));

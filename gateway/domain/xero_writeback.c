@@ -22,8 +22,8 @@
 #include "metrics.h"
 #include "money.h"
 
-#define WAIT_SLICE_MS 250     /* how often an idle sender looks at the stop flag */
-#define DB_RETRY_MS 1000      /* after the database failed */
+#define WAIT_SLICE_MS 250 /* how often an idle sender looks at the stop flag */
+#define DB_RETRY_MS 1000  /* after the database failed */
 #define REASON_MAX 300
 
 static const char sql_accounts[] = "SELECT unconfigured, revived FROM xero_writeback_accounts($1)";
@@ -54,7 +54,7 @@ typedef struct st_row_t {
     int64_t target, written;
     char xero_payment[40], written_tenant[40], written_invoice[40], account[16], paid_on[16];
     int attempts;
-    bool unsure; /* a call may have reached Xero without its outcome being recorded */
+    bool unsure;                        /* a call may have reached Xero without its outcome being recorded */
     int64_t token_id, written_token_id; /* 0: the organisation has not connected that tenant */
     char correlation[64];
 } row_t;
@@ -173,8 +173,8 @@ static void step(sender_t *s, const row_t *row, const char *action, const char *
     } else {
         if (strcmp(action, "checked") != 0) {
             gw_metrics_writeback(action, 1);
-            log_row(GW_LOG_INFO, written ? "write-back: Xero payment created" : "write-back: Xero payment deleted",
-                    row, "xero_payment", written ? xero_payment : row->xero_payment);
+            log_row(GW_LOG_INFO, written ? "write-back: Xero payment created" : "write-back: Xero payment deleted", row,
+                    "xero_payment", written ? xero_payment : row->xero_payment);
         }
         if (strcmp(status, "in_sync") == 0)
             gw_metrics_writeback("in_sync", 1);
@@ -201,8 +201,7 @@ static void fail(sender_t *s, const row_t *row, const char *kind, const char *er
     const char *params[] = {row->id, s->owner, row->generation, kind, error, waits, wait, row->correlation};
     gw_dbs_result_t *r = gw_dbs_query(s->ctx->db, sql_fail, 8, params);
     if (r == NULL) {
-        gw_log_limited(&db_failed_log, "write-back %s: cannot record a failure: %s", row->id,
-                       gw_dbs_error(s->ctx->db));
+        gw_log_limited(&db_failed_log, "write-back %s: cannot record a failure: %s", row->id, gw_dbs_error(s->ctx->db));
         return;
     }
     const char *status = gw_dbs_value(r, 0, 0);
@@ -246,7 +245,7 @@ static void validation_messages(json_t *doc, char *out, size_t cap)
         size_t i;
         json_t *el;
         json_array_foreach(json_object_get(doc, lists[l]), i, el)
-        append_messages(json_object_get(el, "ValidationErrors"), out, cap);
+            append_messages(json_object_get(el, "ValidationErrors"), out, cap);
     }
     const char *m = json_string_value(json_object_get(doc, "Message"));
     if (out[0] == '\0' && m != NULL)
@@ -295,8 +294,8 @@ static void references(const row_t *row, char *ref, size_t refcap, char *prefix,
 }
 
 /* Calls Xero for row's tenant (the target's, or that of what was written). */
-static gw_fetch_status_t call(sender_t *s, const row_t *row, bool written_tenant, const char *method,
-                              const char *path, const char *body, const char *key, gw_fetch_result_t *res)
+static gw_fetch_status_t call(sender_t *s, const row_t *row, bool written_tenant, const char *method, const char *path,
+                              const char *body, const char *key, gw_fetch_result_t *res)
 {
     gw_fetch_call_t c = {.provider = "xero",
                          .method = method,
@@ -469,8 +468,7 @@ static void create_payment(sender_t *s, const row_t *row)
         return;
     }
     gw_fetch_result_t res;
-    gw_fetch_status_t st =
-        call(s, row, false, "PUT", "/api.xro/2.0/Payments?summarizeErrors=false", body, key, &res);
+    gw_fetch_status_t st = call(s, row, false, "PUT", "/api.xro/2.0/Payments?summarizeErrors=false", body, key, &res);
     free(body);
     if (st != GW_FETCH_OK) {
         call_failed(s, row, &res);
@@ -498,14 +496,14 @@ static void create_payment(sender_t *s, const row_t *row)
 static void process_row(sender_t *s, const row_t *row)
 {
     bool have = row->xero_payment[0] != '\0';
-    bool matches = row->written == row->target &&
-                   (!have || (strcmp(row->written_tenant, row->tenant) == 0 &&
-                              strcmp(row->written_invoice, row->invoice) == 0));
+    bool matches =
+        row->written == row->target &&
+        (!have || (strcmp(row->written_tenant, row->tenant) == 0 && strcmp(row->written_invoice, row->invoice) == 0));
     if (have && !matches) {
         if (row->written_token_id == 0) {
             char reason[200];
-            snprintf(reason, sizeof(reason), "Xero tenant %s is not connected to organisation %s",
-                     row->written_tenant, row->organisation);
+            snprintf(reason, sizeof(reason), "Xero tenant %s is not connected to organisation %s", row->written_tenant,
+                     row->organisation);
             fail(s, row, "refused", reason, 0);
             return;
         }

@@ -33,8 +33,8 @@ static const int call_statuses[] = {0, 200, 400, 401, 403, 404, 429, 500, 502, 5
 
 static const char *const dead_providers[] = {"stripe", "xero", "gocardless", "other"};
 #define NDEAD (sizeof(dead_providers) / sizeof(dead_providers[0]))
-static const char *const writeback_outcomes[] = {"written", "deleted", "in_sync", "refused", "retried", "waited",
-                                                  "dead", "unconfigured"};
+static const char *const writeback_outcomes[] = {"written", "deleted", "in_sync", "refused",
+                                                 "retried", "waited",  "dead",    "unconfigured"};
 #define NWRITEBACK (sizeof(writeback_outcomes) / sizeof(writeback_outcomes[0]))
 static const char *const alert_results[] = {"sent", "failed", "dropped"};
 #define NALERT (sizeof(alert_results) / sizeof(alert_results[0]))

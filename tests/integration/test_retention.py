@@ -132,6 +132,9 @@ def test_prune_usage_and_lock():
 def test_workers_prune_in_the_background():
     db = h.new_database("ret_work")
     seed(db)
+    # the workers process Stripe and GoCardless events: the seeded waiting rows are not due, so they stay as seeded
+    h.sql(db, "UPDATE inbox_events SET next_attempt_at = now() + interval '1 hour'"
+              " WHERE status IN ('pending', 'failed', 'processing')")
     w = pl.Worker({"SETTLED_DATABASE_URL": db, "SETTLED_RETENTION_DAYS": "30", "SETTLED_WORKERS": "1",
                    "SETTLED_XERO_SYNC_INTERVAL": "0", "SETTLED_WORKER_POLL_MS": "200"})
     try:

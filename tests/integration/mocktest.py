@@ -105,12 +105,17 @@ class Mock:
 
 class Receiver:
     """A webhook endpoint on a free loopback port that records every POST (raw body and headers) and
-    answers with the next status in `statuses` (then 200)."""
+    answers with the next status in `statuses` (then 200).
+
+    `clear(epoch=True)` starts a new epoch: URLs made by `url()` from then on carry it, and a delivery
+    to an earlier epoch's URL (one the mock had already taken off its queue before a reset) is answered
+    but not recorded, so it cannot leak into the next test."""
 
     def __init__(self):
         self.lock = threading.Condition()
         self.got = []
         self.statuses = []
+        self.epoch = 0
         rec = self
 
         class H(BaseHTTPRequestHandler):
@@ -123,8 +128,14 @@ class Receiver:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
                 with rec.lock:
+                    if not self.path.startswith(f"/e{rec.epoch}/"):
+                        self.send_response(200)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                     status = rec.statuses.pop(0) if rec.statuses else 200
-                    rec.got.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                    rec.got.append({"path": self.path[len(f"/e{rec.epoch}"):],
+                                    "headers": {k.lower(): v for k, v in self.headers.items()},
                                     "body": body, "status": status})
                     rec.lock.notify_all()
                 self.send_response(status)
@@ -137,10 +148,12 @@ class Receiver:
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://127.0.0.1:{self.port}/e{self.epoch}{path}"
 
-    def clear(self):
+    def clear(self, epoch=False):
         with self.lock:
+            if epoch:
+                self.epoch += 1
             self.got = []
             self.statuses = []
 

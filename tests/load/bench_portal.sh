@@ -237,8 +237,22 @@ esac
 
 # Figures by "SERVER.ROUTE.field".
 declare -A R
-routes="list detail"
+# the detail route (the one with targets) first; each run starts once the previous one's queries are done
+routes="detail list"
 route_path() { if [ "$1" = list ]; then echo "/v1/invoices?limit=50"; else echo "/v1/invoices/{id}"; fi; }
+
+# pg_quiet: waits (60 s at most) until no other backend of the database runs a query: a server may still be working
+# off the queue of a run whose requests wrk gave up on (a slow route), which must not land in the next run
+pg_quiet() {
+    local n
+    for _ in $(seq 1 600); do
+        n=$(psql_q "SELECT count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'active'
+                     AND pid <> pg_backend_pid()" "$db") || return 0
+        [ "$n" = 0 ] && return 0
+        sleep 0.1
+    done
+    note "the database still runs $n queries 60 s after the previous run: this run shares PostgreSQL with them"
+}
 
 # measure NAME PID PORT ROUTE: a --warmup wrk run, then the measured one; records the figures
 measure() {
@@ -249,6 +263,7 @@ measure() {
         url="http://127.0.0.1:$port/v1/invoices/" args=("$work/token.txt" "$work/ids.txt")
     fi
     pids="$pid $(child_pids "$pid")"
+    pg_quiet
     if [ "$warmup" -gt 0 ]; then
         wrk -t"$wrk_threads" -c"$connections" -d"${warmup}s" -s "$here/portal.lua" "$url" -- "${args[@]}" \
             >"$work/wrk.$name.$route.warmup" 2>&1 &
@@ -282,7 +297,10 @@ measure() {
         'BEGIN {if (n > 0) printf "%.0f/%.0f", a / hz * 1e6 / n, b / hz * 1e6 / n; else print "n/a"}')
     errs=$((B[connect_err] + B[read_err] + B[write_err] + B[timeouts]))
     R[$k.bad]="${B[non2xx]}/$errs"
-    if [ "${B[non2xx]}" -gt 0 ] || [ "$errs" -gt 0 ]; then
+    if [ "${B[requests]}" -eq 0 ]; then
+        note "$name $(route_path "$route"): no response at all in ${duration} s (exit status 1)"
+        status=1
+    elif [ "${B[non2xx]}" -gt 0 ] || [ "$errs" -gt 0 ]; then
         note "$name $(route_path "$route"): ${B[non2xx]} non-2xx responses, $errs socket errors (exit status 1)"
         status=1
     fi

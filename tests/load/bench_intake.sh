@@ -220,14 +220,6 @@ pg_settle() {
     done
     note "backends of $1 still there 10 s after the run: PostgreSQL's CPU figure may be short"
 }
-# children_cpu FILE: seconds of CPU used by this shell's waited-for children, from `times >FILE` (which
-# must run in this shell itself: a subshell's children start from zero)
-children_cpu() {
-    sed -n 2p "$1" | awk '{
-        s = 0
-        for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] }
-        printf "%.2f", s }'
-}
 commits() { psql_q "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
 
 # start_receiver NAME DB PORT: starts settled or the Node reference on 127.0.0.1:PORT against DB; sets receiver_pid

@@ -271,6 +271,7 @@ measure() {
         wait "$wrk_pid" || die "wrk (warm-up) failed: $(tail -n 5 "$work/wrk.$name.$route.warmup")"
         wrk_pid=
     fi
+    times >"$work/times0"
     # shellcheck disable=SC2086 # one word per pid
     rt0=$(cpu_ticks $pids)
     pt0=$(pg_ticks "$pgdata")
@@ -281,6 +282,7 @@ measure() {
     wait "$wrk_pid"
     rc=$?
     wrk_pid=
+    times >"$work/times1"
     # shellcheck disable=SC2086 # one word per pid
     rt1=$(cpu_ticks $pids)
     pt1=$(pg_ticks "$pgdata")
@@ -293,8 +295,9 @@ measure() {
     R[$k.p50]=$(ms "${B[p50_us]}") R[$k.p99]=$(ms "${B[p99_us]}") R[$k.max]=$(ms "${B[max_us]}")
     R[$k.kib]=$(awk -v b="${B[bytes]}" -v r="${B[requests]}" 'BEGIN {if (r > 0) printf "%.1f", b / r / 1024; else print 0}')
     R[$k.cpu]=$(cpu_s $((rt1 - rt0))) R[$k.pgcpu]=$(cpu_s $((pt1 - pt0)))
-    R[$k.us]=$(awk -v a=$((rt1 - rt0)) -v b=$((pt1 - pt0)) -v hz="$bench_hz" -v n="${B[requests]}" \
-        'BEGIN {if (n > 0) printf "%.0f/%.0f", a / hz * 1e6 / n, b / hz * 1e6 / n; else print "n/a"}')
+    R[$k.wrkcpu]=$(awk -v a="$(children_cpu "$work/times0")" -v b="$(children_cpu "$work/times1")" 'BEGIN {printf "%.1f", b - a}')
+    R[$k.us]=$(awk -v a=$((rt1 - rt0)) -v b=$((pt1 - pt0)) -v w="${R[$k.wrkcpu]}" -v hz="$bench_hz" -v n="${B[requests]}" \
+        'BEGIN {if (n > 0) printf "%.0f/%.0f/%.0f", a / hz * 1e6 / n, b / hz * 1e6 / n, w * 1e6 / n; else print "n/a"}')
     errs=$((B[connect_err] + B[read_err] + B[write_err] + B[timeouts]))
     R[$k.bad]="${B[non2xx]}/$errs"
     if [ "${B[requests]}" -eq 0 ]; then
@@ -337,13 +340,13 @@ echo "  database: $seed_counts, seeded in $seed_s s"
 [ "$reference_only" = yes ] || echo "  settled: $bin (SETTLED_WORKERS=0, no Redis, threads ${server_threads:-default})"
 [ -z "$settled_note" ] || echo "  settled: $settled_note"
 echo "  reference: $node_desc"
-printf '  %-26s %-8s %9s %8s %8s %8s %7s %13s %11s %9s\n' route server "req/s" "p50 ms" "p99 ms" "max ms" "KiB/rsp" \
-    "CPU s srv/PG" "µs/req s/PG" "non2xx/err"
+printf '  %-26s %-8s %9s %8s %8s %8s %7s %17s %18s %10s\n' route server "req/s" "p50 ms" "p99 ms" "max ms" "KiB/rsp" \
+    "CPU s srv/PG/wrk" "µs/req srv/PG/wrk" "non2xx/err"
 for r in $routes; do
     for s in $measured; do
         k=$s.$r
-        printf '  %-26s %-8s %9s %8s %8s %8s %7s %13s %11s %9s\n' "GET $(route_path "$r")" "$s" "${R[$k.rps]}" \
-            "${R[$k.p50]}" "${R[$k.p99]}" "${R[$k.max]}" "${R[$k.kib]}" "${R[$k.cpu]}/${R[$k.pgcpu]}" "${R[$k.us]}" "${R[$k.bad]}"
+        printf '  %-26s %-8s %9s %8s %8s %8s %7s %17s %18s %10s\n' "GET $(route_path "$r")" "$s" "${R[$k.rps]}" \
+            "${R[$k.p50]}" "${R[$k.p99]}" "${R[$k.max]}" "${R[$k.kib]}" "${R[$k.cpu]}/${R[$k.pgcpu]}/${R[$k.wrkcpu]}" "${R[$k.us]}" "${R[$k.bad]}"
     done
 done
 for s in $measured; do printf '  %-26s %-8s %9s MiB   exit after SIGTERM: %s\n' "peak RSS (VmHWM)" "$s" "${R[$s.rss]}" "${R[$s.exit]}"; done

@@ -46,6 +46,15 @@ hwm_kib() {
     echo "$total"
 }
 
+# children_cpu FILE: seconds of CPU used by this shell's waited-for children, from `times >FILE` (which
+# must run in this shell itself: a subshell's children start from zero)
+children_cpu() {
+    sed -n 2p "$1" | awk '{
+        s = 0
+        for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] }
+        printf "%.2f", s }'
+}
+
 bench_hz=$(getconf CLK_TCK)
 # cpu_s TICKS: clock ticks as seconds
 cpu_s() { awk -v t="$1" -v hz="$bench_hz" 'BEGIN {printf "%.1f", t / hz}'; }

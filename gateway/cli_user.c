@@ -93,10 +93,11 @@ static long read_hidden(int fd, const char *prompt, char *buf, size_t cap)
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
     quiet.c_lflag |= ECHONL;
-    fputs(prompt, stderr);
-    fflush(stderr);
+    /* echo off before the prompt: what is typed after it is kept (TCSAFLUSH drops only what came before) */
     if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0)
         return -1;
+    fputs(prompt, stderr);
+    fflush(stderr);
     size_t n = 0;
     long ret = -1;
     for (;;) {
@@ -112,7 +113,7 @@ static long read_hidden(int fd, const char *prompt, char *buf, size_t cap)
             buf[n] = c;
         ++n; /* counted even past cap, so a too long password is refused, not cut */
     }
-    tcsetattr(fd, TCSAFLUSH, &old);
+    tcsetattr(fd, TCSANOW, &old); /* not TCSAFLUSH: a line typed ahead (the repeat) must survive */
     if (ret > (long)cap - 1)
         ret = (long)cap; /* too long: the caller refuses it */
     return ret;

@@ -42,6 +42,10 @@ extern const char gw_err_provider_unavailable[];   /* 502: a provider API failed
 extern const char gw_err_provider_rejected[];      /* 502: a provider API refused the call (a 4xx) */
 extern const char gw_err_event_unknown[];          /* 404: no stored webhook event has that id */
 extern const char gw_err_invalid_argument[];       /* 400: a filter or option value is not valid */
+extern const char gw_err_invalid_credentials[];    /* 401: the email address or the password is not right */
+extern const char gw_err_invalid_refresh[];        /* 401: the refresh token is unknown, spent, revoked or expired */
+extern const char gw_err_account_pending[];        /* 403: the account waits for an administrator's approval */
+extern const char gw_err_too_many_attempts[];      /* 429: too many failed sign-ins (Retry-After says when) */
 extern const char gw_err_internal[];               /* 500: a bug or an unexpected failure; the log says more */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */

@@ -18,7 +18,8 @@
 --       RETURNS TABLE (user_id bigint, organisation_id bigint, role text, customer_id bigint, password_hash text,
 --                      status text)
 --       no row: no such organisation or user (then still run gw_auth_password_verify(NULL, ...), so the time does
---       not tell). The caller signs in only when status = 'active' and the password verifies.
+--       not tell). The caller signs in only when status = 'active' and the password verifies. p_org_slug NULL:
+--       the users of that address in every organisation (the portal's sign-in without an organisation).
 --   auth_login_record(p_user bigint, p_refresh_digest text, p_refresh_ttl integer, p_new_password_hash text,
 --                     p_user_agent text, p_ip inet, p_correlation text)
 --       RETURNS TABLE (result text, family_id uuid, organisation_id bigint, role text, customer_id bigint)
@@ -136,7 +137,7 @@ RETURNS TABLE (user_id bigint, organisation_id bigint, role text, customer_id bi
 LANGUAGE sql STABLE AS $$
     SELECT u.id, u.organisation_id, u.role, u.customer_id, u.password_hash, u.status
     FROM users u JOIN organisations o ON o.id = u.organisation_id
-    WHERE o.slug = p_org_slug AND u.email_normalised = norm_email(p_email)
+    WHERE (p_org_slug IS NULL OR o.slug = p_org_slug) AND u.email_normalised = norm_email(p_email)
 $$;
 
 -- Revokes family p_family; returns how many live (unrotated) tokens it revoked. Audited when it revoked any.

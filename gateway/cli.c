@@ -428,10 +428,15 @@ static int sync_payments(const gw_config_t *cfg, const char *provider, int argc,
                 source != NULL ? source : "default");
         return 1;
     }
-    bool stripe = strcmp(provider, "stripe") == 0;
-    if (!is_set(stripe ? cfg->stripe_secret_key : cfg->gocardless_access_token)) {
-        fprintf(stderr, "settled: %s: %s is required to read the provider's objects\n", cmd,
-                stripe ? "SETTLED_STRIPE_SECRET_KEY" : "SETTLED_GOCARDLESS_ACCESS_TOKEN");
+    if (gw_config_api_key(cfg, provider, src->name) == NULL) {
+        const char *setting =
+            strcmp(provider, "stripe") == 0 ? "SETTLED_STRIPE_SECRET_KEY" : "SETTLED_GOCARDLESS_ACCESS_TOKEN";
+        if (strcmp(src->name, "default") == 0)
+            fprintf(stderr, "settled: %s: %s is required to read the provider's objects\n", cmd, setting);
+        else
+            fprintf(stderr,
+                    "settled: %s: %s__<SOURCE> (for source %s) or %s is required to read the provider's objects\n", cmd,
+                    setting, src->name, setting);
         return 1;
     }
     if (!is_set(cfg->database_url)) {
@@ -457,10 +462,11 @@ static int sync_payments(const gw_config_t *cfg, const char *provider, int argc,
         gw_dbs_close(ctx.db);
         return 1;
     }
-    printf("%s: organisation %s, objects since %s\n", provider, slug, since);
+    printf("%s: source %s, organisation %s, objects since %s\n", provider, src->name, slug, since);
     fflush(stdout);
     gw_payments_sync_counts_t counts;
-    int ret = gw_payments_sync(&ctx, provider, org, since, isatty(STDERR_FILENO), NULL, &counts, msg, sizeof(msg));
+    int ret =
+        gw_payments_sync(&ctx, provider, org, src->name, since, isatty(STDERR_FILENO), NULL, &counts, msg, sizeof(msg));
     if (ret != 0) {
         fprintf(stderr, "settled: %s failed after %ld of %ld objects: %s\n", cmd, counts.applied, counts.listed, msg);
         ret = strncmp(msg, "--since", 7) == 0 ? 2 : 1;

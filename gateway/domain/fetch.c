@@ -41,10 +41,16 @@ static int xero_credential(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, boo
                                 err, errlen);
 }
 
-static int static_credential(const char *value, const char *setting, char **token, char *err, size_t errlen)
+/* Stripe's and GoCardless's keys are static: the one of the event's webhook source, else the provider's. */
+static int static_credential(const gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, const char *setting, char **token,
+                             char *err, size_t errlen)
 {
-    if (value == NULL || value[0] == '\0') {
-        snprintf(err, errlen, "%s is not set", setting);
+    const char *value = gw_config_api_key(ctx->cfg, call->provider, call->source);
+    if (value == NULL) {
+        if (call->source != NULL && strcmp(call->source, "default") != 0)
+            snprintf(err, errlen, "neither %s__<SOURCE> for source %s nor %s is set", setting, call->source, setting);
+        else
+            snprintf(err, errlen, "%s is not set", setting);
         return -1;
     }
     *token = gw_xstrdup(value);
@@ -54,13 +60,15 @@ static int static_credential(const char *value, const char *setting, char **toke
 static int stripe_credential(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, bool force, char **token, char *err,
                              size_t errlen)
 {
-    return static_credential(ctx->cfg->stripe_secret_key, "SETTLED_STRIPE_SECRET_KEY", token, err, errlen);
+    (void)force;
+    return static_credential(ctx, call, "SETTLED_STRIPE_SECRET_KEY", token, err, errlen);
 }
 
 static int gocardless_credential(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, bool force, char **token, char *err,
                                  size_t errlen)
 {
-    return static_credential(ctx->cfg->gocardless_access_token, "SETTLED_GOCARDLESS_ACCESS_TOKEN", token, err, errlen);
+    (void)force;
+    return static_credential(ctx, call, "SETTLED_GOCARDLESS_ACCESS_TOKEN", token, err, errlen);
 }
 
 static size_t xero_headers(const gw_fetch_call_t *call, char hdr[][128], size_t cap)

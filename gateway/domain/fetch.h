@@ -50,6 +50,9 @@ typedef struct st_gw_fetch_call_t {
      * required); Stripe a connected account (sent as Stripe-Account; NULL: the platform's own); GoCardless the
      * creditor (NULL: the access token's own) */
     const char *account;
+    /* Stripe, GoCardless: the webhook source whose events the call serves (its API key:
+     * SETTLED_STRIPE_SECRET_KEY__<SOURCE>, else the provider's own); NULL: the default source */
+    const char *source;
     int64_t token_id;              /* Xero: the token set serving the tenant */
     const char *if_modified_since; /* Xero: sent as If-Modified-Since; NULL: none */
     const char *body;              /* a JSON body for POST/PUT; NULL: none */

@@ -426,6 +426,7 @@ typedef struct st_run_t {
     int64_t org;
     char orgs[24];
     const char *account; /* Stripe: the connected account (NULL: the platform); GoCardless: the creditor */
+    const char *source;  /* the webhook source whose API key calls the provider (NULL: the default source) */
     const char *event_id, *correlation, *observed_at;
     const char **ignore; /* per row: why it is ignored, or NULL */
     bool failed;
@@ -476,7 +477,7 @@ static json_t *get_json(run_t *r, const char *path)
 {
     if (r->failed)
         return NULL;
-    gw_fetch_call_t call = {.provider = r->provider, .path = path, .account = r->account};
+    gw_fetch_call_t call = {.provider = r->provider, .path = path, .account = r->account, .source = r->source};
     gw_fetch_result_t res = {0};
     if (gw_fetch(&r->w->fetch, &call, &res) != GW_FETCH_OK) {
         run_fail(r, &res);
@@ -972,10 +973,16 @@ static void gc_group(run_t *r, gw_queue_row_t *const *rows, size_t n)
 
 /* ---- the processors ---- */
 
+static bool same_text(const char *a, const char *b)
+{
+    return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+/* Rows are fetched together when one key serves them all: the same organisation, account and source. */
 static bool same_group(const gw_queue_row_t *a, const gw_queue_row_t *b)
 {
-    return a->organisation_id == b->organisation_id &&
-           (a->account == NULL ? b->account == NULL : b->account != NULL && strcmp(a->account, b->account) == 0);
+    return a->organisation_id == b->organisation_id && same_text(a->account, b->account) &&
+           same_text(a->source, b->source);
 }
 
 static void process_group(gw_work_t *w, const char *provider, gw_queue_row_t *const *rows, size_t n,
@@ -985,6 +992,7 @@ static void process_group(gw_work_t *w, const char *provider, gw_queue_row_t *co
                .provider = provider,
                .org = rows[0]->organisation_id,
                .account = rows[0]->account,
+               .source = rows[0]->source,
                .event_id = rows[0]->id,
                .correlation = rows[0]->correlation,
                .observed_at = claimed_at};
@@ -1096,8 +1104,9 @@ static void gc_sync_lists(run_t *r, gc_sets_t *s, const char *since_iso)
     json_decref(events);
 }
 
-int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, const char *since, bool progress,
-                     const atomic_bool *stop, gw_payments_sync_counts_t *counts, char *err, size_t errlen)
+int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, const char *source, const char *since,
+                     bool progress, const atomic_bool *stop, gw_payments_sync_counts_t *counts, char *err,
+                     size_t errlen)
 {
     *counts = (gw_payments_sync_counts_t){0};
     /* the claim time of the fetches (convergence: payments.sql), and since as both forms the providers take */
@@ -1127,6 +1136,7 @@ int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, con
     run_t r = {.w = &w,
                .provider = strcmp(provider, "stripe") == 0 ? "stripe" : "gocardless",
                .org = org,
+               .source = source,
                .correlation = correlation,
                .observed_at = observed,
                .progress = progress,
@@ -1134,11 +1144,30 @@ int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, con
                .stoppable = true};
     snprintf(r.orgs, sizeof(r.orgs), "%lld", (long long)org);
     if (strcmp(r.provider, "stripe") == 0) {
-        stripe_sets_t s = {0};
-        stripe_sync_lists(&r, &s, strtoll(gw_dbs_value(t, 0, 1), NULL, 10));
-        r.total = s.pis.n + s.charges.n + s.setups.n + s.pms.n + s.customers.n;
-        counts->listed = (long)r.total;
-        stripe_apply_sets(&r, &s);
+        /* the platform account's objects, then those of every connected account (Stripe Connect) whose events
+         * arrived through this source: the same key lists them with a Stripe-Account header */
+        const char *ap[] = {r.orgs, source != NULL ? source : "default"};
+        gw_dbs_result_t *accounts =
+            gw_dbs_query(ctx->db,
+                         "SELECT DISTINCT account FROM inbox_events WHERE organisation_id = $1::bigint"
+                         " AND provider = 'stripe' AND source = $2 AND account IS NOT NULL ORDER BY 1",
+                         2, ap);
+        if (accounts == NULL) {
+            snprintf(err, errlen, "reading the connected accounts failed: %s", gw_dbs_error(ctx->db));
+            gw_dbs_result_free(t);
+            return -1;
+        }
+        long long since_epoch = strtoll(gw_dbs_value(t, 0, 1), NULL, 10);
+        for (size_t a = 0; a != gw_dbs_nrows(accounts) + 1 && !r.failed; ++a) {
+            r.account = a == 0 ? NULL : gw_dbs_value(accounts, a - 1, 0);
+            stripe_sets_t s = {0};
+            stripe_sync_lists(&r, &s, since_epoch);
+            r.total += s.pis.n + s.charges.n + s.setups.n + s.pms.n + s.customers.n;
+            counts->listed = (long)r.total;
+            stripe_apply_sets(&r, &s);
+        }
+        r.account = NULL;
+        gw_dbs_result_free(accounts);
     } else {
         gc_sets_t s = {0};
         gc_sync_lists(&r, &s, gw_dbs_value(t, 0, 2));
@@ -1239,26 +1268,23 @@ static void sweep(gw_work_t *w)
     gw_dbs_result_free(r);
 }
 
-/* The scheduled drift repair of one provider, for the organisation of its default source, when due. */
-static void sync_due(gw_work_t *w, const char *provider)
+/* The scheduled drift repair of one webhook source of a provider, for its organisation, when due. */
+static void sync_source_due(gw_work_t *w, const gw_source_t *src)
 {
     const gw_config_t *cfg = w->fetch.cfg;
-    bool stripe = strcmp(provider, "stripe") == 0;
-    const gw_source_t *src = gw_config_find_source(cfg, provider, NULL, 0);
-    const char *key = stripe ? cfg->stripe_secret_key : cfg->gocardless_access_token;
-    if (cfg->payments_sync_interval == 0 || src == NULL || key == NULL || *key == '\0')
-        return;
+    const char *provider = src->connector->name;
     char interval[24];
     snprintf(interval, sizeof(interval), "%d", cfg->payments_sync_interval);
-    const char *p[] = {src->organisation, provider, interval};
+    const char *p[] = {src->organisation, provider, interval, src->name};
     /* due: never synced (look a day back), or the last one ended more than the interval ago (five minutes of
      * overlap, so an object changed while the last one listed is not missed) */
     gw_dbs_result_t *r = gw_dbs_query(
         w->fetch.db,
         "SELECT o.id, coalesce(s.synced_until - interval '5 minutes', now() - interval '1 day')::text, now()::text"
         " FROM organisations o LEFT JOIN payments_sync_state s ON s.organisation_id = o.id AND s.provider = $2"
+        "      AND s.source = $4"
         " WHERE o.slug = $1 AND (s.synced_until IS NULL OR s.synced_until < now() - $3::int * interval '1 second')",
-        3, p);
+        4, p);
     if (r == NULL || gw_dbs_nrows(r) != 1) {
         gw_dbs_result_free(r);
         return;
@@ -1269,23 +1295,38 @@ static void sync_due(gw_work_t *w, const char *provider)
     snprintf(started, sizeof(started), "%s", gw_dbs_value(r, 0, 2));
     gw_dbs_result_free(r);
     gw_payments_sync_counts_t counts;
-    if (gw_payments_sync(&w->fetch, provider, org, since, false, w->stop, &counts, err, sizeof(err)) != 0) {
-        gw_log(GW_LOG_WARN, "%s drift repair of organisation %lld failed after %ld of %ld objects: %s", provider,
-               (long long)org, counts.applied, counts.listed, err);
+    if (gw_payments_sync(&w->fetch, provider, org, src->name, since, false, w->stop, &counts, err, sizeof(err)) != 0) {
+        gw_log(GW_LOG_WARN, "%s drift repair of source %s (organisation %lld) failed after %ld of %ld objects: %s",
+               provider, src->name, (long long)org, counts.applied, counts.listed, err);
         return;
     }
     char orgs[24];
     snprintf(orgs, sizeof(orgs), "%lld", (long long)org);
-    const char *sp[] = {orgs, provider, started};
-    if (gw_dbs_exec(w->fetch.db,
-                    "INSERT INTO payments_sync_state (organisation_id, provider, synced_until) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (organisation_id, provider) DO UPDATE SET synced_until = EXCLUDED.synced_until,"
-                    " updated_at = now()",
-                    3, sp) < 0)
+    const char *sp[] = {orgs, provider, started, src->name};
+    if (gw_dbs_exec(
+            w->fetch.db,
+            "INSERT INTO payments_sync_state (organisation_id, provider, synced_until, source)"
+            " VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (organisation_id, provider, source) DO UPDATE SET synced_until = EXCLUDED.synced_until,"
+            " updated_at = now()",
+            4, sp) < 0)
         gw_log(GW_LOG_WARN, "recording the %s drift repair failed: %s", provider, gw_dbs_error(w->fetch.db));
     else if (counts.listed != 0)
-        gw_log(GW_LOG_INFO, "%s drift repair of organisation %lld: %ld objects listed and applied", provider,
-               (long long)org, counts.applied);
+        gw_log(GW_LOG_INFO, "%s drift repair of source %s (organisation %lld): %ld objects listed and applied",
+               provider, src->name, (long long)org, counts.applied);
+}
+
+/* The scheduled drift repair of every webhook source of provider that has an API key. */
+static void sync_due(gw_work_t *w, const char *provider)
+{
+    const gw_config_t *cfg = w->fetch.cfg;
+    if (cfg->payments_sync_interval == 0)
+        return;
+    for (size_t i = 0; i != cfg->nsources && !*w->stop; ++i) {
+        const gw_source_t *src = &cfg->sources[i];
+        if (strcmp(src->connector->name, provider) == 0 && gw_config_api_key(cfg, provider, src->name) != NULL)
+            sync_source_due(w, src);
+    }
 }
 
 static void periodic(gw_work_t *w)

@@ -55,9 +55,11 @@ typedef struct st_gw_payments_sync_counts_t {
  * Stripe keeps 30 days; GoCardless: payments created since, and the objects every event since names) with the
  * provider's pagination, and applies each like a webhook's refetch. since is a timestamp PostgreSQL reads.
  * progress draws a progress line on stderr; stop (may be NULL) is looked at between objects. Returns 0, or -1
- * with err at the first failure (what was applied stays applied: it is idempotent). */
-GW_MUSTCHECK int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, const char *since,
-                                  bool progress, const atomic_bool *stop, gw_payments_sync_counts_t *counts, char *err,
-                                  size_t errlen);
+ * with err at the first failure (what was applied stays applied: it is idempotent). source names the webhook
+ * source whose API key is used (NULL: the default); on Stripe, the platform account is listed and then every
+ * connected account whose events arrived through that source. */
+GW_MUSTCHECK int gw_payments_sync(gw_fetch_ctx_t *ctx, const char *provider, int64_t org, const char *source,
+                                  const char *since, bool progress, const atomic_bool *stop,
+                                  gw_payments_sync_counts_t *counts, char *err, size_t errlen);
 
 #endif

@@ -34,7 +34,7 @@ static const char sql_claim[] =
     "        next_attempt_at = now() + $5::bigint * interval '1 millisecond'"
     "   FROM due WHERE e.id = due.id"
     " RETURNING e.id, e.organisation_id, e.provider, e.account, e.event_type, e.resource_id, e.attempts,"
-    "           e.correlation_id, now()";
+    "           e.correlation_id, now(), e.source";
 
 static const char sql_finish[] =
     "UPDATE inbox_events SET status = $3, processed_at = now(), lease_owner = NULL, last_error = $4"
@@ -190,6 +190,7 @@ static int claim(gw_queue_t *q, const gw_queue_lane_t *lanes, size_t nlanes, con
         row->resource_id = gw_xstrdup(gw_dbs_value(r, i, 5));
         row->attempts = atoi(gw_dbs_value(r, i, 6));
         row->correlation = gw_xstrdup(gw_dbs_value(r, i, 7));
+        row->source = gw_xstrdup(gw_dbs_value(r, i, 9));
         if (gw_log_enabled(GW_LOG_DEBUG)) {
             gw_logline_t line;
             gw_log_begin(&line, GW_LOG_DEBUG, "claimed");
@@ -226,6 +227,7 @@ void gw_queue_batch_free(gw_queue_batch_t *b)
         free(b->rows[i].event_type);
         free(b->rows[i].resource_id);
         free(b->rows[i].correlation);
+        free(b->rows[i].source);
     }
     free(b->rows);
     memset(b, 0, sizeof(*b));

@@ -34,6 +34,7 @@ typedef struct st_gw_queue_row_t {
     char *event_type;
     char *resource_id; /* NULL when the event names none */
     char *correlation;
+    char *source; /* the webhook source the event arrived through ("default" for the route without a suffix) */
     int attempts;
 } gw_queue_row_t;
 

@@ -70,7 +70,8 @@ static const char sql_dry_claim[] =
     "UPDATE inbox_events SET status = 'processing', attempts = 1, lease_owner = $2, last_error = NULL,"
     "       processed_at = NULL, next_attempt_at = now() + interval '10 minutes'"
     " WHERE id = $1::bigint AND status <> 'processing'"
-    " RETURNING id, organisation_id, provider, account, event_type, resource_id, attempts, correlation_id, now()";
+    " RETURNING id, organisation_id, provider, account, event_type, resource_id, attempts, correlation_id, now(),"
+    "           source";
 static const char sql_dry_after[] = "SELECT status, to_jsonb(attempts)::text, coalesce(to_jsonb(last_error), "
                                     "'null')::text, last_error FROM inbox_events"
                                     " WHERE id = $1::bigint";
@@ -471,7 +472,8 @@ static int dry_body(gw_dbs_t *s, void *arg, gw_err_t *err)
                           .event_type = (char *)gw_dbs_value(c, 0, 4),
                           .resource_id = (char *)gw_dbs_value(c, 0, 5),
                           .attempts = atoi(gw_dbs_value(c, 0, 6)),
-                          .correlation = (char *)gw_dbs_value(c, 0, 7)};
+                          .correlation = (char *)gw_dbs_value(c, 0, 7),
+                          .source = (char *)gw_dbs_value(c, 0, 9)};
     snprintf(row.id, sizeof(row.id), "%s", gw_dbs_value(c, 0, 0));
     const gw_processor_t *proc = gw_worker_processor(row.provider);
     if (proc == NULL) {

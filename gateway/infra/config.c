@@ -119,10 +119,13 @@ static const setting_t settings[] = {
      "Base URL of Xero's OAuth 2.0 identity service; empty means https://identity.xero.com."},
     {"SETTLED_GOCARDLESS_API_BASE", T_URL, "", 0, 0, 0, FIELD(gocardless_api_base), NULL,
      "Base URL of the GoCardless API that workers call; empty means https://api.gocardless.com."},
-    {"SETTLED_STRIPE_SECRET_KEY", T_SECRET, "", 0, 0, F_SECRET, FIELD(stripe_secret_key), NULL,
-     "Stripe secret or restricted API key (sk_... / rk_...) that workers call the Stripe API with."},
-    {"SETTLED_GOCARDLESS_ACCESS_TOKEN", T_SECRET, "", 0, 0, F_SECRET, FIELD(gocardless_access_token), NULL,
-     "GoCardless access token that workers call the GoCardless API with."},
+    {"SETTLED_STRIPE_SECRET_KEY", T_SECRET, "", 0, 0, F_SECRET | F_PER_SOURCE, FIELD(stripe_secret_key), NULL,
+     "Stripe secret or restricted API key (sk_... / rk_...) that workers call the Stripe API with; __<SOURCE>: the "
+     "key of that Stripe source's account."},
+    {"SETTLED_GOCARDLESS_ACCESS_TOKEN", T_SECRET, "", 0, 0, F_SECRET | F_PER_SOURCE, FIELD(gocardless_access_token),
+     NULL,
+     "GoCardless access token that workers call the GoCardless API with; __<SOURCE>: the token of that GoCardless "
+     "source's account."},
     {"SETTLED_JWT_SECRET", T_SECRET, "", 0, 0, F_SECRET | F_UNUSED, FIELD(jwt_secret), NULL,
      "Reserved for the portal's access tokens (HS256); the portal's sign-in is not built yet."},
     {"SETTLED_SECRET_KEY", T_SECRET, "", 0, 0, F_SECRET, FIELD(secret_key), NULL,
@@ -1099,6 +1102,25 @@ static int add_sources(loader_t *l, gw_config_t *cfg)
         if (cfg->sources[i].organisation == NULL)
             cfg->sources[i].organisation = gw_xstrndup(cfg->organisation, strlen(cfg->organisation));
 
+    /* and their API keys: SETTLED_STRIPE_SECRET_KEY__<SOURCE> for the Stripe source <source> (likewise GoCardless's
+     * access token), else the provider's key without a suffix */
+    for (size_t i = 0; i != l->n; ++i) {
+        entry_t *e = &l->entries[i];
+        if (e->setting == NULL || e->setting->type != T_SECRET || e->source == NULL || e->value[0] == '\0')
+            continue;
+        const char *provider = e->setting->offset == offsetof(gw_config_t, stripe_secret_key) ? "stripe" : "gocardless";
+        if (strlen(e->value) > GW_SECRET_MAX)
+            return fail(l, e->line, e->key, "must be at most %d bytes", GW_SECRET_MAX);
+        gw_source_t *src = gw_config_find_source(cfg, provider, e->source, strlen(e->source));
+        if (src == NULL) {
+            const char *suffix = e->key + strlen(e->setting->name) + 2;
+            return fail(
+                l, e->line, e->key, "there is no %s webhook source \"%s\" (define it with %s__%s)", provider, e->source,
+                webhook_setting(provider[0] == 's' ? &cn_stripe_connector : &cn_gocardless_connector)->name, suffix);
+        }
+        src->api_key = gw_xstrndup(e->value, strlen(e->value));
+    }
+
     if (cfg->nsources > 1)
         qsort(cfg->sources, cfg->nsources, sizeof(*cfg->sources), on_compare_sources);
     return 0;
@@ -1170,6 +1192,7 @@ void gw_config_free(gw_config_t *cfg)
         gw_source_t *src = &cfg->sources[i];
         free(src->name);
         free(src->organisation);
+        gw_free_secret(src->api_key);
         for (size_t j = 0; j != src->secrets.count; ++j)
             gw_free_secret((char *)src->secrets.keys[j].base);
         free((void *)src->secrets.keys);
@@ -1189,6 +1212,17 @@ gw_source_t *gw_config_find_source(const gw_config_t *cfg, const char *provider,
             return src;
     }
     return NULL;
+}
+
+const char *gw_config_api_key(const gw_config_t *cfg, const char *provider, const char *source)
+{
+    const gw_source_t *src = gw_config_find_source(cfg, provider, source, source != NULL ? strlen(source) : 0);
+    if (src != NULL && src->api_key != NULL)
+        return src->api_key;
+    const char *key = strcmp(provider, "stripe") == 0       ? cfg->stripe_secret_key
+                      : strcmp(provider, "gocardless") == 0 ? cfg->gocardless_access_token
+                                                            : NULL;
+    return key != NULL && key[0] != '\0' ? key : NULL;
 }
 
 /* Dump */
@@ -1411,6 +1445,15 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out)
         fputc('=', out);
         dump_redacted(out, src->secrets.count);
         fputc('\n', out);
+        if (src->api_key != NULL) {
+            fputs(strcmp(src->connector->name, "stripe") == 0 ? "SETTLED_STRIPE_SECRET_KEY__"
+                                                              : "SETTLED_GOCARDLESS_ACCESS_TOKEN__",
+                  out);
+            dump_upper(out, src->name);
+            fputc('=', out);
+            dump_redacted(out, 1);
+            fputc('\n', out);
+        }
     }
     for (size_t i = 0; i != cfg->nsources; ++i) {
         const gw_source_t *src = &cfg->sources[i];

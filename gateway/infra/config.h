@@ -22,6 +22,9 @@ typedef struct st_gw_source_t {
     char *organisation;      /* slug of the organisation the source's events belong to */
     int64_t organisation_id; /* filled in by serve at start (0 until then) */
     cn_secrets_t secrets;    /* owned by the config */
+    /* SETTLED_STRIPE_SECRET_KEY__<SOURCE> / SETTLED_GOCARDLESS_ACCESS_TOKEN__<SOURCE>: the API key of this source's
+     * account (a secret: never print it); NULL: the provider's key without a suffix. gw_config_api_key chooses. */
+    char *api_key;
 } gw_source_t;
 
 typedef struct st_gw_config_t {
@@ -115,6 +118,11 @@ void gw_config_free(gw_config_t *cfg);
 gw_source_t *gw_config_find_source(const gw_config_t *cfg, const char *provider, const char *name, size_t len);
 /* Writes every setting and its effective value, secrets redacted, one KEY=value line each. */
 void gw_config_dump(const gw_config_t *cfg, FILE *out);
+/* The API key that calls provider ("stripe" or "gocardless") for the events of its source called source (NULL or
+ * "default": the default source): the source's own key, else the provider's key without a suffix; NULL when
+ * neither is set. */
+const char *gw_config_api_key(const gw_config_t *cfg, const char *provider, const char *source);
+
 /* Writes the names of every setting of the table (per-source patterns with their __<SOURCE> suffix). */
 void gw_config_list_keys(FILE *out);
 

@@ -307,6 +307,63 @@ def test_sync_repairs_missed_webhooks():
         w.close()
 
 
+def test_per_source_api_keys_and_connect_accounts():
+    """SETTLED_STRIPE_SECRET_KEY__<SOURCE>: the events of a source are refetched with its own key, and `settled sync
+    stripe --source S` lists with it, the platform's objects and then each connected account's whose events came
+    through the source; the default source keeps the provider's key (which the mock now refuses)."""
+    inv_eu, inv_conn, inv_def = (str(uuid.uuid4()) for _ in range(3))
+    eu_secret, eu_key = "whsec_eu_source_secret_1", "sk_test_eu_source"
+    w = World({inv_eu: "10.00", inv_conn: "20.00", inv_def: "30.00"},
+              SETTLED_STRIPE_WEBHOOK_SECRETS__EU=eu_secret, SETTLED_STRIPE_SECRET_KEY__EU=eu_key)
+    try:
+        w.stripe.ctl("PUT", "config", {"api_keys": [eu_key]})  # the provider-wide key no longer works
+        w.stripe.ctl("PUT", "webhook", {"url": w.server.url("/webhooks/stripe/eu"), "secret": eu_secret})
+        stripe_pi(w, "pi_eu1", 1000, xero_invoice_id=inv_eu)
+        w.stripe.ctl("POST", "payment_intents/pi_eu1/succeed", {})
+        w.settle()
+        expect_eq(w.state(inv_eu)["state"], "paid", "the eu source's event was refetched with the eu key")
+
+        # a connected account: its event names it, the refetch carries Stripe-Account
+        w.stripe.ctl("PUT", "accounts/acct_conn1")
+        w.stripe.ctl("PUT", "objects/payment_intents/pi_conn1?account=acct_conn1",
+                     {"amount": 2000, "currency": "gbp", "metadata": {"xero_invoice_id": inv_conn}})
+        w.stripe.ctl("POST", "payment_intents/pi_conn1/processing", {"account": "acct_conn1"})
+        w.settle()
+        expect_eq(w.state(inv_conn)["state"], "pending", "the connected account's payment is processing")
+        expect_eq(h.sql_value(w.db, "SELECT account FROM payments WHERE object_id = 'pi_conn1'"), "acct_conn1",
+                  "the payment belongs to the connected account")
+        # its success is never delivered: the sync of the eu source finds it in the connected account
+        w.stripe.ctl("PUT", "webhook", {"enabled": False})
+        w.stripe.ctl("POST", "payment_intents/pi_conn1/succeed", {"account": "acct_conn1"})
+        time.sleep(0.3)
+        expect_eq(w.state(inv_conn)["state"], "pending", "nothing arrived")
+        env = dict(w.env, SETTLED_STRIPE_WEBHOOK_SECRETS=h.STRIPE_SECRET)
+        res = h.run_settled(["sync", "stripe", "--source", "eu", "--since", "1h"], env, timeout=120)
+        expect_eq(res.returncode, 0, f"sync of the eu source (stderr {res.stderr[-800:]!r})")
+        expect_in("stripe: source eu,", res.stdout, "the summary names the source")
+        expect_eq(w.state(inv_conn)["state"], "paid", "the connected account's payment was listed and applied")
+        calls = [c for c in w.stripe.ctl("GET", "requests") if c["path"].startswith("/v1/payment_intents")]
+        expect(any(c["account"] == "acct_conn1" for c in calls), "the sync called the connected account")
+        expect(any(c["account"] is None for c in calls), "and the platform account")
+
+        # the default source has no key of its own: the provider-wide one, which the mock refuses
+        w.stripe.ctl("PUT", "webhook", {"enabled": True, "url": w.server.url("/webhooks/stripe"),
+                                        "secret": h.STRIPE_SECRET})
+        stripe_pi(w, "pi_def1", 3000, xero_invoice_id=inv_def)
+        w.stripe.ctl("POST", "payment_intents/pi_def1/succeed", {})
+        pl.wait_for(lambda: h.sql_value(w.db, "SELECT count(*) FROM webhook_events WHERE source = 'default'"
+                                              " AND status IN ('failed', 'dead') AND last_error LIKE '%401%'") != "0",
+                    30, "the default source's event fails on the refused key")
+        expect_eq(w.state(inv_def)["state"], "unpaid", "nothing was applied with the refused key")
+        res = h.run_settled(["sync", "stripe", "--since", "1h"], env, timeout=120)
+        expect_eq(res.returncode, 1, "the default source's sync fails")
+        expect_in("401", res.stderr, "with the provider's refusal")
+        for out in (res.stdout, res.stderr):
+            expect(eu_key not in out and STRIPE_KEY not in out, "no key is printed")
+    finally:
+        w.close()
+
+
 def test_scheduled_drift_repair():
     inv = str(uuid.uuid4())
     w = World({inv: "15.00"}, SETTLED_PAYMENTS_SYNC_INTERVAL=1)

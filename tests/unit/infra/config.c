@@ -754,6 +754,42 @@ static void test_sources(void **state)
     gw_config_free(&cfg);
 }
 
+/* SETTLED_STRIPE_SECRET_KEY__<SOURCE> and SETTLED_GOCARDLESS_ACCESS_TOKEN__<SOURCE>: the API key of one source's
+ * account, else the provider's key; never printed. */
+static void test_source_api_keys(void **state)
+{
+    (void)state;
+    gw_config_t cfg;
+    load_ok(&cfg, NULL,
+            ENV("SETTLED_STRIPE_WEBHOOK_SECRETS=whsec_main", "SETTLED_STRIPE_WEBHOOK_SECRETS__EU=whsec_eu",
+                "SETTLED_STRIPE_WEBHOOK_SECRETS__US=whsec_us", "SETTLED_STRIPE_SECRET_KEY=sk_test_main",
+                "SETTLED_STRIPE_SECRET_KEY__EU=sk_test_eu", "SETTLED_GOCARDLESS_WEBHOOK_SECRETS__UK=gc_uk",
+                "SETTLED_GOCARDLESS_ACCESS_TOKEN__uk=gc_token_uk"));
+    assert_string_equal(gw_config_api_key(&cfg, "stripe", "eu"), "sk_test_eu");
+    assert_string_equal(gw_config_api_key(&cfg, "stripe", "us"), "sk_test_main"); /* no key of its own */
+    assert_string_equal(gw_config_api_key(&cfg, "stripe", NULL), "sk_test_main");
+    assert_string_equal(gw_config_api_key(&cfg, "stripe", "default"), "sk_test_main");
+    assert_string_equal(gw_config_api_key(&cfg, "gocardless", "uk"), "gc_token_uk");
+    assert_null(gw_config_api_key(&cfg, "gocardless", NULL)); /* neither the default source's nor a global one */
+    assert_null(gw_config_api_key(&cfg, "xero", NULL));
+    char *text = dump(&cfg);
+    assert_non_null(strstr(text, "SETTLED_STRIPE_SECRET_KEY__EU=<redacted: 1 value>\n"));
+    assert_non_null(strstr(text, "SETTLED_GOCARDLESS_ACCESS_TOKEN__UK=<redacted: 1 value>\n"));
+    assert_null(strstr(text, "SETTLED_STRIPE_SECRET_KEY__US"));
+    assert_null(strstr(text, "sk_test_eu"));
+    assert_null(strstr(text, "gc_token_uk"));
+    free(text);
+    gw_config_free(&cfg);
+
+    /* a key for a source the provider does not have is an error naming the key that would define it */
+    load_fails(NULL, ENV("SETTLED_XERO_WEBHOOK_KEY__EU=k", "SETTLED_STRIPE_SECRET_KEY__EU=sk_test_eu"),
+               "SETTLED_STRIPE_SECRET_KEY__EU: there is no stripe webhook source \"eu\" (define it with "
+               "SETTLED_STRIPE_WEBHOOK_SECRETS__EU)");
+    env_fails("SETTLED_GOCARDLESS_ACCESS_TOKEN__DEFAULT=t",
+              "SETTLED_GOCARDLESS_ACCESS_TOKEN__DEFAULT: the source name \"default\" is reserved: use "
+              "SETTLED_GOCARDLESS_ACCESS_TOKEN");
+}
+
 static void test_source_errors(void **state)
 {
     env_fails("SETTLED_ORGANISATION__GHOST=acme",
@@ -1174,7 +1210,7 @@ static void test_list_keys(void **state)
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 76); /* 72 settings, 4 of them with a per-source pattern */
+    assert_int_equal(n, 78); /* 72 settings, 6 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)
@@ -1309,6 +1345,7 @@ int main(void)
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_value_checks),
         cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_source_api_keys),
         cmocka_unit_test(test_source_errors),
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_dump_redacts_database_password),

@@ -519,5 +519,18 @@ def test_redis_down_accepts_and_counts():
         expect(h.metric_sum(m, "settled_api_revocation_unchecked_total") >= 1, "counted")
 
 
+def test_without_token_settings_the_api_is_unavailable():
+    """Without a key to check tokens with, every guarded route is 503 auth_unavailable (the log says why at start),
+    whatever token comes; webhooks and the operator endpoints go on."""
+    w = world()
+    with h.Settled(w.db, env={"SETTLED_WORKERS": 0}) as s:
+        for path in ("/v1/me", "/v1/invoices", "/v1/invoices/inv_a1"):
+            st, rh, body = s.get(path, headers={"Authorization": f"Bearer {w.tokens['client_a']}"})
+            h.expect_problem((st, rh, body), 503, "auth_unavailable", path)
+            expect_in("retry-after", rh, "Retry-After")
+        expect_eq(s.get("/healthz")[0], 200, "healthz")
+        expect_in("the portal API is off", s.log(), "the log says why")
+
+
 if __name__ == "__main__":
     h.run(globals())

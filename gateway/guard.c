@@ -451,6 +451,8 @@ typedef struct st_guard_wait_t {
     gw_loop_t *loop;
     const gw_route_t *route;
     gw_call_t *call;
+    h2o_iovec_t params[GW_PATH_PARAMS_MAX]; /* they point into the request's path */
+    size_t nparams;
     guard_link_t *link;
 } guard_wait_t;
 struct st_guard_link_t {
@@ -485,8 +487,36 @@ static void reply_invalid(h2o_req_t *req, const gw_err_t *err, const char *field
     gw_reply_err_field(req, err, err->status == 404 ? NULL : field);
 }
 
-static int proceed(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, gw_call_t *call)
+/* The caller is known (or the route is public): the role, then the inputs, then the handler. */
+static int admit(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, gw_call_t *call, const h2o_iovec_t *params,
+                 size_t nparams)
 {
+    /* a role the route does not serve: as if the route did not exist (docs/api.md, "Roles and scope") */
+    unsigned allowed = (unsigned)route->access;
+    if (route->access != GW_ACCESS_PUBLIC &&
+        ((call->scope.role == GW_ROLE_CLIENT && (allowed & GW_ACCESS_CLIENT) == 0) ||
+         (call->scope.role == GW_ROLE_ADMIN && (allowed & GW_ACCESS_ADMIN) == 0))) {
+        gw_metrics_guard_refused("role");
+        gw_reply_problem(req, 404, gw_err_not_found, NULL);
+        return 0;
+    }
+    h2o_iovec_t query = h2o_iovec_init(NULL, 0);
+    if (req->query_at != SIZE_MAX && req->query_at < req->path.len)
+        query = h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
+    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    h2o_iovec_t content_type = ct != -1 ? req->headers.entries[ct].value : h2o_iovec_init(NULL, 0);
+    gw_err_t err = GW_ERR_INIT;
+    const char *field = NULL;
+    int rc =
+        gw_guard_validate(&req->pool, route, params, nparams, query, req->entity, content_type, call, &err, &field);
+    if (call->body != NULL) {
+        json_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), on_body_dispose);
+        *slot = call->body;
+    }
+    if (rc != 0) {
+        reply_invalid(req, &err, field);
+        return 0;
+    }
     return route->api(loop, req, route, call);
 }
 
@@ -501,7 +531,7 @@ static void on_revocation(void *data, int result)
         } else {
             if (result < 0)
                 gw_metrics_revocation_unchecked();
-            proceed(wait->loop, req, wait->route, wait->call);
+            admit(wait->loop, req, wait->route, wait->call, wait->params, wait->nparams);
         }
     }
     free(wait);
@@ -521,88 +551,59 @@ int gw_guard_run(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const
     if (rid != -1)
         call->scope.request_id = req->res.headers.entries[rid].value;
 
-    gw_claims_t claims;
-    memset(&claims, 0, sizeof(claims));
-    if (route->access != GW_ACCESS_PUBLIC) {
-        if (guard_auth == NULL) {
-            gw_reply_retry_after(req, loop->cfg->retry_after);
-            gw_reply_problem(req, 503, gw_err_auth_unavailable, "Access tokens cannot be checked now.");
-            return 0;
-        }
-        ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-        if (i == -1) {
-            reply_unauthenticated(req, "unauthenticated", "no Authorization header");
-            return 0;
-        }
-        h2o_iovec_t v = req->headers.entries[i].value;
-        if (v.len <= 7 || strncasecmp(v.base, "bearer ", 7) != 0) {
-            reply_unauthenticated(req, "unauthenticated", "Authorization is not a Bearer token");
-            return 0;
-        }
-        h2o_iovec_t token = h2o_iovec_init(v.base + 7, v.len - 7);
-        while (token.len != 0 && token.base[0] == ' ')
-            ++token.base, --token.len;
-        gw_err_t err = GW_ERR_INIT;
-        if (token.len == 0 ||
-            gw_auth_verify_access(guard_auth, token.base, token.len, (int64_t)time(NULL), &claims, &err) != 0) {
-            reply_unauthenticated(req, "unauthenticated", err.detail[0] != '\0' ? err.detail : "token refused");
-            return 0;
-        }
-        if ((claims.role != GW_ROLE_CLIENT && claims.role != GW_ROLE_ADMIN) || claims.organisation_id <= 0 ||
-            (claims.role == GW_ROLE_CLIENT && claims.customer_id <= 0)) {
-            reply_unauthenticated(req, "unauthenticated", "token claims do not name a scope");
-            return 0;
-        }
-        /* a role the route does not serve: as if the route did not exist (docs/api.md, "Roles") */
-        unsigned allowed = (unsigned)route->access;
-        if ((claims.role == GW_ROLE_CLIENT && (allowed & GW_ACCESS_CLIENT) == 0) ||
-            (claims.role == GW_ROLE_ADMIN && (allowed & GW_ACCESS_ADMIN) == 0)) {
-            gw_metrics_guard_refused("role");
-            gw_reply_problem(req, 404, gw_err_not_found, NULL);
-            return 0;
-        }
-        call->scope.role = claims.role;
-        call->scope.organisation_id = claims.organisation_id;
-        call->scope.customer_id = claims.role == GW_ROLE_CLIENT ? claims.customer_id : 0;
-        call->scope.user_id = claims.user_id;
-    }
-
-    h2o_iovec_t query = h2o_iovec_init(NULL, 0);
-    if (req->query_at != SIZE_MAX && req->query_at < req->path.len)
-        query = h2o_iovec_init(req->path.base + req->query_at + 1, req->path.len - req->query_at - 1);
-    ssize_t ct = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
-    h2o_iovec_t content_type = ct != -1 ? req->headers.entries[ct].value : h2o_iovec_init(NULL, 0);
-    gw_err_t err = GW_ERR_INIT;
-    const char *field = NULL;
-    int rc =
-        gw_guard_validate(&req->pool, route, params, nparams, query, req->entity, content_type, call, &err, &field);
-    if (call->body != NULL) {
-        json_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), on_body_dispose);
-        *slot = call->body;
-    }
-    if (rc != 0) {
-        reply_invalid(req, &err, field);
+    if (route->access == GW_ACCESS_PUBLIC)
+        return admit(loop, req, route, call, params, nparams);
+    if (guard_auth == NULL) {
+        gw_reply_retry_after(req, loop->cfg->retry_after);
+        gw_reply_problem(req, 503, gw_err_auth_unavailable, "Access tokens cannot be checked now.");
         return 0;
     }
-    if (route->access == GW_ACCESS_PUBLIC)
-        return proceed(loop, req, route, call);
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i == -1) {
+        reply_unauthenticated(req, "unauthenticated", "no Authorization header");
+        return 0;
+    }
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len <= 7 || strncasecmp(v.base, "bearer ", 7) != 0) {
+        reply_unauthenticated(req, "unauthenticated", "Authorization is not a Bearer token");
+        return 0;
+    }
+    h2o_iovec_t token = h2o_iovec_init(v.base + 7, v.len - 7);
+    while (token.len != 0 && token.base[0] == ' ')
+        ++token.base, --token.len;
+    gw_claims_t claims;
+    memset(&claims, 0, sizeof(claims));
+    gw_err_t err = GW_ERR_INIT;
+    if (token.len == 0 ||
+        gw_auth_verify_access(guard_auth, token.base, token.len, (int64_t)time(NULL), &claims, &err) != 0) {
+        reply_unauthenticated(req, "unauthenticated", err.detail[0] != '\0' ? err.detail : "token refused");
+        return 0;
+    }
+    if ((claims.role != GW_ROLE_CLIENT && claims.role != GW_ROLE_ADMIN) || claims.organisation_id <= 0 ||
+        (claims.role == GW_ROLE_CLIENT && claims.customer_id <= 0) || claims.jti[0] == '\0') {
+        reply_unauthenticated(req, "unauthenticated", "token claims do not name a scope");
+        return 0;
+    }
+    call->scope.role = claims.role;
+    call->scope.organisation_id = claims.organisation_id;
+    call->scope.customer_id = claims.role == GW_ROLE_CLIENT ? claims.customer_id : 0;
+    call->scope.user_id = claims.user_id;
 
-    /* the deny list: a logged-out token's jti (loss-tolerant: with Redis down the token is accepted and counted) */
+    /* the deny list, before anything else is told: a logged-out token's jti (loss-tolerant: with Redis down or not
+     * configured the token is accepted and counted, docs/api.md "Revocation") */
     char key[96];
     size_t klen = gw_guard_revoked_key(claims.jti, key);
     guard_wait_t *wait = h2o_mem_alloc(sizeof(*wait));
     guard_link_t *link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_link_dispose);
     *wait = (guard_wait_t){.req = req, .loop = loop, .route = route, .call = call, .link = link};
+    for (size_t k = 0; k != nparams && k != GW_PATH_PARAMS_MAX; ++k)
+        wait->params[wait->nparams++] = params[k];
     link->wait = wait;
-    if (claims.jti[0] == '\0' || gw_redis_exists(loop->redis, key, klen, on_revocation, wait) != 0) {
+    if (gw_redis_exists(loop->redis, key, klen, on_revocation, wait) != 0) {
         link->wait = NULL;
         free(wait);
-        if (claims.jti[0] == '\0') {
-            reply_unauthenticated(req, "unauthenticated", "token has no jti");
-            return 0;
-        }
         gw_metrics_revocation_unchecked();
-        return proceed(loop, req, route, call);
+        return admit(loop, req, route, call, params, nparams);
     }
     return 0;
 }

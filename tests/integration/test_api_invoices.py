@@ -339,6 +339,8 @@ def test_revoked_token(w):
     expect_in("+OK", redis_cmd("SET", f"settled:revoked:jti:{jti}", "1", "EX", "600"), "the deny-list key is set")
     st, rh, body = w.get("/v1/invoices", token=tok)
     h.expect_problem((st, rh, body), 401, "unauthenticated", "a revoked token")
+    st, rh, body = w.get("/v1/invoices?bogus=1", token=tok)
+    h.expect_problem((st, rh, body), 401, "unauthenticated", "a revoked token learns nothing of the parameters")
     expect_eq(w.get("/v1/invoices", "client_a")[0], 200, "another token of the same user still works")
 
 

@@ -17,23 +17,10 @@
 #include "redis.h"
 #include "reply.h"
 
-/*
- * TEMPORARY, until gateway/domain/auth.c (the accounts work) is merged: weak references, so that the binary links
- * without it. Without auth.c gw_auth_create is NULL, gw_guard_start says so and every guarded route answers 503
- * auth_unavailable; no token is ever accepted. Remove these three lines once auth.c is on main.
- */
-#pragma weak gw_auth_create
-#pragma weak gw_auth_destroy
-#pragma weak gw_auth_verify_access
-
 static gw_auth_t *guard_auth; /* read-only once the loops run */
 
 void gw_guard_start(const gw_config_t *cfg)
 {
-    if (gw_auth_create == NULL) {
-        gw_log(GW_LOG_WARN, "the portal API is off: this build has no auth module (gateway/domain/auth.c)");
-        return;
-    }
     gw_err_t err = GW_ERR_INIT;
     if ((guard_auth = gw_auth_create(cfg, &err)) == NULL)
         gw_log(GW_LOG_WARN, "the portal API is off (every /v1 route answers 503 auth_unavailable): %s", err.detail);
@@ -41,7 +28,7 @@ void gw_guard_start(const gw_config_t *cfg)
 
 void gw_guard_stop(void)
 {
-    if (guard_auth != NULL && gw_auth_destroy != NULL)
+    if (guard_auth != NULL)
         gw_auth_destroy(guard_auth);
     guard_auth = NULL;
 }

@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "cli_prune.h"
 #include "cli_events.h"
+#include "cli_user.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -153,6 +154,11 @@ static int prune_run(gw_config_t *cfg, int argc, char **argv)
     return gw_cli_prune(cfg, argc, argv);
 }
 
+static int user_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_user(cfg, argc, argv);
+}
+
 static int sync_run(gw_config_t *cfg, int argc, char **argv)
 {
     return gw_cli_sync(cfg, argc, argv);
@@ -211,6 +217,7 @@ static const gw_command_t commands[] = {
     {"prune", "delete done and ignored events older than --older-than AGE [--dry-run]", gw_cli_prune_usage, prune_run,
      true, true},
     {"routes", "print the route table (method, path, access, inputs)", routes_usage, routes_run, false, true},
+    {"user", "portal users: add (or --invite), list, disable", gw_cli_user_usage, user_run, true, true},
     {"version", "print the version", version_usage, version_run, false, false},
     {"help", "print this help, or a command's", help_usage, help_run, false, true},
 };

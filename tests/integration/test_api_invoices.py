@@ -11,9 +11,9 @@ parameters are 400 naming the field; ETag and If-None-Match give 304; an admin s
 only; CORS is off unless configured. And an access matrix generated from `settled routes --json`: every /v1 route
 of the table x anonymous / client A / client B / admin X / admin Y, so a new route joins it by being in the table.
 
-Tokens are minted here (HS256, the claims of gateway/domain/auth.h). While gateway/domain/auth.c is not merged the
-binary under test is settled_temp_auth (tests/CMakeLists.txt), whose TEMPORARY test-only verifier takes its key
-from TEMP_AUTH_HS256_SECRET; with the real module the same key goes into SETTLED_JWT_SECRET.
+Tokens are minted here (HS256 with SETTLED_JWT_SECRET, the claims of gateway/domain/auth.h as auth.c checks them:
+sub, org and a client's customer as decimal strings, role, iss "settled", aud "settled-portal", iat, nbf, exp, a
+base64url jti), independently of auth.c's own issuer.
 """
 
 import base64
@@ -39,12 +39,7 @@ FILLERS = 21  # extra AUTHORISED invoices of customer A, for paging
 def jwt_env():
     """The server's settings: the token key, and no queue workers (their payments sweep would reconcile the seeded
     invoices, and the states seeded here are what is checked)."""
-    env = {"SETTLED_WORKERS": 0}
-    if os.environ.get("SETTLED_TEST_TEMP_AUTH") == "1":
-        env["TEMP_AUTH_HS256_SECRET"] = JWT_SECRET
-    else:
-        env["SETTLED_JWT_SECRET"] = JWT_SECRET
-    return env
+    return {"SETTLED_WORKERS": 0, "SETTLED_JWT_SECRET": JWT_SECRET}
 
 
 def b64(data):
@@ -522,8 +517,8 @@ def test_redis_down_accepts_and_counts():
 
 
 def test_without_token_settings_the_api_is_unavailable():
-    """Without a key to check tokens with, every guarded route is 503 auth_unavailable (the log says why at start),
-    whatever token comes; webhooks and the operator endpoints go on."""
+    """Without a key to check tokens with (no SETTLED_JWT_SECRET), every guarded route is 503 auth_unavailable (the
+    log says why at start), whatever token comes; webhooks and the operator endpoints go on."""
     w = world()
     with h.Settled(w.db, env={"SETTLED_WORKERS": 0}) as s:
         for path in ("/v1/me", "/v1/invoices", "/v1/invoices/inv_a1"):

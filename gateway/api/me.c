@@ -12,11 +12,12 @@
 
 enum { STMT_ME, STMT_MAX };
 static const gw_db_statement_t statements[STMT_MAX] = {
-    /* $1 organisation, $2 customer (NULL for an admin) */
+    /* $1 organisation, $2 customer (NULL for an admin), $3 user */
     {"me_get",
-     "SELECT o.id::text, o.slug, o.name, c.id::text, c.name, c.email FROM organisations o "
-     "LEFT JOIN customers c ON c.organisation_id = o.id AND c.id = $2::bigint WHERE o.id = $1::bigint",
-     2},
+     "SELECT o.id::text, o.slug, o.name, c.id::text, c.name, c.email, u.email FROM organisations o "
+     "LEFT JOIN customers c ON c.organisation_id = o.id AND c.id = $2::bigint "
+     "LEFT JOIN users u ON u.organisation_id = o.id AND u.id = $3::bigint WHERE o.id = $1::bigint",
+     3},
 };
 
 const gw_module_t gw_me_module = {
@@ -43,6 +44,7 @@ static void on_rows(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
     snprintf(id, sizeof(id), "%lld", (long long)scope->user_id);
     json_t *doc = json_object(), *user = json_object(), *org = json_object();
     json_object_set_new(user, "id", json_string(id));
+    json_object_set_new(user, "email", col(rows, 6));
     json_object_set_new(doc, "user", user);
     json_object_set_new(doc, "role", json_string(scope->role == GW_ROLE_ADMIN ? "admin" : "client"));
     json_object_set_new(org, "id", col(rows, 0));
@@ -63,7 +65,8 @@ static void on_rows(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
 
 int gw_me_get(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call)
 {
-    gw_db_param_t params[2];
+    gw_db_param_t params[3];
     gw_query_scope(req, &call->scope, params);
-    return gw_query(loop, req, &statements[STMT_ME], params, 2, on_rows, (void *)&call->scope);
+    params[2] = gw_query_int(req, call->scope.user_id);
+    return gw_query(loop, req, &statements[STMT_ME], params, 3, on_rows, (void *)&call->scope);
 }

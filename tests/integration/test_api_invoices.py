@@ -133,6 +133,8 @@ def seed(db):
     h.sql(db, "INSERT INTO payments (organisation_id, provider, object_id, customer_id, xero_tenant_id, "
               "xero_invoice_id, amount_minor, currency, status, method, raw) VALUES ($1, 'stripe', 'pi_test_1', $2, "
               "$3, $4, 30, 'GBP', 'succeeded', 'card', '{}')", x, ids["A"], TX, a["inv_a1"])
+    h.sql(db, "INSERT INTO users (id, organisation_id, email, role, customer_id, password_hash) "
+              "VALUES (101, $1, 'ann@a.example', 'client', $2, '$scrypt$test$x')", x, ids["A"])
     ids.update(a_visible=a, a_hidden=hidden, b1=b1, c1=c1)
     return ids
 
@@ -387,10 +389,11 @@ def test_etag_and_if_none_match(w):
 @api_test
 def test_me(w):
     me = w.json("/v1/me", "client_a")
-    expect_eq((me["user"]["id"], me["role"], me["organisation"]["slug"], me["customer"]["id"],
-               me["customer"]["name"]), ("101", "client", "org-x", w.ids["A"], "Customer A"), "client A")
+    expect_eq((me["user"], me["role"], me["organisation"]["slug"], me["customer"]["id"], me["customer"]["name"]),
+              ({"id": "101", "email": "ann@a.example"}, "client", "org-x", w.ids["A"], "Customer A"), "client A")
     me = w.json("/v1/me", "admin_y")
-    expect_eq((me["role"], me["organisation"]["id"], me["customer"]), ("admin", w.ids["org-y"], None), "admin Y")
+    expect_eq((me["role"], me["organisation"]["id"], me["customer"], me["user"]["email"]),
+              ("admin", w.ids["org-y"], None, None), "admin Y (no users row here)")
 
 
 @api_test

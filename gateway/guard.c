@@ -39,6 +39,14 @@ size_t gw_guard_revoked_key(const char *jti, char out[96])
     return n < 0 ? 0 : (size_t)n < 96 ? (size_t)n : 95;
 }
 
+bool gw_guard_allows(gw_access_t access, gw_role_t role)
+{
+    if (access == GW_ACCESS_PUBLIC)
+        return true;
+    return (role == GW_ROLE_CLIENT && (access & GW_ACCESS_CLIENT) != 0) ||
+           (role == GW_ROLE_ADMIN && (access & GW_ACCESS_ADMIN) != 0);
+}
+
 /* ---- CORS ---- */
 
 /* The request's Origin when SETTLED_CORS_ORIGINS lists it exactly, else an empty iovec. */
@@ -479,10 +487,7 @@ static int admit(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, gw_ca
                  size_t nparams)
 {
     /* a role the route does not serve: as if the route did not exist (docs/api.md, "Roles and scope") */
-    unsigned allowed = (unsigned)route->access;
-    if (route->access != GW_ACCESS_PUBLIC &&
-        ((call->scope.role == GW_ROLE_CLIENT && (allowed & GW_ACCESS_CLIENT) == 0) ||
-         (call->scope.role == GW_ROLE_ADMIN && (allowed & GW_ACCESS_ADMIN) == 0))) {
+    if (!gw_guard_allows(route->access, call->scope.role)) {
         gw_metrics_guard_refused("role");
         gw_reply_problem(req, 404, gw_err_not_found, NULL);
         return 0;

@@ -45,6 +45,9 @@ GW_MUSTCHECK int gw_guard_validate(h2o_mem_pool_t *pool, const gw_route_t *route
                                    size_t nparams, h2o_iovec_t query, h2o_iovec_t body, h2o_iovec_t content_type,
                                    gw_call_t *call, gw_err_t *err, const char **field);
 
+/* True when a caller of role may call a route of access (a public route: anyone). */
+bool gw_guard_allows(gw_access_t access, gw_role_t role);
+
 /* The Redis key whose existence revokes the access token of jti: "settled:revoked:jti:<jti>". Logout sets it
  * (SET key 1 EX <seconds until the token's exp>). Writes a NUL-terminated key into out (out has 96 bytes) and
  * returns its length. */

@@ -220,6 +220,21 @@ static void test_body(void **state)
     expect_refused(run(&query_route, "x", "r=1", "{}", "application/json"), gw_err_json_invalid, NULL);
 }
 
+static void test_roles(void **state)
+{
+    assert_true(gw_guard_allows(GW_ACCESS_PUBLIC, GW_ROLE_NONE));
+    assert_true(gw_guard_allows(GW_ACCESS_PUBLIC, GW_ROLE_CLIENT));
+    assert_false(gw_guard_allows(GW_ACCESS_CLIENT, GW_ROLE_NONE));
+    assert_true(gw_guard_allows(GW_ACCESS_CLIENT, GW_ROLE_CLIENT));
+    assert_false(gw_guard_allows(GW_ACCESS_CLIENT, GW_ROLE_ADMIN));
+    assert_false(gw_guard_allows(GW_ACCESS_ADMIN, GW_ROLE_CLIENT));
+    assert_true(gw_guard_allows(GW_ACCESS_ADMIN, GW_ROLE_ADMIN));
+    assert_false(gw_guard_allows(GW_ACCESS_ADMIN, GW_ROLE_NONE));
+    assert_true(gw_guard_allows(GW_ACCESS_ADMIN_CLIENT, GW_ROLE_CLIENT));
+    assert_true(gw_guard_allows(GW_ACCESS_ADMIN_CLIENT, GW_ROLE_ADMIN));
+    assert_false(gw_guard_allows(GW_ACCESS_ADMIN_CLIENT, GW_ROLE_NONE));
+}
+
 static void test_revoked_key(void **state)
 {
     char key[96];
@@ -250,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_bool_enum_date_money_cursor),
         cmocka_unit_test(test_path_parameters),
         cmocka_unit_test(test_body),
+        cmocka_unit_test(test_roles),
         cmocka_unit_test(test_revoked_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

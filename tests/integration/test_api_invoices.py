@@ -380,6 +380,10 @@ def test_etag_and_if_none_match(w):
         expect_eq(st, 304, "a list naming it (weakly)")
         st, _, _ = w.get(path, "client_a", headers={"If-None-Match": '"0000"'})
         expect_eq(st, 200, "another tag")
+        st, rh3, body3 = w.server.request("HEAD", path, headers={"Authorization": f"Bearer {w.tokens['client_a']}"})
+        expect_eq((st, body3, rh3.get("etag")), (200, b"", etag), f"HEAD {path}: the headers of the GET, no body")
+    st, rh, body = w.server.request("HEAD", "/v1/me")
+    expect_eq((st, body), (401, b""), "HEAD is guarded too")
     # another caller's representation differs, and so does its tag
     ea = w.get("/v1/me", "client_a")[1]["etag"]
     eb = w.get("/v1/me", "client_b")[1]["etag"]

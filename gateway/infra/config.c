@@ -61,6 +61,7 @@ static const char *check_secret_key(const char *value, char *why, size_t whylen)
 static const char *check_xero_scopes(const char *value, char *why, size_t whylen);
 static const char *check_name(const char *value, char *why, size_t whylen);
 static const char *check_account_code(const char *value, char *why, size_t whylen);
+static const char *check_cors_origins(const char *value, char *why, size_t whylen);
 static const char *check_jwt_secret(const char *value, char *why, size_t whylen);
 static const char *check_jwt_alg(const char *value, char *why, size_t whylen);
 
@@ -227,6 +228,12 @@ static const setting_t settings[] = {
      check_account_code},
     {"SETTLED_RETENTION_DAYS", T_INT, "0", 0, 36500, 0, FIELD(retention_days), NULL,
      "Days after which done and ignored events are deleted by the workers' pruning job; 0 keeps every event."},
+    /* the portal API's guard (gateway/guard.c, docs/api.md) */
+    {"SETTLED_API_BODY_LIMIT", T_SIZE, "65536", 1024, 16777216, 0, FIELD(api_body_limit), NULL,
+     "Largest JSON body a /v1 API route accepts; larger ones get 413."},
+    {"SETTLED_CORS_ORIGINS", T_STRING, "", 0, 0, 0, FIELD(cors_origins), NULL,
+     "Origins (scheme://host[:port], comma-separated, exact) that may call /v1 from a browser; empty: CORS off.",
+     check_cors_origins},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -765,6 +772,32 @@ static const char *check_account_code(const char *value, char *why, size_t whyle
     size_t n = strlen(value);
     if (n > 10 || strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != n)
         return "must be a Xero account code: at most 10 letters, digits and . _ -";
+    return NULL;
+}
+
+/* Comma-separated exact origins as browsers send them: http(s)://host[:port], no path, no wildcard. */
+static const char *check_cors_origins(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    const char *p = value;
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        size_t skip = len >= 8 && strncmp(p, "https://", 8) == 0  ? 8
+                      : len >= 7 && strncmp(p, "http://", 7) == 0 ? 7
+                                                                  : 0;
+        if (skip == 0 || len == skip)
+            return "must list origins like https://portal.example.com, comma-separated";
+        for (size_t i = skip; i != len; ++i) {
+            char c = p[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == ':' || c == '[' ||
+                  c == ']'))
+                return "must list origins (lower-case scheme://host[:port], no path, no wildcard), comma-separated";
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
     return NULL;
 }
 

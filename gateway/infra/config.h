@@ -104,6 +104,9 @@ typedef struct st_gw_config_t {
     int xero_retired_grace_hours;       /* SETTLED_XERO_RETIRED_GRACE_HOURS */
     char *xero_payment_account;         /* SETTLED_XERO_PAYMENT_ACCOUNT, NULL when unset */
     int retention_days;                 /* SETTLED_RETENTION_DAYS: 0 keeps every event */
+    /* the portal API's guard */
+    size_t api_body_limit; /* SETTLED_API_BODY_LIMIT bytes */
+    char *cors_origins;    /* SETTLED_CORS_ORIGINS, NULL when unset (CORS off) */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

@@ -28,6 +28,7 @@ import time
 import urllib.parse
 
 import harness as h
+import openapi_check
 from harness import expect, expect_eq, expect_in
 
 JWT_SECRET = "test-portal-jwt-secret-0123456789abcdef"
@@ -160,6 +161,8 @@ class World:
         if tok:
             hdrs["Authorization"] = f"Bearer {tok}"
         status, rh, body = self.server.get(path, headers=hdrs)
+        if path.startswith("/v1/"):
+            openapi_check.response("GET", path, status, rh, body)  # the description holds for every answer
         return status, rh, body
 
     def json(self, path, who, status=200):

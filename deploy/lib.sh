@@ -13,7 +13,7 @@ SETTLED_PACKAGES=(
     libcmocka-dev
     dpkg-dev # tests/package/test_deb.sh: cpack's .deb (dpkg-shlibdeps derives its Depends)
     postgresql-15 redis-server pgbouncer
-    python3 curl openssl ca-certificates clang-format wrk git
+    python3 python3-yaml curl openssl ca-certificates clang-format wrk git # python3-yaml: tests/integration/openapi_check.py reads docs/openapi.yaml
 )
 SETTLED_PGBIN=/usr/lib/postgresql/15/bin
 # The OS user that owns the PostgreSQL and Redis processes when the scripts run as root: initdb refuses

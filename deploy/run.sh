@@ -126,8 +126,13 @@ demo_value SETTLED_XERO_WEBHOOK_KEY "$(openssl rand -hex 32)"
 demo_value SETTLED_GOCARDLESS_WEBHOOK_SECRETS "$(openssl rand -hex 24)"
 demo_value SETTLED_DEV_PG_PASSWORD "$(openssl rand -hex 16)"
 demo_value SETTLED_SECRET_KEY "$(openssl rand -base64 32)"
+demo_value SETTLED_JWT_SECRET "$(openssl rand -base64 32)"
+# the demo portal users' passwords: the demo's own, printed below (never a real secret)
+demo_value SETTLED_DEV_ADMIN_PASSWORD "demo-admin-$(openssl rand -hex 4)"
+demo_value SETTLED_DEV_CLIENT_PASSWORD "demo-client-$(openssl rand -hex 4)"
 chmod 600 "$demo_env"
-for key in SETTLED_STRIPE_WEBHOOK_SECRETS SETTLED_XERO_WEBHOOK_KEY SETTLED_GOCARDLESS_WEBHOOK_SECRETS SETTLED_SECRET_KEY; do
+for key in SETTLED_STRIPE_WEBHOOK_SECRETS SETTLED_XERO_WEBHOOK_KEY SETTLED_GOCARDLESS_WEBHOOK_SECRETS SETTLED_SECRET_KEY \
+    SETTLED_JWT_SECRET; do
     if [ -z "${!key:-}" ]; then
         export "$key=$(demo_get "$key")"
     fi
@@ -185,6 +190,36 @@ step "migrating the database"
 "$bin" migrate || die "settled migrate failed"
 
 export SETTLED_ORGANISATION=${SETTLED_ORGANISATION:-demo}
+
+# The demo's portal users: an admin of the demo organisation, and a client of its demo customer "Acme Parts Co."
+# (bk@krave.co, the contact that fixtures/xero/webhook_contact_update.json names, so that the contact matches the
+# customer by email once that webhook is posted). Made once: a later run finds them and changes nothing.
+demo_admin=admin@$SETTLED_ORGANISATION.example
+demo_client=client@$SETTLED_ORGANISATION.example
+demo_sql() { psql -X -qAt -v ON_ERROR_STOP=1 -v org="$SETTLED_ORGANISATION" -d "$SETTLED_DATABASE_URL" "$@"; }
+demo_customer=$(demo_sql <<'SQL'
+INSERT INTO organisations (slug, name) VALUES (:'org', :'org') ON CONFLICT (slug) DO NOTHING;
+INSERT INTO customers (organisation_id, name, email)
+SELECT o.id, 'Acme Parts Co.', 'bk@krave.co' FROM organisations o
+WHERE o.slug = :'org'
+  AND NOT EXISTS (SELECT 1 FROM customers c WHERE c.organisation_id = o.id AND c.email_normalised = 'bk@krave.co');
+SELECT min(c.id) FROM customers c JOIN organisations o ON o.id = c.organisation_id
+WHERE o.slug = :'org' AND c.email_normalised = 'bk@krave.co';
+SQL
+) || die "seeding the demo customer failed"
+demo_user() { # EMAIL PASSWORD-KEY ROLE [--customer ID]: adds the user unless the organisation has it
+    local email=$1 key=$2
+    shift 2
+    # (the query on standard input: psql interpolates :'variables' there, not in -c)
+    [ -n "$(printf '%s\n' "SELECT 1 FROM users u JOIN organisations o ON o.id = u.organisation_id
+        WHERE o.slug = :'org' AND u.email_normalised = norm_email(:'email');" | demo_sql -v email="$email")" ] &&
+        return 0
+    step "adding the demo portal user $email"
+    printf '%s\n' "$(demo_get "$key")" | "$bin" user add --organisation "$SETTLED_ORGANISATION" --email "$email" \
+        --role "$@" --actor demo >/dev/null || die "settled user add $email failed"
+}
+demo_user "$demo_admin" SETTLED_DEV_ADMIN_PASSWORD admin
+demo_user "$demo_client" SETTLED_DEV_CLIENT_PASSWORD client --customer "$demo_customer"
 
 # Xero, offline: the project's mock plays Xero's identity, login and API hosts, seeded with a demo tenant,
 # so webhooks posted with demo-post.sh are fetched, mirrored and matched like real ones.
@@ -244,6 +279,12 @@ cat <<EOF
     SETTLED_STRIPE_WEBHOOK_SECRETS=$SETTLED_STRIPE_WEBHOOK_SECRETS
     SETTLED_XERO_WEBHOOK_KEY=$SETTLED_XERO_WEBHOOK_KEY
     SETTLED_GOCARDLESS_WEBHOOK_SECRETS=$SETTLED_GOCARDLESS_WEBHOOK_SECRETS
+
+  Demo portal users of '$SETTLED_ORGANISATION' (the demo's own passwords, kept in $demo_env; the sign-in routes
+  are not served yet):
+    admin:  $demo_admin / $(demo_get SETTLED_DEV_ADMIN_PASSWORD)
+    client: $demo_client / $(demo_get SETTLED_DEV_CLIENT_PASSWORD)  (customer $demo_customer, Acme Parts Co.)
+    deploy/demo-post.sh --psql -c 'SELECT id, email, role, customer_id, status FROM users'
 
   In another terminal, post signed fixtures:
     deploy/demo-post.sh stripe fixtures/stripe/event_payment_intent_succeeded.json

@@ -14,9 +14,11 @@
 #include "cli.h"
 #include "cli_prune.h"
 #include "cli_events.h"
+#include "cli_user.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
+#include "routes.h"
 #include "server.h"
 #include "work.h"
 
@@ -152,9 +154,36 @@ static int prune_run(gw_config_t *cfg, int argc, char **argv)
     return gw_cli_prune(cfg, argc, argv);
 }
 
+static int user_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_user(cfg, argc, argv);
+}
+
 static int sync_run(gw_config_t *cfg, int argc, char **argv)
 {
     return gw_cli_sync(cfg, argc, argv);
+}
+
+static void routes_usage(FILE *out)
+{
+    fprintf(out, "usage: settled routes [--json]\n"
+                 "\n"
+                 "Print the route table: method, path, who may call it (public, client, admin, admin|client) and the\n"
+                 "route's name; with --json one JSON object a line, with the inputs each route declares. The tests\n"
+                 "check docs/openapi.yaml and the access matrix against it.\n");
+}
+
+static int routes_run(gw_config_t *cfg, int argc, char **argv)
+{
+    bool json = false;
+    for (int i = 0; i != argc; ++i) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else
+            return gw_args_unknown("routes", argv[i]);
+    }
+    gw_routes_print(stdout, json);
+    return 0;
 }
 
 static void help_usage(FILE *out)
@@ -187,6 +216,8 @@ static const gw_command_t commands[] = {
      true},
     {"prune", "delete done and ignored events older than --older-than AGE [--dry-run]", gw_cli_prune_usage, prune_run,
      true, true},
+    {"routes", "print the route table (method, path, access, inputs)", routes_usage, routes_run, false, true},
+    {"user", "portal users: add (or --invite), list, disable", gw_cli_user_usage, user_run, true, true},
     {"version", "print the version", version_usage, version_run, false, false},
     {"help", "print this help, or a command's", help_usage, help_run, false, true},
 };

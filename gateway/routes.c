@@ -7,10 +7,14 @@
 #include "routes.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include "guard.h"
 #include "intake.h"
+#include "invoices.h"
+#include "me.h"
 #include "log.h"
 #include "metrics.h"
 #include "notes.h"
@@ -36,17 +40,78 @@ gw_route_t gw_routes[] = {
     {.name = "readyz", .method = "GET", .path = "/readyz", .handler = gw_ops_readyz, .ops = true, .head = true},
     {.name = "metrics", .method = "GET", .path = "/metrics", .handler = gw_ops_metrics, .ops = true},
     {.name = "xero_callback", .method = "GET", .path = "/v1/xero/callback", .handler = gw_xero_callback_handle},
+    /* the portal API: each row declares who may call it and every input it takes; the guard checks both */
+    {.name = "me",
+     .method = "GET",
+     .path = "/v1/me",
+     .api = gw_me_get,
+     .access = GW_ACCESS_ADMIN_CLIENT,
+     .head = true,
+     .summary = "The caller: user, role, organisation and customer"},
+    {.name = "invoices_list",
+     .method = "GET",
+     .path = "/v1/invoices",
+     .api = gw_invoices_list,
+     .access = GW_ACCESS_ADMIN_CLIENT,
+     .head = true,
+     .inputs = gw_invoices_list_inputs,
+     .ninputs = GW_INVOICES_LIST_NINPUTS,
+     .summary = "The invoices the caller may see, newest first (keyset pagination, filters)"},
+    {.name = "invoices_get",
+     .method = "GET",
+     .path = "/v1/invoices/{id}",
+     .api = gw_invoices_get,
+     .access = GW_ACCESS_ADMIN_CLIENT,
+     .head = true,
+     .inputs = gw_invoices_get_inputs,
+     .ninputs = GW_INVOICES_GET_NINPUTS,
+     .summary = "One invoice with its lines and payments"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
 
-const gw_module_t *const gw_modules[] = {&gw_intake_module};
+const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_invoices_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 
-/* Matches path against route; on a match stores the /{source} segment (empty if none) and returns true. */
-static bool match_path(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *source)
+/* Matches path against a pattern with {param} segments (each one non-empty segment without '/'); stores the
+ * segments' values into params (at most GW_PATH_PARAMS_MAX) and their number into *nparams. */
+static bool match_pattern(const char *pattern, h2o_iovec_t path, h2o_iovec_t *params, size_t *nparams)
 {
+    size_t pi = 0, n = 0;
+    const char *p = pattern;
+    while (*p != '\0') {
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            if (close == NULL || n == GW_PATH_PARAMS_MAX)
+                return false;
+            size_t start = pi;
+            while (pi != path.len && path.base[pi] != '/')
+                ++pi;
+            if (pi == start)
+                return false;
+            params[n++] = h2o_iovec_init(path.base + start, pi - start);
+            p = close + 1;
+        } else {
+            if (pi == path.len || path.base[pi] != *p)
+                return false;
+            ++pi, ++p;
+        }
+    }
+    *nparams = n;
+    return pi == path.len;
+}
+
+/* Matches path against route; on a match stores the /{source} segment (empty if none), or the values of the
+ * pattern's {param} segments into params, and returns true. */
+static bool match_route(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *source, h2o_iovec_t *params,
+                        size_t *nparams)
+{
+    *nparams = 0;
+    if (strchr(route->path, '{') != NULL) {
+        *source = h2o_iovec_init(NULL, 0);
+        return match_pattern(route->path, path, params, nparams);
+    }
     size_t plen = strlen(route->path);
     if (path.len < plen || memcmp(path.base, route->path, plen) != 0)
         return false;
@@ -58,6 +123,13 @@ static bool match_path(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *s
         return false;
     *source = h2o_iovec_init(path.base + plen + 1, path.len - plen - 1);
     return memchr(source->base, '/', source->len) == NULL;
+}
+
+static bool match_path(const gw_route_t *route, h2o_iovec_t path, h2o_iovec_t *source)
+{
+    h2o_iovec_t params[GW_PATH_PARAMS_MAX];
+    size_t nparams;
+    return match_route(route, path, source, params, &nparams);
 }
 
 const gw_route_t *gw_routes_classify(h2o_iovec_t path)
@@ -133,14 +205,18 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
 
     char allow[64];
     size_t allow_len = 0;
+    bool api = false;
     for (size_t i = 0; i != gw_nroutes; ++i) {
         const gw_route_t *route = &gw_routes[i];
-        h2o_iovec_t source;
-        if ((self->ops_only && !route->ops) || !match_path(route, req->path_normalized, &source))
+        h2o_iovec_t source, params[GW_PATH_PARAMS_MAX];
+        size_t nparams;
+        if ((self->ops_only && !route->ops) || !match_route(route, req->path_normalized, &source, params, &nparams))
             continue;
+        api |= route->api != NULL;
         if (h2o_memis(req->method.base, req->method.len, route->method, strlen(route->method)) ||
             (route->head && h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))))
-            return route->handler(loop, req, route, source);
+            return route->api != NULL ? gw_guard_run(loop, req, route, params, nparams)
+                                      : route->handler(loop, req, route, source);
         size_t mlen = strlen(route->method);
         if (allow_len + mlen + 2 < sizeof(allow)) {
             if (allow_len != 0)
@@ -152,6 +228,12 @@ static int on_req(h2o_handler_t *_self, h2o_req_t *req)
                 allow_len += 6;
             }
         }
+    }
+    if (api) {
+        allow[allow_len] = '\0';
+        if (gw_guard_preflight(loop->cfg, req, allow))
+            return 0;
+        gw_guard_cors(loop->cfg, req);
     }
     if (allow_len != 0) {
         char *v = h2o_mem_alloc_pool(&req->pool, allow_len);
@@ -320,4 +402,57 @@ void gw_routes_register(h2o_hostconf_t *host)
 void gw_routes_register_ops(h2o_hostconf_t *host)
 {
     register_routes(host, true);
+}
+
+static const char *access_name(const gw_route_t *route)
+{
+    if (route->api == NULL)
+        return "public";
+    static const char *const names[] = {"public", "client", "admin", "admin|client"};
+    return names[route->access & 3];
+}
+
+void gw_routes_print(FILE *out, bool json)
+{
+    static const char *const wheres[] = {"path", "query", "body"};
+    static const char *const types[] = {"string", "integer", "boolean", "enum", "date", "money", "cursor"};
+    for (size_t i = 0; i != gw_nroutes; ++i) {
+        const gw_route_t *r = &gw_routes[i];
+        if (!json) {
+            fprintf(out, "%-6s %-32s %-13s %s\n", r->method, r->path, access_name(r), r->name);
+            continue;
+        }
+        json_t *o = json_object(), *inputs = json_array();
+        json_object_set_new(o, "name", json_string(r->name));
+        json_object_set_new(o, "method", json_string(r->method));
+        json_object_set_new(o, "path", json_string(r->path));
+        json_object_set_new(o, "access", json_string(access_name(r)));
+        json_object_set_new(o, "api", json_boolean(r->api != NULL));
+        json_object_set_new(o, "summary", r->summary != NULL ? json_string(r->summary) : json_null());
+        for (size_t k = 0; k != r->ninputs; ++k) {
+            const gw_input_t *in = &r->inputs[k];
+            json_t *j = json_object();
+            json_object_set_new(j, "name", json_string(in->name));
+            json_object_set_new(j, "in", json_string(wheres[in->where]));
+            json_object_set_new(j, "type", json_string(types[in->type]));
+            json_object_set_new(j, "required", json_boolean(in->required || in->where == GW_IN_PATH));
+            if (in->type == GW_IN_INT || in->type == GW_IN_STRING || in->type == GW_IN_CURSOR) {
+                json_object_set_new(j, "min", json_integer(in->min));
+                json_object_set_new(j, "max", json_integer(in->max));
+            }
+            if (in->values != NULL) {
+                json_t *v = json_array();
+                for (size_t e = 0; in->values[e] != NULL; ++e)
+                    json_array_append_new(v, json_string(in->values[e]));
+                json_object_set_new(j, "values", v);
+            }
+            json_object_set_new(j, "default", in->def != NULL ? json_string(in->def) : json_null());
+            json_array_append_new(inputs, j);
+        }
+        json_object_set_new(o, "inputs", inputs);
+        char *line = json_dumps(o, JSON_COMPACT);
+        fprintf(out, "%s\n", line);
+        free(line);
+        json_decref(o);
+    }
 }

@@ -9,6 +9,7 @@
 #define GW_ROUTES_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include "api.h"
 
 extern gw_route_t gw_routes[];
@@ -24,6 +25,10 @@ void gw_routes_register(h2o_hostconf_t *host);
 /* As gw_routes_register, but only the operator endpoints (rows with ops set) are served; every other path is 404.
  * For settled work's SETTLED_OPS_LISTEN. */
 void gw_routes_register_ops(h2o_hostconf_t *host);
+/* Writes the route table to out: one line per route (method, path, access, name), or with json one JSON object a
+ * line ({"name", "method", "path", "access", "api", "summary", "inputs": [{"name", "in", "type", "required", "min",
+ * "max", "values", "default"}]}). */
+void gw_routes_print(FILE *out, bool json);
 /* The route a path belongs to, or NULL (for requests h2o answered before any handler ran). */
 const gw_route_t *gw_routes_classify(h2o_iovec_t path);
 

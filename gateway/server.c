@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "crypto.h"
+#include "guard.h"
 #include "http_client.h"
 #include "listen_lock.h"
 #include "log.h"
@@ -218,6 +219,7 @@ int gw_server_run(gw_config_t *cfg)
     conf.server_name = h2o_iovec_init(H2O_STRLIT("settled"));
     h2o_hostconf_t *host = h2o_config_register_host(&conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     gw_routes_register(host);
+    gw_guard_start(cfg); /* the access-token rules every loop's guard shares */
 
     int nloops = cfg->threads;
     if (gw_http_init_config(cfg) != 0) {
@@ -304,6 +306,7 @@ int gw_server_run(gw_config_t *cfg)
     if (workers != NULL)
         gw_workers_stop(workers); /* they finish the batch in hand */
     gw_offload_destroy(offload);
+    gw_guard_stop();
     gw_ops_gauges_shutdown();
     gw_http_shutdown();
     gw_listen_lock_release(lock);

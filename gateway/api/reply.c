@@ -4,6 +4,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include "crypto.h"
 #include "notes.h"
 
 const char *gw_reply_reason(int status)
@@ -17,6 +20,8 @@ const char *gw_reply_reason(int status)
         return "Accepted";
     case 204:
         return "No Content";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
     case 401:
@@ -163,4 +168,59 @@ void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *
     if (detail != NULL)
         gw_note(req, GW_NOTE_DETAIL, detail, strlen(detail));
     gw_reply_text(req, status, "application/problem+json", body.base, body.len);
+}
+
+void gw_reply_err_field(h2o_req_t *req, const gw_err_t *err, const char *field)
+{
+    int status;
+    h2o_iovec_t body = gw_reply_err_body(&req->pool, err, request_id_of(req), &status);
+    json_t *f = field != NULL ? json_string(field) : NULL;
+    char *enc = f != NULL ? json_dumps(f, JSON_ENCODE_ANY) : NULL;
+    json_decref(f);
+    if (enc != NULL && body.len != 0) {
+        size_t n = body.len + strlen(enc) + 10;
+        char *b = h2o_mem_alloc_pool(&req->pool, n);
+        int len = snprintf(b, n, "%.*s,\"field\":%s}", (int)body.len - 1, body.base, enc);
+        body = h2o_iovec_init(b, (size_t)len);
+    }
+    free(enc);
+    gw_reply_note_err(req, err);
+    gw_reply_text(req, status, "application/problem+json", body.base, body.len);
+}
+
+/* True if the If-None-Match list value names etag (a quoted strong tag), weakly compared, or is "*". */
+static bool etag_listed(h2o_iovec_t list, const char *etag, size_t elen)
+{
+    const char *p = list.base, *end = list.base + list.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            ++p;
+        const char *start = p;
+        while (p < end && *p != ',')
+            ++p;
+        const char *stop = p;
+        while (stop > start && stop[-1] == ' ')
+            --stop;
+        if (stop - start >= 2 && start[0] == 'W' && start[1] == '/')
+            start += 2;
+        size_t n = (size_t)(stop - start);
+        if ((n == 1 && *start == '*') || (n == elen && memcmp(start, etag, elen) == 0))
+            return true;
+    }
+    return false;
+}
+
+void gw_reply_json_cached(h2o_req_t *req, const char *body, size_t len)
+{
+    char hex[65], *etag = h2o_mem_alloc_pool(&req->pool, 35);
+    gw_crypto_sha256_hex(body, len, hex);
+    int elen = snprintf(etag, 35, "\"%.32s\"", hex);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, (size_t)elen);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("private, no-cache"));
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
+    if (i != -1 && etag_listed(req->headers.entries[i].value, etag, (size_t)elen)) {
+        gw_reply_empty(req, 304);
+        return;
+    }
+    gw_reply_json(req, 200, body, len);
 }

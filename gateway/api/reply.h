@@ -25,6 +25,11 @@ h2o_iovec_t gw_reply_err_body(h2o_mem_pool_t *pool, const gw_err_t *err, h2o_iov
 /* Sends a problem+json reply: code is an error-code constant, detail a sentence (may be NULL). For callers
  * that have no gw_err_t; new code fills one and calls gw_reply_err. */
 void gw_reply_problem(h2o_req_t *req, int status, const char *code, const char *detail);
+/* As gw_reply_err, with an extension member "field" naming the input to blame (field may be NULL: none). */
+void gw_reply_err_field(h2o_req_t *req, const gw_err_t *err, const char *field);
+/* Sends body (len bytes) as a 200 application/json representation of a GET: with a strong ETag (a digest of the
+ * body) and Cache-Control: private, no-cache; or 304 without a body when If-None-Match names that ETag (or *). */
+void gw_reply_json_cached(h2o_req_t *req, const char *body, size_t len);
 /* Sends body (len bytes) as application/json. */
 void gw_reply_json(h2o_req_t *req, int status, const char *body, size_t len);
 /* Sends body with the given content type. */

@@ -42,13 +42,18 @@ typedef struct st_gw_auth_t gw_auth_t;
 gw_auth_t *gw_auth_create(const gw_config_t *cfg, gw_err_t *err);
 void gw_auth_destroy(gw_auth_t *auth);
 
-/* Seconds an access token lives (15 minutes unless configured). */
+/* Seconds an access token lives (15 minutes unless configured: SETTLED_ACCESS_TOKEN_TTL). */
 int64_t gw_auth_access_ttl(const gw_auth_t *auth);
+/* Seconds a refresh token lives from its issue (30 days unless configured: SETTLED_REFRESH_TOKEN_TTL); the
+ * routes pass it to auth_refresh_issue and auth_refresh_rotate (schema/functions/auth.sql). */
+int64_t gw_auth_refresh_ttl(const gw_auth_t *auth);
 
-/* Checks token (len bytes, without "Bearer ") at time now: the configured alg exactly, the signature, exp > now,
- * nbf <= now (both with at most 30 s of leeway), iss and aud equal to the configured ones, and every claim
- * present with its type. Fills *out and returns 0, or returns -1 (the reason in err, for the log only: the
- * caller answers a bare 401 whatever it is). */
+/* Checks token (len bytes, without "Bearer "; need not be NUL-terminated) at time now: the configured alg exactly,
+ * the signature, exp > now, nbf <= now and iat <= now (each with at most 30 s of leeway), iss and aud equal to the
+ * configured ones, and every claim present with its type (exp, nbf, iat JSON integers; sub, org, customer decimal
+ * ids in strings; role "admin" or "client"; a client has a customer, an admin none; jti base64url). Fills *out and
+ * returns 0, or returns -1 with *out zeroed (err: gw_err_invalid_argument, status 401, the reason in the detail,
+ * for the log only: the caller answers a bare 401 whatever it is). */
 int gw_auth_verify_access(const gw_auth_t *auth, const char *token, size_t len, int64_t now, gw_claims_t *out,
                           gw_err_t *err);
 
@@ -62,11 +67,21 @@ int gw_auth_refresh_token(char token[64], char digest[65]);
 /* The digest of a presented refresh token (the same as gw_auth_refresh_token wrote). */
 void gw_auth_token_digest(const char *token, size_t len, char digest[65]);
 
+/* The password rules of every way a password is set (CLI, invitation, reset): GW_AUTH_PASSWORD_MIN to
+ * GW_AUTH_PASSWORD_MAX bytes with at least 4 distinct characters. */
+#define GW_AUTH_PASSWORD_MIN 10
+#define GW_AUTH_PASSWORD_MAX 1024
+
 /* Hashes password (len bytes) with a fresh salt into a self-describing string that carries its KDF and
- * parameters (e.g. "$scrypt$ln=15,r=8,p=1$<salt>$<hash>"); malloc'd, or NULL with err set. Slow: off the loop. */
+ * parameters ("$scrypt$ln=15,r=8,p=1$<salt>$<hash>", salt 16 bytes and hash 32 bytes in base64url without padding);
+ * malloc'd, or NULL with err set (gw_err_invalid_argument, 400, when the password breaks the rules above; the
+ * detail says which and never quotes it). Slow (about 100 ms and 32 MiB, docs/security.md): off the loop. */
 char *gw_auth_password_hash(const char *password, size_t len, gw_err_t *err);
-/* True when password matches stored (any parameters a stored string names; constant time in the hash compare).
- * *rehash is set when stored uses weaker parameters than the current ones. Slow: off the loop. */
+/* True when password matches stored (any parameters a stored string names, within bounds that keep a tampered row
+ * from costing more than 256 MiB; constant time in the hash compare). stored may be NULL or unreadable (an unknown
+ * user): the KDF then runs with the current parameters anyway and the answer is false, so the time does not tell
+ * the two apart. *rehash (rehash may be NULL) is set when it matched and stored uses weaker parameters than the
+ * current ones: the caller then stores a new gw_auth_password_hash. Slow: off the loop. */
 bool gw_auth_password_verify(const char *stored, const char *password, size_t len, bool *rehash);
 
 #endif

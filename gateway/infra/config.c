@@ -61,6 +61,9 @@ static const char *check_secret_key(const char *value, char *why, size_t whylen)
 static const char *check_xero_scopes(const char *value, char *why, size_t whylen);
 static const char *check_name(const char *value, char *why, size_t whylen);
 static const char *check_account_code(const char *value, char *why, size_t whylen);
+static const char *check_cors_origins(const char *value, char *why, size_t whylen);
+static const char *check_jwt_secret(const char *value, char *why, size_t whylen);
+static const char *check_jwt_alg(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -125,8 +128,23 @@ static const setting_t settings[] = {
      NULL,
      "GoCardless access token that workers call the GoCardless API with; __<SOURCE>: the token of that GoCardless "
      "source's account."},
-    {"SETTLED_JWT_SECRET", T_SECRET, "", 0, 0, F_SECRET | F_UNUSED, FIELD(jwt_secret), NULL,
-     "Reserved for the portal's access tokens (HS256); the portal's sign-in is not built yet."},
+    {"SETTLED_JWT_SECRET", T_SECRET, "", 0, 0, F_SECRET, FIELD(jwt_secret), NULL,
+     "Key (at least 32 bytes) that signs and checks the portal's access tokens with HS256.", check_jwt_secret},
+    {"SETTLED_JWT_ALG", T_STRING, "HS256", 0, 0, 0, FIELD(jwt_alg), NULL,
+     "Algorithm of the portal's access tokens: HS256 (SETTLED_JWT_SECRET), RS256 or ES256 (a key file).",
+     check_jwt_alg},
+    {"SETTLED_JWT_PRIVATE_KEY_FILE", T_STRING, "", 0, 0, 0, FIELD(jwt_private_key_file), NULL,
+     "PEM file of the RS256 or ES256 private key that signs access tokens (its public half checks them)."},
+    {"SETTLED_JWT_PUBLIC_KEY_FILE", T_STRING, "", 0, 0, 0, FIELD(jwt_public_key_file), NULL,
+     "PEM file of the public key that checks access tokens; unset, it is derived from the private key."},
+    {"SETTLED_JWT_ISSUER", T_STRING, "settled", 0, 0, 0, FIELD(jwt_issuer), NULL,
+     "The iss claim access tokens are issued with and must carry."},
+    {"SETTLED_JWT_AUDIENCE", T_STRING, "settled-portal", 0, 0, 0, FIELD(jwt_audience), NULL,
+     "The aud claim access tokens are issued with and must carry."},
+    {"SETTLED_ACCESS_TOKEN_TTL", T_INT, "900", 60, 86400, 0, FIELD(access_token_ttl), NULL,
+     "Seconds an access token is valid."},
+    {"SETTLED_REFRESH_TOKEN_TTL", T_INT, "2592000", 3600, 31536000, 0, FIELD(refresh_token_ttl), NULL,
+     "Seconds a refresh token is valid (each use rotates it and starts a new period)."},
     {"SETTLED_SECRET_KEY", T_SECRET, "", 0, 0, F_SECRET, FIELD(secret_key), NULL,
      "Key that encrypts the provider OAuth tokens stored in PostgreSQL.", check_secret_key},
     {"SETTLED_WORKERS", T_INT, "2", 0, 64, 0, FIELD(workers), NULL,
@@ -210,6 +228,12 @@ static const setting_t settings[] = {
      check_account_code},
     {"SETTLED_RETENTION_DAYS", T_INT, "0", 0, 36500, 0, FIELD(retention_days), NULL,
      "Days after which done and ignored events are deleted by the workers' pruning job; 0 keeps every event."},
+    /* the portal API's guard (gateway/guard.c, docs/api.md) */
+    {"SETTLED_API_BODY_LIMIT", T_SIZE, "65536", 1024, 16777216, 0, FIELD(api_body_limit), NULL,
+     "Largest JSON body a /v1 API route accepts; larger ones get 413."},
+    {"SETTLED_CORS_ORIGINS", T_STRING, "", 0, 0, 0, FIELD(cors_origins), NULL,
+     "Origins (scheme://host[:port], comma-separated, exact) that may call /v1 from a browser; empty: CORS off.",
+     check_cors_origins},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -751,6 +775,48 @@ static const char *check_account_code(const char *value, char *why, size_t whyle
     return NULL;
 }
 
+/* Comma-separated exact origins as browsers send them: http(s)://host[:port], no path, no wildcard. */
+static const char *check_cors_origins(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    const char *p = value;
+    while (*p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        size_t skip = len >= 8 && strncmp(p, "https://", 8) == 0  ? 8
+                      : len >= 7 && strncmp(p, "http://", 7) == 0 ? 7
+                                                                  : 0;
+        if (skip == 0 || len == skip)
+            return "must list origins like https://portal.example.com, comma-separated";
+        for (size_t i = skip; i != len; ++i) {
+            char c = p[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == ':' || c == '[' ||
+                  c == ']'))
+                return "must list origins (lower-case scheme://host[:port], no path, no wildcard), comma-separated";
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return NULL;
+}
+
+/* An HS256 key: RFC 7518 section 3.2 wants at least as many bytes as the hash has (32). */
+static const char *check_jwt_secret(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    return strlen(value) < 32 ? "must be at least 32 bytes (RFC 7518 section 3.2), e.g. openssl rand -base64 32" : NULL;
+}
+
+/* The algorithms gw_auth accepts; anything else (none, HS384, ...) is refused at start. */
+static const char *check_jwt_alg(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    return strcmp(value, "HS256") == 0 || strcmp(value, "RS256") == 0 || strcmp(value, "ES256") == 0
+               ? NULL
+               : "must be HS256, RS256 or ES256";
+}
+
 static const char *check_name(const char *value, char *why, size_t whylen)
 {
     (void)why, (void)whylen;
@@ -945,6 +1011,23 @@ static int resolve_retry(loader_t *l, gw_config_t *cfg)
         const entry_t *e = find_entry(l, "SETTLED_CIRCUIT_COOLDOWN_MAX_MS");
         return fail(l, e != NULL ? e->line : 0, "SETTLED_CIRCUIT_COOLDOWN_MAX_MS",
                     "must be at least SETTLED_CIRCUIT_COOLDOWN_MS (%d)", cfg->circuit_cooldown_ms);
+    }
+    bool jwt_hs = strcmp(cfg->jwt_alg, "HS256") == 0;
+    if (!jwt_hs && cfg->jwt_private_key_file == NULL) {
+        const entry_t *e = find_entry(l, "SETTLED_JWT_ALG");
+        return fail(l, e != NULL ? e->line : 0, "SETTLED_JWT_PRIVATE_KEY_FILE", "required with SETTLED_JWT_ALG=%s",
+                    cfg->jwt_alg);
+    }
+    if (jwt_hs && (cfg->jwt_private_key_file != NULL || cfg->jwt_public_key_file != NULL)) {
+        const char *key =
+            cfg->jwt_private_key_file != NULL ? "SETTLED_JWT_PRIVATE_KEY_FILE" : "SETTLED_JWT_PUBLIC_KEY_FILE";
+        const entry_t *e = find_entry(l, key);
+        return fail(l, e != NULL ? e->line : 0, key, "is only used with SETTLED_JWT_ALG=RS256 or ES256 (now HS256)");
+    }
+    if (!jwt_hs && cfg->jwt_secret != NULL) {
+        const entry_t *e = find_entry(l, "SETTLED_JWT_SECRET");
+        return fail(l, e != NULL ? e->line : 0, "SETTLED_JWT_SECRET",
+                    "is only used with SETTLED_JWT_ALG=HS256 (now %s)", cfg->jwt_alg);
     }
     if ((cfg->alert_webhook_url != NULL) != (cfg->alert_webhook_secret != NULL)) {
         const char *key = cfg->alert_webhook_url != NULL ? "SETTLED_ALERT_WEBHOOK_SECRET" : "SETTLED_ALERT_WEBHOOK_URL";

@@ -55,7 +55,14 @@ typedef struct st_gw_config_t {
     char *gocardless_api_base;     /* SETTLED_GOCARDLESS_API_BASE, NULL when unset */
     char *stripe_secret_key;       /* SETTLED_STRIPE_SECRET_KEY, NULL when unset (a secret: never print it) */
     char *gocardless_access_token; /* SETTLED_GOCARDLESS_ACCESS_TOKEN, NULL when unset (a secret: never print it) */
-    char *jwt_secret;              /* SETTLED_JWT_SECRET: reserved (F_UNUSED), so always NULL today */
+    char *jwt_secret;              /* SETTLED_JWT_SECRET, NULL when unset (a secret: never print it) */
+    char *jwt_alg;                 /* SETTLED_JWT_ALG: "HS256", "RS256" or "ES256" */
+    char *jwt_private_key_file;    /* SETTLED_JWT_PRIVATE_KEY_FILE, NULL when unset */
+    char *jwt_public_key_file;     /* SETTLED_JWT_PUBLIC_KEY_FILE, NULL when unset */
+    char *jwt_issuer;              /* SETTLED_JWT_ISSUER */
+    char *jwt_audience;            /* SETTLED_JWT_AUDIENCE */
+    int access_token_ttl;          /* SETTLED_ACCESS_TOKEN_TTL, seconds */
+    int refresh_token_ttl;         /* SETTLED_REFRESH_TOKEN_TTL, seconds */
     char *secret_key;              /* SETTLED_SECRET_KEY, NULL when unset (a secret: never print it) */
     int workers;                   /* SETTLED_WORKERS */
     int worker_batch;              /* SETTLED_WORKER_BATCH */
@@ -97,6 +104,9 @@ typedef struct st_gw_config_t {
     int xero_retired_grace_hours;       /* SETTLED_XERO_RETIRED_GRACE_HOURS */
     char *xero_payment_account;         /* SETTLED_XERO_PAYMENT_ACCOUNT, NULL when unset */
     int retention_days;                 /* SETTLED_RETENTION_DAYS: 0 keeps every event */
+    /* the portal API's guard */
+    size_t api_body_limit; /* SETTLED_API_BODY_LIMIT bytes */
+    char *cors_origins;    /* SETTLED_CORS_ORIGINS, NULL when unset (CORS off) */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

@@ -7,7 +7,10 @@
 #include "crypto.h"
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <limits.h>
@@ -92,6 +95,88 @@ void gw_crypto_random(void *buf, size_t len)
 }
 
 const cn_host_t gw_crypto_host = {gw_crypto_hmac_sha256, gw_crypto_equal};
+
+int gw_crypto_scrypt(const void *password, size_t len, const void *salt, size_t saltlen, uint64_t n, uint32_t r,
+                     uint32_t p, uint64_t maxmem, unsigned char *out, size_t outlen)
+{
+    int ret = -1;
+    EVP_KDF *kdf = NULL;
+    EVP_KDF_CTX *ctx = NULL;
+    if (n < 2 || (n & (n - 1)) != 0 || r == 0 || p == 0 || outlen == 0)
+        goto Exit;
+    if ((kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL)) == NULL || (ctx = EVP_KDF_CTX_new(kdf)) == NULL)
+        goto Exit;
+    /* OpenSSL wants a non-NULL pointer even for an empty password or salt */
+    static const unsigned char empty[1];
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD, len != 0 ? (void *)password : (void *)empty, len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, saltlen != 0 ? (void *)salt : (void *)empty, saltlen),
+        OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_N, &n),
+        OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_R, &r),
+        OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_P, &p),
+        OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM, &maxmem),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_KDF_derive(ctx, out, outlen, params) != 1)
+        goto Exit;
+    ret = 0;
+Exit:
+    if (ret != 0 && out != NULL && outlen != 0)
+        memset(out, 0, outlen);
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    return ret;
+}
+
+/* A passphrase callback that refuses: an encrypted key file fails to load instead of prompting on the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
+char *gw_crypto_public_pem(const char *pem, size_t len, bool is_public, gw_crypto_key_type_t *type, int *bits,
+                           size_t *outlen)
+{
+    char *ret = NULL;
+    EVP_PKEY *key = NULL;
+    BIO *in = NULL, *out = NULL;
+    *type = GW_CRYPTO_KEY_OTHER, *bits = 0, *outlen = 0;
+    if (len > INT_MAX || (in = BIO_new_mem_buf(pem, (int)len)) == NULL)
+        goto Exit;
+    key = is_public ? PEM_read_bio_PUBKEY(in, NULL, no_passphrase, NULL)
+                    : PEM_read_bio_PrivateKey(in, NULL, no_passphrase, NULL);
+    if (key == NULL)
+        goto Exit;
+    if (EVP_PKEY_is_a(key, "RSA")) {
+        *type = GW_CRYPTO_KEY_RSA;
+        *bits = EVP_PKEY_get_bits(key);
+    } else if (EVP_PKEY_is_a(key, "EC")) {
+        char group[64];
+        size_t glen = 0;
+        if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), &glen) == 1 &&
+            strcmp(group, "prime256v1") == 0)
+            *type = GW_CRYPTO_KEY_EC_P256;
+    }
+    if ((out = BIO_new(BIO_s_mem())) == NULL || PEM_write_bio_PUBKEY(out, key) != 1)
+        goto Exit;
+    char *data;
+    long n = BIO_get_mem_data(out, &data);
+    if (n <= 0)
+        goto Exit;
+    ret = malloc((size_t)n + 1);
+    if (ret == NULL)
+        abort();
+    memcpy(ret, data, (size_t)n);
+    ret[n] = '\0';
+    *outlen = (size_t)n;
+Exit:
+    ERR_clear_error();
+    BIO_free(out);
+    BIO_free(in);
+    EVP_PKEY_free(key);
+    return ret;
+}
 
 /* ---- AES-256-GCM sealing ---- */
 

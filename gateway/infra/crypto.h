@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "connector.h"
 #include "err.h"
 
@@ -52,6 +53,21 @@ __attribute__((warn_unused_result)) int gw_crypto_seal(const unsigned char key[G
 __attribute__((warn_unused_result)) int gw_crypto_open(const unsigned char key[GW_CRYPTO_KEY_LEN], const void *sealed,
                                                        size_t len, const void *aad, size_t aadlen, unsigned char *out,
                                                        size_t *outlen);
+
+/* scrypt (RFC 7914) through OpenSSL 3's EVP_KDF "SCRYPT": derives outlen bytes from password and salt with cost
+ * n (a power of two, at least 2), block size r and parallelism p, using up to maxmem bytes of memory (scrypt
+ * needs 128 * n * r bytes, plus a little). Returns 0, or -1 when the parameters are out of range or OpenSSL
+ * fails (out is then zeroed). Slow by design (tens of milliseconds for n = 2^15, r = 8): never on an event loop. */
+GW_MUSTCHECK int gw_crypto_scrypt(const void *password, size_t len, const void *salt, size_t saltlen, uint64_t n,
+                                  uint32_t r, uint32_t p, uint64_t maxmem, unsigned char *out, size_t outlen);
+
+/* The key types gw_crypto_public_pem recognises. */
+typedef enum { GW_CRYPTO_KEY_OTHER = 0, GW_CRYPTO_KEY_RSA, GW_CRYPTO_KEY_EC_P256 } gw_crypto_key_type_t;
+/* Reads the PEM text pem (len bytes; a private key, or a public key when is_public) and returns the malloc'd PEM
+ * text of its public key (SubjectPublicKeyInfo, NUL-terminated, *outlen its length), with its type in *type and,
+ * for RSA, its size in bits in *bits. Returns NULL when the text is not such a key. */
+char *gw_crypto_public_pem(const char *pem, size_t len, bool is_public, gw_crypto_key_type_t *type, int *bits,
+                           size_t *outlen);
 
 /* ---- hex ---- */
 

@@ -34,6 +34,8 @@ struct st_gw_db_job_t {
     int *lengths;
     int *formats;
     gw_db_job_cb cb;
+    gw_db_rows_cb rows_cb; /* instead of cb: a read, whose result rows are kept for it */
+    PGresult *result;      /* a read's result, until the job finishes */
     void *data;
     uint64_t deadline; /* when the job's caller must have its answer: submitted + SETTLED_DB_COMMIT_TIMEOUT_MS */
     bool isolate;      /* run alone: it was in a batch that another job made fail, or whose COMMIT failed */
@@ -121,6 +123,10 @@ static void finish_job(gw_db_t *db, gw_db_job_t *job, const char *error)
 {
     if (job->cb != NULL)
         job->cb(job->data, error, job->rows);
+    if (job->rows_cb != NULL)
+        job->rows_cb(job->data, error, error == NULL ? (const gw_db_rows_t *)job->result : NULL);
+    if (job->result != NULL)
+        PQclear(job->result);
     free(job);
 }
 
@@ -666,6 +672,9 @@ static void requeue_alone(gw_db_t *db, gw_db_job_t *job)
     job->isolate = true;
     job->failed = false;
     job->rows = 0;
+    if (job->result != NULL)
+        PQclear(job->result);
+    job->result = NULL;
     job->error[0] = '\0';
     h2o_linklist_insert(db->queue.next, &job->_link);
     ++db->queued;
@@ -778,6 +787,10 @@ static void drain_results(gw_db_conn_t *c)
             } else if (ok) {
                 const char *n = PQcmdTuples(res);
                 job->rows = n != NULL && *n != '\0' ? strtoull(n, NULL, 10) : (uint64_t)PQntuples(res);
+                if (job->rows_cb != NULL && st == PGRES_TUPLES_OK && job->result == NULL) {
+                    job->result = res; /* kept for the job's callback, cleared when it finishes */
+                    res = NULL;
+                }
             } else if (job->group > 1) {
                 /* which job of the merged statement failed is unknown: they all run again alone */
                 pooler_hint(res);
@@ -795,7 +808,8 @@ static void drain_results(gw_db_conn_t *c)
             c->commit_failed = true;
             gw_log_one_line(c->commit_error, sizeof(c->commit_error), PQresultErrorMessage(res));
         }
-        PQclear(res);
+        if (res != NULL)
+            PQclear(res);
     }
 }
 
@@ -1039,7 +1053,36 @@ gw_db_job_t *gw_db_submit(gw_db_t *db, const gw_db_statement_t *stmt, const gw_d
     return job;
 }
 
+gw_db_job_t *gw_db_submit_read(gw_db_t *db, const gw_db_statement_t *stmt, const gw_db_param_t *params, size_t nparams,
+                               gw_db_rows_cb cb, void *data)
+{
+    gw_db_job_t *job = gw_db_submit(db, stmt, params, nparams, NULL, data);
+    if (job != NULL)
+        job->rows_cb = cb;
+    return job;
+}
+
 void gw_db_job_detach(gw_db_job_t *job)
 {
     job->cb = NULL;
+    job->rows_cb = NULL;
+}
+
+size_t gw_db_rows_count(const gw_db_rows_t *rows)
+{
+    return rows != NULL ? (size_t)PQntuples((const PGresult *)rows) : 0;
+}
+
+const char *gw_db_rows_value(const gw_db_rows_t *rows, size_t row, size_t col, size_t *len)
+{
+    const PGresult *res = (const PGresult *)rows;
+    if (res == NULL || row >= (size_t)PQntuples(res) || col >= (size_t)PQnfields(res) ||
+        PQgetisnull(res, (int)row, (int)col)) {
+        if (len != NULL)
+            *len = 0;
+        return NULL;
+    }
+    if (len != NULL)
+        *len = (size_t)PQgetlength(res, (int)row, (int)col);
+    return PQgetvalue(res, (int)row, (int)col);
 }

@@ -70,6 +70,20 @@ void gw_db_destroy(gw_db_t *db);
  */
 GW_MUSTCHECK gw_db_job_t *gw_db_submit(gw_db_t *db, const gw_db_statement_t *stmt, const gw_db_param_t *params,
                                        size_t nparams, gw_db_job_cb cb, void *data);
+/* The rows a read returned (the result of its one statement, in text format); valid only during its callback. */
+typedef struct st_gw_db_rows_t gw_db_rows_t;
+/* Called once a read's batch has committed (error == NULL, rows its result: zero rows is an answer, not an error)
+ * or failed (error a short message, rows NULL). The rows are freed right after. */
+typedef void (*gw_db_rows_cb)(void *data, const char *error, const gw_db_rows_t *rows);
+/* As gw_db_submit, for a statement whose rows the caller reads (a SELECT, or a write with RETURNING): cb gets them.
+ * A read is never merged (its statement has no merge_sql). Returns the job, or NULL (then cb never fires). */
+GW_MUSTCHECK gw_db_job_t *gw_db_submit_read(gw_db_t *db, const gw_db_statement_t *stmt, const gw_db_param_t *params,
+                                            size_t nparams, gw_db_rows_cb cb, void *data);
+/* The number of rows (0 for NULL rows). */
+size_t gw_db_rows_count(const gw_db_rows_t *rows);
+/* The text of (row, col), NUL-terminated, its length in *len (may be NULL); NULL for SQL NULL or out of range. */
+const char *gw_db_rows_value(const gw_db_rows_t *rows, size_t row, size_t col, size_t *len);
+
 /* Tells the pool that nobody waits for job any more (its request went away): the job still runs, its
  * callback does not fire. */
 void gw_db_job_detach(gw_db_job_t *job);

@@ -19,7 +19,16 @@ const char gw_err_provider_unavailable[] = "provider_unavailable";
 const char gw_err_provider_rejected[] = "provider_rejected";
 const char gw_err_event_unknown[] = "event_unknown";
 const char gw_err_invalid_argument[] = "invalid_argument";
+const char gw_err_invalid_credentials[] = "invalid_credentials";
+const char gw_err_invalid_refresh[] = "invalid_refresh";
+const char gw_err_account_pending[] = "account_pending";
+const char gw_err_too_many_attempts[] = "too_many_attempts";
 const char gw_err_internal[] = "internal";
+const char gw_err_unauthenticated[] = "unauthenticated";
+const char gw_err_auth_unavailable[] = "auth_unavailable";
+const char gw_err_parameter_unknown[] = "parameter_unknown";
+const char gw_err_parameter_invalid[] = "parameter_invalid";
+const char gw_err_json_invalid[] = "json_invalid";
 
 const gw_err_code_t gw_err_codes[] = {
     {gw_err_not_found, "No such resource"},
@@ -36,7 +45,16 @@ const gw_err_code_t gw_err_codes[] = {
     {gw_err_provider_rejected, "A provider API refused the call"},
     {gw_err_event_unknown, "No stored webhook event has that id"},
     {gw_err_invalid_argument, "An argument is not valid"},
+    {gw_err_invalid_credentials, "The email address or the password is not right"},
+    {gw_err_invalid_refresh, "The refresh token is not valid"},
+    {gw_err_account_pending, "The account waits for approval"},
+    {gw_err_too_many_attempts, "Too many failed sign-ins"},
     {gw_err_internal, "Internal error"},
+    {gw_err_unauthenticated, "Authentication required"},
+    {gw_err_auth_unavailable, "Access tokens cannot be checked now"},
+    {gw_err_parameter_unknown, "Unknown parameter"},
+    {gw_err_parameter_invalid, "A parameter is missing or not valid"},
+    {gw_err_json_invalid, "The body is not a JSON object"},
     {cn_err_signature_missing, "Signature header missing"},
     {cn_err_signature_malformed, "Signature header malformed"},
     {cn_err_signature_mismatch, "Signature does not match"},

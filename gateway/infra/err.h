@@ -42,7 +42,17 @@ extern const char gw_err_provider_unavailable[];   /* 502: a provider API failed
 extern const char gw_err_provider_rejected[];      /* 502: a provider API refused the call (a 4xx) */
 extern const char gw_err_event_unknown[];          /* 404: no stored webhook event has that id */
 extern const char gw_err_invalid_argument[];       /* 400: a filter or option value is not valid */
+extern const char gw_err_invalid_credentials[];    /* 401: the email address or the password is not right */
+extern const char gw_err_invalid_refresh[];        /* 401: the refresh token is unknown, spent, revoked or expired */
+extern const char gw_err_account_pending[];        /* 403: the account waits for an administrator's approval */
+extern const char gw_err_too_many_attempts[];      /* 429: too many failed sign-ins (Retry-After says when) */
 extern const char gw_err_internal[];               /* 500: a bug or an unexpected failure; the log says more */
+/* The portal API's guard (gateway/guard.c, docs/api.md). */
+extern const char gw_err_unauthenticated[];   /* 401: no valid, unrevoked access token */
+extern const char gw_err_auth_unavailable[];  /* 503: access tokens cannot be checked (SETTLED_JWT_* not set up) */
+extern const char gw_err_parameter_unknown[]; /* 400: a query parameter or body field the route does not declare */
+extern const char gw_err_parameter_invalid[]; /* 400: a parameter is missing, of the wrong type or out of range */
+extern const char gw_err_json_invalid[];      /* 400: the body is not a JSON object */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */
 typedef struct st_gw_err_code_t {

@@ -36,6 +36,8 @@ static const char *const dead_providers[] = {"stripe", "xero", "gocardless", "ot
 static const char *const writeback_outcomes[] = {"written", "deleted", "in_sync", "refused",
                                                  "retried", "waited",  "dead",    "unconfigured"};
 #define NWRITEBACK (sizeof(writeback_outcomes) / sizeof(writeback_outcomes[0]))
+static const char *const guard_reasons[] = {"unauthenticated", "revoked", "role", "invalid"};
+#define NGUARD (sizeof(guard_reasons) / sizeof(guard_reasons[0]))
 static const char *const alert_results[] = {"sent", "failed", "dropped"};
 #define NALERT (sizeof(alert_results) / sizeof(alert_results[0]))
 static const char *const circuit_states[] = {"closed", "open", "half_open"};
@@ -68,6 +70,8 @@ static struct {
     atomic_uint_fast64_t dead_letters[NDEAD];
     atomic_uint_fast64_t alerts[NALERT];
     atomic_uint_fast64_t writebacks[NWRITEBACK];
+    atomic_uint_fast64_t revocation_unchecked;
+    atomic_uint_fast64_t guard_refused[NGUARD];
 } m;
 
 void gw_metrics_circuits(const gw_metrics_circuit_t *c, size_t n)
@@ -264,6 +268,18 @@ void gw_metrics_redis_up(int delta)
     atomic_fetch_add_explicit(&m.redis_up, delta, memory_order_relaxed);
 }
 
+void gw_metrics_revocation_unchecked(void)
+{
+    atomic_fetch_add_explicit(&m.revocation_unchecked, 1, memory_order_relaxed);
+}
+
+void gw_metrics_guard_refused(const char *reason)
+{
+    for (size_t i = 0; i != NGUARD; ++i)
+        if (strcmp(guard_reasons[i], reason) == 0)
+            atomic_fetch_add_explicit(&m.guard_refused[i], 1, memory_order_relaxed);
+}
+
 typedef struct st_out_t {
     char *buf;
     size_t len, cap;
@@ -426,6 +442,16 @@ char *gw_metrics_render(size_t *len)
         "# HELP settled_redis_connections_up Event loops whose Redis connection is up.\n"
         "# TYPE settled_redis_connections_up gauge\nsettled_redis_connections_up %lld\n",
         (long long)atomic_load_explicit(&m.redis_up, memory_order_relaxed));
+    out(&o,
+        "# HELP settled_api_revocation_unchecked_total API access tokens accepted without a revocation check (Redis "
+        "down or not configured).\n"
+        "# TYPE settled_api_revocation_unchecked_total counter\nsettled_api_revocation_unchecked_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&m.revocation_unchecked, memory_order_relaxed));
+    out(&o, "# HELP settled_api_refused_total API requests the guard refused, by reason.\n"
+            "# TYPE settled_api_refused_total counter\n");
+    for (size_t i = 0; i != NGUARD; ++i)
+        out(&o, "settled_api_refused_total{reason=\"%s\"} %llu\n", guard_reasons[i],
+            (unsigned long long)atomic_load_explicit(&m.guard_refused[i], memory_order_relaxed));
 
     out(&o, "# HELP settled_worker_events_total Inbox events finished by the queue workers, by outcome.\n"
             "# TYPE settled_worker_events_total counter\n");

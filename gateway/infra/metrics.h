@@ -41,6 +41,10 @@ void gw_metrics_batch(size_t n);
 void gw_metrics_db_state(enum gw_db_conn_state from, enum gw_db_conn_state to);
 /* Records whether a loop's Redis connection is up (+1) or went down (-1). */
 void gw_metrics_redis_up(int delta);
+/* An API access token was accepted without its revocation being checked (Redis down or not configured). */
+void gw_metrics_revocation_unchecked(void);
+/* An API request the guard refused, by reason: "unauthenticated", "revoked", "role", "invalid". */
+void gw_metrics_guard_refused(const char *reason);
 
 /* Queue workers: what happened to inbox events. */
 enum gw_worker_outcome {

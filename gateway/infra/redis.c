@@ -338,3 +338,30 @@ bool gw_redis_is_up(const gw_redis_t *r)
 {
     return r->up;
 }
+
+typedef struct st_exists_call_t {
+    gw_redis_exists_cb cb;
+    void *data;
+} exists_call_t;
+
+static void on_exists(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    exists_call_t *call = privdata;
+    redisReply *rep = reply;
+    int result = rep == NULL || rep->type != REDIS_REPLY_INTEGER ? -1 : rep->integer > 0 ? 1 : 0;
+    call->cb(call->data, result);
+    free(call);
+}
+
+int gw_redis_exists(gw_redis_t *r, const char *key, size_t len, gw_redis_exists_cb cb, void *data)
+{
+    if (r == NULL || !r->up || r->ac == NULL || !r->connected)
+        return -1;
+    exists_call_t *call = h2o_mem_alloc(sizeof(*call));
+    *call = (exists_call_t){.cb = cb, .data = data};
+    if (redisAsyncCommand(r->ac, on_exists, call, "EXISTS %b", key, len) != REDIS_OK) {
+        free(call);
+        return -1;
+    }
+    return 0;
+}

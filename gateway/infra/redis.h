@@ -23,6 +23,12 @@ GW_MUSTCHECK gw_redis_t *gw_redis_create(h2o_evloop_t *loop, const char *url);
 void gw_redis_destroy(gw_redis_t *r);
 /* True if the last ping was answered within its timeout. */
 bool gw_redis_is_up(const gw_redis_t *r);
+/* The answer to gw_redis_exists: 1 the key exists, 0 it does not, -1 Redis failed to answer (an error reply, or
+ * the connection went down or timed out first, within about two seconds). */
+typedef void (*gw_redis_exists_cb)(void *data, int result);
+/* Asks whether key (len bytes, binary-safe) exists. Returns 0, and cb fires exactly once later on this loop; or -1
+ * when Redis is not up now (r may be NULL: not configured), and cb never fires. */
+GW_MUSTCHECK int gw_redis_exists(gw_redis_t *r, const char *key, size_t len, gw_redis_exists_cb cb, void *data);
 /* Parses url into host, port, password (may be NULL) and db; returns 0 or -1. Exposed for tests. */
 GW_MUSTCHECK int gw_redis_parse_url(const char *url, char **host, int *port, char **password, int *db);
 

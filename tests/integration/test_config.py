@@ -153,8 +153,8 @@ def test_list_keys_are_documented():
 
 def test_run_time_failures_refused_at_start():
     """check-config and serve refuse, at start and naming the key, what would only fail later: a secret key that
-    is not 32 random bytes, a URL without a usable host, Xero scopes without offline_access, a setting nothing
-    uses; the value is never echoed."""
+    is not 32 random bytes, a URL without a usable host, Xero scopes without offline_access, an HS256 key
+    shorter than 32 bytes, a JWT algorithm outside HS256/RS256/ES256; the value is never echoed."""
     cases = [
         ("SETTLED_SECRET_KEY", "cfgtest-passphrase-IIII9999", "44 base64 characters or 64 hex digits"),
         ("SETTLED_SECRET_KEY", "A" * 43 + "=", "repeat too much to be random"),
@@ -162,7 +162,8 @@ def test_run_time_failures_refused_at_start():
         ("SETTLED_XERO_REDIRECT_URI", "https:///v1/xero/callback", "must have a host"),
         ("SETTLED_REDIS_URL", "cache.example:6379", "redis://"),
         ("SETTLED_XERO_SCOPES", "accounting.transactions accounting.contacts", "offline_access"),
-        ("SETTLED_JWT_SECRET", "cfgtest-jwt-KKKK1111", "nothing in this version of settled uses it"),
+        ("SETTLED_JWT_SECRET", "cfgtest-jwt-KKKK1111", "at least 32 bytes"),
+        ("SETTLED_JWT_ALG", "HS384", "must be HS256, RS256 or ES256"),
     ]
     for key, value, words in cases:
         for cmd in (["check-config"], ["serve"]):

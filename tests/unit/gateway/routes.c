@@ -29,6 +29,53 @@ static void test_match_path(void **state)
     assert_false(match_path(healthz, iov("/healthz/x"), &source)); /* no source segment on ops routes */
 }
 
+static void test_match_pattern(void **state)
+{
+    h2o_iovec_t params[GW_PATH_PARAMS_MAX];
+    size_t n = 99;
+    assert_true(match_pattern("/v1/invoices/{id}", iov("/v1/invoices/inv_1"), params, &n));
+    assert_int_equal(n, 1);
+    assert_memory_equal(params[0].base, "inv_1", 5);
+    assert_false(match_pattern("/v1/invoices/{id}", iov("/v1/invoices/"), params, &n));
+    assert_false(match_pattern("/v1/invoices/{id}", iov("/v1/invoices"), params, &n));
+    assert_false(match_pattern("/v1/invoices/{id}", iov("/v1/invoices/a/b"), params, &n));
+    assert_false(match_pattern("/v1/invoices/{id}", iov("/v1/invoicesX/a"), params, &n));
+    assert_true(match_pattern("/v1/a/{x}/b/{y}", iov("/v1/a/1/b/22"), params, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(params[1].len, 2);
+    assert_false(match_pattern("/v1/a/{x}/b/{y}", iov("/v1/a/1/c/22"), params, &n));
+    /* the table: a pattern row matches only its shape; an exact row stays exact */
+    assert_string_equal(gw_routes_classify(iov("/v1/invoices/inv_1"))->name, "invoices_get");
+    assert_string_equal(gw_routes_classify(iov("/v1/invoices"))->name, "invoices_list");
+    assert_null(gw_routes_classify(iov("/v1/invoices/inv_1/x")));
+}
+
+/* Every api row declares a role, and inputs only of its own path's {params} in the path. */
+static void test_api_rows(void **state)
+{
+    size_t napi = 0;
+    for (size_t i = 0; i != gw_nroutes; ++i) {
+        const gw_route_t *r = &gw_routes[i];
+        assert_true(r->handler == NULL || r->api == NULL);
+        if (r->api == NULL) {
+            assert_int_equal(r->access, GW_ACCESS_PUBLIC); /* the routes with their own parsing keep theirs */
+            assert_int_equal(r->ninputs, 0);
+            continue;
+        }
+        ++napi;
+        assert_non_null(r->summary);
+        assert_true(r->ninputs <= GW_INPUTS_MAX);
+        assert_int_equal(strncmp(r->path, "/v1/", 4), 0);
+        for (size_t k = 0; k != r->ninputs; ++k)
+            if (r->inputs[k].where == GW_IN_PATH) {
+                char seg[80];
+                snprintf(seg, sizeof(seg), "{%s}", r->inputs[k].name);
+                assert_non_null(strstr(r->path, seg));
+            }
+    }
+    assert_true(napi >= 3);
+}
+
 static const char *classify(const char *path)
 {
     const gw_route_t *route = gw_routes_classify(path != NULL ? iov(path) : h2o_iovec_init(NULL, 0));
@@ -105,6 +152,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_match_path),
+        cmocka_unit_test(test_match_pattern),
+        cmocka_unit_test(test_api_rows),
         cmocka_unit_test(test_classify),
         cmocka_unit_test(test_table_ids_names_and_providers),
         cmocka_unit_test(test_module_statement_names_unique),

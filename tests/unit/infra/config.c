@@ -924,10 +924,15 @@ static void test_value_checks(void **state)
         {"SETTLED_INSTANCE_ID=web \"1\"", "SETTLED_INSTANCE_ID: must be at most 64 letters, digits and . _ - : @"},
         {"SETTLED_REUSEPORT_GROUP=blue/green",
          "SETTLED_REUSEPORT_GROUP: must be at most 64 letters, digits and . _ - : @"},
-        /* a setting that nothing uses */
-        {"SETTLED_JWT_SECRET=jwt_TOPSECRET",
-         "SETTLED_JWT_SECRET: is set, but nothing in this version of settled uses it yet (docs/configuration.md): "
-         "remove it"},
+        /* access tokens: a short HS256 key, an algorithm outside the three, the key files of the other kind */
+        {"SETTLED_JWT_SECRET=jwt_TOPSECRET_0123456789abcdef",
+         "SETTLED_JWT_SECRET: must be at least 32 bytes (RFC 7518 section 3.2), e.g. openssl rand -base64 32"},
+        {"SETTLED_JWT_ALG=none", "SETTLED_JWT_ALG: must be HS256, RS256 or ES256"},
+        {"SETTLED_JWT_ALG=HS384", "SETTLED_JWT_ALG: must be HS256, RS256 or ES256"},
+        {"SETTLED_JWT_ALG=RS256", "SETTLED_JWT_PRIVATE_KEY_FILE: required with SETTLED_JWT_ALG=RS256"},
+        {"SETTLED_JWT_PUBLIC_KEY_FILE=/etc/settled/jwt.pub",
+         "SETTLED_JWT_PUBLIC_KEY_FILE: is only used with SETTLED_JWT_ALG=RS256 or ES256 (now HS256)"},
+        {"SETTLED_ACCESS_TOKEN_TTL=30", "SETTLED_ACCESS_TOKEN_TTL: must be an integer from 60 to 86400"},
     };
     for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
         env_fails(bad[i].kv, bad[i].expected);
@@ -993,6 +998,13 @@ static void test_dump(void **state)
                            "SETTLED_STRIPE_SECRET_KEY=<unset>\n"
                            "SETTLED_GOCARDLESS_ACCESS_TOKEN=<unset>\n"
                            "SETTLED_JWT_SECRET=<unset>\n"
+                           "SETTLED_JWT_ALG=HS256\n"
+                           "SETTLED_JWT_PRIVATE_KEY_FILE=\n"
+                           "SETTLED_JWT_PUBLIC_KEY_FILE=\n"
+                           "SETTLED_JWT_ISSUER=settled\n"
+                           "SETTLED_JWT_AUDIENCE=settled-portal\n"
+                           "SETTLED_ACCESS_TOKEN_TTL=900\n"
+                           "SETTLED_REFRESH_TOKEN_TTL=2592000\n"
                            "SETTLED_SECRET_KEY=<unset>\n"
                            "SETTLED_WORKERS=2\n"
                            "SETTLED_WORKER_BATCH=50\n"
@@ -1034,6 +1046,8 @@ static void test_dump(void **state)
                            "SETTLED_XERO_RETIRED_GRACE_HOURS=168\n"
                            "SETTLED_XERO_PAYMENT_ACCOUNT=\n"
                            "SETTLED_RETENTION_DAYS=0\n"
+                           "SETTLED_API_BODY_LIMIT=65536\n"
+                           "SETTLED_CORS_ORIGINS=\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -1195,6 +1209,13 @@ static void test_list_keys(void **state)
                                            "SETTLED_GOCARDLESS_API_BASE",
                                            "SETTLED_XERO_IDENTITY_BASE",
                                            "SETTLED_JWT_SECRET",
+                                           "SETTLED_JWT_ALG",
+                                           "SETTLED_JWT_PRIVATE_KEY_FILE",
+                                           "SETTLED_JWT_PUBLIC_KEY_FILE",
+                                           "SETTLED_JWT_ISSUER",
+                                           "SETTLED_JWT_AUDIENCE",
+                                           "SETTLED_ACCESS_TOKEN_TTL",
+                                           "SETTLED_REFRESH_TOKEN_TTL",
                                            "SETTLED_SECRET_KEY",
                                            "SETTLED_STRIPE_SECRET_KEY",
                                            "SETTLED_GOCARDLESS_ACCESS_TOKEN",
@@ -1202,11 +1223,13 @@ static void test_list_keys(void **state)
                                            "SETTLED_GOCARDLESS_LIMIT_MINUTE",
                                            "SETTLED_BODY_LIMIT",
                                            "SETTLED_INSTANCES",
-                                           "SETTLED_RETENTION_DAYS"};
+                                           "SETTLED_RETENTION_DAYS",
+                                           "SETTLED_API_BODY_LIMIT",
+                                           "SETTLED_CORS_ORIGINS"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 76); /* 70 settings, 6 of them with a per-source pattern */
+    assert_int_equal(n, 85); /* 79 settings, 6 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

@@ -111,6 +111,8 @@ static const gw_db_statement_t statements[] = {
      "INSERT INTO t_db_mb (k, b, note) SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[]) "
      "ON CONFLICT (k) DO NOTHING RETURNING k",
      0},
+    /* a read: its rows go to the job's callback */
+    {"t_select", "SELECT k, v, NULL::text FROM t_db WHERE k LIKE $1 ORDER BY k", 1},
 };
 /* as the server hands them over: one list of pointers into the modules' statement arrays */
 static const gw_db_statement_t *const stmts[] = {&statements[0], &statements[1], &statements[2]};
@@ -255,6 +257,72 @@ static void test_merged_inserts_count_rows_per_job(void **state)
     if (statements >= 20)
         fail_msg("40 jobs ran as %lld statements: they were not merged", statements);
     exec_admin("DROP TRIGGER t_db_count ON t_db");
+    gw_db_destroy(db);
+}
+
+typedef struct st_read_t {
+    int fired;
+    char error[200];
+    size_t nrows;
+    char first[32], last[32];
+    bool null_seen;
+} read_t;
+
+static void on_read(void *data, const char *error, const gw_db_rows_t *rows)
+{
+    read_t *r = data;
+    ++r->fired;
+    if (error != NULL) {
+        snprintf(r->error, sizeof(r->error), "%s", error);
+        assert_null(rows);
+        return;
+    }
+    r->nrows = gw_db_rows_count(rows);
+    size_t len;
+    if (r->nrows != 0) {
+        snprintf(r->first, sizeof(r->first), "%s", gw_db_rows_value(rows, 0, 0, &len));
+        assert_int_equal(len, strlen(r->first));
+        snprintf(r->last, sizeof(r->last), "%s", gw_db_rows_value(rows, r->nrows - 1, 0, NULL));
+        r->null_seen = gw_db_rows_value(rows, 0, 2, &len) == NULL && len == 0;
+    }
+    assert_null(gw_db_rows_value(rows, r->nrows, 0, NULL)); /* out of range */
+    assert_null(gw_db_rows_value(rows, 0, 3, NULL));
+}
+
+/* A read gets its rows; in a batch that a neighbour makes fail it runs again alone and still gets them (the
+ * result of the rolled-back attempt is dropped), and a detached read never calls back. */
+static void test_reads_get_their_rows(void **state)
+{
+    const gw_db_statement_t *const read_stmts[] = {&statements[0], &statements[3]};
+    gw_config_t one = cfg;
+    one.db_connections = 1; /* one connection: the jobs form one batch */
+    gw_db_t *db = gw_db_create(loop, &one, read_stmts, 2);
+    run_until(db, is_up);
+    result_t ins[3] = {{0}}, bad = {0};
+    assert_non_null(submit_insert(db, "r1", "1", &ins[0]));
+    assert_non_null(submit_insert(db, "r2", "1", &ins[1]));
+    assert_non_null(submit_insert(db, "r3", "1", &ins[2]));
+    run_until(db, is_idle);
+    read_t all = {0}, none = {0}, again = {0}, detached = {0};
+    gw_db_param_t pat = {"r%", 2, false}, nopat = {"zz%", 3, false};
+    assert_non_null(gw_db_submit_read(db, &statements[3], &pat, 1, on_read, &all));
+    assert_non_null(gw_db_submit_read(db, &statements[3], &nopat, 1, on_read, &none));
+    assert_non_null(submit_insert(db, "r4", "0", &bad)); /* fails the batch: the reads run again alone */
+    assert_non_null(gw_db_submit_read(db, &statements[3], &pat, 1, on_read, &again));
+    gw_db_job_detach(gw_db_submit_read(db, &statements[3], &pat, 1, on_read, &detached));
+    run_until(db, is_idle);
+    assert_int_equal(all.fired, 1);
+    assert_string_equal(all.error, "");
+    assert_int_equal(all.nrows, 3);
+    assert_string_equal(all.first, "r1");
+    assert_string_equal(all.last, "r3");
+    assert_true(all.null_seen);
+    assert_int_equal(none.fired, 1);
+    assert_int_equal(none.nrows, 0);
+    assert_int_equal(bad.fired, 1);
+    assert_int_equal(again.fired, 1);
+    assert_int_equal(again.nrows, 3);
+    assert_int_equal(detached.fired, 0);
     gw_db_destroy(db);
 }
 
@@ -690,6 +758,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_commits_and_counts_rows),
         cmocka_unit_test(test_failing_job_does_not_fail_neighbours),
+        cmocka_unit_test(test_reads_get_their_rows),
         cmocka_unit_test(test_merged_inserts_count_rows_per_job),
         cmocka_unit_test(test_merged_arrays_are_byte_exact),
         cmocka_unit_test(test_commit_failure_fails_the_batch),

@@ -74,6 +74,13 @@ static void test_parse_url(void **state)
     assert_int_equal(gw_redis_parse_url("redis://h/notanumber", &host, &port, &pw, &db), -1);
 }
 
+static void on_exists(void *data, int result)
+{
+    int *answer = data;
+    assert_int_equal(*answer, 99); /* once */
+    *answer = result;
+}
+
 static void test_live_ping(void **state)
 {
     const char *url = getenv("SETTLED_TEST_REDIS_URL");
@@ -85,6 +92,16 @@ static void test_live_ping(void **state)
     for (int i = 0; i != 300 && !gw_redis_is_up(r); ++i)
         h2o_evloop_run(loop, 10);
     assert_true(gw_redis_is_up(r));
+
+    /* EXISTS: 0 for a key that is not there, and the callback fires once */
+    int answer = 99;
+    char key[64];
+    snprintf(key, sizeof(key), "settled:test:exists:%d", (int)getpid());
+    assert_int_equal(gw_redis_exists(r, key, strlen(key), on_exists, &answer), 0);
+    for (int i = 0; i != 300 && answer == 99; ++i)
+        h2o_evloop_run(loop, 10);
+    assert_int_equal(answer, 0);
+    assert_int_equal(gw_redis_exists(NULL, key, strlen(key), on_exists, &answer), -1); /* not configured */
     gw_redis_destroy(r);
 
     /* nothing listens on port 1: the connection reports down and the loop goes on */
@@ -92,6 +109,9 @@ static void test_live_ping(void **state)
     for (int i = 0; i != 30; ++i)
         h2o_evloop_run(loop, 10);
     assert_false(gw_redis_is_up(r));
+    answer = 99;
+    assert_int_equal(gw_redis_exists(r, key, strlen(key), on_exists, &answer), -1); /* down: no callback */
+    assert_int_equal(answer, 99);
     gw_redis_destroy(r);
     h2o_evloop_destroy(loop);
 }

@@ -77,18 +77,35 @@ enum {
     "  SELECT 1 FROM xero_contacts c WHERE c.organisation_id = i.organisation_id AND c.tenant_id = i.tenant_id "       \
     "  AND c.contact_id = i.contact_id AND c.customer_id = $2::bigint))) "
 
-enum { STMT_LIST, STMT_GET, STMT_MAX };
+/* The filters and keyset of the list: $3 status, $4 payment state, $5 due before, $6 due after, $7 and $8 the
+ * cursor (sort date, id), $9 limit. */
+#define LIST_FILTERS                                                                                                   \
+    "AND ($3::text IS NULL OR i.status = $3) "                                                                         \
+    "AND ($4::text IS NULL OR CASE WHEN i.status = 'VOIDED' THEN 'voided' ELSE coalesce(s.state, 'unreconciled') "     \
+    "END = $4) "                                                                                                       \
+    "AND ($5::date IS NULL OR i.due_date < $5::date) AND ($6::date IS NULL OR i.due_date > $6::date) "                 \
+    "AND ($7::date IS NULL OR (coalesce(i.date, '0001-01-01'), i.settled_invoice_id) < ($7::date, $8::text)) "         \
+    "ORDER BY coalesce(i.date, '0001-01-01') DESC, i.settled_invoice_id DESC LIMIT $9::int"
+
+/* A client's list and an admin's are two statements: one statement with "$2 IS NULL OR <the customer's contacts>"
+ * makes PostgreSQL plan for the organisation and scan all its invoices to keep one customer's (the portal benchmark
+ * measured 18 lists a second). A client's starts from its customer's contacts (xero_contacts_customer_idx, then
+ * xero_invoices_contact_idx); an admin's walks xero_invoices_list_idx (0019) in the page's order. */
+enum { STMT_LIST_CLIENT, STMT_LIST_ADMIN, STMT_GET, STMT_MAX };
 static const gw_db_statement_t statements[STMT_MAX] = {
-    /* $3 status, $4 payment state, $5 due before, $6 due after, $7 and $8 the cursor (sort date, id), $9 limit */
-    {"invoices_list",
+    {"invoices_list_client",
+     "SELECT " INVOICE_COLUMNS " FROM xero_contacts c "
+     "JOIN xero_invoices i ON i.organisation_id = c.organisation_id AND i.tenant_id = c.tenant_id "
+     "  AND i.contact_id = c.contact_id "
+     "LEFT JOIN invoice_payment_states s ON s.organisation_id = i.organisation_id AND s.tenant_id = i.tenant_id "
+     "  AND s.invoice_id = i.invoice_id "
+     "WHERE c.organisation_id = $1::bigint AND c.customer_id = $2::bigint AND i.type = 'ACCREC' "
+     "AND i.status NOT IN ('DRAFT', 'SUBMITTED', 'DELETED') " LIST_FILTERS,
+     9},
+    {"invoices_list_admin",
      "SELECT " INVOICE_COLUMNS " FROM xero_invoices i "
      "LEFT JOIN invoice_payment_states s USING (organisation_id, tenant_id, invoice_id) "
-     "WHERE " INVOICE_SCOPE "AND ($3::text IS NULL OR i.status = $3) "
-     "AND ($4::text IS NULL OR CASE WHEN i.status = 'VOIDED' THEN 'voided' ELSE coalesce(s.state, 'unreconciled') "
-     "END = $4) "
-     "AND ($5::date IS NULL OR i.due_date < $5::date) AND ($6::date IS NULL OR i.due_date > $6::date) "
-     "AND ($7::date IS NULL OR (coalesce(i.date, '0001-01-01'), i.settled_invoice_id) < ($7::date, $8::text)) "
-     "ORDER BY coalesce(i.date, '0001-01-01') DESC, i.settled_invoice_id DESC LIMIT $9::int",
+     "WHERE i.organisation_id = $1::bigint AND $2::bigint IS NULL AND i.type = 'ACCREC' " LIST_FILTERS,
      9},
     /* $3 the settled invoice id */
     {"invoices_get",
@@ -363,7 +380,9 @@ int gw_invoices_list(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, c
     int64_t *limit = h2o_mem_alloc_pool(&req->pool, sizeof(*limit));
     *limit = call->in[IN_LIMIT].i;
     params[8] = gw_query_int(req, *limit + 1); /* one more: is there a next page? */
-    return gw_query(loop, req, &statements[STMT_LIST], params, 9, on_list_rows, limit);
+    const gw_db_statement_t *st =
+        call->scope.role == GW_ROLE_CLIENT ? &statements[STMT_LIST_CLIENT] : &statements[STMT_LIST_ADMIN];
+    return gw_query(loop, req, st, params, 9, on_list_rows, limit);
 }
 
 int gw_invoices_get(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call)

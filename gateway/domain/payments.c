@@ -630,8 +630,8 @@ static void apply_json(run_t *r, const char *sql, json_t *const *docs, size_t nd
     a.params[a.nparams++] = r->orgs;
     if (returns_invoices || strcmp(r->provider, "stripe") == 0)
         a.params[a.nparams++] = r->account;
-    if (returns_invoices)
-        a.params[a.nparams++] = r->observed_at;
+    /* the claim time: a row keeps the newest observation (payments.sql, payment_methods.sql) */
+    a.params[a.nparams++] = r->observed_at;
     for (size_t i = 0; i != ndocs && i != 4; ++i)
         a.params[a.nparams++] = texts[i] = docs[i] != NULL ? json_dumps(docs[i], JSON_COMPACT) : NULL;
     if (returns_invoices)
@@ -726,9 +726,12 @@ static bool is_id(const char *s)
 static const char sql_stripe_payment[] =
     "SELECT tenant_id, invoice_id, wanted FROM pay_apply_stripe($1::bigint, $2, $3::timestamptz, $4::jsonb, $5::jsonb,"
     " $6::jsonb, $7::bigint, $8)";
-static const char sql_stripe_pm[] = "SELECT pm_apply_stripe_payment_method($1::bigint, $2, $3::jsonb, $4)";
-static const char sql_stripe_setup[] = "SELECT pm_apply_stripe_setup_intent($1::bigint, $2, $3::jsonb, $4)";
-static const char sql_stripe_customer[] = "SELECT pm_apply_stripe_customer($1::bigint, $2, $3::jsonb, $4)";
+static const char sql_stripe_pm[] =
+    "SELECT pm_apply_stripe_payment_method($1::bigint, $2, $3::timestamptz, $4::jsonb, $5)";
+static const char sql_stripe_setup[] =
+    "SELECT pm_apply_stripe_setup_intent($1::bigint, $2, $3::timestamptz, $4::jsonb, $5)";
+static const char sql_stripe_customer[] =
+    "SELECT pm_apply_stripe_customer($1::bigint, $2, $3::timestamptz, $4::jsonb, $5)";
 
 typedef struct st_stripe_sets_t {
     idset_t pis, charges, setups, pms, customers;
@@ -875,8 +878,8 @@ static const char sql_gc_payment[] =
     "SELECT tenant_id, invoice_id, wanted FROM pay_apply_gocardless($1::bigint, $2, $3::timestamptz, $4::jsonb,"
     " $5::jsonb, $6::jsonb, $7::bigint, $8)";
 static const char sql_gc_mandate[] =
-    "SELECT pm_apply_gocardless_mandate($1::bigint, $2::jsonb, $3::jsonb, $4::jsonb, $5)";
-static const char sql_gc_customer[] = "SELECT pm_apply_gocardless_customer($1::bigint, $2::jsonb, $3)";
+    "SELECT pm_apply_gocardless_mandate($1::bigint, $2::timestamptz, $3::jsonb, $4::jsonb, $5::jsonb, $6)";
+static const char sql_gc_customer[] = "SELECT pm_apply_gocardless_customer($1::bigint, $2::timestamptz, $3::jsonb, $4)";
 
 typedef struct st_gc_sets_t {
     idset_t payments, mandates, customers;

@@ -68,6 +68,15 @@ static const char sql_payments[] =
     " ORDER BY p.xero_tenant_id, p.xero_invoice_id, p.id";
 
 static const char sql_store[] = "SELECT pay_store_states($1::bigint, $2::jsonb, $3::bigint, $4)";
+/* The write-backs of these invoices whose payment is linked to no invoice any more (its metadata no longer names
+ * one, or names one not mirrored): what Xero holds for them on the old invoice is taken off again. A payment moved
+ * to another invoice needs nothing here: that invoice is reconciled too, and its plan moves the row. */
+static const char sql_unlinked[] =
+    "SELECT xero_writeback_plan($1::bigint, w.payment_id, w.tenant_id, w.invoice_id, w.currency, 0, w.paid_on, $4)"
+    " FROM xero_writebacks w JOIN payments p ON p.id = w.payment_id"
+    " WHERE w.organisation_id = $1::bigint AND p.xero_invoice_id IS NULL AND w.target_minor <> 0"
+    "   AND (w.tenant_id, w.invoice_id) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"
+    " ORDER BY w.id";
 static const char sql_plan[] =
     "SELECT xero_writeback_plan($1::bigint, (e ->> 'payment_id')::bigint, (e ->> 'tenant')::uuid,"
     " (e ->> 'invoice')::uuid, e ->> 'currency', (e ->> 'target')::bigint, nullif(e ->> 'paid_on', '')::date, $3)"
@@ -379,6 +388,12 @@ int gw_payments_reconcile(gw_dbs_t *db, int64_t org, const gw_invoice_ref_t *ref
     rs = gw_dbs_query(db, sql_plan, 3, wp);
     free(doc);
     if (rs == NULL) {
+        rc = gw_dbs_err(db, err);
+        goto Exit;
+    }
+    gw_dbs_result_free(rs);
+    const char *up[] = {orgs, tenants, invoices, correlation};
+    if ((rs = gw_dbs_query(db, sql_unlinked, 4, up)) == NULL) {
         rc = gw_dbs_err(db, err);
         goto Exit;
     }

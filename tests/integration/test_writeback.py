@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 
 import harness as h
+import paymentslib as pm
 import pipelinelib as pl
 from harness import expect, expect_eq
 
@@ -299,6 +300,76 @@ def test_kill9_at_random_instants_during_a_burst():
     scene("wb_kill", body)
 
 
+def stripe_set_metadata(w, pi, metadata):
+    """The integrator changes the metadata of a PaymentIntent and of its Charge (POST /v1/payment_intents/{id} and
+    /v1/charges/{id}): Stripe sends charge.updated for the Charge's (a PaymentIntent's metadata change sends no
+    event), and settled refetches the PaymentIntent through it."""
+    o = w.stripe.ctl("GET", f"objects/payment_intents/{pi}")
+    w.stripe.ctl("PUT", f"objects/payment_intents/{pi}", dict(o, metadata=metadata))
+    ch = w.stripe.ctl("GET", f"objects/charges/{o['latest_charge']}")
+    w.stripe.ctl("PUT", f"objects/charges/{ch['id']}", dict(ch, metadata=metadata))
+    w.stripe.ctl("POST", "events", {"type": "charge.updated", "id": ch["id"],
+                                    "previous_attributes": {"metadata": ch["metadata"]}})
+
+
+def test_a_payment_moved_or_unlinked_leaves_its_old_invoice():
+    """End to end (settled serve, the Stripe and Xero mocks): a payment written back to invoice A whose metadata
+    then names invoice B is taken off A and written to B; when its metadata names no invoice any more it is taken
+    off B too. Each time the old invoice's AmountDue in Xero returns to its total and settled's outstanding
+    follows."""
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    w = pm.World({a: "100.00", b: "100.00"})
+    try:
+        def row():
+            r = h.sql_rows(w.db, "SELECT w.invoice_id::text, w.target_minor, w.written_minor, w.status,"
+                                 " p.xero_invoice_id::text FROM xero_writebacks w JOIN payments p ON p.id = w.payment_id"
+                                 " WHERE p.object_id = 'pi_moved1'")
+            return r[0] if r else None
+
+        def settled_to(invoice, target, what):
+            w.settle()
+            pl.wait_for(lambda: (r := row()) is not None and r[0] == invoice and r[1:4] == [str(target), str(target),
+                                                                                           "in_sync"],
+                        30, what)
+
+        def live():
+            return [(p["InvoiceID"].lower(), D(str(p["Amount"]))) for p in w.xero.ctl("GET", f"tenants/{w.tenant}/payments")
+                    if p["Status"] == "AUTHORISED"]
+
+        pm.stripe_pi(w, "pi_moved1", 10000, xero_invoice_id=a)
+        w.stripe.ctl("POST", "payment_intents/pi_moved1/succeed", {})
+        settled_to(a, 10000, "the payment written back to A")
+        expect_eq((w.xero_amount_due(a), w.state(a)["outstanding"]), (0, 0), "A paid, in Xero and in settled")
+        expect_eq(live(), [(a, D("100.00"))], "one Xero payment, on A")
+
+        # the integrator corrects the invoice: B
+        stripe_set_metadata(w, "pi_moved1", {"xero_invoice_id": b})
+        settled_to(b, 10000, "the write-back moved to B")
+        expect_eq(row()[4], b, "the payment is linked to B")
+        expect_eq((w.xero_amount_due(a), w.state(a)["outstanding"], w.state(a)["state"]), (10000, 10000, "unpaid"),
+                  "A: AmountDue back to its total, and unpaid in settled")
+        expect_eq((w.xero_amount_due(b), w.state(b)["outstanding"]), (0, 0), "B paid")
+        expect_eq(live(), [(b, D("100.00"))], "one Xero payment, on B")
+
+        # and then removes the link: the payment names no invoice
+        stripe_set_metadata(w, "pi_moved1", {})
+        settled_to(b, 0, "the write-back on B taken back to 0")
+        expect_eq(row()[4], None, "linked to no invoice")
+        expect_eq((w.xero_amount_due(b), w.state(b)["outstanding"], w.state(b)["state"]), (10000, 10000, "unpaid"),
+                  "B: AmountDue back to its total, and unpaid in settled")
+        expect_eq(w.xero_amount_due(a), 10000, "A untouched")
+        expect_eq(live(), [], "no live Xero payment of ours")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM unapplied_payments WHERE object_id = 'pi_moved1'"), "1",
+                  "an unapplied payment for an admin to allocate")
+        made = [(p["InvoiceID"].lower(), p["Status"]) for p in w.xero.ctl("GET", f"tenants/{w.tenant}/payments")]
+        expect_eq(sorted(made), sorted([(a, "DELETED"), (b, "DELETED")]), "made once on each, both deleted")
+        plans = h.sql_rows(w.db, "SELECT after ->> 'invoice_id', after ->> 'target_minor' FROM audit_log"
+                                 " WHERE action = 'xero.writeback.plan' ORDER BY id")
+        expect_eq(plans, [[a, "10000"], [b, "10000"], [b, "0"]], "three plans, audited")
+    finally:
+        w.close()
+
+
 def test_unconfigured_account_sends_nothing():
     def body(s):
         iid = s.invoice("10.00")
@@ -333,4 +404,7 @@ def test_sigterm_stops_promptly():
 
 
 if __name__ == "__main__":
-    h.run(globals())
+    try:
+        h.run(globals())
+    finally:
+        pm.stop_mocks()

@@ -259,6 +259,31 @@ def test_a_lost_answer_makes_no_second_payment():
     scene("wb_lost", body)
 
 
+def test_a_lost_answer_then_target_0_leaves_nothing():
+    """A PUT commits at Xero but its answer is lost; before the retry the payment is refunded in full (or unlinked:
+    target 0). The row holds nothing it knows of, yet Xero has the payment: the sender looks for it by its
+    Reference and deletes it, instead of calling the row in sync."""
+    def body(s):
+        s.mock.ctl("PUT", "app", {"fail_after_commit": 1, "fail_after_commit_mode": "drop"})
+        iid = s.invoice("70.00")
+        pid, obj = s.payment(iid, amount=7000)
+        s.plan(pid, iid, 7000)
+        pl.wait_for(lambda: len(s.authorised(iid)) == 1 and h.sql_value(
+            s.db, "SELECT unsure AND status = 'pending' AND last_error IS NOT NULL FROM xero_writebacks"
+                  " WHERE payment_id = $1::bigint", pid) == "t", 20, "the PUT made at Xero, its answer lost")
+        expect_eq(s.row(pid)["xero_payment"], None, "nothing recorded of it")
+        expect_eq(s.plan(pid, iid, 0), "planned", "refunded in full before the retry")
+        r = s.wait_status(pid, "in_sync")
+        expect_eq((r["written"], r["xero_payment"]), ("0", None), "nothing held")
+        expect_eq(s.authorised(iid), [], "the payment the lost answer made is deleted")
+        expect_eq(s.amount_due(iid), D("70.00"), "AmountDue back to the total")
+        expect_eq([p["Reference"] for p in s.payments(iid)], [f"settled:stripe:{obj}:g1"], "made once")
+        expect("deleted an unrecorded payment" in s.worker.log(), "logged", s.worker.log_tail(10))
+
+    # the retry after the lost answer waits 5 s: long enough for the new target to come first
+    scene("wb_lost0", body, SETTLED_RETRY_SCHEDULE="5s,5s")
+
+
 def test_kill9_at_random_instants_during_a_burst():
     def body(s):
         rnd = random.Random(int(os.environ.get("SETTLED_TEST_SEED", "0")) or None)

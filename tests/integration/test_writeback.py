@@ -259,6 +259,30 @@ def test_a_lost_answer_makes_no_second_payment():
     scene("wb_lost", body)
 
 
+def test_a_refused_payment_is_written_once_room_is_freed():
+    """Two payments of the whole invoice: Xero refuses the second (above AmountDue). When the first is refunded
+    (target 0, deleted), the second gets another try and is written: AmountDue ends at total - the second."""
+    def body(s):
+        iid = s.invoice("100.00")
+        p1, _ = s.payment(iid, amount=10000)
+        p2, _ = s.payment(iid, amount=10000)
+        s.plan(p1, iid, 10000)
+        s.wait_status(p1, "in_sync")
+        s.plan(p2, iid, 10000)
+        r = s.wait_status(p2, "refused")
+        expect("exceeds the amount outstanding" in r["error"], "refused as above AmountDue", r["error"])
+        s.plan(p1, iid, 0)  # the first one refunded in full
+        s.wait_status(p1, "in_sync")
+        r = s.wait_status(p2, "in_sync")
+        expect_eq(r["written"], "10000", "the second is written now")
+        expect_eq([D(p["Amount"]) for p in s.authorised(iid)], [D("100.00")], "one live payment: the second")
+        expect_eq(s.amount_due(iid), D("0"), "AmountDue")
+        retries = h.sql_rows(s.db, "SELECT actor FROM audit_log WHERE action = 'xero.writeback.retry'")
+        expect_eq(retries, [["system:writeback"]], "the retry is audited")
+
+    scene("wb_room", body)
+
+
 def test_a_lost_answer_then_target_0_leaves_nothing():
     """A PUT commits at Xero but its answer is lost; before the retry the payment is refunded in full (or unlinked:
     target 0). The row holds nothing it knows of, yet Xero has the payment: the sender looks for it by its

@@ -7,6 +7,10 @@ exact amount (GBP, JPY, KWD), the invoice's AmountDue = total - target after eac
 and rewrites, 0 deletes), refusals (a lock date, three decimals) parked as 'refused' without a retry loop, 5xx
 retried to in sync, lost answers (fail_after_commit) and kill -9 at random instants during a burst never making
 a second payment, no account configured: 'unconfigured' and nothing sent. Every wait is bounded; loopback only.
+
+Through the real processors as well (paymentslib.World: settled serve and the Stripe, GoCardless and Xero mocks):
+a payment moved to another invoice and then unlinked by its metadata leaves its old invoice (AmountDue back to the
+total), and replayed events with kill -9 at random instants never make a second Xero payment.
 """
 
 import decimal

@@ -144,6 +144,12 @@ def test_list_filters_and_pages_exactly_once(w):
     ids, pages = list_all(w)
     expect_eq(ids, want, "every event of X once, newest first")
     expect_eq(pages, -(-len(want) // 2), "pages of 2")
+    # HEAD and If-None-Match, as on every GET of the API
+    st, rh, body = w.call("GET", "/v1/admin/events", "admin_x")
+    st2, rh2, body2 = w.call("HEAD", "/v1/admin/events", "admin_x")
+    expect_eq((st2, body2, rh2.get("etag")), (200, b"", rh.get("etag")), "HEAD: the GET's status and ETag, no body")
+    st3, _, body3 = w.call("GET", "/v1/admin/events", "admin_x", headers={"If-None-Match": rh["etag"]})
+    expect_eq((st3, body3), (304, b""), "If-None-Match")
     for query, where, params in (("provider=stripe", "provider = 'stripe'", ()),
                                  ("provider=xero", "provider = 'xero'", ()),
                                  ("status=done", "status = 'done'", ()),

@@ -318,7 +318,7 @@ int gw_cli_connect(const gw_config_t *cfg, int argc, char **argv)
             fprintf(stderr, "settled: %s\n", msg);
             return 1;
         }
-        char *url = gw_xero_authorize_url(s, cfg, org_id, &err);
+        char *url = gw_xero_authorize_url(s, cfg, org_id, 0, &err);
         gw_dbs_close(s);
         if (url == NULL) {
             fprintf(stderr, "settled: %s\n", err.detail);

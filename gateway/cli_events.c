@@ -534,28 +534,6 @@ static void print_diff(const gw_replay_diff_t *d)
     }
 }
 
-static json_t *diff_json(const gw_replay_diff_t *d)
-{
-    json_t *o = json_object(), *changes = json_array();
-    json_object_set_new(o, "id", json_integer(d->id));
-    json_object_set_new(o, "outcome", json_string(d->outcome));
-    json_object_set_new(o, "last_error", str_or_null(d->last_error));
-    json_object_set_new(o, "audit_rows", json_integer((json_int_t)d->audit_rows));
-    for (size_t i = 0; i != d->n; ++i) {
-        const gw_replay_change_t *c = &d->changes[i];
-        json_t *ch = json_object();
-        json_object_set_new(ch, "table", json_string(c->table));
-        json_object_set_new(ch, "key", json_string(c->key));
-        json_object_set_new(ch, "field", json_string(c->field));
-        /* JSON texts, as PostgreSQL wrote them: an amount never becomes a binary float on the way */
-        json_object_set_new(ch, "before", str_or_null(c->before));
-        json_object_set_new(ch, "after", str_or_null(c->after));
-        json_array_append_new(changes, ch);
-    }
-    json_object_set_new(o, "changes", changes);
-    return o;
-}
-
 /* The dry run of every id: one rolled-back transaction each. */
 static int replay_dry_run(const gw_config_t *cfg, gw_dbs_t *s, const int64_t *ids, size_t n, bool json)
 {
@@ -585,7 +563,7 @@ static int replay_dry_run(const gw_config_t *cfg, gw_dbs_t *s, const int64_t *id
         }
         progress_clear(&bar);
         if (json)
-            json_array_append_new(events, diff_json(&d));
+            json_array_append_new(events, gw_replay_diff_json(&d));
         else
             print_diff(&d);
         fflush(stdout);
@@ -619,7 +597,7 @@ static int replay_reset(gw_dbs_t *s, const int64_t *ids, size_t n, const char *a
     for (size_t i = 0; i < n; i += RESET_CHUNK) {
         progress(&bar, i);
         size_t k = n - i < RESET_CHUNK ? n - i : RESET_CHUNK;
-        if (gw_replay_reset(s, 0, ids + i, k, actor, &counts, &err) != 0) {
+        if (gw_replay_reset(s, 0, ids + i, k, actor, NULL, &counts, &err) != 0) {
             progress_clear(&bar);
             fprintf(stderr, "settled: replay: %s (%zu events were reset before this)\n", err.detail, counts.reset);
             ret = 1;

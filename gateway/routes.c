@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include "audit_api.h"
+#include "events.h"
 #include "guard.h"
 #include "intake.h"
 #include "invoices.h"
@@ -21,6 +23,7 @@
 #include "ops.h"
 #include "reply.h"
 #include "server.h"
+#include "xero_admin.h"
 #include "xero_callback.h"
 
 #define REQUEST_ID_MAX 128
@@ -66,6 +69,70 @@ gw_route_t gw_routes[] = {
      .inputs = gw_invoices_get_inputs,
      .ninputs = GW_INVOICES_GET_NINPUTS,
      .summary = "One invoice with its lines and payments"},
+    /* admin: the webhook event log and replay, the Xero connection and quotas, the audit log (events.c,
+     * xero_admin.c, audit_api.c; every one on the offload pool) */
+    {.name = "admin_events_list",
+     .method = "GET",
+     .path = "/v1/admin/events",
+     .api = gw_events_api_list,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_events_list_inputs,
+     .ninputs = GW_EVENTS_LIST_NINPUTS,
+     .summary = "The organisation's webhook events, newest first (filters, keyset pagination; no bodies)"},
+    {.name = "admin_events_get",
+     .method = "GET",
+     .path = "/v1/admin/events/{id}",
+     .api = gw_events_api_get,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_events_get_inputs,
+     .ninputs = GW_EVENTS_GET_NINPUTS,
+     .summary = "One webhook event with its raw body and headers, attempts and processing outcome"},
+    {.name = "admin_events_replay_one",
+     .method = "POST",
+     .path = "/v1/admin/events/{id}/replay",
+     .api = gw_events_api_replay_one,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_events_replay_one_inputs,
+     .ninputs = GW_EVENTS_REPLAY_ONE_NINPUTS,
+     .summary = "Replay one event, or (dry_run) say what replaying it would change"},
+    {.name = "admin_events_replay",
+     .method = "POST",
+     .path = "/v1/admin/events/replay",
+     .api = gw_events_api_replay,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_events_replay_inputs,
+     .ninputs = GW_EVENTS_REPLAY_NINPUTS,
+     .summary = "Replay the events of a filter since a time (at most 1000), or dry-run them"},
+    {.name = "admin_xero_connect",
+     .method = "GET",
+     .path = "/v1/admin/xero/connect",
+     .api = gw_xero_admin_connect,
+     .access = GW_ACCESS_ADMIN,
+     .summary = "The Xero authorisation URL, bound to the calling admin"},
+    {.name = "admin_xero",
+     .method = "GET",
+     .path = "/v1/admin/xero",
+     .api = gw_xero_admin_status,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .summary = "The Xero connection: token sets, tenants and their remaining quotas"},
+    {.name = "admin_audit_list",
+     .method = "GET",
+     .path = "/v1/admin/audit",
+     .api = gw_audit_api_list,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_audit_list_inputs,
+     .ninputs = GW_AUDIT_LIST_NINPUTS,
+     .summary = "The organisation's audit log, newest first (filters, keyset pagination)"},
+    {.name = "admin_audit_verify",
+     .method = "POST",
+     .path = "/v1/admin/audit/verify",
+     .api = gw_audit_api_verify,
+     .access = GW_ACCESS_ADMIN,
+     .summary = "Check the organisation's audit hash chain; name its first broken link"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");

@@ -890,3 +890,61 @@ void gw_quota_test_tune(gw_quota_t *q, uint64_t window_ms, uint64_t lease_ms, co
         snprintf(q->prefix, sizeof(q->prefix), "%s", key_prefix);
     pthread_mutex_unlock(&q->lock);
 }
+
+/* KEYS: blocked, slots, minute, day (one tenant's) or blocked, minute (the app's: then ARGV[2] is "app"). ARGV:
+ * window ms. Reads only (the trims of an acquire are left to the acquire): {in progress, calls of the window, calls
+ * today, ms blocked}. */
+static const char PEEK_LUA[] =
+    LUA_NOW "local window = tonumber(ARGV[1])\n"
+            "local app = ARGV[2] == 'app'\n"
+            "local blocked = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+            "local b = 0\n"
+            "if blocked > now then b = blocked - now end\n"
+            "if app then return {0, redis.call('ZCOUNT', KEYS[2], '(' .. (now - window), '+inf'), 0, b} end\n"
+            "local slots = redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')\n"
+            "local calls = redis.call('ZCOUNT', KEYS[3], '(' .. (now - window), '+inf')\n"
+            "local d = redis.call('HMGET', KEYS[4], 'd', 'n')\n"
+            "local used = 0\n"
+            "if tonumber(d[1]) == math.floor(now / 86400000) then used = tonumber(d[2]) or 0 end\n"
+            "return {slots, calls, used, b}\n";
+
+static int clamp_left(int limit, long long used)
+{
+    return used >= limit ? 0 : limit - (int)used;
+}
+
+int gw_quota_peek(gw_quota_t *q, const char *tenant, gw_quota_remaining_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (q->url == NULL || !valid_tenant(tenant))
+        return -1;
+    gw_redis_sync_t *c = gw_redis_sync_create(q->url, CONNECT_TIMEOUT_MS, COMMAND_TIMEOUT_MS);
+    if (c == NULL)
+        return -1;
+    char k_blocked[KEY_MAX], k_slots[KEY_MAX], k_minute[KEY_MAX], k_day[KEY_MAX], window[24];
+    tenant_key(q, tenant, "blocked", k_blocked);
+    tenant_key(q, tenant, "slots", k_slots);
+    tenant_key(q, tenant, "minute", k_minute);
+    tenant_key(q, tenant, "day", k_day);
+    snprintf(window, sizeof(window), "%llu", (unsigned long long)q->window_ms);
+    const char *tkeys[] = {k_blocked, k_slots, k_minute, k_day}, *targs[] = {window, "tenant"};
+    long long t[4], a[4] = {0};
+    size_t n = 0, an = 4;
+    int rc = gw_redis_sync_eval(c, PEEK_LUA, 4, tkeys, 2, targs, t, 4, &n, NULL);
+    if (rc == 0 && n == 4 && q->limit_app_minute != 0) {
+        app_key(q, "blocked", k_blocked);
+        app_key(q, "minute", k_minute);
+        const char *akeys[] = {k_blocked, k_minute}, *aargs[] = {window, "app"};
+        rc = gw_redis_sync_eval(c, PEEK_LUA, 2, akeys, 2, aargs, a, 4, &an, NULL);
+    }
+    gw_redis_sync_destroy(c);
+    if (rc != 0 || n != 4 || an != 4)
+        return -1;
+    out->window_ms = q->window_ms;
+    out->concurrent = clamp_left(q->limit_concurrent, t[0]);
+    out->window = clamp_left(q->limit_minute, t[1]);
+    out->day = q->limit_day != 0 ? clamp_left(q->limit_day, t[2]) : -1;
+    out->app_window = q->limit_app_minute != 0 ? clamp_left(q->limit_app_minute, a[1]) : -1;
+    out->blocked_ms = (uint64_t)(t[3] > a[3] ? t[3] : a[3]);
+    return 0;
+}

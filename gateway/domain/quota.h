@@ -130,6 +130,21 @@ bool gw_quota_fallback_active(void);
 /* "none", "blocked", "concurrent", "minute", "day", "app_blocked" or "app_minute", for logs and metrics. */
 const char *gw_quota_limit_name(enum gw_quota_limit limit);
 
+/* What is left of one tenant's quotas, as Redis counts them for every instance. */
+typedef struct st_gw_quota_remaining_t {
+    int concurrent;      /* call slots free now */
+    int window;          /* calls left in the tenant's rolling window */
+    int day;             /* calls left today (UTC); -1: no daily limit */
+    int app_window;      /* calls left in the app's rolling window; -1: no app-wide limit */
+    uint64_t blocked_ms; /* the tenant or the app is blocked for this long (a 429, a Remaining of 0); 0: not */
+    uint64_t window_ms;  /* the window's length */
+} gw_quota_remaining_t;
+
+/* Reads (never takes or changes) what is left of tenant's quotas in Redis, on a connection of its own (blocking: a
+ * worker thread). Returns 0 with *out, or -1 when Redis is not configured or cannot be reached (or tenant is not a
+ * tenant): nobody knows what the other instances used, so the remaining quota is unknown. */
+GW_MUSTCHECK int gw_quota_peek(gw_quota_t *q, const char *tenant, gw_quota_remaining_t *out);
+
 /*
  * For tests: sets the length of the rolling "minute" window and of the slot lease (the time after which
  * a slot that was never released, e.g. by a crashed process, frees itself), and the prefix of every

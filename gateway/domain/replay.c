@@ -26,12 +26,14 @@ static const char rolled_back[] = "dry_run_rolled_back";
     " correlation_id, lease_owner, attempts, " UTC("received_at") ", " UTC("verified_at") ", " UTC(                    \
         "stored_at") ", " UTC("next_attempt_at") ", " UTC("processed_at")
 
-/* $1 organisation (0: any), $2 provider, $3 statuses (text[]), $4 type or category, $5 since: each NULL for any. */
+/* $1 organisation (0: any), $2 provider, $3 statuses (text[]), $4 type or category, $5 since, $7 until, $8 the
+ * keyset (ids below it): each NULL for any. ($6 is the limit.) */
 #define FILTER                                                                                                         \
     " WHERE ($1::bigint = 0 OR organisation_id = $1::bigint) AND ($2::text IS NULL OR provider = $2::text)"            \
     "   AND ($3::text[] IS NULL OR status = ANY($3::text[]))"                                                          \
     "   AND ($4::text IS NULL OR event_type = $4::text OR starts_with(event_type, $4::text || '.'))"                   \
-    "   AND ($5::timestamptz IS NULL OR received_at >= $5::timestamptz)"
+    "   AND ($5::timestamptz IS NULL OR received_at >= $5::timestamptz)"                                               \
+    "   AND ($7::timestamptz IS NULL OR received_at < $7::timestamptz) AND ($8::bigint IS NULL OR id < $8::bigint)"
 
 static const char sql_list[] = "SELECT " EVENT_COLUMNS " FROM inbox_events" FILTER " ORDER BY id DESC LIMIT $6";
 static const char sql_select[] = "SELECT id FROM inbox_events" FILTER " ORDER BY id LIMIT $6";
@@ -57,7 +59,7 @@ static const char sql_reset_rows[] =
 static const char sql_reset[] =
     "UPDATE inbox_events SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL,"
     "       lease_owner = NULL, processed_at = NULL"
-    " WHERE id = ANY($1::bigint[]) AND status <> 'processing'";
+    " WHERE id = ANY($1::bigint[]) AND ($2::bigint = 0 OR organisation_id = $2::bigint) AND status <> 'processing'";
 static const char sql_notify[] = "SELECT pg_notify('settled_events', '')";
 static const char replay_after[] = "{\"status\": \"pending\", \"attempts\": 0, \"last_error\": null}";
 
@@ -201,21 +203,30 @@ static gw_dbs_result_t *query_filter(gw_dbs_t *s, const char *sql, const gw_even
 {
     if (gw_events_filter_check(f, err) != 0)
         return NULL;
-    char *since, org[24], lim[24], *status_array = NULL;
+    char *since, *until, org[24], lim[24], before[24], *status_array = NULL;
     if (gw_since_resolve(s, f->since, &since, err) != 0)
         return NULL;
+    if (gw_since_resolve(s, f->until, &until, err) != 0) {
+        free(since);
+        return NULL;
+    }
     snprintf(org, sizeof(org), "%" PRId64, f->organisation_id);
+    snprintf(before, sizeof(before), "%" PRId64, f->before_id);
     if (limit > 0)
         snprintf(lim, sizeof(lim), "%ld", limit);
     if (f->statuses != NULL) {
         status_array = gw_xmalloc(strlen(f->statuses) + 3);
         sprintf(status_array, "{%s}", f->statuses); /* checked: letters and commas only */
     }
-    const char *p[] = {org, f->provider, status_array, f->type, since, limit > 0 ? lim : NULL};
-    gw_dbs_result_t *r = gw_dbs_query(s, sql, 6, p);
+    const char *p[] = {org,          f->provider,
+                       status_array, f->type,
+                       since,        limit > 0 ? lim : NULL,
+                       until,        f->before_id > 0 ? before : NULL};
+    gw_dbs_result_t *r = gw_dbs_query(s, sql, 8, p);
     if (r == NULL)
         (void)gw_dbs_err(s, err);
     free(since);
+    free(until);
     free(status_array);
     return r;
 }
@@ -350,7 +361,7 @@ static char *id_array(const int64_t *ids, size_t n)
 }
 
 typedef struct st_reset_t {
-    const char *ids, *org, *actor;
+    const char *ids, *org, *actor, *correlation_id;
     size_t n;
     gw_replay_counts_t counts;
 } reset_t;
@@ -375,15 +386,15 @@ static int reset_body(gw_dbs_t *s, void *arg, gw_err_t *err)
             continue;
         }
         ret = gw_audit_write(s, strtoll(gw_dbs_value(r, i, 1), NULL, 10), x->actor, "event.replay", "webhook_event",
-                             gw_dbs_value(r, i, 0), gw_dbs_value(r, i, 4), replay_after, gw_dbs_value(r, i, 3), err);
+                             gw_dbs_value(r, i, 0), gw_dbs_value(r, i, 4), replay_after,
+                             x->correlation_id != NULL ? x->correlation_id : gw_dbs_value(r, i, 3), err);
         if (ret == 0)
             ++x->counts.reset;
     }
     gw_dbs_result_free(r);
     if (ret != 0)
         return -1;
-    const char *q[] = {x->ids};
-    long long done = gw_dbs_exec(s, sql_reset, 1, q);
+    long long done = gw_dbs_exec(s, sql_reset, 2, p); /* scoped like the rows read: another organisation's stay */
     if (done < 0)
         return gw_dbs_err(s, err);
     if ((size_t)done != x->counts.reset)
@@ -395,7 +406,7 @@ static int reset_body(gw_dbs_t *s, void *arg, gw_err_t *err)
 }
 
 int gw_replay_reset(gw_dbs_t *s, int64_t organisation_id, const int64_t *ids, size_t n, const char *actor,
-                    gw_replay_counts_t *counts, gw_err_t *err)
+                    const char *correlation_id, gw_replay_counts_t *counts, gw_err_t *err)
 {
     if (n == 0)
         return 0;
@@ -403,7 +414,7 @@ int gw_replay_reset(gw_dbs_t *s, int64_t organisation_id, const int64_t *ids, si
         return gw_err_set(err, gw_err_invalid_argument, 400, "a replay needs an actor (who asked for it)");
     char org[24], *list = id_array(ids, n);
     snprintf(org, sizeof(org), "%" PRId64, organisation_id);
-    reset_t x = {.ids = list, .org = org, .actor = actor, .n = n};
+    reset_t x = {.ids = list, .org = org, .actor = actor, .correlation_id = correlation_id, .n = n};
     int rc = gw_dbs_tx(s, reset_body, &x, err);
     free(list);
     if (rc != 0)
@@ -577,6 +588,33 @@ void gw_replay_diff_free(gw_replay_diff_t *d)
     free(d->outcome);
     free(d->last_error);
     memset(d, 0, sizeof(*d));
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s != NULL ? json_string(s) : json_null();
+}
+
+json_t *gw_replay_diff_json(const gw_replay_diff_t *d)
+{
+    json_t *o = json_object(), *changes = json_array();
+    json_object_set_new(o, "id", json_integer(d->id));
+    json_object_set_new(o, "outcome", json_string(d->outcome));
+    json_object_set_new(o, "last_error", str_or_null(d->last_error));
+    json_object_set_new(o, "audit_rows", json_integer((json_int_t)d->audit_rows));
+    for (size_t i = 0; i != d->n; ++i) {
+        const gw_replay_change_t *c = &d->changes[i];
+        json_t *ch = json_object();
+        json_object_set_new(ch, "table", json_string(c->table));
+        json_object_set_new(ch, "key", json_string(c->key));
+        json_object_set_new(ch, "field", json_string(c->field));
+        /* JSON texts, as PostgreSQL wrote them: an amount never becomes a binary float on the way */
+        json_object_set_new(ch, "before", str_or_null(c->before));
+        json_object_set_new(ch, "after", str_or_null(c->after));
+        json_array_append_new(changes, ch);
+    }
+    json_object_set_new(o, "changes", changes);
+    return o;
 }
 
 /* ---- re-signing ---- */

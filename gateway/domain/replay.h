@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include "config.h"
 #include "db.h"
 #include "err.h"
@@ -36,6 +37,8 @@ typedef struct st_gw_events_filter_t {
     const char *since;       /* received at or after: a timestamp PostgreSQL reads (2026-01-31T00:00:00Z), or an age
                                 such as 90s, 30m, 2h, 7d */
     long limit;              /* 0: GW_EVENTS_LIMIT_DEFAULT (list) or no limit (replay selection) */
+    const char *until;       /* received before (exclusive): as since */
+    int64_t before_id;       /* 0: any; else only ids below it (the keyset of a newest-first page) */
 } gw_events_filter_t;
 
 /* One stored event. Every string is malloc'd and owned by the row (NULL when the column is). */
@@ -90,11 +93,12 @@ typedef struct st_gw_replay_counts_t {
  * Resets the events ids (organisation_id 0: any organisation's) for reprocessing, in one transaction: each goes back
  * to 'pending' with attempts 0, due now, its last error and lease cleared, and gets an audit row (action
  * event.replay, entity webhook_event, before and after: status, attempts, last_error) in its own organisation with
- * actor (e.g. "cli:alice", "user:42") and the event's correlation id; the workers are notified when it commits.
+ * actor (e.g. "cli:alice", "user:42") and correlation_id (the request id of an API call), or the event's own
+ * correlation id when correlation_id is NULL; the workers are notified when it commits.
  * Adds to *counts. Returns 0, or -1 with err (nothing reset).
  */
 GW_MUSTCHECK int gw_replay_reset(gw_dbs_t *s, int64_t organisation_id, const int64_t *ids, size_t n, const char *actor,
-                                 gw_replay_counts_t *counts, gw_err_t *err);
+                                 const char *correlation_id, gw_replay_counts_t *counts, gw_err_t *err);
 
 /* One field that a dry run would change: table, key (the row's id in it), field, and the values before and after
  * as JSON texts (NULL: the row did not exist before, or would not exist after). */
@@ -127,6 +131,10 @@ typedef struct st_gw_replay_diff_t {
 GW_MUSTCHECK int gw_replay_dry_run(const gw_config_t *cfg, gw_dbs_t *s, gw_dbs_t *token_db, int64_t organisation_id,
                                    int64_t id, gw_replay_diff_t *out, gw_err_t *err);
 void gw_replay_diff_free(gw_replay_diff_t *d);
+/* d as the command line's --json and the admin API show it: {id, outcome, last_error, audit_rows, changes: [{table,
+ * key, field, before, after}]}, before and after the JSON texts PostgreSQL wrote (strings, or null). A new reference.
+ */
+json_t *gw_replay_diff_json(const gw_replay_diff_t *d);
 
 /* The signature header that provider's receivers check, for body signed with secret (Stripe: t=<now>,v1=<hex
  * HMAC-SHA256 of "t.body">; Xero: base64 HMAC-SHA256 of the body; GoCardless: hex HMAC-SHA256 of the body), as one

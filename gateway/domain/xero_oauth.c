@@ -1407,13 +1407,14 @@ char *gw_xero_authorize_url_with(const gw_config_t *cfg, const char *state, gw_e
     return b.base;
 }
 
-char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err)
+char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, int64_t user_id,
+                            gw_err_t *err)
 {
     static const char sql_prune[] = "DELETE FROM xero_oauth_states WHERE expires_at < now() - interval '1 day'";
-    static const char sql_record[] =
-        "INSERT INTO xero_oauth_states (nonce, organisation_id, expires_at) VALUES ($1, $2, to_timestamp($3::bigint))";
+    static const char sql_record[] = "INSERT INTO xero_oauth_states (nonce, organisation_id, expires_at, user_id) "
+                                     "VALUES ($1, $2, to_timestamp($3::bigint), $4::bigint)";
     unsigned char key[GW_CRYPTO_KEY_LEN];
-    char state[GW_XERO_STATE_MAX], org[24], expires[24];
+    char state[GW_XERO_STATE_MAX], org[24], expires[24], user[24];
     gw_xero_state_t made;
     if (url_settings(cfg, err) != 0 || load_key(cfg, false, key, err) != 0)
         return NULL;
@@ -1426,8 +1427,9 @@ char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organis
     /* the nonce is recorded before anyone can see the URL, so its callback always finds it */
     snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
     snprintf(expires, sizeof(expires), "%lld", (long long)made.expires_at);
-    const char *p[] = {made.nonce, org, expires};
-    if (gw_dbs_exec(s, sql_prune, 0, NULL) < 0 || gw_dbs_exec(s, sql_record, 3, p) != 1) {
+    snprintf(user, sizeof(user), "%lld", (long long)user_id);
+    const char *p[] = {made.nonce, org, expires, user_id > 0 ? user : NULL};
+    if (gw_dbs_exec(s, sql_prune, 0, NULL) < 0 || gw_dbs_exec(s, sql_record, 4, p) != 1) {
         db_fail(s, "cannot record the authorization request", err);
         return NULL;
     }
@@ -1436,23 +1438,34 @@ char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organis
 
 /*
  * Consumes the nonce of st once, for the callback correlation id corr: one UPDATE, so of two callbacks with the
- * same state exactly one gets the row. Returns 0, or -1 with err set: oauth_state_used for a state already
- * consumed, oauth_callback_invalid for one never recorded (or expired), gw_dbs_err's code when the database fails
- * (its message is logged here, never put in err).
+ * same state exactly one gets the row. Writes who connects into actor (actorlen bytes): "user:<id>" of the admin
+ * who asked for the URL through the API, else "system:oauth-callback". Returns 0, or -1 with err set:
+ * oauth_state_used for a state already consumed, oauth_callback_invalid for one never recorded (or expired),
+ * gw_dbs_err's code when the database fails (its message is logged here, never put in err).
  */
-static int consume_state(gw_dbs_t *s, const gw_xero_state_t *st, const char *corr, gw_err_t *err)
+static int consume_state(gw_dbs_t *s, const gw_xero_state_t *st, const char *corr, char *actor, size_t actorlen,
+                         gw_err_t *err)
 {
     static const char sql_consume[] =
         "UPDATE xero_oauth_states SET used_at = now(), used_by = $3 WHERE nonce = $1 AND organisation_id = $2 "
-        "AND used_at IS NULL AND expires_at > now()";
+        "AND used_at IS NULL AND expires_at > now() RETURNING user_id";
     static const char sql_why[] = "SELECT used_at IS NOT NULL FROM xero_oauth_states WHERE nonce = $1";
     char org[24];
     snprintf(org, sizeof(org), "%lld", (long long)st->organisation_id);
     const char *p[] = {st->nonce, org, corr};
-    long long n = gw_dbs_exec(s, sql_consume, 3, p);
-    gw_dbs_result_t *r = NULL;
-    if (n == 1)
+    gw_dbs_result_t *r = gw_dbs_query(s, sql_consume, 3, p);
+    long long n = r != NULL ? (long long)gw_dbs_nrows(r) : -1;
+    if (n == 1) {
+        const char *user = gw_dbs_value(r, 0, 0);
+        if (user != NULL)
+            snprintf(actor, actorlen, "user:%s", user);
+        else
+            snprintf(actor, actorlen, "system:oauth-callback");
+        gw_dbs_result_free(r);
         return 0;
+    }
+    gw_dbs_result_free(r);
+    r = NULL;
     if (n < 0 || (r = gw_dbs_query(s, sql_why, 1, p)) == NULL) {
         char why[256];
         gw_log(GW_LOG_WARN, "xero authorization %s: cannot consume its state: %s", corr,
@@ -1493,7 +1506,8 @@ int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const ch
         goto Exit;
     }
     /* 2. single use: the nonce is consumed before the code goes anywhere */
-    if (consume_state(s, &st, corr, err) != 0)
+    char actor[48];
+    if (consume_state(s, &st, corr, actor, sizeof(actor), err) != 0)
         goto Exit;
     /* 3. the code exchange, then the token set and its tenants */
     buf_t form = {0};
@@ -1504,8 +1518,7 @@ int gw_xero_complete_authorization(gw_dbs_t *s, const gw_config_t *cfg, const ch
     enum token_outcome outcome = token_call(cfg, "authorization code", &form, 0, &fresh, err);
     buf_wipe(&form);
     if (outcome == TOKEN_OK)
-        ret = connect_token_set(s, cfg, key, st.organisation_id, &fresh, "authorization_code", "system:oauth-callback",
-                                corr, out, err);
+        ret = connect_token_set(s, cfg, key, st.organisation_id, &fresh, "authorization_code", actor, corr, out, err);
 Exit:
     token_set_wipe(&fresh);
     explicit_bzero(key, sizeof(key));

@@ -125,10 +125,13 @@ GW_MUSTCHECK int gw_xero_connect_refresh_token(gw_dbs_t *s, const gw_config_t *c
  * {login_base}/identity/connect/authorize?response_type=code&client_id=..&redirect_uri=..&scope=..&state=..
  * The state is signed with a key derived from SETTLED_SECRET_KEY, expires after GW_XERO_STATE_TTL seconds and
  * carries a random nonce, which is recorded in xero_oauth_states (on s) so that the callback can consume it
- * once. The settings are checked before s is used. Returns the URL (malloc'd, the caller frees it), or NULL
- * with err naming the missing setting or saying that the state could not be recorded.
+ * once, with user_id (the admin who asked through the API; 0: none, the command line), so that the callback audits
+ * the connection as "user:<id>" (else "system:oauth-callback"). The settings are checked before s is used. Returns
+ * the URL (malloc'd, the caller frees it), or NULL with err naming the missing setting or saying that the state
+ * could not be recorded.
  */
-GW_MUSTCHECK char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, gw_err_t *err);
+GW_MUSTCHECK char *gw_xero_authorize_url(gw_dbs_t *s, const gw_config_t *cfg, int64_t organisation_id, int64_t user_id,
+                                         gw_err_t *err);
 
 /*
  * The callback of an authorization: checks state (gw_xero_state_verify), consumes its nonce (one UPDATE of

@@ -29,6 +29,7 @@ const char gw_err_auth_unavailable[] = "auth_unavailable";
 const char gw_err_parameter_unknown[] = "parameter_unknown";
 const char gw_err_parameter_invalid[] = "parameter_invalid";
 const char gw_err_json_invalid[] = "json_invalid";
+const char gw_err_replay_too_large[] = "replay_too_large";
 
 const gw_err_code_t gw_err_codes[] = {
     {gw_err_not_found, "No such resource"},
@@ -55,6 +56,7 @@ const gw_err_code_t gw_err_codes[] = {
     {gw_err_parameter_unknown, "Unknown parameter"},
     {gw_err_parameter_invalid, "A parameter is missing or not valid"},
     {gw_err_json_invalid, "The body is not a JSON object"},
+    {gw_err_replay_too_large, "Too many events for one replay request"},
     {cn_err_signature_missing, "Signature header missing"},
     {cn_err_signature_malformed, "Signature header malformed"},
     {cn_err_signature_mismatch, "Signature does not match"},

@@ -53,6 +53,7 @@ extern const char gw_err_auth_unavailable[];  /* 503: access tokens cannot be ch
 extern const char gw_err_parameter_unknown[]; /* 400: a query parameter or body field the route does not declare */
 extern const char gw_err_parameter_invalid[]; /* 400: a parameter is missing, of the wrong type or out of range */
 extern const char gw_err_json_invalid[];      /* 400: the body is not a JSON object */
+extern const char gw_err_replay_too_large[];  /* 400: a replay request matches more events than one may replay */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */
 typedef struct st_gw_err_code_t {

@@ -39,8 +39,12 @@ FILLERS = 21  # extra AUTHORISED invoices of customer A, for paging
 
 def jwt_env():
     """The server's settings: the token key, and no queue workers (their payments sweep would reconcile the seeded
-    invoices, and the states seeded here are what is checked)."""
-    return {"SETTLED_WORKERS": 0, "SETTLED_JWT_SECRET": JWT_SECRET}
+    invoices, and the states seeded here are what is checked); a Xero app, so that GET /v1/admin/xero/connect can
+    make its URL."""
+    return {"SETTLED_WORKERS": 0, "SETTLED_JWT_SECRET": JWT_SECRET, "SETTLED_XERO_CLIENT_ID": "matrix-client",
+            "SETTLED_XERO_CLIENT_SECRET": "matrix-client-secret",
+            "SETTLED_SECRET_KEY": base64.b64encode(bytes(range(32))).decode(),
+            "SETTLED_XERO_REDIRECT_URI": "http://127.0.0.1:9/v1/xero/callback"}
 
 
 def b64(data):
@@ -136,6 +140,12 @@ def seed(db):
               "$3, $4, 30, 'GBP', 'succeeded', 'card', '{}')", x, ids["A"], TX, a["inv_a1"])
     h.sql(db, "INSERT INTO users (id, organisation_id, email, role, customer_id, password_hash) "
               "VALUES (101, $1, 'ann@a.example', 'client', $2, '$scrypt$test$x')", x, ids["A"])
+    # one stored webhook event of X, for the admin event routes of the access matrix
+    ids["event_x"] = h.sql_value(db, "WITH i AS (INSERT INTO inbox_events (organisation_id, provider, source, event_id, "
+                                     "event_type, body, headers, verified_at, received_at, correlation_id, status, "
+                                     "attempts) VALUES ($1, 'stripe', 'default', 'evt_matrix_1', 'customer.created', "
+                                     "'{}', '{}', now(), now(), 'matrix-1', 'done', 1) RETURNING id) SELECT id FROM i",
+                             x)
     ids.update(a_visible=a, a_hidden=hidden, b1=b1, c1=c1)
     return ids
 
@@ -164,6 +174,17 @@ class World:
         if path.startswith("/v1/"):
             openapi_check.response("GET", path, status, rh, body)  # the description holds for every answer
         return status, rh, body
+
+    def send(self, method, path, who=None, body=None):
+        """A write request with a JSON body (None: no body), checked against docs/openapi.yaml like GETs."""
+        hdrs = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        status, rh, out = self.server.request(method, path, body=data, headers=hdrs)
+        openapi_check.response(method, path, status, rh, out)
+        return status, rh, out
 
     def json(self, path, who, status=200):
         st, rh, body = self.get(path, who)
@@ -461,9 +482,21 @@ def routes():
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
-def sample_path(route):
-    """A concrete path of a route: {id} of an invoice of customer A (organisation X), any other {param} made up."""
-    return re.sub(r"\{([a-z_]+)\}", lambda m: "inv_a1" if m.group(1) == "id" else "sample", route["path"])
+def sample_path(route, w=None):
+    """A concrete path of a route: {id} of an invoice of customer A (organisation X), or of X's stored event on the
+    event routes; any other {param} made up."""
+    sample = "inv_a1"
+    if route["path"].startswith("/v1/admin/events/") and w is not None:
+        sample = w.ids["event_x"]
+    return re.sub(r"\{([a-z_]+)\}", lambda m: sample if m.group(1) == "id" else "sample", route["path"])
+
+
+# The valid body of each write route in the matrix (a write route without one here is left out of it).
+SAMPLE_BODIES = {
+    "admin_events_replay_one": {"dry_run": True},
+    "admin_events_replay": {"since": "1h", "dry_run": True},
+    "admin_audit_verify": None,
+}
 
 
 @api_test
@@ -477,9 +510,9 @@ def test_access_matrix(w):
     owner = {"client_a": True, "client_b": False, "admin_x": True, "admin_y": False}
     rows = []
     for r in api:
-        if r["method"] != "GET":
-            continue  # write routes join the matrix with a body of their own (none yet)
-        path = sample_path(r)
+        if r["method"] != "GET" and r["name"] not in SAMPLE_BODIES:
+            continue  # a write route joins the matrix with a valid body of its own (SAMPLE_BODIES)
+        path = sample_path(r, w)
         scoped = "{" in r["path"]
         for who in callers:
             if r["access"] == "public":
@@ -492,7 +525,11 @@ def test_access_matrix(w):
                 want = 404
             else:
                 want = 200
-            st, rh, body = w.get(path, None if who == "anonymous" else who)
+            if r["method"] == "GET":
+                st, rh, body = w.get(path, None if who == "anonymous" else who)
+            else:
+                st, rh, body = w.send(r["method"], path, None if who == "anonymous" else who,
+                                      SAMPLE_BODIES[r["name"]])
             rows.append((r["name"], who, st))
             expect_eq(st, want, f"{r['method']} {path} as {who} (body {body[:200]!r})")
             if st in (401, 404):
@@ -523,7 +560,10 @@ def test_openapi_lists_every_route():
         expect(re.search(rf"^    {r['method'].lower()}:", block, re.M) is not None,
                f"docs/openapi.yaml has {r['method']} {r['path']}")
         for inp in r["inputs"]:
-            expect(re.search(rf"name: {re.escape(inp['name'])}\b", block) is not None,
+            # a parameter by its name; a body field as a property of the request body's schema
+            rx = rf"name: {re.escape(inp['name'])}\b" if inp["in"] != "body" else \
+                rf"^\s+{re.escape(inp['name'])}:"
+            expect(re.search(rx, block, re.M) is not None,
                    f"docs/openapi.yaml documents {inp['in']} parameter {inp['name']} of {r['path']}")
 
 

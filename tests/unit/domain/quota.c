@@ -302,6 +302,58 @@ static void test_concurrency_limit(void **state)
     gw_quota_destroy(q);
 }
 
+static int unused_port(void);
+
+/* gw_quota_peek reads what is left without taking any of it; without Redis it knows nothing. */
+static void test_peek_reads_what_is_left(void **state)
+{
+    char prefix[64], url[64];
+    fresh_prefix(prefix, sizeof(prefix));
+    gw_config_t cfg = make_config(redis_url());
+    gw_quota_t *q = make_quota(&cfg, 0, 0, prefix);
+    gw_quota_remaining_t left;
+    assert_int_equal(gw_quota_peek(q, "tenant-p", &left), 0);
+    assert_int_equal(left.concurrent, 5);
+    assert_int_equal(left.window, 60);
+    assert_int_equal(left.day, 5000);
+    assert_int_equal(left.app_window, 10000);
+    assert_int_equal(left.blocked_ms, 0);
+    gw_quota_slot_t held[2], done;
+    uint64_t wait;
+    assert_int_equal(gw_quota_acquire(q, "tenant-p", &held[0], &wait), 0);
+    assert_int_equal(gw_quota_acquire(q, "tenant-p", &held[1], &wait), 0);
+    assert_int_equal(call_once(q, "tenant-p", &done, &wait), 0);
+    for (int i = 0; i != 2; ++i) { /* peeking twice takes nothing */
+        assert_int_equal(gw_quota_peek(q, "tenant-p", &left), 0);
+        assert_int_equal(left.concurrent, 3);
+        assert_int_equal(left.window, 57);
+        assert_int_equal(left.day, 4997);
+        assert_int_equal(left.app_window, 10000 - 3);
+    }
+    assert_int_equal(gw_quota_peek(q, "tenant-other", &left), 0);
+    assert_int_equal(left.window, 60);
+    assert_int_equal(left.app_window, 10000 - 3);
+    gw_quota_release(q, &held[0]);
+    gw_quota_release(q, &held[1]);
+    assert_int_equal(gw_quota_peek(q, "tenant-p", &left), 0);
+    assert_int_equal(left.concurrent, 5);
+    gw_quota_observe(q, "tenant-p", 429, "30", "minute", NULL, NULL, NULL);
+    assert_int_equal(gw_quota_peek(q, "tenant-p", &left), 0);
+    assert_in_range_msg(left.blocked_ms, 28000, 30000);
+    assert_int_equal(gw_quota_peek(q, "", &left), -1);
+    gw_quota_destroy(q);
+
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", unused_port());
+    gw_config_t down = make_config(url);
+    q = make_quota(&down, 0, 0, prefix);
+    assert_int_equal(gw_quota_peek(q, "tenant-p", &left), -1);
+    gw_quota_destroy(q);
+    gw_config_t none = make_config(NULL);
+    q = make_quota(&none, 0, 0, prefix);
+    assert_int_equal(gw_quota_peek(q, "tenant-p", &left), -1);
+    gw_quota_destroy(q);
+}
+
 static void test_crashed_holder_slot_expires(void **state)
 {
     char prefix[64];
@@ -934,6 +986,7 @@ int main(void)
         cmocka_unit_test(test_threads_never_exceed_concurrency),
         cmocka_unit_test(test_fallback_when_redis_is_unreachable),
         cmocka_unit_test(test_fallback_and_back),
+        cmocka_unit_test(test_peek_reads_what_is_left),
         cmocka_unit_test(test_fallback_limits_are_shares),
         cmocka_unit_test(test_fallback_instances_never_exceed_the_limits_together),
     };

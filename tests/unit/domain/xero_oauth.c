@@ -261,7 +261,7 @@ static void expect_url_error(gw_config_t cfg, const char *key_name)
 {
     gw_err_t err = GW_ERR_INIT;
     /* the settings are checked before the session (NULL here) is used */
-    char *url = gw_xero_authorize_url(NULL, &cfg, 1, &err);
+    char *url = gw_xero_authorize_url(NULL, &cfg, 1, 0, &err);
     if (url != NULL)
         fail_msg("a URL was built without %s: %s", key_name, url);
     expect_failure(&err, key_name);
@@ -285,7 +285,7 @@ static void test_authorize_url_names_missing_settings(void **state)
     cfg.secret_key = "too-short-secret-key-value";
     expect_url_error(cfg, "SETTLED_SECRET_KEY");
     gw_err_t err = GW_ERR_INIT;
-    assert_null(gw_xero_authorize_url(NULL, &cfg, 1, &err));
+    assert_null(gw_xero_authorize_url(NULL, &cfg, 1, 0, &err));
     assert_null(strstr(err.detail, "too-short-secret-key-value"));
     cfg = url_config();
     cfg.xero_scopes = "";

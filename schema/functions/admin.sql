@@ -539,6 +539,13 @@ BEGIN
         RETURN QUERY SELECT * FROM admin_result('conflict', NULL, 'an admin cannot disable itself', NULL);
         RETURN;
     END IF;
+    IF u.status = 'pending_approval' AND u.customer_id IS NULL THEN
+        -- a sign-up waiting for approval has no customer, which a disabled client needs: it stays pending (it
+        -- cannot sign in anyway) until an admin approves it
+        RETURN QUERY SELECT * FROM admin_result('conflict', NULL,
+                                                'the user waits for approval: it cannot sign in until approved', NULL);
+        RETURN;
+    END IF;
     SELECT * INTO r FROM auth_user_disable(p_org, u.email, p_actor, p_correlation);
     SELECT * INTO u FROM users x WHERE x.id = p_user;
     RETURN QUERY SELECT * FROM admin_result('ok', NULL, NULL,

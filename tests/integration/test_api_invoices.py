@@ -449,8 +449,10 @@ def routes():
 
 
 def sample_path(route):
-    """A concrete path of a route: {id} of an invoice of customer A (organisation X), any other {param} made up."""
-    return re.sub(r"\{([a-z_]+)\}", lambda m: "inv_a1" if m.group(1) == "id" else "sample", route["path"])
+    """A concrete path of a route: {id} of an invoice of customer A (organisation X), any other {param} made up; on
+    the admin's customer routes, customer A's id."""
+    sample = _world.ids["A"] if route["path"].startswith("/v1/admin/customers/") and _world else "inv_a1"
+    return re.sub(r"\{([a-z_]+)\}", lambda m: sample if m.group(1) == "id" else "sample", route["path"])
 
 
 @api_test

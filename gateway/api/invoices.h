@@ -10,7 +10,7 @@
 #include "api.h"
 
 /* The inputs of the two routes (their rows are in routes.c). */
-enum { GW_INVOICES_LIST_NINPUTS = 6, GW_INVOICES_GET_NINPUTS = 1 };
+enum { GW_INVOICES_LIST_NINPUTS = 7, GW_INVOICES_GET_NINPUTS = 1 };
 extern const gw_input_t gw_invoices_list_inputs[GW_INVOICES_LIST_NINPUTS];
 extern const gw_input_t gw_invoices_get_inputs[GW_INVOICES_GET_NINPUTS];
 

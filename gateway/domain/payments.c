@@ -68,6 +68,15 @@ static const char sql_payments[] =
     " ORDER BY p.xero_tenant_id, p.xero_invoice_id, p.id";
 
 static const char sql_store[] = "SELECT pay_store_states($1::bigint, $2::jsonb, $3::bigint, $4)";
+/* The write-backs of these invoices whose payment is linked to no invoice any more (its metadata no longer names
+ * one, or names one not mirrored): what Xero holds for them on the old invoice is taken off again. A payment moved
+ * to another invoice needs nothing here: that invoice is reconciled too, and its plan moves the row. */
+static const char sql_unlinked[] =
+    "SELECT xero_writeback_plan($1::bigint, w.payment_id, w.tenant_id, w.invoice_id, w.currency, 0, w.paid_on, $4)"
+    " FROM xero_writebacks w JOIN payments p ON p.id = w.payment_id"
+    " WHERE w.organisation_id = $1::bigint AND p.xero_invoice_id IS NULL AND w.target_minor <> 0"
+    "   AND (w.tenant_id, w.invoice_id) IN (SELECT * FROM unnest($2::uuid[], $3::uuid[]))"
+    " ORDER BY w.id";
 static const char sql_plan[] =
     "SELECT xero_writeback_plan($1::bigint, (e ->> 'payment_id')::bigint, (e ->> 'tenant')::uuid,"
     " (e ->> 'invoice')::uuid, e ->> 'currency', (e ->> 'target')::bigint, nullif(e ->> 'paid_on', '')::date, $3)"
@@ -383,6 +392,12 @@ int gw_payments_reconcile(gw_dbs_t *db, int64_t org, const gw_invoice_ref_t *ref
         goto Exit;
     }
     gw_dbs_result_free(rs);
+    const char *up[] = {orgs, tenants, invoices, correlation};
+    if ((rs = gw_dbs_query(db, sql_unlinked, 4, up)) == NULL) {
+        rc = gw_dbs_err(db, err);
+        goto Exit;
+    }
+    gw_dbs_result_free(rs);
     rc = 0;
 Exit:
     gw_dbs_result_free(ri);
@@ -631,8 +646,8 @@ static void apply_json(run_t *r, const char *sql, json_t *const *docs, size_t nd
     a.params[a.nparams++] = r->orgs;
     if (returns_invoices || strcmp(r->provider, "stripe") == 0)
         a.params[a.nparams++] = r->account;
-    if (returns_invoices)
-        a.params[a.nparams++] = r->observed_at;
+    /* the claim time: a row keeps the newest observation (payments.sql, payment_methods.sql) */
+    a.params[a.nparams++] = r->observed_at;
     for (size_t i = 0; i != ndocs && i != 4; ++i)
         a.params[a.nparams++] = texts[i] = docs[i] != NULL ? json_dumps(docs[i], JSON_COMPACT) : NULL;
     if (returns_invoices)
@@ -727,9 +742,12 @@ static bool is_id(const char *s)
 static const char sql_stripe_payment[] =
     "SELECT tenant_id, invoice_id, wanted FROM pay_apply_stripe($1::bigint, $2, $3::timestamptz, $4::jsonb, $5::jsonb,"
     " $6::jsonb, $7::bigint, $8)";
-static const char sql_stripe_pm[] = "SELECT pm_apply_stripe_payment_method($1::bigint, $2, $3::jsonb, $4)";
-static const char sql_stripe_setup[] = "SELECT pm_apply_stripe_setup_intent($1::bigint, $2, $3::jsonb, $4)";
-static const char sql_stripe_customer[] = "SELECT pm_apply_stripe_customer($1::bigint, $2, $3::jsonb, $4)";
+static const char sql_stripe_pm[] =
+    "SELECT pm_apply_stripe_payment_method($1::bigint, $2, $3::timestamptz, $4::jsonb, $5)";
+static const char sql_stripe_setup[] =
+    "SELECT pm_apply_stripe_setup_intent($1::bigint, $2, $3::timestamptz, $4::jsonb, $5)";
+static const char sql_stripe_customer[] =
+    "SELECT pm_apply_stripe_customer($1::bigint, $2, $3::timestamptz, $4::jsonb, $5)";
 
 typedef struct st_stripe_sets_t {
     idset_t pis, charges, setups, pms, customers;
@@ -876,8 +894,8 @@ static const char sql_gc_payment[] =
     "SELECT tenant_id, invoice_id, wanted FROM pay_apply_gocardless($1::bigint, $2, $3::timestamptz, $4::jsonb,"
     " $5::jsonb, $6::jsonb, $7::bigint, $8)";
 static const char sql_gc_mandate[] =
-    "SELECT pm_apply_gocardless_mandate($1::bigint, $2::jsonb, $3::jsonb, $4::jsonb, $5)";
-static const char sql_gc_customer[] = "SELECT pm_apply_gocardless_customer($1::bigint, $2::jsonb, $3)";
+    "SELECT pm_apply_gocardless_mandate($1::bigint, $2::timestamptz, $3::jsonb, $4::jsonb, $5::jsonb, $6)";
+static const char sql_gc_customer[] = "SELECT pm_apply_gocardless_customer($1::bigint, $2::timestamptz, $3::jsonb, $4)";
 
 typedef struct st_gc_sets_t {
     idset_t payments, mandates, customers;

@@ -400,6 +400,50 @@ static int find_ours(sender_t *s, const row_t *row, char pid[40], bool *exact)
     return found;
 }
 
+/* Whether the organisation has connected the Xero tenant (token_id non-zero); if not, the row is refused with that
+ * reason: nothing can be done there until an admin connects it. */
+static bool connected(sender_t *s, const row_t *row, int64_t token_id, const char *tenant)
+{
+    if (token_id != 0)
+        return true;
+    char reason[200];
+    snprintf(reason, sizeof(reason), "Xero tenant %s is not connected to organisation %s", tenant, row->organisation);
+    fail(s, row, "refused", reason, 0);
+    return false;
+}
+
+/* Deletes pid, a payment of ours on the row's invoice that an attempt whose answer was lost created and nothing
+ * recorded. Returns true when it is gone, false when the failure was recorded. */
+static bool delete_unrecorded(sender_t *s, const row_t *row, const char *pid)
+{
+    row_t older = *row;
+    copy(older.written_tenant, sizeof(older.written_tenant), row->tenant);
+    older.written_token_id = row->token_id;
+    if (delete_payment(s, &older, pid) != 1)
+        return false;
+    log_row(GW_LOG_WARN, "write-back: deleted an unrecorded payment of an older target", row, "xero_payment", pid);
+    return true;
+}
+
+/* A row that wants nothing in Xero and holds nothing there, but whose last call's outcome is unknown (a PUT whose
+ * answer was lost, then a full refund or an unlinked payment): what that call may have created is looked for by
+ * its Reference and deleted before the row counts as in sync. */
+static void clear_unrecorded(sender_t *s, const row_t *row)
+{
+    if (!connected(s, row, row->token_id, row->tenant))
+        return;
+    for (int i = 0; i != 4; ++i) { /* one lost answer leaves one; a few more rounds cost nothing when none is left */
+        char pid[40];
+        bool exact = false;
+        int found = find_ours(s, row, pid, &exact);
+        if (found < 0 || (found == 1 && !delete_unrecorded(s, row, pid)))
+            return;
+        if (found == 0)
+            break;
+    }
+    step(s, row, "checked", NULL, 0);
+}
+
 /* Creates the Xero payment of the row's target (none exists). */
 static void create_payment(sender_t *s, const row_t *row)
 {
@@ -408,12 +452,8 @@ static void create_payment(sender_t *s, const row_t *row)
         fail(s, row, "wait", "no Xero account to pay into", 0);
         return;
     }
-    if (row->token_id == 0) {
-        snprintf(reason, sizeof(reason), "Xero tenant %s is not connected to organisation %s", row->tenant,
-                 row->organisation);
-        fail(s, row, "refused", reason, 0);
+    if (!connected(s, row, row->token_id, row->tenant))
         return;
-    }
     int exponent = gw_currency_exponent(row->currency);
     char amount[48];
     if (exponent < 0 || gw_money_format(row->target, exponent, amount, sizeof(amount)) < 0) {
@@ -435,14 +475,8 @@ static void create_payment(sender_t *s, const row_t *row)
             return;
         }
         if (found == 1) { /* one of an older target, never recorded: remove it, then write this one */
-            row_t older = *row;
-            copy(older.written_tenant, sizeof(older.written_tenant), row->tenant);
-            older.written_token_id = row->token_id;
-            if (delete_payment(s, &older, pid) == 1) {
-                log_row(GW_LOG_WARN, "write-back: deleted an unrecorded payment of an older target", row,
-                        "xero_payment", pid);
+            if (delete_unrecorded(s, row, pid))
                 step(s, row, "checked", NULL, 0);
-            }
             return;
         }
     }
@@ -500,17 +534,14 @@ static void process_row(sender_t *s, const row_t *row)
         row->written == row->target &&
         (!have || (strcmp(row->written_tenant, row->tenant) == 0 && strcmp(row->written_invoice, row->invoice) == 0));
     if (have && !matches) {
-        if (row->written_token_id == 0) {
-            char reason[200];
-            snprintf(reason, sizeof(reason), "Xero tenant %s is not connected to organisation %s", row->written_tenant,
-                     row->organisation);
-            fail(s, row, "refused", reason, 0);
+        if (!connected(s, row, row->written_token_id, row->written_tenant))
             return;
-        }
         if (delete_payment(s, row, row->xero_payment) == 1)
             step(s, row, "deleted", NULL, 0);
     } else if (!have && row->target > 0) {
         create_payment(s, row);
+    } else if (!have && row->unsure) {
+        clear_unrecorded(s, row);
     } else {
         step(s, row, "checked", NULL, 0); /* Xero already holds the target */
     }

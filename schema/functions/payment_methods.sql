@@ -13,6 +13,21 @@
 -- A functions file is re-applied by `settled migrate`, after the numbered migrations and together with the other
 -- functions files in one transaction, whenever its text changes: edit the function here (docs/data-model.md,
 -- "Migrations and functions files").
+--
+-- Order (0016): every pm_apply_* takes p_observed_at, the claim time of the fetch that produced the object (the
+-- payments' rule, payments.sql). A row keeps the newest observation: a copy observed earlier than the stored one
+-- changes nothing and returns 'stale', so a card detached later is not re-attached by an older copy and a mandate's
+-- status never goes back to an older one, whatever order the events and fetches finish in. Stripe's own rules
+-- say more: a detached PaymentMethod is never attached again and a deleted Customer never comes back, so a copy
+-- that says otherwise is stale whatever its time.
+
+-- The signatures before p_observed_at (0016): dropped so that each function exists once.
+DROP FUNCTION IF EXISTS pm_apply_stripe_customer(bigint, text, jsonb, text);
+DROP FUNCTION IF EXISTS pm_apply_stripe_payment_method(bigint, text, jsonb, text);
+DROP FUNCTION IF EXISTS pm_apply_stripe_setup_intent(bigint, text, jsonb, text);
+DROP FUNCTION IF EXISTS pm_apply_gocardless_customer(bigint, jsonb, text);
+DROP FUNCTION IF EXISTS pm_apply_gocardless_mandate(bigint, jsonb, jsonb, jsonb, text);
+DROP FUNCTION IF EXISTS pm_customer_seen(bigint, text, text, bigint, text, boolean, text);
 
 -- ---------------------------------------------------------------------------------------------------
 -- Small readers of provider JSON: each returns NULL for what does not fit, so bad input is dropped, not stored
@@ -70,10 +85,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                        ELSE p_status IN ('active', 'pending_submission', 'submitted') END
 $$;
 
--- A method as its audit rows show it: every column but the reduced raw copy and the timestamp.
+-- A method as its audit rows show it: every column but the reduced raw copy and the timestamps.
 CREATE OR REPLACE FUNCTION pm_audit_view(m payment_methods) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT to_jsonb(m) - 'raw' - 'updated_at'
+    SELECT to_jsonb(m) - 'raw' - 'updated_at' - 'observed_at'
 $$;
 
 -- ---------------------------------------------------------------------------------------------------
@@ -124,10 +139,12 @@ END
 $$;
 
 -- Writes method p_new (its organisation_id, provider and object_id say which; id, is_default and updated_at are
--- ignored) and returns 'inserted', 'updated', 'unchanged', or 'detached' when it now is detached and was not.
--- A NULL provider_customer keeps the stored one (a detached method keeps the customer it was detached from); a
--- NULL customer_id keeps the stored one while the provider customer is the same. Audits 'payment_method.upsert'
--- with before and after, and refreshes the defaults of the customers it left and joined.
+-- ignored; observed_at is when it was observed) and returns 'inserted', 'updated', 'unchanged', 'detached' when it
+-- now is detached and was not, or 'stale' when the stored row was observed later than p_new, or is a Stripe method
+-- detached from its customer (permanent at Stripe) that p_new shows attached: then only the newer observation time
+-- is kept. A NULL provider_customer keeps the stored one (a detached method keeps the customer it was detached
+-- from); a NULL customer_id keeps the stored one while the provider customer is the same. Audits
+-- 'payment_method.upsert' with before and after, and refreshes the defaults of the customers it left and joined.
 CREATE OR REPLACE FUNCTION pm_upsert(p_new payment_methods, p_correlation text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -138,6 +155,17 @@ BEGIN
     SELECT * INTO o FROM payment_methods m
     WHERE m.organisation_id = p_new.organisation_id AND m.provider = p_new.provider AND m.object_id = p_new.object_id
     FOR UPDATE;
+    IF p_new.observed_at IS NULL THEN
+        RAISE EXCEPTION 'pm_upsert: % method % has no observation time', p_new.provider, p_new.object_id
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF FOUND AND (o.observed_at > p_new.observed_at
+                  OR (o.provider = 'stripe' AND o.status = 'detached' AND o.provider_customer IS NOT NULL
+                      AND p_new.status IS DISTINCT FROM 'detached')) THEN
+        UPDATE payment_methods m SET observed_at = p_new.observed_at
+        WHERE m.id = o.id AND m.observed_at < p_new.observed_at;
+        RETURN 'stale';
+    END IF;
     IF FOUND THEN
         p_new.provider_customer := coalesce(p_new.provider_customer, o.provider_customer);
         IF p_new.customer_id IS NULL AND p_new.provider_customer IS NOT DISTINCT FROM o.provider_customer THEN
@@ -149,6 +177,9 @@ BEGIN
            IS NOT DISTINCT FROM
            (o.customer_id, o.provider_customer, o.provider_created_at, o.kind, o.brand, o.last4, o.exp_month,
             o.exp_year, o.fingerprint, o.scheme, o.bank_name, o.account_number_ending, o.status, o.raw) THEN
+            -- the same state seen again, later: an older copy arriving next must not win over it
+            UPDATE payment_methods m SET observed_at = p_new.observed_at
+            WHERE m.id = o.id AND m.observed_at < p_new.observed_at;
             RETURN 'unchanged';
         END IF;
         UPDATE payment_methods m SET
@@ -157,6 +188,7 @@ BEGIN
             last4 = p_new.last4, exp_month = p_new.exp_month, exp_year = p_new.exp_year,
             fingerprint = p_new.fingerprint, scheme = p_new.scheme, bank_name = p_new.bank_name,
             account_number_ending = p_new.account_number_ending, status = p_new.status, raw = p_new.raw,
+            observed_at = p_new.observed_at,
             -- a method that changes customer is not the new customer's default until pm_refresh_default says so
             is_default = m.is_default AND m.customer_id IS NOT DISTINCT FROM p_new.customer_id,
             updated_at = now()
@@ -166,11 +198,11 @@ BEGIN
     ELSE
         INSERT INTO payment_methods (organisation_id, provider, object_id, customer_id, provider_customer,
                                      provider_created_at, kind, brand, last4, exp_month, exp_year, fingerprint, scheme,
-                                     bank_name, account_number_ending, status, raw)
+                                     bank_name, account_number_ending, status, raw, observed_at)
         VALUES (p_new.organisation_id, p_new.provider, p_new.object_id, p_new.customer_id, p_new.provider_customer,
                 p_new.provider_created_at, p_new.kind, p_new.brand, p_new.last4, p_new.exp_month, p_new.exp_year,
                 p_new.fingerprint, p_new.scheme, p_new.bank_name, p_new.account_number_ending, p_new.status,
-                p_new.raw)
+                p_new.raw, p_new.observed_at)
         RETURNING * INTO p_new;
         v_out := CASE WHEN p_new.status = 'detached' THEN 'detached' ELSE 'inserted' END;
     END IF;
@@ -185,11 +217,43 @@ BEGIN
 END
 $$;
 
--- Records a provider customer (payment_customers: the portal customer it matched, the provider's default method,
--- whether it was deleted; audited as 'payment_customer.upsert' when that changes), gives its methods that have
--- no portal customer yet p_customer, and refreshes p_customer's default. Returns p_customer.
-CREATE OR REPLACE FUNCTION pm_customer_seen(p_org bigint, p_provider text, p_external_id text, p_customer bigint,
-                                            p_default text, p_deleted boolean, p_correlation text) RETURNS bigint
+-- Whether a copy of provider customer p_external_id observed at p_observed_at (deleted: p_deleted) is older than
+-- what payment_customers holds: observed earlier, or (Stripe: a deletion is permanent) not deleted while the
+-- stored one is. A stale copy only advances the stored observation time; customer_id is the stored portal
+-- customer. Locks the row; the caller holds the organisation's audit lock.
+CREATE OR REPLACE FUNCTION pm_customer_stale(p_org bigint, p_provider text, p_external_id text,
+                                             p_observed_at timestamptz, p_deleted boolean,
+                                             OUT stale boolean, OUT customer_id bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    o payment_customers;
+BEGIN
+    IF p_observed_at IS NULL THEN
+        RAISE EXCEPTION 'pm_customer_stale: % customer % has no observation time', p_provider, p_external_id
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    SELECT * INTO o FROM payment_customers c
+    WHERE c.organisation_id = p_org AND c.provider = p_provider AND c.external_id = p_external_id
+    FOR UPDATE;
+    stale := FOUND AND (o.observed_at > p_observed_at
+                        OR (p_provider = 'stripe' AND o.deleted AND NOT coalesce(p_deleted, false)));
+    customer_id := o.customer_id;
+    IF stale THEN
+        UPDATE payment_customers c SET observed_at = p_observed_at
+        WHERE c.organisation_id = p_org AND c.provider = p_provider AND c.external_id = p_external_id
+          AND c.observed_at < p_observed_at;
+    END IF;
+END
+$$;
+
+-- Records a provider customer observed at p_observed_at (payment_customers: the portal customer it matched, the
+-- provider's default method, whether it was deleted; audited as 'payment_customer.upsert' when that changes), gives
+-- its methods that have no portal customer yet p_customer, and refreshes p_customer's default. Returns p_customer.
+-- The caller has checked that the copy is not stale (pm_customer_stale).
+CREATE OR REPLACE FUNCTION pm_customer_seen(p_org bigint, p_provider text, p_external_id text,
+                                            p_observed_at timestamptz, p_customer bigint, p_default text,
+                                            p_deleted boolean, p_correlation text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     o payment_customers;
@@ -202,15 +266,21 @@ BEGIN
     FOR UPDATE;
     IF NOT FOUND OR (o.customer_id, o.default_method, o.deleted)
                     IS DISTINCT FROM (p_customer, p_default, coalesce(p_deleted, false)) THEN
-        INSERT INTO payment_customers AS c (organisation_id, provider, external_id, customer_id, default_method, deleted)
-        VALUES (p_org, p_provider, p_external_id, p_customer, p_default, coalesce(p_deleted, false))
+        INSERT INTO payment_customers AS c (organisation_id, provider, external_id, customer_id, default_method, deleted,
+                                            observed_at)
+        VALUES (p_org, p_provider, p_external_id, p_customer, p_default, coalesce(p_deleted, false), p_observed_at)
         ON CONFLICT (organisation_id, provider, external_id) DO UPDATE
             SET customer_id = EXCLUDED.customer_id, default_method = EXCLUDED.default_method,
-                deleted = EXCLUDED.deleted, updated_at = now()
+                deleted = EXCLUDED.deleted, observed_at = greatest(c.observed_at, EXCLUDED.observed_at),
+                updated_at = now()
         RETURNING * INTO n;
         PERFORM audit_write(p_org, 'system:payments', 'payment_customer.upsert', 'payment_customer',
-            p_provider || ':' || p_external_id, CASE WHEN o.external_id IS NOT NULL THEN to_jsonb(o) - 'updated_at' END,
-            to_jsonb(n) - 'updated_at', p_correlation);
+            p_provider || ':' || p_external_id,
+            CASE WHEN o.external_id IS NOT NULL THEN to_jsonb(o) - 'updated_at' - 'observed_at' END,
+            to_jsonb(n) - 'updated_at' - 'observed_at', p_correlation);
+    ELSIF o.observed_at < p_observed_at THEN
+        UPDATE payment_customers c SET observed_at = p_observed_at
+        WHERE c.organisation_id = p_org AND c.provider = p_provider AND c.external_id = p_external_id;
     END IF;
     IF p_customer IS NULL THEN
         RETURN NULL;
@@ -265,26 +335,33 @@ $$;
 -- A refetched Stripe Customer: matched (pm_match_customer; a deleted customer is not matched again, only its
 -- existing link is used), its invoice_settings.default_payment_method remembered, its methods without a portal
 -- customer linked, its customer's default refreshed. Returns the portal customer or NULL (unmatched, or not a
--- Customer object: nothing written).
-CREATE OR REPLACE FUNCTION pm_apply_stripe_customer(p_org bigint, p_account text, p_obj jsonb, p_correlation text)
+-- Customer object: nothing written). A stale copy (pm_customer_stale: observed before the stored one, or not
+-- deleted when the stored one is) changes nothing and returns the stored portal customer.
+CREATE OR REPLACE FUNCTION pm_apply_stripe_customer(p_org bigint, p_account text, p_observed_at timestamptz,
+                                                    p_obj jsonb, p_correlation text)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id text := CASE WHEN jsonb_typeof(p_obj) = 'object' THEN pm_ref_id(p_obj -> 'id') END;
     v_deleted boolean := coalesce(jsonb_typeof(p_obj) = 'object' AND p_obj -> 'deleted' = 'true', false);
     v_customer bigint;
+    v_stale record;
 BEGIN
     IF v_id IS NULL OR coalesce(p_obj ->> 'object', 'customer') <> 'customer' THEN
         RETURN NULL;
     END IF;
     PERFORM audit_lock(p_org);
+    SELECT * INTO v_stale FROM pm_customer_stale(p_org, 'stripe', v_id, p_observed_at, v_deleted);
+    IF v_stale.stale THEN
+        RETURN v_stale.customer_id;  -- an older copy: neither matched again nor recorded
+    END IF;
     IF v_deleted THEN
         SELECT l.customer_id INTO v_customer FROM customer_links l
         WHERE l.organisation_id = p_org AND l.provider = 'stripe' AND l.external_id = v_id;
     ELSE
         v_customer := pm_match_customer(p_org, 'stripe', v_id, p_obj ->> 'email', p_obj ->> 'name', p_correlation);
     END IF;
-    RETURN pm_customer_seen(p_org, 'stripe', v_id, v_customer,
+    RETURN pm_customer_seen(p_org, 'stripe', v_id, p_observed_at, v_customer,
         CASE WHEN NOT v_deleted THEN pm_ref_id(p_obj #> '{invoice_settings,default_payment_method}') END,
         v_deleted, p_correlation);
 END
@@ -296,8 +373,8 @@ $$;
 -- applied first (pm_apply_stripe_customer), an id string finds its portal customer through its link. Returns as
 -- pm_upsert does, or 'ignored' (not a PaymentMethod, no id, or a type settled does not collect with: nothing
 -- written).
-CREATE OR REPLACE FUNCTION pm_apply_stripe_payment_method(p_org bigint, p_account text, p_obj jsonb,
-                                                          p_correlation text) RETURNS text
+CREATE OR REPLACE FUNCTION pm_apply_stripe_payment_method(p_org bigint, p_account text, p_observed_at timestamptz,
+                                                          p_obj jsonb, p_correlation text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id text := CASE WHEN jsonb_typeof(p_obj) = 'object' THEN pm_ref_id(p_obj -> 'id') END;
@@ -314,9 +391,11 @@ BEGIN
     n.organisation_id := p_org;
     n.provider := 'stripe';
     n.object_id := v_id;
+    n.observed_at := p_observed_at;
     n.provider_customer := pm_ref_id(p_obj -> 'customer');
     IF jsonb_typeof(p_obj -> 'customer') = 'object' THEN
-        n.customer_id := pm_apply_stripe_customer(p_org, p_account, p_obj -> 'customer', p_correlation);
+        n.customer_id := pm_apply_stripe_customer(p_org, p_account, p_observed_at, p_obj -> 'customer',
+                                                  p_correlation);
     ELSIF n.provider_customer IS NOT NULL THEN
         SELECT l.customer_id INTO n.customer_id FROM customer_links l
         WHERE l.organisation_id = p_org AND l.provider = 'stripe' AND l.external_id = n.provider_customer;
@@ -353,7 +432,8 @@ $$;
 -- A refetched Stripe SetupIntent. status 'succeeded' with an expanded payment_method applies it
 -- (pm_apply_stripe_payment_method) and returns its outcome; with only an id returns 'needs_fetch' (the caller
 -- fetches the PaymentMethod); anything else is 'ignored'. Writes nothing itself.
-CREATE OR REPLACE FUNCTION pm_apply_stripe_setup_intent(p_org bigint, p_account text, p_obj jsonb, p_correlation text)
+CREATE OR REPLACE FUNCTION pm_apply_stripe_setup_intent(p_org bigint, p_account text, p_observed_at timestamptz,
+                                                        p_obj jsonb, p_correlation text)
 RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -362,7 +442,8 @@ BEGIN
         RETURN 'ignored';
     END IF;
     RETURN CASE jsonb_typeof(p_obj -> 'payment_method')
-        WHEN 'object' THEN pm_apply_stripe_payment_method(p_org, p_account, p_obj -> 'payment_method', p_correlation)
+        WHEN 'object' THEN pm_apply_stripe_payment_method(p_org, p_account, p_observed_at, p_obj -> 'payment_method',
+                                                          p_correlation)
         WHEN 'string' THEN CASE WHEN pm_ref_id(p_obj -> 'payment_method') IS NOT NULL THEN 'needs_fetch' ELSE 'ignored' END
         ELSE 'ignored' END;
 END
@@ -373,11 +454,13 @@ $$;
 
 -- A refetched GoCardless customer: matched (pm_match_customer with its email and company_name, else given_name
 -- and family_name), recorded, its mandates without a portal customer linked. Returns the portal customer or NULL.
-CREATE OR REPLACE FUNCTION pm_apply_gocardless_customer(p_org bigint, p_obj jsonb, p_correlation text) RETURNS bigint
+CREATE OR REPLACE FUNCTION pm_apply_gocardless_customer(p_org bigint, p_observed_at timestamptz, p_obj jsonb,
+                                                        p_correlation text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id text := CASE WHEN jsonb_typeof(p_obj) = 'object' THEN pm_ref_id(p_obj -> 'id') END;
     v_name text;
+    v_stale record;
 BEGIN
     IF v_id IS NULL THEN
         RETURN NULL;
@@ -386,7 +469,11 @@ BEGIN
                        nullif(concat_ws(' ', nullif(btrim(p_obj ->> 'given_name'), ''),
                                         nullif(btrim(p_obj ->> 'family_name'), '')), ''));
     PERFORM audit_lock(p_org);
-    RETURN pm_customer_seen(p_org, 'gocardless', v_id,
+    SELECT * INTO v_stale FROM pm_customer_stale(p_org, 'gocardless', v_id, p_observed_at, false);
+    IF v_stale.stale THEN
+        RETURN v_stale.customer_id;  -- an older copy: neither matched again nor recorded
+    END IF;
+    RETURN pm_customer_seen(p_org, 'gocardless', v_id, p_observed_at,
         pm_match_customer(p_org, 'gocardless', v_id, p_obj ->> 'email', v_name, p_correlation),
         NULL, false, p_correlation);
 END
@@ -397,8 +484,9 @@ $$;
 -- status = the mandate's status; a customer object is applied (pm_apply_gocardless_customer) when it is the
 -- mandate's, else the mandate's customer is found through its link. Returns as pm_upsert does, or 'ignored' (no id
 -- or status: nothing written).
-CREATE OR REPLACE FUNCTION pm_apply_gocardless_mandate(p_org bigint, p_obj jsonb, p_bank_account jsonb,
-                                                       p_customer jsonb, p_correlation text) RETURNS text
+CREATE OR REPLACE FUNCTION pm_apply_gocardless_mandate(p_org bigint, p_observed_at timestamptz, p_obj jsonb,
+                                                       p_bank_account jsonb, p_customer jsonb, p_correlation text)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_id text := CASE WHEN jsonb_typeof(p_obj) = 'object' THEN pm_ref_id(p_obj -> 'id') END;
@@ -417,11 +505,12 @@ BEGIN
     n.organisation_id := p_org;
     n.provider := 'gocardless';
     n.object_id := v_id;
+    n.observed_at := p_observed_at;
     n.provider_customer := pm_ref_id(v_links -> 'customer');
     IF jsonb_typeof(p_customer) = 'object' AND pm_ref_id(p_customer -> 'id') IS NOT NULL
        AND pm_ref_id(p_customer -> 'id') = coalesce(n.provider_customer, pm_ref_id(p_customer -> 'id')) THEN
         n.provider_customer := pm_ref_id(p_customer -> 'id');
-        n.customer_id := pm_apply_gocardless_customer(p_org, p_customer, p_correlation);
+        n.customer_id := pm_apply_gocardless_customer(p_org, p_observed_at, p_customer, p_correlation);
     ELSIF n.provider_customer IS NOT NULL THEN
         SELECT l.customer_id INTO n.customer_id FROM customer_links l
         WHERE l.organisation_id = p_org AND l.provider = 'gocardless' AND l.external_id = n.provider_customer;

@@ -85,9 +85,11 @@ $$;
 
 -- Upserts one provider payment (the current view of its object) and records its fact in the ledger. A fetch
 -- overwrites the row only when its claim is not older than the one that wrote it (p_observed_at, the database's
--- time at the claim), so two workers racing on one object converge on the newest state. Returns the payment's
--- id and the invoices whose state may have changed: the one it is linked to now, and the one it was linked to
--- before if that differs; wanted is set when the metadata names an invoice that is not mirrored yet.
+-- time at the claim), so two workers racing on one object converge on the newest state. The invoice link is the
+-- one the metadata names now (pay_link): a metadata that names another invoice moves it, one that names none, a
+-- malformed one or one not mirrored yet removes it. Returns the payment's id and the invoices whose state may have
+-- changed: the one it is linked to now, and the one it was linked to before if that differs; wanted is set when
+-- the metadata names an invoice that is not mirrored yet.
 CREATE OR REPLACE FUNCTION pay_upsert_payment(p_org bigint, p_provider text, p_account text, p_observed_at timestamptz,
                                               p_object_id text, p_amount bigint, p_received bigint, p_refunded bigint,
                                               p_currency text, p_status text, p_was_collected boolean,
@@ -134,12 +136,12 @@ BEGIN
     ON CONFLICT ON CONSTRAINT payments_object_key DO UPDATE SET
         account = EXCLUDED.account,
         customer_id = coalesce(EXCLUDED.customer_id, p.customer_id),
-        -- a link, once made, is kept when the metadata still names the same invoice or names none any more
-        xero_tenant_id = coalesce(EXCLUDED.xero_tenant_id,
-                                  CASE WHEN EXCLUDED.link_key IS NULL THEN p.xero_tenant_id END),
-        xero_invoice_id = coalesce(EXCLUDED.xero_invoice_id,
-                                   CASE WHEN EXCLUDED.link_key IS NULL THEN p.xero_invoice_id END),
-        link_key = coalesce(EXCLUDED.link_key, p.link_key),
+        -- the link follows the metadata of the newest observation: moved when it names another invoice, removed
+        -- when it names one not mirrored, a malformed one or none any more (the old invoice is returned below, and
+        -- reconciling it plans its write-back back to 0: gw_payments_reconcile)
+        xero_tenant_id = EXCLUDED.xero_tenant_id,
+        xero_invoice_id = EXCLUDED.xero_invoice_id,
+        link_key = EXCLUDED.link_key,
         amount_minor = EXCLUDED.amount_minor,
         received_minor = EXCLUDED.received_minor,
         refunded_minor = EXCLUDED.refunded_minor,

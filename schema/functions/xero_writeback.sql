@@ -201,7 +201,8 @@ $$;
 -- is 'in_sync' when Xero now holds its target, else due again at once for the next step. Returns the new status,
 -- or NULL when the lease was not p_owner's any more (nothing is recorded: the sender that took over repeats the
 -- call under the same Idempotency-Key, or finds the payment by its Reference). Deletes and writes are audited
--- (actor system:writeback).
+-- (actor system:writeback). A delete frees room on its invoice: the rows refused on that invoice are retried
+-- (xero_writeback_retry), so a payment refused as above AmountDue is written once another one is taken off.
 CREATE OR REPLACE FUNCTION xero_writeback_step(p_id bigint, p_owner text, p_generation integer, p_action text,
                                                p_xero_payment uuid, p_amount bigint, p_tenant uuid, p_invoice uuid,
                                                p_account text, p_correlation text) RETURNS text
@@ -244,6 +245,15 @@ BEGIN
     IF p_action <> 'checked' THEN
         PERFORM audit_write(v_old.organisation_id, 'system:writeback', 'xero.writeback.' || p_action, 'xero_writeback', p_id::text,
                             xero_writeback_json(v_old), xero_writeback_json(v_new), p_correlation);
+    END IF;
+    IF p_action = 'deleted' THEN
+        -- our payment is off that invoice, so its AmountDue went up: write-backs Xero refused there (an amount
+        -- above AmountDue, an invoice PAID by our payments) get one more try, with new keys, audited as a retry
+        PERFORM xero_writeback_retry(r.organisation_id, r.id, 'system:writeback', p_correlation)
+        FROM xero_writebacks r
+        WHERE r.organisation_id = v_old.organisation_id AND r.tenant_id = v_old.written_tenant_id
+          AND r.invoice_id = v_old.written_invoice_id AND r.status = 'refused' AND r.id <> p_id
+          AND r.target_minor > 0;
     END IF;
     RETURN v_new.status;
 END

@@ -226,6 +226,19 @@ def test_client_lists_only_its_visible_invoices_exactly_once(w):
     for hidden in w.ids["a_hidden"]:
         expect(hidden not in ids, f"{hidden} is not shown to a client")
     expect("inv_b1" not in ids and "inv_c1" not in ids, "no other customer's invoice")
+    # the other orders page through the same invoices exactly once, each in its order
+    for sort, key in (("due_date", lambda i: (i["due_date"] or "9999-12-31", i["id"])),
+                      ("number", lambda i: (i["number"] or "", i["id"]))):
+        ids, _ = list_all(w, "client_a", f"sort={sort}", limit=4)
+        expect_eq(sorted(ids), sorted(want), f"sort={sort} lists every visible invoice once")
+        doc = w.json(f"/v1/invoices?limit=100&sort={sort}", "client_a")
+        keys = [key(i) for i in doc["data"]]
+        expect_eq(keys, sorted(keys), f"sort={sort} ascending, then by id")
+        expect_eq([i["id"] for i in doc["data"]], ids, f"sort={sort}: the pages in the same order as one page")
+    # a cursor belongs to its order
+    first = w.json("/v1/invoices?limit=2", "client_a")
+    st, _, body = w.get(f"/v1/invoices?limit=2&sort=number&cursor={first['next_cursor']}", "client_a")
+    expect_eq((st, json.loads(body).get("field")), (400, "cursor"), "another order's cursor is refused")
     # the default limit is 25
     doc = w.json("/v1/invoices", "client_a")
     expect_eq(len(doc["data"]), 25, "default limit")

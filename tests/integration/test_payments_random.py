@@ -13,6 +13,7 @@ mismatch prints the invoice's history and both results. Python 3 standard librar
 """
 
 import collections
+import decimal
 import json
 import os
 import random
@@ -278,11 +279,52 @@ def interleave(rng, gens):
 # The reference model: issue 9 item 5, from the providers' own final objects
 
 
+def contribution(p, f):
+    """What one payment in the invoice's currency counts, from its provider's final objects f: a Counter of
+    paid, pending, refunded, charged_back, late_failed, disputed, and the set of flags it raises."""
+    c, flags = collections.Counter(), set()
+    if p.provider == "stripe":
+        pi = f["pi"]
+        if pi["status"] == "succeeded":
+            c["paid"] += pi["amount_received"]
+        elif pi["status"] == "processing":
+            c["pending"] += pi["amount"]
+        c["refunded"] += sum(r["amount"] for r in f["refunds"] if r["status"] in ("succeeded", "pending"))
+        for d in f["disputes"]:
+            if d["status"] == "lost":
+                c["charged_back"] += d["amount"]
+            elif d["status"] in OPEN_DISPUTES:
+                c["disputed"] += d["amount"]
+            elif d["status"] == "won":
+                flags.add("dispute_won")
+    else:
+        gp = f["payment"]
+        actions = [e["action"] for e in f["events"]]
+        collected = "confirmed" in actions or "paid_out" in actions
+        if gp["status"] in ("confirmed", "paid_out", "charged_back"):
+            c["paid"] += gp["amount"]
+        elif gp["status"] == "failed" and collected:  # a late failure: it was collected, then reversed
+            c["paid"] += gp["amount"]
+            c["late_failed"] += gp["amount"]
+            flags.add("late_failure")
+        elif gp["status"] == "submitted":
+            c["pending"] += gp["amount"]
+        if gp["status"] == "charged_back":
+            c["charged_back"] += gp["amount"]
+        if "chargeback_cancelled" in actions:
+            flags.add("chargeback_reversed")
+        c["refunded"] += gp["amount_refunded"]
+    return c, flags
+
+
+def net(c):
+    return c["paid"] - c["refunded"] - c["charged_back"] - c["late_failed"]
+
+
 def reference(inv, final):
     """The expected state of inv from final: for each of its payments settled heard of, the provider's final
     objects ({"pi"|"payment": ..., "refunds": [...], "disputes": [...], "events": [...]})."""
-    paid = inv.xero_paid  # Xero's own payments count as paid (nothing here is settled's write-back)
-    pending = refunded = charged_back = late_failed = disputed = 0
+    total = collections.Counter(paid=inv.xero_paid)  # Xero's own payments count as paid (none is a write-back)
     flags = set()
     for p in inv.payments:
         f = final.get(p.id)
@@ -291,37 +333,11 @@ def reference(inv, final):
         if p.currency != inv.currency:
             flags.add("currency_mismatch")  # listed, counted nowhere
             continue
-        if p.provider == "stripe":
-            pi = f["pi"]
-            if pi["status"] == "succeeded":
-                paid += pi["amount_received"]
-            elif pi["status"] == "processing":
-                pending += pi["amount"]
-            refunded += sum(r["amount"] for r in f["refunds"] if r["status"] in ("succeeded", "pending"))
-            for d in f["disputes"]:
-                if d["status"] == "lost":
-                    charged_back += d["amount"]
-                elif d["status"] in OPEN_DISPUTES:
-                    disputed += d["amount"]
-                elif d["status"] == "won":
-                    flags.add("dispute_won")
-        else:
-            gp = f["payment"]
-            actions = [e["action"] for e in f["events"]]
-            collected = "confirmed" in actions or "paid_out" in actions
-            if gp["status"] in ("confirmed", "paid_out", "charged_back"):
-                paid += gp["amount"]
-            elif gp["status"] == "failed" and collected:  # a late failure: it was collected, then reversed
-                paid += gp["amount"]
-                late_failed += gp["amount"]
-                flags.add("late_failure")
-            elif gp["status"] == "submitted":
-                pending += gp["amount"]
-            if gp["status"] == "charged_back":
-                charged_back += gp["amount"]
-            if "chargeback_cancelled" in actions:
-                flags.add("chargeback_reversed")
-            refunded += gp["amount_refunded"]
+        c, fl = contribution(p, f)
+        total.update(c)
+        flags |= fl
+    paid, pending, refunded = total["paid"], total["pending"], total["refunded"]
+    charged_back, late_failed, disputed = total["charged_back"], total["late_failed"], total["disputed"]
     due = inv.total - inv.credited
     net_paid = paid - refunded - charged_back - late_failed
     if inv.voided and paid > 0:
@@ -476,21 +492,42 @@ def payment_histories(w, rng, invoices, round_no):
     return gens
 
 
+def xero_invoice(w, inv):
+    """The invoice as the Xero mock holds it now: (Status, AmountDue in minor units of its currency)."""
+    status, _, body = w.xero.call("GET", f"/_mock/tenants/{w.tenant}/invoices/{inv.id}")
+    expect_eq(status, 200, f"the mock Xero's invoice {inv.id}")
+    doc = json.loads(body, parse_float=decimal.Decimal)
+    return doc["Status"], int(decimal.Decimal(str(doc["AmountDue"])) * 10 ** EXPONENT[inv.currency])
+
+
 def amend_invoices(w, rng, invoices):
-    """Voids or credits a few mirrored invoices in Xero and tells settled by a signed Xero webhook (which makes
-    it refetch them); returns how many."""
+    """Voids or credits a few mirrored invoices in Xero, as an accountant would there (the mock's amend: atomic
+    with the write-backs settled may be making meanwhile, and refused as Xero refuses it: no voiding while a
+    payment is applied, no credit above AmountDue), and tells settled by a signed Xero webhook (which makes it
+    refetch them); returns how many."""
     changed = []
     for inv in invoices:
-        if inv.late or rng.random() >= 0.15:
+        if inv.late or inv.voided or rng.random() >= 0.15:
             continue
-        if not inv.voided and inv.xero_paid == 0 and rng.random() < 0.5:
+        path = f"/_mock/tenants/{w.tenant}/invoices/{inv.id}/amend"
+        if inv.xero_paid == 0 and rng.random() < 0.5:
+            status, _, _ = w.xero.call("POST", path, b'{"status": "VOIDED"}')
+            if status == 409:  # settled has written a payment back to it already
+                continue
+            expect_eq(status, 200, f"voiding {inv.id} in the mock Xero")
             inv.voided, inv.amended = True, "voided in Xero half-way"
-        elif inv.credited + inv.xero_paid < inv.total:
-            inv.credited = rng.randint(inv.credited + 1, inv.total - inv.xero_paid)
-            inv.amended = f"credited {inv.credited} in Xero half-way"
         else:
-            continue
-        w.put_invoice(inv.id, **inv.spec())
+            st, due = xero_invoice(w, inv)
+            if st != "AUTHORISED" or due <= 0:
+                continue
+            credit = rng.randint(1, due)
+            status, _, _ = w.xero.call("POST", path, json.dumps({"credit": decimal_text(credit, inv.currency)})
+                                       .encode())
+            if status == 409:  # a write-back lowered AmountDue meanwhile
+                continue
+            expect_eq(status, 200, f"crediting {inv.id} in the mock Xero")
+            inv.credited += credit
+            inv.amended = f"credited {credit} more in Xero half-way"
         changed.append(inv.id)
     if changed:
         pl.post(w.server, pl.delivery([pl.xero_event(w.tenant, iid) for iid in changed]), "the Xero webhook")
@@ -521,6 +558,54 @@ def check_world(w, invoices, seen):
                                        *[p.describe() for p in inv.payments],
                                        f"  actual   {got}", f"  expected {want}"]))
     problems += check_tables(w, invoices, final)
+    problems += check_xero(w, invoices, final)
+    return problems
+
+
+def check_xero(w, invoices, final):
+    """Once the write-back outbox has drained, every invoice's AmountDue in the mock Xero equals settled's
+    outstanding_minor (in the currency's minor units), except where Xero cannot hold what settled counts:
+
+    - a VOIDED invoice (from the start, or voided half-way): Xero takes no payment on it, so settled writes none
+      back (a voided invoice's target is 0) and its AmountDue is not a balance anyone owes, while settled's
+      outstanding goes on saying what arrived (flag paid_after_void when money did). Skipped.
+    - flag overpaid (net paid above due): Xero refuses a payment above AmountDue, so what does not fit stays
+      'refused' for an admin, and AmountDue stops at 0 while outstanding goes below it. Checked instead: AmountDue
+      is between 0 and the amount due, and a write-back of the invoice was refused.
+    - a payment that lost more than it kept (net below 0: refunded in full and then a lost dispute, or refunded
+      and then failed late): settled's outstanding counts the loss (the customer owes it again), but Xero holds no
+      negative payment, so its write-back is 0. No flag marks it, so it is not skipped: AmountDue must equal
+      outstanding less those losses (shortfall below), which is exactly what Xero cannot show.
+
+    No other flag needs an exception: a payment in another currency (currency_mismatch) is counted nowhere and
+    never written back (its target is 0); an open dispute moves neither net_paid nor the target; a lost dispute, a
+    chargeback, a late failure and refunds lower both; a payment recorded in Xero itself is in both; a pending
+    payment is in neither. A payment that does not fit, refused, while another one is later taken off the invoice
+    again, is not excused either: AmountDue must still end equal to outstanding."""
+    pl.wait_for(lambda: h.sql_value(w.db, "SELECT count(*) FROM xero_writebacks WHERE status IN"
+                                          " ('pending', 'unconfigured') OR lease_owner IS NOT NULL") == "0",
+                60, "the write-back outbox to drain")
+    problems = []
+    for inv in invoices:
+        st = w.state(inv.id)
+        status, due_x = xero_invoice(w, inv)
+        rows = h.sql_rows(w.db, "SELECT p.object_id, w.target_minor, w.written_minor, w.status, w.last_error"
+                                " FROM xero_writebacks w JOIN payments p ON p.id = w.payment_id"
+                                " WHERE w.invoice_id = $1 ORDER BY w.id", inv.id)
+        where = f"{inv.describe()}: Xero {status} AmountDue {due_x}, settled {st}, write-backs {rows}\n" + \
+            "\n".join(p.describe() for p in inv.payments)
+        if inv.voided:
+            continue
+        shortfall = sum(min(0, net(contribution(p, final[p.id])[0])) for p in inv.payments
+                        if p.id in final and p.currency == inv.currency)
+        if "overpaid" in (st["flags"] or "").split(","):
+            if not (0 <= due_x <= st["due"]) or not any(r[3] == "refused" for r in rows):
+                problems.append(f"overpaid, yet AmountDue is not within [0, due] or nothing was refused: {where}")
+        elif due_x != st["outstanding"] + shortfall:
+            problems.append(f"Xero's AmountDue differs from settled's outstanding (less {-shortfall} Xero cannot"
+                            f" hold): {where}")
+        if any(r[3] == "dead" for r in rows):
+            problems.append(f"a write-back is dead: {where}")
     return problems
 
 

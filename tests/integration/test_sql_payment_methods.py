@@ -111,31 +111,41 @@ def jtext(obj):
     return None if obj is None else json.dumps(obj)
 
 
-def apply_pm(org, obj, account=""):
-    return value("SELECT pm_apply_stripe_payment_method(:'org', nullif(:'acct', ''), :'obj', :'corr')",
-                 org=org, acct=account, obj=json.dumps(obj), corr=CORR)
+# When an object was observed (the processor passes the claim time of its fetch): at=None is the call's own
+# transaction time, so calls made one after the other are observed in that order; at=n is n seconds after a fixed
+# instant in the past, for playing observations out of order.
+AT = "coalesce(timestamptz '2026-01-01 00:00:00+00' + nullif(:'at', '')::int * interval '1 second', now())"
 
 
-def apply_customer(org, obj):
-    return value("SELECT pm_apply_stripe_customer(:'org', NULL, :'obj', :'corr')", org=org, obj=json.dumps(obj),
-                 corr=CORR)
+def at_var(at):
+    return "" if at is None else str(at)
 
 
-def apply_setup(org, obj):
-    return value("SELECT pm_apply_stripe_setup_intent(:'org', NULL, :'obj', :'corr')", org=org, obj=json.dumps(obj),
-                 corr=CORR)
+def apply_pm(org, obj, account="", at=None):
+    return value(f"SELECT pm_apply_stripe_payment_method(:'org', nullif(:'acct', ''), {AT}, :'obj', :'corr')",
+                 org=org, acct=account, at=at_var(at), obj=json.dumps(obj), corr=CORR)
 
 
-def apply_mandate(org, obj, bank=None, customer=None):
+def apply_customer(org, obj, at=None):
+    return value(f"SELECT pm_apply_stripe_customer(:'org', NULL, {AT}, :'obj', :'corr')", org=org, at=at_var(at),
+                 obj=json.dumps(obj), corr=CORR)
+
+
+def apply_setup(org, obj, at=None):
+    return value(f"SELECT pm_apply_stripe_setup_intent(:'org', NULL, {AT}, :'obj', :'corr')", org=org, at=at_var(at),
+                 obj=json.dumps(obj), corr=CORR)
+
+
+def apply_mandate(org, obj, bank=None, customer=None, at=None):
     # an absent document is SQL NULL, as the processor passes it
-    return value("SELECT pm_apply_gocardless_mandate(:'org', :'obj', nullif(:'bank', '')::jsonb, "
-                 "nullif(:'cust', '')::jsonb, :'corr')", org=org, obj=json.dumps(obj), bank=jtext(bank) or "",
-                 cust=jtext(customer) or "", corr=CORR)
+    return value(f"SELECT pm_apply_gocardless_mandate(:'org', {AT}, :'obj', nullif(:'bank', '')::jsonb, "
+                 "nullif(:'cust', '')::jsonb, :'corr')", org=org, at=at_var(at), obj=json.dumps(obj),
+                 bank=jtext(bank) or "", cust=jtext(customer) or "", corr=CORR)
 
 
-def apply_gc_customer(org, obj):
-    return value("SELECT pm_apply_gocardless_customer(:'org', :'obj', :'corr')", org=org, obj=json.dumps(obj),
-                 corr=CORR)
+def apply_gc_customer(org, obj, at=None):
+    return value(f"SELECT pm_apply_gocardless_customer(:'org', {AT}, :'obj', :'corr')", org=org, at=at_var(at),
+                 obj=json.dumps(obj), corr=CORR)
 
 
 def add_customer(org, name, email=None):
@@ -273,8 +283,124 @@ def test_detach_clears_default():
     expect_idempotent(org, lambda: apply_pm(org, gone), "unchanged", "detached again")
     expect_eq(apply_pm(org, dict(old, customer=None)), "detached", "the last card detached")
     expect_eq(default_of(org, ada), [], "no usable method: no default")
-    expect_eq(apply_pm(org, old), "updated", "attached again")
-    expect_eq(default_of(org, ada), [old["id"]], "re-attached card is the default again")
+    # Stripe never attaches a detached PaymentMethod again (PROVIDERS.md: detach is permanent): a copy showing it
+    # attached is an older one, whenever it is applied
+    expect_idempotent(org, lambda: apply_pm(org, old), "stale", "an attached copy after the detach")
+    expect_eq(method(org, old["id"]), [ada, "card", "detached", "f"], "still detached")
+    expect_eq(default_of(org, ada), [], "and still no default")
+
+
+def test_detach_then_stale_attach():
+    """Events out of order: the detach is applied first, then a copy of the card fetched before it."""
+    org = new_org()
+    ada, cus = linked_customer(org)
+    other = card(customer=cus, created=1700000000, last4="1111")
+    pm = card(customer=cus, created=1700000100)
+    expect_eq(apply_pm(org, other, at=5), "inserted", "another card of the customer")
+    # the detach observed at 30, the attached copy at 20: the card was detached after the attached copy was fetched
+    expect_eq(apply_pm(org, dict(pm, customer=None), at=30), "detached", "first seen detached")
+    expect_eq(method(org, pm["id"], "status, provider_customer, observed_at = timestamptz '2026-01-01 00:00:30+00'"),
+              ["detached", None, "t"], "a detached card, never seen attached, observed at 30")
+    n = audit_count(org)
+    expect_eq(apply_pm(org, pm, at=20), "stale", "the older attached copy")
+    expect_eq(method(org, pm["id"]), [None, "card", "detached", "f"], "still detached, nobody's, not a default")
+    expect_eq(default_of(org, ada), [other["id"]], "the other card stays the default")
+    expect_eq(audit_count(org), n, "a stale copy writes no audit row")
+    # attached first (at 10), detached at 30, then the copy of 20 applied last
+    pm2 = card(customer=cus, created=1700000200, last4="2222")
+    expect_eq(apply_pm(org, pm2, at=10), "inserted", "attached at 10")
+    expect_eq(default_of(org, ada), [pm2["id"]], "the newest card is the default")
+    expect_eq(apply_pm(org, dict(pm2, customer=None), at=30), "detached", "detached at 30")
+    expect_eq(apply_pm(org, pm2, at=20), "stale", "the copy of 20 after the detach of 30")
+    expect_eq(method(org, pm2["id"], "customer_id, provider_customer, status, is_default"),
+              [ada, cus, "detached", "f"], "still detached")
+    expect_eq(default_of(org, ada), [other["id"]], "the default stays with the card still attached")
+    # a copy observed even later that shows it attached: Stripe never re-attaches a detached method
+    expect_eq(apply_pm(org, pm2, at=40), "stale", "attached again, observed later")
+    expect_eq(method(org, pm2["id"], "status"), ["detached"], "detach is permanent at Stripe")
+    # a SetupIntent carrying an old copy of the method is no different
+    seti = dict(STRIPE_SETUP_INTENT, id=uid("seti_"), status="succeeded", customer=cus, payment_method=pm2)
+    expect_eq(apply_setup(org, seti, at=50), "stale", "an old expanded copy in a SetupIntent")
+
+
+def test_stale_update_after_newer_update():
+    org = new_org()
+    ada, cus = linked_customer(org)
+    pm = card(customer=cus, exp_month=8, exp_year=2026)
+    newer = card(pm["id"], customer=cus, exp_month=9, exp_year=2030)
+    expect_eq(apply_pm(org, pm, at=10), "inserted", "the card, observed at 10")
+    expect_eq(apply_pm(org, newer, at=30), "updated", "its new expiry, observed at 30")
+    n = audit_count(org)
+    expect_eq(apply_pm(org, pm, at=20), "stale", "the copy of 20, applied after the one of 30")
+    expect_eq(method(org, pm["id"], "exp_month, exp_year"), ["9", "2030"], "the newest expiry stays")
+    expect_eq(audit_count(org), n, "no audit row")
+    # the same state seen again later advances the observation: a copy between the two is older than it
+    expect_eq(apply_pm(org, newer, at=50), "unchanged", "the newest state again, at 50")
+    expect_eq(method(org, pm["id"], "observed_at = timestamptz '2026-01-01 00:00:50+00'"), ["t"], "observed at 50")
+    expect_eq(apply_pm(org, pm, at=40), "stale", "a copy of 40 after the same state seen at 50")
+    expect_eq(method(org, pm["id"], "exp_month"), ["9"], "unchanged")
+    # a tie is not older (the same claim may apply its object twice)
+    expect_eq(apply_pm(org, card(pm["id"], customer=cus, exp_month=10, exp_year=2031), at=50), "updated",
+              "a copy of the same instant")
+    expect_eq(audit_count(org), n + 1, "one audit row for the one update")
+    expect_eq(apply_pm(org, pm), "updated", "a copy observed now, after all of them")
+    expect_eq(method(org, pm["id"], "exp_month, exp_year"), ["8", "2026"], "is applied")
+
+
+def test_stripe_customer_order():
+    org = new_org()
+    ada = add_customer(org, "Ada", "ada@example.com")
+    cus = uid("cus_")
+    a, b = card(customer=cus, created=1700000000), card(customer=cus, created=1700000100)
+    expect_eq([apply_pm(org, a, at=1), apply_pm(org, b, at=1)], ["inserted", "inserted"], "two cards")
+    expect_eq(apply_customer(org, stripe_customer(cus, email="ada@example.com", default=a["id"]), at=30), ada,
+              "the customer at 30 names a as its default")
+    expect_eq(default_of(org, ada), [a["id"]], "a is the default")
+    n = audit_count(org)
+    expect_eq(apply_customer(org, stripe_customer(cus, email="ada@example.com", default=b["id"]), at=20), ada,
+              "an older copy naming b")
+    expect_eq(default_of(org, ada), [a["id"]], "the newer default stays")
+    expect_eq(audit_count(org), n, "no audit row")
+    # deleted at 40; an older copy, and even a newer one, cannot bring it back (Stripe's deletion is permanent)
+    expect_eq(apply_customer(org, {"id": cus, "object": "customer", "deleted": True}, at=40), ada, "deleted")
+    expect_eq(default_of(org, ada), [], "a deleted customer's methods are no default")
+    for at in (35, 60):
+        expect_eq(apply_customer(org, stripe_customer(cus, email="ada@example.com", default=a["id"]), at=at), ada,
+                  f"a copy of the customer at {at}, not deleted")
+        expect_eq(value("SELECT deleted FROM payment_customers WHERE organisation_id = :'o' AND external_id = :'x'",
+                        o=org, x=cus), "t", f"still deleted after the copy of {at}")
+        expect_eq(default_of(org, ada), [], "still no default")
+    # an expanded customer inside an older PaymentMethod copy is no different
+    expect_eq(apply_pm(org, dict(a, customer=stripe_customer(cus, email="ada@example.com", default=a["id"])), at=2),
+              "unchanged", "the card with an old expanded customer")
+    expect_eq(default_of(org, ada), [], "the customer stays deleted")
+
+
+def test_gocardless_mandate_status_order():
+    org = new_org()
+    ada = add_customer(org, "Frank Osborne", "user@example.com")
+    link(org, "gocardless", "CU_ORD", ada)
+    md = mandate("MD_ORD", customer="CU_ORD", bank=None, status="pending_submission")
+    expect_eq(apply_mandate(org, md, at=10), "inserted", "pending_submission at 10")
+    expect_eq(apply_mandate(org, dict(md, status="active"), at=30), "updated", "active at 30")
+    n = audit_count(org)
+    for at, status in ((20, "submitted"), (25, "pending_submission")):
+        expect_eq(apply_mandate(org, dict(md, status=status), at=at), "stale", f"{status} at {at}, applied late")
+        expect_eq(method(org, "MD_ORD", "status"), ["active"], "the status does not go back")
+    expect_eq(audit_count(org), n, "no audit row")
+    expect_eq(apply_mandate(org, dict(md, status="cancelled"), at=40), "updated", "cancelled at 40")
+    expect_eq(default_of(org, ada), [], "a cancelled mandate is no default")
+    expect_eq(apply_mandate(org, dict(md, status="active"), at=35), "stale", "the active copy of 35")
+    expect_eq(default_of(org, ada), [], "still no default")
+    # GoCardless does reinstate cancelled mandates (mandates.reinstated): a newer active copy is applied
+    expect_eq(apply_mandate(org, dict(md, status="active"), at=50), "updated", "reinstated at 50")
+    expect_eq(default_of(org, ada), ["MD_ORD"], "usable again: the default")
+    # the customer, applied with the mandate, follows the same rule
+    expect_eq(apply_gc_customer(org, dict(GC_CUSTOMER, id="CU_ORD"), at=60), ada, "the customer at 60")
+    n = audit_count(org)
+    expect_eq(apply_gc_customer(org, dict(GC_CUSTOMER, id="CU_ORD", email="someone@example.com"), at=55), ada,
+              "an older copy of the customer")
+    expect_eq(audit_count(org), n, "changes nothing")
 
 
 def test_default_rules():

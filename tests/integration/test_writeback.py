@@ -7,17 +7,24 @@ exact amount (GBP, JPY, KWD), the invoice's AmountDue = total - target after eac
 and rewrites, 0 deletes), refusals (a lock date, three decimals) parked as 'refused' without a retry loop, 5xx
 retried to in sync, lost answers (fail_after_commit) and kill -9 at random instants during a burst never making
 a second payment, no account configured: 'unconfigured' and nothing sent. Every wait is bounded; loopback only.
+
+Through the real processors as well (paymentslib.World: settled serve and the Stripe, GoCardless and Xero mocks):
+a payment moved to another invoice and then unlinked by its metadata leaves its old invoice (AmountDue back to the
+total), and replayed events with kill -9 at random instants never make a second Xero payment.
 """
 
 import decimal
 import json
 import os
 import random
+import socket
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
 import harness as h
+import paymentslib as pm
 import pipelinelib as pl
 from harness import expect, expect_eq
 
@@ -258,6 +265,55 @@ def test_a_lost_answer_makes_no_second_payment():
     scene("wb_lost", body)
 
 
+def test_a_refused_payment_is_written_once_room_is_freed():
+    """Two payments of the whole invoice: Xero refuses the second (above AmountDue). When the first is refunded
+    (target 0, deleted), the second gets another try and is written: AmountDue ends at total - the second."""
+    def body(s):
+        iid = s.invoice("100.00")
+        p1, _ = s.payment(iid, amount=10000)
+        p2, _ = s.payment(iid, amount=10000)
+        s.plan(p1, iid, 10000)
+        s.wait_status(p1, "in_sync")
+        s.plan(p2, iid, 10000)
+        r = s.wait_status(p2, "refused")
+        expect("exceeds the amount outstanding" in r["error"], "refused as above AmountDue", r["error"])
+        s.plan(p1, iid, 0)  # the first one refunded in full
+        s.wait_status(p1, "in_sync")
+        r = s.wait_status(p2, "in_sync")
+        expect_eq(r["written"], "10000", "the second is written now")
+        expect_eq([D(p["Amount"]) for p in s.authorised(iid)], [D("100.00")], "one live payment: the second")
+        expect_eq(s.amount_due(iid), D("0"), "AmountDue")
+        retries = h.sql_rows(s.db, "SELECT actor FROM audit_log WHERE action = 'xero.writeback.retry'")
+        expect_eq(retries, [["system:writeback"]], "the retry is audited")
+
+    scene("wb_room", body)
+
+
+def test_a_lost_answer_then_target_0_leaves_nothing():
+    """A PUT commits at Xero but its answer is lost; before the retry the payment is refunded in full (or unlinked:
+    target 0). The row holds nothing it knows of, yet Xero has the payment: the sender looks for it by its
+    Reference and deletes it, instead of calling the row in sync."""
+    def body(s):
+        s.mock.ctl("PUT", "app", {"fail_after_commit": 1, "fail_after_commit_mode": "drop"})
+        iid = s.invoice("70.00")
+        pid, obj = s.payment(iid, amount=7000)
+        s.plan(pid, iid, 7000)
+        pl.wait_for(lambda: len(s.authorised(iid)) == 1 and h.sql_value(
+            s.db, "SELECT unsure AND status = 'pending' AND last_error IS NOT NULL FROM xero_writebacks"
+                  " WHERE payment_id = $1::bigint", pid) == "t", 20, "the PUT made at Xero, its answer lost")
+        expect_eq(s.row(pid)["xero_payment"], None, "nothing recorded of it")
+        expect_eq(s.plan(pid, iid, 0), "planned", "refunded in full before the retry")
+        r = s.wait_status(pid, "in_sync")
+        expect_eq((r["written"], r["xero_payment"]), ("0", None), "nothing held")
+        expect_eq(s.authorised(iid), [], "the payment the lost answer made is deleted")
+        expect_eq(s.amount_due(iid), D("70.00"), "AmountDue back to the total")
+        expect_eq([p["Reference"] for p in s.payments(iid)], [f"settled:stripe:{obj}:g1"], "made once")
+        expect("deleted an unrecorded payment" in s.worker.log(), "logged", s.worker.log_tail(10))
+
+    # the retry after the lost answer waits 5 s: long enough for the new target to come first
+    scene("wb_lost0", body, SETTLED_RETRY_SCHEDULE="5s,5s")
+
+
 def test_kill9_at_random_instants_during_a_burst():
     def body(s):
         rnd = random.Random(int(os.environ.get("SETTLED_TEST_SEED", "0")) or None)
@@ -299,6 +355,184 @@ def test_kill9_at_random_instants_during_a_burst():
     scene("wb_kill", body)
 
 
+def stripe_set_metadata(w, pi, metadata):
+    """The integrator changes the metadata of a PaymentIntent and of its Charge (POST /v1/payment_intents/{id} and
+    /v1/charges/{id}): Stripe sends charge.updated for the Charge's (a PaymentIntent's metadata change sends no
+    event), and settled refetches the PaymentIntent through it."""
+    o = w.stripe.ctl("GET", f"objects/payment_intents/{pi}")
+    w.stripe.ctl("PUT", f"objects/payment_intents/{pi}", dict(o, metadata=metadata))
+    ch = w.stripe.ctl("GET", f"objects/charges/{o['latest_charge']}")
+    w.stripe.ctl("PUT", f"objects/charges/{ch['id']}", dict(ch, metadata=metadata))
+    w.stripe.ctl("POST", "events", {"type": "charge.updated", "id": ch["id"],
+                                    "previous_attributes": {"metadata": ch["metadata"]}})
+
+
+def test_a_payment_moved_or_unlinked_leaves_its_old_invoice():
+    """End to end (settled serve, the Stripe and Xero mocks): a payment written back to invoice A whose metadata
+    then names invoice B is taken off A and written to B; when its metadata names no invoice any more it is taken
+    off B too. Each time the old invoice's AmountDue in Xero returns to its total and settled's outstanding
+    follows."""
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    w = pm.World({a: "100.00", b: "100.00"})
+    try:
+        def row():
+            r = h.sql_rows(w.db, "SELECT w.invoice_id::text, w.target_minor, w.written_minor, w.status,"
+                                 " p.xero_invoice_id::text FROM xero_writebacks w JOIN payments p ON p.id = w.payment_id"
+                                 " WHERE p.object_id = 'pi_moved1'")
+            return r[0] if r else None
+
+        def settled_to(invoice, target, what):
+            w.settle()
+            pl.wait_for(lambda: (r := row()) is not None and r[0] == invoice and r[1:4] == [str(target), str(target),
+                                                                                           "in_sync"],
+                        30, what)
+
+        def live():
+            return [(p["InvoiceID"].lower(), D(str(p["Amount"]))) for p in w.xero.ctl("GET", f"tenants/{w.tenant}/payments")
+                    if p["Status"] == "AUTHORISED"]
+
+        pm.stripe_pi(w, "pi_moved1", 10000, xero_invoice_id=a)
+        w.stripe.ctl("POST", "payment_intents/pi_moved1/succeed", {})
+        settled_to(a, 10000, "the payment written back to A")
+        expect_eq((w.xero_amount_due(a), w.state(a)["outstanding"]), (0, 0), "A paid, in Xero and in settled")
+        expect_eq(live(), [(a, D("100.00"))], "one Xero payment, on A")
+
+        # the integrator corrects the invoice: B
+        stripe_set_metadata(w, "pi_moved1", {"xero_invoice_id": b})
+        settled_to(b, 10000, "the write-back moved to B")
+        expect_eq(row()[4], b, "the payment is linked to B")
+        expect_eq((w.xero_amount_due(a), w.state(a)["outstanding"], w.state(a)["state"]), (10000, 10000, "unpaid"),
+                  "A: AmountDue back to its total, and unpaid in settled")
+        expect_eq((w.xero_amount_due(b), w.state(b)["outstanding"]), (0, 0), "B paid")
+        expect_eq(live(), [(b, D("100.00"))], "one Xero payment, on B")
+
+        # and then removes the link: the payment names no invoice
+        stripe_set_metadata(w, "pi_moved1", {})
+        settled_to(b, 0, "the write-back on B taken back to 0")
+        expect_eq(row()[4], None, "linked to no invoice")
+        expect_eq((w.xero_amount_due(b), w.state(b)["outstanding"], w.state(b)["state"]), (10000, 10000, "unpaid"),
+                  "B: AmountDue back to its total, and unpaid in settled")
+        expect_eq(w.xero_amount_due(a), 10000, "A untouched")
+        expect_eq(live(), [], "no live Xero payment of ours")
+        expect_eq(h.sql_value(w.db, "SELECT count(*) FROM unapplied_payments WHERE object_id = 'pi_moved1'"), "1",
+                  "an unapplied payment for an admin to allocate")
+        made = [(p["InvoiceID"].lower(), p["Status"]) for p in w.xero.ctl("GET", f"tenants/{w.tenant}/payments")]
+        expect_eq(sorted(made), sorted([(a, "DELETED"), (b, "DELETED")]), "made once on each, both deleted")
+        plans = h.sql_rows(w.db, "SELECT after ->> 'invoice_id', after ->> 'target_minor' FROM audit_log"
+                                 " WHERE action = 'xero.writeback.plan' ORDER BY id")
+        expect_eq(plans, [[a, "10000"], [b, "10000"], [b, "0"]], "three plans, audited")
+    finally:
+        w.close()
+
+
+def own_redis(db):
+    """The test Redis's database number db, emptied: for a test whose killed processes leave quota slots behind
+    (they free themselves only after a minute), so that neither its next run nor the tests running beside it
+    wait for them. None without Redis."""
+    url = h.redis_url()
+    if not url:
+        return None
+    hostport = urllib.parse.urlsplit(url).netloc.rsplit("@", 1)[-1]
+    host, port = hostport.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(f"*2\r\n$6\r\nSELECT\r\n${len(str(db))}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n".encode())
+        got = b""
+        while got.count(b"\r\n") < 2:
+            chunk = c.recv(100)
+            expect(chunk, "Redis answers SELECT and FLUSHDB", got)
+            got += chunk
+    expect_eq(got, b"+OK\r\n+OK\r\n", "SELECT and FLUSHDB")
+    return f"redis://{hostport}/{db}"
+
+
+def test_replays_and_kill9_never_duplicate_a_write_back():
+    """Stripe and GoCardless payments through the real processors (settled serve takes the webhooks, one
+    `settled work` processes them and sends the write-backs) while every stored event is replayed again and again
+    (`settled replay --since ... --status done,ignored,failed,dead`, also while the worker is down) and the worker
+    is killed with SIGKILL at random instants and restarted; Xero's payment calls are slow and some answers are
+    lost. Afterwards the mock Xero holds exactly one live payment per provider payment, of its net amount, and
+    each invoice's AmountDue equals settled's outstanding."""
+    rnd = random.Random(int(os.environ.get("SETTLED_TEST_SEED", "0")) or None)
+    started = time.monotonic()
+    invoices = [str(uuid.uuid4()) for _ in range(8)]
+    redis = own_redis(11)
+    w = pm.World({iid: "100.00" for iid in invoices}, workers=0, SETTLED_WORKER_LEASE_MS=1000,
+                 SETTLED_HTTP_TIMEOUT_MS=1000, SETTLED_RETRY_SCHEDULE="100ms,200ms,400ms,800ms,1s,1s",
+                 **({"SETTLED_REDIS_URL": redis} if redis else {}))
+    worker = None
+    try:
+        # Xero forgets an Idempotency-Key after a second here, so that only settled's own care (the Reference
+        # looked for after a lost answer or a kill) keeps a payment from being made twice
+        w.xero.ctl("PUT", "app", {"fail_after_commit": 2, "fail_after_commit_mode": "drop", "idempotency_ttl": 1})
+        w.xero.faults([{"mode": "slow", "delay_ms": 150, "count": 0, "path_prefix": "/api.xro/2.0/Payments"}])
+        payments = {}  # provider payment id -> (provider, invoice, net minor units)
+        for i, iid in enumerate(invoices):
+            if i % 3 == 2:
+                pid = f"PM00RK{i:04d}"
+                pm.gc_payment(w, pid, 9000 - 100 * i, emit=True, xero_invoice_id=iid)
+                for action in ("submitted", "confirmed"):
+                    w.gc.ctl("POST", f"payments/{pid}/{action}", {})
+                payments[pid] = ("gocardless", iid, 9000 - 100 * i)
+            else:
+                pid = f"pi_rk{i:03d}"
+                pm.stripe_pi(w, pid, 10000 - 500 * i, xero_invoice_id=iid)
+                w.stripe.ctl("POST", f"payment_intents/{pid}/succeed", {})
+                payments[pid] = ("stripe", iid, 10000 - 500 * i)
+        worker = pl.Worker(w.env)
+
+        def replay(what):
+            res = h.run_settled(["replay", "--since", "2000-01-01T00:00:00Z", "--status", "done,ignored,failed,dead"],
+                                w.env, timeout=30)
+            expect_eq(res.returncode, 0, f"settled replay {what} (stderr {res.stderr[-800:]!r})")
+
+        kills = held = 0
+        for round_ in range(4):
+            # the events processed so far (all of them, when the worker keeps up) are replayed, and the worker is
+            # killed while it processes them again and sends what it planned
+            pl.wait_for(lambda: h.sql_value(w.db, "SELECT count(*) FROM webhook_events WHERE status IN"
+                                                  " ('pending', 'processing', 'failed')") == "0",
+                        20, "the worker to catch up")
+            replay("while the worker runs")
+            time.sleep(rnd.uniform(0.0, 0.5))
+            worker.kill9()
+            kills += 1
+            held += int(h.sql_value(w.db, "SELECT count(*) FROM xero_writebacks WHERE lease_owner IS NOT NULL"))
+            if round_ == 1:  # refunds arrive meanwhile: new targets, new generations
+                for pid, (provider, iid, net) in list(payments.items())[:4]:
+                    if provider == "stripe":
+                        ch = w.stripe.ctl("GET", f"objects/payment_intents/{pid}")["latest_charge"]
+                        w.stripe.ctl("POST", f"charges/{ch}/refund", {"amount": 1500})
+                        payments[pid] = (provider, iid, net - 1500)
+            replay("while the worker is down")
+            worker.start()
+        w.settle(30)
+        pl.wait_for(lambda: h.sql_value(w.db, "SELECT count(*) FILTER (WHERE status <> 'in_sync') = 0"
+                                              " AND count(*) = $1::bigint FROM xero_writebacks",
+                                        str(len(payments))) == "t", 45, "every write-back in sync")
+        made = w.xero.ctl("GET", f"tenants/{w.tenant}/payments")
+        for pid, (provider, iid, net) in payments.items():
+            ours = [p for p in made if p["Reference"].startswith(f"settled:{provider}:{pid}:")]
+            live = [(p["InvoiceID"].lower(), D(str(p["Amount"]))) for p in ours if p["Status"] == "AUTHORISED"]
+            expect_eq(live, [(iid, D(net) / 100)], f"{pid}: exactly one live Xero payment of its net amount")
+        for iid in invoices:
+            expect_eq(w.xero_amount_due(iid), w.state(iid)["outstanding"], f"invoice {iid}: AmountDue = outstanding")
+        dead = h.sql_rows(w.db, "SELECT event_type, last_error FROM webhook_events WHERE status = 'dead'")
+        expect_eq(dead, [], "no dead event")
+        replayed = h.sql_value(w.db, "SELECT count(*) FROM audit_log WHERE action = 'event.replay'")
+        took = time.monotonic() - started
+        print(f"# {kills} kills with {held} write-backs held, {replayed} events replayed, {len(made)} Xero payments"
+              f" made for {len(payments)} provider payments, in {took:.1f}s")
+        expect(int(replayed) > len(payments), "events were replayed", replayed)
+        expect(took < 60, "bounded in time", f"{took:.1f}s")
+    finally:
+        if worker is not None:
+            worker.kill9()
+        # the mocks are shared by this process's tests
+        w.xero.ctl("PUT", "app", {"idempotency_ttl": 3600, "fail_after_commit": 0})
+        w.xero.ctl("DELETE", "faults")
+        w.close()
+
+
 def test_unconfigured_account_sends_nothing():
     def body(s):
         iid = s.invoice("10.00")
@@ -333,4 +567,7 @@ def test_sigterm_stops_promptly():
 
 
 if __name__ == "__main__":
-    h.run(globals())
+    try:
+        h.run(globals())
+    finally:
+        pm.stop_mocks()

@@ -183,6 +183,29 @@ def test_create_payment_updates_invoice_like_xero():
     expect_eq(len(payments()), 1, "one payment stored")
 
 
+def test_amend_credits_and_voids_atomically_with_payments():
+    setup()
+    put_invoice(INV)
+    amend = f"tenants/{T1}/invoices/{INV}/amend"
+    r = M.call("POST", "/_mock/" + amend, '{"credit": "20.10"}')
+    expect_eq((r.status, j(r)), (200, {"AmountDue": "80.0", "AmountCredited": "20.1", "Status": "AUTHORISED"}),
+              "a credit allocated: AmountDue down, AmountCredited up")
+    expect_eq(pay(el(amount="50.00")).status, 200, "a payment")
+    inv = json.loads(get_invoice().body, parse_float=D)["Invoices"][0]
+    expect_eq((inv["AmountDue"], inv["AmountPaid"], inv["AmountCredited"]), (D("30.0"), D("50.00"), D("20.1")),
+              "the payment and the credit both count")
+    expect_eq(M.call("POST", "/_mock/" + amend, '{"credit": "30.01"}').status, 409, "more than the amount due")
+    expect_eq(M.call("POST", "/_mock/" + amend, '{"status": "VOIDED"}').status, 409, "void with a payment applied")
+    delete(payments()[0]["PaymentID"])
+    r = M.call("POST", "/_mock/" + amend, '{"credit": "80.00"}')
+    expect_eq(j(r)["Status"], "PAID", "credited in full: PAID")
+    put_invoice(INV2)
+    r = M.call("POST", f"/_mock/tenants/{T1}/invoices/{INV2}/amend", '{"status": "VOIDED"}')
+    expect_eq((r.status, j(r)["Status"]), (200, "VOIDED"), "voided without payments")
+    expect_eq(j(pay(el(inv=INV2)))["Payments"][0]["HasValidationErrors"], True, "no payment on a voided invoice")
+    expect_eq(M.call("POST", "/_mock/" + amend, '{"credit": "x"}').status, 400, "a bad amount")
+
+
 def test_full_payment_sets_paid_and_fully_paid_on_date():
     setup()
     put_invoice(INV)

@@ -36,48 +36,32 @@ cd "$top" || exit 2
 # shellcheck source-path=SCRIPTDIR/../..
 # shellcheck source=deploy/lib.sh
 . "$top/deploy/lib.sh"
-die() {
-    printf 'bench_intake: error: %s\n' "$*" >&2
-    exit 2
-}
+# shellcheck source=tests/load/benchlib.sh
+. "$here/benchlib.sh"
 
 duration=15
-connections=64
-wrk_threads=2
 events=
-server_threads=
 db_connections=
 db_max_batch=
 lua_count=0
 body_size=2048
-bin=
-build=yes
-keep=no
 reference=
-node_workers=0
-node_pool=16
 ceiling_batches="8 32"
 usage() { sed -n '8,12p' "$here/bench_intake.sh" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
-    --duration) duration=$2; shift 2 ;;
-    --connections) connections=$2; shift 2 ;;
     --events) events=$2; shift 2 ;;
-    --wrk-threads) wrk_threads=$2; shift 2 ;;
-    --server-threads) server_threads=$2; shift 2 ;;
     --db-connections) db_connections=$2; shift 2 ;;
     --db-max-batch) db_max_batch=$2; shift 2 ;;
     --lua-count) lua_count=1; shift ;;
     --body-size) body_size=$2; shift 2 ;;
-    --bin) bin=$2; build=no; shift 2 ;;
-    --no-build) build=no; shift ;;
-    --keep) keep=yes; shift ;;
     --reference) reference=$2; shift 2 ;;
-    --node-workers) node_workers=$2; shift 2 ;;
-    --node-pool) node_pool=$2; shift 2 ;;
     --ceiling-batches) ceiling_batches=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
+    *)
+        bench_option "$@" || { usage >&2; die "unknown argument: $1"; }
+        shift "$shifted"
+        ;;
     esac
 done
 for v in duration connections wrk_threads body_size node_pool; do
@@ -115,43 +99,20 @@ case "$reference" in
     fi
     ;;
 node)
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then die "--reference node needs node (>= 20) and npm"; fi
+    need_node "--reference node"
     ;;
 none) reference_note="--reference none: the Node reference receiver is not run" ;;
 *) die "--reference is node or none" ;;
 esac
-if [ "$reference" = node ]; then
-    node_major=$(node -p 'process.versions.node.split(".")[0]') || die "node does not run"
-    [ "$node_major" -ge 20 ] || die "the Node reference needs Node.js >= 20 (this is $(node --version))"
-fi
+[ "$reference" = node ] && need_node "the Node reference"
 
-if [ -z "$bin" ]; then
-    bin=$top/build/release/gateway/settled
-    if [ "$build" = yes ]; then
-        build_tree build/release -DCMAKE_BUILD_TYPE=Release -- --target settled >"${TMPDIR:-/tmp}/bench_intake_build.$$.log" 2>&1 || {
-            tail -n 40 "${TMPDIR:-/tmp}/bench_intake_build.$$.log" >&2
-            die "Release build failed (log: ${TMPDIR:-/tmp}/bench_intake_build.$$.log)"
-        }
-        rm -f "${TMPDIR:-/tmp}/bench_intake_build.$$.log"
-    fi
-fi
-[ -x "$bin" ] || die "no settled binary at $bin (build it, or pass --bin PATH)"
-
-# settled rejects unknown SETTLED_* keys and must see only what this script sets.
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^SETTLED_')
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/bench_intake.XXXXXX") || die "mktemp failed"
-chmod 755 "$work" # the service user must reach the cluster's directory inside it
+release_binary bench_intake
+bench_workdir bench_intake
 pgdata=$work/pg
 receiver_pid=
 wrk_pid=
 pgbench_pid=
 pg_started=no
-
-# child_pids PID: the direct children of PID (node:cluster's workers)
-child_pids() {
-    grep -l "^PPid:[[:space:]]*$1\$" /proc/[0-9]*/status 2>/dev/null | cut -d/ -f3
-}
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
@@ -184,20 +145,11 @@ trap 'exit 2' INT TERM
 node_desc=
 if [ "$reference" = node ]; then
     nodedir=$here/node
-    stamp=$nodedir/node_modules/.bench_intake-installed
-    want=$(cat "$nodedir/package.json" "$nodedir/package-lock.json" | sha256sum | cut -d' ' -f1)
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        step "installing the Node reference's packages: npm ci in tests/load/node (fastify, stripe, pg as pinned in package-lock.json)"
-        (cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error) >"$work/npm.log" 2>&1 || {
-            tail -n 30 "$work/npm.log" >&2
-            die "npm ci failed in tests/load/node (the npm registry must be reachable), or pass --reference none"
-        }
-        echo "$want" >"$stamp"
-    fi
-    node_ver() { node -p "require('$nodedir/node_modules/$1/package.json').version"; }
+    node_packages "$nodedir" "$work/npm.log" ||
+        die "npm ci failed in tests/load/node (the npm registry must be reachable), or pass --reference none"
     if [ "$node_workers" -gt 0 ]; then node_how="$node_workers worker processes (node:cluster), a pool of $node_pool each"
     else node_how="one process, a pool of $node_pool connections"; fi
-    node_desc="node $(node --version), fastify $(node_ver fastify), stripe $(node_ver stripe), pg $(node_ver pg); $node_how"
+    node_desc="node $(node --version), fastify $(node_ver "$nodedir" fastify), stripe $(node_ver "$nodedir" stripe), pg $(node_ver "$nodedir" pg); $node_how"
 fi
 
 ensure_os_user
@@ -248,24 +200,6 @@ fresh_events() {
     fi
 }
 
-# cpu_ticks PID...: user + system clock ticks used so far by the given processes (those still alive)
-cpu_ticks() {
-    local pid total=0 t
-    for pid in "$@"; do
-        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
-# pg_ticks: clock ticks used so far by our cluster: the postmaster, its live children, and (cutime + cstime of the
-# postmaster) the children it has reaped, so backends that end during a run (pgbench's) are counted too
-pg_ticks() {
-    local pm t
-    pm=$(head -n 1 "$pgdata/postmaster.pid")
-    t=$(sed 's/^.*) //' "/proc/$pm/stat" | awk '{print $12 + $13 + $14 + $15}')
-    # shellcheck disable=SC2046 # one word per pid
-    echo $((t + $(cpu_ticks $(child_pids "$pm"))))
-}
 # pg_settle DB: waits (at most 10 s) until no client backend of DB is left, reaped by the postmaster: a backend that
 # ends while pg_ticks runs could otherwise be missed both as a live child and in the postmaster's cutime. (Client
 # backends are titled "postgres: settled DB 127.0.0.1(port) ..."; an autovacuum worker on DB may go on working.)
@@ -286,20 +220,7 @@ pg_settle() {
     done
     note "backends of $1 still there 10 s after the run: PostgreSQL's CPU figure may be short"
 }
-hz=$(getconf CLK_TCK)
-cpu_s() { awk -v t="$1" -v hz="$hz" 'BEGIN {printf "%.1f", t / hz}'; }
-# children_cpu FILE: seconds of CPU used by this shell's waited-for children, from `times >FILE` (which
-# must run in this shell itself: a subshell's children start from zero)
-children_cpu() {
-    sed -n 2p "$1" | awk '{
-        s = 0
-        for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); s += a[1] * 60 + a[2] }
-        printf "%.2f", s }'
-}
 commits() { psql_q "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"; }
-ms() { awk -v u="$1" 'BEGIN {printf "%.2f", u / 1000}'; }
-mark() { if awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {exit !((op == ">=") ? v >= t : v <= t)}'; then echo met; else echo MISSED; fi; }
-core_s() { awk -v s="$1" -v n="$(nproc)" 'BEGIN {printf "%.0f", s * n}'; }
 
 # start_receiver NAME DB PORT: starts settled or the Node reference on 127.0.0.1:PORT against DB; sets receiver_pid
 start_receiver() {
@@ -332,26 +253,9 @@ start_receiver() {
     die "$name did not become ready on port $port"
 }
 
-# stop_receiver NAME: SIGTERM, then up to 30 s for it to exit; sets exit_rc
+# stop_receiver NAME: stops the receiver (stop_server); sets exit_rc
 stop_receiver() {
-    step "SIGTERM $1 (pid $receiver_pid)"
-    kill -TERM "$receiver_pid"
-    exit_rc=
-    for _ in $(seq 1 300); do
-        if ! kill -0 "$receiver_pid" 2>/dev/null; then
-            wait "$receiver_pid"
-            exit_rc=$?
-            break
-        fi
-        sleep 0.1
-    done
-    if [ -z "$exit_rc" ]; then
-        note "$1 did not exit within 30 s of SIGTERM: killed"
-        # shellcheck disable=SC2046 # one word per pid
-        kill -KILL $(child_pids "$receiver_pid") "$receiver_pid" 2>/dev/null
-        wait "$receiver_pid" 2>/dev/null
-        exit_rc=killed
-    fi
+    stop_server "$1" "$receiver_pid"
     receiver_pid=
 }
 
@@ -361,7 +265,7 @@ status=0
 
 # measure NAME: one receiver on a fresh database under the wrk load; prints its figures and checks its rows
 measure() {
-    local name=$1 db=bench_$1 port pids hwm_kb rt0 rt1 pt0 pt1 c0 c1 wrk_rc bench_line kv p
+    local name=$1 db=bench_$1 port pids hwm_kb rt0 rt1 pt0 pt1 c0 c1 wrk_rc bench_line kv
     fresh_db "$db"
     port=$(free_port)
     start_receiver "$name" "$db" "$port"
@@ -373,7 +277,7 @@ measure() {
     times >"$work/times0"
     # shellcheck disable=SC2086 # one word per pid
     rt0=$(cpu_ticks $pids)
-    pt0=$(pg_ticks)
+    pt0=$(pg_ticks "$pgdata")
     step "wrk -t$wrk_threads -c$connections -d${duration}s --latency -s tests/load/stripe.lua ($name)"
     STRIPE_LUA_COUNT=$lua_count wrk -t"$wrk_threads" -c"$connections" -d"${duration}s" --latency -s "$here/stripe.lua" \
         "http://127.0.0.1:$port/webhooks/stripe" -- "$work/events.txt" "$wrk_threads" >"$work/wrk.$name.out" 2>&1 &
@@ -384,13 +288,9 @@ measure() {
     times >"$work/times1"
     # shellcheck disable=SC2086 # one word per pid
     rt1=$(cpu_ticks $pids)
-    pt1=$(pg_ticks)
-    hwm_kb=0
-    for p in $pids; do
-        kv=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null)
-        [ -n "$kv" ] || die "$name (pid $p) is gone before the end of the run"
-        hwm_kb=$((hwm_kb + kv))
-    done
+    pt1=$(pg_ticks "$pgdata")
+    # shellcheck disable=SC2086 # one word per pid
+    hwm_kb=$(hwm_kib $pids) || die "$name (a process of pids $pids) is gone before the end of the run"
     sed 's/^/    /' "$work/wrk.$name.out" | grep -v '^    BENCH'
     [ "$wrk_rc" -eq 0 ] || die "wrk exited with status $wrk_rc"
     bench_line=$(grep '^BENCH ' "$work/wrk.$name.out") || die "wrk printed no BENCH line"
@@ -513,7 +413,7 @@ ceiling() {
     jobs=$((ceiling_clients < $(nproc) ? ceiling_clients : $(nproc)))
     psql_q CHECKPOINT >/dev/null
     times >"$work/times0"
-    pt0=$(pg_ticks)
+    pt0=$(pg_ticks "$pgdata")
     step "ceiling probe: pgbench -n -M prepared -c $ceiling_clients -j $jobs -T $duration, $b rows of $(wc -c <"$ceiling_body") bytes per transaction into $table"
     # the session settings of settled's intake connections (gateway/infra/db.c): no NOTIFY trigger, generic plans
     PGOPTIONS="-c settled.notify=off -c plan_cache_mode=force_generic_plan" \
@@ -527,7 +427,7 @@ ceiling() {
     pgbench_pid=
     times >"$work/times1"
     pg_settle "$db"
-    pt1=$(pg_ticks)
+    pt1=$(pg_ticks "$pgdata")
     out=$work/pgbench.$b.out
     if [ "$rc" -ne 0 ]; then
         tail -n 20 "$out" >&2

@@ -983,6 +983,47 @@ class MockState:
             raw = set_top_key(raw, "UpdatedDateUTCString", json.dumps(iso_from_ms(upd)))
         rec.raw, rec.updated_ms = raw, upd
 
+    def amend_invoice(self, tenant, iid, spec):
+        """What an accountant does to an invoice in Xero itself, atomically with the payments API (the state lock):
+        {"credit": "12.50"} allocates that much of a credit note (AmountCredited up, AmountDue down; not more than
+        AmountDue, as Xero refuses an allocation above the amount due; Status PAID at AmountDue 0), {"status":
+        "VOIDED"} voids it (refused while a payment is applied: Xero makes you remove payments first). Returns
+        {AmountDue, AmountCredited, Status}; a refusal is a 409 with Xero's reason."""
+        rec = tenant.records["invoices"].get(iid.lower()) if tenant else None
+        if rec is None:
+            raise BadRequest("no such invoice", 404)
+        inv = _DEC.decode(rec.raw)
+        paid, due = self.invoice_amounts(inv)
+        credited = money(inv.get("AmountCredited")) or decimal.Decimal(0)
+        raw = rec.raw
+        if set(spec) == {"credit"}:
+            c = money(spec["credit"])
+            if c is None or c <= 0:
+                raise BadRequest("credit: a positive decimal amount")
+            if inv.get("Status") != "AUTHORISED":
+                raise BadRequest("Credit notes can only be allocated to Authorised documents", 409)  # [unverified]
+            if c > due:  # Xero: an allocation cannot be more than the invoice's amount due [unverified wording]
+                raise BadRequest("The amount allocated exceeds the amount outstanding on this document", 409)
+            credited, due = credited + c, due - c
+            raw = set_top_key(raw, "AmountCredited", xero_num(credited))
+            raw = set_top_key(raw, "AmountDue", xero_num(due))
+            if due == 0:
+                raw = set_top_key(raw, "Status", '"PAID"')
+        elif spec == {"status": "VOIDED"}:
+            if paid > 0 or any(p.invoice_key == rec.key and p.status == "AUTHORISED" for p in tenant.payments.values()):
+                raise BadRequest("This document cannot be voided as it has payments applied", 409)  # [unverified]
+            raw = set_top_key(raw, "Status", '"VOIDED"')
+        else:
+            raise BadRequest('amend: {"credit": "<amount>"} or {"status": "VOIDED"}')
+        upd = max(self.now_ms(), rec.updated_ms + 1)
+        raw = set_top_key(raw, "UpdatedDateUTC", json.dumps(ms_date(upd)))
+        if "UpdatedDateUTCString" in whole_object(raw):
+            raw = set_top_key(raw, "UpdatedDateUTCString", json.dumps(iso_from_ms(upd)))
+        rec.raw, rec.updated_ms = raw, upd
+        out = _DEC.decode(raw)
+        return {"AmountDue": str(money(out.get("AmountDue"))), "AmountCredited": str(money(out.get("AmountCredited"))),
+                "Status": out.get("Status")}
+
     def add_payment(self, tenant, ctx, key, route):
         """Creates the payment that check_payment accepted and applies it to its invoice. Returns the payment."""
         rec, inv = ctx["invoice"], ctx["decoded"]
@@ -2322,6 +2363,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest("GET /_mock/tenants/{tenantId}/{kind}", 405)
             recs = sorted(t.records[kind].values(), key=lambda r: (r.updated_ms, r.seq)) if t else []
             return self.reply_json(200, [{"id": r.id, "updated_ms": r.updated_ms} for r in recs])
+        if len(parts) == 4 and kind == "invoices" and parts[3].lower() == "amend" and method == "POST":
+            try:
+                spec = json.loads(body.decode("utf-8") or "{}")
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadRequest(f"the body is not JSON: {e}") from None
+            return self.reply_json(200, st.amend_invoice(t, parts[2], spec))
         if len(parts) != 3:
             raise BadRequest("/_mock/tenants/{tenantId}/{kind}/{id}", 404)
         rid = parts[2]

@@ -19,54 +19,12 @@
  * One process by default (Node's usual deployment: one event loop, one core). --workers N forks N processes
  * with node:cluster that share the port, each with its own pool of --pool connections.
  */
-const cluster = require('node:cluster');
-const { parseArgs } = require('node:util');
+const { options, run, listening, stopOnSigterm } = require('./cluster');
 
-const { values: opts } = parseArgs({
-    options: {
-        port: { type: 'string', default: '8080' },
-        host: { type: 'string', default: '127.0.0.1' },
-        pool: { type: 'string', default: '16' },
-        workers: { type: 'string', default: '0' },
-    },
-});
-const port = Number(opts.port);
-const poolSize = Number(opts.pool);
-const workers = Number(opts.workers);
-for (const [name, v, min] of [['--port', port, 1], ['--pool', poolSize, 1], ['--workers', workers, 0]]) {
-    if (!Number.isInteger(v) || v < min) {
-        console.error(`receiver: ${name} must be an integer >= ${min}`);
-        process.exit(2);
-    }
-}
-
-if (workers > 0 && cluster.isPrimary) {
-    // The primary only forks and forwards SIGTERM; the workers share the listening socket.
-    const children = [];
-    let stopping = false;
-    for (let i = 0; i < workers; ++i) children.push(cluster.fork());
-    let ready = 0;
-    cluster.on('message', (_w, msg) => {
-        if (msg === 'ready' && ++ready === workers) console.log(`receiver: ${workers} workers ready`);
-    });
-    cluster.on('exit', (w, code, signal) => {
-        if (!stopping) {
-            console.error(`receiver: worker ${w.process.pid} exited (${signal || code}); stopping`);
-            stopping = true;
-            for (const c of children) c.process.kill('SIGTERM');
-            process.exitCode = 1;
-        }
-    });
-    process.on('SIGTERM', () => {
-        stopping = true;
-        for (const c of children) c.process.kill('SIGTERM');
-    });
-} else {
-    serve().catch((err) => {
-        console.error(`receiver: ${err.message}`);
-        process.exit(1);
-    });
-}
+const opts = options('receiver');
+const port = opts.port;
+const poolSize = opts.pool;
+run('receiver', opts, serve);
 
 async function serve() {
     const Fastify = require('fastify');
@@ -174,18 +132,6 @@ async function serve() {
     });
 
     await app.listen({ port, host: opts.host });
-    if (cluster.isWorker) process.send('ready');
-    else console.log(`receiver: listening on ${opts.host}:${port}, table ${table}, pool ${poolSize}`);
-
-    let closing = false;
-    process.on('SIGTERM', async () => {
-        if (closing) return;
-        closing = true;
-        try {
-            await app.close(); // stops accepting, lets the requests in flight finish
-            await pool.end();
-        } finally {
-            process.exit(0);
-        }
-    });
+    listening('receiver', `listening on ${opts.host}:${port}, table ${table}, pool ${poolSize}`);
+    stopOnSigterm(app, pool);
 }

@@ -337,8 +337,9 @@ BEGIN
             -- as the automatic matching does (pm_apply_*_customer): the provider customer's methods follow
             SELECT * INTO pc FROM payment_customers k
             WHERE k.organisation_id = p_org AND k.provider = o.provider AND k.external_id = o.external_id;
-            PERFORM pm_customer_seen(p_org, o.provider, o.external_id, v_customer, pc.default_method,
-                                     coalesce(pc.deleted, false), p_correlation);
+            -- no new copy of the provider's customer was observed: its last observation time stands
+            PERFORM pm_customer_seen(p_org, o.provider, o.external_id, coalesce(pc.observed_at, '-infinity'),
+                                     v_customer, pc.default_method, coalesce(pc.deleted, false), p_correlation);
         END IF;
     END IF;
     SELECT * INTO n FROM matching_queue m WHERE m.id = p_item;

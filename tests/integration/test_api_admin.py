@@ -306,6 +306,9 @@ def test_matching_decisions(w):
     e5 = enqueue(w.db, x, "stripe", "cus_admin1", "Stripe Person", [a, b])
     h.sql(w.db, "INSERT INTO payment_customers (organisation_id, provider, external_id) VALUES ($1, 'stripe', "
                 "'cus_admin1')", x)
+    h.sql(w.db, "INSERT INTO payment_methods (organisation_id, provider, object_id, kind, brand, last4, status, raw, "
+                "provider_customer) VALUES ($1, 'stripe', 'pm_admin1', 'card', 'visa', '4242', 'active', '{}', "
+                "'cus_admin1')", x)
 
     page, _ = w.ok("GET", "/v1/admin/matching?limit=100")
     entry = next(e for e in page["data"] if e["id"] == e1)
@@ -366,6 +369,8 @@ def test_matching_decisions(w):
               "the Stripe customer shows in the detail")
     expect_eq(h.sql_value(w.db, "SELECT customer_id FROM payment_customers WHERE external_id = 'cus_admin1'"), a,
               "the payment customer follows (pm_customer_seen)")
+    expect_eq(h.sql_value(w.db, "SELECT customer_id FROM payment_methods WHERE object_id = 'pm_admin1'"), a,
+              "and its card joins the customer, as the automatic matching does")
 
     # archived: no candidate, neither offered nor matched automatically
     e6 = enqueue(w.db, x, "xero", "eeeeeeee-0000-4000-8000-000000000001", "Two", [a, w.ids["E"]])

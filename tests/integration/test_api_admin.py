@@ -156,7 +156,9 @@ def test_customers_crud(w):
     rows = audits(w, rid)
     expect_eq([(r[0], r[1], r[2], r[3]) for r in rows], [("user:201", "customer.create", "customer", cid)],
               "audited with actor and request id")
-    got, _ = w.ok("GET", f"/v1/admin/customers/{cid}")
+    got, grh = w.ok("GET", f"/v1/admin/customers/{cid}")
+    st, _, out = w.call("GET", f"/v1/admin/customers/{cid}", "admin_x", headers={"If-None-Match": grh["etag"]})
+    expect_eq((st, out), (304, b""), "If-None-Match with the current ETag")
     expect_eq((got["name"], got["tax_number"], got["xero_contacts"], got["terms"]), (name, HTML, [], None), "detail")
 
     # search: literal, case-insensitive, over name and email; paging covers each exactly once
@@ -181,6 +183,8 @@ def test_customers_crud(w):
     # update: a field given changes, null clears, the others stay
     doc, rh = w.ok("PATCH", f"/v1/admin/customers/{cid}", body={"email": None, "account_number": HTML})
     expect_eq((doc["name"], doc["email"], doc["account_number"]), (name, None, HTML), "patched")
+    st, _, _ = w.call("GET", f"/v1/admin/customers/{cid}", "admin_x", headers={"If-None-Match": grh["etag"]})
+    expect_eq(st, 200, "the change changes the ETag")
     rows = audits(w, rh["x-request-id"])
     expect_eq([r[1] for r in rows], ["customer.update"], "update audited")
     expect_eq((json.loads(rows[0][4])["email"], json.loads(rows[0][5])["email"]), ("ap@acme.example", None),

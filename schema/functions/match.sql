@@ -140,7 +140,8 @@ $$;
 -- several queue the external id as ambiguous (match_enqueue, the reasons p_reasons plus kind, rule and
 -- value) and stop. Returns the rule and the customer: ('existing' | 'email' | 'tax_number' |
 -- 'account_number' | 'name', id), ('ambiguous', NULL), or (NULL, NULL) when no rule matched: the caller
--- then creates or queues. Running it again changes nothing and writes nothing.
+-- then creates or queues. Archived customers (customers.archived_at, 0018) are never candidates; an existing link
+-- to one still answers 'existing'. Running it again changes nothing and writes nothing.
 CREATE OR REPLACE FUNCTION match_rules(p_org bigint, p_provider text, p_external_id text, p_external_name text,
                                        p_email text, p_tax_number text, p_account_number text, p_name text,
                                        p_reasons jsonb, p_correlation text, OUT rule text, OUT customer_id bigint)
@@ -167,16 +168,16 @@ BEGIN
         -- one query per rule, so that each uses its index
         IF v_rule = 'email' THEN
             SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') INTO v_ids FROM customers k
-            WHERE k.organisation_id = p_org AND k.email_normalised = v_value;
+            WHERE k.organisation_id = p_org AND k.email_normalised = v_value AND k.archived_at IS NULL;
         ELSIF v_rule = 'tax_number' THEN
             SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') INTO v_ids FROM customers k
-            WHERE k.organisation_id = p_org AND k.tax_number_normalised = v_value;
+            WHERE k.organisation_id = p_org AND k.tax_number_normalised = v_value AND k.archived_at IS NULL;
         ELSIF v_rule = 'account_number' THEN
             SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') INTO v_ids FROM customers k
-            WHERE k.organisation_id = p_org AND k.account_number_normalised = v_value;
+            WHERE k.organisation_id = p_org AND k.account_number_normalised = v_value AND k.archived_at IS NULL;
         ELSE
             SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') INTO v_ids FROM customers k
-            WHERE k.organisation_id = p_org AND k.name_normalised = v_value;
+            WHERE k.organisation_id = p_org AND k.name_normalised = v_value AND k.archived_at IS NULL;
         END IF;
         IF cardinality(v_ids) = 1 THEN
             PERFORM match_link(p_org, p_provider, p_external_id, v_ids[1], v_rule, 'system:matching', p_correlation);

@@ -483,11 +483,14 @@ def routes():
 
 
 def sample_path(route, w=None):
-    """A concrete path of a route: {id} of an invoice of customer A (organisation X), or of X's stored event on the
-    event routes; any other {param} made up."""
+    """A concrete path of a route: {id} of an invoice of customer A (organisation X), of X's stored event on the
+    event routes, or customer A's id on the admin's customer routes; any other {param} made up."""
+    w = w or _world
     sample = "inv_a1"
     if route["path"].startswith("/v1/admin/events/") and w is not None:
         sample = w.ids["event_x"]
+    elif route["path"].startswith("/v1/admin/customers/") and w is not None:
+        sample = w.ids["A"]
     return re.sub(r"\{([a-z_]+)\}", lambda m: sample if m.group(1) == "id" else "sample", route["path"])
 
 

@@ -85,8 +85,9 @@ GW_MUSTCHECK int gw_session_logout(const gw_session_ctx_t *ctx, const char *toke
                                    gw_err_t *err);
 
 /* The Redis keys of the deny list: one access token (by its jti, set by sign-out), and every access token of a
- * user (set when the user is disabled, who cannot sign in again until enabled, which deletes it). Both expire after
- * the access-token lifetime, when no token they name can be valid any more. */
+ * user (set by `settled user disable`). Both expire after the access-token lifetime, when no token they name can be
+ * valid any more. There is no way to enable a disabled user again yet; the one that is added must delete the user
+ * key (or its fresh tokens are refused until the key expires). */
 size_t gw_session_jti_key(const char *jti, char out[96]);
 size_t gw_session_user_key(int64_t user_id, char out[64]);
 

@@ -370,6 +370,15 @@ def test_invitation_accept_is_single_use(w):
     expect_eq(problem((st, rh, out), 400, "token_invalid", "used twice")["field"], "token", "field")
     problem(w.call("POST", "/v1/auth/invitations/accept", {"token": "y" * 43, "password": PASSWORD}), 400,
             "token_invalid", "unknown")
+    # an expired one (72 hours)
+    res = w.settled("user", "add", "--organisation", "org-x", "--email", f"late-{RUN}@example.com", "--role", "admin",
+                    "--invite")
+    late = re.search(r"#token=([A-Za-z0-9_-]+)", res.stdout).group(1)
+    h.sql(w.db, "UPDATE invitations SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
+    problem(w.call("POST", "/v1/auth/invitations/accept", {"token": late, "password": PASSWORD}), 400,
+            "token_invalid", "expired")
+    expect_eq(h.sql_value(w.db, "SELECT count(*) FROM users WHERE email = $1", f"late-{RUN}@example.com"), "0",
+              "no user made")
 
 
 @auth_test

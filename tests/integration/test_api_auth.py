@@ -202,6 +202,17 @@ def test_wrong_password_and_unknown_email_are_one_answer(w):
     expect_eq(problem((st, rh, out), 400, "parameter_invalid", "no password")["field"], "password", "names it")
     st, rh, out = w.call("POST", "/v1/auth/login", {"email": email, "password": PASSWORD, "remember": True})
     expect_eq(problem((st, rh, out), 400, "parameter_unknown", "unknown field")["field"], "remember", "names it")
+    st, rh, out = w.call("POST", "/v1/auth/login", {"email": email, "password": 12345678901})
+    expect_eq(problem((st, rh, out), 400, "parameter_invalid", "a number")["field"], "password", "names it")
+    problem(w.call("POST", "/v1/auth/login", raw=b'{"email": "a@b.c", "password": '), 400, "json_invalid", "bad JSON")
+    # the same time too: every refusal runs one password hash (a loose bound: the machine is shared)
+    times = {}
+    for who, pw in ((email, "wrong password 123"), (f"nobody2-{RUN}@example.com", PASSWORD)):
+        started = time.monotonic()
+        w.login(who, pw, src="127.0.0.6", want=401)
+        times[who] = time.monotonic() - started
+    a, b = times.values()
+    expect(0.25 < a / b < 4, f"an unknown address takes as long as a wrong password ({times})")
 
 
 @auth_test
@@ -312,8 +323,21 @@ def test_redis_down_keeps_sign_in_under_the_local_throttle():
                     "invalid_credentials", f"#{i}")
         st, rh, out = w.login(email, "guess number 3", src="127.0.0.4", want=429, server=s)
         expect(int(rh.get("retry-after", "0")) > 0, "Retry-After")
-        w.login(email, server=s, src="127.0.0.1")
+        t = w.login(email, server=s, src="127.0.0.1")
         expect_in("the stricter local throttle counts", s.log(), "the log says why")
+        # sign-out still revokes the refresh family; the access token cannot be denied (the documented limit)
+        st, _, _ = w.call("POST", "/v1/auth/logout", {"refresh_token": t["refresh_token"]}, token=t["access_token"],
+                          server=s)
+        expect_eq(st, 204, "logout without Redis")
+        problem(w.refresh(t["refresh_token"], server=s), 401, "invalid_refresh", "the family is revoked")
+        expect_eq(w.me(t["access_token"], server=s), 200, "the access token runs until it expires")
+    # disabling without Redis says that the access tokens live on
+    res = subprocess.run([h.settled_bin(), "user", "disable", "--organisation", "org-x", "--email", email],
+                         env=h.settled_env({"SETTLED_DATABASE_URL": w.db,
+                                            "SETTLED_REDIS_URL": f"redis://127.0.0.1:{closed}"}),
+                         capture_output=True, text=True, timeout=60)
+    expect_eq(res.returncode, 0, f"disabled ({res.stderr!r})")
+    expect_in("keep working until they expire", res.stderr, "the CLI warns")
 
 
 def test_cookie_mode():

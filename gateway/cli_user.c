@@ -14,32 +14,39 @@
 #include "crypto.h"
 #include "mem.h"
 #include "db.h"
+#include "redis_sync.h"
+#include "session.h"
 
 void gw_cli_user_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: settled user add --organisation SLUG --email E --role admin|client [--customer ID]\n"
-            "                        [--invite [--portal-url URL]] [--actor NAME]\n"
-            "       settled user list [--organisation SLUG]\n"
-            "       settled user disable --organisation SLUG --email E [--actor NAME]\n"
-            "\n"
-            "  add       make a portal user of the organisation. An admin is the organisation's staff; a client is\n"
-            "            a user of one of its customers, named by --customer (the customer's id, required for a\n"
-            "            client, refused for an admin). The password is read from standard input when that is not\n"
-            "            a terminal (one line; the newline is not part of it), else asked for twice without echo:\n"
-            "            10 to 1024 bytes with at least 4 distinct characters. It is stored as a scrypt hash only.\n"
-            "            --invite     store an invitation instead (valid 72 hours, single use) and print its link,\n"
-            "                         with which the user chooses a password; no password is read\n"
-            "            --portal-url the portal's address for the link (default http://SETTLED_LISTEN)\n"
-            "  list      the users (of one organisation, or of all): id, organisation, email, role, customer,\n"
-            "            status, created, last sign-in. Never a password hash.\n"
-            "  disable   lock a user out: it can no longer sign in, and every refresh token it holds is revoked\n"
-            "            (its current access token still works until it expires, SETTLED_ACCESS_TOKEN_TTL)\n"
-            "\n"
-            "Every change is audited as cli:<your OS user>, or cli:NAME with --actor.\n"
-            "\n"
-            "exit codes: 0 done; 1 failed (the database, an unknown organisation, customer or user, an email already\n"
-            "            taken); 2 usage error (an unknown option, a missing or invalid value, a weak password)\n");
+    fprintf(
+        out,
+        "usage: settled user add --organisation SLUG --email E --role admin|client [--customer ID]\n"
+        "                        [--invite [--portal-url URL]] [--actor NAME]\n"
+        "       settled user list [--organisation SLUG]\n"
+        "       settled user disable --organisation SLUG --email E [--actor NAME]\n"
+        "       settled user reset --organisation SLUG --email E [--portal-url URL]\n"
+        "\n"
+        "  add       make a portal user of the organisation. An admin is the organisation's staff; a client is\n"
+        "            a user of one of its customers, named by --customer (the customer's id, required for a\n"
+        "            client, refused for an admin). The password is read from standard input when that is not\n"
+        "            a terminal (one line; the newline is not part of it), else asked for twice without echo:\n"
+        "            10 to 1024 bytes with at least 4 distinct characters. It is stored as a scrypt hash only.\n"
+        "            --invite     store an invitation instead (valid 72 hours, single use) and print its link,\n"
+        "                         with which the user chooses a password; no password is read\n"
+        "            --portal-url the portal's address for the link (default http://SETTLED_LISTEN)\n"
+        "  list      the users (of one organisation, or of all): id, organisation, email, role, customer,\n"
+        "            status, created, last sign-in. Never a password hash.\n"
+        "  disable   lock a user out: it can no longer sign in, and every refresh token it holds is revoked\n"
+        "            and its access tokens are denied at once through Redis (SETTLED_REDIS_URL; when Redis cannot\n"
+        "            be reached they keep working until they expire, SETTLED_ACCESS_TOKEN_TTL: the command says so)\n"
+        "  reset     make a password reset link for the user (single use, valid 30 minutes) and print it, for an\n"
+        "            admin to hand over (until settled sends mail, POST /v1/auth/password-reset sends nothing)\n"
+        "\n"
+        "Every change is audited as cli:<your OS user>, or cli:NAME with --actor.\n"
+        "\n"
+        "exit codes: 0 done; 1 failed (the database, an unknown organisation, customer or user, an email already\n"
+        "            taken); 2 usage error (an unknown option, a missing or invalid value, a weak password)\n");
 }
 
 static gw_dbs_t *open_db(const gw_config_t *cfg, const char *cmd)
@@ -367,8 +374,9 @@ static int user_disable(const gw_config_t *cfg, const char *organisation, const 
     actor_of(actor_name, actor, correlation);
     const char *result;
     long long revoked;
+    int64_t user_id = 0;
     gw_err_t err = GW_ERR_INIT;
-    if (gw_accounts_user_disable(s, org, email, actor, correlation, &result, &revoked, &err) != 0) {
+    if (gw_accounts_user_disable(s, org, email, actor, correlation, &result, &revoked, &user_id, &err) != 0) {
         fprintf(stderr, "settled: user disable: %s\n", err.detail);
         goto Exit;
     }
@@ -379,8 +387,67 @@ static int user_disable(const gw_config_t *cfg, const char *organisation, const 
     printf("%s %s of %s; revoked %lld refresh token%s\n",
            result == gw_accounts_already ? "already disabled:" : "disabled", email, organisation, revoked,
            revoked == 1 ? "" : "s");
+    /* the access tokens it holds: denied in Redis until the last of them expires */
+    gw_redis_sync_t *redis =
+        cfg->redis_url != NULL && cfg->redis_url[0] != '\0' ? gw_redis_sync_create(cfg->redis_url, 2000, 2000) : NULL;
+    if (gw_session_deny_user(redis, cfg, user_id) == 0)
+        printf("its access tokens are refused from now on\n");
+    else
+        fprintf(stderr,
+                "settled: user disable: warning: Redis %s, so its access tokens keep working until they expire "
+                "(at most %d s); run this again once Redis is back to refuse them at once\n",
+                redis == NULL ? "is not configured (SETTLED_REDIS_URL)" : "did not take the deny key",
+                cfg->access_token_ttl);
+    gw_redis_sync_destroy(redis);
     ret = 0;
 Exit:
+    gw_dbs_close(s);
+    return ret;
+}
+
+/* ---- reset ---- */
+
+static int user_reset(const gw_config_t *cfg, const add_args_t *a)
+{
+    if (a->organisation == NULL || a->email == NULL) {
+        fprintf(stderr, "settled: user reset: --organisation and --email are required\n");
+        gw_cli_user_usage(stderr);
+        return GW_ARGS_USAGE;
+    }
+    if (a->portal_url != NULL && strncmp(a->portal_url, "https://", 8) != 0 &&
+        strncmp(a->portal_url, "http://", 7) != 0) {
+        fprintf(stderr, "settled: user reset: --portal-url must be an http:// or https:// URL\n");
+        return GW_ARGS_USAGE;
+    }
+    int ret = 1;
+    char token[64] = {0};
+    gw_dbs_t *s = open_db(cfg, "user reset");
+    if (s == NULL)
+        return 1;
+    int64_t org;
+    if (find_organisation(s, "user reset", a->organisation, &org) != 0)
+        goto Exit;
+    char actor[160], correlation[40], digest[65], expires[64], base[512];
+    actor_of(a->actor, actor, correlation);
+    if (gw_auth_refresh_token(token, digest) != 0) /* the same kind of one-time token */
+        goto Exit;
+    int64_t user_id = 0;
+    gw_err_t err = GW_ERR_INIT;
+    if (gw_accounts_reset_create(s, org, a->email, digest, correlation, &user_id, expires, &err) != 0) {
+        fprintf(stderr, "settled: user reset: %s\n", err.detail);
+        goto Exit;
+    }
+    if (user_id == 0) {
+        fprintf(stderr, "settled: user reset: %s has no active user with the email %s\n", a->organisation, a->email);
+        goto Exit;
+    }
+    portal_base(cfg, a->portal_url, base, sizeof(base));
+    printf("password reset for %s of %s, valid once until %s; hand them this link (it is shown only now):\n"
+           "%s/reset#token=%s\n",
+           a->email, a->organisation, expires, base, token);
+    ret = 0;
+Exit:
+    explicit_bzero(token, sizeof(token));
     gw_dbs_close(s);
     return ret;
 }
@@ -388,14 +455,15 @@ Exit:
 int gw_cli_user(const gw_config_t *cfg, int argc, char **argv)
 {
     if (argc == 0) {
-        fprintf(stderr, "settled: user: add, list or disable?\n");
+        fprintf(stderr, "settled: user: add, list, disable or reset?\n");
         gw_cli_user_usage(stderr);
         return GW_ARGS_USAGE;
     }
     const char *sub = argv[0];
-    bool add = strcmp(sub, "add") == 0, list = strcmp(sub, "list") == 0, disable = strcmp(sub, "disable") == 0;
-    if (!add && !list && !disable) {
-        fprintf(stderr, "settled: user: unknown subcommand %s (add, list or disable)\n", sub);
+    bool add = strcmp(sub, "add") == 0, list = strcmp(sub, "list") == 0, disable = strcmp(sub, "disable") == 0,
+         reset = strcmp(sub, "reset") == 0;
+    if (!add && !list && !disable && !reset) {
+        fprintf(stderr, "settled: user: unknown subcommand %s (add, list, disable or reset)\n", sub);
         return GW_ARGS_USAGE;
     }
     char cmd[32];
@@ -414,7 +482,7 @@ int gw_cli_user(const gw_config_t *cfg, int argc, char **argv)
             rc = gw_args_value(cmd, argc, argv, &i, "--role", &a.role);
         if (rc == 0 && add)
             rc = gw_args_value(cmd, argc, argv, &i, "--customer", &a.customer);
-        if (rc == 0 && add)
+        if (rc == 0 && (add || reset))
             rc = gw_args_value(cmd, argc, argv, &i, "--portal-url", &a.portal_url);
         if (rc < 0)
             return GW_ARGS_USAGE;
@@ -433,5 +501,7 @@ int gw_cli_user(const gw_config_t *cfg, int argc, char **argv)
         return user_add(cfg, &a);
     if (list)
         return user_list(cfg, a.organisation);
+    if (reset)
+        return user_reset(cfg, &a);
     return user_disable(cfg, a.organisation, a.email, a.actor);
 }

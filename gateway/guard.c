@@ -16,6 +16,7 @@
 #include "notes.h"
 #include "redis.h"
 #include "reply.h"
+#include "session.h"
 
 static gw_auth_t *guard_auth; /* read-only once the loops run */
 
@@ -35,8 +36,7 @@ void gw_guard_stop(void)
 
 size_t gw_guard_revoked_key(const char *jti, char out[96])
 {
-    int n = snprintf(out, 96, "settled:revoked:jti:%s", jti);
-    return n < 0 ? 0 : (size_t)n < 96 ? (size_t)n : 95;
+    return gw_session_jti_key(jti, out);
 }
 
 bool gw_guard_allows(gw_access_t access, gw_role_t role)
@@ -81,6 +81,9 @@ void gw_guard_cors(const gw_config_t *cfg, h2o_req_t *req)
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-expose-headers"), 0, NULL,
                           H2O_STRLIT("ETag, X-Request-Id, WWW-Authenticate"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_VARY, NULL, H2O_STRLIT("Origin"));
+    if (cfg->refresh_cookie) /* the refresh cookie travels only on a credentialed request */
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-credentials"), 0, NULL,
+                              H2O_STRLIT("true"));
 }
 
 bool gw_guard_preflight(const gw_config_t *cfg, h2o_req_t *req, const char *methods)
@@ -93,7 +96,7 @@ bool gw_guard_preflight(const gw_config_t *cfg, h2o_req_t *req, const char *meth
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-methods"), 0, NULL, methods,
                           strlen(methods));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-allow-headers"), 0, NULL,
-                          H2O_STRLIT("Authorization, Content-Type, If-None-Match, X-Request-Id"));
+                          H2O_STRLIT("Authorization, Content-Type, If-None-Match, X-Request-Id, X-Settled-CSRF"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("access-control-max-age"), 0, NULL,
                           H2O_STRLIT("600"));
     gw_reply_empty(req, 204);
@@ -580,18 +583,22 @@ int gw_guard_run(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const
     call->scope.organisation_id = claims.organisation_id;
     call->scope.customer_id = claims.role == GW_ROLE_CLIENT ? claims.customer_id : 0;
     call->scope.user_id = claims.user_id;
+    memcpy(call->scope.jti, claims.jti, sizeof(call->scope.jti));
+    call->scope.exp = claims.exp;
 
-    /* the deny list, before anything else is told: a logged-out token's jti (loss-tolerant: with Redis down or not
-     * configured the token is accepted and counted, docs/api.md "Revocation") */
-    char key[96];
-    size_t klen = gw_guard_revoked_key(claims.jti, key);
+    /* the deny list, before anything else is told: a logged-out token's jti, and every token of a disabled user, in
+     * one EXISTS (loss-tolerant: with Redis down or not configured the token is accepted and counted, docs/api.md
+     * "Revocation") */
+    char key[96], ukey[64];
+    const char *keys[2] = {key, ukey};
+    size_t lens[2] = {gw_guard_revoked_key(claims.jti, key), gw_session_user_key(claims.user_id, ukey)};
     guard_wait_t *wait = h2o_mem_alloc(sizeof(*wait));
     guard_link_t *link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_link_dispose);
     *wait = (guard_wait_t){.req = req, .loop = loop, .route = route, .call = call, .link = link};
     for (size_t k = 0; k != nparams && k != GW_PATH_PARAMS_MAX; ++k)
         wait->params[wait->nparams++] = params[k];
     link->wait = wait;
-    if (gw_redis_exists(loop->redis, key, klen, on_revocation, wait) != 0) {
+    if (lens[0] == 0 || lens[1] == 0 || gw_redis_exists_any(loop->redis, keys, lens, 2, on_revocation, wait) != 0) {
         link->wait = NULL;
         free(wait);
         gw_metrics_revocation_unchecked();

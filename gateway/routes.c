@@ -12,22 +12,23 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include "audit_api.h"
-#include "events.h"
 #include "customers.h"
+#include "events.h"
 #include "guard.h"
 #include "intake.h"
 #include "invoices.h"
-#include "me.h"
 #include "log.h"
 #include "matching.h"
+#include "me.h"
 #include "metrics.h"
 #include "notes.h"
 #include "ops.h"
 #include "reply.h"
 #include "server.h"
-#include "xero_admin.h"
+#include "sessions.h"
 #include "terms.h"
 #include "users.h"
+#include "xero_admin.h"
 #include "xero_callback.h"
 
 #define REQUEST_ID_MAX 128
@@ -309,13 +310,45 @@ gw_route_t gw_routes[] = {
      .inputs = gw_settings_put_inputs,
      .ninputs = GW_SETTINGS_PUT_NINPUTS,
      .summary = "Changes the organisation's settings"},
+/* the portal's sessions and account flows (gateway/api/sessions.c, docs/api.md "Signing in") */
+#define SESSION_ROUTE(n, p, fn, acc, ins, nins, sum)                                                                   \
+    {                                                                                                                  \
+        .name = n, .method = "POST", .path = p, .api = fn, .access = acc, .inputs = ins, .ninputs = nins,              \
+        .summary = sum                                                                                                 \
+    }
+    SESSION_ROUTE("auth_login", "/v1/auth/login", gw_sessions_login, GW_ACCESS_PUBLIC, gw_sessions_login_inputs,
+                  GW_SESSIONS_LOGIN_NINPUTS, "Sign in with an email address and a password: tokens"),
+    SESSION_ROUTE("auth_refresh", "/v1/auth/refresh", gw_sessions_refresh, GW_ACCESS_PUBLIC, gw_sessions_refresh_inputs,
+                  GW_SESSIONS_REFRESH_NINPUTS,
+                  "Trade a refresh token for new tokens (rotated; a reused one revokes its family)"),
+    SESSION_ROUTE("auth_logout", "/v1/auth/logout", gw_sessions_logout, GW_ACCESS_ADMIN_CLIENT,
+                  gw_sessions_logout_inputs, GW_SESSIONS_LOGOUT_NINPUTS,
+                  "Sign out: the access token is denied, the refresh token's family revoked"),
+    SESSION_ROUTE("auth_password", "/v1/auth/password", gw_sessions_password, GW_ACCESS_ADMIN_CLIENT,
+                  gw_sessions_password_inputs, GW_SESSIONS_PASSWORD_NINPUTS,
+                  "Change the caller's password (other sessions are signed out): new tokens"),
+    SESSION_ROUTE("auth_invitation_accept", "/v1/auth/invitations/accept", gw_sessions_invitation_accept,
+                  GW_ACCESS_PUBLIC, gw_sessions_token_password_inputs, GW_SESSIONS_TOKEN_PASSWORD_NINPUTS,
+                  "Accept an invitation with a password: the account, signed in"),
+    SESSION_ROUTE("auth_password_reset", "/v1/auth/password-reset", gw_sessions_reset_request, GW_ACCESS_PUBLIC,
+                  gw_sessions_reset_request_inputs, GW_SESSIONS_RESET_REQUEST_NINPUTS,
+                  "Ask for a password reset (always 202)"),
+    SESSION_ROUTE("auth_password_reset_confirm", "/v1/auth/password-reset/confirm", gw_sessions_reset_confirm,
+                  GW_ACCESS_PUBLIC, gw_sessions_token_password_inputs, GW_SESSIONS_TOKEN_PASSWORD_NINPUTS,
+                  "Set a new password with a reset token"),
+    SESSION_ROUTE("auth_register", "/v1/auth/register", gw_sessions_register, GW_ACCESS_PUBLIC,
+                  gw_sessions_register_inputs, GW_SESSIONS_REGISTER_NINPUTS,
+                  "Register as a client of an organisation that allows it (waits for approval)"),
+#undef SESSION_ROUTE
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
 
 const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_invoices_module,
                                          /* admin: customers, matching, terms, users */
-                                         &gw_customers_module, &gw_matching_module, &gw_terms_module, &gw_users_module};
+                                         &gw_customers_module, &gw_matching_module, &gw_terms_module, &gw_users_module,
+                                         /* the portal's sessions */
+                                         &gw_sessions_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 

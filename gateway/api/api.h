@@ -81,6 +81,8 @@ typedef struct st_gw_scope_t {
     int64_t customer_id;     /* clients: their customer (queries are scoped by it too); admins: 0 */
     int64_t user_id;
     h2o_iovec_t request_id;
+    char jti[48]; /* the access token's jti ("" on a public route): sign-out denies it */
+    int64_t exp;  /* the access token's expiry (seconds since the epoch; 0 on a public route) */
 } gw_scope_t;
 
 /* What the guard hands an api handler: the caller and the route's inputs, validated, in the row's order. */

@@ -31,7 +31,10 @@ static const char sql_user_create[] = "SELECT result, user_id FROM auth_user_cre
 static const char sql_invite[] = "SELECT result, to_char(expires_at AT TIME ZONE 'UTC', "
                                  "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM auth_invitation_create($1::bigint, $2, $3, "
                                  "$4::bigint, $5, NULL, $6, $7)";
-static const char sql_user_disable[] = "SELECT result, revoked FROM auth_user_disable($1::bigint, $2, $3, $4)";
+static const char sql_user_disable[] = "SELECT result, revoked, user_id FROM auth_user_disable($1::bigint, $2, $3, $4)";
+static const char sql_reset_create[] =
+    "SELECT auth_reset_create($1::bigint, $2, $3, $4), to_char((now() + interval '30 minutes') AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD HH24:MI') || ' UTC'";
 #define UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 static const char sql_user_list[] = "SELECT u.id, o.slug, u.email, u.role, u.customer_id, u.status, " UTC(
     "u.created_at") ", " UTC("u.last_login_at") " FROM users u JOIN organisations o ON o.id = u.organisation_id "
@@ -112,7 +115,7 @@ int gw_accounts_invite(gw_dbs_t *s, int64_t org, const char *email, const char *
 }
 
 int gw_accounts_user_disable(gw_dbs_t *s, int64_t org, const char *email, const char *actor, const char *correlation,
-                             const char **result, long long *revoked, gw_err_t *err)
+                             const char **result, long long *revoked, int64_t *user_id, gw_err_t *err)
 {
     char orgs[24];
     snprintf(orgs, sizeof(orgs), "%" PRId64, org);
@@ -120,8 +123,25 @@ int gw_accounts_user_disable(gw_dbs_t *s, int64_t org, const char *email, const 
     gw_dbs_result_t *r = run_result(s, "user disable", sql_user_disable, 4, p, result, err);
     if (r == NULL)
         return -1;
-    const char *n = gw_dbs_value(r, 0, 1);
+    const char *n = gw_dbs_value(r, 0, 1), *u = gw_dbs_value(r, 0, 2);
     *revoked = n != NULL ? strtoll(n, NULL, 10) : 0;
+    *user_id = u != NULL ? strtoll(u, NULL, 10) : 0;
+    gw_dbs_result_free(r);
+    return 0;
+}
+
+int gw_accounts_reset_create(gw_dbs_t *s, int64_t org, const char *email, const char digest[65],
+                             const char *correlation, int64_t *user_id, char expires[64], gw_err_t *err)
+{
+    char orgs[24];
+    snprintf(orgs, sizeof(orgs), "%" PRId64, org);
+    const char *p[] = {orgs, email, digest, correlation};
+    gw_dbs_result_t *r = gw_dbs_query(s, sql_reset_create, 4, p);
+    if (r == NULL)
+        return gw_dbs_err(s, err);
+    const char *u = gw_dbs_nrows(r) == 1 ? gw_dbs_value(r, 0, 0) : NULL;
+    *user_id = u != NULL ? strtoll(u, NULL, 10) : 0;
+    snprintf(expires, 64, "%s", gw_dbs_nrows(r) == 1 && gw_dbs_value(r, 0, 1) != NULL ? gw_dbs_value(r, 0, 1) : "");
     gw_dbs_result_free(r);
     return 0;
 }

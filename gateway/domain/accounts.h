@@ -45,11 +45,17 @@ GW_MUSTCHECK int gw_accounts_invite(gw_dbs_t *s, int64_t org, const char *email,
                                     const char **result, char expires[64], gw_err_t *err);
 
 /* Disables the user of organisation org with email and revokes all its refresh tokens. Returns 0 with *result
- * (gw_accounts_disabled, gw_accounts_already: it was disabled before, or gw_accounts_unknown) and the number of
- * refresh tokens revoked in *revoked, or -1 with err set. */
+ * (gw_accounts_disabled, gw_accounts_already: it was disabled before, or gw_accounts_unknown), the number of
+ * refresh tokens revoked in *revoked and the user's id in *user_id (0 when unknown), or -1 with err set. */
 GW_MUSTCHECK int gw_accounts_user_disable(gw_dbs_t *s, int64_t org, const char *email, const char *actor,
                                           const char *correlation, const char **result, long long *revoked,
-                                          gw_err_t *err);
+                                          int64_t *user_id, gw_err_t *err);
+
+/* Stores a password reset (single use, 30 minutes) of digest for the active user of organisation org with email
+ * (audited). Returns 0 with *user_id (0: no active user has that address, nothing stored) and the expiry as UTC text
+ * in expires, or -1 with err set. */
+GW_MUSTCHECK int gw_accounts_reset_create(gw_dbs_t *s, int64_t org, const char *email, const char digest[65],
+                                          const char *correlation, int64_t *user_id, char expires[64], gw_err_t *err);
 
 /* One user as `settled user list` shows it: never its password hash. Strings point into the result. */
 typedef struct st_gw_account_t {

@@ -46,12 +46,19 @@ typedef struct st_throttle_keys_t {
 
 static const int limits[] = {GW_SESSION_FAILS_ACCOUNT_IP, GW_SESSION_FAILS_IP, GW_SESSION_FAILS_ACCOUNT};
 
-/* The keys never hold an address in clear: the account is the SHA-256 of organisation and lower-cased email. */
-static void throttle_keys(const char *organisation, const char *email, const char *ip, throttle_keys_t *k)
+/* The keys never hold an address in clear: the account is the SHA-256 of the email as the database compares it
+ * (trimmed, lower case), whatever organisation is named, so naming one organisation, another or none does not
+ * multiply an attacker's guesses at one address. */
+static void throttle_keys(const char *email, const char *ip, throttle_keys_t *k)
 {
-    char material[EMAIL_MAX + 80], digest[65];
-    size_t n = (size_t)snprintf(material, sizeof(material), "%s\n", organisation != NULL ? organisation : "*");
-    for (const char *p = email; *p != '\0' && n + 1 < sizeof(material); ++p)
+    char material[EMAIL_MAX + 2], digest[65];
+    size_t n = 0;
+    const char *p = email, *end = email + strlen(email);
+    while (p != end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        ++p;
+    while (end != p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' || end[-1] == '\n'))
+        --end;
+    for (; p != end && n + 1 < sizeof(material); ++p)
         material[n++] = *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
     material[n] = '\0';
     gw_auth_token_digest(material, n, digest);
@@ -234,6 +241,43 @@ static int refuse_credentials(gw_err_t *err)
     return gw_err_set(err, gw_err_invalid_credentials, 401, "The email address or the password is not right.");
 }
 
+/* Opens a session for user (a decimal id) whose password was just checked (or set): the first refresh token of a
+ * new family, then an access token for the claims the database returns. newhash (may be NULL) replaces the stored
+ * hash (a rehash). */
+static int sign_in(const gw_session_ctx_t *ctx, const char *user, const char *newhash,
+                   const gw_session_client_t *client, gw_session_tokens_t *out, gw_err_t *err)
+{
+    char digest[65], ttl[24];
+    if (gw_auth_refresh_token(out->refresh_token, digest) != 0)
+        return gw_err_set(err, gw_err_internal, 500, "no random bytes for a refresh token");
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)gw_auth_refresh_ttl(ctx->auth));
+    const char *rp[] = {user, digest, ttl, newhash, client->user_agent, client->ip, client->correlation};
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db,
+                                      "SELECT result, family_id, organisation_id, role, customer_id"
+                                      " FROM auth_login_record($1::bigint, $2, $3::int, $4, $5, $6::inet, $7)",
+                                      7, rp);
+    if (r == NULL || gw_dbs_nrows(r) != 1) {
+        gw_dbs_result_free(r);
+        memset(out->refresh_token, 0, sizeof(out->refresh_token));
+        return store_err(ctx, "recording a sign-in", err);
+    }
+    gw_claims_t c;
+    int rc = strcmp(gw_dbs_value(r, 0, 0), "ok") == 0 &&
+                     claims_from(&c, user, gw_dbs_value(r, 0, 2), gw_dbs_value(r, 0, 3), gw_dbs_value(r, 0, 4)) == 0
+                 ? 0
+                 : -1;
+    gw_dbs_result_free(r);
+    if (rc != 0) { /* disabled meanwhile */
+        memset(out->refresh_token, 0, sizeof(out->refresh_token));
+        return refuse_credentials(err);
+    }
+    if (issue(ctx, &c, out, err) != 0) {
+        memset(out->refresh_token, 0, sizeof(out->refresh_token));
+        return -1;
+    }
+    return 0;
+}
+
 int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, const char *email, const char *password,
                      size_t len, const gw_session_client_t *client, gw_session_tokens_t *out, uint32_t *retry_after,
                      gw_err_t *err)
@@ -241,7 +285,7 @@ int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, cons
     memset(out, 0, sizeof(*out));
     *retry_after = 0;
     throttle_keys_t keys;
-    throttle_keys(organisation, email, client->ip, &keys);
+    throttle_keys(email, client->ip, &keys);
     uint32_t wait = throttle_check(ctx, &keys);
     if (wait != 0) {
         *retry_after = wait;
@@ -265,7 +309,11 @@ int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, cons
         (void)gw_auth_password_verify(NULL, password, len, &rehash);
     for (size_t i = 0; i != gw_dbs_nrows(r); ++i) {
         bool rh = false;
-        if (gw_auth_password_verify(gw_dbs_value(r, i, 4), password, len, &rh) && match == SIZE_MAX) {
+        /* the first match, but an active one before any other (a disabled account of the same address and
+         * password in another organisation must not hide the active one) */
+        if (gw_auth_password_verify(gw_dbs_value(r, i, 4), password, len, &rh) &&
+            (match == SIZE_MAX ||
+             (strcmp(gw_dbs_value(r, match, 5), "active") != 0 && strcmp(gw_dbs_value(r, i, 5), "active") == 0))) {
             match = i;
             rehash = rh;
         }
@@ -292,39 +340,11 @@ int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, cons
         gw_err_t herr = GW_ERR_INIT;
         newhash = gw_auth_password_hash(password, len, &herr); /* NULL: keep the old one, sign in all the same */
     }
-    char digest[65], ttl[24];
-    if (gw_auth_refresh_token(out->refresh_token, digest) != 0) {
-        gw_free_secret(newhash);
-        return gw_err_set(err, gw_err_internal, 500, "no random bytes for a refresh token");
-    }
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)gw_auth_refresh_ttl(ctx->auth));
-    const char *rp[] = {user, digest, ttl, newhash, client->user_agent, client->ip, client->correlation};
-    r = gw_dbs_query(ctx->db,
-                     "SELECT result, family_id, organisation_id, role, customer_id"
-                     " FROM auth_login_record($1::bigint, $2, $3::int, $4, $5, $6::inet, $7)",
-                     7, rp);
+    int rc = sign_in(ctx, user, newhash, client, out, err);
     gw_free_secret(newhash);
-    if (r == NULL || gw_dbs_nrows(r) != 1) {
-        gw_dbs_result_free(r);
-        memset(out->refresh_token, 0, sizeof(out->refresh_token));
-        return store_err(ctx, "recording a sign-in", err);
-    }
-    gw_claims_t c;
-    int rc = strcmp(gw_dbs_value(r, 0, 0), "ok") == 0 &&
-                     claims_from(&c, user, gw_dbs_value(r, 0, 2), gw_dbs_value(r, 0, 3), gw_dbs_value(r, 0, 4)) == 0
-                 ? 0
-                 : -1;
-    gw_dbs_result_free(r);
-    if (rc != 0) { /* disabled meanwhile */
-        memset(out->refresh_token, 0, sizeof(out->refresh_token));
-        return refuse_credentials(err);
-    }
-    throttle_success(ctx, &keys);
-    if (issue(ctx, &c, out, err) != 0) {
-        memset(out->refresh_token, 0, sizeof(out->refresh_token));
-        return -1;
-    }
-    return 0;
+    if (rc == 0)
+        throttle_success(ctx, &keys);
+    return rc;
 }
 
 int gw_session_refresh(const gw_session_ctx_t *ctx, const char *token, size_t len, const gw_session_client_t *client,
@@ -412,4 +432,185 @@ int gw_session_deny_user(gw_redis_sync_t *redis, const gw_config_t *cfg, int64_t
     long long out;
     const char *err = NULL;
     return gw_redis_sync_command(redis, 5, argv, &out, &err);
+}
+
+/* ---- password change, invitations, resets, registration ---- */
+
+/* Hashes password for a new credential; a password that breaks the rules is gw_err_parameter_invalid (400) naming
+ * field. */
+static char *new_hash(const char *password, size_t len, const char *field, gw_err_t *err)
+{
+    gw_err_t herr = GW_ERR_INIT;
+    char *hash = gw_auth_password_hash(password, len, &herr);
+    if (hash == NULL) {
+        if (herr.code == gw_err_invalid_argument)
+            gw_err_set(err, gw_err_parameter_invalid, 400, "'%s' %s", field, herr.detail);
+        else
+            *err = herr;
+    }
+    return hash;
+}
+
+int gw_session_password_change(const gw_session_ctx_t *ctx, int64_t user_id, int64_t organisation_id,
+                               const char *current, size_t clen, const char *fresh, size_t flen,
+                               const gw_session_client_t *client, gw_session_tokens_t *out, uint32_t *retry_after,
+                               gw_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    *retry_after = 0;
+    char user[24], org[24];
+    snprintf(user, sizeof(user), "%lld", (long long)user_id);
+    snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
+    const char *p[] = {user, org};
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db,
+                                      "SELECT email, password_hash FROM users"
+                                      " WHERE id = $1::bigint AND organisation_id = $2::bigint AND status = 'active'",
+                                      2, p);
+    if (r == NULL)
+        return store_err(ctx, "looking up a password change", err);
+    if (gw_dbs_nrows(r) != 1) { /* disabled, or gone, since the token was made */
+        gw_dbs_result_free(r);
+        return gw_err_set(err, gw_err_unauthenticated, 401, "A valid access token is required.");
+    }
+    /* the current password is a sign-in in all but name: the same throttle, so a stolen access token cannot guess
+     * it faster than a sign-in could */
+    throttle_keys_t keys;
+    throttle_keys(gw_dbs_value(r, 0, 0), client->ip, &keys);
+    uint32_t wait = throttle_check(ctx, &keys);
+    if (wait != 0) {
+        gw_dbs_result_free(r);
+        *retry_after = wait;
+        return gw_err_set(err, gw_err_too_many_attempts, 429, "Too many failed attempts; try again in %u seconds.",
+                          wait);
+    }
+    bool ok = gw_auth_password_verify(gw_dbs_value(r, 0, 1), current, clen, NULL);
+    gw_dbs_result_free(r);
+    if (!ok) {
+        throttle_fail(ctx, &keys);
+        return gw_err_set(err, gw_err_password_incorrect, 403, "The current password is not right.");
+    }
+    char *hash = new_hash(fresh, flen, "new_password", err);
+    if (hash == NULL)
+        return -1;
+    const char *cp[] = {user, hash, client->correlation};
+    r = gw_dbs_query(ctx->db, "SELECT auth_password_change($1::bigint, $2, $3)", 3, cp);
+    gw_free_secret(hash);
+    if (r == NULL || gw_dbs_nrows(r) != 1) {
+        gw_dbs_result_free(r);
+        return store_err(ctx, "changing a password", err);
+    }
+    bool changed = strcmp(gw_dbs_value(r, 0, 0), "changed") == 0;
+    gw_dbs_result_free(r);
+    if (!changed)
+        return gw_err_set(err, gw_err_unauthenticated, 401, "A valid access token is required.");
+    throttle_success(ctx, &keys);
+    return sign_in(ctx, user, NULL, client, out, err);
+}
+
+static int refuse_token(gw_err_t *err)
+{
+    return gw_err_set(err, gw_err_token_invalid, 400, "'token' is unknown, already used or expired.");
+}
+
+/* Spends one-time token (tlen bytes) with a new hash of password through sql ($1 the token's digest, $2 the hash, $3
+ * the correlation; its first column the result). Returns the result row, or NULL with err set. */
+static gw_dbs_result_t *consume(const gw_session_ctx_t *ctx, const char *sql, const char *what, const char *token,
+                                size_t tlen, const char *password, size_t plen, const gw_session_client_t *client,
+                                gw_err_t *err)
+{
+    char *hash = new_hash(password, plen, "password", err);
+    if (hash == NULL)
+        return NULL;
+    char digest[65];
+    gw_auth_token_digest(token, tlen, digest);
+    const char *p[] = {digest, hash, client->correlation};
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql, 3, p);
+    gw_free_secret(hash);
+    if (r == NULL || gw_dbs_nrows(r) != 1) {
+        gw_dbs_result_free(r);
+        store_err(ctx, what, err);
+        return NULL;
+    }
+    if (strcmp(gw_dbs_value(r, 0, 0), "created") != 0 && strcmp(gw_dbs_value(r, 0, 0), "reset") != 0)
+        gw_log(GW_LOG_INFO, "%s refused from %s: %s", what, client->ip != NULL ? client->ip : "-",
+               gw_dbs_value(r, 0, 0));
+    return r;
+}
+
+int gw_session_invitation_accept(const gw_session_ctx_t *ctx, const char *token, size_t tlen, const char *password,
+                                 size_t plen, const gw_session_client_t *client, gw_session_tokens_t *out,
+                                 gw_err_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    gw_dbs_result_t *r = consume(ctx, "SELECT result, user_id FROM auth_invitation_consume($1, $2, $3)",
+                                 "accepting an invitation", token, tlen, password, plen, client, err);
+    if (r == NULL)
+        return -1;
+    char user[24];
+    const char *result = gw_dbs_value(r, 0, 0);
+    snprintf(user, sizeof(user), "%s", gw_dbs_value(r, 0, 1) != NULL ? gw_dbs_value(r, 0, 1) : "");
+    int rc = 0;
+    if (strcmp(result, "created") != 0)
+        rc = strcmp(result, "email_taken") == 0
+                 ? gw_err_set(err, gw_err_email_taken, 409, "The organisation already has a user with this address.")
+                 : refuse_token(err);
+    gw_dbs_result_free(r);
+    return rc != 0 ? rc : sign_in(ctx, user, NULL, client, out, err);
+}
+
+int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
+                             const gw_session_client_t *client)
+{
+    const char *p[] = {organisation, email};
+    gw_dbs_result_t *r = gw_dbs_query(
+        ctx->db, "SELECT user_id FROM auth_login_lookup($1, $2) WHERE status = 'active' ORDER BY user_id LIMIT 8", 2,
+        p);
+    if (r == NULL) {
+        gw_log(GW_LOG_WARN, "password reset request not looked up: %s", gw_dbs_error(ctx->db));
+        return -1;
+    }
+    for (size_t i = 0; i != gw_dbs_nrows(r); ++i)
+        gw_log(GW_LOG_WARN,
+               "password reset requested for user %s (request %s); no notification outbox yet, so nothing is sent: "
+               "an admin makes a link with `settled user reset`",
+               gw_dbs_value(r, i, 0), client->correlation != NULL ? client->correlation : "-");
+    gw_dbs_result_free(r);
+    return 0;
+}
+
+int gw_session_reset_confirm(const gw_session_ctx_t *ctx, const char *token, size_t tlen, const char *password,
+                             size_t plen, const gw_session_client_t *client, gw_err_t *err)
+{
+    gw_dbs_result_t *r = consume(ctx, "SELECT result FROM auth_reset_consume($1, $2, $3)", "resetting a password",
+                                 token, tlen, password, plen, client, err);
+    if (r == NULL)
+        return -1;
+    int rc = strcmp(gw_dbs_value(r, 0, 0), "reset") == 0 ? 0 : refuse_token(err);
+    gw_dbs_result_free(r);
+    return rc;
+}
+
+int gw_session_register(const gw_session_ctx_t *ctx, const char *organisation, const char *email, const char *password,
+                        size_t plen, const gw_session_client_t *client, gw_err_t *err)
+{
+    char *hash = new_hash(password, plen, "password", err);
+    if (hash == NULL)
+        return -1;
+    const char *p[] = {organisation, email, hash, client->correlation};
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db, "SELECT result FROM auth_register($1, $2, $3, $4)", 4, p);
+    gw_free_secret(hash);
+    if (r == NULL || gw_dbs_nrows(r) != 1) {
+        gw_dbs_result_free(r);
+        return store_err(ctx, "registering", err);
+    }
+    const char *result = gw_dbs_value(r, 0, 0);
+    int rc = 0;
+    if (strcmp(result, "closed") == 0)
+        rc = gw_err_set(err, gw_err_registration_closed, 403, "This organisation does not take registrations.");
+    else if (strcmp(result, "email_invalid") == 0)
+        rc = gw_err_set(err, gw_err_parameter_invalid, 400, "'email' is not an email address.");
+    else if (strcmp(result, "pending") != 0) /* email_taken: answered like a registration, so it tells nothing */
+        gw_log(GW_LOG_INFO, "registration from %s not stored: %s", client->ip != NULL ? client->ip : "-", result);
+    gw_dbs_result_free(r);
+    return rc;
 }

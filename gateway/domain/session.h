@@ -85,14 +85,55 @@ GW_MUSTCHECK int gw_session_logout(const gw_session_ctx_t *ctx, const char *toke
                                    gw_err_t *err);
 
 /* The Redis keys of the deny list: one access token (by its jti, set by sign-out), and every access token of a
- * user (set when the user is disabled, who cannot sign in again until enabled, which deletes it). Both expire after
- * the access-token lifetime, when no token they name can be valid any more. */
+ * user (set by `settled user disable`). Both expire after the access-token lifetime, when no token they name can be
+ * valid any more. There is no way to enable a disabled user again yet; the one that is added must delete the user
+ * key (or its fresh tokens are refused until the key expires). */
 size_t gw_session_jti_key(const char *jti, char out[96]);
 size_t gw_session_user_key(int64_t user_id, char out[64]);
 
 /* Denies every access token of user_id (EX the access-token lifetime): for a disabled user. Returns 0, or -1 when
  * Redis did not take it (the user's access tokens then stay valid until they expire). */
 int gw_session_deny_user(gw_redis_sync_t *redis, const gw_config_t *cfg, int64_t user_id);
+
+/*
+ * Changes the password of user_id (of organisation_id, active) from current (clen bytes) to fresh (flen bytes):
+ * the current one is checked under the sign-in throttle, the new one must follow the rules of auth.h. Every refresh
+ * family of the user is revoked (the other devices are signed out; their access tokens run out within
+ * SETTLED_ACCESS_TOKEN_TTL) and a new session is opened into *out. Returns 0, or -1 with err:
+ * gw_err_password_incorrect (403), gw_err_too_many_attempts (429, *retry_after), gw_err_parameter_invalid (400,
+ * 'new_password'), gw_err_unauthenticated (401, the user is no longer active), gw_err_store_unavailable (503).
+ */
+GW_MUSTCHECK int gw_session_password_change(const gw_session_ctx_t *ctx, int64_t user_id, int64_t organisation_id,
+                                            const char *current, size_t clen, const char *fresh, size_t flen,
+                                            const gw_session_client_t *client, gw_session_tokens_t *out,
+                                            uint32_t *retry_after, gw_err_t *err);
+
+/* Accepts invitation token (tlen bytes) with password: the user is created (the invitation is spent, single use) and
+ * signed in into *out. -1 with gw_err_token_invalid (400: unknown, used or expired), gw_err_email_taken (409),
+ * gw_err_parameter_invalid (400, 'password'), gw_err_store_unavailable (503). */
+GW_MUSTCHECK int gw_session_invitation_accept(const gw_session_ctx_t *ctx, const char *token, size_t tlen,
+                                              const char *password, size_t plen, const gw_session_client_t *client,
+                                              gw_session_tokens_t *out, gw_err_t *err);
+
+/* A password reset asked for email (in organisation, or NULL: every organisation). Until the notification outbox
+ * exists nothing can be sent, and a token nobody receives is worth nothing, so none is made: the request is logged
+ * (the user id, never the address) for an admin, who makes a link with `settled user reset`. Returns 0, or -1 when
+ * the database could not be asked (the caller answers the same either way). */
+int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
+                             const gw_session_client_t *client);
+
+/* Sets a new password with reset token (single use, 30 minutes): every refresh family of the user is revoked.
+ * -1 with gw_err_token_invalid (400), gw_err_parameter_invalid (400, 'password'), gw_err_store_unavailable. */
+GW_MUSTCHECK int gw_session_reset_confirm(const gw_session_ctx_t *ctx, const char *token, size_t tlen,
+                                          const char *password, size_t plen, const gw_session_client_t *client,
+                                          gw_err_t *err);
+
+/* Self-registration into organisation (a slug) when its self_registration allows: a client waiting for an admin's
+ * approval. An address already taken is answered as a success (it tells nothing). -1 with
+ * gw_err_registration_closed (403), gw_err_parameter_invalid (400, 'email' or 'password'), store_unavailable. */
+GW_MUSTCHECK int gw_session_register(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
+                                     const char *password, size_t plen, const gw_session_client_t *client,
+                                     gw_err_t *err);
 
 /* Forgets the local throttle's counts (tests). */
 void gw_session_throttle_reset(void);

@@ -234,6 +234,10 @@ static const setting_t settings[] = {
     {"SETTLED_CORS_ORIGINS", T_STRING, "", 0, 0, 0, FIELD(cors_origins), NULL,
      "Origins (scheme://host[:port], comma-separated, exact) that may call /v1 from a browser; empty: CORS off.",
      check_cors_origins},
+    /* the portal's sessions (gateway/api/session.c, docs/security.md) */
+    {"SETTLED_REFRESH_COOKIE", T_BOOL, "false", 0, 0, 0, FIELD(refresh_cookie), NULL,
+     "Whether /v1/auth hands the refresh token in an HttpOnly, Secure, SameSite=Strict cookie (Path=/v1/auth) "
+     "instead of the JSON body; refresh and logout then require the header X-Settled-CSRF: 1."},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -107,6 +107,8 @@ typedef struct st_gw_config_t {
     /* the portal API's guard */
     size_t api_body_limit; /* SETTLED_API_BODY_LIMIT bytes */
     char *cors_origins;    /* SETTLED_CORS_ORIGINS, NULL when unset (CORS off) */
+    /* the portal's sessions (gateway/api/session.c) */
+    bool refresh_cookie; /* SETTLED_REFRESH_COOKIE: the refresh token in an HttpOnly cookie, not the body */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

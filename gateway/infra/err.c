@@ -30,6 +30,11 @@ const char gw_err_parameter_unknown[] = "parameter_unknown";
 const char gw_err_parameter_invalid[] = "parameter_invalid";
 const char gw_err_json_invalid[] = "json_invalid";
 const char gw_err_replay_too_large[] = "replay_too_large";
+const char gw_err_csrf_failed[] = "csrf_failed";
+const char gw_err_password_incorrect[] = "password_incorrect";
+const char gw_err_token_invalid[] = "token_invalid";
+const char gw_err_email_taken[] = "email_taken";
+const char gw_err_registration_closed[] = "registration_closed";
 
 const gw_err_code_t gw_err_codes[] = {
     {gw_err_not_found, "No such resource"},
@@ -64,6 +69,11 @@ const gw_err_code_t gw_err_codes[] = {
     {cn_err_no_secret, "No secret configured for this source"},
     {cn_err_body_malformed, "Body is not a valid provider payload"},
     {cn_err_event_invalid, "An event lacks a required field"},
+    {gw_err_csrf_failed, "The request lacks its CSRF protection"},
+    {gw_err_password_incorrect, "The current password is not right"},
+    {gw_err_token_invalid, "The token is unknown, used or expired"},
+    {gw_err_email_taken, "The address already has an account"},
+    {gw_err_registration_closed, "This organisation does not take registrations"},
 };
 const size_t gw_err_ncodes = sizeof(gw_err_codes) / sizeof(gw_err_codes[0]);
 

@@ -54,6 +54,12 @@ extern const char gw_err_parameter_unknown[]; /* 400: a query parameter or body 
 extern const char gw_err_parameter_invalid[]; /* 400: a parameter is missing, of the wrong type or out of range */
 extern const char gw_err_json_invalid[];      /* 400: the body is not a JSON object */
 extern const char gw_err_replay_too_large[];  /* 400: a replay request matches more events than one may replay */
+/* The portal's sessions and account flows (gateway/api/session.c). */
+extern const char gw_err_csrf_failed[];         /* 403: a cookie-borne refresh token without the CSRF header */
+extern const char gw_err_password_incorrect[];  /* 403: the current password (a password change) is not right */
+extern const char gw_err_token_invalid[];       /* 400: an invitation or reset token unknown, used or expired */
+extern const char gw_err_email_taken[];         /* 409: the organisation has a user with that address */
+extern const char gw_err_registration_closed[]; /* 403: the organisation does not take self-registrations */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */
 typedef struct st_gw_err_code_t {

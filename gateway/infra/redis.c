@@ -355,11 +355,21 @@ static void on_exists(redisAsyncContext *ac, void *reply, void *privdata)
 
 int gw_redis_exists(gw_redis_t *r, const char *key, size_t len, gw_redis_exists_cb cb, void *data)
 {
-    if (r == NULL || !r->up || r->ac == NULL || !r->connected)
+    return gw_redis_exists_any(r, &key, &len, 1, cb, data);
+}
+
+int gw_redis_exists_any(gw_redis_t *r, const char *const *keys, const size_t *lens, size_t n, gw_redis_exists_cb cb,
+                        void *data)
+{
+    if (r == NULL || !r->up || r->ac == NULL || !r->connected || n == 0 || n > GW_REDIS_EXISTS_MAX)
         return -1;
+    const char *argv[GW_REDIS_EXISTS_MAX + 1] = {"EXISTS"};
+    size_t argl[GW_REDIS_EXISTS_MAX + 1] = {6};
+    for (size_t i = 0; i != n; ++i)
+        argv[i + 1] = keys[i], argl[i + 1] = lens[i];
     exists_call_t *call = h2o_mem_alloc(sizeof(*call));
     *call = (exists_call_t){.cb = cb, .data = data};
-    if (redisAsyncCommand(r->ac, on_exists, call, "EXISTS %b", key, len) != REDIS_OK) {
+    if (redisAsyncCommandArgv(r->ac, on_exists, call, (int)n + 1, argv, argl) != REDIS_OK) {
         free(call);
         return -1;
     }

@@ -29,6 +29,10 @@ typedef void (*gw_redis_exists_cb)(void *data, int result);
 /* Asks whether key (len bytes, binary-safe) exists. Returns 0, and cb fires exactly once later on this loop; or -1
  * when Redis is not up now (r may be NULL: not configured), and cb never fires. */
 GW_MUSTCHECK int gw_redis_exists(gw_redis_t *r, const char *key, size_t len, gw_redis_exists_cb cb, void *data);
+/* The same for n keys (at most GW_REDIS_EXISTS_MAX) in one EXISTS: cb gets 1 when any of them exists. */
+#define GW_REDIS_EXISTS_MAX 4
+GW_MUSTCHECK int gw_redis_exists_any(gw_redis_t *r, const char *const *keys, const size_t *lens, size_t n,
+                                     gw_redis_exists_cb cb, void *data);
 /* Parses url into host, port, password (may be NULL) and db; returns 0 or -1. Exposed for tests. */
 GW_MUSTCHECK int gw_redis_parse_url(const char *url, char **host, int *port, char **password, int *db);
 

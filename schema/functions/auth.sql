@@ -39,6 +39,9 @@
 --   auth_refresh_revoke(p_digest text, p_actor text, p_correlation text) RETURNS integer
 --       sign-out: revokes the family of p_digest, returns the number of live (unrotated) tokens revoked (0: unknown
 --       or revoked before). The two below count the same way.
+--   auth_password_change(p_user bigint, p_password_hash text, p_correlation text) RETURNS text
+--       after the current password verified: 'changed' (the hash replaced, audited 'user.password_change', every
+--       refresh family of the user revoked) | 'inactive' (the user is not active any more: nothing changed)
 --   auth_family_revoke(p_family uuid, p_actor text, p_reason text, p_correlation text) RETURNS integer
 --   auth_user_revoke_all(p_user bigint, p_actor text, p_reason text, p_correlation text) RETURNS integer
 --   auth_user_disable(p_org bigint, p_email text, p_actor text, p_correlation text)
@@ -486,5 +489,28 @@ BEGIN
     PERFORM audit_write(p_org, p_actor, 'user.approve', 'user', p_user::text, auth_user_json(v_old),
                         auth_user_json(v_new), p_correlation);
     RETURN 'approved';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION auth_password_change(p_user bigint, p_password_hash text, p_correlation text)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_user users;
+BEGIN
+    SELECT u.* INTO v_user FROM users u WHERE u.id = p_user;
+    IF NOT FOUND THEN
+        RETURN 'inactive';
+    END IF;
+    PERFORM audit_lock(v_user.organisation_id);
+    SELECT u.* INTO v_user FROM users u WHERE u.id = p_user FOR UPDATE;
+    IF v_user.status <> 'active' THEN
+        RETURN 'inactive';
+    END IF;
+    UPDATE users u SET password_hash = p_password_hash, updated_at = now() WHERE u.id = p_user;
+    PERFORM audit_write(v_user.organisation_id, 'user:' || p_user, 'user.password_change', 'user', p_user::text,
+                        NULL, NULL, p_correlation);
+    PERFORM auth_user_revoke_all(p_user, 'user:' || p_user, 'password change', p_correlation);
+    RETURN 'changed';
 END
 $$;

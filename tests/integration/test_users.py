@@ -166,7 +166,7 @@ def test_bad_input_is_refused_and_stores_nothing():
             expect_not_in(password, res.stdout + res.stderr, f"{what}: the password is never echoed")
         expect_eq(user_count(url), "1", f"{what}: nothing stored")
     expect_eq(h.sql_value(url, "SELECT count(*) FROM invitations"), "0", "no invitation either")
-    for args, words in ((["user"], "add, list or disable"), (["user", "remove"], "unknown subcommand remove"),
+    for args, words in ((["user"], "add, list, disable or reset"), (["user", "remove"], "unknown subcommand remove"),
                         (["user", "disable", "--organisation", "acme"], "are required")):
         res = settled(args, env)
         expect_eq(res.returncode, 2, f"{args}: exit code")

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "redis.h"
+#include "redis_sync.h"
 
 static pthread_t main_thread; /* the loop's */
 static atomic_int name_lookups, name_lookups_on_loop, name_delay_ms;
@@ -102,6 +103,30 @@ static void test_live_ping(void **state)
         h2o_evloop_run(loop, 10);
     assert_int_equal(answer, 0);
     assert_int_equal(gw_redis_exists(NULL, key, strlen(key), on_exists, &answer), -1); /* not configured */
+
+    /* EXISTS of several keys (the guard's jti and user keys): 1 when any of them is there */
+    char other[64];
+    snprintf(other, sizeof(other), "settled:test:exists:%d:b", (int)getpid());
+    gw_redis_sync_t *rs = gw_redis_sync_create(url, 2000, 2000);
+    long long out;
+    const char *set[] = {"SET", other, "1", "EX", "60"}, *del[] = {"DEL", other};
+    assert_int_equal(gw_redis_sync_command(rs, 5, set, &out, NULL), 0);
+    const char *keys[] = {key, other};
+    size_t lens[] = {strlen(key), strlen(other)};
+    answer = 99;
+    assert_int_equal(gw_redis_exists_any(r, keys, lens, 2, on_exists, &answer), 0);
+    for (int i = 0; i != 300 && answer == 99; ++i)
+        h2o_evloop_run(loop, 10);
+    assert_int_equal(answer, 1);
+    answer = 99;
+    assert_int_equal(gw_redis_exists_any(r, keys, lens, 1, on_exists, &answer), 0); /* the first alone: absent */
+    for (int i = 0; i != 300 && answer == 99; ++i)
+        h2o_evloop_run(loop, 10);
+    assert_int_equal(answer, 0);
+    assert_int_equal(gw_redis_exists_any(r, keys, lens, 0, on_exists, &answer), -1);
+    assert_int_equal(gw_redis_exists_any(r, keys, lens, GW_REDIS_EXISTS_MAX + 1, on_exists, &answer), -1);
+    assert_int_equal(gw_redis_sync_command(rs, 2, del, &out, NULL), 0);
+    gw_redis_sync_destroy(rs);
     gw_redis_destroy(r);
 
     /* nothing listens on port 1: the connection reports down and the loop goes on */

@@ -107,6 +107,9 @@ typedef struct st_gw_config_t {
     /* the portal API's guard */
     size_t api_body_limit; /* SETTLED_API_BODY_LIMIT bytes */
     char *cors_origins;    /* SETTLED_CORS_ORIGINS, NULL when unset (CORS off) */
+    /* the portal's payment methods */
+    char *portal_url;             /* SETTLED_PORTAL_URL, NULL when unset */
+    char *stripe_publishable_key; /* SETTLED_STRIPE_PUBLISHABLE_KEY, NULL when unset */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

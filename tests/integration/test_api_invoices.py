@@ -465,7 +465,9 @@ def test_access_matrix(w):
     rows = []
     for r in api:
         if r["method"] != "GET":
-            continue  # write routes join the matrix with a body of their own (none yet)
+            continue  # write routes join the matrix with a body of their own (test_api_payments.py has its own)
+        if r["name"] == "invoice_pdf":
+            continue  # calls Xero: test_api_payments.py's matrix covers it against the mock
         path = sample_path(r)
         scoped = "{" in r["path"]
         for who in callers:

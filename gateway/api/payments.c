@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * payments.c: GET /v1/payments. One prepared statement on the loop's async pool, scoped in SQL by the caller's
- * organisation and, for a client, its customer (payments.customer_id, set when the payment's provider customer was
- * matched), so another customer's payment is simply absent. Payments settled wrote back to Xero itself are not
+ * organisation and, for a client, its customer: the payments of its customer (payments.customer_id, set when the
+ * payment's provider customer was matched) and those that pay one of its invoices (as GET /v1/invoices/{id} shows
+ * them), so another customer's payment is simply absent. Payments settled wrote back to Xero itself are not
  * listed (they are the same money as the provider's payment). The page is keyed by the payment's id (a bigserial:
  * newest first), the cursor is its base64url text. Amounts are the ledger's minor units formatted by money.c.
  */
@@ -55,7 +56,8 @@ static const gw_db_statement_t statements[STMT_MAX] = {
      "  AND i.tenant_id::text = p.xero_tenant_id AND i.invoice_id = p.xero_invoice_id "
      "  AND ($2::bigint IS NULL OR i.status NOT IN ('DRAFT', 'SUBMITTED', 'DELETED')) "
      "WHERE p.organisation_id = $1::bigint AND NOT p.from_writeback "
-     "AND ($2::bigint IS NULL OR p.customer_id = $2::bigint) "
+     "AND ($2::bigint IS NULL OR p.customer_id = $2::bigint OR EXISTS (SELECT 1 FROM xero_invoices i "
+     "WHERE " GW_INVOICE_SCOPE "AND i.tenant_id::text = p.xero_tenant_id AND i.invoice_id = p.xero_invoice_id)) "
      "AND ($3::bigint IS NULL OR p.id < $3::bigint) "
      "ORDER BY p.id DESC LIMIT $4::int",
      4},

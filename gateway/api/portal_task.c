@@ -207,8 +207,12 @@ void gw_portal_task_fetch_err(gw_portal_task_t *t, const char *what, const gw_fe
                    "%s: the provider connection needs an administrator to reconnect it.", what);
         break;
     default:
-        gw_err_set(&t->err, gw_err_provider_unavailable, 502, "%s: the provider could not be reached; retry later.",
-                   what);
+        if (res->http_status == 409) /* Stripe: another request with the same Idempotency-Key is in flight */
+            gw_err_set(&t->err, gw_err_provider_unavailable, 503,
+                       "%s: a request like this one is still in progress; retry shortly.", what);
+        else
+            gw_err_set(&t->err, gw_err_provider_unavailable, 502, "%s: the provider could not be reached; retry later.",
+                       what);
         break;
     }
 }

@@ -50,7 +50,8 @@ gw_portal_task_t *gw_portal_task_new(gw_loop_t *loop, const gw_call_t *call, gw_
 int gw_portal_task_run(gw_loop_t *loop, h2o_req_t *req, gw_portal_task_t *t);
 
 /* Turns the outcome of a provider call that did not succeed into t->err: 503 with a wait for a quota or a 429
- * (provider_unavailable), 502 provider_unavailable for a failure, 502 provider_rejected for a refusal; what is
+ * or a 409 of a twin request in flight (provider_unavailable), 502 provider_unavailable for a failure, 502
+ * provider_rejected for a refusal; what is
  * the provider's own detail goes to the log, not to the caller. */
 void gw_portal_task_fetch_err(gw_portal_task_t *t, const char *what, const gw_fetch_result_t *res);
 

@@ -82,19 +82,20 @@ class World:
         self.server = None
 
     def seed_payments(self):
-        """A: three payments (GBP with a refund and a dispute, JPY, a GoCardless one) and a write-back (not listed);
-        B: one. Returns the ids of A's, newest first."""
+        """A: three payments (GBP with a refund and a dispute, JPY, a GoCardless one), a write-back (not listed) and
+        one of an unmatched provider customer that pays A's invoice (listed for A); B: one. Returns the ids."""
         db, x, a, b = self.db, self.org, self.cust["A"], self.cust["B"]
         rows = [("stripe", "pi_pay_a1", a, 1230, "GBP", "succeeded", "card", self.invoices["A"][1], False),
                 ("stripe", "pi_pay_a2", a, 7891, "JPY", "succeeded", "card", None, False),
                 ("gocardless", "PM00PAYA3", a, 500, "GBP", "paid_out", "bacs", None, False),
                 ("xero", "wb-pay-a4", a, 100, "GBP", "AUTHORISED", None, None, True),
+                ("stripe", "pi_pay_a5", "", 250, "GBP", "succeeded", "card", self.invoices["A"][1], False),
                 ("stripe", "pi_pay_b1", b, 999, "GBP", "succeeded", "card", self.invoices["B"][1], False)]
         ids = {}
         for prov, obj, cust, amount, cur, status, method, inv, wb in rows:
             ids[obj] = h.sql_value(db, "WITH i AS (INSERT INTO payments (organisation_id, provider, object_id, "
                                        "customer_id, xero_tenant_id, xero_invoice_id, amount_minor, currency, status, "
-                                       "method, from_writeback, raw) VALUES ($1, $2, $3, $4, nullif($5, ''), nullif($6, '')::uuid, $7, $8, $9, "
+                                       "method, from_writeback, raw) VALUES ($1, $2, $3, nullif($4, '')::bigint, nullif($5, ''), nullif($6, '')::uuid, $7, $8, $9, "
                                        "nullif($10, ''), "
                                        "$11, '{}') RETURNING id) SELECT id FROM i", x, prov, obj, cust,
                                    self.tenant if inv else "", inv or "", amount, cur, status, method or "",
@@ -166,7 +167,8 @@ def test_payments_scoped_exact_and_paged(w):
     doc = w.json("GET", "/v1/payments?limit=100", "client_a")
     ids = [p["id"] for p in doc["data"]]
     a = w.payments
-    expect_eq(ids, [a["PM00PAYA3"], a["pi_pay_a2"], a["pi_pay_a1"]], "A's payments, newest first, no write-back")
+    expect_eq(ids, [a["pi_pay_a5"], a["PM00PAYA3"], a["pi_pay_a2"], a["pi_pay_a1"]],
+              "A's payments and the one paying A's invoice, newest first, no write-back")
     by = {p["id"]: p for p in doc["data"]}
     p1 = by[a["pi_pay_a1"]]
     expect_eq((p1["provider"], p1["amount"], p1["currency"], p1["invoice_id"], p1["method"]),
@@ -180,14 +182,16 @@ def test_payments_scoped_exact_and_paged(w):
     raw = w.call("GET", "/v1/payments", "client_a")[2].decode()
     expect('"amount":1' not in raw and '"amount":7' not in raw, "no amount is a JSON number")
     # pages of one cover the three exactly once
-    seen, cursor = [], None
-    for _ in range(5):
+    seen, cursor, pages = [], None, 0
+    for _ in range(6):
+        pages += 1
         page = w.json("GET", "/v1/payments?limit=1" + (f"&cursor={cursor}" if cursor else ""), "client_a")
         seen += [p["id"] for p in page["data"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     expect_eq(seen, ids, "paging lists every payment once")
+    expect_eq(pages, 4, "four pages of one")
     # an admin sees its organisation's; another organisation's admin none of them
     admin = [p["id"] for p in w.json("GET", "/v1/payments?limit=100", "admin_x")["data"]]
     expect_eq(sorted(admin), sorted(ids + [a["pi_pay_b1"]]), "admin X: every payment of X but the write-back")
@@ -262,6 +266,7 @@ def test_card_setup_confirm_default_delete(w):
     detaches = [r for r in stripe.ctl("GET", "requests") if r["path"].endswith("/detach")]
     expect_eq(len(detaches), 1, "one detach call for two deletes")
     settle(w)  # the payment_method.detached webhook changes nothing more
+    expect_eq(pl.queue_counts(w.db).get("dead", 0), 0, "every webhook of the flow was processed")
     expect(card["id"] not in [m["id"] for m in w.methods()], "still gone after the webhook")
     expect_eq([m["id"] for m in w.methods() if m["is_default"]], [live], "the default moved to the other card")
 
@@ -285,6 +290,42 @@ def test_card_detached_at_stripe_already(w):
     expect_eq(h.sql_value(w.db, "SELECT status FROM payment_methods WHERE id = $1", mid), "detached", "detached here")
     w.call("DELETE", "/v1/payment-methods/999999999", "client_a", status=404)
     w.call("DELETE", "/v1/payment-methods/not-a-number", "client_a", status=404)
+
+
+@api_test
+def test_provider_failures(w):
+    """A provider that fails answers problem+json, never a hang: Stripe's 409 (a twin request in flight) is 503 with
+    Retry-After, a 500 is 502 provider_unavailable, a 4xx 502 provider_rejected; GoCardless likewise; nothing is
+    half-linked (a retry after the fault works)."""
+    stripe, gc = w.p.stripe, w.p.gc
+    try:
+        for mode, status, code in (("409", 503, "provider_unavailable"), ("500", 502, "provider_unavailable")):
+            stripe.ctl("POST", "faults", {"mode": mode, "path_prefix": "/v1/setup_intents", "method": "POST",
+                                          "count": 1})
+            st, rh, body = w.call("POST", "/v1/payment-methods/card", "client_a")
+            h.expect_problem((st, rh, body), status, code, f"Stripe fault {mode}")
+            if status == 503:
+                expect_in("retry-after", rh, "Retry-After")
+        stripe.ctl("DELETE", "faults")
+        w.call("POST", "/v1/payment-methods/card", "client_a", status=201)
+        gc.ctl("POST", "faults", {"mode": "500", "path_prefix": "/billing_request_flows", "count": 1})
+        st, rh, body = w.call("POST", "/v1/payment-methods/direct-debit", "client_a", {"scheme": "sepa_core"})
+        h.expect_problem((st, rh, body), 502, "provider_unavailable", "GoCardless fault 500")
+        gc.ctl("DELETE", "faults")
+        doc = w.json("POST", "/v1/payment-methods/direct-debit", "client_a", {"scheme": "sepa_core"}, status=201)
+        br = gc.ctl("GET", f"objects/billing_requests/{doc['billing_request_id']}")
+        expect_eq(br["mandate_request"]["currency"], "EUR", "the scheme's currency")
+        # a card the provider does not know: the detach is refused (a 404), the method stays
+        h.sql(w.db, "INSERT INTO payment_methods (organisation_id, provider, object_id, customer_id, kind, status, "
+                    "raw) VALUES ($1, 'stripe', 'pm_unknown_at_stripe', $2, 'card', 'active', '{}')",
+              w.org, w.cust["A"])
+        mid = h.sql_value(w.db, "SELECT id FROM payment_methods WHERE object_id = 'pm_unknown_at_stripe'")
+        st, rh, body = w.call("DELETE", f"/v1/payment-methods/{mid}", "client_a")
+        h.expect_problem((st, rh, body), 502, "provider_rejected", "an unknown card")
+        expect_eq(h.sql_value(w.db, "SELECT status FROM payment_methods WHERE id = $1", mid), "active", "unchanged")
+    finally:
+        stripe.ctl("DELETE", "faults")
+        gc.ctl("DELETE", "faults")
 
 
 @api_test
@@ -320,6 +361,9 @@ def test_direct_debit_flow_mandate_delete(w):
     expect_eq(gc.ctl("GET", f"objects/mandates/{md}")["status"], "cancelled", "cancelled at the mock")
     expect_eq(w.methods("client_b"), [], "gone from the list")
     w.call("DELETE", f"/v1/payment-methods/{mandate['id']}", "client_b", status=204)
+    settle(w)
+    expect_eq(pl.queue_counts(w.db).get("dead", 0), 0, "every webhook of the flow was processed")
+    expect_eq(w.methods("client_b"), [], "still gone after the mandates.cancelled webhook")
     # cancelled at GoCardless before settled knew: the cancel's 409 is read back as done
     gc.ctl("PUT", "objects/mandates/MD00PAYGONE", {"status": "cancelled", "links": {"customer": cu}})
     h.sql(w.db, "INSERT INTO payment_methods (organisation_id, provider, object_id, customer_id, provider_customer, "

@@ -329,6 +329,29 @@ def test_provider_failures(w):
 
 
 @api_test
+def test_client_gone_during_provider_call(w):
+    """A client that hangs up while its SetupIntent is being created: the work finishes on the pool (the SetupIntent
+    exists at the mock), nobody is answered, the server goes on and stops cleanly (no sanitizer report)."""
+    stripe = w.p.stripe
+    before = len(stripe.ctl("GET", "objects/setup_intents"))
+    stripe.ctl("POST", "faults", {"mode": "slow", "delay_ms": 1500, "path_prefix": "/v1/setup_intents", "count": 1})
+    try:
+        try:
+            w.server.request("POST", "/v1/payment-methods/card",
+                             headers={"Authorization": f"Bearer {w.tokens['client_a']}"}, timeout=0.3)
+            raise h.Failure("the slow call answered within 0.3 s")
+        except (TimeoutError, OSError):
+            pass  # gave up, as a browser tab closed
+        pl.wait_for(lambda: len(stripe.ctl("GET", "objects/setup_intents")) == before + 1, 15,
+                    "the SetupIntent of the abandoned request")
+    finally:
+        stripe.ctl("DELETE", "faults")
+    time.sleep(0.3)
+    w.call("POST", "/v1/payment-methods/card", "client_a", status=201)
+    w.call("GET", "/v1/payment-methods", "client_a", status=200)
+
+
+@api_test
 def test_direct_debit_flow_mandate_delete(w):
     gc = w.p.gc
     doc = w.json("POST", "/v1/payment-methods/direct-debit", "client_b", {"scheme": "bacs"}, status=201)

@@ -16,6 +16,7 @@
 #include "events.h"
 #include "guard.h"
 #include "intake.h"
+#include "invoice_pdf.h"
 #include "invoices.h"
 #include "log.h"
 #include "matching.h"
@@ -23,6 +24,9 @@
 #include "metrics.h"
 #include "notes.h"
 #include "ops.h"
+#include "payment_methods.h"
+#include "payments_api.h"
+#include "portal_task.h"
 #include "reply.h"
 #include "server.h"
 #include "sessions.h"
@@ -340,6 +344,61 @@ gw_route_t gw_routes[] = {
                   gw_sessions_register_inputs, GW_SESSIONS_REGISTER_NINPUTS,
                   "Register as a client of an organisation that allows it (waits for approval)"),
 #undef SESSION_ROUTE
+    /* the client's payments, payment methods and invoice PDFs (payments.c, payment_methods.c, invoice_pdf.c) */
+    {.name = "invoice_pdf",
+     .method = "GET",
+     .path = "/v1/invoices/{id}/pdf",
+     .api = gw_invoice_pdf_get,
+     .access = GW_ACCESS_ADMIN_CLIENT,
+     .inputs = gw_invoices_get_inputs,
+     .ninputs = GW_INVOICES_GET_NINPUTS,
+     .summary = "The invoice as Xero renders it (PDF), cached by its UpdatedDateUTC"},
+    {.name = "payments_list",
+     .method = "GET",
+     .path = "/v1/payments",
+     .api = gw_payments_list,
+     .access = GW_ACCESS_ADMIN_CLIENT,
+     .head = true,
+     .inputs = gw_payments_list_inputs,
+     .ninputs = GW_PAYMENTS_LIST_NINPUTS,
+     .summary = "The payments the caller may see, newest first, with refunds, disputes and the invoice paid"},
+    {.name = "payment_methods_list",
+     .method = "GET",
+     .path = "/v1/payment-methods",
+     .api = gw_pm_list,
+     .access = GW_ACCESS_CLIENT,
+     .head = true,
+     .summary = "The customer's cards and direct-debit mandates, the default flagged"},
+    {.name = "payment_methods_card",
+     .method = "POST",
+     .path = "/v1/payment-methods/card",
+     .api = gw_pm_card,
+     .access = GW_ACCESS_CLIENT,
+     .summary = "Start adding a card: a Stripe SetupIntent for the customer (its client_secret)"},
+    {.name = "payment_methods_direct_debit",
+     .method = "POST",
+     .path = "/v1/payment-methods/direct-debit",
+     .api = gw_pm_direct_debit,
+     .access = GW_ACCESS_CLIENT,
+     .inputs = gw_pm_direct_debit_inputs,
+     .ninputs = GW_PM_DIRECT_DEBIT_NINPUTS,
+     .summary = "Start adding a direct-debit mandate: a GoCardless billing request flow (its authorisation_url)"},
+    {.name = "payment_methods_delete",
+     .method = "DELETE",
+     .path = "/v1/payment-methods/{id}",
+     .api = gw_pm_delete,
+     .access = GW_ACCESS_CLIENT,
+     .inputs = gw_pm_id_inputs,
+     .ninputs = GW_PM_ID_NINPUTS,
+     .summary = "Remove a payment method: the card detached or the mandate cancelled at the provider"},
+    {.name = "payment_methods_default",
+     .method = "PUT",
+     .path = "/v1/payment-methods/{id}/default",
+     .api = gw_pm_default,
+     .access = GW_ACCESS_CLIENT,
+     .inputs = gw_pm_id_inputs,
+     .ninputs = GW_PM_ID_NINPUTS,
+     .summary = "Make a payment method the customer's default"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
@@ -348,7 +407,10 @@ const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_i
                                          /* admin: customers, matching, terms, users */
                                          &gw_customers_module, &gw_matching_module, &gw_terms_module, &gw_users_module,
                                          /* the portal's sessions */
-                                         &gw_sessions_module};
+                                         &gw_sessions_module,
+                                         /* the client's payments, payment methods and invoice PDFs */
+                                         &gw_payments_api_module, &gw_pm_module, &gw_invoice_pdf_module,
+                                         &gw_portal_task_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 

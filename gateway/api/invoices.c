@@ -75,12 +75,7 @@ enum {
     C_PAYMENTS
 };
 
-/* Who may see an invoice: the organisation ($1); a client ($2 not NULL) only its customer's, and never drafts. */
-#define INVOICE_SCOPE                                                                                                  \
-    "i.organisation_id = $1::bigint AND i.type = 'ACCREC' "                                                            \
-    "AND ($2::bigint IS NULL OR (i.status NOT IN ('DRAFT', 'SUBMITTED', 'DELETED') AND EXISTS ("                       \
-    "  SELECT 1 FROM xero_contacts c WHERE c.organisation_id = i.organisation_id AND c.tenant_id = i.tenant_id "       \
-    "  AND c.contact_id = i.contact_id AND c.customer_id = $2::bigint))) "
+#define INVOICE_SCOPE GW_INVOICE_SCOPE
 
 /* The list's filters: $3 status, $4 payment state, $5 due before, $6 due after. */
 #define LIST_FILTERS                                                                                                   \
@@ -173,8 +168,7 @@ static json_t *money_json(const char *numeric, size_t len, const char *currency)
     return n < 0 ? json_null() : json_stringn(buf, (size_t)n);
 }
 
-/* The same from minor units of the ledger (text of a bigint). */
-static json_t *minor_json(const char *minor, const char *currency)
+json_t *gw_invoices_minor_json(const char *minor, const char *currency)
 {
     int e = currency != NULL ? gw_currency_exponent(currency) : -1;
     char *end, buf[48];
@@ -256,9 +250,11 @@ static json_t *invoice_json(const gw_db_rows_t *rows, size_t r)
     const char *net = gw_db_rows_value(rows, r, C_NET_PAID, NULL),
                *out = gw_db_rows_value(rows, r, C_OUTSTANDING, NULL);
     json_object_set_new(o, "amount_paid",
-                        net != NULL ? minor_json(net, state_currency) : col_money(rows, r, C_XPAID, currency));
+                        net != NULL ? gw_invoices_minor_json(net, state_currency)
+                                    : col_money(rows, r, C_XPAID, currency));
     json_object_set_new(o, "amount_outstanding",
-                        out != NULL ? minor_json(out, state_currency) : col_money(rows, r, C_XDUE, currency));
+                        out != NULL ? gw_invoices_minor_json(out, state_currency)
+                                    : col_money(rows, r, C_XDUE, currency));
     return o;
 }
 
@@ -303,7 +299,8 @@ static void add_detail(json_t *o, const gw_db_rows_t *rows, const char *currency
         json_object_set_new(p, "id", json_member_text(l, "id"));
         json_object_set_new(p, "provider", json_member_text(l, "provider"));
         json_object_set_new(p, "status", json_member_text(l, "status"));
-        json_object_set_new(p, "amount", minor_json(json_string_value(json_object_get(l, "amount_minor")), pcur));
+        json_object_set_new(p, "amount",
+                            gw_invoices_minor_json(json_string_value(json_object_get(l, "amount_minor")), pcur));
         json_object_set_new(p, "currency", json_member_text(l, "currency"));
         json_object_set_new(p, "method", json_member_text(l, "method"));
         json_object_set_new(p, "created_at", json_member_text(l, "created_at"));

@@ -9,6 +9,14 @@
 
 #include "api.h"
 
+/* The SQL condition of who may see invoice i (xero_invoices): the organisation ($1); a client ($2 not NULL) only its
+ * customer's, and never drafts. Shared by the invoice routes (invoices.c, invoice_pdf.c). */
+#define GW_INVOICE_SCOPE                                                                                               \
+    "i.organisation_id = $1::bigint AND i.type = 'ACCREC' "                                                            \
+    "AND ($2::bigint IS NULL OR (i.status NOT IN ('DRAFT', 'SUBMITTED', 'DELETED') AND EXISTS ("                       \
+    "  SELECT 1 FROM xero_contacts c WHERE c.organisation_id = i.organisation_id AND c.tenant_id = i.tenant_id "       \
+    "  AND c.contact_id = i.contact_id AND c.customer_id = $2::bigint))) "
+
 /* The inputs of the two routes (their rows are in routes.c). */
 enum { GW_INVOICES_LIST_NINPUTS = 7, GW_INVOICES_GET_NINPUTS = 1 };
 extern const gw_input_t gw_invoices_list_inputs[GW_INVOICES_LIST_NINPUTS];
@@ -24,5 +32,9 @@ extern const gw_module_t gw_invoices_module;
  * (at least 32 bytes) as a decimal string with the currency's decimals; returns its length, or -1 when the currency
  * is unknown or the amount is not exact in it. */
 int gw_invoices_money(const char *numeric, size_t len, const char *currency, char *out, size_t size);
+
+/* A JSON string of minor units of the ledger (the text of a bigint) in currency, or null when either is not one
+ * settled knows. Shared by the routes that show ledger amounts (payments.c). */
+json_t *gw_invoices_minor_json(const char *minor, const char *currency);
 
 #endif

@@ -188,8 +188,7 @@ void gw_reply_err_field(h2o_req_t *req, const gw_err_t *err, const char *field)
     gw_reply_text(req, status, "application/problem+json", body.base, body.len);
 }
 
-/* True if the If-None-Match list value names etag (a quoted strong tag), weakly compared, or is "*". */
-static bool etag_listed(h2o_iovec_t list, const char *etag, size_t elen)
+bool gw_reply_etag_listed(h2o_iovec_t list, const char *etag, size_t elen)
 {
     const char *p = list.base, *end = list.base + list.len;
     while (p < end) {
@@ -218,7 +217,7 @@ void gw_reply_json_cached(h2o_req_t *req, const char *body, size_t len)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, (size_t)elen);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("private, no-cache"));
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
-    if (i != -1 && etag_listed(req->headers.entries[i].value, etag, (size_t)elen)) {
+    if (i != -1 && gw_reply_etag_listed(req->headers.entries[i].value, etag, (size_t)elen)) {
         gw_reply_empty(req, 304);
         return;
     }

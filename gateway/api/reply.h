@@ -30,6 +30,8 @@ void gw_reply_err_field(h2o_req_t *req, const gw_err_t *err, const char *field);
 /* Sends body (len bytes) as a 200 application/json representation of a GET: with a strong ETag (a digest of the
  * body) and Cache-Control: private, no-cache; or 304 without a body when If-None-Match names that ETag (or *). */
 void gw_reply_json_cached(h2o_req_t *req, const char *body, size_t len);
+/* True if the If-None-Match list value names etag (a quoted strong tag), weakly compared, or is "*". */
+bool gw_reply_etag_listed(h2o_iovec_t list, const char *etag, size_t elen);
 /* Sends body (len bytes) as application/json. */
 void gw_reply_json(h2o_req_t *req, int status, const char *body, size_t len);
 /* Sends body with the given content type. */

@@ -262,7 +262,7 @@ gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_
             return out->status;
         }
 
-        char auth[4200], own[MAX_HEADERS][128], idem[320], accept[128];
+        char auth[4200], own[MAX_HEADERS][128], idem[320], accept[128], ctype[128];
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
         gw_free_secret(token);
         const char *headers[MAX_HEADERS + 5];
@@ -272,8 +272,11 @@ gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_
         headers[nh++] = accept;
         for (size_t i = 0; i != nown; ++i)
             headers[nh++] = own[i];
-        if (call->body != NULL)
-            headers[nh++] = "Content-Type: application/json";
+        if (call->body != NULL) {
+            snprintf(ctype, sizeof(ctype), "Content-Type: %.100s",
+                     call->content_type != NULL ? call->content_type : "application/json");
+            headers[nh++] = ctype;
+        }
         if (call->idempotency_key != NULL) {
             snprintf(idem, sizeof(idem), "Idempotency-Key: %.255s", call->idempotency_key);
             headers[nh++] = idem;

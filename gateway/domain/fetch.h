@@ -59,6 +59,7 @@ typedef struct st_gw_fetch_call_t {
     size_t body_len;
     const char *idempotency_key; /* sent as Idempotency-Key; NULL: none */
     const char *accept;          /* the media type asked for (e.g. "application/pdf"); NULL: application/json */
+    const char *content_type;    /* the body's media type (Stripe: application/x-www-form-urlencoded); NULL: JSON */
     /* true: a GW_FETCH_REJECTED result keeps the provider's answer in out->res (the caller frees it), so that
      * the reason of a refusal (Xero's ValidationErrors) can be read */
     bool keep_rejected_body;

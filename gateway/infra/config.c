@@ -64,6 +64,8 @@ static const char *check_account_code(const char *value, char *why, size_t whyle
 static const char *check_cors_origins(const char *value, char *why, size_t whylen);
 static const char *check_jwt_secret(const char *value, char *why, size_t whylen);
 static const char *check_jwt_alg(const char *value, char *why, size_t whylen);
+static const char *check_portal_url(const char *value, char *why, size_t whylen);
+static const char *check_publishable_key(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -238,6 +240,14 @@ static const setting_t settings[] = {
     {"SETTLED_REFRESH_COOKIE", T_BOOL, "false", 0, 0, 0, FIELD(refresh_cookie), NULL,
      "Whether /v1/auth hands the refresh token in an HttpOnly, Secure, SameSite=Strict cookie (Path=/v1/auth) "
      "instead of the JSON body; refresh and logout then require the header X-Settled-CSRF: 1."},
+    /* the portal's payment methods (gateway/api/payment_methods.c, docs/api.md) */
+    {"SETTLED_PORTAL_URL", T_STRING, "", 0, 0, 0, FIELD(portal_url), NULL,
+     "Base URL of the client portal (https://host[/path]); GoCardless sends customers back under it after a "
+     "direct-debit mandate.",
+     check_portal_url},
+    {"SETTLED_STRIPE_PUBLISHABLE_KEY", T_STRING, "", 0, 0, 0, FIELD(stripe_publishable_key), NULL,
+     "Stripe publishable key (pk_...) handed to the portal with a card SetupIntent; empty: the portal has its own.",
+     check_publishable_key},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -802,6 +812,35 @@ static const char *check_cors_origins(const char *value, char *why, size_t whyle
             break;
         p = end + 1;
     }
+    return NULL;
+}
+
+/* The portal's base URL: http(s)://host..., no query, no fragment, no white space. */
+static const char *check_portal_url(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    if (value[0] == '\0')
+        return NULL;
+    size_t skip = strncmp(value, "https://", 8) == 0 ? 8 : strncmp(value, "http://", 7) == 0 ? 7 : 0;
+    if (skip == 0 || value[skip] == '\0' || value[skip] == '/')
+        return "must be an http(s) URL like https://portal.example.com";
+    for (const char *p = value; *p != '\0'; ++p)
+        if ((unsigned char)*p <= ' ' || *p == '?' || *p == '#' || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x7f)
+            return "must be an http(s) URL without query, fragment or white space";
+    return NULL;
+}
+
+/* A Stripe publishable key: pk_test_... or pk_live_... */
+static const char *check_publishable_key(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    if (value[0] == '\0')
+        return NULL;
+    if (strncmp(value, "pk_", 3) != 0 || strlen(value) > 255)
+        return "must be a Stripe publishable key (pk_...)";
+    for (const char *p = value; *p != '\0'; ++p)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return "must be a Stripe publishable key (pk_...)";
     return NULL;
 }
 

@@ -109,6 +109,9 @@ typedef struct st_gw_config_t {
     char *cors_origins;    /* SETTLED_CORS_ORIGINS, NULL when unset (CORS off) */
     /* the portal's sessions (gateway/api/session.c) */
     bool refresh_cookie; /* SETTLED_REFRESH_COOKIE: the refresh token in an HttpOnly cookie, not the body */
+    /* the portal's payment methods */
+    char *portal_url;             /* SETTLED_PORTAL_URL, NULL when unset */
+    char *stripe_publishable_key; /* SETTLED_STRIPE_PUBLISHABLE_KEY, NULL when unset */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

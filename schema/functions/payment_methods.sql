@@ -95,8 +95,8 @@ $$;
 -- Defaults, writing a method, provider customers
 
 -- Makes exactly one method of customer p_customer is_default, among its usable methods (pm_usable, and not of a
--- provider customer that was deleted): the one its provider names as default (payment_customers.default_method)
--- if usable, else the newest usable one (provider_created_at, then id); none if none is usable. Audits a change
+-- provider customer that was deleted): the one a portal user chose last (chosen_at, pm_choose_default) if usable,
+-- else the one its provider names as default (payment_customers.default_method) if usable, else the newest usable one (provider_created_at, then id); none if none is usable. Audits a change
 -- ('payment_method.default', with p_correlation); writes nothing when the default is already right. NULL p_customer
 -- does nothing.
 CREATE OR REPLACE FUNCTION pm_refresh_default(p_org bigint, p_customer bigint, p_correlation text DEFAULT NULL)
@@ -108,18 +108,21 @@ DECLARE
     v_id bigint;
     v_object text;
     v_explicit boolean;
+    v_chosen boolean;
 BEGIN
     IF p_customer IS NULL THEN
         RETURN;
     END IF;
     PERFORM audit_lock(p_org);
-    SELECT m.id, m.object_id, coalesce(pc.default_method = m.object_id, false) INTO v_id, v_object, v_explicit
+    SELECT m.id, m.object_id, coalesce(pc.default_method = m.object_id, false), m.chosen_at IS NOT NULL
+    INTO v_id, v_object, v_explicit, v_chosen
     FROM payment_methods m
     LEFT JOIN payment_customers pc ON pc.organisation_id = m.organisation_id AND pc.provider = m.provider
                                   AND pc.external_id = m.provider_customer
     WHERE m.organisation_id = p_org AND m.customer_id = p_customer AND pm_usable(m.kind, m.status)
       AND pc.deleted IS NOT TRUE
-    ORDER BY coalesce(pc.default_method = m.object_id, false) DESC, m.provider_created_at DESC NULLS LAST, m.id DESC
+    ORDER BY m.chosen_at DESC NULLS LAST, coalesce(pc.default_method = m.object_id, false) DESC,
+             m.provider_created_at DESC NULLS LAST, m.id DESC
     LIMIT 1;
     SELECT m.id, m.object_id INTO v_cur_id, v_cur_object FROM payment_methods m
     WHERE m.organisation_id = p_org AND m.customer_id = p_customer AND m.is_default
@@ -133,7 +136,8 @@ BEGIN
     PERFORM audit_write(p_org, 'system:payments', 'payment_method.default', 'customer', p_customer::text,
         CASE WHEN v_cur_id IS NOT NULL THEN jsonb_build_object('object_id', v_cur_object) END,
         jsonb_build_object('object_id', v_object,
-                           'rule', CASE WHEN v_id IS NULL THEN 'none' WHEN v_explicit THEN 'provider' ELSE 'newest' END),
+                           'rule', CASE WHEN v_id IS NULL THEN 'none' WHEN v_chosen THEN 'chosen'
+                                       WHEN v_explicit THEN 'provider' ELSE 'newest' END),
         p_correlation);
 END
 $$;
@@ -534,5 +538,48 @@ BEGIN
                                                       'customer_bank_account', v_bank_id,
                                                       'creditor', pm_ref_id(v_links -> 'creditor')))));
     RETURN pm_upsert(n, p_correlation);
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- The portal (gateway/api/payment_methods.c)
+
+-- A portal user (p_actor, e.g. 'user:12') makes method p_method (payment_methods.id) of customer p_customer the
+-- default: its chosen_at is set and pm_refresh_default runs. Audited as 'payment_method.choose_default' with the
+-- default before and after. Returns 'chosen', 'unchanged' (it already is the chosen default), 'unusable' (it is not
+-- a usable method: nothing written) or 'not_found' (no such method of that customer: nothing written).
+CREATE OR REPLACE FUNCTION pm_choose_default(p_org bigint, p_customer bigint, p_method bigint, p_actor text,
+                                             p_correlation text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    m payment_methods;
+    v_before text;
+    v_after text;
+BEGIN
+    PERFORM audit_lock(p_org);
+    SELECT * INTO m FROM payment_methods x
+    WHERE x.organisation_id = p_org AND x.customer_id = p_customer AND x.id = p_method
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'not_found';
+    END IF;
+    IF NOT pm_usable(m.kind, m.status) THEN
+        RETURN 'unusable';
+    END IF;
+    SELECT x.object_id INTO v_before FROM payment_methods x
+    WHERE x.organisation_id = p_org AND x.customer_id = p_customer AND x.is_default;
+    IF m.is_default AND m.chosen_at IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM payment_methods x WHERE x.organisation_id = p_org AND x.customer_id = p_customer
+          AND x.chosen_at > m.chosen_at) THEN
+        RETURN 'unchanged';
+    END IF;
+    UPDATE payment_methods x SET chosen_at = clock_timestamp(), updated_at = now() WHERE x.id = m.id;
+    PERFORM pm_refresh_default(p_org, p_customer, p_correlation);
+    SELECT x.object_id INTO v_after FROM payment_methods x
+    WHERE x.organisation_id = p_org AND x.customer_id = p_customer AND x.is_default;
+    PERFORM audit_write(p_org, p_actor, 'payment_method.choose_default', 'payment_method',
+        m.provider || ':' || m.object_id, jsonb_build_object('default', v_before),
+        jsonb_build_object('default', v_after), p_correlation);
+    RETURN 'chosen';
 END
 $$;

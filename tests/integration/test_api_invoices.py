@@ -515,6 +515,8 @@ def test_access_matrix(w):
     for r in api:
         if r["method"] != "GET" and r["name"] not in SAMPLE_BODIES:
             continue  # a write route joins the matrix with a valid body of its own (SAMPLE_BODIES)
+        if r["name"] == "invoice_pdf":
+            continue  # calls Xero: test_api_payments.py's matrix covers it against the mock
         path = sample_path(r, w)
         scoped = "{" in r["path"]
         for who in callers:

@@ -52,7 +52,7 @@ VERSION = "2015-07-06"  # P3.2: the only version the SDKs send
 DOCS = "https://developer.gocardless.com/api-reference#"
 KINDS = {  # path / envelope name -> id prefix
     "payments": "PM", "mandates": "MD", "customers": "CU", "refunds": "RF", "customer_bank_accounts": "BA",
-    "billing_requests": "BRQ", "events": "EV",
+    "billing_requests": "BRQ", "billing_request_flows": "BRF", "events": "EV",
 }
 CURRENCIES = ("AUD", "CAD", "DKK", "EUR", "GBP", "NZD", "SEK", "USD")  # P3.4
 SCHEME_CURRENCY = {"bacs": "GBP", "sepa_core": "EUR", "ach": "USD", "becs": "AUD", "becs_nz": "NZD", "pad": "CAD",
@@ -626,8 +626,11 @@ class Handler(BaseHandler):
             if o is None:
                 raise not_found()
             return 200, {kind: public(o)}, []
-        if method == "POST" and len(segs) == 1 and kind in ("payments", "refunds"):
+        if method == "POST" and len(segs) == 1 and kind in ("payments", "refunds", "billing_requests",
+                                                              "billing_request_flows"):
             return self.create(kind, body)
+        if method == "POST" and len(segs) == 4 and kind == "mandates" and segs[2] == "actions":
+            return self.mandate_action(segs[1], segs[3], body)
         if method == "POST" and len(segs) == 4 and kind == "payments" and segs[2] == "actions":
             return self.payment_action(segs[1], segs[3], body)
         raise not_found()
@@ -734,7 +737,9 @@ class Handler(BaseHandler):
                 raise invalid_state("idempotent_creation_conflict",
                                     "A resource has already been created with this idempotency key",
                                     {"conflicting_resource_id": prior[0]})
-        o, events = self.create_payment(spec) if kind == "payments" else self.create_refund(spec)
+        o, events = {"payments": self.create_payment, "refunds": self.create_refund,
+                     "billing_requests": self.create_billing_request,
+                     "billing_request_flows": self.create_billing_request_flow}[kind](spec)
         if key:
             st.idem[(kind, key)] = (o["id"], st.now())
             st.idem_stats["created"] += 1
@@ -818,6 +823,123 @@ class Handler(BaseHandler):
         p["amount_refunded"] += amount
         return r, [st.event("refunds", "created", {"refund": r["id"]}, {
             "origin": "api", "cause": "refund_created", "description": "The refund has been created."}, r)]
+
+    def create_billing_request(self, s):
+        """POST /billing_requests (PROVIDERS.md 3.6): mandate_request{scheme, currency?, verify?, metadata?} and/or
+        payment_request{amount, currency, description?}, links{customer?, customer_bank_account?}, metadata. A
+        customer is made now unless links name one (its details come later, in the flow); status pending, with the
+        actions the payer still has to do. The control API's POST /_mock/billing_requests/{id}/fulfil completes it."""
+        st = STATE
+        for k in s:
+            if k not in ("mandate_request", "payment_request", "links", "metadata", "fallback_enabled",
+                         "purpose_code"):
+                raise invalid(k, "is not a permitted parameter")
+        mr, pr = s.get("mandate_request"), s.get("payment_request")
+        if mr is None and pr is None:
+            raise invalid("mandate_request", "one of mandate_request or payment_request is required")
+        if mr is not None:
+            if not isinstance(mr, dict):
+                raise invalid("mandate_request", "must be an object")
+            for k in mr:
+                if k not in ("scheme", "currency", "verify", "metadata", "description", "reference"):
+                    raise invalid(f"mandate_request.{k}", "is not a permitted parameter")
+            scheme = mr.get("scheme")
+            if scheme is not None and scheme not in SCHEME_CURRENCY:
+                raise invalid("mandate_request.scheme", f"must be one of {', '.join(SCHEME_CURRENCY)}")
+            if mr.get("verify", "recommended") not in ("minimum", "recommended", "when_available", "always"):
+                raise invalid("mandate_request.verify", "must be one of minimum, recommended, when_available, always")
+            cur = mr.get("currency") or SCHEME_CURRENCY.get(scheme or "bacs", "GBP")
+            if cur not in CURRENCIES:
+                raise invalid("mandate_request.currency", f"must be one of {', '.join(CURRENCIES)}")
+            mr = {"currency": cur, "scheme": scheme, "verify": mr.get("verify", "recommended"),
+                  "metadata": self.check_metadata(mr.get("metadata")), "links": {}}
+        if pr is not None:
+            if not isinstance(pr, dict) or not isinstance(pr.get("amount"), int) or pr["amount"] < 1:
+                raise invalid("payment_request.amount", "must be an integer greater than or equal to 1")
+            if pr.get("currency") not in CURRENCIES:
+                raise invalid("payment_request.currency", f"must be one of {', '.join(CURRENCIES)}")
+        links = s.get("links") or {}
+        if not isinstance(links, dict) or any(k not in ("customer", "customer_bank_account") for k in links):
+            raise invalid("links", "may name customer and customer_bank_account")
+        if links.get("customer") and st.get("customers", links["customer"]) is None:
+            raise invalid("links.customer", "not found")  # [unverified] how GoCardless reports an unknown link
+        cu = st.get("customers", links.get("customer") or "") or st.put("customers", st.new_object("customers", {}))
+        br = st.new_object("billing_requests", {
+            "mandate_request": mr, "payment_request": pr, "metadata": self.check_metadata(s.get("metadata")),
+            "fallback_enabled": bool(s.get("fallback_enabled", False)),
+            "actions": [{"type": t, "required": True, "completes_actions": [], "requires_actions": [],
+                         "status": "pending"} for t in ("collect_customer_details", "collect_bank_account",
+                                                        "confirm_payer_details")],
+            "links": {"customer": cu["id"], "customer_billing_detail": rand_id("CBD"),
+                      "customer_bank_account": links.get("customer_bank_account"),
+                      **({"mandate_request": rand_id("MRQ")} if mr else {}),
+                      **({"payment_request": rand_id("PRQ")} if pr else {})}})
+        st.put("billing_requests", br)
+        return br, [st.event("billing_requests", "created", {"billing_request": br["id"], "customer": cu["id"]}, {
+            "origin": "api", "cause": "billing_request_created",
+            "description": "This billing request has been created."}, br)]
+
+    def create_billing_request_flow(self, s):
+        """POST /billing_request_flows (PROVIDERS.md 3.6): redirect_uri, exit_uri, links{billing_request},
+        prefilled_customer, lock_*; answers the authorisation_url of a page of this mock, valid 7 days."""
+        st = STATE
+        for k in s:
+            if k not in ("redirect_uri", "exit_uri", "links", "prefilled_customer", "prefilled_bank_account",
+                         "lock_bank_account", "lock_customer_details", "lock_currency", "language", "show_redirect_buttons",
+                         "show_success_redirect_button", "skip_success_screen", "customer_details_captured"):
+                raise invalid(k, "is not a permitted parameter")
+        brq = (s.get("links") or {}).get("billing_request")
+        if not brq:
+            raise invalid("links.billing_request", "is missing")
+        br = st.get("billing_requests", brq)
+        if br is None:
+            raise invalid("links.billing_request", "not found")
+        if br["status"] not in ("pending", "ready_to_fulfil"):
+            raise invalid_state("billing_request_not_pending", f"The billing request is {br['status']}")
+        for u in ("redirect_uri", "exit_uri"):
+            if s.get(u) is not None and not re.match(r"^https?://[^\s]+$", str(s[u])):
+                raise invalid(u, "must be a URL")
+        fid = rand_id("BRF")
+        host = self.headers.get("Host") or "localhost"
+        flow = {"id": fid, "created_at": iso_ms(st.now()), "expires_at": iso_ms(st.now() + 7 * 86400),
+                "authorisation_url": f"http://{host}/billing/static/flow?id={fid}",
+                "redirect_uri": s.get("redirect_uri"), "exit_uri": s.get("exit_uri"),
+                "session_token": None, "auto_fulfil": True, "language": s.get("language"),
+                "lock_bank_account": bool(s.get("lock_bank_account", False)),
+                "lock_customer_details": bool(s.get("lock_customer_details", False)),
+                "lock_currency": bool(s.get("lock_currency", False)),
+                "prefilled_customer": s.get("prefilled_customer"),
+                "links": {"billing_request": brq}}
+        st.put("billing_request_flows", flow)
+        return flow, [st.event("billing_requests", "flow_created", {"billing_request": brq,
+                                                                    "billing_request_flow": fid}, {
+            "origin": "api", "cause": "billing_request_flow_created",
+            "description": "A billing request flow has been created against this billing request."}, br)]
+
+    def mandate_action(self, mid, action, body):
+        """POST /mandates/{id}/actions/cancel (with an optional {"data": {"metadata"}}); a mandate that cannot be
+        cancelled any more is a 409 invalid_state."""
+        st = STATE
+        m = st.get("mandates", mid)
+        if m is None:
+            raise not_found()
+        if action != "cancel":
+            raise not_found()
+        if body:
+            try:
+                doc = json.loads(body.decode("utf-8") or "null")
+            except (ValueError, UnicodeDecodeError):
+                raise GCError(400, "invalid_api_usage", "Invalid JSON", reason="invalid_json") from None
+            if doc is not None and (not isinstance(doc, dict) or set(doc) - {"data"}):
+                raise GCError(400, "invalid_api_usage", "The body must be a JSON object with a 'data' member",
+                              reason="invalid_document_structure")
+        if m["status"] in ("cancelled", "failed", "expired", "consumed", "blocked"):
+            raise invalid_state("mandate_already_cancelled" if m["status"] == "cancelled" else "mandate_not_active",
+                                f"The mandate is {m['status']} and cannot be cancelled")  # [unverified] reasons
+        evs = st.move_mandate(m, "cancelled", {"origin": "api", "cause": "mandate_cancelled", "scheme": None,
+                                               "reason_code": None,
+                                               "description": "The mandate was cancelled via the API."})
+        return 200, {"mandates": public(m)}, evs
 
     def payment_action(self, pid, action, body):
         """POST /payments/{id}/actions/cancel|retry (P3.4)."""

@@ -263,6 +263,30 @@ def set_top_key(raw, key, value_text):
     return raw[:last] + "," + member + raw[last:]
 
 
+def invoice_pdf(tenant_id, r):
+    """The PDF Xero renders for an invoice (GET /Invoices/{id} with Accept: application/pdf, PROVIDERS.md 2.6): here a
+    small valid PDF naming the invoice, with a digest of the record (so a changed invoice has other bytes) and a
+    binary comment line, as real PDFs have."""
+    digest = hashlib.sha256(f"{tenant_id}:{r.raw}".encode("utf-8")).hexdigest()
+    text = f"Invoice {r.number or r.id} {digest[:16]}".replace("(", "").replace(")", "").replace("\\", "")
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1", "replace")
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
+    offsets = []
+    for i, o in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n".encode() + o + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{off:010d} 00000 n \n".encode() for off in offsets)
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
 def round_unit_amounts(raw, places):
     """raw (one invoice or credit-note record) with the UnitAmount of each top-level LineItems element
     rounded to places decimals (half away from zero), as Xero does without ?unitdp=4 (P2.5: the
@@ -2019,6 +2043,8 @@ class Handler(BaseHTTPRequestHandler):
                 r = next((x for x in table.values() if x.number is not None and x.number == rest[1]), None)
             if r is None:
                 return (404,) + text_404
+            if kind == "invoices" and "application/pdf" in (self.headers.get("Accept") or "").lower():
+                return 200, invoice_pdf(tenant.id, r), "application/pdf"  # PROVIDERS.md 2.6: Accept picks the PDF
             return 200, self.envelope(spec["collection"], [served(r.raw)]), "application/json; charset=utf-8"
         recs = list(table.values())
         if "ids" in q:
@@ -2369,6 +2395,11 @@ class Handler(BaseHTTPRequestHandler):
             except (ValueError, UnicodeDecodeError) as e:
                 raise BadRequest(f"the body is not JSON: {e}") from None
             return self.reply_json(200, st.amend_invoice(t, parts[2], spec))
+        if len(parts) == 4 and kind == "invoices" and parts[3].lower() == "pdf" and method == "GET":
+            r = t.records[kind].get(parts[2].lower()) if t else None  # the bytes the API serves for it now
+            if r is None:
+                return self.reply_json(404, {"error": "no such record"})
+            return self.reply(200, invoice_pdf(t.id, r), "application/pdf")
         if len(parts) != 3:
             raise BadRequest("/_mock/tenants/{tenantId}/{kind}/{id}", 404)
         rid = parts[2]

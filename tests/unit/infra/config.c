@@ -1049,6 +1049,8 @@ static void test_dump(void **state)
                            "SETTLED_API_BODY_LIMIT=65536\n"
                            "SETTLED_CORS_ORIGINS=\n"
                            "SETTLED_REFRESH_COOKIE=false\n"
+                           "SETTLED_PORTAL_URL=\n"
+                           "SETTLED_STRIPE_PUBLISHABLE_KEY=\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -1227,11 +1229,13 @@ static void test_list_keys(void **state)
                                            "SETTLED_RETENTION_DAYS",
                                            "SETTLED_API_BODY_LIMIT",
                                            "SETTLED_CORS_ORIGINS",
-                                           "SETTLED_REFRESH_COOKIE"};
+                                           "SETTLED_REFRESH_COOKIE",
+                                           "SETTLED_PORTAL_URL",
+                                           "SETTLED_STRIPE_PUBLISHABLE_KEY"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 86); /* 80 settings, 6 of them with a per-source pattern */
+    assert_int_equal(n, 88); /* 82 settings, 6 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

@@ -280,11 +280,13 @@ cat <<EOF
     SETTLED_XERO_WEBHOOK_KEY=$SETTLED_XERO_WEBHOOK_KEY
     SETTLED_GOCARDLESS_WEBHOOK_SECRETS=$SETTLED_GOCARDLESS_WEBHOOK_SECRETS
 
-  Demo portal users of '$SETTLED_ORGANISATION' (the demo's own passwords, kept in $demo_env; the sign-in routes
-  are not served yet):
+  Demo portal users of '$SETTLED_ORGANISATION' (the demo's own passwords, kept in $demo_env):
     admin:  $demo_admin / $(demo_get SETTLED_DEV_ADMIN_PASSWORD)
     client: $demo_client / $(demo_get SETTLED_DEV_CLIENT_PASSWORD)  (customer $demo_customer, Acme Parts Co.)
-    deploy/demo-post.sh --psql -c 'SELECT id, email, role, customer_id, status FROM users'
+  Sign in as the client and read its invoices (docs/api.md):
+    curl -s -X POST http://$SETTLED_LISTEN/v1/auth/login -H 'Content-Type: application/json' \\
+      -d '{"email":"$demo_client","password":"$(demo_get SETTLED_DEV_CLIENT_PASSWORD)"}'
+    curl -s -H "Authorization: Bearer <access_token>" http://$SETTLED_LISTEN/v1/invoices
 
   In another terminal, post signed fixtures:
     deploy/demo-post.sh stripe fixtures/stripe/event_payment_intent_succeeded.json

@@ -193,7 +193,7 @@ static int link_body(gw_dbs_t *db, void *arg, gw_err_t *err)
     const char *p[] = {org, l->provider, l->external, cus, actor, l->t->request_id};
     const char *q[] = {org, l->provider, l->external, cus, l->t->request_id};
     if (gw_dbs_exec(db, "SELECT match_link($1::bigint, $2, $3, $4::bigint, 'created', $5, $6)", 6, p) < 0 ||
-        gw_dbs_exec(db, "SELECT pm_customer_seen($1::bigint, $2, $3, $4::bigint, NULL, false, $5)", 5, q) < 0)
+        gw_dbs_exec(db, "SELECT pm_customer_seen($1::bigint, $2, $3, now(), $4::bigint, NULL, false, $5)", 5, q) < 0)
         return gw_dbs_err(db, err);
     return 0;
 }
@@ -493,8 +493,8 @@ static int apply_body(gw_dbs_t *db, void *arg, gw_err_t *err)
     const char *p[] = {org, a->account, text, a->t->request_id}, *g[] = {org, text, a->t->request_id};
     long long rc =
         strcmp(a->provider, "stripe") == 0
-            ? gw_dbs_exec(db, "SELECT pm_apply_stripe_payment_method($1::bigint, $2, $3::jsonb, $4)", 4, p)
-            : gw_dbs_exec(db, "SELECT pm_apply_gocardless_mandate($1::bigint, $2::jsonb, NULL, NULL, $3)", 3, g);
+            ? gw_dbs_exec(db, "SELECT pm_apply_stripe_payment_method($1::bigint, $2, now(), $3::jsonb, $4)", 4, p)
+            : gw_dbs_exec(db, "SELECT pm_apply_gocardless_mandate($1::bigint, now(), $2::jsonb, NULL, NULL, $3)", 3, g);
     free(text);
     if (rc < 0)
         return gw_dbs_err(db, err);

@@ -22,6 +22,10 @@ import secrets
 import harness as h
 import openapi_check
 import test_api_invoices as ti
+
+# The disabled user's id: its Redis deny key (settled:revoked:user:<id>) outlives this test and every test file
+# shares one Redis, so it must not be an id that another file's tokens carry (101, 301, ...).
+VICTIM = 700000000 + secrets.randbelow(100000000)
 from harness import expect, expect_eq, expect_in
 
 TX = "11111111-1111-4111-8111-111111111111"
@@ -44,7 +48,7 @@ def seed(db):
              (102, x, "bob@b.example", "client", ids["B"], "active"),
              (201, x, "admin@x.example", "admin", None, "active"),
              (202, y, "admin@y.example", "admin", None, "active"),
-             (301, x, "victim@a.example", "client", ids["A"], "active"),
+             (VICTIM, x, "victim@a.example", "client", ids["A"], "active"),
              (302, x, "matrix@a.example", "client", ids["A"], "active"),
              (401, x, "pending@x.example", "client", None, "pending_approval"),
              (402, x, "pending2@x.example", "client", None, "pending_approval")]
@@ -442,19 +446,19 @@ def test_users_invitations_settings(w):
     # disable: a refresh token of the victim no longer rotates, its access tokens are denied in Redis
     token = secrets.token_urlsafe(32)
     dig = hashlib.sha256(token.encode()).hexdigest()
-    h.sql(w.db, "INSERT INTO refresh_tokens (digest, user_id, family_id, expires_at) VALUES ($1, 301, "
-                "gen_random_uuid(), now() + interval '1 day')", dig)
-    ti.redis_cmd("DEL", "settled:revoked:user:301")
-    h.expect_problem(w.call("POST", "/v1/admin/users/301/disable", "admin_y"), 404, "not_found", "Y disables X's user")
-    expect_eq(h.sql_value(w.db, "SELECT status FROM users WHERE id = 301"), "active", "Y changed nothing")
-    doc, rh = w.ok("POST", "/v1/admin/users/301/disable")
+    h.sql(w.db, "INSERT INTO refresh_tokens (digest, user_id, family_id, expires_at) VALUES ($1, $2, "
+                "gen_random_uuid(), now() + interval '1 day')", dig, VICTIM)
+    ti.redis_cmd("DEL", f"settled:revoked:user:{VICTIM}")
+    h.expect_problem(w.call("POST", f"/v1/admin/users/{VICTIM}/disable", "admin_y"), 404, "not_found", "Y disables X's user")
+    expect_eq(h.sql_value(w.db, "SELECT status FROM users WHERE id = $1", VICTIM), "active", "Y changed nothing")
+    doc, rh = w.ok("POST", f"/v1/admin/users/{VICTIM}/disable")
     expect_eq((doc["status"], doc["sessions_revoked"], doc["access_tokens_denied"]), ("disabled", 1, True), "disabled")
     expect_in("user.disable", [r[1] for r in audits(w, rh["x-request-id"])], "audited")
-    expect_in(":1", ti.redis_cmd("EXISTS", "settled:revoked:user:301"), "the deny key is set")
+    expect_in(":1", ti.redis_cmd("EXISTS", f"settled:revoked:user:{VICTIM}"), "the deny key is set")
     new = hashlib.sha256(b"next").hexdigest()
     res = h.sql_value(w.db, "SELECT result FROM auth_refresh_rotate($1, $2, 3600, 'ua', '127.0.0.1', 'test')", dig, new)
     expect(res != "rotated", f"the disabled user's refresh token does not rotate ({res})")
-    doc, _ = w.ok("POST", "/v1/admin/users/301/disable")
+    doc, _ = w.ok("POST", f"/v1/admin/users/{VICTIM}/disable")
     expect_eq((doc["status"], doc["sessions_revoked"]), ("disabled", 0), "disabling again is harmless")
     h.expect_problem(w.call("POST", "/v1/admin/users/201/disable", "admin_x"), 409, "conflict", "not oneself")
     h.expect_problem(w.call("POST", "/v1/admin/users/402/disable", "admin_x"), 409, "conflict",

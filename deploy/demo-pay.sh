@@ -34,9 +34,14 @@ tenant=$(psql_demo "SELECT tenant_id FROM xero_tenants ORDER BY created_at LIMIT
 [ -n "$tenant" ] || { echo "error: no connected Xero tenant (is deploy/run.sh running with the mock Xero?)" >&2; exit 1; }
 major=$((amount / 100)).$(printf '%02d' $((amount % 100)))
 now_ms=$(($(date +%s) * 1000))
+# The invoices belong to the demo client's customer (Acme Parts Co., whose Xero contact the matching linked), so that
+# the demo client sees them in the portal (GET /v1/invoices); a random contact when that contact is not mirrored yet.
+contact=$(psql_demo "SELECT x.contact_id FROM xero_contacts x JOIN customers c ON c.id = x.customer_id
+                     WHERE c.email_normalised = 'bk@krave.co' ORDER BY x.contact_id LIMIT 1")
+[ -n "$contact" ] || contact=$(cat /proc/sys/kernel/random/uuid)
 new_invoice() { # ID NUMBER
-    printf '{"Type":"ACCREC","InvoiceID":"%s","InvoiceNumber":"%s","Contact":{"ContactID":"%s","Name":"Demo Customer"},"Status":"AUTHORISED","LineAmountTypes":"NoTax","DateString":"%s","DueDateString":"%s","SubTotal":%s,"TotalTax":0.00,"Total":%s,"AmountDue":%s,"AmountPaid":0.00,"AmountCredited":0.00,"CurrencyCode":"GBP","UpdatedDateUTC":"/Date(%s+0000)/"}' \
-        "$1" "$2" "$(cat /proc/sys/kernel/random/uuid)" "$(date -u +%Y-%m-%dT00:00:00)" \
+    printf '{"Type":"ACCREC","InvoiceID":"%s","InvoiceNumber":"%s","Contact":{"ContactID":"%s","Name":"Acme Parts Co."},"Status":"AUTHORISED","LineAmountTypes":"NoTax","DateString":"%s","DueDateString":"%s","SubTotal":%s,"TotalTax":0.00,"Total":%s,"AmountDue":%s,"AmountPaid":0.00,"AmountCredited":0.00,"CurrencyCode":"GBP","UpdatedDateUTC":"/Date(%s+0000)/"}' \
+        "$1" "$2" "$contact" "$(date -u +%Y-%m-%dT00:00:00)" \
         "$(date -u -d '+30 days' +%Y-%m-%dT00:00:00)" "$major" "$major" "$major" "$now_ms"
 }
 card_inv=$(cat /proc/sys/kernel/random/uuid)

@@ -507,7 +507,12 @@ def test_access_matrix(w):
     """Every api route of the table x every kind of caller. Expected: anonymous 401 on every guarded route; a role
     the route does not serve 404; a role it serves 200, or 404 for an object outside the caller's scope (client B,
     admin Y on A's invoice). A route with a {param} is tried with A's object."""
-    callers = ["anonymous", "client_a", "client_b", "admin_x", "admin_y"]
+    callers = ["anonymous", "client_a", "client_b", "admin_x", "admin_y", "disabled"]
+    # a disabled user: a valid token of a client of A whose user the deny list names, as `settled user disable` and
+    # POST /v1/admin/users/{id}/disable set it (a random id: every test file shares one Redis)
+    disabled = 800000000 + secrets.randbelow(100000000)
+    w.tokens["disabled"] = mint(disabled, w.ids["org-x"], "client", w.ids["A"])
+    redis_cmd("SET", f"settled:revoked:user:{disabled}", "1", "EX", "600")
     api = [r for r in routes() if r["api"]]
     expect(len(api) >= 3, "the table has api routes")
     owner = {"client_a": True, "client_b": False, "admin_x": True, "admin_y": False}
@@ -522,7 +527,7 @@ def test_access_matrix(w):
         for who in callers:
             if r["access"] == "public":
                 want = 200
-            elif who == "anonymous":
+            elif who in ("anonymous", "disabled"):
                 want = 401
             elif who.split("_")[0] not in r["access"].split("|"):
                 want = 404

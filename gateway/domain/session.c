@@ -513,16 +513,32 @@ static int refuse_token(gw_err_t *err)
 }
 
 /* Spends one-time token (tlen bytes) with a new hash of password through sql ($1 the token's digest, $2 the hash, $3
- * the correlation; its first column the result). Returns the result row, or NULL with err set. */
-static gw_dbs_result_t *consume(const gw_session_ctx_t *ctx, const char *sql, const char *what, const char *token,
-                                size_t tlen, const char *password, size_t plen, const gw_session_client_t *client,
-                                gw_err_t *err)
+ * the correlation; its first column the result). live ($1 the digest) says first whether the token can be spent at
+ * all, so that a flood of made-up tokens costs a lookup each, not a deliberately slow hash. Returns the result row,
+ * or NULL with err set. */
+static gw_dbs_result_t *consume(const gw_session_ctx_t *ctx, const char *live, const char *sql, const char *what,
+                                const char *token, size_t tlen, const char *password, size_t plen,
+                                const gw_session_client_t *client, gw_err_t *err)
 {
+    char digest[65];
+    gw_auth_token_digest(token, tlen, digest);
+    const char *lp[] = {digest};
+    gw_dbs_result_t *l = gw_dbs_query(ctx->db, live, 1, lp);
+    if (l == NULL) {
+        store_err(ctx, what, err);
+        return NULL;
+    }
+    bool alive = gw_dbs_nrows(l) == 1;
+    gw_dbs_result_free(l);
+    if (!alive) {
+        gw_log(GW_LOG_INFO, "%s refused from %s: unknown, used or expired", what,
+               client->ip != NULL ? client->ip : "-");
+        refuse_token(err);
+        return NULL;
+    }
     char *hash = new_hash(password, plen, "password", err);
     if (hash == NULL)
         return NULL;
-    char digest[65];
-    gw_auth_token_digest(token, tlen, digest);
     const char *p[] = {digest, hash, client->correlation};
     gw_dbs_result_t *r = gw_dbs_query(ctx->db, sql, 3, p);
     gw_free_secret(hash);
@@ -542,8 +558,10 @@ int gw_session_invitation_accept(const gw_session_ctx_t *ctx, const char *token,
                                  gw_err_t *err)
 {
     memset(out, 0, sizeof(*out));
-    gw_dbs_result_t *r = consume(ctx, "SELECT result, user_id FROM auth_invitation_consume($1, $2, $3)",
-                                 "accepting an invitation", token, tlen, password, plen, client, err);
+    gw_dbs_result_t *r =
+        consume(ctx, "SELECT 1 FROM invitations WHERE digest = $1 AND used_at IS NULL AND expires_at > now()",
+                "SELECT result, user_id FROM auth_invitation_consume($1, $2, $3)", "accepting an invitation", token,
+                tlen, password, plen, client, err);
     if (r == NULL)
         return -1;
     char user[24];
@@ -581,8 +599,10 @@ int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisati
 int gw_session_reset_confirm(const gw_session_ctx_t *ctx, const char *token, size_t tlen, const char *password,
                              size_t plen, const gw_session_client_t *client, gw_err_t *err)
 {
-    gw_dbs_result_t *r = consume(ctx, "SELECT result FROM auth_reset_consume($1, $2, $3)", "resetting a password",
-                                 token, tlen, password, plen, client, err);
+    gw_dbs_result_t *r =
+        consume(ctx, "SELECT 1 FROM password_resets WHERE digest = $1 AND used_at IS NULL AND expires_at > now()",
+                "SELECT result FROM auth_reset_consume($1, $2, $3)", "resetting a password", token, tlen, password,
+                plen, client, err);
     if (r == NULL)
         return -1;
     int rc = strcmp(gw_dbs_value(r, 0, 0), "reset") == 0 ? 0 : refuse_token(err);

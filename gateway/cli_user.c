@@ -34,7 +34,8 @@ void gw_cli_user_usage(FILE *out)
         "            10 to 1024 bytes with at least 4 distinct characters. It is stored as a scrypt hash only.\n"
         "            --invite     store an invitation instead (valid 72 hours, single use) and print its link,\n"
         "                         with which the user chooses a password; no password is read\n"
-        "            --portal-url the portal's address for the link (default http://SETTLED_LISTEN)\n"
+        "            --portal-url the portal's address for the link (default SETTLED_PORTAL_URL, else "
+        "http://SETTLED_LISTEN)\n"
         "  list      the users (of one organisation, or of all): id, organisation, email, role, customer,\n"
         "            status, created, last sign-in. Never a password hash.\n"
         "  disable   lock a user out: it can no longer sign in, and every refresh token it holds is revoked\n"
@@ -192,16 +193,14 @@ static int refusal(const add_args_t *a, const char *result)
     return result == gw_accounts_email_taken || result == gw_accounts_customer_unknown ? 1 : GW_ARGS_USAGE;
 }
 
-/* The base of the invitation link: --portal-url, else http://SETTLED_LISTEN. */
+/* The base of the invitation link: --portal-url, else SETTLED_PORTAL_URL, else http://SETTLED_LISTEN. */
 static void portal_base(const gw_config_t *cfg, const char *url, char *out, size_t len)
 {
     if (url != NULL) {
         size_t n = strlen(url);
         snprintf(out, len, "%.*s", (int)(n != 0 && url[n - 1] == '/' ? n - 1 : n), url);
     } else {
-        const char *host = cfg->listen_host != NULL ? cfg->listen_host : "127.0.0.1";
-        bool v6 = strchr(host, ':') != NULL;
-        snprintf(out, len, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)cfg->listen_port);
+        gw_config_portal_base(cfg, out, len);
     }
 }
 

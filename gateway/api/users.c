@@ -130,12 +130,10 @@ static void on_invite(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
                         result != NULL ? gw_db_rows_value(rows, 0, 2, NULL) : NULL, NULL);
         return;
     }
-    /* the link, as `settled user add --invite` prints it (the portal's base is http://SETTLED_LISTEN) */
-    const char *host = inv->cfg->listen_host != NULL ? inv->cfg->listen_host : "127.0.0.1";
-    bool v6 = strchr(host, ':') != NULL;
-    char link[512];
-    snprintf(link, sizeof(link), "http://%s%s%s:%u/invite#token=%s", v6 ? "[" : "", host, v6 ? "]" : "",
-             (unsigned)inv->cfg->listen_port, inv->token);
+    /* the link, as `settled user add --invite` prints it (SETTLED_PORTAL_URL, else http://SETTLED_LISTEN) */
+    char base[400], link[512];
+    gw_config_portal_base(inv->cfg, base, sizeof(base));
+    snprintf(link, sizeof(link), "%s/invite#token=%s", base, inv->token);
     json_t *o = json_loads(doc, 0, NULL);
     if (o == NULL) {
         gw_reply_problem(req, 500, gw_err_internal, NULL);

@@ -1318,6 +1318,19 @@ const char *gw_config_api_key(const gw_config_t *cfg, const char *provider, cons
     return key != NULL && key[0] != '\0' ? key : NULL;
 }
 
+void gw_config_portal_base(const gw_config_t *cfg, char *out, size_t len)
+{
+    const char *url = cfg->portal_url;
+    if (url != NULL && url[0] != '\0') {
+        size_t n = strlen(url);
+        snprintf(out, len, "%.*s", (int)(url[n - 1] == '/' ? n - 1 : n), url);
+        return;
+    }
+    const char *host = cfg->listen_host != NULL ? cfg->listen_host : "127.0.0.1";
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(out, len, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)cfg->listen_port);
+}
+
 /* Dump */
 
 static bool is_password_keyword(const char *k, size_t len)

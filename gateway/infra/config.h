@@ -135,6 +135,10 @@ void gw_config_dump(const gw_config_t *cfg, FILE *out);
  * neither is set. */
 const char *gw_config_api_key(const gw_config_t *cfg, const char *provider, const char *source);
 
+/* The base URL of the client portal, without a trailing '/': SETTLED_PORTAL_URL, else http://SETTLED_LISTEN (where
+ * settled serves the portal itself). Links settled hands out (invitations, resets, payment links) start with it. */
+void gw_config_portal_base(const gw_config_t *cfg, char *out, size_t len);
+
 /* Writes the names of every setting of the table (per-source patterns with their __<SOURCE> suffix). */
 void gw_config_list_keys(FILE *out);
 

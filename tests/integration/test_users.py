@@ -191,6 +191,11 @@ def test_invite_prints_a_one_time_link():
                    "--invite"], dict(env, SETTLED_LISTEN="127.0.0.1:8099"))
     expect_eq(res.returncode, 0, f"invite admin: exit code (stderr {res.stderr!r})")
     expect_in("http://127.0.0.1:8099/invite#token=", res.stdout, "the default portal address")
+    # SETTLED_PORTAL_URL, when set, is the base (as for the admin's POST /v1/admin/invitations)
+    res = settled(["user", "add", "--organisation", "acme", "--email", "boss3@acme.example", "--role", "admin",
+                   "--invite"], dict(env, SETTLED_PORTAL_URL="https://pay.acme.example/portal/"))
+    expect_eq(res.returncode, 0, f"invite with SETTLED_PORTAL_URL: exit code (stderr {res.stderr!r})")
+    expect_in("https://pay.acme.example/portal/invite#token=", res.stdout, "the configured portal address")
     # accepting it: once, and not an unknown token
     hashed = "$scrypt$ln=15,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     first = h.sql_rows(url, "SELECT result, role, customer_id FROM auth_invitation_consume($1, $2, 'corr-1')",

@@ -755,7 +755,7 @@ static const char *access_name(const gw_route_t *route)
 void gw_routes_print(FILE *out, bool json)
 {
     static const char *const wheres[] = {"path", "query", "body"};
-    static const char *const types[] = {"string", "integer", "boolean", "enum", "date", "money", "cursor"};
+    static const char *const types[] = {"string", "integer", "boolean", "enum", "date", "money", "cursor", "array"};
     for (size_t i = 0; i != gw_nroutes; ++i) {
         const gw_route_t *r = &gw_routes[i];
         if (!json) {
@@ -776,7 +776,8 @@ void gw_routes_print(FILE *out, bool json)
             json_object_set_new(j, "in", json_string(wheres[in->where]));
             json_object_set_new(j, "type", json_string(types[in->type]));
             json_object_set_new(j, "required", json_boolean(in->required || in->where == GW_IN_PATH));
-            if (in->type == GW_IN_INT || in->type == GW_IN_STRING || in->type == GW_IN_CURSOR) {
+            if (in->type == GW_IN_INT || in->type == GW_IN_STRING || in->type == GW_IN_CURSOR ||
+                in->type == GW_IN_ARRAY) {
                 json_object_set_new(j, "min", json_integer(in->min));
                 json_object_set_new(j, "max", json_integer(in->max));
             }

@@ -4,8 +4,8 @@
  * same rule is in SQL (schema/functions/terms.sql, terms_due_date); both are checked against one table of cases,
  * fixtures/terms_cases.csv (tests/unit/domain/terms.c and tests/integration/test_sql_terms.py).
  */
-#ifndef GW_TERMS_H
-#define GW_TERMS_H
+#ifndef GW_DOMAIN_TERMS_H
+#define GW_DOMAIN_TERMS_H
 
 #include <stdint.h>
 

@@ -511,6 +511,8 @@ def test_access_matrix(w):
             body = {"customer_id": a}
         elif r["method"] == "PUT" and "terms" in r["path"]:
             body = {"type": "OFCURRENTMONTH", "day": 15}
+        elif r["method"] == "PUT" and r["path"].endswith("/dunning-plan"):
+            body = {"steps": []}
         elif r["method"] == "PUT":
             body = {"self_registration": "off"}
         elif r["method"] == "PATCH":

@@ -194,9 +194,15 @@ def test_xero_default_terms(w):
     """`settled sync xero` stores the Xero organisation's PaymentTerms.Sales as X's default terms (source xero)
     while no admin has set them, follows Xero's changes, and never replaces an admin's."""
     h.sql(w.db, "DELETE FROM payment_terms WHERE organisation_id = $1", w.x)
-    w.m.ctl("PUT", f"tenants/{w.t}/organisation", {"PaymentTerms": {}})
-    sync(w)
+    sync(w)  # the mock's Organisation has "PaymentTerms": {}, as the example of Xero's spec
     expect_eq(default_terms(w), [], "Xero has no sales terms: none stored")
+    st, _, _ = w.m.call("PUT", f"/_mock/tenants/{w.t}/organisation",
+                        json.dumps({"PaymentTerms": {"Sales": {"Day": 40, "Type": "OFCURRENTMONTH"}}}).encode(),
+                        {"Content-Type": "application/json"})
+    expect_eq(st, 400, "the mock refuses terms Xero would not hold")
+    w.m.ctl("PUT", f"tenants/{w.t}/organisation", {"PaymentTerms": {"Bills": {"Day": 15, "Type": "OFCURRENTMONTH"}}})
+    sync(w)
+    expect_eq(default_terms(w), [], "only bills' terms: none stored")
     w.m.ctl("PUT", f"tenants/{w.t}/organisation",
             {"PaymentTerms": {"Bills": {"Day": 15, "Type": "OFCURRENTMONTH"},
                               "Sales": {"Day": 10, "Type": "DAYSAFTERBILLMONTH"}}})

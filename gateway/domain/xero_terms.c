@@ -2,6 +2,7 @@
 /* xero_terms.c: the Xero organisation's default sales terms into payment_terms (xero_terms.h). */
 #include "xero_terms.h"
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include "log.h"
@@ -43,8 +44,24 @@ const char *gw_xero_terms_apply(gw_dbs_t *db, int64_t organisation_id, const cha
     return strcmp(out, "invalid") == 0 ? "none" : out;
 }
 
+/* True if the space-separated scopes name accounting.settings or accounting.settings.read. */
+static bool settings_scope(const char *scopes)
+{
+    for (const char *p = scopes != NULL ? scopes : ""; *p != '\0';) {
+        size_t n = strcspn(p, " ");
+        if ((n == 19 && strncmp(p, "accounting.settings", 19) == 0) ||
+            (n == 24 && strncmp(p, "accounting.settings.read", 24) == 0))
+            return true;
+        p += n;
+        p += strspn(p, " ");
+    }
+    return false;
+}
+
 const char *gw_xero_terms_read(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id)
 {
+    if (!settings_scope(ctx->cfg->xero_scopes))
+        return "no_scope"; /* Xero would refuse the call (and a 401 costs a token refresh): not asked */
     gw_fetch_call_t call = {
         .provider = "xero", .path = "/api.xro/2.0/Organisation", .account = tenant, .token_id = token_id};
     gw_fetch_result_t res;

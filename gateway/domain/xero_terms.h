@@ -23,9 +23,10 @@ const char *gw_xero_terms_apply(gw_dbs_t *db, int64_t organisation_id, const cha
                                 const char *correlation, char *err, size_t errlen);
 
 /*
- * Reads tenant's Organisation and applies its sales terms (gw_xero_terms_apply). Never fails a sync: a refusal
- * (Xero answers 401/403 when the connection lacks the accounting.settings(.read) scope), a failed call or a
- * database error is logged and the outcome is "skipped". Returns the outcome.
+ * Reads tenant's Organisation and applies its sales terms (gw_xero_terms_apply), when SETTLED_XERO_SCOPES names
+ * accounting.settings or accounting.settings.read (else "no_scope", no call: Xero would refuse it). Never fails a
+ * sync: a refusal (a connection made before the scope was added), a failed call or a database error is logged and
+ * the outcome is "skipped". Returns the outcome.
  */
 const char *gw_xero_terms_read(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char *tenant, int64_t token_id);
 

@@ -41,6 +41,9 @@ class World:
         env = ti.jwt_env()
         for k in ("SETTLED_XERO_CLIENT_ID", "SETTLED_XERO_CLIENT_SECRET", "SETTLED_SECRET_KEY"):
             env.pop(k)
+        # the Organisation (Xero's default terms) is read only when the scopes ask for the settings
+        env["SETTLED_XERO_SCOPES"] = "offline_access accounting.transactions accounting.contacts " \
+                                     "accounting.settings.read"
         self.env = pl.settled_env(self.m, self.db, **env)
         self.server = None
 
@@ -179,8 +182,8 @@ def test_dunning_plan(w):
     expect_eq(w.audits(rh["x-request-id"]), [], "deleting nothing: no audit row")
 
 
-def sync(w):
-    res = h.run_settled(["sync", "xero"], w.env, timeout=120)
+def sync(w, env=None):
+    res = h.run_settled(["sync", "xero"], env or w.env, timeout=120)
     expect_eq(res.returncode, 0, f"settled sync xero (stderr {res.stderr[-1500:]!r})")
 
 
@@ -216,6 +219,13 @@ def test_xero_default_terms(w):
     w.m.ctl("PUT", f"tenants/{w.t}/organisation", {"PaymentTerms": {"Sales": {"Day": 20, "Type": "OFFOLLOWINGMONTH"}}})
     sync(w)
     expect_eq(default_terms(w), [["OFFOLLOWINGMONTH", "20", "xero"]], "Xero's change followed")
+    # without the settings scope the sync does not ask (Xero would refuse): nothing changes
+    w.m.ctl("PUT", f"tenants/{w.t}/organisation", {"PaymentTerms": {"Sales": {"Day": 9, "Type": "OFFOLLOWINGMONTH"}}})
+    w.m.ctl("DELETE", "requests")
+    sync(w, dict(w.env, SETTLED_XERO_SCOPES="offline_access accounting.transactions accounting.contacts"))
+    expect_eq(default_terms(w), [["OFFOLLOWINGMONTH", "20", "xero"]], "not read without the scope")
+    expect_eq([c for c in w.m.api_calls() if c["path"].startswith("/api.xro/2.0/Organisation")], [],
+              "no Organisation call")
     doc, _ = w.ok("PUT", "/v1/admin/terms", body={"type": "DAYSAFTERBILLDATE", "day": 30})
     expect_eq(doc["default"]["source"], "admin", "the admin's")
     w.m.ctl("PUT", f"tenants/{w.t}/organisation", {"PaymentTerms": {"Sales": {"Day": 5, "Type": "OFCURRENTMONTH"}}})

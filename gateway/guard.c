@@ -248,6 +248,8 @@ static int check_text(h2o_mem_pool_t *pool, const gw_input_t *in, const char *te
             return invalid(err, field, in, "is not a cursor settled issued");
         break;
     }
+    case GW_IN_ARRAY:
+        return invalid(err, field, in, "must be a JSON array"); /* never a path or query value, nor a default */
     }
     char *copy = h2o_mem_alloc_pool(pool, len + 1);
     memcpy(copy, text, len);
@@ -356,6 +358,26 @@ static int check_json(h2o_mem_pool_t *pool, const gw_input_t *in, json_t *v, gw_
         if (!json_is_boolean(v))
             return invalid(err, field, in, "must be true or false");
         return check_text(pool, in, json_is_true(v) ? "true" : "false", json_is_true(v) ? 4 : 5, out, err, field);
+    case GW_IN_ARRAY: {
+        size_t max = in->max > 0 ? (size_t)in->max : 100;
+        if (!json_is_array(v))
+            return invalid(err, field, in, "must be a JSON array");
+        if (json_array_size(v) > max) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "must have at most %zu elements", max);
+            return invalid(err, field, in, msg);
+        }
+        char *text = json_dumps(v, JSON_COMPACT);
+        if (text == NULL)
+            return gw_err_set(err, gw_err_internal, 500, "The body could not be re-encoded.");
+        size_t len = strlen(text);
+        char *copy = h2o_mem_alloc_pool(pool, len + 1);
+        memcpy(copy, text, len + 1);
+        free(text);
+        out->str = h2o_iovec_init(copy, len);
+        out->present = true;
+        return 0;
+    }
     default:
         if (!json_is_string(v))
             return invalid(err, field, in, "must be a JSON string");

@@ -225,6 +225,62 @@ gw_route_t gw_routes[] = {
      .inputs = gw_terms_put_inputs,
      .ninputs = GW_TERMS_PUT_NINPUTS,
      .summary = "Sets the organisation's default payment terms"},
+    /* collections: the organisation's time zone and dunning plans (terms.c; docs/collections.md) */
+    {.name = "admin_timezone_get",
+     .method = "GET",
+     .path = "/v1/admin/timezone",
+     .api = gw_terms_timezone_get,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .summary = "The organisation's time zone (its today for due dates)"},
+    {.name = "admin_timezone_put",
+     .method = "PUT",
+     .path = "/v1/admin/timezone",
+     .api = gw_terms_timezone_put,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_terms_timezone_put_inputs,
+     .ninputs = GW_TERMS_TIMEZONE_PUT_NINPUTS,
+     .summary = "Sets the organisation's time zone (a tz database name)"},
+    {.name = "admin_dunning_get",
+     .method = "GET",
+     .path = "/v1/admin/dunning-plan",
+     .api = gw_terms_dunning_get,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .summary = "The organisation's dunning plan (the default plan until one is set)"},
+    {.name = "admin_dunning_put",
+     .method = "PUT",
+     .path = "/v1/admin/dunning-plan",
+     .api = gw_terms_dunning_put,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_terms_dunning_put_inputs,
+     .ninputs = GW_TERMS_DUNNING_PUT_NINPUTS,
+     .summary = "Sets the organisation's dunning plan"},
+    {.name = "admin_customer_dunning_get",
+     .method = "GET",
+     .path = "/v1/admin/customers/{id}/dunning-plan",
+     .api = gw_terms_dunning_customer_get,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_terms_customer_inputs,
+     .ninputs = GW_TERMS_CUSTOMER_NINPUTS,
+     .summary = "A customer's dunning plan: its override, the organisation's plan and the effective steps"},
+    {.name = "admin_customer_dunning_put",
+     .method = "PUT",
+     .path = "/v1/admin/customers/{id}/dunning-plan",
+     .api = gw_terms_dunning_customer_put,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_terms_dunning_customer_put_inputs,
+     .ninputs = GW_TERMS_DUNNING_CUSTOMER_PUT_NINPUTS,
+     .summary = "Sets a customer's dunning plan override"},
+    {.name = "admin_customer_dunning_delete",
+     .method = "DELETE",
+     .path = "/v1/admin/customers/{id}/dunning-plan",
+     .api = gw_terms_dunning_customer_delete,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_terms_customer_inputs,
+     .ninputs = GW_TERMS_CUSTOMER_NINPUTS,
+     .summary = "Removes a customer's dunning plan override"},
     {.name = "admin_matching_list",
      .method = "GET",
      .path = "/v1/admin/matching",
@@ -755,7 +811,7 @@ static const char *access_name(const gw_route_t *route)
 void gw_routes_print(FILE *out, bool json)
 {
     static const char *const wheres[] = {"path", "query", "body"};
-    static const char *const types[] = {"string", "integer", "boolean", "enum", "date", "money", "cursor"};
+    static const char *const types[] = {"string", "integer", "boolean", "enum", "date", "money", "cursor", "array"};
     for (size_t i = 0; i != gw_nroutes; ++i) {
         const gw_route_t *r = &gw_routes[i];
         if (!json) {
@@ -776,7 +832,8 @@ void gw_routes_print(FILE *out, bool json)
             json_object_set_new(j, "in", json_string(wheres[in->where]));
             json_object_set_new(j, "type", json_string(types[in->type]));
             json_object_set_new(j, "required", json_boolean(in->required || in->where == GW_IN_PATH));
-            if (in->type == GW_IN_INT || in->type == GW_IN_STRING || in->type == GW_IN_CURSOR) {
+            if (in->type == GW_IN_INT || in->type == GW_IN_STRING || in->type == GW_IN_CURSOR ||
+                in->type == GW_IN_ARRAY) {
                 json_object_set_new(j, "min", json_integer(in->min));
                 json_object_set_new(j, "max", json_integer(in->max));
             }

@@ -52,6 +52,8 @@ typedef enum en_gw_in_type_t {
     GW_IN_DATE,   /* YYYY-MM-DD, a real calendar day; YYYYMMDD in .i */
     GW_IN_MONEY,  /* a decimal money string ("12.30", "-5", "7891"), at most 4 decimals (a JSON string in a body) */
     GW_IN_CURSOR, /* an opaque base64url token settled issued, at most max bytes (max 0: 512) */
+    GW_IN_ARRAY,  /* a body's JSON array of at most max elements (max 0: 100), its compact JSON text in .str; the
+                     handler (or its SQL function) validates the elements and names the field of a bad one */
 } gw_in_type_t;
 
 typedef struct st_gw_input_t {

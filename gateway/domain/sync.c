@@ -9,6 +9,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "xero_mirror.h"
+#include "xero_terms.h"
 
 #define MAX_PAGES 100000
 #define MAX_WAIT_MS 120000             /* longest a sync sleeps for a quota before it gives up */
@@ -169,6 +170,8 @@ static int sync_tenant(gw_fetch_ctx_t *ctx, int64_t organisation_id, const char 
     snprintf(org, sizeof(org), "%lld", (long long)organisation_id);
     for (int k = 0; k != GW_SYNC_NKINDS; ++k)
         counts[k] = (gw_sync_counts_t){0};
+    /* the Xero organisation's default sales terms, kept only while no admin has set the default (xero_terms.h) */
+    (void)gw_xero_terms_read(ctx, organisation_id, tenant, token_id);
     for (int k = 0; k != GW_SYNC_NKINDS; ++k) {
         int rc = sync_kind(ctx, org, organisation_id, tenant, token_id, gw_sync_kinds[k], since, progress, stop,
                            &counts[k], err, errlen);

@@ -71,7 +71,8 @@ CREATE OR REPLACE FUNCTION admin_terms_json(t payment_terms) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN t.organisation_id IS NOT NULL THEN
         jsonb_build_object('type', t.type, 'day', t.day, 'auto_collect', t.auto_collect,
-                           'preferred_method', t.preferred_method, 'updated_at', admin_ts(t.updated_at))
+                           'preferred_method', t.preferred_method, 'source', t.source,
+                           'updated_at', admin_ts(t.updated_at))
     ELSE 'null'::jsonb END
 $$;
 
@@ -420,10 +421,11 @@ BEGIN
     SELECT * INTO o FROM payment_terms x
     WHERE x.organisation_id = p_org AND x.customer_id IS NOT DISTINCT FROM p_customer FOR UPDATE;
     IF FOUND THEN
-        IF (o.type, o.day, o.auto_collect, o.preferred_method) IS DISTINCT FROM
-           (p_type, p_day, coalesce(p_auto_collect, false), p_method) THEN
+        IF (o.type, o.day, o.auto_collect, o.preferred_method, o.source) IS DISTINCT FROM
+           (p_type, p_day, coalesce(p_auto_collect, false), p_method, 'admin') THEN
+            -- an admin's terms replace the Xero organisation's (source 'admin': the mirror no longer updates them)
             UPDATE payment_terms x SET type = p_type, day = p_day, auto_collect = coalesce(p_auto_collect, false),
-                                       preferred_method = p_method, updated_at = now()
+                                       preferred_method = p_method, source = 'admin', updated_at = now()
             WHERE x.organisation_id = p_org AND x.customer_id IS NOT DISTINCT FROM p_customer RETURNING * INTO n;
             PERFORM audit_write(p_org, p_actor, 'terms.set', 'payment_terms', coalesce(p_customer::text, 'default'),
                                 admin_terms_json(o), admin_terms_json(n), p_correlation);

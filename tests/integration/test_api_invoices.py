@@ -499,6 +499,11 @@ SAMPLE_BODIES = {
     "admin_events_replay_one": {"dry_run": True},
     "admin_events_replay": {"since": "1h", "dry_run": True},
     "admin_audit_verify": None,
+    # collections (test_api_terms.py has their own matrix too)
+    "admin_timezone_put": {"timezone": "UTC"},
+    "admin_dunning_put": {"steps": []},
+    "admin_customer_dunning_put": {"steps": []},
+    "admin_customer_dunning_delete": None,
 }
 
 

@@ -123,6 +123,24 @@ MINUTE = 60.0
 DAY = 86400.0
 
 
+
+PAYMENT_TERM_TYPES = ("DAYSAFTERBILLDATE", "DAYSAFTERBILLMONTH", "OFCURRENTMONTH", "OFFOLLOWINGMONTH")
+
+
+def payment_terms(v):
+    """An Organisation's PaymentTerms as Xero's schema has it: {Bills?: Bill, Sales?: Bill}, a Bill {Day, Type:
+    PaymentTermType}; anything else is the control call's error."""
+    if not isinstance(v, dict) or set(v) - {"Bills", "Sales"}:
+        raise BadRequest("PaymentTerms is {\"Bills\"?: {Day, Type}, \"Sales\"?: {Day, Type}}")
+    for side, bill in v.items():
+        if (not isinstance(bill, dict) or set(bill) != {"Day", "Type"} or not isinstance(bill["Day"], int)
+                or isinstance(bill["Day"], bool) or bill["Type"] not in PAYMENT_TERM_TYPES
+                or not 0 <= bill["Day"] <= (31 if bill["Type"].startswith("OF") else 999)):
+            # the spec says "Day of Month (0-31)", but "60 days after the bill date" is a common term: the two
+            # "days after" types take more [unverified: Xero's own bound]
+            raise BadRequest(f"PaymentTerms.{side} is {{Day, Type: one of {', '.join(PAYMENT_TERM_TYPES)}}}")
+    return v
+
 def default_app():
     """The app (OAuth client) and the knobs of the mock. PUT /_mock/app changes any of them."""
     return {
@@ -860,6 +878,8 @@ class MockState:
                     raise BadRequest(f"{k}: {e}") from None
             elif k in ("OrganisationID", "Name"):
                 raise BadRequest(f"{k} is the tenant's (rename it with PUT /_mock/tenants/{{tenantId}})")
+            elif k == "PaymentTerms" and v is not None:
+                extra[k] = payment_terms(v)
             elif v is None:
                 extra.pop(k, None)
             else:
@@ -881,7 +901,10 @@ class MockState:
         set", as /Date(ms+0000)/ like the recorded response of the xero-python cassette)."""
         org = {"Name": tenant.name, "LegalName": tenant.name, "OrganisationID": tenant.id,
                "OrganisationStatus": "ACTIVE", "BaseCurrency": "NZD", "CountryCode": "NZ", "Version": "NZ",
-               "IsDemoCompany": True}
+               "IsDemoCompany": True,
+               # Xero's default terms ({Bills: {Day, Type}, Sales: {Day, Type}}; the spec's example has none set:
+               # {}); PUT /_mock/tenants/{id}/organisation {"PaymentTerms": ...} sets them
+               "PaymentTerms": {}}
         for k in ("PeriodLockDate", "EndOfYearLockDate"):
             if tenant.org[k]:
                 org[k] = ms_date(day_ms(tenant.org[k]))

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Tests of gateway/guard.c: the validator of a route's declared inputs (each type, bounds, defaults, required,
- * unknown parameters and fields, repeated ones, malformed JSON), and the deny-list key. */
+ * unknown parameters and fields, repeated ones, malformed JSON, a body's array), and the deny-list key. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,6 +41,10 @@ static const gw_route_t body_route = {.name = "b",
                                       .path = "/v1/b",
                                       .inputs = body_inputs,
                                       .ninputs = sizeof(body_inputs) / sizeof(body_inputs[0])};
+
+static const gw_input_t array_inputs[] = {{"steps", GW_IN_BODY, GW_IN_ARRAY, .required = true, .max = 3}};
+static const gw_route_t array_route = {
+    .name = "a", .method = "PUT", .path = "/v1/a", .inputs = array_inputs, .ninputs = 1};
 
 static h2o_iovec_t iov(const char *s)
 {
@@ -220,6 +224,26 @@ static void test_body(void **state)
     expect_refused(run(&query_route, "x", "r=1", "{}", "application/json"), gw_err_json_invalid, NULL);
 }
 
+static void test_array(void **state)
+{
+    result_t r = run(&array_route, NULL, NULL, "{\"steps\": [ {\"a\": 1}, 2 ,\"x\"]}", "application/json");
+    assert_int_equal(r.rc, 0);
+    assert_true(r.call.in[0].present);
+    assert_string_equal(r.call.in[0].str.base, "[{\"a\":1},2,\"x\"]"); /* compact JSON for the handler */
+    r = run(&array_route, NULL, NULL, "{\"steps\": []}", "application/json");
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.call.in[0].str.base, "[]");
+    expect_refused(run(&array_route, NULL, NULL, "{\"steps\": [1,2,3,4]}", "application/json"),
+                   gw_err_parameter_invalid, "steps"); /* more than max elements */
+    expect_refused(run(&array_route, NULL, NULL, "{\"steps\": \"[1]\"}", "application/json"), gw_err_parameter_invalid,
+                   "steps"); /* a string is no array */
+    expect_refused(run(&array_route, NULL, NULL, "{\"steps\": {\"0\": 1}}", "application/json"),
+                   gw_err_parameter_invalid, "steps");
+    expect_refused(run(&array_route, NULL, NULL, "{}", "application/json"), gw_err_parameter_invalid, "steps");
+    expect_refused(run(&array_route, NULL, NULL, "{\"steps\": [], \"more\": 1}", "application/json"),
+                   gw_err_parameter_unknown, "more");
+}
+
 static void test_roles(void **state)
 {
     assert_true(gw_guard_allows(GW_ACCESS_PUBLIC, GW_ROLE_NONE));
@@ -265,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_bool_enum_date_money_cursor),
         cmocka_unit_test(test_path_parameters),
         cmocka_unit_test(test_body),
+        cmocka_unit_test(test_array),
         cmocka_unit_test(test_roles),
         cmocka_unit_test(test_revoked_key),
     };

@@ -226,11 +226,78 @@ LANGUAGE sql STABLE AS $$
     FROM notifications WHERE channel = 'email' AND status IN ('pending', 'sending')
 $$;
 
--- The client's "mark read" of portal notification p_id of customer p_customer: read_at set once (a repeat keeps
--- the first time). Returns the read time, NULL when the notification is not the customer's portal one.
-CREATE OR REPLACE FUNCTION notification_mark_read(p_org bigint, p_customer bigint, p_id bigint) RETURNS timestamptz
-LANGUAGE sql AS $$
-    UPDATE notifications SET read_at = coalesce(read_at, now()), updated_at = now()
-    WHERE id = p_id AND organisation_id = p_org AND customer_id = p_customer AND channel = 'portal'
-    RETURNING read_at
+-- ---------------------------------------------------------------------------------------------------
+-- The API (gateway/api/notifications_api.c; docs/api.md, "Notifications"). Documents use admin.sql's helpers.
+
+-- A notification as the API shows it: the client sees its portal ones (with the read flag); the admins see every
+-- channel with the delivery state (never the bodies: the audit log and the mail hold them).
+CREATE OR REPLACE FUNCTION notification_api_json(n notifications, p_admin boolean) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('id', n.id::text, 'kind', n.kind, 'invoice_id', n.invoice_id, 'subject', n.subject,
+                              'created_at', admin_ts(n.created_at))
+        || CASE WHEN p_admin THEN
+               jsonb_build_object('customer_id', n.customer_id::text, 'channel', n.channel,
+                                  'recipient', n.recipient, 'status', n.status, 'attempts', n.attempts,
+                                  'last_error', n.last_error, 'sent_at', admin_ts(n.sent_at),
+                                  'updated_at', admin_ts(n.updated_at))
+           ELSE
+               jsonb_build_object('body', n.body_text, 'read', n.read_at IS NOT NULL, 'read_at', admin_ts(n.read_at))
+           END
+$$;
+
+-- The portal notifications of customer p_customer of p_org, newest first, after the id p_before (a cursor).
+CREATE OR REPLACE FUNCTION notifications_client_list(p_org bigint, p_customer bigint, p_before bigint,
+                                                     p_limit integer) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_page notifications[];
+BEGIN
+    SELECT coalesce(array_agg(x ORDER BY x.id DESC), '{}') INTO v_page FROM (
+        SELECT * FROM notifications n
+        WHERE n.organisation_id = p_org AND n.customer_id = p_customer AND n.channel = 'portal'
+          AND n.status = 'sent' AND (p_before IS NULL OR n.id < p_before)
+        ORDER BY n.id DESC LIMIT p_limit + 1) x;
+    RETURN jsonb_build_object(
+        'data', (SELECT coalesce(jsonb_agg(notification_api_json(x, false) ORDER BY x.id DESC), '[]')
+                 FROM unnest(v_page[1:p_limit]) x),
+        'next_cursor', CASE WHEN cardinality(v_page) > p_limit THEN admin_cursor(v_page[p_limit].id) END);
+END
+$$;
+
+-- The client's "mark read" of one of its portal notifications: read_at set once (a repeat keeps the first).
+CREATE OR REPLACE FUNCTION notification_client_read(p_org bigint, p_customer bigint, p_id bigint)
+RETURNS TABLE (result text, field text, detail text, doc jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v notifications;
+BEGIN
+    UPDATE notifications n SET read_at = coalesce(n.read_at, now()), updated_at = now()
+    WHERE n.id = p_id AND n.organisation_id = p_org AND n.customer_id = p_customer AND n.channel = 'portal'
+      AND n.status = 'sent'
+    RETURNING * INTO v;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT * FROM admin_result('not_found', NULL, NULL, NULL);
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM admin_result('ok', NULL, NULL, notification_api_json(v, false));
+END
+$$;
+
+-- The organisation's notifications for its admins, newest first, of one status (dead: the dead letters) or all.
+CREATE OR REPLACE FUNCTION notifications_admin_list(p_org bigint, p_status text, p_before bigint, p_limit integer)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_page notifications[];
+BEGIN
+    SELECT coalesce(array_agg(x ORDER BY x.id DESC), '{}') INTO v_page FROM (
+        SELECT * FROM notifications n
+        WHERE n.organisation_id = p_org AND (p_status IS NULL OR n.status = p_status)
+          AND (p_before IS NULL OR n.id < p_before)
+        ORDER BY n.id DESC LIMIT p_limit + 1) x;
+    RETURN jsonb_build_object(
+        'data', (SELECT coalesce(jsonb_agg(notification_api_json(x, true) ORDER BY x.id DESC), '[]')
+                 FROM unnest(v_page[1:p_limit]) x),
+        'next_cursor', CASE WHEN cardinality(v_page) > p_limit THEN admin_cursor(v_page[p_limit].id) END);
+END
 $$;

@@ -9,6 +9,7 @@ test_a`` runs only the named tests."""
 
 import email
 import email.policy
+import json
 import os
 import sys
 import time
@@ -16,12 +17,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import harness as h  # noqa: E402
+import openapi_check  # noqa: E402
 from mocktest import Mock  # noqa: E402
+from test_api_invoices import JWT_SECRET, mint  # noqa: E402
 
 SINK = os.path.join(os.path.dirname(HERE), "mock", "smtp_sink.py")
 FROM = "billing@acme.example"
 PORTAL = "https://portal.acme.example"
 S = None  # the sink
+SERVER = [None]  # the shared serve of the tests that do not start their own
 DB = None
 IDS = {}
 
@@ -31,6 +35,7 @@ def sink_env(**extra):
            "SETTLED_SMTP_FROM": FROM, "SETTLED_SMTP_STARTTLS": "off", "SETTLED_PORTAL_URL": PORTAL,
            "SETTLED_RETRY_SCHEDULE": "300ms,300ms", "SETTLED_WORKER_POLL_MS": "200",
            "SETTLED_HTTP_TIMEOUT_MS": "3000", "SETTLED_WORKER_LEASE_MS": "1000"}
+    env["SETTLED_JWT_SECRET"] = JWT_SECRET
     env.update(extra)
     return env
 
@@ -257,6 +262,49 @@ def test_secret_never_printed():
     h.expect(res.returncode != 0 and "SETTLED_SMTP_FROM" in res.stderr, "a URL without a sender is refused")
 
 
+def api(method, path, token):
+    status, rh, body = SERVER[0].request(method, path, headers={"Authorization": f"Bearer {token}"})
+    openapi_check.response(method, path, status, rh, body)  # every answer against docs/openapi.yaml
+    return status, (json.loads(body) if body else None)
+
+
+def test_portal_notifications_and_admin_dead_letters():
+    bob = mint(7001, IDS["org"], "client", IDS["bob"])
+    opt = mint(7002, IDS["org"], "client", IDS["opt"])
+    admin = mint(7003, IDS["org"], "admin")
+    other_admin = mint(7004, IDS["other"], "admin")
+    first, st = notify("--customer", str(IDS["bob"]), "--kind", "overdue", "--invoice", "inv_gbp", "--channel", "portal")
+    h.expect_eq(st, "sent", "a portal notification is delivered at once")
+    second, _ = notify("--customer", str(IDS["bob"]), "--kind", "receipt", "--invoice", "inv_kwd", "--channel",
+                       "portal")
+    status, doc = api("GET", "/v1/notifications?limit=1", bob)
+    h.expect_eq(status, 200, "the client's list")
+    h.expect_eq([(n["id"], n["read"]) for n in doc["data"]], [(second, False)], "newest first, unread")
+    h.expect_in("KWD 0.125", doc["data"][0]["body"], "the rendered text")
+    h.expect(doc["next_cursor"] is not None, "a next page")
+    status, doc2 = api("GET", f"/v1/notifications?cursor={doc['next_cursor']}", bob)
+    h.expect_eq([n["id"] for n in doc2["data"]], [first], "the next page")
+    status, doc3 = api("GET", "/v1/notifications", opt)
+    h.expect_eq(doc3["data"], [], "another customer sees none of them")
+    h.expect_eq(api("POST", f"/v1/notifications/{first}/read", opt)[0], 404, "nor marks them read")
+    status, read = api("POST", f"/v1/notifications/{first}/read", bob)
+    h.expect_eq((status, read["read"]), (200, True), "marked read")
+    again = api("POST", f"/v1/notifications/{first}/read", bob)[1]
+    h.expect_eq(again["read_at"], read["read_at"], "a repeat keeps the first time")
+    email_id = h.sql_value(DB, "SELECT min(id) FROM notifications WHERE channel = 'email'")
+    h.expect_eq(api("POST", f"/v1/notifications/{email_id}/read", bob)[0], 404, "an e-mail is not a portal one")
+    h.expect_eq(api("GET", "/v1/notifications", admin)[0], 404, "the client's route is not the admins'")
+    status, dead = api("GET", "/v1/admin/notifications?status=dead", admin)
+    h.expect_eq(status, 200, "the admins' dead letters")
+    gone = [n for n in dead["data"] if n["recipient"] == "gone@client.example"]
+    h.expect(gone and all(n["status"] == "dead" for n in dead["data"]), f"only dead ones, the 550 among them: {dead}")
+    h.expect_in("550", gone[0]["last_error"], "with the reason")
+    h.expect_eq(api("GET", "/v1/admin/notifications?status=dead", other_admin)[1]["data"], [],
+                "another organisation's admin sees none")
+    h.expect_eq(api("GET", "/v1/admin/notifications?status=dead", bob)[0], 404, "a client cannot list them")
+    h.expect_eq(api("GET", "/v1/admin/notifications?status=lost", admin)[0], 400, "an unknown status")
+
+
 TESTS = [v for k, v in list(globals().items()) if k.startswith("test_")]
 
 
@@ -280,6 +328,7 @@ def main():
                 server = None
             if not own and server is None:
                 server = h.Settled(DB, env=sink_env())
+            SERVER[0] = server
             t0 = time.monotonic()
             try:
                 t()

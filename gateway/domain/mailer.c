@@ -43,15 +43,6 @@ static int lease_ms(const gw_config_t *cfg)
     return lease > 86400000 ? 86400000 : (int)lease;
 }
 
-static void schedule_array(const gw_retry_schedule_t *rs, char *buf, size_t cap)
-{
-    size_t len = (size_t)snprintf(buf, cap, "{");
-    for (size_t i = 0; i != rs->n && len < cap; ++i)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i != 0 ? "," : "", (long long)rs->ms[i]);
-    if (len < cap)
-        snprintf(buf + len, cap - len, "}");
-}
-
 static void log_row(enum gw_log_level level, const char *msg, const char *id, const char *org, const char *kind,
                     int attempt, const char *error)
 {
@@ -81,7 +72,7 @@ static void record_failure(const gw_config_t *cfg, gw_dbs_t *db, const char *own
                            const char *correlation)
 {
     char waits[1024], wait[24];
-    schedule_array(&cfg->retry_schedule, waits, sizeof(waits));
+    gw_retry_schedule_pg_array(&cfg->retry_schedule, waits, sizeof(waits));
     snprintf(wait, sizeof(wait), "%ld", wait_ms);
     const char *params[] = {id, owner, kind, error, waits, wait, correlation};
     gw_dbs_result_t *r = gw_dbs_query(db, sql_fail, 7, params);

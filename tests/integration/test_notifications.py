@@ -226,6 +226,29 @@ def test_kill9_while_sending_resends_without_duplicate():
     h.expect_eq(len(got), 1, "exactly one message arrived")
 
 
+def test_two_instances_send_each_message_once():
+    S.ctl("DELETE", "messages")
+    S.ctl("PUT", "faults", {"slow_ms": 50})
+    one, two = h.Settled(DB, env=sink_env()), h.Settled(DB, env=sink_env())
+    try:
+        ids = [notify("--customer", str(IDS["bob"]), "--kind", "receipt", "--invoice", "inv_gbp",
+                      "--dedupe", f"two-instances-{i}")[0] for i in range(12)]
+        for nid in ids:
+            wait_status(nid, "sent", timeout=30)
+        time.sleep(0.5)
+    finally:
+        one.stop()
+        two.stop()
+        S.ctl("PUT", "faults", {})
+    got = messages(12)
+    ids_seen = sorted(str(m["Message-ID"]) for _, m in got)
+    h.expect_eq(len(got), 12, "twelve messages for twelve notifications")
+    h.expect_eq(len(set(ids_seen)), 12, "none twice")
+    owners = h.sql_value(DB, "SELECT count(DISTINCT correlation_id) FROM audit_log WHERE action = 'notification.sent' "
+                             "AND entity_id = ANY($1::text[])", "{" + ",".join(ids) + "}")
+    h.expect_eq(owners, "12", "each sent once, audited once")
+
+
 def test_starttls_required_sends_nothing_in_clear():
     S.ctl("DELETE", "messages")
     srv = h.Settled(DB, env=sink_env(SETTLED_SMTP_STARTTLS="required", SETTLED_RETRY_SCHEDULE="10s"))
@@ -321,6 +344,7 @@ def main():
             if wanted and t.__name__ not in wanted:
                 continue
             own = t.__name__ in ("test_kill9_while_sending_resends_without_duplicate",
+                                 "test_two_instances_send_each_message_once",
                                  "test_starttls_required_sends_nothing_in_clear", "test_sigterm_stops_promptly",
                                  "test_secret_never_printed")
             if own and server is not None:

@@ -16,6 +16,8 @@
 #                           unless SETTLED_XERO_API_BASE points at a Xero of your own
 #   SETTLED_DEV_STRIPE_PORT, SETTLED_DEV_GOCARDLESS_PORT  ports of the mock Stripe and GoCardless APIs
 #                           (57081, 57082), started unless SETTLED_STRIPE_API_BASE / _GOCARDLESS_API_BASE are set
+#   SETTLED_DEV_SMTP_PORT   SMTP port of the demo's mail sink (tests/mock/smtp_sink.py, default 57025; its control
+#                           API on the next port), started unless SETTLED_SMTP_URL is set; mail lands in <state>/mail
 # Any SETTLED_* setting of settled itself (docs/configuration.md) is passed through; SETTLED_LISTEN
 # defaults to 127.0.0.1:8080 and SETTLED_ORGANISATION to "demo".
 set -euo pipefail
@@ -31,14 +33,16 @@ redis_port=${SETTLED_DEV_REDIS_PORT:-56380}
 xero_port=${SETTLED_DEV_XERO_PORT:-57080}
 stripe_port=${SETTLED_DEV_STRIPE_PORT:-57081}
 gocardless_port=${SETTLED_DEV_GOCARDLESS_PORT:-57082}
+smtp_port=${SETTLED_DEV_SMTP_PORT:-57025}
 unset SETTLED_DEV_DIR SETTLED_DEV_PG_PORT SETTLED_DEV_REDIS_PORT SETTLED_DEV_XERO_PORT SETTLED_DEV_STRIPE_PORT \
-    SETTLED_DEV_GOCARDLESS_PORT
+    SETTLED_DEV_GOCARDLESS_PORT SETTLED_DEV_SMTP_PORT
 
 # The offline mock provider APIs (tests/mock/<name>_api.py --demo), kept running across runs like PostgreSQL.
-mock_pid() { # NAME (xero, stripe, gocardless)
-    local pid
+mock_pid() { # NAME (xero, stripe, gocardless; smtp: the mail sink)
+    local pid script=$1_api.py
+    [ "$1" = smtp ] && script=smtp_sink.py
     pid=$(cat "$state/$1-mock.pid" 2>/dev/null) || return 1
-    kill -0 "$pid" 2>/dev/null && grep -q "$1_api.py" "/proc/$pid/cmdline" 2>/dev/null && printf '%s\n' "$pid"
+    kill -0 "$pid" 2>/dev/null && grep -q "$script" "/proc/$pid/cmdline" 2>/dev/null && printf '%s\n' "$pid"
 }
 
 # Starts mock NAME on PORT unless it runs; sets fresh_mock=yes when it was started now.
@@ -82,7 +86,7 @@ if [ "${1:-}" = "--stop" ]; then
     step "stopping the local PostgreSQL and Redis in $root"
     pg_stop "$root/pg"
     redis_stop "$root/redis"
-    for name in xero stripe gocardless; do
+    for name in xero stripe gocardless smtp; do
         if pid=$(mock_pid "$name"); then
             step "stopping the mock $name API (pid $pid)"
             kill "$pid"
@@ -261,6 +265,32 @@ if [ -z "${SETTLED_GOCARDLESS_API_BASE:-}" ]; then
             "http://127.0.0.1:$gocardless_port/_mock/webhook" >/dev/null || die "configuring the mock GoCardless's webhook failed"
     gocardless_shown="mock GoCardless API on http://127.0.0.1:$gocardless_port"
 fi
+# E-mail, offline: settled's own SMTP sink receives the notification e-mails into a Maildir (docs/operations.md,
+# "E-mail: reading the demo's mail, dead notifications").
+mail_shown="through SETTLED_SMTP_URL"
+if [ -z "${SETTLED_SMTP_URL:-}" ]; then
+    smtp_ctl=$((smtp_port + 1))
+    if pid=$(mock_pid smtp); then
+        step "reusing the running mail sink (pid $pid, smtp://127.0.0.1:$smtp_port)"
+    else
+        port_in_use "$smtp_port" && die "port $smtp_port is taken; set SETTLED_DEV_SMTP_PORT to move the mail sink"
+        port_in_use "$smtp_ctl" && die "port $smtp_ctl is taken; set SETTLED_DEV_SMTP_PORT to move the mail sink"
+        step "starting the mail sink (smtp://127.0.0.1:$smtp_port, Maildir $state/mail)"
+        nohup python3 "$top/tests/mock/smtp_sink.py" --port "$smtp_ctl" --smtp-port "$smtp_port" \
+            --maildir "$state/mail" -q >"$state/smtp-mock.log" 2>&1 &
+        echo $! >"$state/smtp-mock.pid"
+        for _ in $(seq 50); do
+            curl -fs "http://127.0.0.1:$smtp_ctl/_mock/info" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        curl -fs "http://127.0.0.1:$smtp_ctl/_mock/info" >/dev/null 2>&1 ||
+            die "the mail sink did not start (see $state/smtp-mock.log)"
+    fi
+    export SETTLED_SMTP_URL=smtp://127.0.0.1:$smtp_port SETTLED_SMTP_STARTTLS=off \
+        SETTLED_SMTP_FROM=${SETTLED_SMTP_FROM:-billing@demo.settled.invalid} \
+        SETTLED_PORTAL_URL=${SETTLED_PORTAL_URL:-http://$SETTLED_LISTEN}
+    mail_shown="mail sink smtp://127.0.0.1:$smtp_port; read the mail in $state/mail/new or at http://127.0.0.1:$smtp_ctl/_mock/messages"
+fi
 printf 'SETTLED_DEV_XERO_PORT=%s\nSETTLED_DEV_STRIPE_PORT=%s\nSETTLED_DEV_GOCARDLESS_PORT=%s\n' "$xero_port" "$stripe_port" "$gocardless_port" >"$state/mock_ports"
 if port_in_use "$listen_port"; then
     die "something already listens on port $listen_port (another settled?); stop it or set SETTLED_LISTEN=127.0.0.1:PORT"
@@ -274,6 +304,7 @@ cat <<EOF
   xero:      $xero_shown
   stripe:    $stripe_shown
   gocardless: $gocardless_shown
+  e-mail:    $mail_shown
 
   Demo webhook secrets (generated once, kept in $demo_env):
     SETTLED_STRIPE_WEBHOOK_SECRETS=$SETTLED_STRIPE_WEBHOOK_SECRETS
@@ -302,6 +333,10 @@ cat <<EOF
   A card payment and a direct debit, end to end through the mocks (webhooks, refetch, ledger, state):
     deploy/demo-pay.sh
     deploy/demo-post.sh --psql -c 'SELECT invoice_id, currency, outstanding_minor, state FROM invoice_payment_state'
+
+  Notification e-mails (docs/collections.md, "E-mail and notifications"): send the demo client a reminder
+    $bin notify --organisation $SETTLED_ORGANISATION --customer $demo_customer --kind invoice_due
+  and read it in the mail sink (above).
 
   Ctrl-C stops the server; 'deploy/run.sh --stop' also stops the local PostgreSQL and Redis.
 

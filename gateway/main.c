@@ -15,6 +15,7 @@
 #include "cli_prune.h"
 #include "cli_events.h"
 #include "cli_user.h"
+#include "cli_notify.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -159,6 +160,11 @@ static int user_run(gw_config_t *cfg, int argc, char **argv)
     return gw_cli_user(cfg, argc, argv);
 }
 
+static int notify_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_notify(cfg, argc, argv);
+}
+
 static int sync_run(gw_config_t *cfg, int argc, char **argv)
 {
     return gw_cli_sync(cfg, argc, argv);
@@ -218,6 +224,8 @@ static const gw_command_t commands[] = {
      true, true},
     {"routes", "print the route table (method, path, access, inputs)", routes_usage, routes_run, false, true},
     {"user", "portal users: add (or --invite), list, disable", gw_cli_user_usage, user_run, true, true},
+    {"notify", "enqueue one rendered notification for a customer (e-mail or portal)", gw_cli_notify_usage, notify_run,
+     true, true},
     {"version", "print the version", version_usage, version_run, false, false},
     {"help", "print this help, or a command's", help_usage, help_run, false, true},
 };

@@ -23,6 +23,7 @@
 #include "me.h"
 #include "metrics.h"
 #include "notes.h"
+#include "notifications_api.h"
 #include "ops.h"
 #include "payment_methods.h"
 #include "payments_api.h"
@@ -455,6 +456,33 @@ gw_route_t gw_routes[] = {
      .inputs = gw_pm_id_inputs,
      .ninputs = GW_PM_ID_NINPUTS,
      .summary = "Make a payment method the customer's default"},
+    /* notifications: the client's portal notifications, the admins' outbox (notifications_api.c) */
+    {.name = "notifications_list",
+     .method = "GET",
+     .path = "/v1/notifications",
+     .api = gw_notifications_list,
+     .access = GW_ACCESS_CLIENT,
+     .head = true,
+     .inputs = gw_notifications_list_inputs,
+     .ninputs = GW_NOTIFICATIONS_LIST_NINPUTS,
+     .summary = "The customer's portal notifications, newest first, each with its read flag"},
+    {.name = "notifications_read",
+     .method = "POST",
+     .path = "/v1/notifications/{id}/read",
+     .api = gw_notifications_read,
+     .access = GW_ACCESS_CLIENT,
+     .inputs = gw_notifications_read_inputs,
+     .ninputs = GW_NOTIFICATIONS_READ_NINPUTS,
+     .summary = "Mark one of the customer's portal notifications read"},
+    {.name = "admin_notifications_list",
+     .method = "GET",
+     .path = "/v1/admin/notifications",
+     .api = gw_notifications_admin_list,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_notifications_admin_inputs,
+     .ninputs = GW_NOTIFICATIONS_ADMIN_NINPUTS,
+     .summary = "The organisation's notifications and e-mails, newest first (status=dead: the dead letters)"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
@@ -466,7 +494,9 @@ const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_i
                                          &gw_sessions_module,
                                          /* the client's payments, payment methods and invoice PDFs */
                                          &gw_payments_api_module, &gw_pm_module, &gw_invoice_pdf_module,
-                                         &gw_portal_task_module};
+                                         &gw_portal_task_module,
+                                         /* notifications */
+                                         &gw_notifications_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 

@@ -66,6 +66,9 @@ static const char *check_jwt_secret(const char *value, char *why, size_t whylen)
 static const char *check_jwt_alg(const char *value, char *why, size_t whylen);
 static const char *check_portal_url(const char *value, char *why, size_t whylen);
 static const char *check_publishable_key(const char *value, char *why, size_t whylen);
+static const char *check_smtp_url(const char *value, char *why, size_t whylen);
+static const char *check_smtp_from(const char *value, char *why, size_t whylen);
+static const char *check_smtp_starttls(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -248,6 +251,20 @@ static const setting_t settings[] = {
     {"SETTLED_STRIPE_PUBLISHABLE_KEY", T_STRING, "", 0, 0, 0, FIELD(stripe_publishable_key), NULL,
      "Stripe publishable key (pk_...) handed to the portal with a card SetupIntent; empty: the portal has its own.",
      check_publishable_key},
+    /* e-mail through the notification outbox (gateway/domain/mailer.c, docs/collections.md "E-mail") */
+    {"SETTLED_SMTP_URL", T_STRING, "", 0, 0, 0, FIELD(smtp_url), NULL,
+     "SMTP server the notification e-mails go through: smtp://host[:port] (STARTTLS) or smtps://host[:port] "
+     "(implicit TLS); empty: no e-mail is sent (the outbox keeps it pending).",
+     check_smtp_url},
+    {"SETTLED_SMTP_FROM", T_STRING, "", 0, 0, 0, FIELD(smtp_from), NULL,
+     "Sender address of the notification e-mails (From and MAIL FROM), e.g. billing@example.com.", check_smtp_from},
+    {"SETTLED_SMTP_USER", T_STRING, "", 0, 0, 0, FIELD(smtp_user), NULL,
+     "User name for SMTP AUTH; empty: no authentication."},
+    {"SETTLED_SMTP_PASSWORD", T_SECRET, "", 0, 0, F_SECRET, FIELD(smtp_password), NULL,
+     "Password for SMTP AUTH (with SETTLED_SMTP_USER)."},
+    {"SETTLED_SMTP_STARTTLS", T_STRING, "required", 0, 0, 0, FIELD(smtp_starttls), NULL,
+     "required: an smtp:// server must offer STARTTLS, else nothing is sent; off: plain SMTP (local tests only).",
+     check_smtp_starttls},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -844,6 +861,45 @@ static const char *check_publishable_key(const char *value, char *why, size_t wh
     return NULL;
 }
 
+/* smtp://host[:port] or smtps://host[:port], nothing after the authority but an optional "/". */
+static const char *check_smtp_url(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    if (value[0] == '\0')
+        return NULL;
+    const char *host = strncmp(value, "smtp://", 7) == 0    ? value + 7
+                       : strncmp(value, "smtps://", 8) == 0 ? value + 8
+                                                            : NULL;
+    static const char msg[] = "must be smtp://host[:port] (STARTTLS) or smtps://host[:port] (implicit TLS)";
+    if (host == NULL || host[0] == '\0' || host[0] == '/' || strlen(value) > 255)
+        return msg;
+    for (const char *p = host; *p != '\0'; ++p)
+        if (*p <= ' ' || *p >= 0x7f || *p == '@' || (*p == '/' && p[1] != '\0'))
+            return msg;
+    return NULL;
+}
+
+/* A bare address local@domain: no display name, no spaces, no angle brackets or CR/LF (it goes into headers). */
+static const char *check_smtp_from(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    if (value[0] == '\0')
+        return NULL;
+    const char *at = strchr(value, '@');
+    if (at == NULL || at == value || at[1] == '\0' || strchr(at + 1, '@') != NULL || strlen(value) > 254)
+        return "must be an address local@domain (e.g. billing@example.com)";
+    for (const char *p = value; *p != '\0'; ++p)
+        if (*p <= ' ' || *p >= 0x7f || *p == '<' || *p == '>' || *p == ',' || *p == '"' || *p == '\\')
+            return "must be an address local@domain (e.g. billing@example.com)";
+    return NULL;
+}
+
+static const char *check_smtp_starttls(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    return strcmp(value, "required") == 0 || strcmp(value, "off") == 0 ? NULL : "must be required or off";
+}
+
 /* An HS256 key: RFC 7518 section 3.2 wants at least as many bytes as the hash has (32). */
 static const char *check_jwt_secret(const char *value, char *why, size_t whylen)
 {
@@ -1078,6 +1134,14 @@ static int resolve_retry(loader_t *l, gw_config_t *cfg)
                                                                         : "SETTLED_ALERT_WEBHOOK_SECRET");
         return fail(l, e != NULL ? e->line : 0, key, "required with %s",
                     cfg->alert_webhook_url != NULL ? "SETTLED_ALERT_WEBHOOK_URL" : "SETTLED_ALERT_WEBHOOK_SECRET");
+    }
+    if (cfg->smtp_url != NULL && cfg->smtp_from == NULL) {
+        const entry_t *e = find_entry(l, "SETTLED_SMTP_URL");
+        return fail(l, e != NULL ? e->line : 0, "SETTLED_SMTP_FROM", "required with SETTLED_SMTP_URL");
+    }
+    if (cfg->smtp_password != NULL && cfg->smtp_user == NULL) {
+        const entry_t *e = find_entry(l, "SETTLED_SMTP_PASSWORD");
+        return fail(l, e != NULL ? e->line : 0, "SETTLED_SMTP_USER", "required with SETTLED_SMTP_PASSWORD");
     }
     return 0;
 }

@@ -112,6 +112,12 @@ typedef struct st_gw_config_t {
     /* the portal's payment methods */
     char *portal_url;             /* SETTLED_PORTAL_URL, NULL when unset */
     char *stripe_publishable_key; /* SETTLED_STRIPE_PUBLISHABLE_KEY, NULL when unset */
+    /* e-mail (gateway/domain/mailer.c) */
+    char *smtp_url;      /* SETTLED_SMTP_URL, NULL when unset (no e-mail is sent) */
+    char *smtp_from;     /* SETTLED_SMTP_FROM, NULL when unset */
+    char *smtp_user;     /* SETTLED_SMTP_USER, NULL when unset */
+    char *smtp_password; /* SETTLED_SMTP_PASSWORD (secret), NULL when unset */
+    char *smtp_starttls; /* SETTLED_SMTP_STARTTLS: "required" or "off" */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

@@ -123,3 +123,13 @@ int64_t gw_retry_schedule_span_ms(const gw_retry_schedule_t *s)
         sum += s->ms[i];
     return sum;
 }
+
+char *gw_retry_schedule_pg_array(const gw_retry_schedule_t *s, char *buf, size_t cap)
+{
+    size_t len = (size_t)snprintf(buf, cap, "{");
+    for (size_t i = 0; i != s->n && len < cap; ++i)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i != 0 ? "," : "", (long long)s->ms[i]);
+    if (len < cap)
+        snprintf(buf + len, cap - len, "}");
+    return buf;
+}

@@ -30,6 +30,10 @@ int gw_retry_schedule_parse(const char *text, gw_retry_schedule_t *out, char *er
  * "none" for an empty one. Returns buf. */
 char *gw_retry_schedule_format(const gw_retry_schedule_t *s, char *buf, size_t cap);
 
+/* Writes the waits in milliseconds as a PostgreSQL bigint[] literal ("{0,10000,60000}"; "{}" for none) into buf,
+ * as the outbox functions take them (p_waits). Returns buf. */
+char *gw_retry_schedule_pg_array(const gw_retry_schedule_t *s, char *buf, size_t cap);
+
 /* The sum of every wait: the least time from the first failure to the event going dead, before jitter. */
 int64_t gw_retry_schedule_span_ms(const gw_retry_schedule_t *s);
 

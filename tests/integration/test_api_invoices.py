@@ -146,6 +146,10 @@ def seed(db):
                                      "attempts) VALUES ($1, 'stripe', 'default', 'evt_matrix_1', 'customer.created', "
                                      "'{}', '{}', now(), now(), 'matrix-1', 'done', 1) RETURNING id) SELECT id FROM i",
                              x)
+    # one portal notification of A, for the notification routes of the access matrix
+    ids["notification_a"] = h.sql_value(db, "SELECT id FROM notify_enqueue($1, $2, 'inv_a1', 'invoice_due', "
+                                            "'portal', 'matrix-notification-a', NULL, 'Invoice INV-0001 is due', "
+                                            "'Dear A', NULL, 'test', NULL)", x, ids["A"])
     ids.update(a_visible=a, a_hidden=hidden, b1=b1, c1=c1)
     return ids
 
@@ -491,6 +495,8 @@ def sample_path(route, w=None):
         sample = w.ids["event_x"]
     elif route["path"].startswith("/v1/admin/customers/") and w is not None:
         sample = w.ids["A"]
+    elif route["path"].startswith("/v1/notifications/") and w is not None:
+        sample = w.ids["notification_a"]
     return re.sub(r"\{([a-z_]+)\}", lambda m: sample if m.group(1) == "id" else "sample", route["path"])
 
 
@@ -504,6 +510,7 @@ SAMPLE_BODIES = {
     "admin_dunning_put": {"steps": []},
     "admin_customer_dunning_put": {"steps": []},
     "admin_customer_dunning_delete": None,
+    "notifications_read": None,
 }
 
 

@@ -1051,6 +1051,11 @@ static void test_dump(void **state)
                            "SETTLED_REFRESH_COOKIE=false\n"
                            "SETTLED_PORTAL_URL=\n"
                            "SETTLED_STRIPE_PUBLISHABLE_KEY=\n"
+                           "SETTLED_SMTP_URL=\n"
+                           "SETTLED_SMTP_FROM=\n"
+                           "SETTLED_SMTP_USER=\n"
+                           "SETTLED_SMTP_PASSWORD=<unset>\n"
+                           "SETTLED_SMTP_STARTTLS=required\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -1231,11 +1236,16 @@ static void test_list_keys(void **state)
                                            "SETTLED_CORS_ORIGINS",
                                            "SETTLED_REFRESH_COOKIE",
                                            "SETTLED_PORTAL_URL",
-                                           "SETTLED_STRIPE_PUBLISHABLE_KEY"};
+                                           "SETTLED_STRIPE_PUBLISHABLE_KEY",
+                                           "SETTLED_SMTP_URL",
+                                           "SETTLED_SMTP_FROM",
+                                           "SETTLED_SMTP_USER",
+                                           "SETTLED_SMTP_PASSWORD",
+                                           "SETTLED_SMTP_STARTTLS"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 88); /* 82 settings, 6 of them with a per-source pattern */
+    assert_int_equal(n, 93); /* 87 settings, 6 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

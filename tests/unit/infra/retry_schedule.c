@@ -79,11 +79,23 @@ static void test_bad_lists(void **state)
     refuses(many, "lists more than 32 waits");
 }
 
+static void test_pg_array(void **state)
+{
+    (void)state;
+    gw_retry_schedule_t rs;
+    char err[128], buf[256];
+    assert_int_equal(gw_retry_schedule_parse("0s,10s,1m", &rs, err, sizeof(err)), 0);
+    assert_string_equal(gw_retry_schedule_pg_array(&rs, buf, sizeof(buf)), "{0,10000,60000}");
+    assert_int_equal(gw_retry_schedule_parse("none", &rs, err, sizeof(err)), 0);
+    assert_string_equal(gw_retry_schedule_pg_array(&rs, buf, sizeof(buf)), "{}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_lists),
         cmocka_unit_test(test_bad_lists),
+        cmocka_unit_test(test_pg_array),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 /* The most routes requests can be counted by, the "other" bucket included. */
-#define GW_METRICS_MAX_ROUTES 64
+#define GW_METRICS_MAX_ROUTES 128
 
 /* Names the routes requests are counted by: route i (an index below n < GW_METRICS_MAX_ROUTES) is labelled
  * names[i], and is a webhook route of provider providers[i] when that is not NULL (its intake latency and events

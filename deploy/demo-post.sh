@@ -8,6 +8,9 @@
 #                                                with the secrets of that source
 #   deploy/demo-post.sh --psql [PSQL ARGS...]    psql on the demo database, e.g.
 #                                                -c 'SELECT provider, event_id, status FROM webhook_events'
+#   deploy/demo-post.sh --settled COMMAND ...    a settled command on the demo database (the Release binary of
+#                                                deploy/run.sh), e.g. notify --organisation demo --customer 1
+#                                                --kind invoice_due
 #
 # Secrets come from the environment (SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY,
 # SETTLED_GOCARDLESS_WEBHOOK_SECRETS, with a __SOURCE suffix for a named source; the first of a comma
@@ -24,17 +27,30 @@ usage() {
     exit 2
 }
 
+# demo_database_url: the demo's database (SETTLED_DATABASE_URL, else the one deploy/run.sh wrote down).
+demo_database_url() {
+    if [ -n "${SETTLED_DATABASE_URL:-}" ]; then
+        printf '%s\n' "$SETTLED_DATABASE_URL"
+        return
+    fi
+    [ -r "$state/database_url" ] || {
+        echo "error: no SETTLED_DATABASE_URL and no readable $state/database_url (has deploy/run.sh run?)" >&2
+        exit 1
+    }
+    cat "$state/database_url"
+}
+
 if [ "${1:-}" = "--psql" ]; then
     shift
-    url=${SETTLED_DATABASE_URL:-}
-    if [ -z "$url" ]; then
-        [ -r "$state/database_url" ] || {
-            echo "error: no SETTLED_DATABASE_URL and no readable $state/database_url (has deploy/run.sh run?)" >&2
-            exit 1
-        }
-        url=$(cat "$state/database_url")
-    fi
+    url=$(demo_database_url) || exit 1
     exec psql -X "$url" "$@"
+fi
+if [ "${1:-}" = "--settled" ]; then
+    shift
+    url=$(demo_database_url) || exit 1
+    bin=$top/build/release/gateway/settled
+    [ -x "$bin" ] || { echo "error: $bin is not built (has deploy/run.sh run?)" >&2; exit 1; }
+    SETTLED_DATABASE_URL=$url exec "$bin" "$@"
 fi
 
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then usage; fi

@@ -335,7 +335,7 @@ cat <<EOF
     deploy/demo-post.sh --psql -c 'SELECT invoice_id, currency, outstanding_minor, state FROM invoice_payment_state'
 
   Notification e-mails (docs/collections.md, "E-mail and notifications"): send the demo client a reminder
-    $bin notify --organisation $SETTLED_ORGANISATION --customer $demo_customer --kind invoice_due
+    deploy/demo-post.sh --settled notify --organisation $SETTLED_ORGANISATION --customer $demo_customer --kind invoice_due
   and read it in the mail sink (above).
 
   Ctrl-C stops the server; 'deploy/run.sh --stop' also stops the local PostgreSQL and Redis.

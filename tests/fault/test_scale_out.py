@@ -300,8 +300,8 @@ def test_intake_and_workers_through_pgbouncer_session_mode():
 def test_transaction_mode_is_refused_clearly_and_loses_nothing():
     """Transaction mode: the intake's named prepared statements exist only on the server connection that
     prepared them, so statements fail (SQLSTATE 26000) once pgbouncer hands a transaction to another one. settled
-    logs what that means (a pooler in transaction mode; use session mode), answers 503 with Retry-After to what
-    it could not store, and every event it answered 200 is stored."""
+    logs what that means (a pooler in transaction mode; use session mode), retries or answers 503 what it could
+    not store, and every event it answered 200 is stored."""
     m, t, db, ids = _setup("scale_pgbt")
     # Two server connections for settled's eight, each closed after a second: transactions must move between
     # server connections, and new ones keep arriving that never saw settled's PREPARE, so the failure is
@@ -321,7 +321,10 @@ def test_transaction_mode_is_refused_clearly_and_loses_nothing():
         stored = _stored(db, t)
         expect_eq(sorted(set(load.acked) - set(stored))[:5], [], "events answered 200 but not stored")
         expect_in("transaction mode", s.log(), "settled's log names the cause")
-        expect(load.statuses.get(503, 0) > 0, "what could not be stored was answered 503", load.statuses)
+        # A batch that failed is retried delivery by delivery (DESIGN.md 1: innocent neighbours are not lost), so
+        # a run may store everything after the failures the log names; what it could not store is 503, never
+        # another status, and never a 200 (checked above).
+        expect(set(load.statuses) <= {200, 503}, "every answer is 200 (stored) or 503 (not stored)", load.statuses)
         print(f"# transaction mode: {load.statuses}, {len(load.acked)} acknowledged, all stored")
         s.stop()
     finally:

@@ -58,42 +58,25 @@ int gw_notify_format_amount(int64_t minor, const char *currency, char *buf, size
     return (int)len;
 }
 
-/* A growing string. */
-typedef struct st_buf_t {
-    char *p;
-    size_t len, cap;
-} buf_t;
-
-static void put(buf_t *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = gw_xrealloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 /* Appends value: HTML-escaped (html), else with control characters as spaces. */
-static void put_value(buf_t *b, const char *v, bool html)
+static void put_value(gw_strbuf_t *b, const char *v, bool html)
 {
     for (; *v != '\0'; ++v) {
         unsigned char c = (unsigned char)*v;
         if (html && c == '<')
-            put(b, "&lt;", 4);
+            gw_strbuf_put(b, "&lt;", 4);
         else if (html && c == '>')
-            put(b, "&gt;", 4);
+            gw_strbuf_put(b, "&gt;", 4);
         else if (html && c == '&')
-            put(b, "&amp;", 5);
+            gw_strbuf_put(b, "&amp;", 5);
         else if (html && c == '"')
-            put(b, "&quot;", 6);
+            gw_strbuf_put(b, "&quot;", 6);
         else if (html && c == '\'')
-            put(b, "&#39;", 5);
+            gw_strbuf_put(b, "&#39;", 5);
         else if (c < 0x20 || c == 0x7f)
-            put(b, " ", 1);
+            gw_strbuf_put(b, " ", 1);
         else
-            put(b, v, 1);
+            gw_strbuf_put(b, v, 1);
     }
 }
 
@@ -122,7 +105,7 @@ static const char *lookup(const gw_notify_values_t *v, const char *name, size_t 
 }
 
 /* Renders template text [s, s + n) into out. Returns 0, or -1 with err for an unknown or unclosed placeholder. */
-static int render(const char *s, size_t n, const gw_notify_values_t *v, bool html, buf_t *out, const char *file,
+static int render(const char *s, size_t n, const gw_notify_values_t *v, bool html, gw_strbuf_t *out, const char *file,
                   char *err, size_t errlen)
 {
     const char *end = s + n;
@@ -134,10 +117,10 @@ static int render(const char *s, size_t n, const gw_notify_values_t *v, bool htm
                 break;
             }
         if (open == NULL) {
-            put(out, s, (size_t)(end - s));
+            gw_strbuf_put(out, s, (size_t)(end - s));
             break;
         }
-        put(out, s, (size_t)(open - s));
+        gw_strbuf_put(out, s, (size_t)(open - s));
         const char *name = open + 2, *close = NULL;
         for (const char *p = name; p + 1 < end; ++p)
             if (p[0] == '}' && p[1] == '}') {
@@ -155,7 +138,7 @@ static int render(const char *s, size_t n, const gw_notify_values_t *v, bool htm
         s = close + 2;
     }
     if (out->p == NULL)
-        put(out, "", 0);
+        gw_strbuf_put(out, "", 0);
     return 0;
 }
 
@@ -188,7 +171,7 @@ int gw_notify_render(const char *kind, const gw_notify_values_t *values, gw_rend
     const char *body = nl + 1, *end = txt->data + txt->len;
     if (body < end && *body == '\n')
         ++body;
-    buf_t subject = {0}, text = {0}, h = {0};
+    gw_strbuf_t subject = {0}, text = {0}, h = {0};
     const char *subj = txt->data + sizeof(prefix) - 1;
     if (render(subj, (size_t)(nl - subj), values, false, &subject, txt->name, err, errlen) != 0 ||
         render(body, (size_t)(end - body), values, false, &text, txt->name, err, errlen) != 0 ||

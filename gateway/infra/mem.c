@@ -58,3 +58,19 @@ void gw_free_secret(char *s)
     explicit_bzero(s, strlen(s));
     free(s);
 }
+
+void gw_strbuf_put(gw_strbuf_t *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = gw_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void gw_strbuf_puts(gw_strbuf_t *b, const char *s)
+{
+    gw_strbuf_put(b, s, strlen(s));
+}

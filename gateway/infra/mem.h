@@ -18,4 +18,14 @@ char *gw_xstrndup(const char *s, size_t len);
 /* Frees a string that held a secret, overwriting it first (NULL is ignored). */
 void gw_free_secret(char *s);
 
+/* A growing NUL-terminated string ({0} is empty; p is NULL until the first append; free(p) when done). */
+typedef struct st_gw_strbuf_t {
+    char *p;
+    size_t len, cap;
+} gw_strbuf_t;
+/* Appends n bytes of s. */
+void gw_strbuf_put(gw_strbuf_t *b, const char *s, size_t n);
+/* Appends the NUL-terminated s. */
+void gw_strbuf_puts(gw_strbuf_t *b, const char *s);
+
 #endif

@@ -9,52 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "crypto.h"
 #include "mem.h"
 
-typedef struct st_sbuf_t {
-    char *p;
-    size_t len, cap;
-} sbuf_t;
-
-static void sput(sbuf_t *b, const char *s, size_t n)
+/* Appends the base64 of [s, s + n) (crypto.h's codec); with wrap, in lines of 76 characters ending in CRLF. */
+static void put_base64(gw_strbuf_t *b, const unsigned char *s, size_t n, bool wrap)
 {
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = gw_xrealloc(b->p, b->cap);
+    char *enc = gw_xmalloc(GW_BASE64_ENCODED_SIZE(n));
+    size_t len = gw_base64_encode(s, n, 0, enc);
+    for (size_t i = 0; i < len; i += 76) {
+        size_t take = len - i < 76 ? len - i : 76;
+        gw_strbuf_put(b, enc + i, take);
+        if (wrap)
+            gw_strbuf_put(b, "\r\n", 2);
     }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sputs(sbuf_t *b, const char *s)
-{
-    sput(b, s, strlen(s));
-}
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Appends the base64 of [s, s + n); with wrap, in lines of 76 characters ending in CRLF. */
-static void put_base64(sbuf_t *b, const unsigned char *s, size_t n, bool wrap)
-{
-    size_t col = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= s[i + 2];
-        char q[4] = {b64[(v >> 18) & 63], b64[(v >> 12) & 63], i + 1 < n ? b64[(v >> 6) & 63] : '=',
-                     i + 2 < n ? b64[v & 63] : '='};
-        sput(b, q, 4);
-        col += 4;
-        if (wrap && col == 76) {
-            sput(b, "\r\n", 2);
-            col = 0;
-        }
-    }
-    if (wrap && col != 0)
-        sput(b, "\r\n", 2);
+    free(enc);
 }
 
 static bool plain_ascii(const char *s)
@@ -67,9 +36,9 @@ static bool plain_ascii(const char *s)
 
 char *gw_smtp_encode_header(const char *value)
 {
-    sbuf_t b = {0};
+    gw_strbuf_t b = {0};
     if (plain_ascii(value)) {
-        sputs(&b, value);
+        gw_strbuf_puts(&b, value);
         return b.p != NULL ? b.p : gw_xstrdup("");
     }
     /* encoded words of at most 45 bytes (60 base64 characters, 72 with the delimiters: under RFC 2047's 75),
@@ -87,10 +56,10 @@ char *gw_smtp_encode_header(const char *value)
         if (take == 0)
             take = n - i < 45 ? n - i : 45;
         if (i != 0)
-            sputs(&b, "\r\n ");
-        sputs(&b, "=?UTF-8?B?");
+            gw_strbuf_puts(&b, "\r\n ");
+        gw_strbuf_puts(&b, "=?UTF-8?B?");
         put_base64(&b, clean + i, take, false);
-        sputs(&b, "?=");
+        gw_strbuf_puts(&b, "?=");
         i += take;
     }
     free(clean);
@@ -98,16 +67,16 @@ char *gw_smtp_encode_header(const char *value)
 }
 
 /* Appends a body part's text as base64, with CRLF line ends. */
-static void put_part(sbuf_t *b, const char *type, const char *body)
+static void put_part(gw_strbuf_t *b, const char *type, const char *body)
 {
-    sputs(b, "Content-Type: ");
-    sputs(b, type);
-    sputs(b, "; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n");
-    sbuf_t crlf = {0};
+    gw_strbuf_puts(b, "Content-Type: ");
+    gw_strbuf_puts(b, type);
+    gw_strbuf_puts(b, "; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    gw_strbuf_t crlf = {0};
     for (const char *p = body; *p != '\0'; ++p) {
         if (*p == '\n' && (p == body || p[-1] != '\r'))
-            sput(&crlf, "\r", 1);
-        sput(&crlf, p, 1);
+            gw_strbuf_put(&crlf, "\r", 1);
+        gw_strbuf_put(&crlf, p, 1);
     }
     put_base64(b, (const unsigned char *)(crlf.p != NULL ? crlf.p : ""), crlf.len, true);
     free(crlf.p);
@@ -115,7 +84,7 @@ static void put_part(sbuf_t *b, const char *type, const char *body)
 
 char *gw_smtp_compose(const gw_smtp_message_t *msg)
 {
-    sbuf_t b = {0};
+    gw_strbuf_t b = {0};
     char date[64];
     time_t t = (time_t)msg->date;
     struct tm tm;
@@ -126,24 +95,24 @@ char *gw_smtp_compose(const gw_smtp_message_t *msg)
     snprintf(date, sizeof(date), "%s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
              months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     char *subject = gw_smtp_encode_header(msg->subject != NULL ? msg->subject : "");
-    sputs(&b, "Date: ");
-    sputs(&b, date);
-    sputs(&b, "\r\nMessage-ID: <");
-    sputs(&b, msg->message_id);
-    sputs(&b, ">\r\nFrom: ");
-    sputs(&b, msg->from);
-    sputs(&b, "\r\nTo: ");
-    sputs(&b, msg->to);
-    sputs(&b, "\r\nSubject: ");
-    sputs(&b, subject);
-    sputs(&b, "\r\nMIME-Version: 1.0\r\n");
+    gw_strbuf_puts(&b, "Date: ");
+    gw_strbuf_puts(&b, date);
+    gw_strbuf_puts(&b, "\r\nMessage-ID: <");
+    gw_strbuf_puts(&b, msg->message_id);
+    gw_strbuf_puts(&b, ">\r\nFrom: ");
+    gw_strbuf_puts(&b, msg->from);
+    gw_strbuf_puts(&b, "\r\nTo: ");
+    gw_strbuf_puts(&b, msg->to);
+    gw_strbuf_puts(&b, "\r\nSubject: ");
+    gw_strbuf_puts(&b, subject);
+    gw_strbuf_puts(&b, "\r\nMIME-Version: 1.0\r\n");
     free(subject);
     if (msg->list_unsubscribe != NULL) {
-        sputs(&b, "List-Unsubscribe: ");
-        sputs(&b, msg->list_unsubscribe);
-        sputs(&b, "\r\n");
+        gw_strbuf_puts(&b, "List-Unsubscribe: ");
+        gw_strbuf_puts(&b, msg->list_unsubscribe);
+        gw_strbuf_puts(&b, "\r\n");
         if (msg->one_click)
-            sputs(&b, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+            gw_strbuf_puts(&b, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
     }
     if (msg->html == NULL) {
         put_part(&b, "text/plain", msg->text);
@@ -155,19 +124,19 @@ char *gw_smtp_compose(const gw_smtp_message_t *msg)
     for (char *p = boundary; *p != '\0'; ++p)
         if (*p == '@')
             *p = '_';
-    sputs(&b, "Content-Type: multipart/alternative; boundary=\"");
-    sputs(&b, boundary);
-    sputs(&b, "\"\r\n\r\n--");
-    sputs(&b, boundary);
-    sputs(&b, "\r\n");
+    gw_strbuf_puts(&b, "Content-Type: multipart/alternative; boundary=\"");
+    gw_strbuf_puts(&b, boundary);
+    gw_strbuf_puts(&b, "\"\r\n\r\n--");
+    gw_strbuf_puts(&b, boundary);
+    gw_strbuf_puts(&b, "\r\n");
     put_part(&b, "text/plain", msg->text);
-    sputs(&b, "--");
-    sputs(&b, boundary);
-    sputs(&b, "\r\n");
+    gw_strbuf_puts(&b, "--");
+    gw_strbuf_puts(&b, boundary);
+    gw_strbuf_puts(&b, "\r\n");
     put_part(&b, "text/html", msg->html);
-    sputs(&b, "--");
-    sputs(&b, boundary);
-    sputs(&b, "--\r\n");
+    gw_strbuf_puts(&b, "--");
+    gw_strbuf_puts(&b, boundary);
+    gw_strbuf_puts(&b, "--\r\n");
     return b.p;
 }
 

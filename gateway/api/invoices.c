@@ -6,10 +6,12 @@
  * PostgreSQL's exact numeric text or the ledger's minor units: no double ever holds one.
  */
 #include "invoices.h"
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "crypto.h"
+#include "jsonw.h"
 #include "money.h"
 #include "query.h"
 #include "reply.h"
@@ -47,8 +49,7 @@ const gw_input_t gw_invoices_get_inputs[GW_INVOICES_GET_NINPUTS] = {
     [IN_ID] = {"id", GW_IN_PATH, GW_IN_STRING, .required = true, .min = 1, .max = 64},
 };
 
-/* The columns every statement returns, in this order; then the list's sort key (C_SORT), or the detail's lines and
- * payments. */
+/* The columns every statement returns, in this order; then the list's sort key (C_SORT), or the detail's row kind. */
 #define INVOICE_COLUMNS                                                                                                \
     "i.settled_invoice_id, i.invoice_id::text, i.invoice_number, i.status, upper(i.currency_code), i.date::text, "     \
     "i.due_date::text, i.total::text, i.amount_credited::text, i.amount_paid::text, i.amount_due::text, "              \
@@ -71,9 +72,12 @@ enum {
     C_OUTSTANDING,
     C_STATE_CURRENCY,
     C_SORT,
-    C_LINES,
-    C_PAYMENTS
 };
+/* The detail's rows: the invoice's (kind '0', the columns above), then its lines ('1') and payments ('2') in the
+ * same first columns, each row's kind in column D_KIND (where a list has its sort key). */
+enum { D_KIND = C_SORT };
+enum { D_POSITION, D_DESCRIPTION, D_QUANTITY, D_UNIT, D_LINE_AMOUNT, D_TAX_AMOUNT, D_ACCOUNT_CODE, D_ITEM_CODE };
+enum { D_PAY_ID, D_PAY_PROVIDER, D_PAY_STATUS, D_PAY_MINOR, D_PAY_CURRENCY, D_PAY_METHOD, D_PAY_CREATED };
 
 #define INVOICE_SCOPE GW_INVOICE_SCOPE
 
@@ -125,21 +129,25 @@ static const gw_db_statement_t statements[STMT_MAX] = {
     {"invoices_list_admin_due", LIST_ADMIN(KEY_DUE) KEYSET_DUE, 9},
     {"invoices_list_client_number", LIST_CLIENT(KEY_NUMBER) KEYSET_NUMBER, 9},
     {"invoices_list_admin_number", LIST_ADMIN(KEY_NUMBER) KEYSET_NUMBER, 9},
-    /* $3 the settled invoice id */
+    /* $3 the settled invoice id. One row per invoice, line and payment, as text (no JSON to parse on the loop). */
     {"invoices_get",
-     "SELECT " INVOICE_COLUMNS ", NULL, "
-     "(SELECT coalesce(json_agg(json_build_object('position', l.position, 'description', l.description, "
-     "  'quantity', l.quantity::text, 'unit_amount', l.unit_amount::text, 'line_amount', l.line_amount::text, "
-     "  'tax_amount', l.tax_amount::text, 'account_code', l.account_code, 'item_code', l.item_code) "
-     "  ORDER BY l.position), '[]') FROM xero_invoice_lines l WHERE l.organisation_id = i.organisation_id "
-     "  AND l.tenant_id = i.tenant_id AND l.invoice_id = i.invoice_id)::text, "
-     "(SELECT coalesce(json_agg(json_build_object('id', p.id::text, 'provider', p.provider::text, 'status', p.status, "
-     "  'amount_minor', p.amount_minor::text, 'currency', p.currency::text, 'method', p.method, 'created_at', "
-     "  to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY p.created_at, p.id), "
-     "  '[]') FROM payments p WHERE p.organisation_id = i.organisation_id AND p.xero_tenant_id = i.tenant_id::text "
-     "  AND p.xero_invoice_id = i.invoice_id AND NOT p.from_writeback)::text "
-     "FROM xero_invoices i LEFT JOIN invoice_payment_states s USING (organisation_id, tenant_id, invoice_id) "
-     "WHERE " INVOICE_SCOPE "AND i.settled_invoice_id = $3",
+     "WITH inv (o, t, x, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14) AS ("
+     "  SELECT i.organisation_id, i.tenant_id, i.invoice_id, " INVOICE_COLUMNS " FROM xero_invoices i "
+     "  LEFT JOIN invoice_payment_states s USING (organisation_id, tenant_id, invoice_id) "
+     "  WHERE " INVOICE_SCOPE "AND i.settled_invoice_id = $3) "
+     "SELECT c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14::text, '0', 0::bigint FROM inv "
+     "UNION ALL "
+     "SELECT l.position::text, l.description, l.quantity::text, l.unit_amount::text, l.line_amount::text, "
+     "  l.tax_amount::text, l.account_code, l.item_code, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '1', "
+     "  l.position::bigint FROM inv JOIN xero_invoice_lines l ON l.organisation_id = inv.o AND l.tenant_id = inv.t "
+     "  AND l.invoice_id = inv.x "
+     "UNION ALL "
+     "SELECT p.id::text, p.provider::text, p.status, p.amount_minor::text, p.currency::text, p.method, "
+     "  to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), NULL, NULL, NULL, NULL, NULL, "
+     "  NULL, NULL, NULL, '2', row_number() OVER (ORDER BY p.created_at, p.id) FROM inv "
+     "  JOIN payments p ON p.organisation_id = inv.o AND p.xero_tenant_id = inv.t::text AND p.xero_invoice_id = inv.x "
+     "  AND NOT p.from_writeback "
+     "ORDER BY 16, 17",
      3},
 };
 
@@ -160,170 +168,179 @@ int gw_invoices_money(const char *numeric, size_t len, const char *currency, cha
     return gw_money_format(minor, e, out, size);
 }
 
-/* A JSON string of an amount, or null when it is unknown or not exact in the currency. */
-static json_t *money_json(const char *numeric, size_t len, const char *currency)
+/* The ledger's minor units (decimal text) as the currency's decimal into buf; the length, or -1 when unknown. */
+static int minor_text(const char *minor, const char *currency, char *buf, size_t size)
 {
-    char buf[48];
-    int n = gw_invoices_money(numeric, len, currency, buf, sizeof(buf));
-    return n < 0 ? json_null() : json_stringn(buf, (size_t)n);
+    int e = currency != NULL ? gw_currency_exponent(currency) : -1;
+    char *end;
+    if (e < 0 || minor == NULL)
+        return -1;
+    errno = 0;
+    long long v = strtoll(minor, &end, 10);
+    if (end == minor || *end != '\0' || errno != 0)
+        return -1;
+    return gw_money_format((int64_t)v, e, buf, size);
 }
 
 json_t *gw_invoices_minor_json(const char *minor, const char *currency)
 {
-    int e = currency != NULL ? gw_currency_exponent(currency) : -1;
-    char *end, buf[48];
-    long long v = minor != NULL ? strtoll(minor, &end, 10) : 0;
-    if (e < 0 || minor == NULL || *end != '\0' || gw_money_format((int64_t)v, e, buf, sizeof(buf)) < 0)
-        return json_null();
-    return json_string(buf);
+    char buf[48];
+    int n = minor_text(minor, currency, buf, sizeof(buf));
+    return n < 0 ? json_null() : json_stringn(buf, (size_t)n);
+}
+
+/* Drops the zeros after the decimal point beyond keep decimals ("2.5000" -> "2.5" with keep 0), and the point when
+ * nothing follows it. Returns the new length. */
+static size_t trim_decimals(char *buf, size_t len, size_t keep)
+{
+    char *dot = memchr(buf, '.', len);
+    if (dot == NULL)
+        return len;
+    size_t min = (size_t)(dot - buf) + (keep > 0 ? keep + 1 : 0);
+    while (len > min && buf[len - 1] == '0')
+        --len;
+    if (len != 0 && buf[len - 1] == '.')
+        --len;
+    buf[len] = '\0';
+    return len;
 }
 
 /* A unit price may carry up to 4 decimals (Xero's unitdp=4): the currency's decimals, more only when needed. */
-static json_t *unit_json(const char *numeric, const char *currency)
+static int unit_text(const char *numeric, size_t len, const char *currency, char *buf, size_t size)
 {
-    int e = currency != NULL ? gw_currency_exponent(currency) : -1;
+    int e = currency != NULL ? gw_currency_exponent(currency) : -1, dp = e > 4 ? e : 4;
     int64_t minor;
-    char buf[48];
-    if (e < 0 || numeric == NULL || gw_money_parse(numeric, strlen(numeric), e > 4 ? e : 4, &minor) != 0 ||
-        gw_money_format(minor, e > 4 ? e : 4, buf, sizeof(buf)) < 0)
-        return json_null();
-    /* drop trailing zeros beyond the currency's own decimals */
-    char *dot = strchr(buf, '.');
-    if (dot != NULL) {
-        size_t keep = (size_t)(dot - buf) + (e > 0 ? (size_t)e + 1 : 0), len = strlen(buf);
-        while (len > keep && buf[len - 1] == '0')
-            buf[--len] = '\0';
-        if (len != 0 && buf[len - 1] == '.')
-            buf[--len] = '\0';
-    }
-    return json_string(buf);
+    int n;
+    if (e < 0 || numeric == NULL || gw_money_parse(numeric, len, dp, &minor) != 0 ||
+        (n = gw_money_format(minor, dp, buf, size)) < 0)
+        return -1;
+    return (int)trim_decimals(buf, (size_t)n, (size_t)e);
 }
 
-/* A quantity: numeric text without trailing zeros ("2.5000" -> "2.5"), or null. */
-static json_t *quantity_json(const char *numeric)
+/* A quantity: numeric text without trailing zeros ("2.5000" -> "2.5"). */
+static int quantity_text(const char *numeric, size_t len, char *buf, size_t size)
 {
-    if (numeric == NULL)
-        return json_null();
-    char buf[48];
-    snprintf(buf, sizeof(buf), "%s", numeric);
-    if (strchr(buf, '.') != NULL) {
-        size_t len = strlen(buf);
-        while (len != 0 && buf[len - 1] == '0')
-            buf[--len] = '\0';
-        if (len != 0 && buf[len - 1] == '.')
-            buf[--len] = '\0';
-    }
-    return json_string(buf);
+    if (numeric == NULL || len >= size)
+        return -1;
+    memcpy(buf, numeric, len);
+    buf[len] = '\0';
+    return (int)trim_decimals(buf, len, 0);
 }
 
-static json_t *text_json(const gw_db_rows_t *rows, size_t r, int c)
+/* Writes key: the text of column c of row r (null when NULL). */
+static void put_text(gw_jsonw_t *w, const char *key, const gw_db_rows_t *rows, size_t r, int c)
 {
     size_t len;
     const char *v = gw_db_rows_value(rows, r, (size_t)c, &len);
-    return v != NULL ? json_stringn(v, len) : json_null();
+    gw_jsonw_member(w, key, v, len);
 }
 
-static json_t *col_money(const gw_db_rows_t *rows, size_t r, int c, const char *currency)
+/* Writes key: a formatted amount of n bytes in buf, or null when n < 0 (unknown, or not exact in its currency). */
+static void put_formatted(gw_jsonw_t *w, const char *key, const char *buf, int n)
+{
+    gw_jsonw_member(w, key, n < 0 ? NULL : buf, n < 0 ? 0 : (size_t)n);
+}
+
+/* Writes key: column c of row r, an exact numeric, as an amount of currency. */
+static void put_money(gw_jsonw_t *w, const char *key, const gw_db_rows_t *rows, size_t r, int c, const char *currency)
 {
     size_t len;
+    char buf[48];
     const char *v = gw_db_rows_value(rows, r, (size_t)c, &len);
-    return v != NULL ? money_json(v, len, currency) : json_null();
+    put_formatted(w, key, buf, v != NULL ? gw_invoices_money(v, len, currency, buf, sizeof(buf)) : -1);
 }
 
-/* One invoice of rows (row r) as the API shows it. */
-static json_t *invoice_json(const gw_db_rows_t *rows, size_t r)
+/* One invoice of rows (row r) as the API shows it, as the members of the object open in w. */
+static void put_invoice(gw_jsonw_t *w, const gw_db_rows_t *rows, size_t r)
 {
     const char *currency = gw_db_rows_value(rows, r, C_CURRENCY, NULL);
     const char *state_currency = gw_db_rows_value(rows, r, C_STATE_CURRENCY, NULL);
-    json_t *o = json_object();
-    json_object_set_new(o, "id", text_json(rows, r, C_ID));
-    json_object_set_new(o, "xero_invoice_id", text_json(rows, r, C_XERO_ID));
-    json_object_set_new(o, "number", text_json(rows, r, C_NUMBER));
-    json_object_set_new(o, "status", text_json(rows, r, C_STATUS));
-    json_object_set_new(o, "payment_state", text_json(rows, r, C_STATE));
-    json_object_set_new(o, "currency", text_json(rows, r, C_CURRENCY));
-    json_object_set_new(o, "date", text_json(rows, r, C_DATE));
-    json_object_set_new(o, "due_date", text_json(rows, r, C_DUE));
-    json_object_set_new(o, "total", col_money(rows, r, C_TOTAL, currency));
-    json_object_set_new(o, "amount_credited", col_money(rows, r, C_CREDITED, currency));
+    put_text(w, "id", rows, r, C_ID);
+    put_text(w, "xero_invoice_id", rows, r, C_XERO_ID);
+    put_text(w, "number", rows, r, C_NUMBER);
+    put_text(w, "status", rows, r, C_STATUS);
+    put_text(w, "payment_state", rows, r, C_STATE);
+    put_text(w, "currency", rows, r, C_CURRENCY);
+    put_text(w, "date", rows, r, C_DATE);
+    put_text(w, "due_date", rows, r, C_DUE);
+    put_money(w, "total", rows, r, C_TOTAL, currency);
+    put_money(w, "amount_credited", rows, r, C_CREDITED, currency);
     /* paid and outstanding: reconciliation's, from the ledger, once the invoice is reconciled; Xero's until then */
     const char *net = gw_db_rows_value(rows, r, C_NET_PAID, NULL),
                *out = gw_db_rows_value(rows, r, C_OUTSTANDING, NULL);
-    json_object_set_new(o, "amount_paid",
-                        net != NULL ? gw_invoices_minor_json(net, state_currency)
-                                    : col_money(rows, r, C_XPAID, currency));
-    json_object_set_new(o, "amount_outstanding",
-                        out != NULL ? gw_invoices_minor_json(out, state_currency)
-                                    : col_money(rows, r, C_XDUE, currency));
-    return o;
+    char buf[48];
+    if (net != NULL)
+        put_formatted(w, "amount_paid", buf, minor_text(net, state_currency, buf, sizeof(buf)));
+    else
+        put_money(w, "amount_paid", rows, r, C_XPAID, currency);
+    if (out != NULL)
+        put_formatted(w, "amount_outstanding", buf, minor_text(out, state_currency, buf, sizeof(buf)));
+    else
+        put_money(w, "amount_outstanding", rows, r, C_XDUE, currency);
 }
 
-static json_t *json_member_text(json_t *o, const char *key)
+/* The detail's lines (rows of kind 1) and payments (kind 2) after the invoice's row, as members of the object. */
+static void put_detail(gw_jsonw_t *w, const gw_db_rows_t *rows, const char *currency)
 {
-    return json_string_value(json_object_get(o, key)) != NULL ? json_string(json_string_value(json_object_get(o, key)))
-                                                              : json_null();
-}
-
-/* The detail's lines and payments, from the statement's JSON columns. */
-static void add_detail(json_t *o, const gw_db_rows_t *rows, const char *currency)
-{
-    json_t *lines = json_array(), *payments = json_array();
-    const char *text = gw_db_rows_value(rows, 0, C_LINES, NULL);
-    json_t *src = text != NULL ? json_loads(text, 0, NULL) : NULL;
-    size_t k;
-    json_t *l;
-    json_array_foreach(src, k, l)
-    {
-        json_t *line = json_object();
-        json_object_set(line, "position", json_object_get(l, "position"));
-        json_object_set_new(line, "description", json_member_text(l, "description"));
-        json_object_set_new(line, "quantity", quantity_json(json_string_value(json_object_get(l, "quantity"))));
-        json_object_set_new(line, "unit_amount",
-                            unit_json(json_string_value(json_object_get(l, "unit_amount")), currency));
-        const char *amounts[] = {"line_amount", "tax_amount"};
-        for (size_t a = 0; a != 2; ++a) {
-            const char *v = json_string_value(json_object_get(l, amounts[a]));
-            json_object_set_new(line, amounts[a], v != NULL ? money_json(v, strlen(v), currency) : json_null());
-        }
-        json_object_set_new(line, "account_code", json_member_text(l, "account_code"));
-        json_object_set_new(line, "item_code", json_member_text(l, "item_code"));
-        json_array_append_new(lines, line);
+    size_t n = gw_db_rows_count(rows), r = 1;
+    char buf[48];
+    size_t len;
+    const char *v;
+    gw_jsonw_key(w, "lines");
+    gw_jsonw_open(w, '[');
+    for (; r != n && gw_db_rows_value(rows, r, D_KIND, NULL)[0] == '1'; ++r) {
+        gw_jsonw_open(w, '{');
+        v = gw_db_rows_value(rows, r, D_POSITION, &len);
+        gw_jsonw_key(w, "position");
+        if (v != NULL)
+            gw_jsonw_raw(w, v, len); /* an integer */
+        else
+            gw_jsonw_str(w, NULL, 0);
+        put_text(w, "description", rows, r, D_DESCRIPTION);
+        v = gw_db_rows_value(rows, r, D_QUANTITY, &len);
+        put_formatted(w, "quantity", buf, quantity_text(v, len, buf, sizeof(buf)));
+        v = gw_db_rows_value(rows, r, D_UNIT, &len);
+        put_formatted(w, "unit_amount", buf, unit_text(v, len, currency, buf, sizeof(buf)));
+        put_money(w, "line_amount", rows, r, D_LINE_AMOUNT, currency);
+        put_money(w, "tax_amount", rows, r, D_TAX_AMOUNT, currency);
+        put_text(w, "account_code", rows, r, D_ACCOUNT_CODE);
+        put_text(w, "item_code", rows, r, D_ITEM_CODE);
+        gw_jsonw_close(w, '}');
     }
-    json_decref(src);
-    text = gw_db_rows_value(rows, 0, C_PAYMENTS, NULL);
-    src = text != NULL ? json_loads(text, 0, NULL) : NULL;
-    json_array_foreach(src, k, l)
-    {
-        json_t *p = json_object();
-        const char *pcur = json_string_value(json_object_get(l, "currency"));
-        json_object_set_new(p, "id", json_member_text(l, "id"));
-        json_object_set_new(p, "provider", json_member_text(l, "provider"));
-        json_object_set_new(p, "status", json_member_text(l, "status"));
-        json_object_set_new(p, "amount",
-                            gw_invoices_minor_json(json_string_value(json_object_get(l, "amount_minor")), pcur));
-        json_object_set_new(p, "currency", json_member_text(l, "currency"));
-        json_object_set_new(p, "method", json_member_text(l, "method"));
-        json_object_set_new(p, "created_at", json_member_text(l, "created_at"));
-        json_array_append_new(payments, p);
+    gw_jsonw_close(w, ']');
+    gw_jsonw_key(w, "payments");
+    gw_jsonw_open(w, '[');
+    for (; r != n; ++r) {
+        const char *pcur = gw_db_rows_value(rows, r, D_PAY_CURRENCY, NULL);
+        gw_jsonw_open(w, '{');
+        put_text(w, "id", rows, r, D_PAY_ID);
+        put_text(w, "provider", rows, r, D_PAY_PROVIDER);
+        put_text(w, "status", rows, r, D_PAY_STATUS);
+        put_formatted(w, "amount", buf,
+                      minor_text(gw_db_rows_value(rows, r, D_PAY_MINOR, NULL), pcur, buf, sizeof(buf)));
+        put_text(w, "currency", rows, r, D_PAY_CURRENCY);
+        put_text(w, "method", rows, r, D_PAY_METHOD);
+        put_text(w, "created_at", rows, r, D_PAY_CREATED);
+        gw_jsonw_close(w, '}');
     }
-    json_decref(src);
-    json_object_set_new(o, "lines", lines);
-    json_object_set_new(o, "payments", payments);
+    gw_jsonw_close(w, ']');
 }
 
 /* ---- cursors: base64url of "<sort>:<key>:<settled id>" of the last invoice of a page ---- */
 
 static const char sort_tag[NSORTS] = {'d', 'u', 'n'};
 
-static json_t *make_cursor(const gw_db_rows_t *rows, size_t r, int sort)
+static void put_cursor(gw_jsonw_t *w, const gw_db_rows_t *rows, size_t r, int sort)
 {
     char plain[240], enc[GW_BASE64_ENCODED_SIZE(240)];
     int n = snprintf(plain, sizeof(plain), "%c:%s:%s", sort_tag[sort], gw_db_rows_value(rows, r, C_SORT, NULL),
                      gw_db_rows_value(rows, r, C_ID, NULL));
-    if (n < 0 || (size_t)n >= sizeof(plain))
-        return json_null();
+    if (n < 0 || (size_t)n >= sizeof(plain)) {
+        gw_jsonw_member(w, "next_cursor", NULL, 0);
+        return;
+    }
     size_t len = gw_base64_encode(plain, (size_t)n, GW_BASE64_URL | GW_BASE64_NOPAD, enc);
-    return json_stringn(enc, len);
+    gw_jsonw_member(w, "next_cursor", enc, len);
 }
 
 static bool is_date(const char *s, size_t len)
@@ -365,29 +382,48 @@ static int read_cursor(h2o_iovec_t cursor, int sort, char key[200], char id[100]
 
 /* ---- the requests ---- */
 
+/* Sends the document w holds (200 with its ETag, or 304) and frees it. */
+static void reply_doc(h2o_req_t *req, gw_jsonw_t *w)
+{
+    gw_reply_json_cached(req, w->out.p, w->out.len);
+    free(w->out.p);
+}
+
 static void on_list_rows(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
 {
     const int64_t *page = data; /* the limit, the sort order */
     int64_t limit = page[0];
     size_t n = gw_db_rows_count(rows), shown = n > (size_t)limit ? (size_t)limit : n;
-    json_t *doc = json_object(), *list = json_array();
-    for (size_t r = 0; r != shown; ++r)
-        json_array_append_new(list, invoice_json(rows, r));
-    json_object_set_new(doc, "data", list);
-    json_object_set_new(doc, "next_cursor",
-                        n > shown && shown != 0 ? make_cursor(rows, shown - 1, (int)page[1]) : json_null());
-    gw_query_reply(req, doc);
+    gw_jsonw_t w = {0};
+    gw_jsonw_open(&w, '{');
+    gw_jsonw_key(&w, "data");
+    gw_jsonw_open(&w, '[');
+    for (size_t r = 0; r != shown; ++r) {
+        gw_jsonw_open(&w, '{');
+        put_invoice(&w, rows, r);
+        gw_jsonw_close(&w, '}');
+    }
+    gw_jsonw_close(&w, ']');
+    if (n > shown && shown != 0)
+        put_cursor(&w, rows, shown - 1, (int)page[1]);
+    else
+        gw_jsonw_member(&w, "next_cursor", NULL, 0);
+    gw_jsonw_close(&w, '}');
+    reply_doc(req, &w);
 }
 
 static void on_get_rows(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
 {
-    if (gw_db_rows_count(rows) == 0) {
+    if (gw_db_rows_count(rows) == 0 || gw_db_rows_value(rows, 0, D_KIND, NULL)[0] != '0') {
         gw_reply_problem(req, 404, gw_err_not_found, NULL);
         return;
     }
-    json_t *doc = invoice_json(rows, 0);
-    add_detail(doc, rows, gw_db_rows_value(rows, 0, C_CURRENCY, NULL));
-    gw_query_reply(req, doc);
+    gw_jsonw_t w = {0};
+    gw_jsonw_open(&w, '{');
+    put_invoice(&w, rows, 0);
+    put_detail(&w, rows, gw_db_rows_value(rows, 0, C_CURRENCY, NULL));
+    gw_jsonw_close(&w, '}');
+    reply_doc(req, &w);
 }
 
 static gw_db_param_t value_param(const gw_value_t *v)

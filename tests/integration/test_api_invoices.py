@@ -133,8 +133,8 @@ def seed(db):
     h.sql(db, "INSERT INTO xero_invoice_lines (organisation_id, tenant_id, invoice_id, line_item_id, synthetic_id, "
               "position, description, quantity, unit_amount, line_amount, tax_amount, account_code) VALUES "
               "($1, $2, $3, gen_random_uuid(), false, 1, 'Consulting', 2.5000, 40.1200, 100.30, 0.00, '200'), "
-              "($1, $2, $3, gen_random_uuid(), false, 2, 'Rounding', 1.0000, 0.0000, 0.00, 0.00, '200')",
-          x, TX, a["inv_a1"])
+              "($1, $2, $3, gen_random_uuid(), false, 2, $4, 1.0000, 0.0000, 0.00, 0.00, '200')",
+          x, TX, a["inv_a1"], ROUNDING)
     h.sql(db, "INSERT INTO payments (organisation_id, provider, object_id, customer_id, xero_tenant_id, "
               "xero_invoice_id, amount_minor, currency, status, method, raw) VALUES ($1, 'stripe', 'pi_test_1', $2, "
               "$3, $4, 30, 'GBP', 'succeeded', 'card', '{}')", x, ids["A"], TX, a["inv_a1"])
@@ -292,6 +292,10 @@ def test_money_is_exact_decimal_strings(w):
                                          "amount_outstanding"]), "the fields of a listed invoice")
 
 
+# a description with every character JSON must escape, and text beyond ASCII: the detail writes its JSON itself
+ROUNDING = 'Rounding "adj." \\ 1/2\n\ttab \x01\x1f Café — ✓ 𝄞'
+
+
 @api_test
 def test_detail_has_lines_and_payments(w):
     d = w.json("/v1/invoices/inv_a1", "client_a")
@@ -299,7 +303,7 @@ def test_detail_has_lines_and_payments(w):
     expect_eq(d["xero_invoice_id"], w.ids["a_visible"]["inv_a1"], "xero id")
     expect_eq([(l["position"], l["description"], l["quantity"], l["unit_amount"], l["line_amount"])
                for l in d["lines"]],
-              [(1, "Consulting", "2.5", "40.12", "100.30"), (2, "Rounding", "1", "0.00", "0.00")], "lines")
+              [(1, "Consulting", "2.5", "40.12", "100.30"), (2, ROUNDING, "1", "0.00", "0.00")], "lines")
     expect_eq([(p["provider"], p["amount"], p["currency"], p["status"]) for p in d["payments"]],
               [("stripe", "0.30", "GBP", "succeeded")], "payments")
 

@@ -6,7 +6,7 @@
 # It prints figures; it is not a test. Method and results: docs/performance.md.
 #
 #   tests/load/bench_intake.sh [--duration S] [--connections C] [--events N] [--wrk-threads T]
-#                              [--server-threads N] [--db-connections N] [--db-max-batch N]
+#                              [--server-threads N] [--db-connections N] [--db-max-batch N] [--queue-workers N]
 #                              [--body-size B (>= 2026)] [--lua-count] [--bin PATH] [--no-build] [--keep]
 #                              [--reference node|none] [--node-workers N] [--node-pool N]
 #                              [--ceiling-batches "8 32" | none]
@@ -43,6 +43,7 @@ duration=15
 events=
 db_connections=
 db_max_batch=
+queue_workers=0
 lua_count=0
 body_size=2048
 reference=
@@ -53,6 +54,7 @@ while [ $# -gt 0 ]; do
     --events) events=$2; shift 2 ;;
     --db-connections) db_connections=$2; shift 2 ;;
     --db-max-batch) db_max_batch=$2; shift 2 ;;
+    --queue-workers) queue_workers=$2; shift 2 ;;
     --lua-count) lua_count=1; shift ;;
     --body-size) body_size=$2; shift 2 ;;
     --reference) reference=$2; shift 2 ;;
@@ -68,6 +70,7 @@ for v in duration connections wrk_threads body_size node_pool; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v//_/-} must be a positive integer"
 done
 [[ $node_workers =~ ^[0-9]+$ ]] || die "--node-workers must be 0 (one process) or a positive integer"
+[[ $queue_workers =~ ^[0-9]+$ ]] || die "--queue-workers must be 0 (intake alone) or a positive integer"
 # The signatures are made before the run and both receivers reject those older than 300 s (Stripe's
 # tolerance); the events are signed again before a run that would end past it (see fresh_events).
 [ "$duration" -le 240 ] || die "--duration is at most 240 s: the pre-signed events must stay within the 300 s tolerance"
@@ -227,13 +230,16 @@ start_receiver() {
     local name=$1 url port=$3
     url=$(db_url_of "$2")
     if [ "$name" = settled ]; then
-        step "settled serve on 127.0.0.1:$port (threads: ${server_threads:-default}, db connections per loop: ${db_connections:-default}, max batch: ${db_max_batch:-default})"
+        step "settled serve on 127.0.0.1:$port (threads: ${server_threads:-default}, db connections per loop: ${db_connections:-default}, max batch: ${db_max_batch:-default}, queue workers: $queue_workers)"
         (
             export SETTLED_LISTEN=127.0.0.1:$port SETTLED_DATABASE_URL=$url SETTLED_STRIPE_WEBHOOK_SECRETS=$secret \
                 SETTLED_ACCESS_LOG=false SETTLED_LOG_LEVEL=warn
             [ -n "$server_threads" ] && export SETTLED_THREADS=$server_threads
             [ -n "$db_connections" ] && export SETTLED_DB_CONNECTIONS=$db_connections
             [ -n "$db_max_batch" ] && export SETTLED_DB_MAX_BATCH=$db_max_batch
+            # the reference and the probe only store: by default settled's queue workers are off too, so the
+            # three are measured doing the same work (with workers on they also claim and process the events)
+            export SETTLED_WORKERS=$queue_workers
             exec "$bin" serve
         ) >"$work/settled.log" 2>&1 &
     else

@@ -11,9 +11,9 @@
 #include "money.h"
 #include "templates.h"
 
-static const char *const kinds[] = {"invoice_due", "due_today",         "overdue",         "final_notice",
-                                    "receipt",     "collection_failed", "method_expiring", "mandate_ended",
-                                    "invitation",  "password_reset"};
+static const char *const kinds[] = {"invoice_due", "due_today",         "overdue",           "final_notice",
+                                    "receipt",     "collection_failed", "method_expiring",   "mandate_ended",
+                                    "invitation",  "password_reset",    "email_verification"};
 
 bool gw_notify_kind_valid(const char *kind)
 {
@@ -98,6 +98,8 @@ static const char *lookup(const gw_notify_values_t *v, const char *name, size_t 
         value = v->payment_link;
     else if (IS("organisation_name"))
         value = v->organisation_name;
+    else if (IS("link"))
+        value = v->link;
     else
         return NULL;
 #undef IS

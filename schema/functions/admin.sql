@@ -591,10 +591,13 @@ BEGIN
 END
 $$;
 
--- Stores an invitation (auth_invitation_create) of which only the digest p_digest is kept; the inviting admin is
--- recorded when it has a users row (p_admin).
+DROP FUNCTION IF EXISTS admin_invite(bigint, text, text, bigint, text, bigint, text, text);
+-- Stores an invitation of which only the digest p_digest is kept, and enqueues its e-mail (p_subject, p_text,
+-- p_html: rendered with the link; auth_invitation_mail) in the same transaction; the inviting admin is recorded
+-- when it has a users row (p_admin).
 CREATE OR REPLACE FUNCTION admin_invite(p_org bigint, p_email text, p_role text, p_customer bigint, p_digest text,
-                                        p_admin bigint, p_actor text, p_correlation text)
+                                        p_admin bigint, p_actor text, p_correlation text, p_subject text,
+                                        p_text text, p_html text)
 RETURNS TABLE (result text, field text, detail text, doc jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -605,8 +608,9 @@ BEGIN
         RETURN QUERY SELECT * FROM admin_result('invalid', 'customer_id', 'is an archived customer', NULL);
         RETURN;
     END IF;
-    SELECT * INTO r FROM auth_invitation_create(p_org, p_email, p_role, p_customer, p_digest,
-        (SELECT u.id FROM users u WHERE u.organisation_id = p_org AND u.id = p_admin), p_actor, p_correlation);
+    SELECT * INTO r FROM auth_invitation_mail(p_org, p_email, p_role, p_customer, p_digest,
+        (SELECT u.id FROM users u WHERE u.organisation_id = p_org AND u.id = p_admin), p_actor, p_correlation,
+        p_subject, p_text, p_html);
     RETURN QUERY SELECT * FROM admin_result(
         CASE r.result WHEN 'created' THEN 'created' WHEN 'email_taken' THEN 'conflict' ELSE 'invalid' END,
         CASE WHEN r.result IN ('email_invalid') THEN 'email' WHEN r.result = 'role_invalid' THEN 'role'
@@ -619,6 +623,7 @@ BEGIN
                       WHEN 'customer_unknown' THEN 'is not a customer of the organisation'
                       WHEN 'email_taken' THEN 'the organisation already has a user with this email address' END,
         CASE WHEN r.result = 'created' THEN jsonb_build_object('email', btrim(p_email), 'role', p_role,
-            'customer_id', p_customer::text, 'expires_at', admin_ts(r.expires_at)) END);
+            'customer_id', p_customer::text, 'expires_at', admin_ts(r.expires_at),
+            'notification_id', r.notification_id::text) END);
 END
 $$;

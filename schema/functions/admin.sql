@@ -542,11 +542,13 @@ BEGIN
         RETURN QUERY SELECT * FROM admin_result('conflict', NULL, 'an admin cannot disable itself', NULL);
         RETURN;
     END IF;
-    IF u.status = 'pending_approval' AND u.customer_id IS NULL THEN
-        -- a sign-up waiting for approval has no customer, which a disabled client needs: it stays pending (it
-        -- cannot sign in anyway) until an admin approves it
+    IF u.status IN ('pending_verification', 'pending_approval') AND u.customer_id IS NULL THEN
+        -- a sign-up waiting for its address's verification or for approval has no customer, which a disabled
+        -- client needs: it stays pending (it cannot sign in anyway)
         RETURN QUERY SELECT * FROM admin_result('conflict', NULL,
-                                                'the user waits for approval: it cannot sign in until approved', NULL);
+            CASE u.status WHEN 'pending_approval' THEN 'the user waits for approval: it cannot sign in until approved'
+                          ELSE 'the user has not verified its e-mail address: it cannot sign in until then' END,
+            NULL);
         RETURN;
     END IF;
     SELECT * INTO r FROM auth_user_disable(p_org, u.email, p_actor, p_correlation);

@@ -314,6 +314,11 @@ def test_tampered_expired_and_reused_verification_tokens_are_refused():
         problem(call("POST", "/v1/auth/verify-email", {"token": bad}, src="127.0.0.52"), 400, "token_invalid", what)
     expect_eq(h.sql_value(DB, "SELECT status FROM users WHERE email = $1", addr), "pending_verification",
               "refused tokens change nothing")
+    uid = h.sql_value(DB, "SELECT id FROM users WHERE email = $1", addr)
+    problem(call("POST", f"/v1/admin/users/{uid}/approve", {"customer_id": str(IDS["solo"])},
+                 token=IDS["admin_token"]), 409, "conflict", "an unverified account cannot be approved")
+    problem(call("POST", f"/v1/admin/users/{uid}/disable", token=IDS["admin_token"]), 409, "conflict",
+            "nor disabled (it can do nothing anyway)")
     verify(token, "pending_approval")
     problem(call("POST", "/v1/auth/verify-email", {"token": token}), 400, "token_invalid", "reused")
     late = f"late-{RUN}@cust.example"

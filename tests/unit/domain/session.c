@@ -37,6 +37,18 @@ static void test_keys_name_one_account(void **state)
     assert_string_equal(c.ip, "settled:login:ip:-");
 }
 
+/* The requests that send mail count under keys of their own: asking for resets never locks a sign-in out. */
+static void test_mail_keys_are_apart_from_login_keys(void **state)
+{
+    throttle_keys_t login, mail;
+    throttle_keys("login", "ann@example.com", "127.0.0.1", &login);
+    throttle_keys("mail", "ann@example.com", "127.0.0.1", &mail);
+    assert_string_equal(mail.ip, "settled:mail:ip:127.0.0.1");
+    assert_string_not_equal(mail.account, login.account);
+    assert_string_not_equal(mail.account_ip, login.account_ip);
+    assert_string_equal(mail.account + strlen("settled:mail:"), login.account + strlen("settled:login:"));
+}
+
 static void test_local_throttle(void **state)
 {
     gw_session_throttle_reset();
@@ -123,11 +135,9 @@ static void test_deny_keys(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keys_name_one_account),
-        cmocka_unit_test(test_local_throttle),
-        cmocka_unit_test(test_local_throttle_shares_by_instances),
-        cmocka_unit_test(test_window_ends),
-        cmocka_unit_test(test_deny_keys),
+        cmocka_unit_test(test_keys_name_one_account), cmocka_unit_test(test_mail_keys_are_apart_from_login_keys),
+        cmocka_unit_test(test_local_throttle),        cmocka_unit_test(test_local_throttle_shares_by_instances),
+        cmocka_unit_test(test_window_ends),           cmocka_unit_test(test_deny_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,12 @@ bool gw_notify_is_reminder(const char *kind)
                             strcmp(kind, "overdue") == 0 || strcmp(kind, "final_notice") == 0);
 }
 
+bool gw_notify_is_account(const char *kind)
+{
+    return kind != NULL && (strcmp(kind, "invitation") == 0 || strcmp(kind, "password_reset") == 0 ||
+                            strcmp(kind, "email_verification") == 0);
+}
+
 int gw_notify_format_amount(int64_t minor, const char *currency, char *buf, size_t cap)
 {
     char code[4], plain[48];

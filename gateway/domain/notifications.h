@@ -47,6 +47,9 @@ typedef struct st_gw_rendered_t {
 bool gw_notify_kind_valid(const char *kind);
 /* Whether kind is a reminder (a customer may opt out of those; never of receipts and notices). */
 bool gw_notify_is_reminder(const char *kind);
+/* Whether kind is an account e-mail (invitation, password_reset, email_verification: account_mail.h), which goes
+ * to a user or an invited address rather than a customer and carries a one-time link. */
+bool gw_notify_is_account(const char *kind);
 
 /* Formats minor units of currency as the templates show them ("GBP 1,234.50") into buf. Returns the length, or -1
  * for an unknown currency or a buffer too small. */

@@ -84,6 +84,8 @@ static void test_account_kinds_render_the_link(void **state)
         char err[256] = "";
         assert_int_equal(gw_notify_render(kinds[i], &v, &r, err, sizeof(err)), 0);
         assert_true(gw_notify_kind_valid(kinds[i]));
+        assert_true(gw_notify_is_account(kinds[i]));
+        assert_false(gw_notify_is_reminder(kinds[i]));
         assert_null(strchr(r.subject, '\n'));
         assert_non_null(strstr(r.subject, "Acme & Sons"));
         assert_non_null(strstr(r.text, "https://p.example/invite#token=abc&x=1"));
@@ -164,6 +166,8 @@ static void test_kinds(void **state)
     assert_true(gw_notify_is_reminder("final_notice"));
     assert_false(gw_notify_is_reminder("receipt"));
     assert_false(gw_notify_is_reminder("collection_failed"));
+    assert_false(gw_notify_is_account("receipt"));
+    assert_false(gw_notify_is_account(NULL));
 }
 
 int main(void)

@@ -50,7 +50,8 @@ void gw_cli_user_usage(FILE *out)
         "Every change is audited as cli:<your OS user>, or cli:NAME with --actor.\n"
         "\n"
         "exit codes: 0 done; 1 failed (the database, an unknown organisation, customer or user, an email already\n"
-        "            taken); 2 usage error (an unknown option, a missing or invalid value, a weak password)\n");
+        "            taken, disabling a sign-up that waits for verification or approval); 2 usage error (an unknown "
+        "option, a missing or invalid value, a weak password)\n");
 }
 
 static gw_dbs_t *open_db(const gw_config_t *cfg, const char *cmd)
@@ -393,6 +394,13 @@ static int user_disable(const gw_config_t *cfg, const char *organisation, const 
     }
     if (result == gw_accounts_unknown) {
         fprintf(stderr, "settled: user disable: %s has no user with the email %s\n", organisation, email);
+        goto Exit;
+    }
+    if (result == gw_accounts_pending) {
+        fprintf(stderr,
+                "settled: user disable: %s of %s is a sign-up still waiting for its e-mail verification or an "
+                "admin's approval: it cannot sign in, and it is left as it is (a disabled client needs a customer)\n",
+                email, organisation);
         goto Exit;
     }
     printf("%s %s of %s; revoked %lld refresh token%s\n",

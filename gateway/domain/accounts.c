@@ -17,12 +17,13 @@ const char gw_accounts_customer_unknown[] = "customer_unknown";
 const char gw_accounts_disabled[] = "disabled";
 const char gw_accounts_already[] = "already";
 const char gw_accounts_unknown[] = "unknown";
+const char gw_accounts_pending[] = "pending";
 
 static const char *const results[] = {
     gw_accounts_created,          gw_accounts_email_taken,       gw_accounts_email_invalid,
     gw_accounts_role_invalid,     gw_accounts_customer_required, gw_accounts_customer_not_allowed,
     gw_accounts_customer_unknown, gw_accounts_disabled,          gw_accounts_already,
-    gw_accounts_unknown,
+    gw_accounts_unknown,          gw_accounts_pending,
 };
 
 static const char sql_organisation[] = "SELECT id FROM organisations WHERE slug = $1";

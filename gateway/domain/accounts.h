@@ -27,6 +27,7 @@ extern const char gw_accounts_customer_unknown[];
 extern const char gw_accounts_disabled[];
 extern const char gw_accounts_already[];
 extern const char gw_accounts_unknown[];
+extern const char gw_accounts_pending[];
 
 /* The id of the organisation with slug, into *id. Returns 1 when it exists, 0 when it does not, -1 with err set. */
 GW_MUSTCHECK int gw_accounts_organisation(gw_dbs_t *s, const char *slug, int64_t *id, gw_err_t *err);
@@ -48,7 +49,8 @@ GW_MUSTCHECK int gw_accounts_invite(gw_dbs_t *s, int64_t org, const char *email,
                                     int64_t *notification, gw_err_t *err);
 
 /* Disables the user of organisation org with email and revokes all its refresh tokens. Returns 0 with *result
- * (gw_accounts_disabled, gw_accounts_already: it was disabled before, or gw_accounts_unknown), the number of
+ * (gw_accounts_disabled, gw_accounts_already: it was disabled before, gw_accounts_pending: a sign-up still waiting
+ * for its verification or approval, left as it is, or gw_accounts_unknown), the number of
  * refresh tokens revoked in *revoked and the user's id in *user_id (0 when unknown), or -1 with err set. */
 GW_MUSTCHECK int gw_accounts_user_disable(gw_dbs_t *s, int64_t org, const char *email, const char *actor,
                                           const char *correlation, const char **result, long long *revoked,

@@ -46,6 +46,7 @@
 --   auth_user_revoke_all(p_user bigint, p_actor text, p_reason text, p_correlation text) RETURNS integer
 --   auth_user_disable(p_org bigint, p_email text, p_actor text, p_correlation text)
 --       RETURNS TABLE (result text, user_id bigint, revoked integer)    result: 'disabled' | 'already' | 'unknown'
+--       | 'pending' (a sign-up still waiting for its verification or approval: nothing changed, it cannot sign in)
 --   auth_invitation_create(p_org bigint, p_email text, p_role text, p_customer bigint, p_digest text,
 --                          p_invited_by bigint, p_actor text, p_correlation text)
 --       RETURNS TABLE (result text, expires_at timestamptz)     result: 'created' or auth_user_create's refusals
@@ -334,6 +335,11 @@ BEGIN
         -- nothing to change, but no live token may survive a disable (one issued by a race is revoked here)
         RETURN QUERY SELECT 'already'::text, v_old.id, auth_user_revoke_all(v_old.id, p_actor, 'disabled',
                                                                              p_correlation);
+        RETURN;
+    END IF;
+    IF v_old.status IN ('pending_verification', 'pending_approval') AND v_old.customer_id IS NULL THEN
+        -- a sign-up has no customer, which a disabled client needs; it cannot sign in anyway (nor hold tokens)
+        RETURN QUERY SELECT 'pending'::text, v_old.id, 0;
         RETURN;
     END IF;
     UPDATE users u SET status = 'disabled', updated_at = now() WHERE u.id = v_old.id RETURNING * INTO v_new;

@@ -425,6 +425,10 @@ def test_self_registration_waits_for_approval():
               [["client", None, "pending_verification"]], "unverified: the login route refuses it")
     expect_eq(h.sql_value(url, "SELECT result FROM auth_login_record($1, $2, 3600, NULL, NULL, NULL, 'c')", uid,
                           d("a")), "inactive", "no session while unverified")
+    res = settled(["user", "disable", "--organisation", "acme", "--email", "s@x.example"], env)
+    expect_eq(res.returncode, 1, f"disabling a sign-up: exit code (stderr {res.stderr!r})")
+    expect_in("is a sign-up still waiting", res.stderr, "disabling a sign-up: why not")
+    expect_eq(h.sql_value(url, "SELECT status FROM users WHERE id = $1", uid), "pending_verification", "unchanged")
     expect_eq(h.sql_value(url, "SELECT auth_user_approve($1, $2, $3, 'cli:t', 'c')", ids["acme"], uid,
                           ids["acme_customer"]), "unknown", "an unverified account cannot be approved")
     expect_eq(h.sql_rows(url, "SELECT result, status FROM auth_verify_email($1, 'c')", d("1")),

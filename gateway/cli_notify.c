@@ -62,7 +62,7 @@ int gw_cli_notify(const gw_config_t *cfg, int argc, char **argv)
         fprintf(stderr, "settled: notify: --organisation, --customer (a number) and --kind are required\n");
         return GW_ARGS_USAGE;
     }
-    if (!gw_notify_kind_valid(kind) || strcmp(kind, "invitation") == 0 || strcmp(kind, "password_reset") == 0) {
+    if (!gw_notify_kind_valid(kind) || gw_notify_is_account(kind)) { /* those are the accounts' (account_mail.h) */
         fprintf(stderr, "settled: notify: --kind: not a kind of notification settled renders: %s\n", kind);
         return GW_ARGS_USAGE;
     }

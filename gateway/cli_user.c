@@ -8,6 +8,7 @@
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
+#include "account_mail.h"
 #include "accounts.h"
 #include "args.h"
 #include "auth.h"
@@ -32,8 +33,10 @@ void gw_cli_user_usage(FILE *out)
         "            client, refused for an admin). The password is read from standard input when that is not\n"
         "            a terminal (one line; the newline is not part of it), else asked for twice without echo:\n"
         "            10 to 1024 bytes with at least 4 distinct characters. It is stored as a scrypt hash only.\n"
-        "            --invite     store an invitation instead (valid 72 hours, single use) and print its link,\n"
-        "                         with which the user chooses a password; no password is read\n"
+        "            --invite     store an invitation instead (valid 72 hours, single use) whose link lets the\n"
+        "                         user choose a password; no password is read. With SETTLED_SMTP_URL the link\n"
+        "                         is e-mailed (through the outbox) and not shown; without it nothing is sent\n"
+        "                         and the link is printed once, for you to hand over\n"
         "            --portal-url the portal's address for the link (default SETTLED_PORTAL_URL, else "
         "http://SETTLED_LISTEN)\n"
         "  list      the users (of one organisation, or of all): id, organisation, email, role, customer,\n"
@@ -42,12 +45,13 @@ void gw_cli_user_usage(FILE *out)
         "            and its access tokens are denied at once through Redis (SETTLED_REDIS_URL; when Redis cannot\n"
         "            be reached they keep working until they expire, SETTLED_ACCESS_TOKEN_TTL: the command says so)\n"
         "  reset     make a password reset link for the user (single use, valid 30 minutes) and print it, for an\n"
-        "            admin to hand over (until settled sends mail, POST /v1/auth/password-reset sends nothing)\n"
+        "            admin to hand over (POST /v1/auth/password-reset e-mails one to the user instead)\n"
         "\n"
         "Every change is audited as cli:<your OS user>, or cli:NAME with --actor.\n"
         "\n"
         "exit codes: 0 done; 1 failed (the database, an unknown organisation, customer or user, an email already\n"
-        "            taken); 2 usage error (an unknown option, a missing or invalid value, a weak password)\n");
+        "            taken, disabling a sign-up that waits for verification or approval); 2 usage error (an unknown "
+        "option, a missing or invalid value, a weak password)\n");
 }
 
 static gw_dbs_t *open_db(const gw_config_t *cfg, const char *cmd)
@@ -193,17 +197,6 @@ static int refusal(const add_args_t *a, const char *result)
     return result == gw_accounts_email_taken || result == gw_accounts_customer_unknown ? 1 : GW_ARGS_USAGE;
 }
 
-/* The base of the invitation link: --portal-url, else SETTLED_PORTAL_URL, else http://SETTLED_LISTEN. */
-static void portal_base(const gw_config_t *cfg, const char *url, char *out, size_t len)
-{
-    if (url != NULL) {
-        size_t n = strlen(url);
-        snprintf(out, len, "%.*s", (int)(n != 0 && url[n - 1] == '/' ? n - 1 : n), url);
-    } else {
-        gw_config_portal_base(cfg, out, len);
-    }
-}
-
 static int user_add(const gw_config_t *cfg, const add_args_t *a)
 {
     if (a->organisation == NULL || a->email == NULL || a->role == NULL) {
@@ -275,25 +268,45 @@ static int user_add(const gw_config_t *cfg, const add_args_t *a)
     gw_err_t err = GW_ERR_INIT;
     const char *result;
     if (a->invite) {
-        char token[64], digest[65], expires[64], base[512];
+        /* with SMTP the link goes out by e-mail only (through the outbox); without it nothing could send the mail,
+         * so the link is printed once for the operator to hand over, and nothing is enqueued */
+        bool mail = gw_account_mail_configured(cfg);
+        char token[64], digest[65], expires[64], link[600];
+        int64_t notification = 0;
+        gw_rendered_t msg = {0};
         if (gw_auth_refresh_token(token, digest) != 0) /* the same kind of one-time token */
             goto Exit;
-        if (gw_accounts_invite(s, org, a->email, a->role, customer, digest, actor, correlation, &result, expires,
-                               &err) != 0) {
-            fprintf(stderr, "settled: user add: %s\n", err.detail);
-            goto Exit;
-        }
-        if (result != gw_accounts_created) {
-            explicit_bzero(token, sizeof(token));
-            ret = refusal(a, result);
-            goto Exit;
-        }
-        portal_base(cfg, a->portal_url, base, sizeof(base));
-        printf("invited %s to %s as %s%s, valid once until %s; send them this link (it is shown only now):\n"
-               "%s/invite#token=%s\n",
-               a->email, a->organisation, client ? "a client of customer " : "an admin", client ? a->customer : "",
-               expires, base, token);
+        gw_account_mail_link(cfg, a->portal_url, GW_ACCOUNT_PAGE_INVITE, token, link, sizeof(link));
         explicit_bzero(token, sizeof(token));
+        if (mail && gw_account_mail_render(s, org, "invitation", link, &msg, &err) != 0) {
+            fprintf(stderr, "settled: user add: %s\n", err.detail);
+            explicit_bzero(link, sizeof(link));
+            goto Exit;
+        }
+        int rc = gw_accounts_invite(s, org, a->email, a->role, customer, digest, mail ? &msg : NULL, actor, correlation,
+                                    &result, expires, &notification, &err);
+        if (msg.text != NULL)
+            explicit_bzero(msg.text, strlen(msg.text)), explicit_bzero(msg.html, strlen(msg.html));
+        gw_rendered_free(&msg);
+        if (rc != 0 || result != gw_accounts_created) {
+            explicit_bzero(link, sizeof(link));
+            if (rc != 0)
+                fprintf(stderr, "settled: user add: %s\n", err.detail);
+            else
+                ret = refusal(a, result);
+            goto Exit;
+        }
+        if (mail)
+            printf("invited %s to %s as %s%s, valid once until %s; the link is e-mailed to them (notification "
+                   "%" PRId64 ")\n",
+                   a->email, a->organisation, client ? "a client of customer " : "an admin", client ? a->customer : "",
+                   expires, notification);
+        else
+            printf("invited %s to %s as %s%s, valid once until %s; SETTLED_SMTP_URL is not set, so no e-mail is "
+                   "sent: send them this link yourself (it is shown only now):\n%s\n",
+                   a->email, a->organisation, client ? "a client of customer " : "an admin", client ? a->customer : "",
+                   expires, link);
+        explicit_bzero(link, sizeof(link));
     } else {
         int64_t id;
         if (gw_accounts_user_create(s, org, a->email, a->role, customer, hash, actor, correlation, &result, &id,
@@ -383,6 +396,13 @@ static int user_disable(const gw_config_t *cfg, const char *organisation, const 
         fprintf(stderr, "settled: user disable: %s has no user with the email %s\n", organisation, email);
         goto Exit;
     }
+    if (result == gw_accounts_pending) {
+        fprintf(stderr,
+                "settled: user disable: %s of %s is a sign-up still waiting for its e-mail verification or an "
+                "admin's approval: it cannot sign in, and it is left as it is (a disabled client needs a customer)\n",
+                email, organisation);
+        goto Exit;
+    }
     printf("%s %s of %s; revoked %lld refresh token%s\n",
            result == gw_accounts_already ? "already disabled:" : "disabled", email, organisation, revoked,
            revoked == 1 ? "" : "s");
@@ -426,7 +446,7 @@ static int user_reset(const gw_config_t *cfg, const add_args_t *a)
     int64_t org;
     if (find_organisation(s, "user reset", a->organisation, &org) != 0)
         goto Exit;
-    char actor[160], correlation[40], digest[65], expires[64], base[512];
+    char actor[160], correlation[40], digest[65], expires[64], link[600];
     actor_of(a->actor, actor, correlation);
     if (gw_auth_refresh_token(token, digest) != 0) /* the same kind of one-time token */
         goto Exit;
@@ -440,10 +460,10 @@ static int user_reset(const gw_config_t *cfg, const add_args_t *a)
         fprintf(stderr, "settled: user reset: %s has no active user with the email %s\n", a->organisation, a->email);
         goto Exit;
     }
-    portal_base(cfg, a->portal_url, base, sizeof(base));
-    printf("password reset for %s of %s, valid once until %s; hand them this link (it is shown only now):\n"
-           "%s/reset#token=%s\n",
-           a->email, a->organisation, expires, base, token);
+    gw_account_mail_link(cfg, a->portal_url, GW_ACCOUNT_PAGE_RESET, token, link, sizeof(link));
+    printf("password reset for %s of %s, valid once until %s; hand them this link (it is shown only now):\n%s\n",
+           a->email, a->organisation, expires, link);
+    explicit_bzero(link, sizeof(link));
     ret = 0;
 Exit:
     explicit_bzero(token, sizeof(token));

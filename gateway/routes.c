@@ -355,7 +355,7 @@ gw_route_t gw_routes[] = {
      .access = GW_ACCESS_ADMIN,
      .inputs = gw_users_invite_inputs,
      .ninputs = GW_USERS_INVITE_NINPUTS,
-     .summary = "Invites a user (72 hours, single use); answers the link"},
+     .summary = "Invites a user (72 hours, single use): the link is e-mailed through the outbox"},
     {.name = "admin_settings_get",
      .method = "GET",
      .path = "/v1/admin/settings",
@@ -399,7 +399,11 @@ gw_route_t gw_routes[] = {
                   "Set a new password with a reset token"),
     SESSION_ROUTE("auth_register", "/v1/auth/register", gw_sessions_register, GW_ACCESS_PUBLIC,
                   gw_sessions_register_inputs, GW_SESSIONS_REGISTER_NINPUTS,
-                  "Register as a client of an organisation that allows it (waits for approval)"),
+                  "Register as a client of an organisation that allows it (mails a verification link)"),
+    /* account e-mails: the verification of a self-registration's address (sessions.c) */
+    SESSION_ROUTE("auth_verify_email", "/v1/auth/verify-email", gw_sessions_verify_email, GW_ACCESS_PUBLIC,
+                  gw_sessions_verify_email_inputs, GW_SESSIONS_VERIFY_EMAIL_NINPUTS,
+                  "Verify a registration's e-mail address with its token: a client, or waiting for approval"),
 #undef SESSION_ROUTE
     /* the client's payments, payment methods and invoice PDFs (payments.c, payment_methods.c, invoice_pdf.c) */
     {.name = "invoice_pdf",

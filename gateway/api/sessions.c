@@ -41,6 +41,7 @@ const gw_input_t gw_sessions_password_inputs[] = {PASSWORD("current_password"), 
 const gw_input_t gw_sessions_token_password_inputs[] = {FIELD("token", true, 1, TOKEN_MAX), PASSWORD("password")};
 const gw_input_t gw_sessions_reset_request_inputs[] = {EMAIL, ORGANISATION(false)};
 const gw_input_t gw_sessions_register_inputs[] = {ORGANISATION(true), EMAIL, PASSWORD("password")};
+const gw_input_t gw_sessions_verify_email_inputs[] = {FIELD("token", true, 1, TOKEN_MAX)};
 
 /* ---- the token rules, shared by every loop ---- */
 
@@ -140,6 +141,7 @@ typedef enum en_kind_t {
     K_RESET_REQUEST,
     K_RESET_CONFIRM,
     K_REGISTER,
+    K_VERIFY_EMAIL,
 } kind_t;
 
 typedef struct st_job_t {
@@ -158,6 +160,7 @@ typedef struct st_job_t {
     gw_err_t err;
     uint32_t retry_after;
     gw_session_tokens_t tokens;
+    char status[24]; /* a verified registration's account status */
     /* the request, until it goes away; slot is the request's pointer to this (cleared when done) */
     h2o_req_t *req;
     struct st_job_t **slot;
@@ -208,15 +211,19 @@ static void on_work(void *arg)
         job->rc = gw_session_invitation_accept(&ctx, job->in[0], job->len[0], job->in[1], job->len[1], &client,
                                                &job->tokens, &job->err);
         break;
-    case K_RESET_REQUEST:
-        (void)gw_session_reset_request(&ctx, job->in[1], job->in[0], &client);
-        job->rc = 0; /* answered the same whatever happened */
+    case K_RESET_REQUEST: /* answered the same for every address (only the throttle refuses) */
+        job->rc = gw_session_reset_request(&ctx, job->in[1], job->in[0], &client, &job->retry_after, &job->err);
         break;
     case K_RESET_CONFIRM:
         job->rc = gw_session_reset_confirm(&ctx, job->in[0], job->len[0], job->in[1], job->len[1], &client, &job->err);
         break;
     case K_REGISTER:
-        job->rc = gw_session_register(&ctx, job->in[0], job->in[1], job->in[2], job->len[2], &client, &job->err);
+        job->rc = gw_session_register(&ctx, job->in[0], job->in[1], job->in[2], job->len[2], &client, &job->retry_after,
+                                      &job->err);
+        break;
+    case K_VERIFY_EMAIL:
+        job->rc =
+            gw_session_verify_email(&ctx, job->in[0], job->len[0], &client, job->status, &job->retry_after, &job->err);
         break;
     }
 }
@@ -311,6 +318,13 @@ static void on_done(void *arg)
             no_store(req);
             gw_reply_json(req, 202, H2O_STRLIT("{\"status\":\"accepted\"}"));
             break;
+        case K_VERIFY_EMAIL: {
+            char *body = h2o_mem_alloc_pool(&req->pool, 64);
+            int n = snprintf(body, 64, "{\"status\":\"%s\"}", job->status);
+            no_store(req);
+            gw_reply_json(req, 200, body, (size_t)n);
+            break;
+        }
         }
     }
     *job->slot = NULL; /* the request's dispose hook must not see it any more */
@@ -572,4 +586,9 @@ int gw_sessions_reset_confirm(gw_loop_t *loop, h2o_req_t *req, const gw_route_t 
 int gw_sessions_register(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call)
 {
     return start(loop, req, call, K_REGISTER, GW_SESSIONS_REGISTER_NINPUTS, false);
+}
+
+int gw_sessions_verify_email(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call)
+{
+    return start(loop, req, call, K_VERIFY_EMAIL, GW_SESSIONS_VERIFY_EMAIL_NINPUTS, false);
 }

@@ -19,6 +19,7 @@ int gw_sessions_invitation_accept(gw_loop_t *loop, h2o_req_t *req, const gw_rout
 int gw_sessions_reset_request(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call);
 int gw_sessions_reset_confirm(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call);
 int gw_sessions_register(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call);
+int gw_sessions_verify_email(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call);
 
 /* The declared inputs of each route, in the order its handler reads them. */
 extern const gw_input_t gw_sessions_login_inputs[];
@@ -35,6 +36,8 @@ extern const gw_input_t gw_sessions_reset_request_inputs[];
 #define GW_SESSIONS_RESET_REQUEST_NINPUTS 2
 extern const gw_input_t gw_sessions_register_inputs[];
 #define GW_SESSIONS_REGISTER_NINPUTS 3
+extern const gw_input_t gw_sessions_verify_email_inputs[];
+#define GW_SESSIONS_VERIFY_EMAIL_NINPUTS 1
 
 /* The token rules the routes issue with (made once from the configuration for every loop). */
 extern const gw_module_t gw_sessions_module;

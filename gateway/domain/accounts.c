@@ -17,20 +17,21 @@ const char gw_accounts_customer_unknown[] = "customer_unknown";
 const char gw_accounts_disabled[] = "disabled";
 const char gw_accounts_already[] = "already";
 const char gw_accounts_unknown[] = "unknown";
+const char gw_accounts_pending[] = "pending";
 
 static const char *const results[] = {
     gw_accounts_created,          gw_accounts_email_taken,       gw_accounts_email_invalid,
     gw_accounts_role_invalid,     gw_accounts_customer_required, gw_accounts_customer_not_allowed,
     gw_accounts_customer_unknown, gw_accounts_disabled,          gw_accounts_already,
-    gw_accounts_unknown,
+    gw_accounts_unknown,          gw_accounts_pending,
 };
 
 static const char sql_organisation[] = "SELECT id FROM organisations WHERE slug = $1";
 static const char sql_user_create[] = "SELECT result, user_id FROM auth_user_create($1::bigint, $2, $3, $4::bigint, "
                                       "$5, $6, $7)";
 static const char sql_invite[] = "SELECT result, to_char(expires_at AT TIME ZONE 'UTC', "
-                                 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM auth_invitation_create($1::bigint, $2, $3, "
-                                 "$4::bigint, $5, NULL, $6, $7)";
+                                 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), notification_id FROM auth_invitation_mail("
+                                 "$1::bigint, $2, $3, $4::bigint, $5, NULL, $6, $7, $8, $9, $10)";
 static const char sql_user_disable[] = "SELECT result, revoked, user_id FROM auth_user_disable($1::bigint, $2, $3, $4)";
 static const char sql_reset_create[] =
     "SELECT auth_reset_create($1::bigint, $2, $3, $4), to_char((now() + interval '30 minutes') AT TIME ZONE 'UTC', "
@@ -98,18 +99,28 @@ int gw_accounts_user_create(gw_dbs_t *s, int64_t org, const char *email, const c
 }
 
 int gw_accounts_invite(gw_dbs_t *s, int64_t org, const char *email, const char *role, int64_t customer,
-                       const char digest[65], const char *actor, const char *correlation, const char **result,
-                       char expires[64], gw_err_t *err)
+                       const char digest[65], const gw_rendered_t *mail, const char *actor, const char *correlation,
+                       const char **result, char expires[64], int64_t *notification, gw_err_t *err)
 {
     char orgs[24], cust[24];
     snprintf(orgs, sizeof(orgs), "%" PRId64, org);
     snprintf(cust, sizeof(cust), "%" PRId64, customer);
-    const char *p[] = {orgs, email, role, customer != 0 ? cust : NULL, digest, actor, correlation};
-    gw_dbs_result_t *r = run_result(s, "user add --invite", sql_invite, 7, p, result, err);
+    const char *p[] = {orgs,
+                       email,
+                       role,
+                       customer != 0 ? cust : NULL,
+                       digest,
+                       actor,
+                       correlation,
+                       mail != NULL ? mail->subject : NULL,
+                       mail != NULL ? mail->text : NULL,
+                       mail != NULL ? mail->html : NULL};
+    gw_dbs_result_t *r = run_result(s, "user add --invite", sql_invite, 10, p, result, err);
     if (r == NULL)
         return -1;
-    const char *e = gw_dbs_value(r, 0, 1);
+    const char *e = gw_dbs_value(r, 0, 1), *n = gw_dbs_value(r, 0, 2);
     snprintf(expires, 64, "%s", e != NULL ? e : "");
+    *notification = n != NULL ? strtoll(n, NULL, 10) : 0;
     gw_dbs_result_free(r);
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "db.h"
 #include "err.h"
+#include "notifications.h"
 
 /* The results of auth_user_create, auth_invitation_create and auth_user_disable (schema/functions/auth.sql), as
  * constants compared by pointer. */
@@ -26,6 +27,7 @@ extern const char gw_accounts_customer_unknown[];
 extern const char gw_accounts_disabled[];
 extern const char gw_accounts_already[];
 extern const char gw_accounts_unknown[];
+extern const char gw_accounts_pending[];
 
 /* The id of the organisation with slug, into *id. Returns 1 when it exists, 0 when it does not, -1 with err set. */
 GW_MUSTCHECK int gw_accounts_organisation(gw_dbs_t *s, const char *slug, int64_t *id, gw_err_t *err);
@@ -38,14 +40,17 @@ GW_MUSTCHECK int gw_accounts_user_create(gw_dbs_t *s, int64_t org, const char *e
                                          const char *correlation, const char **result, int64_t *user_id, gw_err_t *err);
 
 /* Stores an invitation (valid 72 hours) for email to organisation org with role and customer (0 for none), of
- * which digest is the token's digest. Returns 0 with *result (gw_accounts_created with the expiry, as UTC text,
- * in expires (64 bytes), or why not), or -1 with err set. */
+ * which digest is the token's digest, and enqueues mail (rendered with its link, account_mail.h; NULL: nothing is
+ * mailed) in the same transaction. Returns 0 with *result (gw_accounts_created with the expiry, as UTC text, in
+ * expires (64 bytes) and the outbox row's id in *notification (0: not mailed), or why not), or -1 with err set. */
 GW_MUSTCHECK int gw_accounts_invite(gw_dbs_t *s, int64_t org, const char *email, const char *role, int64_t customer,
-                                    const char digest[65], const char *actor, const char *correlation,
-                                    const char **result, char expires[64], gw_err_t *err);
+                                    const char digest[65], const gw_rendered_t *mail, const char *actor,
+                                    const char *correlation, const char **result, char expires[64],
+                                    int64_t *notification, gw_err_t *err);
 
 /* Disables the user of organisation org with email and revokes all its refresh tokens. Returns 0 with *result
- * (gw_accounts_disabled, gw_accounts_already: it was disabled before, or gw_accounts_unknown), the number of
+ * (gw_accounts_disabled, gw_accounts_already: it was disabled before, gw_accounts_pending: a sign-up still waiting
+ * for its verification or approval, left as it is, or gw_accounts_unknown), the number of
  * refresh tokens revoked in *revoked and the user's id in *user_id (0 when unknown), or -1 with err set. */
 GW_MUSTCHECK int gw_accounts_user_disable(gw_dbs_t *s, int64_t org, const char *email, const char *actor,
                                           const char *correlation, const char **result, long long *revoked,

@@ -11,9 +11,9 @@
 #include "money.h"
 #include "templates.h"
 
-static const char *const kinds[] = {"invoice_due", "due_today",         "overdue",         "final_notice",
-                                    "receipt",     "collection_failed", "method_expiring", "mandate_ended",
-                                    "invitation",  "password_reset"};
+static const char *const kinds[] = {"invoice_due", "due_today",         "overdue",           "final_notice",
+                                    "receipt",     "collection_failed", "method_expiring",   "mandate_ended",
+                                    "invitation",  "password_reset",    "email_verification"};
 
 bool gw_notify_kind_valid(const char *kind)
 {
@@ -27,6 +27,12 @@ bool gw_notify_is_reminder(const char *kind)
 {
     return kind != NULL && (strcmp(kind, "invoice_due") == 0 || strcmp(kind, "due_today") == 0 ||
                             strcmp(kind, "overdue") == 0 || strcmp(kind, "final_notice") == 0);
+}
+
+bool gw_notify_is_account(const char *kind)
+{
+    return kind != NULL && (strcmp(kind, "invitation") == 0 || strcmp(kind, "password_reset") == 0 ||
+                            strcmp(kind, "email_verification") == 0);
 }
 
 int gw_notify_format_amount(int64_t minor, const char *currency, char *buf, size_t cap)
@@ -98,6 +104,8 @@ static const char *lookup(const gw_notify_values_t *v, const char *name, size_t 
         value = v->payment_link;
     else if (IS("organisation_name"))
         value = v->organisation_name;
+    else if (IS("link"))
+        value = v->link;
     else
         return NULL;
 #undef IS

@@ -7,11 +7,11 @@
  *
  * A template is <kind>.txt (a first line "Subject: ...", a blank line, the plain-text body) and <kind>.html (the
  * HTML body). Placeholders are {{name}}: customer_name, invoice_number, amount, due_date, payment_link,
- * organisation_name. The amount is the currency's code and the decimal with exactly the currency's ISO 4217
- * decimals and a comma between thousands ("GBP 1,234.50", "JPY 1,235", "KWD 0.125"), from minor units (money.h),
- * never a float. In the HTML body every value is HTML-escaped; in the subject and text body control characters
- * become spaces (no header injection). A value that is missing renders as its fallback (customer_name: "customer",
- * others: "-"); an unknown placeholder is an error.
+ * organisation_name, link (the one-time link of an account e-mail: account_mail.h). The amount is the currency's code
+ * and the decimal with exactly the currency's ISO 4217 decimals and a comma between thousands ("GBP 1,234.50", "JPY
+ * 1,235", "KWD 0.125"), from minor units (money.h), never a float. In the HTML body every value is HTML-escaped; in the
+ * subject and text body control characters become spaces (no header injection). A value that is missing renders as its
+ * fallback (customer_name: "customer", others: "-"); an unknown placeholder is an error.
  *
  * Blocking: gw_notify_enqueue runs a statement on a blocking session (the offload pool, a worker, the CLI).
  */
@@ -33,6 +33,7 @@ typedef struct st_gw_notify_values_t {
     const char *due_date; /* YYYY-MM-DD */
     const char *payment_link;
     const char *organisation_name;
+    const char *link; /* the one-time link of an account e-mail (invitation, reset, verification) */
 } gw_notify_values_t;
 
 /* A rendered message (malloc'd strings). */
@@ -46,6 +47,9 @@ typedef struct st_gw_rendered_t {
 bool gw_notify_kind_valid(const char *kind);
 /* Whether kind is a reminder (a customer may opt out of those; never of receipts and notices). */
 bool gw_notify_is_reminder(const char *kind);
+/* Whether kind is an account e-mail (invitation, password_reset, email_verification: account_mail.h), which goes
+ * to a user or an invited address rather than a customer and carries a one-time link. */
+bool gw_notify_is_account(const char *kind);
 
 /* Formats minor units of currency as the templates show them ("GBP 1,234.50") into buf. Returns the length, or -1
  * for an unknown currency or a buffer too small. */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <inttypes.h>
+#include "account_mail.h"
 #include "log.h"
 #include "mem.h"
 
@@ -48,8 +50,10 @@ static const int limits[] = {GW_SESSION_FAILS_ACCOUNT_IP, GW_SESSION_FAILS_IP, G
 
 /* The keys never hold an address in clear: the account is the SHA-256 of the email as the database compares it
  * (trimmed, lower case), whatever organisation is named, so naming one organisation, another or none does not
- * multiply an attacker's guesses at one address. */
-static void throttle_keys(const char *email, const char *ip, throttle_keys_t *k)
+ * multiply an attacker's guesses at one address. kind names the counters: "login" (sign-ins and password changes
+ * count their failures), "mail" (password-reset requests and registrations count every request: each may send an
+ * e-mail), "verify" (failed e-mail verifications, whose "account" is the client's address). */
+static void throttle_keys(const char *kind, const char *email, const char *ip, throttle_keys_t *k)
 {
     char material[EMAIL_MAX + 2], digest[65];
     size_t n = 0;
@@ -63,9 +67,9 @@ static void throttle_keys(const char *email, const char *ip, throttle_keys_t *k)
     material[n] = '\0';
     gw_auth_token_digest(material, n, digest);
     const char *addr = ip != NULL && ip[0] != '\0' ? ip : "-";
-    snprintf(k->account_ip, sizeof(k->account_ip), "settled:login:ai:%.32s:%.60s", digest, addr);
-    snprintf(k->ip, sizeof(k->ip), "settled:login:ip:%.60s", addr);
-    snprintf(k->account, sizeof(k->account), "settled:login:a:%.32s", digest);
+    snprintf(k->account_ip, sizeof(k->account_ip), "settled:%s:ai:%.32s:%.60s", kind, digest, addr);
+    snprintf(k->ip, sizeof(k->ip), "settled:%s:ip:%.60s", kind, addr);
+    snprintf(k->account, sizeof(k->account), "settled:%s:a:%.32s", kind, digest);
 }
 
 /* The local fallback: a small table of counters, shared by the pool's threads. A slot taken by another key is
@@ -285,7 +289,7 @@ int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, cons
     memset(out, 0, sizeof(*out));
     *retry_after = 0;
     throttle_keys_t keys;
-    throttle_keys(email, client->ip, &keys);
+    throttle_keys("login", email, client->ip, &keys);
     uint32_t wait = throttle_check(ctx, &keys);
     if (wait != 0) {
         *retry_after = wait;
@@ -325,6 +329,11 @@ int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, cons
         gw_log(GW_LOG_INFO, "sign-in refused from %s: wrong address or password",
                client->ip != NULL ? client->ip : "-");
         return refuse_credentials(err);
+    }
+    if (strcmp(status, "pending_verification") == 0) {
+        gw_dbs_result_free(r);
+        return gw_err_set(err, gw_err_email_unverified, 403,
+                          "Confirm the e-mail address first, with the link sent to it when you registered.");
     }
     if (strcmp(status, "active") != 0) {
         gw_dbs_result_free(r);
@@ -475,7 +484,7 @@ int gw_session_password_change(const gw_session_ctx_t *ctx, int64_t user_id, int
     /* the current password is a sign-in in all but name: the same throttle, so a stolen access token cannot guess
      * it faster than a sign-in could */
     throttle_keys_t keys;
-    throttle_keys(gw_dbs_value(r, 0, 0), client->ip, &keys);
+    throttle_keys("login", gw_dbs_value(r, 0, 0), client->ip, &keys);
     uint32_t wait = throttle_check(ctx, &keys);
     if (wait != 0) {
         gw_dbs_result_free(r);
@@ -576,22 +585,89 @@ int gw_session_invitation_accept(const gw_session_ctx_t *ctx, const char *token,
     return rc != 0 ? rc : sign_in(ctx, user, NULL, client, out, err);
 }
 
-int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
-                             const gw_session_client_t *client)
+/* Counts a request of kind "mail" for email from client against the throttle; returns the seconds to wait (0: go
+ * on, and it is counted). */
+static uint32_t mail_throttle(const gw_session_ctx_t *ctx, const char *email, const gw_session_client_t *client)
 {
+    throttle_keys_t keys;
+    throttle_keys("mail", email, client->ip, &keys);
+    uint32_t wait = throttle_check(ctx, &keys);
+    if (wait == 0)
+        throttle_fail(ctx, &keys);
+    return wait;
+}
+
+static int too_many(gw_err_t *err, uint32_t wait, uint32_t *retry_after)
+{
+    *retry_after = wait;
+    return gw_err_set(err, gw_err_too_many_attempts, 429, "Too many requests; try again in %u seconds.", wait);
+}
+
+/* Draws a one-time token, its link to page and the rendered message of kind for organisation org: into token,
+ * digest and *msg. Returns 0, or -1 with err. */
+static int account_mail(const gw_session_ctx_t *ctx, int64_t org, const char *kind, const char *page, char token[64],
+                        char digest[65], gw_rendered_t *msg, gw_err_t *err)
+{
+    if (gw_auth_refresh_token(token, digest) != 0) /* the same kind of one-time token */
+        return gw_err_set(err, gw_err_internal, 500, "no random bytes for a one-time token");
+    char link[600];
+    gw_account_mail_link(ctx->cfg, NULL, page, token, link, sizeof(link));
+    int rc = gw_account_mail_render(ctx->db, org, kind, link, msg, err);
+    explicit_bzero(link, sizeof(link));
+    if (rc != 0)
+        explicit_bzero(token, 64);
+    return rc;
+}
+
+static void free_mail(gw_rendered_t *msg, char token[64])
+{
+    if (msg->text != NULL)
+        explicit_bzero(msg->text, strlen(msg->text));
+    if (msg->html != NULL)
+        explicit_bzero(msg->html, strlen(msg->html));
+    gw_rendered_free(msg);
+    explicit_bzero(token, 64);
+}
+
+int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
+                             const gw_session_client_t *client, uint32_t *retry_after, gw_err_t *err)
+{
+    *retry_after = 0;
+    uint32_t wait = mail_throttle(ctx, email, client);
+    if (wait != 0)
+        return too_many(err, wait, retry_after);
     const char *p[] = {organisation, email};
-    gw_dbs_result_t *r = gw_dbs_query(
-        ctx->db, "SELECT user_id FROM auth_login_lookup($1, $2) WHERE status = 'active' ORDER BY user_id LIMIT 8", 2,
-        p);
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db,
+                                      "SELECT user_id, organisation_id FROM auth_login_lookup($1, $2)"
+                                      " WHERE status = 'active' ORDER BY user_id LIMIT 8",
+                                      2, p);
     if (r == NULL) {
         gw_log(GW_LOG_WARN, "password reset request not looked up: %s", gw_dbs_error(ctx->db));
-        return -1;
+        return 0; /* answered the same */
     }
-    for (size_t i = 0; i != gw_dbs_nrows(r); ++i)
-        gw_log(GW_LOG_WARN,
-               "password reset requested for user %s (request %s); no notification outbox yet, so nothing is sent: "
-               "an admin makes a link with `settled user reset`",
-               gw_dbs_value(r, i, 0), client->correlation != NULL ? client->correlation : "-");
+    /* one reset, and one e-mail, per account of that address: each organisation's account is its own */
+    for (size_t i = 0; i != gw_dbs_nrows(r); ++i) {
+        int64_t org = strtoll(gw_dbs_value(r, i, 1), NULL, 10);
+        char token[64], digest[65], orgs[24];
+        gw_rendered_t msg = {0};
+        gw_err_t merr = GW_ERR_INIT;
+        if (account_mail(ctx, org, "password_reset", GW_ACCOUNT_PAGE_RESET, token, digest, &msg, &merr) != 0) {
+            gw_log(GW_LOG_WARN, "password reset for user %s not mailed: %s", gw_dbs_value(r, i, 0), merr.detail);
+            continue;
+        }
+        snprintf(orgs, sizeof(orgs), "%" PRId64, org);
+        const char *mp[] = {orgs, email, digest, msg.subject, msg.text, msg.html, client->correlation};
+        gw_dbs_result_t *m = gw_dbs_query(
+            ctx->db, "SELECT user_id, notification_id FROM auth_reset_mail($1::bigint, $2, $3, $4, $5, $6, $7)", 7, mp);
+        free_mail(&msg, token);
+        if (m == NULL)
+            gw_log(GW_LOG_WARN, "password reset for user %s not stored: %s", gw_dbs_value(r, i, 0),
+                   gw_dbs_error(ctx->db));
+        else if (gw_dbs_nrows(m) == 1)
+            gw_log(GW_LOG_INFO, "password reset for user %s e-mailed (notification %s)", gw_dbs_value(m, 0, 0),
+                   gw_dbs_value(m, 0, 1));
+        gw_dbs_result_free(m);
+    }
     gw_dbs_result_free(r);
     return 0;
 }
@@ -611,14 +687,35 @@ int gw_session_reset_confirm(const gw_session_ctx_t *ctx, const char *token, siz
 }
 
 int gw_session_register(const gw_session_ctx_t *ctx, const char *organisation, const char *email, const char *password,
-                        size_t plen, const gw_session_client_t *client, gw_err_t *err)
+                        size_t plen, const gw_session_client_t *client, uint32_t *retry_after, gw_err_t *err)
 {
+    *retry_after = 0;
+    uint32_t wait = mail_throttle(ctx, email, client);
+    if (wait != 0)
+        return too_many(err, wait, retry_after);
+    const char *op[] = {organisation};
+    gw_dbs_result_t *o = gw_dbs_query(ctx->db, "SELECT id FROM organisations WHERE slug = $1", 1, op);
+    if (o == NULL)
+        return store_err(ctx, "registering", err);
+    int64_t org = gw_dbs_nrows(o) == 1 ? strtoll(gw_dbs_value(o, 0, 0), NULL, 10) : 0;
+    gw_dbs_result_free(o);
     char *hash = new_hash(password, plen, "password", err);
     if (hash == NULL)
         return -1;
-    const char *p[] = {organisation, email, hash, client->correlation};
-    gw_dbs_result_t *r = gw_dbs_query(ctx->db, "SELECT result FROM auth_register($1, $2, $3, $4)", 4, p);
+    char token[64] = "", digest[65] = "";
+    gw_rendered_t msg = {0};
+    /* an unknown organisation is refused below, by auth_register, like a closed one */
+    if (org != 0 &&
+        account_mail(ctx, org, "email_verification", GW_ACCOUNT_PAGE_VERIFY, token, digest, &msg, err) != 0) {
+        gw_free_secret(hash);
+        return -1;
+    }
+    const char *p[] = {organisation, email,    hash,     org != 0 ? digest : NULL,
+                       msg.subject,  msg.text, msg.html, client->correlation};
+    gw_dbs_result_t *r =
+        gw_dbs_query(ctx->db, "SELECT result FROM auth_register($1, $2, $3, $4, $5, $6, $7, $8)", 8, p);
     gw_free_secret(hash);
+    free_mail(&msg, token);
     if (r == NULL || gw_dbs_nrows(r) != 1) {
         gw_dbs_result_free(r);
         return store_err(ctx, "registering", err);
@@ -631,6 +728,38 @@ int gw_session_register(const gw_session_ctx_t *ctx, const char *organisation, c
         rc = gw_err_set(err, gw_err_parameter_invalid, 400, "'email' is not an email address.");
     else if (strcmp(result, "pending") != 0) /* email_taken: answered like a registration, so it tells nothing */
         gw_log(GW_LOG_INFO, "registration from %s not stored: %s", client->ip != NULL ? client->ip : "-", result);
+    gw_dbs_result_free(r);
+    return rc;
+}
+
+int gw_session_verify_email(const gw_session_ctx_t *ctx, const char *token, size_t tlen,
+                            const gw_session_client_t *client, char status[24], uint32_t *retry_after, gw_err_t *err)
+{
+    *retry_after = 0;
+    status[0] = '\0';
+    /* the token is 256 random bits: the throttle is against a flood, counted per client address */
+    const char *addr = client->ip != NULL ? client->ip : "-";
+    throttle_keys_t keys;
+    throttle_keys("verify", addr, client->ip, &keys);
+    uint32_t wait = throttle_check(ctx, &keys);
+    if (wait != 0)
+        return too_many(err, wait, retry_after);
+    char digest[65];
+    gw_auth_token_digest(token, tlen, digest);
+    const char *p[] = {digest, client->correlation};
+    gw_dbs_result_t *r = gw_dbs_query(ctx->db, "SELECT result, status FROM auth_verify_email($1, $2)", 2, p);
+    if (r == NULL || gw_dbs_nrows(r) != 1) {
+        gw_dbs_result_free(r);
+        return store_err(ctx, "verifying an e-mail address", err);
+    }
+    int rc = 0;
+    if (strcmp(gw_dbs_value(r, 0, 0), "verified") == 0) {
+        snprintf(status, 24, "%s", gw_dbs_value(r, 0, 1));
+    } else {
+        gw_log(GW_LOG_INFO, "e-mail verification refused from %s: %s", addr, gw_dbs_value(r, 0, 0));
+        throttle_fail(ctx, &keys);
+        rc = refuse_token(err);
+    }
     gw_dbs_result_free(r);
     return rc;
 }

@@ -60,6 +60,7 @@ void gw_session_tokens_free(gw_session_tokens_t *t);
  * user of that address whose password matches). On success fills *out and returns 0. Otherwise returns -1 with
  * err: gw_err_invalid_credentials (401, one answer for an unknown address, a wrong password and a disabled user),
  * gw_err_account_pending (403, the password is right but an admin has not approved the account yet),
+ * gw_err_email_unverified (403, the password is right but the registered address is not verified yet),
  * gw_err_too_many_attempts (429, *retry_after set to the seconds to wait), gw_err_store_unavailable (503).
  */
 GW_MUSTCHECK int gw_session_login(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
@@ -115,12 +116,13 @@ GW_MUSTCHECK int gw_session_invitation_accept(const gw_session_ctx_t *ctx, const
                                               const char *password, size_t plen, const gw_session_client_t *client,
                                               gw_session_tokens_t *out, gw_err_t *err);
 
-/* A password reset asked for email (in organisation, or NULL: every organisation). Until the notification outbox
- * exists nothing can be sent, and a token nobody receives is worth nothing, so none is made: the request is logged
- * (the user id, never the address) for an admin, who makes a link with `settled user reset`. Returns 0, or -1 when
- * the database could not be asked (the caller answers the same either way). */
-int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
-                             const gw_session_client_t *client);
+/* A password reset asked for email (in organisation, or NULL: every organisation). Every active account of that
+ * address gets a reset token (single use, 30 minutes; its digest stored) and an e-mail with its link
+ * (<portal>/reset#token=...) through the outbox; an unknown address gets nothing. Requests count against the "mail"
+ * throttle (as a sign-in's failures do): -1 with gw_err_too_many_attempts (429, *retry_after). Otherwise returns 0,
+ * whatever happened (a database failure is logged): the caller answers the same for every address. */
+GW_MUSTCHECK int gw_session_reset_request(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
+                                          const gw_session_client_t *client, uint32_t *retry_after, gw_err_t *err);
 
 /* Sets a new password with reset token (single use, 30 minutes): every refresh family of the user is revoked.
  * -1 with gw_err_token_invalid (400), gw_err_parameter_invalid (400, 'password'), gw_err_store_unavailable. */
@@ -128,12 +130,24 @@ GW_MUSTCHECK int gw_session_reset_confirm(const gw_session_ctx_t *ctx, const cha
                                           const char *password, size_t plen, const gw_session_client_t *client,
                                           gw_err_t *err);
 
-/* Self-registration into organisation (a slug) when its self_registration allows: a client waiting for an admin's
- * approval. An address already taken is answered as a success (it tells nothing). -1 with
- * gw_err_registration_closed (403), gw_err_parameter_invalid (400, 'email' or 'password'), store_unavailable. */
+/* Self-registration into organisation (a slug) when its self_registration allows: a client 'pending_verification'
+ * (nothing granted, no sign-in) and an e-mail with a verification link (<portal>/verify-email#token=...; single
+ * use, 24 hours, its digest stored) through the outbox. An address already taken is answered as a success (it
+ * tells nothing) and mailed nothing. Requests count against the "mail" throttle. -1 with
+ * gw_err_registration_closed (403), gw_err_parameter_invalid (400, 'email' or 'password'), gw_err_too_many_attempts
+ * (429, *retry_after), store_unavailable. */
 GW_MUSTCHECK int gw_session_register(const gw_session_ctx_t *ctx, const char *organisation, const char *email,
                                      const char *password, size_t plen, const gw_session_client_t *client,
-                                     gw_err_t *err);
+                                     uint32_t *retry_after, gw_err_t *err);
+
+/* Verifies the address of a registration with its token (tlen bytes; single use): the account becomes an active
+ * client of the one active customer of its organisation with that address (case-insensitive), else it waits for an
+ * admin's approval; status (24 bytes) says which ("active" or "pending_approval"). -1 with gw_err_token_invalid
+ * (400: unknown, used, expired, or the account is not waiting for a verification), gw_err_too_many_attempts (429:
+ * too many refused tokens from the client's address), gw_err_store_unavailable (503). */
+GW_MUSTCHECK int gw_session_verify_email(const gw_session_ctx_t *ctx, const char *token, size_t tlen,
+                                         const gw_session_client_t *client, char status[24], uint32_t *retry_after,
+                                         gw_err_t *err);
 
 /* Forgets the local throttle's counts (tests). */
 void gw_session_throttle_reset(void);

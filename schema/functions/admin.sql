@@ -542,11 +542,13 @@ BEGIN
         RETURN QUERY SELECT * FROM admin_result('conflict', NULL, 'an admin cannot disable itself', NULL);
         RETURN;
     END IF;
-    IF u.status = 'pending_approval' AND u.customer_id IS NULL THEN
-        -- a sign-up waiting for approval has no customer, which a disabled client needs: it stays pending (it
-        -- cannot sign in anyway) until an admin approves it
+    IF u.status IN ('pending_verification', 'pending_approval') AND u.customer_id IS NULL THEN
+        -- a sign-up waiting for its address's verification or for approval has no customer, which a disabled
+        -- client needs: it stays pending (it cannot sign in anyway)
         RETURN QUERY SELECT * FROM admin_result('conflict', NULL,
-                                                'the user waits for approval: it cannot sign in until approved', NULL);
+            CASE u.status WHEN 'pending_approval' THEN 'the user waits for approval: it cannot sign in until approved'
+                          ELSE 'the user has not verified its e-mail address: it cannot sign in until then' END,
+            NULL);
         RETURN;
     END IF;
     SELECT * INTO r FROM auth_user_disable(p_org, u.email, p_actor, p_correlation);
@@ -591,10 +593,13 @@ BEGIN
 END
 $$;
 
--- Stores an invitation (auth_invitation_create) of which only the digest p_digest is kept; the inviting admin is
--- recorded when it has a users row (p_admin).
+DROP FUNCTION IF EXISTS admin_invite(bigint, text, text, bigint, text, bigint, text, text);
+-- Stores an invitation of which only the digest p_digest is kept, and enqueues its e-mail (p_subject, p_text,
+-- p_html: rendered with the link; auth_invitation_mail) in the same transaction; the inviting admin is recorded
+-- when it has a users row (p_admin).
 CREATE OR REPLACE FUNCTION admin_invite(p_org bigint, p_email text, p_role text, p_customer bigint, p_digest text,
-                                        p_admin bigint, p_actor text, p_correlation text)
+                                        p_admin bigint, p_actor text, p_correlation text, p_subject text,
+                                        p_text text, p_html text)
 RETURNS TABLE (result text, field text, detail text, doc jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -605,8 +610,9 @@ BEGIN
         RETURN QUERY SELECT * FROM admin_result('invalid', 'customer_id', 'is an archived customer', NULL);
         RETURN;
     END IF;
-    SELECT * INTO r FROM auth_invitation_create(p_org, p_email, p_role, p_customer, p_digest,
-        (SELECT u.id FROM users u WHERE u.organisation_id = p_org AND u.id = p_admin), p_actor, p_correlation);
+    SELECT * INTO r FROM auth_invitation_mail(p_org, p_email, p_role, p_customer, p_digest,
+        (SELECT u.id FROM users u WHERE u.organisation_id = p_org AND u.id = p_admin), p_actor, p_correlation,
+        p_subject, p_text, p_html);
     RETURN QUERY SELECT * FROM admin_result(
         CASE r.result WHEN 'created' THEN 'created' WHEN 'email_taken' THEN 'conflict' ELSE 'invalid' END,
         CASE WHEN r.result IN ('email_invalid') THEN 'email' WHEN r.result = 'role_invalid' THEN 'role'
@@ -619,6 +625,7 @@ BEGIN
                       WHEN 'customer_unknown' THEN 'is not a customer of the organisation'
                       WHEN 'email_taken' THEN 'the organisation already has a user with this email address' END,
         CASE WHEN r.result = 'created' THEN jsonb_build_object('email', btrim(p_email), 'role', p_role,
-            'customer_id', p_customer::text, 'expires_at', admin_ts(r.expires_at)) END);
+            'customer_id', p_customer::text, 'expires_at', admin_ts(r.expires_at),
+            'notification_id', r.notification_id::text) END);
 END
 $$;

@@ -46,6 +46,7 @@
 --   auth_user_revoke_all(p_user bigint, p_actor text, p_reason text, p_correlation text) RETURNS integer
 --   auth_user_disable(p_org bigint, p_email text, p_actor text, p_correlation text)
 --       RETURNS TABLE (result text, user_id bigint, revoked integer)    result: 'disabled' | 'already' | 'unknown'
+--       | 'pending' (a sign-up still waiting for its verification or approval: nothing changed, it cannot sign in)
 --   auth_invitation_create(p_org bigint, p_email text, p_role text, p_customer bigint, p_digest text,
 --                          p_invited_by bigint, p_actor text, p_correlation text)
 --       RETURNS TABLE (result text, expires_at timestamptz)     result: 'created' or auth_user_create's refusals
@@ -59,10 +60,29 @@
 --       RETURNS TABLE (result text, user_id bigint)
 --       'reset' (the password replaced, every refresh token and every other open reset of the user revoked) |
 --       'unknown' | 'used' | 'expired' | 'inactive'
---   auth_register(p_org_slug text, p_email text, p_password_hash text, p_correlation text)
---       RETURNS TABLE (result text, user_id bigint)
---       self-registration: 'pending' (a pending_approval client without a customer) | 'closed' (the organisation
---       is unknown or its self_registration is 'off') | 'email_taken' | 'email_invalid'
+--   auth_register(p_org_slug text, p_email text, p_password_hash text, p_digest text, p_subject text, p_text text,
+--                 p_html text, p_correlation text)
+--       RETURNS TABLE (result text, user_id bigint, notification_id bigint)
+--       self-registration: 'pending' (a pending_verification client without a customer, its verification token's
+--       digest p_digest stored for 24 hours, the rendered verification e-mail enqueued) | 'closed' (the
+--       organisation is unknown or its self_registration is 'off') | 'email_taken' | 'email_invalid'
+--   auth_verify_email(p_digest text, p_correlation text)
+--       RETURNS TABLE (result text, user_id bigint, status text, customer_id bigint)
+--       'verified' (single use): the address is verified; the user is an active client of the one active customer of
+--       its organisation with that address (status 'active'), else waits for approval ('pending_approval') |
+--       'unknown' | 'used' | 'expired' | 'inactive' (the user is not waiting for a verification any more)
+--   auth_invitation_mail(p_org, p_email, p_role, p_customer, p_digest, p_invited_by, p_actor, p_correlation,
+--                        p_subject text, p_text text, p_html text)
+--       RETURNS TABLE (result text, expires_at timestamptz, notification_id bigint)
+--       auth_invitation_create, and when it made the invitation and p_subject is not NULL the rendered invitation
+--       e-mail enqueued in the same transaction (notification_id; NULL: not mailed)
+--   auth_reset_mail(p_org bigint, p_email text, p_digest text, p_subject text, p_text text, p_html text,
+--                   p_correlation text)
+--       RETURNS TABLE (user_id bigint, notification_id bigint)
+--       auth_reset_create and the rendered reset e-mail enqueued; no row when no active user has that address
+--   auth_mail_enqueue(p_org bigint, p_user bigint, p_kind text, p_dedupe_key text, p_recipient text, p_subject text,
+--                     p_text text, p_html text, p_actor text, p_correlation text) RETURNS bigint
+--       an account e-mail into the outbox (no customer; never suppressed: reminders_opt_out is about reminders)
 --   auth_user_approve(p_org bigint, p_user bigint, p_customer bigint, p_actor text, p_correlation text)
 --       RETURNS text: 'approved' | 'unknown' (no pending user) | 'customer_unknown'
 --
@@ -317,6 +337,11 @@ BEGIN
                                                                              p_correlation);
         RETURN;
     END IF;
+    IF v_old.status IN ('pending_verification', 'pending_approval') AND v_old.customer_id IS NULL THEN
+        -- a sign-up has no customer, which a disabled client needs; it cannot sign in anyway (nor hold tokens)
+        RETURN QUERY SELECT 'pending'::text, v_old.id, 0;
+        RETURN;
+    END IF;
     UPDATE users u SET status = 'disabled', updated_at = now() WHERE u.id = v_old.id RETURNING * INTO v_new;
     PERFORM audit_write(p_org, p_actor, 'user.disable', 'user', v_old.id::text, auth_user_json(v_old),
                         auth_user_json(v_new), p_correlation);
@@ -379,6 +404,8 @@ BEGIN
         RETURN;
     END IF;
     UPDATE invitations i SET used_at = now(), used_by = v_made.user_id WHERE i.digest = p_digest;
+    -- the link came to that address: it is verified
+    UPDATE users u SET email_verified_at = now() WHERE u.id = v_made.user_id;
     RETURN QUERY SELECT 'created'::text, v_made.user_id, v_inv.organisation_id, v_inv.role, v_inv.customer_id;
 END
 $$;
@@ -440,34 +467,6 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION auth_register(p_org_slug text, p_email text, p_password_hash text, p_correlation text)
-RETURNS TABLE (result text, user_id bigint)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_org organisations;
-    v_user users;
-BEGIN
-    SELECT o.* INTO v_org FROM organisations o WHERE o.slug = p_org_slug;
-    IF NOT FOUND OR v_org.self_registration = 'off' THEN
-        RETURN QUERY SELECT 'closed'::text, NULL::bigint;
-        RETURN;
-    END IF;
-    PERFORM audit_lock(v_org.id);
-    IF norm_email(p_email) IS NULL OR length(p_email) > 254 OR position('@' IN p_email) = 0 THEN
-        RETURN QUERY SELECT 'email_invalid'::text, NULL::bigint;
-        RETURN;
-    END IF;
-    v_user := auth_user_insert(v_org.id, p_email, 'client', NULL, p_password_hash, 'pending_approval');
-    IF v_user.id IS NULL THEN
-        RETURN QUERY SELECT 'email_taken'::text, NULL::bigint;
-        RETURN;
-    END IF;
-    PERFORM audit_write(v_org.id, 'self-registration', 'user.register', 'user', v_user.id::text, NULL,
-                        auth_user_json(v_user), p_correlation);
-    RETURN QUERY SELECT 'pending'::text, v_user.id;
-END
-$$;
-
 CREATE OR REPLACE FUNCTION auth_user_approve(p_org bigint, p_user bigint, p_customer bigint, p_actor text,
                                              p_correlation text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -512,5 +511,163 @@ BEGIN
                         NULL, NULL, p_correlation);
     PERFORM auth_user_revoke_all(p_user, 'user:' || p_user, 'password change', p_correlation);
     RETURN 'changed';
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- The account e-mails (0026_account_emails.sql; docs/security.md, "Account e-mails"). The C side draws the token,
+-- renders the message with its link (gateway/domain/account_mail.c) and hands both here, so that storing the
+-- token's digest and enqueueing the message are one transaction: a token is never stored without its mail, nor a
+-- mail without its token. The rendered bodies are the only place the token is in clear; notification_sent and
+-- notification_fail (notifications.sql) remove it from them once the message is sent or dead.
+
+CREATE OR REPLACE FUNCTION auth_mail_enqueue(p_org bigint, p_user bigint, p_kind text, p_dedupe_key text,
+                                             p_recipient text, p_subject text, p_text text, p_html text,
+                                             p_actor text, p_correlation text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_new notifications;
+BEGIN
+    IF p_kind NOT IN ('invitation', 'password_reset', 'email_verification') THEN
+        RAISE EXCEPTION 'auth_mail_enqueue: % is not an account e-mail', p_kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM audit_lock(p_org);
+    INSERT INTO notifications (organisation_id, customer_id, user_id, kind, channel, dedupe_key, recipient, subject,
+                               body_text, body_html, status)
+    VALUES (p_org, NULL, p_user, p_kind, 'email', p_dedupe_key, btrim(p_recipient), p_subject, p_text, p_html,
+            'pending')
+    ON CONFLICT ON CONSTRAINT notifications_dedupe_key DO NOTHING
+    RETURNING * INTO v_new;
+    IF NOT FOUND THEN
+        RETURN (SELECT n.id FROM notifications n WHERE n.dedupe_key = p_dedupe_key AND n.organisation_id = p_org);
+    END IF;
+    PERFORM audit_write(p_org, p_actor, 'notification.enqueue', 'notification', v_new.id::text, NULL,
+                        notification_json(v_new) || jsonb_build_object('user_id', p_user), p_correlation);
+    PERFORM pg_notify('settled_notifications', '');
+    RETURN v_new.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION auth_invitation_mail(p_org bigint, p_email text, p_role text, p_customer bigint,
+                                                p_digest text, p_invited_by bigint, p_actor text,
+                                                p_correlation text, p_subject text, p_text text, p_html text)
+RETURNS TABLE (result text, expires_at timestamptz, notification_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM auth_invitation_create(p_org, p_email, p_role, p_customer, p_digest, p_invited_by, p_actor,
+                                                p_correlation);
+    IF r.result <> 'created' OR p_subject IS NULL THEN
+        RETURN QUERY SELECT r.result, r.expires_at, NULL::bigint;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT r.result, r.expires_at,
+        auth_mail_enqueue(p_org, NULL, 'invitation', 'invitation:' || left(p_digest, 32), p_email, p_subject, p_text,
+                          p_html, p_actor, p_correlation);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION auth_reset_mail(p_org bigint, p_email text, p_digest text, p_subject text, p_text text,
+                                           p_html text, p_correlation text)
+RETURNS TABLE (user_id bigint, notification_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_user bigint;
+BEGIN
+    v_user := auth_reset_create(p_org, p_email, p_digest, p_correlation);
+    IF v_user IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v_user,
+        auth_mail_enqueue(p_org, v_user, 'password_reset', 'password_reset:' || left(p_digest, 32),
+                          (SELECT u.email FROM users u WHERE u.id = v_user), p_subject, p_text, p_html,
+                          'user:' || v_user, p_correlation);
+END
+$$;
+
+DROP FUNCTION IF EXISTS auth_register(text, text, text, text);
+CREATE OR REPLACE FUNCTION auth_register(p_org_slug text, p_email text, p_password_hash text, p_digest text,
+                                         p_subject text, p_text text, p_html text, p_correlation text)
+RETURNS TABLE (result text, user_id bigint, notification_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_org organisations;
+    v_user users;
+BEGIN
+    SELECT o.* INTO v_org FROM organisations o WHERE o.slug = p_org_slug;
+    IF NOT FOUND OR v_org.self_registration = 'off' THEN
+        RETURN QUERY SELECT 'closed'::text, NULL::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+    PERFORM audit_lock(v_org.id);
+    IF norm_email(p_email) IS NULL OR length(p_email) > 254 OR position('@' IN p_email) = 0 THEN
+        RETURN QUERY SELECT 'email_invalid'::text, NULL::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+    v_user := auth_user_insert(v_org.id, p_email, 'client', NULL, p_password_hash, 'pending_verification');
+    IF v_user.id IS NULL THEN
+        RETURN QUERY SELECT 'email_taken'::text, NULL::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+    INSERT INTO email_verifications (digest, user_id) VALUES (p_digest, v_user.id);
+    PERFORM audit_write(v_org.id, 'self-registration', 'user.register', 'user', v_user.id::text, NULL,
+                        auth_user_json(v_user), p_correlation);
+    RETURN QUERY SELECT 'pending'::text, v_user.id,
+        auth_mail_enqueue(v_org.id, v_user.id, 'email_verification', 'email_verification:' || left(p_digest, 32),
+                          v_user.email, p_subject, p_text, p_html, 'self-registration', p_correlation);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION auth_verify_email(p_digest text, p_correlation text)
+RETURNS TABLE (result text, user_id bigint, status text, customer_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ver email_verifications;
+    v_old users;
+    v_new users;
+    v_matches bigint[];
+BEGIN
+    SELECT e.* INTO v_ver FROM email_verifications e WHERE e.digest = p_digest;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown'::text, NULL::bigint, NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT u.* INTO v_old FROM users u WHERE u.id = v_ver.user_id;
+    PERFORM audit_lock(v_old.organisation_id);
+    SELECT e.* INTO v_ver FROM email_verifications e WHERE e.digest = p_digest FOR UPDATE;  -- one use, even raced
+    IF v_ver.used_at IS NOT NULL THEN
+        RETURN QUERY SELECT 'used'::text, NULL::bigint, NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    IF v_ver.expires_at <= now() THEN
+        RETURN QUERY SELECT 'expired'::text, NULL::bigint, NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    SELECT u.* INTO v_old FROM users u WHERE u.id = v_ver.user_id FOR UPDATE;
+    IF v_old.status <> 'pending_verification' THEN
+        RETURN QUERY SELECT 'inactive'::text, NULL::bigint, NULL::text, NULL::bigint;
+        RETURN;
+    END IF;
+    UPDATE email_verifications e SET used_at = now() WHERE e.user_id = v_old.id AND e.used_at IS NULL;
+    -- exactly one active customer of the organisation with this address (compared as norm_email does: trimmed,
+    -- any case) makes the account its client at once; none or several leave the choice to an admin
+    SELECT array_agg(c.id ORDER BY c.id) INTO v_matches FROM customers c
+    WHERE c.organisation_id = v_old.organisation_id AND c.email_normalised = v_old.email_normalised
+      AND c.archived_at IS NULL;
+    IF cardinality(v_matches) = 1 THEN
+        UPDATE users u SET status = 'active', customer_id = v_matches[1], email_verified_at = now(),
+                           updated_at = now()
+        WHERE u.id = v_old.id RETURNING * INTO v_new;
+    ELSE
+        UPDATE users u SET status = 'pending_approval', email_verified_at = now(), updated_at = now()
+        WHERE u.id = v_old.id RETURNING * INTO v_new;
+    END IF;
+    PERFORM audit_write(v_old.organisation_id, 'user:' || v_old.id, 'user.email_verified', 'user', v_old.id::text,
+                        auth_user_json(v_old),
+                        auth_user_json(v_new) || jsonb_build_object('matching_customers',
+                                                                    coalesce(cardinality(v_matches), 0)),
+                        p_correlation);
+    RETURN QUERY SELECT 'verified'::text, v_new.id, v_new.status, v_new.customer_id;
 END
 $$;

@@ -24,6 +24,15 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT p_kind IN ('invoice_due', 'due_today', 'overdue', 'final_notice')
 $$;
 
+-- The account e-mails (auth.sql, "The account e-mails"): their bodies carry a one-time link, of which only the
+-- message needs the token in clear. Once the message is sent or dead, the token is cut out of the stored bodies.
+CREATE OR REPLACE FUNCTION notification_redact(p_kind text, p_body text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_kind IN ('invitation', 'password_reset', 'email_verification')
+                THEN regexp_replace(p_body, 'token=[A-Za-z0-9_-]+', 'token=(removed)', 'g')
+                ELSE p_body END
+$$;
+
 -- Enqueues a rendered message for customer p_customer of organisation p_org, once per p_dedupe_key: a second
 -- call with the same key changes nothing and returns the first row (created false). An e-mail is 'pending' (the
 -- mailer is woken); a portal notification is 'sent' at once (the portal shows it); a reminder for a customer who
@@ -139,6 +148,7 @@ BEGIN
     END IF;
     UPDATE notifications
     SET status = 'sent', sent_at = now(), lease_owner = NULL, lease_until = NULL, last_error = NULL,
+        body_text = notification_redact(kind, body_text), body_html = notification_redact(kind, body_html),
         updated_at = now()
     WHERE id = p_id
     RETURNING * INTO v_new;
@@ -179,6 +189,9 @@ BEGIN
     WHERE n.id = p_id
     RETURNING * INTO v_new;
     IF v_new.status = 'dead' THEN
+        UPDATE notifications n SET body_text = notification_redact(n.kind, n.body_text),
+                                   body_html = notification_redact(n.kind, n.body_html)
+        WHERE n.id = p_id;
         PERFORM audit_write(v_old.organisation_id, 'system:mailer', 'notification.dead', 'notification', p_id::text,
                             notification_json(v_old), notification_json(v_new), p_correlation);
     END IF;
@@ -202,6 +215,7 @@ BEGIN
         PERFORM audit_lock(v_old.organisation_id);
         UPDATE notifications n
         SET status = 'dead', lease_owner = NULL, lease_until = NULL, updated_at = now(),
+            body_text = notification_redact(n.kind, n.body_text), body_html = notification_redact(n.kind, n.body_html),
             last_error = 'the mailer sending it stopped before finishing, ' || n.attempts || ' times'
         WHERE n.id = v_old.id AND n.status = 'sending' AND n.lease_until <= now()
         RETURNING * INTO v_new;

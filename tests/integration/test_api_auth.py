@@ -73,7 +73,8 @@ class World:
         self.env = {"SETTLED_WORKERS": 0, "SETTLED_JWT_SECRET": JWT_SECRET}
         self.server = None
         # the throttle's counters of earlier runs (per address) would refuse this one's first attempts
-        redis_eval("for _, k in ipairs(redis.call('KEYS', 'settled:login:*')) do redis.call('DEL', k) end return 0")
+        redis_eval("for _, p in ipairs({'settled:login:*', 'settled:mail:*', 'settled:verify:*'}) do "
+                   "for _, k in ipairs(redis.call('KEYS', p)) do redis.call('DEL', k) end end return 0")
 
     def cli_env(self):
         return {"SETTLED_DATABASE_URL": self.db, "SETTLED_REDIS_URL": h.redis_url()}
@@ -412,7 +413,12 @@ def test_password_reset_single_use_and_expiry(w):
     for who in (email, f"nobody-{RUN}@example.com"):
         st, rh, out = w.call("POST", "/v1/auth/password-reset", {"email": who})
         expect_eq((st, json.loads(out)), (202, {"status": "accepted"}), f"reset request for {who}")
-    expect_eq(h.sql_value(w.db, "SELECT count(*) FROM password_resets"), "0", "the API makes no token nobody gets")
+    # the known address got a reset and its e-mail (waiting in the outbox: no SMTP here), the unknown one nothing
+    expect_eq(h.sql_value(w.db, "SELECT count(*) FROM password_resets r JOIN users u ON u.id = r.user_id "
+                                "WHERE u.email = $1", email), "1", "one reset for the account")
+    expect_eq(h.sql_value(w.db, "SELECT string_agg(recipient, ',') FROM notifications WHERE kind = 'password_reset'"
+                                " AND recipient IN ($1, $2)", email, f"nobody-{RUN}@example.com"), email,
+              "one e-mail, to the account only")
     res = w.settled("user", "reset", "--organisation", "org-x", "--email", email)
     expect_eq(res.returncode, 0, f"user reset ({res.stderr!r})")
     token = re.search(r"/reset#token=([A-Za-z0-9_-]{43})", res.stdout).group(1)
@@ -448,6 +454,12 @@ def test_register_pending_approve_login(w):
     expect_eq(st, 202, "a taken address is answered the same")
     st, rh, out = w.call("POST", "/v1/auth/register", {"organisation": "org-x", "email": "x@y.z", "password": "short"})
     expect_eq(problem((st, rh, out), 400, "parameter_invalid", "weak")["field"], "password", "field")
+    problem(w.login(email, want=403), 403, "email_unverified", "nothing before the address is verified")
+    body = h.sql_value(w.db, "SELECT body_text FROM notifications WHERE kind = 'email_verification' AND recipient = $1",
+                       email)
+    token = re.search(r"/verify-email#token=([A-Za-z0-9_-]{43})", body).group(1)
+    st, rh, out = w.call("POST", "/v1/auth/verify-email", {"token": token})
+    expect_eq((st, json.loads(out)), (200, {"status": "pending_approval"}), "no customer has the address")
     problem(w.login(email, want=403), 403, "account_pending", "waits for approval")
     uid = h.sql_value(w.db, "SELECT id FROM users WHERE email = $1", email)
     expect_eq(h.sql_value(w.db, "SELECT auth_user_approve($1, $2, $3, 'test', 'test')", w.org["org-x"], uid,
@@ -503,6 +515,7 @@ def test_access_matrix(w):
         "auth_password_reset": lambda: ({"email": target}, 202),
         "auth_password_reset_confirm": lambda: ({"token": "q" * 43, "password": PASSWORD}, 400),
         "auth_register": lambda: ({"organisation": "org-y", "email": "r@example.com", "password": PASSWORD}, 403),
+        "auth_verify_email": lambda: ({"token": "q" * 43}, 400),
     }
     auth_routes = [r for r in routes() if r["path"].startswith("/v1/auth/")]
     expect_eq(sorted(r["name"] for r in auth_routes), sorted(bodies), "every /v1/auth route is in the matrix")

@@ -406,20 +406,34 @@ def test_password_reset_once_and_not_late():
 def test_self_registration_waits_for_approval():
     env, url, ids = setup()
     hashed = "$scrypt$ln=15,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    reg = "SELECT result FROM auth_register($1, $2, $3, $4, 'Subject', 'text', '<p>html</p>', 'c')"
     expect_eq(h.sql_value(url, "SELECT self_registration FROM organisations WHERE slug = 'acme'"), "off",
               "off by default")
-    expect_eq(h.sql_value(url, "SELECT result FROM auth_register('acme', 's@x.example', $1, 'c')", hashed), "closed",
-              "no sign-up while off")
-    expect_eq(h.sql_value(url, "SELECT result FROM auth_register('nope', 's@x.example', $1, 'c')", hashed), "closed",
+    expect_eq(h.sql_value(url, reg, "acme", "s@x.example", hashed, d("1")), "closed", "no sign-up while off")
+    expect_eq(h.sql_value(url, reg, "nope", "s@x.example", hashed, d("1")), "closed",
               "an unknown organisation looks the same")
     h.sql(url, "UPDATE organisations SET self_registration = 'approval' WHERE slug = 'acme'")
-    rows = h.sql_rows(url, "SELECT result, user_id FROM auth_register('acme', 's@x.example', $1, 'c')", hashed)
+    rows = h.sql_rows(url, reg.replace("SELECT result", "SELECT result, user_id, notification_id"), "acme",
+                      "s@x.example", hashed, d("1"))
     expect_eq(rows[0][0], "pending", "a sign-up")
     uid = rows[0][1]
-    expect_eq(h.sql_value(url, "SELECT result FROM auth_register('acme', 'S@X.example', $1, 'c')", hashed),
-              "email_taken", "the same address again")
+    expect_eq(h.sql_rows(url, "SELECT kind, recipient, user_id, customer_id, status FROM notifications WHERE id = $1",
+                         rows[0][2]), [["email_verification", "s@x.example", uid, None, "pending"]],
+              "its verification e-mail, to the user")
+    expect_eq(h.sql_value(url, reg, "acme", "S@X.example", hashed, d("2")), "email_taken", "the same address again")
     expect_eq(h.sql_rows(url, "SELECT role, customer_id, status FROM auth_login_lookup('acme', 's@x.example')"),
-              [["client", None, "pending_approval"]], "pending: the login route refuses it")
+              [["client", None, "pending_verification"]], "unverified: the login route refuses it")
+    expect_eq(h.sql_value(url, "SELECT result FROM auth_login_record($1, $2, 3600, NULL, NULL, NULL, 'c')", uid,
+                          d("a")), "inactive", "no session while unverified")
+    res = settled(["user", "disable", "--organisation", "acme", "--email", "s@x.example"], env)
+    expect_eq(res.returncode, 1, f"disabling a sign-up: exit code (stderr {res.stderr!r})")
+    expect_in("is a sign-up still waiting", res.stderr, "disabling a sign-up: why not")
+    expect_eq(h.sql_value(url, "SELECT status FROM users WHERE id = $1", uid), "pending_verification", "unchanged")
+    expect_eq(h.sql_value(url, "SELECT auth_user_approve($1, $2, $3, 'cli:t', 'c')", ids["acme"], uid,
+                          ids["acme_customer"]), "unknown", "an unverified account cannot be approved")
+    expect_eq(h.sql_rows(url, "SELECT result, status FROM auth_verify_email($1, 'c')", d("1")),
+              [["verified", "pending_approval"]], "verified; no customer has the address")
+    expect_eq(h.sql_value(url, "SELECT result FROM auth_verify_email($1, 'c')", d("1")), "used", "once")
     expect_eq(h.sql_value(url, "SELECT result FROM auth_login_record($1, $2, 3600, NULL, NULL, NULL, 'c')", uid,
                           d("a")), "inactive", "no session while pending")
     expect_eq(h.sql_value(url, "SELECT auth_user_approve($1, $2, $3, 'cli:t', 'c')", ids["acme"], uid,

@@ -69,9 +69,31 @@ static void test_every_kind_renders(void **state)
     }
     gw_rendered_t r;
     char err[256] = "";
-    assert_int_equal(gw_notify_render("invitation", &v, &r, err, sizeof(err)), -1); /* no template (yet) */
-    assert_non_null(strstr(err, "no template"));
     assert_int_equal(gw_notify_render("nonsense", &v, &r, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "no template"));
+}
+
+/* The account e-mails carry their link in both bodies, and HTML-escaped in the HTML one. */
+static void test_account_kinds_render_the_link(void **state)
+{
+    (void)state;
+    static const char *const kinds[] = {"invitation", "password_reset", "email_verification"};
+    gw_notify_values_t v = {.organisation_name = "Acme & Sons", .link = "https://p.example/invite#token=abc&x=1"};
+    for (size_t i = 0; i != sizeof(kinds) / sizeof(kinds[0]); ++i) {
+        gw_rendered_t r;
+        char err[256] = "";
+        assert_int_equal(gw_notify_render(kinds[i], &v, &r, err, sizeof(err)), 0);
+        assert_true(gw_notify_kind_valid(kinds[i]));
+        assert_true(gw_notify_is_account(kinds[i]));
+        assert_false(gw_notify_is_reminder(kinds[i]));
+        assert_null(strchr(r.subject, '\n'));
+        assert_non_null(strstr(r.subject, "Acme & Sons"));
+        assert_non_null(strstr(r.text, "https://p.example/invite#token=abc&x=1"));
+        assert_non_null(strstr(r.html, "href=\"https://p.example/invite#token=abc&amp;x=1\""));
+        assert_null(strstr(r.text, "{{"));
+        assert_null(strstr(r.html, "{{"));
+        gw_rendered_free(&r);
+    }
 }
 
 static void test_escaping(void **state)
@@ -144,14 +166,20 @@ static void test_kinds(void **state)
     assert_true(gw_notify_is_reminder("final_notice"));
     assert_false(gw_notify_is_reminder("receipt"));
     assert_false(gw_notify_is_reminder("collection_failed"));
+    assert_false(gw_notify_is_account("receipt"));
+    assert_false(gw_notify_is_account(NULL));
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_amounts),        cmocka_unit_test(test_every_kind_renders),
-        cmocka_unit_test(test_escaping),       cmocka_unit_test(test_control_characters),
-        cmocka_unit_test(test_missing_values), cmocka_unit_test(test_kinds),
+        cmocka_unit_test(test_amounts),
+        cmocka_unit_test(test_every_kind_renders),
+        cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_control_characters),
+        cmocka_unit_test(test_missing_values),
+        cmocka_unit_test(test_kinds),
+        cmocka_unit_test(test_account_kinds_render_the_link),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,17 +24,29 @@ static gw_config_t config(int instances)
 static void test_keys_name_one_account(void **state)
 {
     throttle_keys_t a, b, c;
-    throttle_keys("Ann@Example.com", "127.0.0.1", &a);
-    throttle_keys("  ann@example.COM\t", "127.0.0.1", &b);
-    throttle_keys("bob@example.com", "127.0.0.1", &c);
+    throttle_keys("login", "Ann@Example.com", "127.0.0.1", &a);
+    throttle_keys("login", "  ann@example.COM\t", "127.0.0.1", &b);
+    throttle_keys("login", "bob@example.com", "127.0.0.1", &c);
     assert_string_equal(a.account, b.account);
     assert_string_equal(a.account_ip, b.account_ip);
     assert_string_not_equal(a.account, c.account);
     assert_string_equal(a.ip, "settled:login:ip:127.0.0.1");
     assert_null(strstr(a.account, "ann")); /* never the address in clear */
     assert_null(strstr(a.account_ip, "ann"));
-    throttle_keys("ann@example.com", NULL, &c);
+    throttle_keys("login", "ann@example.com", NULL, &c);
     assert_string_equal(c.ip, "settled:login:ip:-");
+}
+
+/* The requests that send mail count under keys of their own: asking for resets never locks a sign-in out. */
+static void test_mail_keys_are_apart_from_login_keys(void **state)
+{
+    throttle_keys_t login, mail;
+    throttle_keys("login", "ann@example.com", "127.0.0.1", &login);
+    throttle_keys("mail", "ann@example.com", "127.0.0.1", &mail);
+    assert_string_equal(mail.ip, "settled:mail:ip:127.0.0.1");
+    assert_string_not_equal(mail.account, login.account);
+    assert_string_not_equal(mail.account_ip, login.account_ip);
+    assert_string_equal(mail.account + strlen("settled:mail:"), login.account + strlen("settled:login:"));
 }
 
 static void test_local_throttle(void **state)
@@ -43,9 +55,9 @@ static void test_local_throttle(void **state)
     gw_config_t cfg = config(1);
     gw_session_ctx_t ctx = {.cfg = &cfg}; /* no Redis: the local table counts */
     throttle_keys_t here, there, other;
-    throttle_keys("ann@example.com", "10.0.0.1", &here);
-    throttle_keys("ann@example.com", "10.0.0.2", &there);
-    throttle_keys("bob@example.com", "10.0.0.1", &other);
+    throttle_keys("login", "ann@example.com", "10.0.0.1", &here);
+    throttle_keys("login", "ann@example.com", "10.0.0.2", &there);
+    throttle_keys("login", "bob@example.com", "10.0.0.1", &other);
     /* account and address: 5 / 2 = 2 failures */
     assert_int_equal(throttle_check(&ctx, &here), 0);
     throttle_fail(&ctx, &here);
@@ -66,14 +78,14 @@ static void test_local_throttle(void **state)
         char email[64];
         throttle_keys_t k;
         snprintf(email, sizeof(email), "user%d@example.com", i);
-        throttle_keys(email, "10.0.0.9", &k);
+        throttle_keys("login", email, "10.0.0.9", &k);
         assert_int_equal(throttle_check(&ctx, &k), 0);
         throttle_fail(&ctx, &k);
     }
     throttle_keys_t fresh;
-    throttle_keys("new@example.com", "10.0.0.9", &fresh);
+    throttle_keys("login", "new@example.com", "10.0.0.9", &fresh);
     assert_true(throttle_check(&ctx, &fresh) > 0);
-    throttle_keys("new@example.com", "10.0.0.10", &fresh);
+    throttle_keys("login", "new@example.com", "10.0.0.10", &fresh);
     assert_int_equal(throttle_check(&ctx, &fresh), 0);
 }
 
@@ -83,7 +95,7 @@ static void test_local_throttle_shares_by_instances(void **state)
     gw_config_t cfg = config(4); /* 5 / 2 / 4 rounds to 0: at least 1 */
     gw_session_ctx_t ctx = {.cfg = &cfg};
     throttle_keys_t k;
-    throttle_keys("ann@example.com", "10.0.0.1", &k);
+    throttle_keys("login", "ann@example.com", "10.0.0.1", &k);
     assert_int_equal(throttle_check(&ctx, &k), 0);
     throttle_fail(&ctx, &k);
     assert_true(throttle_check(&ctx, &k) > 0);
@@ -96,7 +108,7 @@ static void test_window_ends(void **state)
     gw_config_t cfg = config(1);
     gw_session_ctx_t ctx = {.cfg = &cfg};
     throttle_keys_t k;
-    throttle_keys("ann@example.com", "10.0.0.1", &k);
+    throttle_keys("login", "ann@example.com", "10.0.0.1", &k);
     throttle_fail(&ctx, &k);
     throttle_fail(&ctx, &k);
     assert_true(throttle_check(&ctx, &k) > 0);
@@ -123,11 +135,9 @@ static void test_deny_keys(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keys_name_one_account),
-        cmocka_unit_test(test_local_throttle),
-        cmocka_unit_test(test_local_throttle_shares_by_instances),
-        cmocka_unit_test(test_window_ends),
-        cmocka_unit_test(test_deny_keys),
+        cmocka_unit_test(test_keys_name_one_account), cmocka_unit_test(test_mail_keys_are_apart_from_login_keys),
+        cmocka_unit_test(test_local_throttle),        cmocka_unit_test(test_local_throttle_shares_by_instances),
+        cmocka_unit_test(test_window_ends),           cmocka_unit_test(test_deny_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,6 +35,7 @@ const char gw_err_password_incorrect[] = "password_incorrect";
 const char gw_err_token_invalid[] = "token_invalid";
 const char gw_err_email_taken[] = "email_taken";
 const char gw_err_registration_closed[] = "registration_closed";
+const char gw_err_unsubscribe_token_invalid[] = "unsubscribe_token_invalid";
 
 const gw_err_code_t gw_err_codes[] = {
     {gw_err_not_found, "No such resource"},
@@ -74,6 +75,7 @@ const gw_err_code_t gw_err_codes[] = {
     {gw_err_token_invalid, "The token is unknown, used or expired"},
     {gw_err_email_taken, "The address already has an account"},
     {gw_err_registration_closed, "This organisation does not take registrations"},
+    {gw_err_unsubscribe_token_invalid, "The unsubscribe link is not valid"},
 };
 const size_t gw_err_ncodes = sizeof(gw_err_codes) / sizeof(gw_err_codes[0]);
 

@@ -60,6 +60,8 @@ extern const char gw_err_password_incorrect[];  /* 403: the current password (a 
 extern const char gw_err_token_invalid[];       /* 400: an invitation or reset token unknown, used or expired */
 extern const char gw_err_email_taken[];         /* 409: the organisation has a user with that address */
 extern const char gw_err_registration_closed[]; /* 403: the organisation does not take self-registrations */
+/* The reminders' unsubscribe link (gateway/api/unsubscribe.c). */
+extern const char gw_err_unsubscribe_token_invalid[]; /* 400: a bad unsubscribe token */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */
 typedef struct st_gw_err_code_t {

@@ -32,6 +32,7 @@
 #include "server.h"
 #include "sessions.h"
 #include "terms.h"
+#include "unsubscribe.h"
 #include "users.h"
 #include "xero_admin.h"
 #include "xero_callback.h"
@@ -487,6 +488,25 @@ gw_route_t gw_routes[] = {
      .inputs = gw_notifications_admin_inputs,
      .ninputs = GW_NOTIFICATIONS_ADMIN_NINPUTS,
      .summary = "The organisation's notifications and e-mails, newest first (status=dead: the dead letters)"},
+    /* reminders and unsubscribe: the public unsubscribe page and its one-click POST (own handlers: HTML, a form
+     * body), the client's own opt-out (unsubscribe.c; docs/collections.md "Unsubscribe") */
+    {.name = "unsubscribe_page", .method = "GET", .path = "/v1/unsubscribe", .handler = gw_unsubscribe_page},
+    {.name = "unsubscribe", .method = "POST", .path = "/v1/unsubscribe", .handler = gw_unsubscribe_post},
+    {.name = "me_reminders_get",
+     .method = "GET",
+     .path = "/v1/me/reminders",
+     .api = gw_me_reminders_get,
+     .access = GW_ACCESS_CLIENT,
+     .head = true,
+     .summary = "The customer's reminders opt-out"},
+    {.name = "me_reminders_put",
+     .method = "PUT",
+     .path = "/v1/me/reminders",
+     .api = gw_me_reminders_put,
+     .access = GW_ACCESS_CLIENT,
+     .inputs = gw_me_reminders_put_inputs,
+     .ninputs = GW_ME_REMINDERS_PUT_NINPUTS,
+     .summary = "Opts the customer out of (or back into) the payment reminders; receipts are always sent"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
@@ -500,7 +520,9 @@ const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_i
                                          &gw_payments_api_module, &gw_pm_module, &gw_invoice_pdf_module,
                                          &gw_portal_task_module,
                                          /* notifications */
-                                         &gw_notifications_module};
+                                         &gw_notifications_module,
+                                         /* reminders and unsubscribe */
+                                         &gw_unsubscribe_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 

@@ -36,6 +36,8 @@ const gw_input_t gw_customers_update_inputs[GW_CUSTOMERS_UPDATE_NINPUTS] = {
     {"email", GW_IN_BODY, GW_IN_STRING, .max = 254},
     {"tax_number", GW_IN_BODY, GW_IN_STRING, .max = 50},
     {"account_number", GW_IN_BODY, GW_IN_STRING, .max = 50},
+    /* the reminders opt-out (docs/collections.md, "Unsubscribe"); null leaves it */
+    {"reminders_opt_out", GW_IN_BODY, GW_IN_BOOL},
 };
 
 enum { STMT_LIST, STMT_GET, STMT_CREATE, STMT_UPDATE, STMT_ARCHIVE, STMT_MAX };

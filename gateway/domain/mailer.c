@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "dunning.h"
 #include "log.h"
 #include "mem.h"
 #include "notifications.h"
@@ -96,16 +97,24 @@ static void send_row(const gw_config_t *cfg, gw_dbs_t *db, const char *owner, gw
     char correlation[64];
     snprintf(correlation, sizeof(correlation), "notification:%s:a%d", id, attempt);
 
-    /* reminders: how to stop them (RFC 2369; RFC 8058's one-click POST needs the portal's https page) */
+    /* reminders: how to stop them (RFC 2369), with the customer's signed token (dunning.h): settled's own
+     * /v1/unsubscribe page, which also takes RFC 8058's one-click POST, and a mailto naming the token */
     char unsubscribe[1024] = "";
-    bool reminder = gw_notify_is_reminder(kind);
+    bool reminder = gw_notify_is_reminder(kind), one_click = false;
     if (reminder) {
+        int64_t org_id = strtoll(org, NULL, 10), customer_id = strtoll(customer, NULL, 10);
+        char url[700], token[GW_UNSUBSCRIBE_TOKEN_MAX];
         size_t len = 0;
-        if (cfg->portal_url != NULL)
-            len += (size_t)snprintf(unsubscribe, sizeof(unsubscribe), "<%s/notifications/unsubscribe?customer=%s>, ",
-                                    cfg->portal_url, customer);
-        snprintf(unsubscribe + len, sizeof(unsubscribe) - len, "<mailto:%s?subject=unsubscribe%%20customer%%20%s>",
-                 cfg->smtp_from, customer);
+        if (gw_unsubscribe_url(cfg, org_id, customer_id, url, sizeof(url)) > 0) {
+            len += (size_t)snprintf(unsubscribe, sizeof(unsubscribe), "<%s>, ", url);
+            one_click = true;
+        }
+        if (gw_unsubscribe_token(cfg, org_id, customer_id, token) > 0)
+            snprintf(unsubscribe + len, sizeof(unsubscribe) - len, "<mailto:%s?subject=unsubscribe%%20%s>",
+                     cfg->smtp_from, token);
+        else
+            snprintf(unsubscribe + len, sizeof(unsubscribe) - len, "<mailto:%s?subject=unsubscribe%%20customer%%20%s>",
+                     cfg->smtp_from, customer);
     }
     gw_smtp_message_t msg = {.from = cfg->smtp_from,
                              .to = gw_dbs_value(r, i, 3),
@@ -114,7 +123,7 @@ static void send_row(const gw_config_t *cfg, gw_dbs_t *db, const char *owner, gw
                              .html = gw_dbs_value(r, i, 6),
                              .message_id = gw_dbs_value(r, i, 8),
                              .list_unsubscribe = reminder ? unsubscribe : NULL,
-                             .one_click = reminder && cfg->portal_url != NULL,
+                             .one_click = one_click,
                              .date = (long)time(NULL)};
     gw_smtp_server_t server = {.url = cfg->smtp_url,
                                .user = cfg->smtp_user,

@@ -265,6 +265,17 @@ static const setting_t settings[] = {
     {"SETTLED_SMTP_STARTTLS", T_STRING, "required", 0, 0, 0, FIELD(smtp_starttls), NULL,
      "required: an smtp:// server must offer STARTTLS, else nothing is sent; off: plain SMTP (local tests only).",
      check_smtp_starttls},
+    /* reminders, dunning, receipts and the unsubscribe link (gateway/domain/dunning.c, docs/collections.md) */
+    {"SETTLED_DUNNING_INTERVAL", T_INT, "300", 0, 86400, 0, FIELD(dunning_interval), NULL,
+     "Seconds between two dunning evaluations of every organisation by the workers (reminders, receipts, "
+     "warnings); 0: none (settled dunning runs one)."},
+    {"SETTLED_DUNNING_GRACE_DAYS", T_INT, "3", 0, 90, 0, FIELD(dunning_grace_days), NULL,
+     "How many days after its day a dunning step is still sent (an evaluation that did not run); older ones are "
+     "skipped."},
+    {"SETTLED_PUBLIC_URL", T_STRING, "", 0, 0, 0, FIELD(public_url), NULL,
+     "Base URL where settled's /v1 is reachable from the internet (https://host[/path]), for the unsubscribe link "
+     "of the reminders; empty: SETTLED_PORTAL_URL.",
+     check_portal_url},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

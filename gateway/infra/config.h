@@ -118,6 +118,10 @@ typedef struct st_gw_config_t {
     char *smtp_user;     /* SETTLED_SMTP_USER, NULL when unset */
     char *smtp_password; /* SETTLED_SMTP_PASSWORD (secret), NULL when unset */
     char *smtp_starttls; /* SETTLED_SMTP_STARTTLS: "required" or "off" */
+    /* reminders, dunning, receipts and the unsubscribe link (gateway/domain/dunning.c) */
+    int dunning_interval;   /* SETTLED_DUNNING_INTERVAL seconds between evaluations; 0: none */
+    int dunning_grace_days; /* SETTLED_DUNNING_GRACE_DAYS: how late a step may still be sent */
+    char *public_url;       /* SETTLED_PUBLIC_URL, NULL when unset (the unsubscribe link's base) */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

@@ -36,6 +36,7 @@ const char gw_err_token_invalid[] = "token_invalid";
 const char gw_err_email_taken[] = "email_taken";
 const char gw_err_registration_closed[] = "registration_closed";
 const char gw_err_email_unverified[] = "email_unverified";
+const char gw_err_unsubscribe_token_invalid[] = "unsubscribe_token_invalid";
 
 const gw_err_code_t gw_err_codes[] = {
     {gw_err_not_found, "No such resource"},
@@ -76,6 +77,7 @@ const gw_err_code_t gw_err_codes[] = {
     {gw_err_email_taken, "The address already has an account"},
     {gw_err_registration_closed, "This organisation does not take registrations"},
     {gw_err_email_unverified, "The e-mail address is not verified yet"},
+    {gw_err_unsubscribe_token_invalid, "The unsubscribe link is not valid"},
 };
 const size_t gw_err_ncodes = sizeof(gw_err_codes) / sizeof(gw_err_codes[0]);
 

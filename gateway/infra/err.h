@@ -61,6 +61,8 @@ extern const char gw_err_token_invalid[];       /* 400: an invitation or reset t
 extern const char gw_err_email_taken[];         /* 409: the organisation has a user with that address */
 extern const char gw_err_registration_closed[]; /* 403: the organisation does not take self-registrations */
 extern const char gw_err_email_unverified[];    /* 403: a self-registration whose address is not verified yet */
+/* The reminders' unsubscribe link (gateway/api/unsubscribe.c). */
+extern const char gw_err_unsubscribe_token_invalid[]; /* 400: a bad unsubscribe token */
 
 /* Every code above and every connector code, with its title (a short phrase for people), in one table. */
 typedef struct st_gw_err_code_t {

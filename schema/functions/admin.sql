@@ -39,7 +39,8 @@ $$;
 CREATE OR REPLACE FUNCTION admin_customer_json(c customers) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('id', c.id::text, 'name', c.name, 'email', c.email, 'tax_number', c.tax_number,
-                              'account_number', c.account_number, 'archived', c.archived_at IS NOT NULL,
+                              'account_number', c.account_number, 'reminders_opt_out', c.reminders_opt_out,
+                              'archived', c.archived_at IS NOT NULL,
                               'archived_at', admin_ts(c.archived_at), 'created_at', admin_ts(c.created_at),
                               'updated_at', admin_ts(c.updated_at))
 $$;
@@ -187,10 +188,19 @@ BEGIN
     IF p_patch ? 'account_number' THEN
         n.account_number := nullif(btrim(p_patch ->> 'account_number'), '');
     END IF;
-    IF (n.name, n.email, n.tax_number, n.account_number) IS DISTINCT FROM
-       (o.name, o.email, o.tax_number, o.account_number) THEN
+    -- the reminders opt-out (docs/collections.md, "Unsubscribe"); null leaves it as it is
+    IF jsonb_typeof(p_patch -> 'reminders_opt_out') = 'boolean'
+       AND (p_patch ->> 'reminders_opt_out')::boolean IS DISTINCT FROM o.reminders_opt_out THEN
+        n.reminders_opt_out := (p_patch ->> 'reminders_opt_out')::boolean;
+        n.reminders_opt_out_at := now();
+        n.reminders_opt_out_by := 'admin';
+    END IF;
+    IF (n.name, n.email, n.tax_number, n.account_number, n.reminders_opt_out) IS DISTINCT FROM
+       (o.name, o.email, o.tax_number, o.account_number, o.reminders_opt_out) THEN
         UPDATE customers k SET name = n.name, email = n.email, tax_number = n.tax_number,
-                               account_number = n.account_number, updated_at = now()
+                               account_number = n.account_number, reminders_opt_out = n.reminders_opt_out,
+                               reminders_opt_out_at = n.reminders_opt_out_at,
+                               reminders_opt_out_by = n.reminders_opt_out_by, updated_at = now()
         WHERE k.id = p_id RETURNING * INTO n;
         PERFORM audit_write(p_org, p_actor, 'customer.update', 'customer', p_id::text, admin_customer_json(o),
                             admin_customer_json(n), p_correlation);

@@ -515,6 +515,8 @@ SAMPLE_BODIES = {
     "admin_customer_dunning_put": {"steps": []},
     "admin_customer_dunning_delete": None,
     "notifications_read": None,
+    # reminders and unsubscribe (test_dunning.py checks the public /v1/unsubscribe rows)
+    "me_reminders_put": {"reminders_opt_out": False},
 }
 
 

@@ -24,6 +24,7 @@ from test_api_invoices import JWT_SECRET, mint  # noqa: E402
 SINK = os.path.join(os.path.dirname(HERE), "mock", "smtp_sink.py")
 FROM = "billing@acme.example"
 PORTAL = "https://portal.acme.example"
+SECRET_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 S = None  # the sink
 SERVER = [None]  # the shared serve of the tests that do not start their own
 DB = None
@@ -34,7 +35,9 @@ def sink_env(**extra):
     env = {"SETTLED_SMTP_URL": f"smtp://127.0.0.1:{S.ctl('GET', 'info')['smtp_port']}",
            "SETTLED_SMTP_FROM": FROM, "SETTLED_SMTP_STARTTLS": "off", "SETTLED_PORTAL_URL": PORTAL,
            "SETTLED_RETRY_SCHEDULE": "300ms,300ms", "SETTLED_WORKER_POLL_MS": "200",
-           "SETTLED_HTTP_TIMEOUT_MS": "3000", "SETTLED_WORKER_LEASE_MS": "1000"}
+           "SETTLED_HTTP_TIMEOUT_MS": "3000", "SETTLED_WORKER_LEASE_MS": "1000",
+           # the key of the unsubscribe tokens; no dunning evaluation (this file enqueues with settled notify)
+           "SETTLED_SECRET_KEY": SECRET_KEY, "SETTLED_DUNNING_INTERVAL": "0"}
     env["SETTLED_JWT_SECRET"] = JWT_SECRET
     env.update(extra)
     return env
@@ -120,8 +123,8 @@ def test_reminder_reaches_the_sink_once_with_headers_and_exact_amounts():
     h.expect_eq(str(msg["To"]), "bob@client.example", "To")
     h.expect_eq(str(msg["Subject"]), "Invoice INV-0001 is due on 2026-12-15", "Subject")
     h.expect(msg["Message-ID"] is not None and msg["Date"] is not None, "Message-ID and Date")
-    h.expect_in(f"<{PORTAL}/notifications/unsubscribe?customer={IDS['bob']}>", str(msg["List-Unsubscribe"]),
-                "List-Unsubscribe names the portal")
+    h.expect_in(f"<{PORTAL}/v1/unsubscribe?token=u1.{IDS['org']}.{IDS['bob']}.", str(msg["List-Unsubscribe"]),
+                "List-Unsubscribe names the unsubscribe page with the customer's token (test_dunning.py checks it)")
     h.expect_in(f"<mailto:{FROM}", str(msg["List-Unsubscribe"]), "and a mailto")
     h.expect_eq(str(msg["List-Unsubscribe-Post"]), "List-Unsubscribe=One-Click", "one-click")
     h.expect_eq(msg.get_content_type(), "multipart/alternative", "text and HTML")

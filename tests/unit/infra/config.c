@@ -1056,6 +1056,9 @@ static void test_dump(void **state)
                            "SETTLED_SMTP_USER=\n"
                            "SETTLED_SMTP_PASSWORD=<unset>\n"
                            "SETTLED_SMTP_STARTTLS=required\n"
+                           "SETTLED_DUNNING_INTERVAL=300\n"
+                           "SETTLED_DUNNING_GRACE_DAYS=3\n"
+                           "SETTLED_PUBLIC_URL=\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -1241,11 +1244,14 @@ static void test_list_keys(void **state)
                                            "SETTLED_SMTP_FROM",
                                            "SETTLED_SMTP_USER",
                                            "SETTLED_SMTP_PASSWORD",
-                                           "SETTLED_SMTP_STARTTLS"};
+                                           "SETTLED_SMTP_STARTTLS",
+                                           "SETTLED_DUNNING_INTERVAL",
+                                           "SETTLED_DUNNING_GRACE_DAYS",
+                                           "SETTLED_PUBLIC_URL"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 93); /* 87 settings, 6 of them with a per-source pattern */
+    assert_int_equal(n, 96); /* 90 settings, 6 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

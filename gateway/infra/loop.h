@@ -20,7 +20,7 @@
 enum { GW_LOOP_SERVING, GW_LOOP_STOPPING, GW_LOOP_FLUSHING };
 
 /* The most modules (api.h) a server runs; each gets one per-loop state slot. */
-#define GW_LOOP_MAX_MODULES 16
+#define GW_LOOP_MAX_MODULES 32
 
 typedef struct st_gw_loop_t {
     h2o_context_t ctx;

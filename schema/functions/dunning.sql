@@ -21,6 +21,17 @@ CREATE OR REPLACE FUNCTION dunning_open_invoices(p_org bigint)
 RETURNS TABLE (settled_invoice_id text, customer_id bigint, due_date date, invoice_number text, currency text,
                amount_due text, outstanding_minor bigint)
 LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM dunning_open_invoices(p_org, NULL);
+END
+$$;
+
+-- The same for one invoice (p_invoice, a settled invoice id; NULL: every one): the check of one invoice must not
+-- walk the organisation's open invoices (each custom plan of the statement is planned with p_invoice known).
+CREATE OR REPLACE FUNCTION dunning_open_invoices(p_org bigint, p_invoice text)
+RETURNS TABLE (settled_invoice_id text, customer_id bigint, due_date date, invoice_number text, currency text,
+               amount_due text, outstanding_minor bigint)
+LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
@@ -32,7 +43,8 @@ BEGIN
       ON i.organisation_id = d.organisation_id AND i.tenant_id = d.tenant_id AND i.invoice_id = d.invoice_id
     LEFT JOIN invoice_payment_states s
       ON s.organisation_id = d.organisation_id AND s.tenant_id = d.tenant_id AND s.invoice_id = d.invoice_id
-    WHERE d.organisation_id = p_org AND d.customer_id IS NOT NULL AND d.due_date IS NOT NULL
+    WHERE d.organisation_id = p_org AND (p_invoice IS NULL OR d.settled_invoice_id = p_invoice)
+      AND d.customer_id IS NOT NULL AND d.due_date IS NOT NULL
       AND i.status = 'AUTHORISED' AND i.amount_due > 0
       AND coalesce(s.state, 'unpaid') NOT IN ('paid', 'overpaid', 'pending', 'disputed')
       AND coalesce(s.pending_minor, 0) = 0 AND coalesce(s.disputed_minor, 0) = 0
@@ -121,7 +133,7 @@ $$;
 CREATE OR REPLACE FUNCTION dunning_still_due(p_org bigint, p_invoice text) RETURNS boolean
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    RETURN EXISTS (SELECT 1 FROM dunning_open_invoices(p_org) o WHERE o.settled_invoice_id = p_invoice);
+    RETURN EXISTS (SELECT 1 FROM dunning_open_invoices(p_org, p_invoice));
 END
 $$;
 

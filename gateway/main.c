@@ -16,6 +16,7 @@
 #include "cli_events.h"
 #include "cli_user.h"
 #include "cli_notify.h"
+#include "cli_collect.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -165,6 +166,11 @@ static int notify_run(gw_config_t *cfg, int argc, char **argv)
     return gw_cli_notify(cfg, argc, argv);
 }
 
+static int collect_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_collect(cfg, argc, argv);
+}
+
 static int sync_run(gw_config_t *cfg, int argc, char **argv)
 {
     return gw_cli_sync(cfg, argc, argv);
@@ -226,6 +232,8 @@ static const gw_command_t commands[] = {
     {"user", "portal users: add (or --invite), list, disable", gw_cli_user_usage, user_run, true, true},
     {"notify", "enqueue one rendered notification for a customer (e-mail or portal)", gw_cli_notify_usage, notify_run,
      true, true},
+    {"collect", "run one round of automatic collection: collect [--at TIMESTAMP] [--organisation SLUG]",
+     gw_cli_collect_usage, collect_run, true, true},
     {"version", "print the version", version_usage, version_run, false, false},
     {"help", "print this help, or a command's", help_usage, help_run, false, true},
 };

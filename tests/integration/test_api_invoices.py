@@ -511,6 +511,11 @@ SAMPLE_BODIES = {
     "admin_customer_dunning_put": {"steps": []},
     "admin_customer_dunning_delete": None,
     "notifications_read": None,
+    # automatic collection (test_collections.py)
+    "admin_customer_collection_pause": {"reason": "matrix"},
+    "admin_customer_collection_unpause": None,
+    "admin_invoice_collection_pause": {"reason": "matrix"},
+    "admin_invoice_collection_unpause": None,
 }
 
 

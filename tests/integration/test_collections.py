@@ -353,7 +353,7 @@ def test_two_instances_and_kill9_collect_each_invoice_once():
                 # due today: both instances plan (every second) and send
                 h.sql(w.db, "UPDATE xero_invoices SET due_date = (now() AT TIME ZONE 'UTC')::date"
                             " WHERE invoice_id = ANY ($1::uuid[])", "{" + ",".join(ids) + "}")
-                w.stripe.ctl("PUT", "faults", [{"mode": "slow", "delay_ms": rng.randint(100, 900),
+                w.stripe.ctl("POST", "faults", [{"mode": "slow", "delay_ms": rng.randint(100, 900),
                                                 "path_prefix": "/v1/payment_intents", "method": "POST",
                                                 "count": 0}])
                 time.sleep(rng.uniform(0.0, 2.5))

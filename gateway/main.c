@@ -17,6 +17,7 @@
 #include "cli_user.h"
 #include "cli_notify.h"
 #include "cli_dunning.h"
+#include "cli_collect.h"
 #include "config.h"
 #include "log.h"
 #include "migrate.h"
@@ -171,6 +172,11 @@ static int dunning_run(gw_config_t *cfg, int argc, char **argv)
     return gw_cli_dunning(cfg, argc, argv);
 }
 
+static int collect_run(gw_config_t *cfg, int argc, char **argv)
+{
+    return gw_cli_collect(cfg, argc, argv);
+}
+
 static int sync_run(gw_config_t *cfg, int argc, char **argv)
 {
     return gw_cli_sync(cfg, argc, argv);
@@ -234,6 +240,8 @@ static const gw_command_t commands[] = {
      true, true},
     {"dunning", "one dunning evaluation: reminders, receipts, warnings [--at TIMESTAMP] [--organisation SLUG]",
      gw_cli_dunning_usage, dunning_run, true, true},
+    {"collect", "run one round of automatic collection: collect [--at TIMESTAMP] [--organisation SLUG]",
+     gw_cli_collect_usage, collect_run, true, true},
     {"version", "print the version", version_usage, version_run, false, false},
     {"help", "print this help, or a command's", help_usage, help_run, false, true},
 };

@@ -33,6 +33,7 @@
 #include "sessions.h"
 #include "terms.h"
 #include "unsubscribe.h"
+#include "collections.h"
 #include "users.h"
 #include "xero_admin.h"
 #include "xero_callback.h"
@@ -507,6 +508,48 @@ gw_route_t gw_routes[] = {
      .inputs = gw_me_reminders_put_inputs,
      .ninputs = GW_ME_REMINDERS_PUT_NINPUTS,
      .summary = "Opts the customer out of (or back into) the payment reminders; receipts are always sent"},
+    /* automatic collection: pauses and an invoice's attempts (collections.c; docs/collections.md) */
+    {.name = "admin_customer_collection_pause",
+     .method = "POST",
+     .path = "/v1/admin/customers/{id}/collection-pause",
+     .api = gw_collections_customer_pause,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_collections_customer_pause_inputs,
+     .ninputs = GW_COLLECTIONS_CUSTOMER_PAUSE_NINPUTS,
+     .summary = "Pauses automatic collection of every invoice of a customer (with a reason)"},
+    {.name = "admin_customer_collection_unpause",
+     .method = "DELETE",
+     .path = "/v1/admin/customers/{id}/collection-pause",
+     .api = gw_collections_customer_unpause,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_collections_customer_inputs,
+     .ninputs = GW_COLLECTIONS_CUSTOMER_NINPUTS,
+     .summary = "Resumes automatic collection of a customer's invoices"},
+    {.name = "admin_invoice_collection_pause",
+     .method = "POST",
+     .path = "/v1/admin/invoices/{id}/collection-pause",
+     .api = gw_collections_invoice_pause,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_collections_invoice_pause_inputs,
+     .ninputs = GW_COLLECTIONS_INVOICE_PAUSE_NINPUTS,
+     .summary = "Pauses automatic collection of one invoice (with a reason)"},
+    {.name = "admin_invoice_collection_unpause",
+     .method = "DELETE",
+     .path = "/v1/admin/invoices/{id}/collection-pause",
+     .api = gw_collections_invoice_unpause,
+     .access = GW_ACCESS_ADMIN,
+     .inputs = gw_collections_invoice_inputs,
+     .ninputs = GW_COLLECTIONS_INVOICE_NINPUTS,
+     .summary = "Resumes automatic collection of one invoice"},
+    {.name = "admin_invoice_collections",
+     .method = "GET",
+     .path = "/v1/admin/invoices/{id}/collections",
+     .api = gw_collections_invoice_get,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_collections_invoice_inputs,
+     .ninputs = GW_COLLECTIONS_INVOICE_NINPUTS,
+     .summary = "An invoice's automatic collection: its pauses and every attempt, oldest first"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
@@ -522,7 +565,9 @@ const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_i
                                          /* notifications */
                                          &gw_notifications_module,
                                          /* reminders and unsubscribe */
-                                         &gw_unsubscribe_module};
+                                         &gw_unsubscribe_module,
+                                         /* automatic collection */
+                                         &gw_collections_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 

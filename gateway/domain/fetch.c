@@ -184,9 +184,10 @@ static int acquire(gw_quota_t *quota, const provider_t *p, const char *account, 
     return -1;
 }
 
-/* Sorts a final response into a status; a refusal keeps its body when keep_rejected says so. */
+/* Sorts a final response into a status; a refusal keeps its body when keep_rejected says so, a 409 when
+ * keep_conflict does. */
 static void classify(const provider_t *p, const char *account, gw_http_response_t *res, bool keep_rejected,
-                     gw_fetch_result_t *out)
+                     bool keep_conflict, gw_fetch_result_t *out)
 {
     out->http_status = res->status;
     if (res->status >= 200 && res->status < 300) {
@@ -213,7 +214,7 @@ static void classify(const provider_t *p, const char *account, gw_http_response_
         out->status = transient ? GW_FETCH_FAILED : GW_FETCH_REJECTED;
         out->outage = transient;
         snprintf(out->error, sizeof(out->error), "%s API answered %ld", p->label, res->status);
-        if (!transient && keep_rejected) {
+        if ((!transient && keep_rejected) || (res->status == 409 && keep_conflict)) {
             out->res = *res;
             memset(res, 0, sizeof(*res));
             return;
@@ -305,7 +306,7 @@ gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_
             gw_http_response_free(&res);
             continue;
         }
-        classify(p, account, &res, call->keep_rejected_body, out);
+        classify(p, account, &res, call->keep_rejected_body, call->keep_conflict_body, out);
         return out->status;
     }
 }

@@ -63,6 +63,9 @@ typedef struct st_gw_fetch_call_t {
     /* true: a GW_FETCH_REJECTED result keeps the provider's answer in out->res (the caller frees it), so that
      * the reason of a refusal (Xero's ValidationErrors) can be read */
     bool keep_rejected_body;
+    /* true: a 409 (GW_FETCH_FAILED) keeps the provider's answer in out->res (the caller frees it), so that
+     * GoCardless's idempotent_creation_conflict can name the payment an earlier call with the key created */
+    bool keep_conflict_body;
 } gw_fetch_call_t;
 
 typedef enum {
@@ -82,7 +85,8 @@ typedef struct st_gw_fetch_result_t {
     gw_http_response_t res;
 } gw_fetch_result_t;
 
-/* Makes call. On GW_FETCH_OK (and on GW_FETCH_REJECTED with call->keep_rejected_body) the caller frees out->res
+/* Makes call. On GW_FETCH_OK (and on GW_FETCH_REJECTED with call->keep_rejected_body, on a 409 with
+ * call->keep_conflict_body) the caller frees out->res
  * with gw_http_response_free; otherwise out->res is empty. Returns out->status. */
 gw_fetch_status_t gw_fetch(gw_fetch_ctx_t *ctx, const gw_fetch_call_t *call, gw_fetch_result_t *out);
 

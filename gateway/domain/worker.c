@@ -36,6 +36,7 @@
 #include "xero_writeback.h"
 #include "mailer.h"
 #include "dunning.h"
+#include "collector.h"
 
 #define WAIT_SLICE_MS 250    /* how often a sleeping worker looks at the stop flag */
 #define GAUGES_EVERY_MS 5000 /* queue depth and the processors' gauges */
@@ -61,6 +62,7 @@ struct st_gw_workers_t {
     gw_writeback_t *writeback;     /* the sender of the payment write-back to Xero (xero_writeback.h) */
     gw_mailer_t *mailer;           /* the sender of the notification e-mails (mailer.h); NULL without SMTP */
     gw_dunning_t *dunning;         /* the periodic dunning evaluation (dunning.h); NULL when off */
+    gw_collector_t *collector;     /* automatic collection: planning rounds and the sender (collector.h) */
 };
 
 typedef struct st_worker_t {
@@ -358,14 +360,18 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
     if (start_periodic(pool, host, err, errlen) != 0 ||
         (pool->writeback = gw_writeback_start(cfg, &pool->shared, &pool->stopping, host, err, errlen)) == NULL ||
         gw_mailer_start(cfg, &pool->stopping, host, &pool->mailer, err, errlen) != 0 ||
-        gw_dunning_start(cfg, &pool->stopping, host, &pool->dunning, err, errlen) != 0) {
-        if (pool->mailer != NULL) {
-            atomic_store(&pool->stopping, true);
-            gw_mailer_stop(pool->mailer);
-        }
+        gw_dunning_start(cfg, &pool->stopping, host, &pool->dunning, err, errlen) != 0 ||
+        (pool->collector = gw_collector_start(cfg, &pool->shared, &pool->stopping, host, err, errlen)) == NULL) {
+        atomic_store(&pool->stopping, true);
+        gw_dunning_stop(pool->dunning); /* (NULL when it did not start) */
+        pool->dunning = NULL;
         if (pool->writeback != NULL) {
             atomic_store(&pool->stopping, true);
             gw_writeback_stop(pool->writeback);
+        }
+        if (pool->mailer != NULL) {
+            atomic_store(&pool->stopping, true);
+            gw_mailer_stop(pool->mailer);
         }
         if (pool->periodic) {
             atomic_store(&pool->stopping, true);
@@ -386,7 +392,7 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
         }
     pool->retention = gw_retention_start(cfg);
     gw_alert_start(cfg);
-    gw_log(GW_LOG_INFO, "%d queue worker%s started%s, and the Xero write-back sender", nthreads,
+    gw_log(GW_LOG_INFO, "%d queue worker%s started%s, the Xero write-back sender and the collector", nthreads,
            nthreads == 1 ? "" : "s", pool->periodic ? ", the periodic thread (drift sweeps)" : "");
     return pool;
 }
@@ -406,6 +412,7 @@ void gw_workers_stop(gw_workers_t *pool)
     gw_writeback_stop(pool->writeback);
     gw_mailer_stop(pool->mailer);
     gw_dunning_stop(pool->dunning);
+    gw_collector_stop(pool->collector);
     if (pool->periodic) {
         pthread_join(pool->periodic_tid, NULL);
         gw_dbs_close(pool->periodic_work.fetch.db);

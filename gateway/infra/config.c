@@ -69,6 +69,7 @@ static const char *check_publishable_key(const char *value, char *why, size_t wh
 static const char *check_smtp_url(const char *value, char *why, size_t whylen);
 static const char *check_smtp_from(const char *value, char *why, size_t whylen);
 static const char *check_smtp_starttls(const char *value, char *why, size_t whylen);
+static const char *check_collect_retry_days(const char *value, char *why, size_t whylen);
 
 #define FIELD(f) offsetof(gw_config_t, f)
 #define NO_FIELD SIZE_MAX
@@ -276,6 +277,20 @@ static const setting_t settings[] = {
      "Base URL where settled's /v1 is reachable from the internet (https://host[/path]), for the unsubscribe link "
      "of the reminders; empty: SETTLED_PORTAL_URL.",
      check_portal_url},
+    /* automatic collection (gateway/domain/collector.c, docs/collections.md "Automatic collection") */
+    {"SETTLED_COLLECT_INTERVAL", T_INT, "300", 0, 86400, 0, FIELD(collect_interval), NULL,
+     "Seconds between the collector's planning rounds (each worker pool plans due collections); 0: none planned "
+     "automatically (settled collect still runs a round)."},
+    {"SETTLED_COLLECT_CARD_RETRY_DAYS", T_STRING, "3,5,7", 0, 0, 0, FIELD(collect_card_retry_days), NULL,
+     "Days between a failed card collection and its next try, one number (1..60) per retry, at most 10; "
+     "empty: a declined card is not retried.",
+     check_collect_retry_days},
+    {"SETTLED_COLLECT_DIRECT_DEBIT_LEAD_DAYS", T_INT, "7", 0, 60, 0, FIELD(collect_dd_lead_days), NULL,
+     "Days before the due date a GoCardless payment is created, so that it is charged on the due date."},
+    {"SETTLED_COLLECT_DIRECT_DEBIT_RETRY", T_BOOL, "false", 0, 0, 0, FIELD(collect_dd_retry), NULL,
+     "Whether GoCardless payments are created with retry_if_possible (GoCardless's own retries; needs Success+)."},
+    {"SETTLED_COLLECT_CATCH_UP_DAYS", T_INT, "3", 0, 60, 0, FIELD(collect_catch_up_days), NULL,
+     "Days after the due date a collection not made on it (settled was down) is still made; later, none is."},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -902,6 +917,22 @@ static const char *check_smtp_from(const char *value, char *why, size_t whylen)
     for (const char *p = value; *p != '\0'; ++p)
         if (*p <= ' ' || *p >= 0x7f || *p == '<' || *p == '>' || *p == ',' || *p == '"' || *p == '\\')
             return "must be an address local@domain (e.g. billing@example.com)";
+    return NULL;
+}
+
+/* "3,5,7": at most 10 comma-separated days of 1..60; empty is allowed (no retry). */
+static const char *check_collect_retry_days(const char *value, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    const char *p = value;
+    int n = 0;
+    while (*p != '\0') {
+        char *end = NULL;
+        long d = strtol(p, &end, 10);
+        if (end == p || d < 1 || d > 60 || ++n > 10 || (*end != ',' && *end != '\0') || (*end == ',' && end[1] == '\0'))
+            return "must be comma-separated days of 1..60 (at most 10), e.g. 3,5,7";
+        p = *end == ',' ? end + 1 : end;
+    }
     return NULL;
 }
 

@@ -122,6 +122,12 @@ typedef struct st_gw_config_t {
     int dunning_interval;   /* SETTLED_DUNNING_INTERVAL seconds between evaluations; 0: none */
     int dunning_grace_days; /* SETTLED_DUNNING_GRACE_DAYS: how late a step may still be sent */
     char *public_url;       /* SETTLED_PUBLIC_URL, NULL when unset (the unsubscribe link's base) */
+    /* automatic collection (gateway/domain/collector.c) */
+    int collect_interval;          /* SETTLED_COLLECT_INTERVAL seconds; 0: no automatic planning */
+    char *collect_card_retry_days; /* SETTLED_COLLECT_CARD_RETRY_DAYS ("3,5,7"), NULL when empty (no retry) */
+    int collect_dd_lead_days;      /* SETTLED_COLLECT_DIRECT_DEBIT_LEAD_DAYS */
+    bool collect_dd_retry;         /* SETTLED_COLLECT_DIRECT_DEBIT_RETRY: retry_if_possible */
+    int collect_catch_up_days;     /* SETTLED_COLLECT_CATCH_UP_DAYS */
     gw_source_t *sources;
     size_t nsources;
 } gw_config_t;

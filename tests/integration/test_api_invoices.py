@@ -517,6 +517,11 @@ SAMPLE_BODIES = {
     "notifications_read": None,
     # reminders and unsubscribe (test_dunning.py checks the public /v1/unsubscribe rows)
     "me_reminders_put": {"reminders_opt_out": False},
+    # automatic collection (test_collections.py)
+    "admin_customer_collection_pause": {"reason": "matrix"},
+    "admin_customer_collection_unpause": None,
+    "admin_invoice_collection_pause": {"reason": "matrix"},
+    "admin_invoice_collection_unpause": None,
 }
 
 

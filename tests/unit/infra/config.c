@@ -1059,6 +1059,11 @@ static void test_dump(void **state)
                            "SETTLED_DUNNING_INTERVAL=300\n"
                            "SETTLED_DUNNING_GRACE_DAYS=3\n"
                            "SETTLED_PUBLIC_URL=\n"
+                           "SETTLED_COLLECT_INTERVAL=300\n"
+                           "SETTLED_COLLECT_CARD_RETRY_DAYS=3,5,7\n"
+                           "SETTLED_COLLECT_DIRECT_DEBIT_LEAD_DAYS=7\n"
+                           "SETTLED_COLLECT_DIRECT_DEBIT_RETRY=false\n"
+                           "SETTLED_COLLECT_CATCH_UP_DAYS=3\n"
                            "# no webhook sources: set SETTLED_STRIPE_WEBHOOK_SECRETS, SETTLED_XERO_WEBHOOK_KEY or "
                            "SETTLED_GOCARDLESS_WEBHOOK_SECRETS\n";
     assert_string_equal(text, expected);
@@ -1196,6 +1201,10 @@ static void test_retry_settings(void **state)
                "SETTLED_ALERT_WEBHOOK_URL: required with SETTLED_ALERT_WEBHOOK_SECRET");
     env_fails("SETTLED_ALERT_WEBHOOK_URL=alerts.example.com",
               "SETTLED_ALERT_WEBHOOK_URL: must be an http:// or https:// URL (e.g. https://api.example.com)");
+    load_fails(NULL, ENV("SETTLED_COLLECT_CARD_RETRY_DAYS=3,,5"),
+               "SETTLED_COLLECT_CARD_RETRY_DAYS: must be comma-separated days of 1..60 (at most 10), e.g. 3,5,7");
+    load_fails(NULL, ENV("SETTLED_COLLECT_CARD_RETRY_DAYS=0"),
+               "SETTLED_COLLECT_CARD_RETRY_DAYS: must be comma-separated days of 1..60 (at most 10), e.g. 3,5,7");
     load_fails(NULL, ENV("SETTLED_CIRCUIT_COOLDOWN_MS=5000", "SETTLED_CIRCUIT_COOLDOWN_MAX_MS=1000"),
                "SETTLED_CIRCUIT_COOLDOWN_MAX_MS: must be at least SETTLED_CIRCUIT_COOLDOWN_MS (5000)");
 }
@@ -1247,11 +1256,16 @@ static void test_list_keys(void **state)
                                            "SETTLED_SMTP_STARTTLS",
                                            "SETTLED_DUNNING_INTERVAL",
                                            "SETTLED_DUNNING_GRACE_DAYS",
-                                           "SETTLED_PUBLIC_URL"};
+                                           "SETTLED_PUBLIC_URL",
+                                           "SETTLED_COLLECT_INTERVAL",
+                                           "SETTLED_COLLECT_CARD_RETRY_DAYS",
+                                           "SETTLED_COLLECT_DIRECT_DEBIT_LEAD_DAYS",
+                                           "SETTLED_COLLECT_DIRECT_DEBIT_RETRY",
+                                           "SETTLED_COLLECT_CATCH_UP_DAYS"};
     size_t n = 0;
     for (char **k = keys; *k != NULL; ++k)
         ++n;
-    assert_int_equal(n, 96); /* 90 settings, 6 of them with a per-source pattern */
+    assert_int_equal(n, 101); /* 95 settings, 6 of them with a per-source pattern */
     for (size_t i = 0; i != sizeof(expected) / sizeof(expected[0]); ++i) {
         bool found = false;
         for (char **k = keys; *k != NULL && !found; ++k)

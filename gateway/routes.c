@@ -34,6 +34,7 @@
 #include "terms.h"
 #include "unsubscribe.h"
 #include "collections.h"
+#include "dashboard.h"
 #include "users.h"
 #include "xero_admin.h"
 #include "xero_callback.h"
@@ -550,6 +551,23 @@ gw_route_t gw_routes[] = {
      .inputs = gw_collections_invoice_inputs,
      .ninputs = GW_COLLECTIONS_INVOICE_NINPUTS,
      .summary = "An invoice's automatic collection: its pauses and every attempt, oldest first"},
+    /* what the admins see of collections: an invoice's timeline, the organisation's figures (docs/collections.md) */
+    {.name = "admin_invoice_timeline",
+     .method = "GET",
+     .path = "/v1/admin/invoices/{id}/timeline",
+     .api = gw_collections_invoice_timeline,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .inputs = gw_collections_invoice_inputs,
+     .ninputs = GW_COLLECTIONS_INVOICE_NINPUTS,
+     .summary = "An invoice's collection and reminder timeline: attempts, dunning steps, next step, messages"},
+    {.name = "admin_dashboard",
+     .method = "GET",
+     .path = "/v1/admin/dashboard",
+     .api = gw_dashboard_get,
+     .access = GW_ACCESS_ADMIN,
+     .head = true,
+     .summary = "The organisation's figures: outstanding, overdue, due this week, collected and failed this month"},
 };
 const size_t gw_nroutes = sizeof(gw_routes) / sizeof(gw_routes[0]);
 _Static_assert(sizeof(gw_routes) / sizeof(gw_routes[0]) < GW_METRICS_MAX_ROUTES, "raise GW_METRICS_MAX_ROUTES");
@@ -567,7 +585,7 @@ const gw_module_t *const gw_modules[] = {&gw_intake_module, &gw_me_module, &gw_i
                                          /* reminders and unsubscribe */
                                          &gw_unsubscribe_module,
                                          /* automatic collection */
-                                         &gw_collections_module};
+                                         &gw_collections_module, &gw_dashboard_module};
 const size_t gw_nmodules = sizeof(gw_modules) / sizeof(gw_modules[0]);
 _Static_assert(sizeof(gw_modules) / sizeof(gw_modules[0]) <= GW_LOOP_MAX_MODULES, "raise GW_LOOP_MAX_MODULES");
 

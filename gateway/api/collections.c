@@ -3,7 +3,9 @@
  * collections.c: the admins' automatic-collection routes (collections.h). One statement each on the loop's async
  * pool, scoped by the admin's organisation: collect_pause_set (audited 'collection.pause', 'collection.unpause';
  * another organisation's customer or invoice is 404) and collect_invoice_get (schema/functions/collections.sql),
- * whose attempts' minor units are answered as decimal strings of the currency's exponent (money.c).
+ * whose attempts' minor units are answered as decimal strings of the currency's exponent (money.c); and the
+ * invoice's whole timeline (invoice_timeline, functions/timeline.sql: the same document with its dunning steps, next
+ * step and messages).
  */
 #include "collections.h"
 #include <jansson.h>
@@ -30,13 +32,14 @@ const gw_input_t gw_collections_invoice_pause_inputs[GW_COLLECTIONS_INVOICE_PAUS
                                                                                               REASON_INPUT};
 const gw_input_t gw_collections_invoice_inputs[GW_COLLECTIONS_INVOICE_NINPUTS] = {INVOICE_ID_INPUT};
 
-enum { STMT_PAUSE, STMT_GET, STMT_MAX };
+enum { STMT_PAUSE, STMT_GET, STMT_TIMELINE, STMT_MAX };
 static const gw_db_statement_t statements[STMT_MAX] = {
     {"collect_pause_set",
      "SELECT result, field, detail, doc::text FROM collect_pause_set($1::bigint, $2::bigint, $3, $4::boolean, $5, $6,"
      " $7)",
      7},
     {"collect_invoice_get", "SELECT collect_invoice_get($1::bigint, $2)::text", 2},
+    {"invoice_timeline", "SELECT invoice_timeline($1::bigint, $2, now())::text", 2},
 };
 
 const gw_module_t gw_collections_module = {
@@ -110,4 +113,10 @@ int gw_collections_invoice_get(gw_loop_t *loop, h2o_req_t *req, const gw_route_t
 {
     gw_db_param_t params[2] = {gw_admin_org(req, &call->scope), gw_admin_value(&call->in[0])};
     return gw_query(loop, req, &statements[STMT_GET], params, 2, on_timeline, NULL);
+}
+
+int gw_collections_invoice_timeline(gw_loop_t *loop, h2o_req_t *req, const gw_route_t *route, const gw_call_t *call)
+{
+    gw_db_param_t params[2] = {gw_admin_org(req, &call->scope), gw_admin_value(&call->in[0])};
+    return gw_query(loop, req, &statements[STMT_TIMELINE], params, 2, on_timeline, NULL);
 }

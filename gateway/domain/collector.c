@@ -331,6 +331,9 @@ static void process(sender_t *s, const attempt_t *a)
     bool send = what != NULL && strcmp(what, "send") == 0;
     if (what != NULL && strcmp(what, "cancelled") == 0)
         log_attempt(GW_LOG_INFO, "collection attempt cancelled before it was sent", a, NULL, NULL);
+    else if (what != NULL && strcmp(what, "dead") == 0)
+        log_attempt(GW_LOG_WARN, "collection attempt unanswered for 23 hours: dead, not sent again under its key", a,
+                    NULL, NULL);
     gw_dbs_result_free(r);
     if (!send)
         return;

@@ -383,6 +383,22 @@ BEGIN
         RETURN NULL;
     END IF;
     IF v_old.status = 'sending' THEN
+        -- sent before, its answer lost: the same key again, while the provider still remembers it (Stripe keeps a
+        -- key at least 24 hours; an older one may be forgotten, and a second payment made)
+        IF v_old.sending_since IS NOT NULL AND v_old.sending_since < now() - interval '23 hours' THEN
+            UPDATE collection_attempts a
+            SET status = 'dead', failure_code = 'idempotency_window_passed',
+                failure_message = 'unanswered since ' || to_char(v_old.sending_since AT TIME ZONE 'UTC',
+                                                                'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                                  || ': not sent again under a key the provider may have forgotten; check the '
+                                  || 'provider for a payment with metadata settled_collection_attempt',
+                lease_owner = NULL, lease_until = NULL, completed_at = now(), updated_at = now()
+            WHERE a.id = p_id RETURNING * INTO v_new;
+            PERFORM audit_write(v_old.organisation_id, 'system:collector', 'collection.attempt.dead',
+                                'collection_attempt', p_id::text, collect_json(v_old), collect_json(v_new),
+                                'collect:' || p_id);
+            RETURN 'dead';
+        END IF;
         RETURN 'send';
     END IF;
     PERFORM 1 FROM invoice_payment_states s
@@ -400,7 +416,8 @@ BEGIN
                             'collect:' || p_id);
         RETURN 'cancelled';
     END IF;
-    UPDATE collection_attempts a SET status = 'sending', updated_at = now() WHERE a.id = p_id RETURNING * INTO v_new;
+    UPDATE collection_attempts a SET status = 'sending', sending_since = now(), updated_at = now()
+    WHERE a.id = p_id RETURNING * INTO v_new;
     PERFORM audit_write(v_old.organisation_id, 'system:collector', 'collection.attempt.send', 'collection_attempt',
                         p_id::text, collect_json(v_old), collect_json(v_new), 'collect:' || p_id);
     RETURN 'send';

@@ -11,8 +11,9 @@ provider and method (Stripe succeeded, GoCardless collected; not last month's, n
 another organisation's), this month's failed and authentication-needing attempts (not a succeeded one, not last
 month's); the other organisation's admin sees only its own. The timeline: each step of the default plan with its
 day and status before and after `settled dunning` enqueues the one that is due, the next step, the messages, the
-attempts, and the plan ended once the invoice is paid; another organisation's invoice is 404. Every answer is
-checked against docs/openapi.yaml."""
+attempts, and the plan ended once the invoice is paid; another organisation's invoice is 404. An attempt sent
+and unanswered for 23 hours is parked dead rather than sent again under a key the provider may have forgotten.
+Every answer is checked against docs/openapi.yaml."""
 
 import datetime
 import json
@@ -203,6 +204,26 @@ def test_dashboard_and_timeline():
         d = get(s, "/v1/admin/dashboard", admin_x)
         expect_eq(figure(d, "GBP", "due_this_week"), {"amount": "0.00", "invoices": 0}, "paid: not due any more")
 
+        # an attempt sent and unanswered for 23 hours is not sent again under its key (Stripe may have forgotten it)
+        org, tenant, iid, sid, owner = sc.invoices["later"]
+        ids = {}
+        for n, age in ((2, "24 hours"), (3, "1 hour")):
+            ids[age] = h.sql_value(sc.db, "WITH i AS (INSERT INTO collection_attempts (organisation_id, customer_id, "
+                                          "tenant_id, invoice_id, settled_invoice_id, attempt, method, provider, "
+                                          "payment_method, amount_minor, currency, charge_date, status, planned_at, "
+                                          "lease_owner, lease_until, sending_since) VALUES ($1, $2, $3, $4, $5, $6, "
+                                          "'card', 'stripe', 'pm_view', 2000, 'GBP', current_date, 'sending', now(), "
+                                          "'view-owner', now() + interval '1 minute', now() - $7::interval) "
+                                          "RETURNING id) SELECT id FROM i",
+                                   org, sc.customers[owner], tenant, iid, sid, n, age)
+        expect_eq(h.sql_value(sc.db, "SELECT collect_begin($1, 'view-owner')", ids["24 hours"]), "dead",
+                  "unanswered for a day: dead")
+        expect_eq(h.sql_rows(sc.db, "SELECT status, failure_code FROM collection_attempts WHERE id = $1",
+                             ids["24 hours"]), [["dead", "idempotency_window_passed"]], "parked with why")
+        expect_eq(h.sql_value(sc.db, "SELECT count(*) FROM audit_log WHERE action = 'collection.attempt.dead' "
+                                     "AND entity_id = $1", ids["24 hours"]), "1", "audited")
+        expect_eq(h.sql_value(sc.db, "SELECT collect_begin($1, 'view-owner')", ids["1 hour"]), "send",
+                  "unanswered for an hour: sent again under the same key")
         get(s, "/v1/admin/invoices/inv_view_y/timeline", admin_x, status=404)   # Y's invoice
         get(s, "/v1/admin/invoices/inv_view_nothing/timeline", admin_x, status=404)
         get(s, "/v1/admin/dashboard", mint(101, x, "client", sc.customers["A"]), status=404)

@@ -50,6 +50,10 @@ if [ "${1:-}" = "--settled" ]; then
     url=$(demo_database_url) || exit 1
     bin=$top/build/release/gateway/settled
     [ -x "$bin" ] || { echo "error: $bin is not built (has deploy/run.sh run?)" >&2; exit 1; }
+    if [ -z "${SETTLED_REDIS_URL:-}" ] && [ -r "$state/redis_url" ]; then
+        SETTLED_REDIS_URL=$(cat "$state/redis_url")
+        export SETTLED_REDIS_URL
+    fi
     SETTLED_DATABASE_URL=$url exec "$bin" "$@"
 fi
 

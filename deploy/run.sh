@@ -189,6 +189,8 @@ if [ -z "${SETTLED_REDIS_URL:-}" ]; then
     fi
     export SETTLED_REDIS_URL="redis://127.0.0.1:$redis_port"
 fi
+# for deploy/demo-post.sh --settled, whose commands share the quotas and deny lists
+(umask 077 && printf '%s\n' "$SETTLED_REDIS_URL" >"$state/redis_url")
 
 step "migrating the database"
 "$bin" migrate || die "settled migrate failed"

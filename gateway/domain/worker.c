@@ -392,8 +392,10 @@ gw_workers_t *gw_workers_start(const gw_config_t *cfg, int nthreads, char *err, 
         }
     pool->retention = gw_retention_start(cfg);
     gw_alert_start(cfg);
-    gw_log(GW_LOG_INFO, "%d queue worker%s started%s, the Xero write-back sender and the collector", nthreads,
-           nthreads == 1 ? "" : "s", pool->periodic ? ", the periodic thread (drift sweeps)" : "");
+    gw_log(GW_LOG_INFO, "%d queue worker%s started%s, the Xero write-back sender, the collector%s%s", nthreads,
+           nthreads == 1 ? "" : "s", pool->periodic ? ", the periodic thread (drift sweeps)" : "",
+           pool->mailer != NULL ? ", the mailer" : " (no mailer: SETTLED_SMTP_URL is not set)",
+           pool->dunning != NULL ? " and the dunning evaluation" : "");
     return pool;
 }
 

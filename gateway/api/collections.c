@@ -9,10 +9,9 @@
  */
 #include "collections.h"
 #include <jansson.h>
-#include <stdlib.h>
 #include <string.h>
 #include "admin.h"
-#include "money.h"
+#include "invoices.h"
 #include "query.h"
 #include "reply.h"
 
@@ -95,15 +94,9 @@ static void on_timeline(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
     json_t *a;
     json_array_foreach(json_object_get(doc, "attempts"), i, a)
     {
-        const char *minor = json_string_value(json_object_get(a, "amount_minor"));
-        const char *currency = json_string_value(json_object_get(a, "currency"));
-        int exponent = currency != NULL ? gw_currency_exponent(currency) : -1;
-        char amount[48];
-        if (minor != NULL && exponent >= 0 &&
-            gw_money_format(strtoll(minor, NULL, 10), exponent, amount, sizeof(amount)) >= 0)
-            json_object_set_new(a, "amount", json_string(amount));
-        else
-            json_object_set_new(a, "amount", json_null());
+        json_object_set_new(a, "amount",
+                            gw_invoices_minor_json(json_string_value(json_object_get(a, "amount_minor")),
+                                                   json_string_value(json_object_get(a, "currency"))));
         json_object_del(a, "amount_minor");
     }
     gw_query_reply(req, doc);

@@ -6,11 +6,10 @@
  * float).
  */
 #include "dashboard.h"
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include "admin.h"
-#include "money.h"
+#include "invoices.h"
 #include "query.h"
 #include "reply.h"
 
@@ -41,20 +40,6 @@ static const struct {
                {"failed_collections_this_month", "attempts", true}};
 #define NFIGURES (sizeof(figures) / sizeof(figures[0]))
 
-/* Minor units of currency (decimal text: a sum) as an amount string, or null. */
-static json_t *amount_json(const char *minor, const char *currency)
-{
-    int e = currency != NULL ? gw_currency_exponent(currency) : -1;
-    char *end, buf[48];
-    if (e < 0 || minor == NULL)
-        return json_null();
-    errno = 0;
-    long long v = strtoll(minor, &end, 10);
-    if (end == minor || *end != '\0' || errno != 0 || gw_money_format((int64_t)v, e, buf, sizeof(buf)) < 0)
-        return json_null();
-    return json_string(buf);
-}
-
 static json_t *count_json(const char *text)
 {
     return json_integer(text != NULL ? (json_int_t)strtoll(text, NULL, 10) : 0);
@@ -67,7 +52,7 @@ static json_t *currency_new(const char *currency)
     json_object_set_new(c, "currency", json_string(currency));
     for (size_t f = 0; f != NFIGURES; ++f) {
         json_t *fig = json_object();
-        json_object_set_new(fig, "amount", amount_json("0", currency));
+        json_object_set_new(fig, "amount", gw_invoices_minor_json("0", currency));
         json_object_set_new(fig, figures[f].count, json_integer(0));
         if (figures[f].by_method)
             json_object_set_new(fig, "by_method", json_array());
@@ -107,13 +92,13 @@ static void on_rows(h2o_req_t *req, const gw_db_rows_t *rows, void *data)
             continue;
         json_t *fig = json_object_get(c, figure);
         if (provider == NULL) { /* the figure's total */
-            json_object_set_new(fig, "amount", amount_json(minor, currency));
+            json_object_set_new(fig, "amount", gw_invoices_minor_json(minor, currency));
             json_object_set_new(fig, figures[f].count, count_json(items));
         } else if (figures[f].by_method) {
             json_t *m = json_object();
             json_object_set_new(m, "provider", json_string(provider));
             json_object_set_new(m, "method", json_string(gw_db_rows_value(rows, r, C_METHOD, NULL)));
-            json_object_set_new(m, "amount", amount_json(minor, currency));
+            json_object_set_new(m, "amount", gw_invoices_minor_json(minor, currency));
             json_object_set_new(m, figures[f].count, count_json(items));
             json_array_append_new(json_object_get(fig, "by_method"), m);
         }
